@@ -1,0 +1,295 @@
+//! The index (`index.jsonl`, spec §5): one JSON object per line — an `archive` header,
+//! `folder` records, `message` records, and an `end` record whose `index_sha256` covers
+//! every byte before it, so a damaged or truncated index is detected even by a reader
+//! that only has `tar` and `sha256sum` (`head -n -1 index.jsonl | sha256sum`).
+
+use std::io::{self, BufRead, Write};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub const FORMAT_NAME: &str = "mailark-archive";
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    #[default]
+    Maildir,
+    Mbox,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Record {
+    Archive(ArchiveHeader),
+    Folder(FolderRecord),
+    Message(MessageRecord),
+    End(EndRecord),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveHeader {
+    pub format: String,
+    pub version: u32,
+    pub mailark_version: String,
+    /// 32 hex digits, random; what a delta archive's `parent` names.
+    pub archive_id: String,
+    /// RFC 3339, UTC.
+    pub created: String,
+    /// Where the mail came from: a URL without any secret, or `maildir:PATH` / `mbox:PATH`.
+    pub source: String,
+    pub layout: Layout,
+    pub parent: Option<ParentRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentRef {
+    pub archive_id: String,
+    pub index_sha256: String,
+    /// The parent's file name when it was read, for people; not used to match.
+    pub file_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderRecord {
+    /// The folder name decoded to UTF-8, levels joined by `delimiter`.
+    pub name: String,
+    /// The name as the source had it (modified UTF-7 on IMAP; a path for local sources).
+    pub raw_name: String,
+    pub delimiter: Option<String>,
+    /// Member directory of this folder (`maildir/…` or the mbox member `mbox/…`).
+    pub dir: String,
+    pub special_use: Option<String>,
+    pub subscribed: bool,
+    pub selectable: bool,
+    /// Messages the source said the folder held when it was read.
+    pub source_count: Option<u64>,
+    pub uidvalidity: Option<u32>,
+    pub uidnext: Option<u32>,
+    pub highestmodseq: Option<u64>,
+    /// Keyword table of this folder: keyword `i` is Maildir letter `a + i` (for i < 26).
+    pub keywords: Vec<String>,
+    /// Message records of this folder in this archive.
+    pub messages: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceRef {
+    Imap { uidvalidity: u32, uid: u32 },
+    Pop3 { uidl: Option<String>, msgno: u32 },
+    Local { path: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MboxLoc {
+    /// Offset in the folder's mbox member of the first byte after the `From ` line.
+    pub offset: u64,
+    /// Bytes of the quoted message from `offset`, not counting an added final LF.
+    pub length: u64,
+    /// The writer added an LF because the message did not end with one.
+    pub eol_added: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub folder: String,
+    /// Member path: the message file (Maildir layout) or the folder's mbox file.
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    pub flags: Vec<String>,
+    pub internaldate: Option<String>,
+    pub message_id: Option<String>,
+    pub date: Option<String>,
+    pub from: Option<String>,
+    pub subject: Option<String>,
+    pub source: SourceRef,
+    /// The size the source announced (RFC822.SIZE, POP3 LIST), when it did.
+    pub source_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mbox: Option<MboxLoc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndRecord {
+    pub folders: u64,
+    pub messages: u64,
+    pub message_bytes: u64,
+    /// SHA-256 (hex) of every byte of `index.jsonl` before this line.
+    pub index_sha256: String,
+}
+
+/// Writes index lines, hashing as it goes, so the end record can seal them.
+pub struct IndexWriter<W: Write> {
+    out: W,
+    hash: Sha256,
+    line: Vec<u8>,
+}
+
+impl<W: Write> IndexWriter<W> {
+    pub fn new(out: W) -> Self {
+        IndexWriter {
+            out,
+            hash: Sha256::new(),
+            line: Vec::with_capacity(1024),
+        }
+    }
+
+    pub fn write(&mut self, rec: &Record) -> io::Result<()> {
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        serde_json::to_writer(&mut line, rec)?;
+        line.push(b'\n');
+        let r = self.write_raw(&line);
+        self.line = line;
+        r
+    }
+
+    /// Copies already-serialised lines (the writer spools message records to disk).
+    pub fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.hash.update(bytes);
+        self.out.write_all(bytes)
+    }
+
+    /// Writes the end record and returns the sink and the index checksum.
+    pub fn finish(
+        mut self,
+        folders: u64,
+        messages: u64,
+        message_bytes: u64,
+    ) -> io::Result<(W, String)> {
+        let sum = hex::encode(self.hash.clone().finalize());
+        let end = Record::End(EndRecord {
+            folders,
+            messages,
+            message_bytes,
+            index_sha256: sum.clone(),
+        });
+        let mut line = serde_json::to_vec(&end)?;
+        line.push(b'\n');
+        self.out.write_all(&line)?;
+        Ok((self.out, sum))
+    }
+}
+
+/// A parsed and checked index.
+#[derive(Debug, Clone)]
+pub struct Index {
+    pub header: ArchiveHeader,
+    pub folders: Vec<FolderRecord>,
+    pub messages: Vec<MessageRecord>,
+    pub end: EndRecord,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("index line {line}: {detail}")]
+    Syntax { line: usize, detail: String },
+    #[error("index does not start with an archive record")]
+    NoHeader,
+    #[error("index is not {FORMAT_NAME} (format {0:?})")]
+    WrongFormat(String),
+    #[error("index is format version {0}; this mailark reads version {FORMAT_VERSION}")]
+    UnsupportedVersion(u32),
+    #[error("index has no end record (truncated?)")]
+    NoEnd,
+    #[error(
+        "index checksum mismatch: end record says {expected}, lines hash to {actual} (damaged)"
+    )]
+    Checksum { expected: String, actual: String },
+    #[error("index end record counts {what} {expected}, the index holds {actual}")]
+    Count {
+        what: &'static str,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("index: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl Index {
+    /// Parses and checks an index: the header's format and version, the end record's
+    /// checksum and counts.
+    pub fn parse<R: BufRead>(mut r: R) -> Result<Index, IndexError> {
+        let mut hash = Sha256::new();
+        let mut header = None;
+        let mut folders = Vec::new();
+        let mut messages = Vec::new();
+        let mut end = None;
+        let mut buf = Vec::new();
+        let mut lineno = 0;
+        loop {
+            buf.clear();
+            if r.read_until(b'\n', &mut buf)? == 0 {
+                break;
+            }
+            lineno += 1;
+            if end.is_some() {
+                return Err(IndexError::Syntax {
+                    line: lineno,
+                    detail: "data after the end record".into(),
+                });
+            }
+            let rec: Record = serde_json::from_slice(&buf).map_err(|e| IndexError::Syntax {
+                line: lineno,
+                detail: e.to_string(),
+            })?;
+            match rec {
+                Record::Archive(h) if lineno == 1 => {
+                    if h.format != FORMAT_NAME {
+                        return Err(IndexError::WrongFormat(h.format));
+                    }
+                    if h.version != FORMAT_VERSION {
+                        return Err(IndexError::UnsupportedVersion(h.version));
+                    }
+                    header = Some(h)
+                }
+                _ if lineno == 1 => return Err(IndexError::NoHeader),
+                Record::Archive(_) => {
+                    return Err(IndexError::Syntax {
+                        line: lineno,
+                        detail: "second archive record".into(),
+                    })
+                }
+                Record::Folder(f) => folders.push(f),
+                Record::Message(m) => messages.push(m),
+                Record::End(e) => {
+                    end = Some(e);
+                    continue;
+                }
+            }
+            hash.update(&buf);
+        }
+        let header = header.ok_or(IndexError::NoHeader)?;
+        let end = end.ok_or(IndexError::NoEnd)?;
+        let actual = hex::encode(hash.finalize());
+        if actual != end.index_sha256 {
+            return Err(IndexError::Checksum {
+                expected: end.index_sha256,
+                actual,
+            });
+        }
+        let bytes: u64 = messages.iter().map(|m| m.size).sum();
+        for (what, expected, actual) in [
+            ("folders", end.folders, folders.len() as u64),
+            ("messages", end.messages, messages.len() as u64),
+            ("message bytes", end.message_bytes, bytes),
+        ] {
+            if expected != actual {
+                return Err(IndexError::Count {
+                    what,
+                    expected,
+                    actual,
+                });
+            }
+        }
+        Ok(Index {
+            header,
+            folders,
+            messages,
+            end,
+        })
+    }
+}

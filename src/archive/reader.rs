@@ -1,0 +1,313 @@
+//! Reading archives: the fast path (trailer → index frame, no mail decompressed) for
+//! `ls`, and a streaming pass over every member for `verify` and `extract`, which hands
+//! each message's exact bytes to a visitor together with its index record.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use super::footer::{Footer, FooterError, FOOTER_LEN};
+use super::index::{Index, IndexError, Layout, MessageRecord};
+use super::names::is_safe_member_path;
+use crate::mail::mboxrd;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {source}")]
+    Footer { path: PathBuf, source: FooterError },
+    #[error("{path}: index frame is damaged ({detail})")]
+    IndexFrame { path: PathBuf, detail: String },
+    #[error("{path}: no index.jsonl member found")]
+    NoIndex { path: PathBuf },
+    #[error("{path}: {source}")]
+    Index { path: PathBuf, source: IndexError },
+    #[error("{path}: the archive data is damaged after {members} members: {detail}")]
+    Data {
+        path: PathBuf,
+        members: u64,
+        detail: String,
+    },
+}
+
+/// An opened archive: its path and checked index.
+#[derive(Debug, Clone)]
+pub struct Archive {
+    pub path: PathBuf,
+    pub index: Index,
+    /// Total size of the file.
+    pub file_len: u64,
+}
+
+/// Names of members that carry metadata, not mail.
+pub fn is_meta_member(path: &str) -> bool {
+    matches!(path, "index.jsonl" | "SHA256SUMS" | "README.txt")
+        || path.ends_with("/dovecot-keywords")
+}
+
+/// One thing met while streaming an archive.
+#[derive(Debug)]
+pub enum Member<'a> {
+    /// A message, with its exact bytes (already un-quoted for the mbox layout).
+    Message { record: usize, bytes: &'a [u8] },
+    /// Metadata or a directory the format defines.
+    Meta { path: String },
+    /// A member the index does not name.
+    Unknown { path: String, size: u64 },
+    /// A member whose name could write outside a target directory.
+    Unsafe { path: String },
+    /// A second member under a name already seen.
+    Duplicate { path: String },
+    /// An mbox member could not give the record's bytes (offsets outside it).
+    MboxDamaged { record: usize, detail: String },
+}
+
+/// What a full pass saw, beyond what the visitor was told.
+#[derive(Debug, Default)]
+pub struct StreamOutcome {
+    /// Per index record: whether its bytes were found.
+    pub seen: Vec<bool>,
+    pub members: u64,
+}
+
+impl Archive {
+    /// Opens an archive through its trailer: reads only the index frame.
+    pub fn open(path: &Path) -> Result<Archive, ReadError> {
+        let io_err = |source| ReadError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut f = File::open(path).map_err(io_err)?;
+        let file_len = f.metadata().map_err(io_err)?.len();
+        let footer = read_footer(&mut f, file_len).map_err(|e| match e {
+            Either::Io(source) => ReadError::Io {
+                path: path.to_path_buf(),
+                source,
+            },
+            Either::Footer(source) => ReadError::Footer {
+                path: path.to_path_buf(),
+                source,
+            },
+        })?;
+        f.seek(SeekFrom::Start(footer.index_offset))
+            .map_err(io_err)?;
+        let mut frame = vec![0u8; footer.index_length as usize];
+        f.read_exact(&mut frame).map_err(io_err)?;
+        if !footer.frame_matches(&frame) {
+            return Err(ReadError::IndexFrame {
+                path: path.to_path_buf(),
+                detail: "checksum in the trailer does not match".into(),
+            });
+        }
+        let dec = zstd::stream::read::Decoder::new(&frame[..]).map_err(io_err)?;
+        let index = find_index(dec, path)?;
+        Ok(Archive {
+            path: path.to_path_buf(),
+            index,
+            file_len,
+        })
+    }
+
+    /// Finds the index by reading the whole stream: the slow path when the trailer is
+    /// missing or damaged.
+    pub fn scan(path: &Path) -> Result<Archive, ReadError> {
+        let io_err = |source| ReadError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let f = File::open(path).map_err(io_err)?;
+        let file_len = f.metadata().map_err(io_err)?.len();
+        let dec = zstd::stream::read::Decoder::new(BufReader::new(f)).map_err(io_err)?;
+        let index = find_index(dec, path)?;
+        Ok(Archive {
+            path: path.to_path_buf(),
+            index,
+            file_len,
+        })
+    }
+
+    /// Opens through the trailer, falling back to a scan; the first error is returned
+    /// alongside so a verifier can report it.
+    pub fn open_or_scan(path: &Path) -> (Result<Archive, ReadError>, Option<ReadError>) {
+        match Archive::open(path) {
+            Ok(a) => (Ok(a), None),
+            Err(e @ ReadError::Io { .. }) => (Err(e), None),
+            Err(first) => (Archive::scan(path), Some(first)),
+        }
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.index.header.layout
+    }
+
+    /// Streams every member, handing messages with their exact bytes to `visit`.
+    /// Memory: one message (Maildir layout) or one message at a time out of an mbox
+    /// member.
+    pub fn stream<E: From<ReadError>>(
+        &self,
+        mut visit: impl FnMut(Member<'_>) -> Result<(), E>,
+    ) -> Result<StreamOutcome, E> {
+        let path = &self.path;
+        let io_err = |source| ReadError::Io {
+            path: path.clone(),
+            source,
+        };
+        let f = File::open(path).map_err(io_err)?;
+        let dec = zstd::stream::read::Decoder::new(BufReader::with_capacity(1 << 20, f))
+            .map_err(io_err)?;
+        let msgs = &self.index.messages;
+        let mut by_path: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, m) in msgs.iter().enumerate() {
+            by_path.entry(m.path.as_str()).or_default().push(i);
+        }
+        if self.layout() == Layout::Mbox {
+            for v in by_path.values_mut() {
+                v.sort_by_key(|&i| msgs[i].mbox.as_ref().map_or(0, |l| l.offset));
+            }
+        }
+        let mut out = StreamOutcome {
+            seen: vec![false; msgs.len()],
+            members: 0,
+        };
+        let mut seen_paths: HashMap<String, ()> = HashMap::new();
+        let mut ar = tar::Archive::new(dec);
+        let data_err = |members: u64, e: io::Error| ReadError::Data {
+            path: path.clone(),
+            members,
+            detail: e.to_string(),
+        };
+        let entries = ar.entries().map_err(|e| data_err(0, e))?;
+        let mut buf = Vec::new();
+        for entry in entries {
+            let mut entry = entry.map_err(|e| data_err(out.members, e))?;
+            out.members += 1;
+            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let size = entry.size();
+            if !is_safe_member_path(&name) {
+                visit(Member::Unsafe { path: name })?;
+                continue;
+            }
+            if seen_paths.insert(name.clone(), ()).is_some()
+                && !entry.header().entry_type().is_dir()
+            {
+                visit(Member::Duplicate { path: name })?;
+                continue;
+            }
+            if entry.header().entry_type().is_dir() || is_meta_member(&name) {
+                visit(Member::Meta { path: name })?;
+                continue;
+            }
+            let Some(recs) = by_path.get(name.as_str()) else {
+                visit(Member::Unknown { path: name, size })?;
+                continue;
+            };
+            match self.layout() {
+                Layout::Maildir => {
+                    buf.clear();
+                    entry
+                        .read_to_end(&mut buf)
+                        .map_err(|e| data_err(out.members, e))?;
+                    for &r in recs {
+                        out.seen[r] = true;
+                        visit(Member::Message {
+                            record: r,
+                            bytes: &buf,
+                        })?;
+                    }
+                }
+                Layout::Mbox => {
+                    let mut pos = 0u64;
+                    for &r in recs {
+                        let Some(loc) = msgs[r].mbox.as_ref() else {
+                            visit(Member::MboxDamaged {
+                                record: r,
+                                detail: "record has no mbox offsets".into(),
+                            })?;
+                            continue;
+                        };
+                        if loc.offset < pos || loc.offset + loc.length > size {
+                            visit(Member::MboxDamaged {
+                                record: r,
+                                detail: format!(
+                                    "offsets {}+{} outside the member ({size} bytes)",
+                                    loc.offset, loc.length
+                                ),
+                            })?;
+                            continue;
+                        }
+                        io::copy(&mut (&mut entry).take(loc.offset - pos), &mut io::sink())
+                            .map_err(|e| data_err(out.members, e))?;
+                        buf.clear();
+                        (&mut entry)
+                            .take(loc.length)
+                            .read_to_end(&mut buf)
+                            .map_err(|e| data_err(out.members, e))?;
+                        pos = loc.offset + buf.len() as u64;
+                        if (buf.len() as u64) < loc.length {
+                            visit(Member::MboxDamaged {
+                                record: r,
+                                detail: "mbox member ends early".into(),
+                            })?;
+                            continue;
+                        }
+                        let bytes = mboxrd::unquote(&buf);
+                        out.seen[r] = true;
+                        visit(Member::Message {
+                            record: r,
+                            bytes: &bytes,
+                        })?;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn record(&self, i: usize) -> &MessageRecord {
+        &self.index.messages[i]
+    }
+}
+
+enum Either {
+    Io(io::Error),
+    Footer(FooterError),
+}
+
+fn read_footer(f: &mut File, file_len: u64) -> Result<Footer, Either> {
+    if file_len < FOOTER_LEN as u64 {
+        return Err(Either::Footer(FooterError::TooShort));
+    }
+    f.seek(SeekFrom::Start(file_len - FOOTER_LEN as u64))
+        .map_err(Either::Io)?;
+    let mut b = [0u8; FOOTER_LEN];
+    f.read_exact(&mut b).map_err(Either::Io)?;
+    Footer::decode(&b, file_len).map_err(Either::Footer)
+}
+
+/// Reads tar members from `r` until `index.jsonl`, and parses it.
+fn find_index<R: Read>(r: R, path: &Path) -> Result<Index, ReadError> {
+    let mut ar = tar::Archive::new(r);
+    let frame_err = |e: io::Error| ReadError::IndexFrame {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    let mut found = None;
+    for entry in ar.entries().map_err(frame_err)? {
+        let entry = entry.map_err(frame_err)?;
+        if &*entry.path_bytes() == b"index.jsonl" {
+            found =
+                Some(
+                    Index::parse(BufReader::new(entry)).map_err(|source| ReadError::Index {
+                        path: path.to_path_buf(),
+                        source,
+                    })?,
+                );
+            break;
+        }
+    }
+    found.ok_or_else(|| ReadError::NoIndex {
+        path: path.to_path_buf(),
+    })
+}

@@ -1,0 +1,393 @@
+//! The command line: parses arguments, runs a workflow, prints its report for people
+//! or as JSON, and maps the outcome to an exit code. Errors become one line here.
+//!
+//! Exit codes: 0 done and clean; 1 done, but problems were found (verify findings,
+//! messages that could not be archived); 2 could not do the job (bad arguments,
+//! unusable input, connection or login failure); 130 interrupted.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::archive::{Archive, Layout, WriterOptions};
+use crate::export::{self, FolderFilter};
+use crate::extract::{self, Target};
+use crate::progress::Progress;
+use crate::source::local::LocalSource;
+use crate::source::{maildir::MaildirSource, mbox::MboxSource, mbox::Quoting, SourceSpec};
+use crate::verify::{self, Level};
+
+const EXAMPLES: &str = "\
+Examples:
+  mailark export maildir:~/Maildir -o alice.tar.zst
+  mailark export mbox:~/.thunderbird/xxxx.default/Mail/Local\\ Folders -o tb.tar.zst
+  mailark ls alice.tar.zst
+  mailark verify alice.tar.zst
+  mailark extract alice.tar.zst --to maildir:/srv/restore/alice
+
+Exit codes: 0 clean, 1 problems found, 2 could not do the job, 130 interrupted.
+Archives open without mailark: tar --zstd -xf alice.tar.zst && sha256sum -c SHA256SUMS";
+
+#[derive(Parser, Debug)]
+#[command(name = "mailark", version, about = "Save a whole mailbox into a portable archive and put it back, byte-exact.", after_help = EXAMPLES)]
+pub struct Cli {
+    /// More detail on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// No progress bar and no summary; errors only.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Archive every folder of a mailbox into one .tar.zst file.
+    #[command(after_help = "Examples:
+  mailark export maildir:/var/mail/alice/Maildir -o alice.tar.zst
+  mailark export mbox:Inbox -o inbox.tar.zst --layout mbox
+  mailark export maildir:Maildir -o a.tar.zst --folder 'INBOX*' --exclude Trash --json
+
+SOURCE is maildir:PATH (Maildir, Maildir++ or Dovecot LAYOUT=fs tree) or mbox:PATH
+(one mbox file or a Thunderbird-style tree). The archive appears under its final
+name only when it is complete.")]
+    Export(ExportArgs),
+    /// List the messages of archives (reads only the index).
+    #[command(after_help = "Examples:
+  mailark ls alice.tar.zst
+  mailark ls full.tar.zst delta1.tar.zst --json | jq '.[].subject'")]
+    Ls(LsArgs),
+    /// Check archives: every hash, index against members, index checksum, chain.
+    #[command(after_help = "Examples:
+  mailark verify alice.tar.zst
+  mailark verify full.tar.zst delta1.tar.zst --json
+
+Exit 0 clean, 1 problems found (each one listed), 2 unusable input.")]
+    Verify(VerifyArgs),
+    /// Write the messages of archives out as Maildir, mbox or .eml files.
+    #[command(after_help = "Examples:
+  mailark extract alice.tar.zst --to maildir:/srv/mail/alice
+  mailark extract alice.tar.zst --to eml:out --folder 'INBOX*'
+
+The Maildir output is a Dovecot LAYOUT=fs tree with UTF-8 names:
+  mail_location = maildir:DIR:LAYOUT=fs:UTF-8:INBOX=DIR/INBOX")]
+    Extract(ExtractArgs),
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// maildir:PATH or mbox:PATH.
+    source: String,
+    /// The archive to write (conventionally NAME.tar.zst).
+    #[arg(short, long)]
+    output: PathBuf,
+    #[arg(long, value_enum, default_value = "maildir")]
+    layout: LayoutArg,
+    /// zstd compression level (1-19).
+    #[arg(long, default_value_t = 3)]
+    level: i32,
+    /// zstd worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<u32>,
+    /// Replace an existing archive.
+    #[arg(long)]
+    force: bool,
+    /// Only folders matching this glob (repeatable).
+    #[arg(long = "folder", value_name = "GLOB")]
+    folders: Vec<String>,
+    /// Skip folders matching this glob (repeatable).
+    #[arg(long = "exclude", value_name = "GLOB")]
+    excludes: Vec<String>,
+    /// How the mbox source quoted `From ` lines: mboxrd, mboxo, mboxcl, mboxcl2.
+    #[arg(long, default_value = "mboxrd")]
+    mbox_format: String,
+    /// Print the final report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LayoutArg {
+    Maildir,
+    Mbox,
+}
+
+#[derive(Args, Debug)]
+struct LsArgs {
+    #[arg(required = true)]
+    archives: Vec<PathBuf>,
+    #[arg(long = "folder", value_name = "GLOB")]
+    folders: Vec<String>,
+    /// One JSON array, one object per message.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct VerifyArgs {
+    #[arg(required = true)]
+    archives: Vec<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ExtractArgs {
+    #[arg(required = true)]
+    archives: Vec<PathBuf>,
+    /// maildir:DIR, mbox:DIR or eml:DIR.
+    #[arg(long)]
+    to: String,
+    #[arg(long = "folder", value_name = "GLOB")]
+    folders: Vec<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+/// A failure that ends the command: printed as one line, exit code 2.
+#[derive(Debug)]
+struct Fatal(String);
+
+impl<E: std::fmt::Display> From<E> for Fatal {
+    fn from(e: E) -> Self {
+        Fatal(e.to_string())
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match &cli.cmd {
+        Cmd::Export(a) => run_export(&cli, a),
+        Cmd::Ls(a) => run_ls(a),
+        Cmd::Verify(a) => run_verify(&cli, a),
+        Cmd::Extract(a) => run_extract(&cli, a),
+    };
+    match res {
+        Ok(code) => ExitCode::from(code),
+        Err(Fatal(msg)) => {
+            eprintln!("mailark: error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Fatal> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn run_export(cli: &Cli, a: &ExportArgs) -> Result<u8, Fatal> {
+    let spec: SourceSpec = a.source.parse()?;
+    let filter = FolderFilter::new(&a.folders, &a.excludes)?;
+    let mut wopts = WriterOptions {
+        layout: match a.layout {
+            LayoutArg::Maildir => Layout::Maildir,
+            LayoutArg::Mbox => Layout::Mbox,
+        },
+        level: a.level,
+        force: a.force,
+        ..Default::default()
+    };
+    if let Some(t) = a.threads {
+        wopts.threads = t;
+    }
+    let src: Box<dyn LocalSource + Sync> = match &spec {
+        SourceSpec::Maildir(p) => Box::new(MaildirSource::open(p)?),
+        SourceSpec::Mbox(p) => Box::new(MboxSource::open(p, a.mbox_format.parse::<Quoting>()?)?),
+        SourceSpec::Net(ep) => {
+            return Err(Fatal(format!(
+                "{ep}: network export is not available in this build"
+            )))
+        }
+    };
+    let progress = Progress::bytes(src.total_bytes(), !cli.quiet);
+    let rep = export::export_local(src.as_ref(), &a.output, wopts, &filter, &progress)?;
+    let problems = rep.skipped() > 0 || !rep.count_mismatches().is_empty();
+    if a.json {
+        print_json(&rep)?;
+    } else if !cli.quiet {
+        println!(
+            "{:<40} {:>8} {:>9} {:>8}",
+            "folder", "source", "archived", "skipped"
+        );
+        for f in &rep.folders {
+            let src = f.source_count.map_or("-".to_string(), |c| c.to_string());
+            println!(
+                "{:<40} {:>8} {:>9} {:>8}",
+                f.folder,
+                src,
+                f.archived,
+                f.skipped.len()
+            );
+            for s in &f.skipped {
+                println!("    skipped {}: {}", s.id, s.reason);
+            }
+        }
+        println!(
+            "wrote {} ({} messages, {} of mail, {} on disk)",
+            rep.archive,
+            rep.messages,
+            human_bytes(rep.message_bytes),
+            human_bytes(rep.file_bytes)
+        );
+    }
+    Ok(if problems { 1 } else { 0 })
+}
+
+fn open_all(paths: &[PathBuf]) -> Result<Vec<Archive>, Fatal> {
+    paths
+        .iter()
+        .map(|p| Archive::open(p).map_err(Fatal::from))
+        .collect()
+}
+
+#[derive(serde::Serialize)]
+struct LsItem<'a> {
+    archive: String,
+    #[serde(flatten)]
+    m: &'a crate::archive::MessageRecord,
+}
+
+fn run_ls(a: &LsArgs) -> Result<u8, Fatal> {
+    let archives = open_all(&a.archives)?;
+    let filter = FolderFilter::new(&a.folders, &[])?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let items: Vec<LsItem> = archives
+            .iter()
+            .flat_map(|ar| {
+                ar.index
+                    .messages
+                    .iter()
+                    .filter(|m| filter.matches(&m.folder))
+                    .map(move |m| LsItem {
+                        archive: ar.path.display().to_string(),
+                        m,
+                    })
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut out, &items)?;
+        writeln!(out)?;
+        return Ok(0);
+    }
+    for ar in &archives {
+        for m in ar
+            .index
+            .messages
+            .iter()
+            .filter(|m| filter.matches(&m.folder))
+        {
+            let date = m
+                .internaldate
+                .as_deref()
+                .map(|d| d.get(..16).unwrap_or(d).replace('T', " "))
+                .unwrap_or_else(|| "-".into());
+            let r = writeln!(
+                out,
+                "{date:<16}  {:>9}  {}  {}  {}",
+                m.size,
+                m.folder,
+                m.from.as_deref().unwrap_or("-"),
+                m.subject.as_deref().unwrap_or("-")
+            );
+            if r.is_err() {
+                // A closed pipe (`| head`) is not an error worth a message.
+                return Ok(0);
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
+    let progress = Progress::bytes(0, !cli.quiet && !a.json);
+    let rep = verify::verify_archives(&a.archives, &progress);
+    progress.finish();
+    if a.json {
+        print_json(&rep)?;
+    } else {
+        for f in &rep.findings {
+            let lvl = match f.level {
+                Level::Error => "error",
+                Level::Warning => "warning",
+            };
+            let mut line = format!("{lvl}: {}: [{}]", f.archive, f.code);
+            if let Some(folder) = &f.folder {
+                line.push_str(&format!(" folder {folder:?}"));
+            }
+            if let Some(m) = &f.message {
+                line.push_str(&format!(" {m}"));
+            }
+            line.push_str(&format!(": {}", f.detail));
+            println!("{line}");
+        }
+        if !cli.quiet {
+            let state = if rep.errors() == 0 {
+                "OK"
+            } else {
+                "PROBLEMS FOUND"
+            };
+            println!(
+                "{state}: {} archive(s), {} messages ({}) checked, {} problem(s)",
+                rep.archives.len(),
+                rep.messages_checked,
+                human_bytes(rep.bytes_checked),
+                rep.errors()
+            );
+        }
+    }
+    Ok(if rep.unusable {
+        2
+    } else if rep.errors() > 0 {
+        1
+    } else {
+        0
+    })
+}
+
+fn run_extract(cli: &Cli, a: &ExtractArgs) -> Result<u8, Fatal> {
+    let target: Target = a.to.parse()?;
+    let archives = open_all(&a.archives)?;
+    let filter = FolderFilter::new(&a.folders, &[])?;
+    let progress = Progress::bytes(0, !cli.quiet && !a.json);
+    let rep = extract::extract(&archives, &target, &filter, &progress)?;
+    progress.finish();
+    if a.json {
+        print_json(&rep)?;
+    } else if !cli.quiet {
+        println!(
+            "extracted {} messages ({}) in {} folders to {}",
+            rep.messages,
+            human_bytes(rep.bytes),
+            rep.folders,
+            a.to
+        );
+        if rep.eol_added > 0 {
+            println!(
+                "note: {} messages had no final newline; mbox stores them with one added",
+                rep.eol_added
+            );
+        }
+    }
+    Ok(0)
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}

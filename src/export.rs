@@ -1,0 +1,224 @@
+//! The export workflow: a source's folders and messages → one archive, with a
+//! per-folder account of what the source reported, what was archived and what was
+//! skipped and why. Reading runs on its own thread so the disk never waits on zstd.
+
+use std::path::Path;
+use std::sync::mpsc;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::Serialize;
+
+use crate::archive::{
+    ArchiveWriter, FolderInfo, MessageInfo, WriteError, WriteSummary, WriterOptions,
+};
+use crate::progress::Progress;
+use crate::source::local::LocalSource;
+
+/// `--folder` / `--exclude` globs over UTF-8 folder names (`*` also crosses levels).
+#[derive(Debug, Clone, Default)]
+pub struct FolderFilter {
+    include: Option<GlobSet>,
+    exclude: Option<GlobSet>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("bad folder pattern {pattern:?}: {detail}")]
+pub struct PatternError {
+    pub pattern: String,
+    pub detail: String,
+}
+
+fn build_set(pats: &[String]) -> Result<Option<GlobSet>, PatternError> {
+    if pats.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GlobSetBuilder::new();
+    for p in pats {
+        let g = Glob::new(p).map_err(|e| PatternError {
+            pattern: p.clone(),
+            detail: e.to_string(),
+        })?;
+        b.add(g);
+    }
+    b.build().map(Some).map_err(|e| PatternError {
+        pattern: pats.join(" "),
+        detail: e.to_string(),
+    })
+}
+
+impl FolderFilter {
+    pub fn new(include: &[String], exclude: &[String]) -> Result<FolderFilter, PatternError> {
+        Ok(FolderFilter {
+            include: build_set(include)?,
+            exclude: build_set(exclude)?,
+        })
+    }
+
+    pub fn matches(&self, folder: &str) -> bool {
+        self.include.as_ref().is_none_or(|s| s.is_match(folder))
+            && !self.exclude.as_ref().is_some_and(|s| s.is_match(folder))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Skipped {
+    /// The message's identity at the source.
+    pub id: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct FolderReport {
+    pub folder: String,
+    /// What the source said the folder held.
+    pub source_count: Option<u64>,
+    pub archived: u64,
+    pub bytes: u64,
+    pub skipped: Vec<Skipped>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    pub archive: String,
+    pub archive_id: String,
+    pub index_sha256: String,
+    pub source: String,
+    pub messages: u64,
+    pub message_bytes: u64,
+    pub file_bytes: u64,
+    pub folders: Vec<FolderReport>,
+}
+
+impl ExportReport {
+    pub fn skipped(&self) -> usize {
+        self.folders.iter().map(|f| f.skipped.len()).sum()
+    }
+
+    /// Archived differs from what the source reported in some folder.
+    pub fn count_mismatches(&self) -> Vec<&FolderReport> {
+        self.folders
+            .iter()
+            .filter(|f| {
+                f.source_count
+                    .is_some_and(|c| c != f.archived + f.skipped.len() as u64)
+            })
+            .collect()
+    }
+
+    fn from_summary(s: WriteSummary, source: String, folders: Vec<FolderReport>) -> ExportReport {
+        ExportReport {
+            archive: s.path.display().to_string(),
+            archive_id: s.archive_id,
+            index_sha256: s.index_sha256,
+            source,
+            messages: s.messages,
+            message_bytes: s.message_bytes,
+            file_bytes: s.file_bytes,
+            folders,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error(transparent)]
+    Source(#[from] crate::source::local::LocalError),
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+    #[error("no folder matches the --folder/--exclude patterns")]
+    NoFolders,
+}
+
+enum Item {
+    Folder(FolderInfo),
+    Message(MessageInfo, Vec<u8>),
+    Skip(String, Skipped),
+}
+
+/// Exports a local source into `dest`.
+pub fn export_local(
+    src: &(dyn LocalSource + Sync),
+    dest: &Path,
+    mut wopts: WriterOptions,
+    filter: &FolderFilter,
+    progress: &Progress,
+) -> Result<ExportReport, ExportError> {
+    wopts.source = src.describe();
+    let folders: Vec<FolderInfo> = src
+        .folders()
+        .into_iter()
+        .filter(|f| filter.matches(&f.name))
+        .collect();
+    if folders.is_empty() {
+        return Err(ExportError::NoFolders);
+    }
+    let mut writer = ArchiveWriter::create(dest, wopts)?;
+    let mut reports: Vec<FolderReport> = folders
+        .iter()
+        .map(|f| FolderReport {
+            folder: f.name.clone(),
+            source_count: f.source_count,
+            ..Default::default()
+        })
+        .collect();
+    // A bounded queue: memory holds at most a few messages in flight.
+    let (tx, rx) = mpsc::sync_channel::<Item>(16);
+    let result: Result<(), ExportError> = std::thread::scope(|s| {
+        let reader = s.spawn(move || -> Result<(), WriteError> {
+            for f in &folders {
+                if tx.send(Item::Folder(f.clone())).is_err() {
+                    return Ok(());
+                }
+                src.messages(&f.name, &mut |item| {
+                    let msg = match item {
+                        Ok((info, bytes)) => Item::Message(info, bytes),
+                        Err(e) => Item::Skip(
+                            f.name.clone(),
+                            Skipped {
+                                id: f.name.clone(),
+                                reason: e.to_string(),
+                            },
+                        ),
+                    };
+                    // A closed channel means the writer failed and reports why; stop reading.
+                    tx.send(msg).map_err(|_| WriteError::Io {
+                        path: dest.to_path_buf(),
+                        source: std::io::Error::other("archive writer stopped"),
+                    })
+                })?;
+            }
+            Ok(())
+        });
+        for item in rx {
+            match item {
+                Item::Folder(f) => {
+                    progress.set_message(f.name.clone());
+                    writer.add_folder(f)?;
+                }
+                Item::Message(info, bytes) => {
+                    let n = bytes.len() as u64;
+                    let folder = info.folder.clone();
+                    writer.add_message(info, &bytes)?;
+                    if let Some(r) = reports.iter_mut().find(|r| r.folder == folder) {
+                        r.archived += 1;
+                        r.bytes += n;
+                    }
+                    progress.inc(n);
+                }
+                Item::Skip(folder, sk) => {
+                    if let Some(r) = reports.iter_mut().find(|r| r.folder == folder) {
+                        r.skipped.push(sk);
+                    }
+                }
+            }
+        }
+        reader.join().expect("source reader thread panicked")?;
+        Ok(())
+    });
+    result?;
+    progress.finish();
+    let summary = writer.finish()?;
+    Ok(ExportReport::from_summary(summary, src.describe(), reports))
+}

@@ -1,0 +1,14 @@
+//! mailark: save a whole mailbox off a mail server into a portable archive and put it
+//! back on another one, byte-exact. The library is the whole tool; `main.rs` is a thin
+//! CLI on top. Dependencies point one way: `cli` → workflows (`export`, `extract`,
+//! `verify`) → `archive` / `source`.
+
+pub mod archive;
+pub mod cli;
+pub mod export;
+pub mod extract;
+pub mod mail;
+pub mod progress;
+pub mod source;
+pub mod text;
+pub mod verify;

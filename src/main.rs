@@ -1,0 +1,5 @@
+//! The `mailark` binary: everything lives in the library; this only hands over.
+
+fn main() -> std::process::ExitCode {
+    mailark::cli::main()
+}

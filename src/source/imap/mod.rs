@@ -1,0 +1,1 @@
+//! IMAP source (placeholder while it is written).

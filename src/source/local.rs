@@ -1,0 +1,72 @@
+//! What the local sources (`maildir`, `mbox`) share: the `Source` trait the export
+//! workflow drives, and name-based special-use guesses (local stores carry no roles).
+
+use crate::archive::{FolderInfo, MessageInfo};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a Maildir (no cur/ directory found below it)")]
+    NotMaildir { path: String },
+    #[error("{path}: not an mbox file (it does not start with a \"From \" line)")]
+    NotMbox { path: String },
+    #[error("{path}: no mbox files found below it")]
+    NoMbox { path: String },
+}
+
+pub fn io_err(path: impl AsRef<std::path::Path>) -> impl FnOnce(std::io::Error) -> LocalError {
+    let path = path.as_ref().display().to_string();
+    move |source| LocalError::Io { path, source }
+}
+
+/// A local store: lists its folders, then hands out each folder's messages in order.
+pub trait LocalSource {
+    /// A description for the archive header (`maildir:/abs/path`).
+    fn describe(&self) -> String;
+    fn folders(&self) -> Vec<FolderInfo>;
+    /// Calls `each` for every message of `folder` with its exact bytes. An error from a
+    /// single unreadable message is passed to `each` so the caller can record it and go on.
+    fn messages(
+        &self,
+        folder: &str,
+        each: &mut dyn FnMut(
+            Result<(MessageInfo, Vec<u8>), LocalError>,
+        ) -> Result<(), crate::archive::WriteError>,
+    ) -> Result<(), crate::archive::WriteError>;
+    /// Bytes the source will read, for progress (best effort).
+    fn total_bytes(&self) -> u64;
+}
+
+/// Guesses a special-use role from a folder's last level, for the names mail clients
+/// and rental hosts use (English and Japanese).
+pub fn guess_special_use(name: &str, delimiter: Option<char>) -> Option<String> {
+    let leaf = match delimiter {
+        Some(d) => name.rsplit(d).next().unwrap_or(name),
+        None => name,
+    };
+    let l = leaf.to_lowercase();
+    let role = match l.as_str() {
+        "sent"
+        | "sent items"
+        | "sent messages"
+        | "sent mail"
+        | "送信済み"
+        | "送信済みメール"
+        | "送信済みアイテム" => "\\Sent",
+        "drafts" | "draft" | "下書き" => "\\Drafts",
+        "trash"
+        | "deleted items"
+        | "deleted messages"
+        | "ごみ箱"
+        | "ゴミ箱"
+        | "削除済みアイテム" => "\\Trash",
+        "junk" | "spam" | "junk e-mail" | "迷惑メール" => "\\Junk",
+        "archive" | "archives" | "アーカイブ" => "\\Archive",
+        _ => return None,
+    };
+    Some(role.to_string())
+}

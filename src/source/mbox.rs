@@ -1,0 +1,532 @@
+//! `mbox:PATH` — one mbox file or a tree of them (Thunderbird: `Inbox`, `Sent`,
+//! `Folder.sbd/Sub`). Reads mboxrd (default), mboxo, and mboxcl/mboxcl2 framing by
+//! `Content-Length` when the header is consistent with the file. The envelope `From `
+//! line, the blank separator line, Thunderbird's leading `X-Mozilla-*` bookkeeping
+//! headers and a framing `Content-Length` line are not part of the message; flags are
+//! read from `X-Mozilla-Status`/`-Keys` and `Status`/`X-Status`. Streams one message at a
+//! time, so a 4 GB mbox costs the memory of its largest message.
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use chrono::{FixedOffset, NaiveDateTime, TimeZone};
+
+use super::local::{guess_special_use, io_err, LocalError, LocalSource};
+use crate::archive::{FolderInfo, MessageInfo, SourceRef, WriteError};
+use crate::mail::mboxrd;
+
+/// How `>From ` lines were quoted by the program that wrote the mbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Quoting {
+    /// mboxrd: `>*From ` lines carry one extra `>`.
+    #[default]
+    Rd,
+    /// mboxo (and mboxcl): only `From ` lines were quoted, to `>From `.
+    O,
+    /// mboxcl2: no quoting at all (messages are framed by Content-Length).
+    None,
+}
+
+impl std::str::FromStr for Quoting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "mboxrd" | "rd" => Ok(Quoting::Rd),
+            "mboxo" | "o" | "mboxcl" => Ok(Quoting::O),
+            "mboxcl2" | "none" => Ok(Quoting::None),
+            _ => Err(format!(
+                "unknown mbox quoting {s:?} (mboxrd, mboxo, mboxcl, mboxcl2)"
+            )),
+        }
+    }
+}
+
+struct MboxFile {
+    name: String,
+    path: PathBuf,
+    rel: String,
+}
+
+pub struct MboxSource {
+    root: PathBuf,
+    files: Vec<MboxFile>,
+    quoting: Quoting,
+    total: u64,
+}
+
+/// Names mail clients give their sidecar files, which sit beside mbox files.
+fn is_sidecar(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.ends_with(".msf")
+        || lower.ends_with(".dat")
+        || lower.ends_with(".json")
+        || lower.ends_with(".sqlite")
+        || lower.ends_with(".html")
+        || lower.starts_with('.')
+}
+
+fn starts_like_mbox(path: &Path) -> std::io::Result<bool> {
+    let mut b = [0u8; 5];
+    let mut f = File::open(path)?;
+    let n = f.read(&mut b)?;
+    Ok(n == 0 || &b[..n] == b"From ")
+}
+
+fn folder_name_for_file(stem: &str) -> String {
+    if ["inbox", "mbox"].contains(&stem.to_ascii_lowercase().as_str()) {
+        "INBOX".to_string()
+    } else {
+        stem.to_string()
+    }
+}
+
+impl MboxSource {
+    pub fn open(path: &Path, quoting: Quoting) -> Result<MboxSource, LocalError> {
+        let meta = fs::metadata(path).map_err(io_err(path))?;
+        let mut files = Vec::new();
+        if meta.is_file() {
+            if !starts_like_mbox(path).map_err(io_err(path))? {
+                return Err(LocalError::NotMbox {
+                    path: path.display().to_string(),
+                });
+            }
+            let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+            let rel = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            files.push(MboxFile {
+                name: folder_name_for_file(&stem),
+                path: path.to_path_buf(),
+                rel,
+            });
+        } else {
+            for e in walkdir::WalkDir::new(path).sort_by_file_name() {
+                let e = e.map_err(|e| LocalError::Io {
+                    path: path.display().to_string(),
+                    source: e
+                        .into_io_error()
+                        .unwrap_or_else(|| std::io::Error::other("walk failed")),
+                })?;
+                let fname = e.file_name().to_string_lossy();
+                if !e.file_type().is_file() || is_sidecar(&fname) {
+                    continue;
+                }
+                if !starts_like_mbox(e.path()).map_err(io_err(e.path()))? {
+                    continue;
+                }
+                let rel = e.path().strip_prefix(path).unwrap();
+                // Thunderbird keeps children of folder X in directory X.sbd.
+                let parts: Vec<String> = rel
+                    .iter()
+                    .map(|c| {
+                        let c = c.to_string_lossy();
+                        c.strip_suffix(".sbd").unwrap_or(&c).to_string()
+                    })
+                    .collect();
+                let mut name = parts.join("/");
+                if parts.len() == 1 {
+                    name = folder_name_for_file(&name);
+                }
+                files.push(MboxFile {
+                    name,
+                    path: e.path().to_path_buf(),
+                    rel: rel.to_string_lossy().into_owned(),
+                });
+            }
+            if files.is_empty() {
+                return Err(LocalError::NoMbox {
+                    path: path.display().to_string(),
+                });
+            }
+        }
+        let total = files
+            .iter()
+            .map(|f| fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0))
+            .sum();
+        Ok(MboxSource {
+            root: path.to_path_buf(),
+            files,
+            quoting,
+            total,
+        })
+    }
+}
+
+impl LocalSource for MboxSource {
+    fn describe(&self) -> String {
+        let abs = fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        format!("mbox:{}", abs.display())
+    }
+
+    fn folders(&self) -> Vec<FolderInfo> {
+        self.files
+            .iter()
+            .map(|f| FolderInfo {
+                special_use: guess_special_use(&f.name, Some('/')),
+                raw_name: f.rel.clone(),
+                ..FolderInfo::simple(&f.name, Some('/'))
+            })
+            .collect()
+    }
+
+    fn total_bytes(&self) -> u64 {
+        self.total
+    }
+
+    fn messages(
+        &self,
+        folder: &str,
+        each: &mut dyn FnMut(Result<(MessageInfo, Vec<u8>), LocalError>) -> Result<(), WriteError>,
+    ) -> Result<(), WriteError> {
+        let Some(f) = self.files.iter().find(|f| f.name == folder) else {
+            return Ok(());
+        };
+        let file = match File::open(&f.path) {
+            Ok(file) => file,
+            Err(e) => return each(Err(io_err(&f.path)(e))),
+        };
+        let mut rd = MboxReader::new(BufReader::with_capacity(1 << 20, file), self.quoting);
+        loop {
+            match rd.next_message() {
+                Ok(Some(m)) => {
+                    let info = MessageInfo {
+                        folder: folder.to_string(),
+                        flags: m.flags,
+                        internaldate: m.envelope_date,
+                        source: SourceRef::Local {
+                            path: format!("{}@{}", f.rel, m.offset),
+                        },
+                        source_size: None,
+                    };
+                    each(Ok((info, m.bytes)))?;
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => return each(Err(io_err(&f.path)(e))),
+            }
+        }
+    }
+}
+
+/// One message read out of an mbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MboxMessage {
+    /// Offset of the envelope line in the file.
+    pub offset: u64,
+    pub envelope_date: Option<chrono::DateTime<FixedOffset>>,
+    pub flags: Vec<String>,
+    pub bytes: Vec<u8>,
+}
+
+/// A streaming mbox reader over any seekable buffered input.
+pub struct MboxReader<R> {
+    r: R,
+    quoting: Quoting,
+    /// The next envelope line, already read.
+    pending_from: Option<(u64, Vec<u8>)>,
+    started: bool,
+}
+
+fn is_blank(line: &[u8]) -> bool {
+    line == b"\n" || line == b"\r\n"
+}
+
+impl<R: BufRead + Seek> MboxReader<R> {
+    pub fn new(r: R, quoting: Quoting) -> Self {
+        MboxReader {
+            r,
+            quoting,
+            pending_from: None,
+            started: false,
+        }
+    }
+
+    fn read_line(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        buf.clear();
+        self.r.read_until(b'\n', buf)
+    }
+
+    pub fn next_message(&mut self) -> std::io::Result<Option<MboxMessage>> {
+        let mut line = Vec::new();
+        if !self.started {
+            self.started = true;
+            let pos = self.r.stream_position()?;
+            if self.read_line(&mut line)? == 0 {
+                return Ok(None);
+            }
+            if !line.starts_with(b"From ") {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "does not start with a \"From \" line",
+                ));
+            }
+            self.pending_from = Some((pos, line.clone()));
+        }
+        let Some((offset, from_line)) = self.pending_from.take() else {
+            return Ok(None);
+        };
+        let envelope_date = parse_envelope_date(&from_line);
+
+        // Header section, line by line, so Content-Length framing can be tried.
+        let mut head: Vec<u8> = Vec::new();
+        let mut sep: Vec<u8> = Vec::new();
+        loop {
+            let pos = self.r.stream_position()?;
+            if self.read_line(&mut line)? == 0 {
+                break;
+            }
+            if is_blank(&line) {
+                sep = line.clone();
+                break;
+            }
+            if line.starts_with(b"From ") && head.is_empty() {
+                // An empty message: the next envelope follows at once.
+                self.r.seek(SeekFrom::Start(pos))?;
+                break;
+            }
+            head.extend_from_slice(&line);
+        }
+        let body_start = self.r.stream_position()?;
+        let mut body = None;
+        if let Some((n, line_start, line_len)) = last_content_length(&head) {
+            if let Some(b) = self.try_framed_body(n)? {
+                // The framing header is the mbox writer's, not the message's, when it is the
+                // last header line (mutt, Solaris mail and the mboxcl writers put it there).
+                if line_start + line_len == head.len() {
+                    head.truncate(line_start);
+                    if n == 0 && b.is_empty() {
+                        // Writers store a message with no body separator as header +
+                        // "Content-Length: 0" + blank line; the blank line was theirs too.
+                        sep.clear();
+                    }
+                }
+                body = Some(b);
+            } else {
+                self.r.seek(SeekFrom::Start(body_start))?;
+            }
+        }
+        let mut msg = head;
+        match body {
+            Some(b) => {
+                msg.extend_from_slice(&sep);
+                msg.extend_from_slice(&b);
+            }
+            None => msg.extend_from_slice(&self.scan_tail(&sep)?),
+        }
+        let msg = match self.quoting {
+            Quoting::Rd => mboxrd::unquote(&msg),
+            Quoting::O => mboxrd::unquote_mboxo(&msg),
+            Quoting::None => msg,
+        };
+        let (flags, msg) = take_client_flags(msg);
+        Ok(Some(MboxMessage {
+            offset,
+            envelope_date,
+            flags,
+            bytes: msg,
+        }))
+    }
+
+    /// Reads `n` body bytes and checks that an envelope line or EOF follows after one
+    /// blank line; on success the next envelope is pending.
+    fn try_framed_body(&mut self, n: u64) -> std::io::Result<Option<Vec<u8>>> {
+        let mut body = Vec::with_capacity(n.min(64 << 20) as usize);
+        (&mut self.r).take(n).read_to_end(&mut body)?;
+        if (body.len() as u64) < n {
+            return Ok(None);
+        }
+        let mut line = Vec::new();
+        let after = self.r.stream_position()?;
+        let got = self.read_line(&mut line)?;
+        if got == 0 {
+            return Ok(Some(body));
+        }
+        if !is_blank(&line) {
+            self.r.seek(SeekFrom::Start(after))?;
+            return Ok(None);
+        }
+        let pos = self.r.stream_position()?;
+        let got = self.read_line(&mut line)?;
+        if got == 0 {
+            return Ok(Some(body));
+        }
+        if line.starts_with(b"From ") {
+            self.pending_from = Some((pos, line));
+            return Ok(Some(body));
+        }
+        Ok(None)
+    }
+
+    /// Reads lines up to the next envelope line that follows a blank line, or EOF,
+    /// starting with the header's blank line (if any) as the first line. The blank line
+    /// before the envelope is the writer's separator and is dropped — which is also why a
+    /// message with no header/body separator comes back without one.
+    fn scan_tail(&mut self, sep: &[u8]) -> std::io::Result<Vec<u8>> {
+        let mut tail = sep.to_vec();
+        let mut line = Vec::new();
+        let mut prev_blank = !sep.is_empty();
+        let mut last_line_start = 0usize;
+        loop {
+            let pos = self.r.stream_position()?;
+            if self.read_line(&mut line)? == 0 {
+                break;
+            }
+            if prev_blank && line.starts_with(b"From ") {
+                tail.truncate(last_line_start);
+                self.pending_from = Some((pos, line.clone()));
+                return Ok(tail);
+            }
+            prev_blank = is_blank(&line);
+            last_line_start = tail.len();
+            tail.extend_from_slice(&line);
+        }
+        // At EOF the writer's final blank line is still a separator.
+        if prev_blank {
+            tail.truncate(last_line_start);
+        }
+        Ok(tail)
+    }
+}
+
+/// The last `Content-Length:` header: (value, line start, line length).
+fn last_content_length(head: &[u8]) -> Option<(u64, usize, usize)> {
+    let mut found = None;
+    let mut start = 0;
+    for line in head.split_inclusive(|&b| b == b'\n') {
+        if line.len() > 15 && line[..15].eq_ignore_ascii_case(b"content-length:") {
+            let v = String::from_utf8_lossy(&line[15..]);
+            if let Ok(n) = v.trim().parse::<u64>() {
+                found = Some((n, start, line.len()));
+            }
+        }
+        start += line.len();
+    }
+    found
+}
+
+/// Reads client status headers into IMAP flags; Thunderbird's own `X-Mozilla-*` lines are
+/// removed when they lead the header (where Thunderbird writes them).
+fn take_client_flags(msg: Vec<u8>) -> (Vec<String>, Vec<u8>) {
+    let mut flags = Vec::new();
+    let mut cut = 0;
+    let mut pos = 0;
+    let mut leading = true;
+    let head = crate::mail::headers::header_section(&msg);
+    for line in head.split_inclusive(|&b| b == b'\n') {
+        let lower = String::from_utf8_lossy(line).to_ascii_lowercase();
+        let value = lower
+            .split_once(':')
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default();
+        let is_moz = lower.starts_with("x-mozilla-status:")
+            || lower.starts_with("x-mozilla-status2:")
+            || lower.starts_with("x-mozilla-keys:");
+        if lower.starts_with("x-mozilla-status:") {
+            if let Ok(bits) = u32::from_str_radix(&value, 16) {
+                for (bit, f) in [
+                    (0x1, "\\Seen"),
+                    (0x2, "\\Answered"),
+                    (0x4, "\\Flagged"),
+                    (0x8, "\\Deleted"),
+                    (0x1000, "$Forwarded"),
+                ] {
+                    if bits & bit != 0 {
+                        flags.push(f.to_string());
+                    }
+                }
+            }
+        } else if lower.starts_with("x-mozilla-keys:") {
+            let orig = String::from_utf8_lossy(&line[15..]);
+            flags.extend(orig.split_whitespace().map(str::to_string));
+        } else if lower.starts_with("status:") {
+            if value.contains('r') {
+                flags.push("\\Seen".into());
+            }
+        } else if lower.starts_with("x-status:") {
+            for (c, f) in [
+                ('a', "\\Answered"),
+                ('f', "\\Flagged"),
+                ('t', "\\Draft"),
+                ('d', "\\Deleted"),
+            ] {
+                if value.contains(c) {
+                    flags.push(f.to_string());
+                }
+            }
+        }
+        pos += line.len();
+        if leading && is_moz {
+            cut = pos;
+        } else {
+            leading = false;
+        }
+    }
+    let flags = crate::mail::flags::normalize(flags);
+    if cut > 0 {
+        (flags, msg[cut..].to_vec())
+    } else {
+        (flags, msg)
+    }
+}
+
+/// `From sender Mon Jan  1 00:00:00 2001` → UTC instant (asctime is local time of the
+/// writer; mbox carries no zone, so UTC is the honest reading).
+fn parse_envelope_date(line: &[u8]) -> Option<chrono::DateTime<FixedOffset>> {
+    let s = String::from_utf8_lossy(line);
+    let s = s.trim_end();
+    let words: Vec<&str> = s.split_whitespace().collect();
+    // Find "Www Mmm d hh:mm:ss yyyy" anywhere after the sender.
+    for i in 2..words.len().saturating_sub(3) {
+        let cand = words[i..i + 5.min(words.len() - i)].join(" ");
+        if let Ok(dt) = NaiveDateTime::parse_from_str(&cand, "%a %b %e %H:%M:%S %Y") {
+            return FixedOffset::east_opt(0)
+                .unwrap()
+                .from_local_datetime(&dt)
+                .single();
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn read_all(data: &[u8], q: Quoting) -> Vec<MboxMessage> {
+        let mut r = MboxReader::new(Cursor::new(data.to_vec()), q);
+        let mut out = Vec::new();
+        while let Some(m) = r.next_message().unwrap() {
+            out.push(m);
+        }
+        out
+    }
+
+    #[test]
+    fn mboxrd_basic() {
+        let data = b"From a Mon Jan  1 00:00:00 2001\nSubject: x\n\n>From y\nFrom z\n\nFrom b Mon Jan  1 00:01:00 2001\nA: b\n\nbody";
+        let m = read_all(data, Quoting::Rd);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].bytes, b"Subject: x\n\nFrom y\nFrom z\n");
+        assert_eq!(m[1].bytes, b"A: b\n\nbody");
+        assert_eq!(
+            m[0].envelope_date.unwrap().to_rfc3339(),
+            "2001-01-01T00:00:00+00:00"
+        );
+    }
+
+    #[test]
+    fn content_length_framing_and_thunderbird() {
+        let data = b"From a Mon Jan  1 00:00:00 2001\nA: b\nContent-Length: 13\n\nx\n\nFrom fake\n\nFrom b Mon Jan  1 00:00:00 2001\nB: c\n\ny\n";
+        let m = read_all(data, Quoting::None);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].bytes, b"A: b\n\nx\n\nFrom fake\n");
+        let tb = b"From - Mon Jan 01 00:00:00 2001\r\nX-Mozilla-Status: 0003\nX-Mozilla-Status2: 00000000\nX-Mozilla-Keys: $label1   \nSubject: s\r\n\r\nbody\r\n\r\n";
+        let m = read_all(tb, Quoting::Rd);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].bytes, b"Subject: s\r\n\r\nbody\r\n");
+        assert_eq!(m[0].flags, vec!["\\Seen", "\\Answered", "$label1"]);
+    }
+}

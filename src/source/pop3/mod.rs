@@ -1,0 +1,1 @@
+//! POP3 source (placeholder while it is written).

@@ -1,0 +1,319 @@
+//! Integrity checks, returned as data: a list of findings with their level. The CLI
+//! decides how to print them and which exit code follows. This module checks archives
+//! against themselves and against each other (chains); server comparisons live with
+//! the sources that reach servers.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::archive::reader::Member;
+use crate::archive::{Archive, MessageRecord, ReadError, SourceRef};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Something is lost, damaged or inconsistent.
+    Error,
+    /// Worth a look; nothing is lost.
+    Warning,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Finding {
+    pub level: Level,
+    /// Short stable code, for scripts (e.g. `hash-mismatch`).
+    pub code: &'static str,
+    pub archive: String,
+    pub folder: Option<String>,
+    /// The message's identity: source id and member path.
+    pub message: Option<String>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct VerifyReport {
+    pub archives: Vec<String>,
+    pub messages_checked: u64,
+    pub bytes_checked: u64,
+    pub findings: Vec<Finding>,
+    /// Some input could not be used at all (missing file, not an archive).
+    pub unusable: bool,
+}
+
+impl VerifyReport {
+    pub fn errors(&self) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.level == Level::Error)
+            .count()
+    }
+}
+
+/// How a message is named in findings: where it came from and where it is stored.
+pub fn message_identity(m: &MessageRecord) -> String {
+    let src = match &m.source {
+        SourceRef::Imap { uidvalidity, uid } => format!("uid {uid} (uidvalidity {uidvalidity})"),
+        SourceRef::Pop3 {
+            uidl: Some(u),
+            msgno,
+        } => format!("uidl {u} (msg {msgno})"),
+        SourceRef::Pop3 { uidl: None, msgno } => format!("msg {msgno}"),
+        SourceRef::Local { path } => format!("source {path}"),
+    };
+    format!("{src}, member {}", m.path)
+}
+
+fn is_zstd(path: &Path) -> bool {
+    let mut b = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_ok_and(|_| u32::from_le_bytes(b) == 0xFD2F_B528)
+}
+
+/// Verifies each archive fully (every hash, index ↔ members both ways, index checksum)
+/// and, when several are given, the chain between them.
+pub fn verify_archives(paths: &[PathBuf], progress: &crate::progress::Progress) -> VerifyReport {
+    let mut rep = VerifyReport::default();
+    let mut opened: Vec<Archive> = Vec::new();
+    for p in paths {
+        let name = p.display().to_string();
+        rep.archives.push(name.clone());
+        let mut add = |level, code, detail: String| {
+            rep.findings.push(Finding {
+                level,
+                code,
+                archive: name.clone(),
+                folder: None,
+                message: None,
+                detail,
+            })
+        };
+        if !p.is_file() {
+            add(Level::Error, "unreadable", format!("{name}: no such file"));
+            rep.unusable = true;
+            continue;
+        }
+        if !is_zstd(p) {
+            add(
+                Level::Error,
+                "not-an-archive",
+                format!("{name}: not a zstd stream, so not a mailark archive"),
+            );
+            rep.unusable = true;
+            continue;
+        }
+        let (res, first) = Archive::open_or_scan(p);
+        if let Some(e) = first {
+            add(
+                Level::Error,
+                "trailer",
+                format!("{e}; the index was looked for by reading the whole archive"),
+            );
+        }
+        match res {
+            Ok(a) => {
+                progress.inc_length(a.index.end.message_bytes);
+                verify_one(&a, &mut rep, progress);
+                opened.push(a);
+            }
+            Err(e) => add(Level::Error, "no-index", e.to_string()),
+        }
+    }
+    verify_chain(&opened, &mut rep);
+    rep
+}
+
+fn verify_one(a: &Archive, rep: &mut VerifyReport, progress: &crate::progress::Progress) {
+    let name = a.path.display().to_string();
+    let idx = &a.index;
+    let mut findings = Vec::new();
+    let mk = |level, code, m: Option<&MessageRecord>, detail: String| Finding {
+        level,
+        code,
+        archive: name.clone(),
+        folder: m.map(|m| m.folder.clone()),
+        message: m.map(message_identity),
+        detail,
+    };
+    // Index self-consistency beyond what parsing checked.
+    let folder_names: HashSet<&str> = idx.folders.iter().map(|f| f.name.as_str()).collect();
+    let mut per_folder: HashMap<&str, u64> = HashMap::new();
+    for m in &idx.messages {
+        *per_folder.entry(m.folder.as_str()).or_default() += 1;
+        if !folder_names.contains(m.folder.as_str()) {
+            findings.push(mk(
+                Level::Error,
+                "unknown-folder",
+                Some(m),
+                format!(
+                    "message names folder {:?}, which the index does not list",
+                    m.folder
+                ),
+            ));
+        }
+    }
+    for f in &idx.folders {
+        let n = per_folder.get(f.name.as_str()).copied().unwrap_or(0);
+        if n != f.messages {
+            findings.push(Finding {
+                folder: Some(f.name.clone()),
+                ..mk(
+                    Level::Error,
+                    "folder-count",
+                    None,
+                    format!(
+                        "folder record says {} messages, the index holds {n}",
+                        f.messages
+                    ),
+                )
+            });
+        }
+    }
+    let mut checked = 0u64;
+    let mut bytes = 0u64;
+    let outcome = a.stream(|member| -> Result<(), ReadError> {
+        match member {
+            Member::Message { record, bytes: b } => {
+                let m = &idx.messages[record];
+                checked += 1;
+                bytes += b.len() as u64;
+                progress.inc(b.len() as u64);
+                if b.len() as u64 != m.size {
+                    findings.push(mk(
+                        Level::Error,
+                        "size-mismatch",
+                        Some(m),
+                        format!("stored {} bytes, index says {}", b.len(), m.size),
+                    ));
+                }
+                let sum = hex::encode(Sha256::digest(b));
+                if sum != m.sha256 {
+                    findings.push(mk(
+                        Level::Error,
+                        "hash-mismatch",
+                        Some(m),
+                        format!("SHA-256 {sum}, index says {}", m.sha256),
+                    ));
+                }
+            }
+            Member::Meta { .. } => {}
+            Member::Unknown { path, size } => findings.push(mk(
+                Level::Error,
+                "extra-member",
+                None,
+                format!("member {path:?} ({size} bytes) is not in the index"),
+            )),
+            Member::Unsafe { path } => findings.push(mk(
+                Level::Error,
+                "unsafe-member",
+                None,
+                format!("member name {path:?} could write outside a target directory"),
+            )),
+            Member::Duplicate { path } => findings.push(mk(
+                Level::Error,
+                "duplicate-member",
+                None,
+                format!("member {path:?} appears more than once"),
+            )),
+            Member::MboxDamaged { record, detail } => findings.push(mk(
+                Level::Error,
+                "mbox-damaged",
+                Some(&idx.messages[record]),
+                detail,
+            )),
+        }
+        Ok(())
+    });
+    match outcome {
+        Ok(o) => {
+            for (i, seen) in o.seen.iter().enumerate() {
+                if !seen {
+                    let m = &idx.messages[i];
+                    findings.push(mk(
+                        Level::Error,
+                        "missing-member",
+                        Some(m),
+                        "the index lists it, the archive does not hold it".into(),
+                    ));
+                }
+            }
+        }
+        Err(e) => findings.push(mk(
+            Level::Error,
+            "data-damaged",
+            None,
+            format!("{e}; messages after this point could not be checked"),
+        )),
+    }
+    rep.messages_checked += checked;
+    rep.bytes_checked += bytes;
+    rep.findings.extend(findings);
+}
+
+/// Chain rules: every parent named must be among the archives given, and a message
+/// (folder + source identity) is archived once across the chain.
+fn verify_chain(archives: &[Archive], rep: &mut VerifyReport) {
+    let ids: HashMap<&str, &Archive> = archives
+        .iter()
+        .map(|a| (a.index.header.archive_id.as_str(), a))
+        .collect();
+    for a in archives {
+        if let Some(p) = &a.index.header.parent {
+            let name = a.path.display().to_string();
+            match ids.get(p.archive_id.as_str()) {
+                None => rep.findings.push(Finding {
+                    level: Level::Error,
+                    code: "parent-missing",
+                    archive: name,
+                    folder: None,
+                    message: None,
+                    detail: format!(
+                        "its parent archive {} ({}) was not given; pass the whole chain",
+                        p.archive_id,
+                        p.file_name.as_deref().unwrap_or("file name unknown")
+                    ),
+                }),
+                Some(parent) if parent.index.end.index_sha256 != p.index_sha256 => {
+                    rep.findings.push(Finding {
+                        level: Level::Error,
+                        code: "parent-changed",
+                        archive: name,
+                        folder: None,
+                        message: None,
+                        detail: format!(
+                            "parent {} has a different index than when this delta was made",
+                            parent.path.display()
+                        ),
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    if archives.len() < 2 {
+        return;
+    }
+    let mut seen: HashMap<(String, String), String> = HashMap::new();
+    for a in archives {
+        for m in &a.index.messages {
+            let key = match &m.source {
+                SourceRef::Imap { uidvalidity, uid } => format!("imap:{uidvalidity}:{uid}"),
+                SourceRef::Pop3 { uidl: Some(u), .. } => format!("pop3:{u}"),
+                _ => format!("sha:{}", m.sha256),
+            };
+            if let Some(prev) = seen.insert((m.folder.clone(), key), a.path.display().to_string()) {
+                rep.findings.push(Finding {
+                    level: Level::Warning,
+                    code: "duplicate-in-chain",
+                    archive: a.path.display().to_string(),
+                    folder: Some(m.folder.clone()),
+                    message: Some(message_identity(m)),
+                    detail: format!("also archived in {prev}"),
+                });
+            }
+        }
+    }
+}
