@@ -61,11 +61,9 @@ impl MaildirSource {
                     && is_maildir(p)
             })
             .collect();
-        if !dotted.is_empty() {
+        if !dotted.is_empty() && is_maildir(root) {
             // Maildir++: INBOX is the root, every other folder a `.A.B` directory beside it.
-            if is_maildir(root) {
-                found.push(("INBOX".into(), Some('.'), root.to_path_buf()));
-            }
+            found.push(("INBOX".into(), Some('.'), root.to_path_buf()));
             for p in dotted {
                 let raw = p.file_name().unwrap().to_string_lossy()[1..].to_string();
                 found.push((raw, Some('.'), p));

@@ -1,0 +1,157 @@
+//! Helpers shared by the integration tests: the binary, fixture and corpus locations,
+//! and small builders for Maildir trees. No mail logic of mailark's own is used here.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mailark"))
+}
+
+/// Runs mailark with `args`, returning the output (never panics on a non-zero exit).
+pub fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run mailark")
+}
+
+pub fn run_ok(args: &[&str]) -> Output {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "mailark {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/messages")
+}
+
+/// Fixture messages, sorted by name.
+pub fn fixtures() -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(fixtures_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The shared interop corpus. `MAILARK_INTEROP_CORPUS` names it (CI sets it); without it
+/// the sibling `../shared/interop-corpus` is used. Missing corpus = failing test, never a
+/// silent pass.
+pub fn corpus_dir() -> PathBuf {
+    let p = std::env::var_os("MAILARK_INTEROP_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/interop-corpus"));
+    assert!(
+        p.join("MANIFEST.tsv").is_file(),
+        "interop corpus not found at {} (set MAILARK_INTEROP_CORPUS)",
+        p.display()
+    );
+    p
+}
+
+/// Corpus messages 0001–0288 plus the two large ones (generated into `scratch`).
+pub fn corpus_messages(scratch: &Path) -> Vec<(String, Vec<u8>)> {
+    let dir = corpus_dir();
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    let large = scratch.join("large");
+    if !large.join("large-2.eml").exists() {
+        let st = Command::new("python3")
+            .arg(dir.join("tools/make_large.py"))
+            .arg(&large)
+            .output()
+            .expect("python3 for the corpus's make_large.py");
+        assert!(
+            st.status.success(),
+            "make_large.py failed: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+    }
+    for n in ["large-1.eml", "large-2.eml"] {
+        v.push((n.to_string(), std::fs::read(large.join(n)).unwrap()));
+    }
+    v.sort();
+    assert_eq!(v.len(), 290, "the corpus should hold 290 messages");
+    v
+}
+
+/// Writes a Maildir folder with the given message files in cur/ (`name` may carry
+/// `:2,FLAGS`).
+pub fn write_maildir_folder(dir: &Path, msgs: &[(String, Vec<u8>)]) {
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    for (name, bytes) in msgs {
+        std::fs::write(dir.join("cur").join(name), bytes).unwrap();
+    }
+}
+
+pub fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+/// `mailark ls --json` parsed.
+pub fn ls_json(archives: &[&Path]) -> Vec<serde_json::Value> {
+    let mut args = vec!["ls".to_string()];
+    args.extend(archives.iter().map(|p| p.display().to_string()));
+    args.push("--json".into());
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_ok(&a);
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// All files below `dir`, relative path → bytes.
+pub fn read_tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            (
+                e.path()
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
