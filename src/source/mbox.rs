@@ -296,11 +296,6 @@ impl<R: BufRead + Seek> MboxReader<R> {
                 // last header line (mutt, Solaris mail and the mboxcl writers put it there).
                 if line_start + line_len == head.len() {
                     head.truncate(line_start);
-                    if n == 0 && b.is_empty() {
-                        // Writers store a message with no body separator as header +
-                        // "Content-Length: 0" + blank line; the blank line was theirs too.
-                        sep.clear();
-                    }
                 }
                 body = Some(b);
             } else {
@@ -320,7 +315,7 @@ impl<R: BufRead + Seek> MboxReader<R> {
             Quoting::O => mboxrd::unquote_mboxo(&msg),
             Quoting::None => msg,
         };
-        let (flags, msg) = take_client_flags(msg);
+        let (flags, msg) = take_client_flags(msg, from_line.starts_with(b"From - "));
         Ok(Some(MboxMessage {
             offset,
             envelope_date,
@@ -406,61 +401,49 @@ fn last_content_length(head: &[u8]) -> Option<(u64, usize, usize)> {
     found
 }
 
-/// Reads client status headers into IMAP flags; Thunderbird's own `X-Mozilla-*` lines are
-/// removed when they lead the header (where Thunderbird writes them).
-fn take_client_flags(msg: Vec<u8>) -> (Vec<String>, Vec<u8>) {
+/// Reads client status headers into IMAP flags. Thunderbird's own bookkeeping lines
+/// (`X-Mozilla-Status`, `-Status2`, `-Keys`, in that order, first in the header) are
+/// removed — but only under a Thunderbird envelope (`From - `), because a message saved
+/// from Thunderbird and mailed on carries such lines as part of its real bytes.
+fn take_client_flags(msg: Vec<u8>, thunderbird: bool) -> (Vec<String>, Vec<u8>) {
     let mut flags = Vec::new();
     let mut cut = 0;
-    let mut pos = 0;
-    let mut leading = true;
-    let head = crate::mail::headers::header_section(&msg);
-    for line in head.split_inclusive(|&b| b == b'\n') {
-        let lower = String::from_utf8_lossy(line).to_ascii_lowercase();
-        let value = lower
-            .split_once(':')
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_default();
-        let is_moz = lower.starts_with("x-mozilla-status:")
-            || lower.starts_with("x-mozilla-status2:")
-            || lower.starts_with("x-mozilla-keys:");
-        if lower.starts_with("x-mozilla-status:") {
-            if let Ok(bits) = u32::from_str_radix(&value, 16) {
-                for (bit, f) in [
-                    (0x1, "\\Seen"),
-                    (0x2, "\\Answered"),
-                    (0x4, "\\Flagged"),
-                    (0x8, "\\Deleted"),
-                    (0x1000, "$Forwarded"),
-                ] {
-                    if bits & bit != 0 {
-                        flags.push(f.to_string());
+    if thunderbird {
+        for name in ["x-mozilla-status:", "x-mozilla-status2:", "x-mozilla-keys:"] {
+            let Some(end) = msg[cut..].iter().position(|&b| b == b'\n').map(|i| cut + i + 1) else {
+                break;
+            };
+            let line = &msg[cut..end];
+            if !line.to_ascii_lowercase().starts_with(name.as_bytes()) {
+                break;
+            }
+            let value = String::from_utf8_lossy(&line[name.len()..]);
+            if name == "x-mozilla-status:" {
+                if let Ok(bits) = u32::from_str_radix(value.trim(), 16) {
+                    for (bit, f) in [(0x1, "\\Seen"), (0x2, "\\Answered"), (0x4, "\\Flagged"), (0x8, "\\Deleted"), (0x1000, "$Forwarded")] {
+                        if bits & bit != 0 {
+                            flags.push(f.to_string());
+                        }
                     }
                 }
+            } else if name == "x-mozilla-keys:" {
+                flags.extend(value.split_whitespace().map(str::to_string));
             }
-        } else if lower.starts_with("x-mozilla-keys:") {
-            let orig = String::from_utf8_lossy(&line[15..]);
-            flags.extend(orig.split_whitespace().map(str::to_string));
-        } else if lower.starts_with("status:") {
-            if value.contains('r') {
-                flags.push("\\Seen".into());
-            }
+            cut = end;
+        }
+    }
+    let head = crate::mail::headers::header_section(&msg[cut..]);
+    for line in head.split(|&b| b == b'\n') {
+        let lower = String::from_utf8_lossy(line).to_ascii_lowercase();
+        let value = lower.split_once(':').map(|(_, v)| v.trim().to_string()).unwrap_or_default();
+        if lower.starts_with("status:") && value.contains('r') {
+            flags.push("\\Seen".into());
         } else if lower.starts_with("x-status:") {
-            for (c, f) in [
-                ('a', "\\Answered"),
-                ('f', "\\Flagged"),
-                ('t', "\\Draft"),
-                ('d', "\\Deleted"),
-            ] {
+            for (c, f) in [('a', "\\Answered"), ('f', "\\Flagged"), ('t', "\\Draft"), ('d', "\\Deleted")] {
                 if value.contains(c) {
                     flags.push(f.to_string());
                 }
             }
-        }
-        pos += line.len();
-        if leading && is_moz {
-            cut = pos;
-        } else {
-            leading = false;
         }
     }
     let flags = crate::mail::flags::normalize(flags);
