@@ -352,7 +352,15 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
 
 fn run_extract(cli: &Cli, a: &ExtractArgs) -> Result<u8, Fatal> {
     let target: Target = a.to.parse()?;
-    let archives = open_all(&a.archives)?;
+    // Extraction is also recovery: a damaged trailer should not keep mail locked in.
+    let mut archives = Vec::new();
+    for p in &a.archives {
+        let (res, first) = Archive::open_or_scan(p);
+        if let Some(e) = first {
+            eprintln!("mailark: warning: {e}; found the index by reading the whole archive");
+        }
+        archives.push(res?);
+    }
     let filter = FolderFilter::new(&a.folders, &[])?;
     let progress = Progress::bytes(0, !cli.quiet && !a.json);
     let rep = extract::extract(&archives, &target, &filter, &progress)?;

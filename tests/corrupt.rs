@@ -1,0 +1,236 @@
+//! Damaged and hostile archives: flipped bytes, truncation, a removed index, an extra
+//! member, and crafted tars with `../` and absolute member names. `verify` must name
+//! every problem (exit 1), never crash, and `extract` must never write outside its
+//! target.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// A small valid archive of the fixtures; returns its path.
+fn good_archive(dir: &Path, layout: &str) -> PathBuf {
+    let src = dir.join("src");
+    let msgs: Vec<(String, Vec<u8>)> =
+        fixtures().into_iter().enumerate().map(|(i, (_, b))| (format!("{}.x{i}:2,S", 1_700_000_000 + i), b)).collect();
+    write_maildir_folder(&src.join("INBOX"), &msgs);
+    let ar = dir.join(format!("good-{layout}.tar.zst"));
+    run_ok(&["export", &format!("maildir:{}", src.display()), "-o", ar.to_str().unwrap(), "--layout", layout]);
+    ar
+}
+
+fn verify_json(ar: &Path) -> (i32, serde_json::Value) {
+    let out = run(&["verify", ar.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("verify --json printed no JSON ({e}): {}{}", stdout(&out), stderr(&out)));
+    (out.status.code().unwrap(), v)
+}
+
+fn codes(v: &serde_json::Value) -> Vec<String> {
+    v["findings"].as_array().unwrap().iter().map(|f| f["code"].as_str().unwrap().to_string()).collect()
+}
+
+/// Decompresses a whole archive to its tar bytes.
+fn tar_bytes(ar: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(std::fs::File::open(ar).unwrap()).unwrap().read_to_end(&mut out).unwrap();
+    out
+}
+
+fn write_zst(path: &Path, tar: &[u8]) {
+    let mut e = zstd::stream::write::Encoder::new(std::fs::File::create(path).unwrap(), 3).unwrap();
+    e.write_all(tar).unwrap();
+    e.finish().unwrap();
+}
+
+/// A raw ustar header for `name` (any bytes, no checks), then data and padding.
+fn raw_member(name: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name);
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[156] = b'0';
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| b as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut v = h.to_vec();
+    v.extend_from_slice(data);
+    v.resize(v.len() + (512 - data.len() % 512) % 512, 0);
+    v
+}
+
+#[test]
+fn clean_archive_verifies_clean() {
+    let t = tempfile::tempdir().unwrap();
+    for layout in ["maildir", "mbox"] {
+        let (code, v) = verify_json(&good_archive(t.path(), layout));
+        assert_eq!(code, 0, "{v}");
+        assert!(codes(&v).is_empty());
+    }
+}
+
+#[test]
+fn flipped_byte_in_mail_is_found() {
+    let t = tempfile::tempdir().unwrap();
+    for layout in ["maildir", "mbox"] {
+        let ar = good_archive(t.path(), layout);
+        let mut b = std::fs::read(&ar).unwrap();
+        // Rewrite the data as a new archive whose single message frame has one byte of one
+        // message changed, keeping the original index: a silent bit flip zstd cannot see.
+        let tar = tar_bytes(&ar);
+        let needle = b"line two";
+        let pos = tar.windows(needle.len()).position(|w| w == needle).unwrap();
+        let mut bad = tar.clone();
+        bad[pos] ^= 0x20;
+        let bad_ar = t.path().join(format!("flip-{layout}.tar.zst"));
+        write_zst(&bad_ar, &bad);
+        let (code, v) = verify_json(&bad_ar);
+        assert_eq!(code, 1, "{v}");
+        let c = codes(&v);
+        assert!(c.contains(&"hash-mismatch".to_string()), "{c:?}");
+        assert!(c.contains(&"trailer".to_string()), "{c:?}");
+        let f = v["findings"].as_array().unwrap().iter().find(|f| f["code"] == "hash-mismatch").unwrap();
+        assert_eq!(f["folder"], "INBOX");
+        assert!(f["message"].as_str().unwrap().contains("source INBOX/cur/"), "{f}");
+        // And a flip in the compressed bytes: zstd's checksum or our hashes notice.
+        let mid = b.len() / 3;
+        b[mid] ^= 0xff;
+        let raw_flip = t.path().join(format!("rawflip-{layout}.tar.zst"));
+        std::fs::write(&raw_flip, &b).unwrap();
+        let (code, v) = verify_json(&raw_flip);
+        assert_eq!(code, 1, "{v}");
+        assert!(!codes(&v).is_empty());
+    }
+}
+
+#[test]
+fn truncation_and_index_damage_are_reported() {
+    let t = tempfile::tempdir().unwrap();
+    let ar = good_archive(t.path(), "maildir");
+    let b = std::fs::read(&ar).unwrap();
+    for cut in [b.len() - 1, b.len() - 100, b.len() / 2, 600] {
+        let p = t.path().join(format!("cut{cut}.tar.zst"));
+        std::fs::write(&p, &b[..cut]).unwrap();
+        let (code, v) = verify_json(&p);
+        assert_eq!(code, 1, "cut at {cut}: {v}");
+        assert!(codes(&v).iter().any(|c| c == "trailer" || c == "no-index"), "{v}");
+        // ls refuses it with one line naming the file.
+        let out = run(&["ls", p.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(p.to_str().unwrap()), "{err}");
+    }
+    // An index line edited in place: the index checksum catches it.
+    let tar = tar_bytes(&ar);
+    let needle = b"\"subject\":\"CRLF line endings\"";
+    let pos = tar.windows(needle.len()).position(|w| w == needle).unwrap();
+    let mut bad = tar.clone();
+    bad[pos + 12] = b'X';
+    let p = t.path().join("index-edit.tar.zst");
+    write_zst(&p, &bad);
+    let (code, v) = verify_json(&p);
+    assert_eq!(code, 1);
+    assert!(v["findings"].as_array().unwrap().iter().any(|f| f["detail"].as_str().unwrap().contains("checksum")), "{v}");
+}
+
+#[test]
+fn removed_index_and_extra_member() {
+    let t = tempfile::tempdir().unwrap();
+    let ar = good_archive(t.path(), "maildir");
+    let tar = tar_bytes(&ar);
+    let mut a = tar::Archive::new(&tar[..]);
+    let mut without_index = Vec::new();
+    let mut with_extra = Vec::new();
+    {
+        let mut b1 = tar::Builder::new(&mut without_index);
+        let mut b2 = tar::Builder::new(&mut with_extra);
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().into_owned();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            let mut h = e.header().clone();
+            if path != Path::new("index.jsonl") {
+                b1.append_data(&mut h.clone(), &path, &data[..]).unwrap();
+            }
+            b2.append_data(&mut h, &path, &data[..]).unwrap();
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_size(5);
+        h.set_mode(0o644);
+        b2.append_data(&mut h, "maildir/INBOX/cur/intruder:2,S", &b"hello"[..]).unwrap();
+        b1.finish().unwrap();
+        b2.finish().unwrap();
+    }
+    let p1 = t.path().join("noindex.tar.zst");
+    write_zst(&p1, &without_index);
+    let (code, v) = verify_json(&p1);
+    assert_eq!(code, 1, "{v}");
+    assert!(codes(&v).contains(&"no-index".to_string()), "{v}");
+    let p2 = t.path().join("extra.tar.zst");
+    write_zst(&p2, &with_extra);
+    let (code, v) = verify_json(&p2);
+    assert_eq!(code, 1);
+    let extra: Vec<_> = v["findings"].as_array().unwrap().iter().filter(|f| f["code"] == "extra-member").collect();
+    assert_eq!(extra.len(), 1, "{v}");
+    assert!(extra[0]["detail"].as_str().unwrap().contains("intruder"));
+    // Every message was still checked: all 20 fixtures.
+    assert_eq!(v["messages_checked"], 20);
+}
+
+#[test]
+fn hostile_member_names_never_escape() {
+    let t = tempfile::tempdir().unwrap();
+    let ar = good_archive(t.path(), "maildir");
+    let mut tar = tar_bytes(&ar);
+    // Drop the end-of-archive blocks, then append hostile members and end again.
+    while tar.len() >= 512 && tar[tar.len() - 512..].iter().all(|&b| b == 0) {
+        tar.truncate(tar.len() - 512);
+    }
+    tar.extend(raw_member(b"../escaped.eml", b"evil"));
+    tar.extend(raw_member(b"/tmp/mailark-absolute-test.eml", b"evil"));
+    tar.extend(raw_member(b"maildir/INBOX/../../../up.eml", b"evil"));
+    tar.extend([0u8; 1024]);
+    let p = t.path().join("hostile.tar.zst");
+    write_zst(&p, &tar);
+    let (code, v) = verify_json(&p);
+    assert_eq!(code, 1);
+    let unsafe_names: Vec<String> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == "unsafe-member")
+        .map(|f| f["detail"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(unsafe_names.len(), 3, "{v}");
+    // Extraction goes by the index, so the hostile members are never written anywhere.
+    let target = t.path().join("deep/target");
+    let out = run(&["extract", p.to_str().unwrap(), "--to", &format!("maildir:{}", target.display())]);
+    // The trailer is gone (we rewrote the file): extract finds the index by scanning, says
+    // so, and writes the real messages only.
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("warning"), "{}", stderr(&out));
+    assert_eq!(read_tree(&target.join("INBOX/cur")).len(), 20);
+    assert!(!t.path().join("deep/escaped.eml").exists());
+    assert!(!t.path().join("escaped.eml").exists());
+    assert!(!t.path().join("up.eml").exists());
+    assert!(!Path::new("/tmp/mailark-absolute-test.eml").exists());
+}
+
+#[test]
+fn not_an_archive_is_unusable_input() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("plain.txt");
+    std::fs::write(&p, b"hello, I am not an archive").unwrap();
+    let (code, v) = verify_json(&p);
+    assert_eq!(code, 2);
+    assert_eq!(codes(&v), vec!["not-an-archive"]);
+    let (code, _) = verify_json(&t.path().join("missing.tar.zst"));
+    assert_eq!(code, 2);
+}
