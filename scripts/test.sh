@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The project's one test command (README, and .ci/run call exactly this).
+# Installs what the tests need on a fresh Debian machine, then runs format, lint and
+# every test against real local servers. Needs root (or sudo) for apt-get.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=(dovecot-imapd dovecot-pop3d openssl zstd tar python3)
+missing=()
+for p in "${need_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "installing: ${missing[*]}"
+  $SUDO apt-get update -qq
+  # Debian's dovecot-core starts a system instance when it can; the tests run their own.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 2; }
+
+# The interop corpus lives beside the repository; tests fail (never skip) without it.
+export MAILARK_INTEROP_CORPUS="${MAILARK_INTEROP_CORPUS:-$(cd .. && pwd)/shared/interop-corpus}"
+
+cargo fmt --check
+cargo clippy --all-targets --quiet -- -D warnings
+cargo test --all-targets 2>&1
