@@ -7,8 +7,12 @@ use common::*;
 use std::path::Path;
 
 fn small_maildir(root: &Path) {
-    let msgs: Vec<(String, Vec<u8>)> =
-        fixtures().into_iter().take(5).enumerate().map(|(i, (_, b))| (format!("{i}.x:2,S"), b)).collect();
+    let msgs: Vec<(String, Vec<u8>)> = fixtures()
+        .into_iter()
+        .take(5)
+        .enumerate()
+        .map(|(i, (_, b))| (format!("{i}.x:2,S"), b))
+        .collect();
     write_maildir_folder(&root.join("INBOX"), &msgs);
 }
 
@@ -17,7 +21,10 @@ fn one_line_error(out: &std::process::Output, code: i32, must_name: &str) {
     let err = stderr(out);
     assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
     assert!(err.starts_with("mailark: error: "), "{err}");
-    assert!(err.contains(must_name), "{err:?} does not name {must_name:?}");
+    assert!(
+        err.contains(must_name),
+        "{err:?} does not name {must_name:?}"
+    );
 }
 
 fn leftovers(dir: &Path) -> Vec<String> {
@@ -48,30 +55,63 @@ fn bad_inputs_get_one_line_and_exit_2() {
     let t = tempfile::tempdir().unwrap();
     let ar = t.path().join("out.tar.zst");
     let missing = t.path().join("no-such-maildir");
-    let out = run(&["export", &format!("maildir:{}", missing.display()), "-o", ar.to_str().unwrap()]);
+    let out = run(&[
+        "export",
+        &format!("maildir:{}", missing.display()),
+        "-o",
+        ar.to_str().unwrap(),
+    ]);
     one_line_error(&out, 2, "no-such-maildir");
     assert!(!ar.exists());
     assert!(leftovers(t.path()).is_empty());
 
     let out = run(&["export", "ftp://x@y", "-o", ar.to_str().unwrap()]);
     one_line_error(&out, 2, "ftp://x@y");
-    let out = run(&["export", "imaps://alice:hunter2@example.com", "-o", ar.to_str().unwrap()]);
+    let out = run(&[
+        "export",
+        "imaps://alice:hunter2@example.com",
+        "-o",
+        ar.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(!stderr(&out).contains("hunter2"), "password echoed: {}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("hunter2"),
+        "password echoed: {}",
+        stderr(&out)
+    );
 
     small_maildir(&t.path().join("md"));
     let src = format!("maildir:{}", t.path().join("md").display());
     let out = run(&["export", &src, "-o", ar.to_str().unwrap(), "--level", "99"]);
     one_line_error(&out, 2, "99");
-    let out = run(&["export", &src, "-o", ar.to_str().unwrap(), "--folder", "[bad"]);
+    let out = run(&[
+        "export",
+        &src,
+        "-o",
+        ar.to_str().unwrap(),
+        "--folder",
+        "[bad",
+    ]);
     one_line_error(&out, 2, "[bad");
-    let out = run(&["export", &src, "-o", ar.to_str().unwrap(), "--folder", "Nothing*"]);
+    let out = run(&[
+        "export",
+        &src,
+        "-o",
+        ar.to_str().unwrap(),
+        "--folder",
+        "Nothing*",
+    ]);
     one_line_error(&out, 2, "no folder matches");
     assert!(!ar.exists());
 
     let out = run(&["ls", t.path().join("nope.tar.zst").to_str().unwrap()]);
     one_line_error(&out, 2, "nope.tar.zst");
-    let out = run(&["extract", t.path().join("nope.tar.zst").to_str().unwrap(), "--to", "zip:x"]);
+    let out = run(&[
+        "extract",
+        t.path().join("nope.tar.zst").to_str().unwrap(),
+        "--to",
+        "zip:x",
+    ]);
     one_line_error(&out, 2, "zip:x");
 }
 
@@ -80,11 +120,26 @@ fn extract_never_overwrites() {
     let t = tempfile::tempdir().unwrap();
     small_maildir(&t.path().join("md"));
     let ar = t.path().join("a.tar.zst");
-    run_ok(&["export", &format!("maildir:{}", t.path().join("md").display()), "-o", ar.to_str().unwrap()]);
+    run_ok(&[
+        "export",
+        &format!("maildir:{}", t.path().join("md").display()),
+        "-o",
+        ar.to_str().unwrap(),
+    ]);
     let out_dir = t.path().join("eml");
-    run_ok(&["extract", ar.to_str().unwrap(), "--to", &format!("eml:{}", out_dir.display())]);
+    run_ok(&[
+        "extract",
+        ar.to_str().unwrap(),
+        "--to",
+        &format!("eml:{}", out_dir.display()),
+    ]);
     let before = read_tree(&out_dir);
-    let out = run(&["extract", ar.to_str().unwrap(), "--to", &format!("eml:{}", out_dir.display())]);
+    let out = run(&[
+        "extract",
+        ar.to_str().unwrap(),
+        "--to",
+        &format!("eml:{}", out_dir.display()),
+    ]);
     one_line_error(&out, 2, "already exists");
     assert_eq!(read_tree(&out_dir), before);
 }
@@ -109,15 +164,26 @@ fn killed_export_leaves_no_archive() {
     write_maildir_folder(&t.path().join("md/INBOX"), &msgs);
     let ar = t.path().join("a.tar.zst");
     let mut child = bin()
-        .args(["export", &format!("maildir:{}", t.path().join("md").display()), "-o", ar.to_str().unwrap()])
+        .args([
+            "export",
+            &format!("maildir:{}", t.path().join("md").display()),
+            "-o",
+            ar.to_str().unwrap(),
+        ])
         .args(["--level", "19", "--threads", "1", "-q"])
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(700));
-    assert!(child.try_wait().unwrap().is_none(), "export finished before it could be killed");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "export finished before it could be killed"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(!ar.exists(), "a killed export left a file under the final name");
+    assert!(
+        !ar.exists(),
+        "a killed export left a file under the final name"
+    );
 }
 
 #[test]
@@ -127,7 +193,10 @@ fn help_has_examples_and_exit_codes() {
     assert!(s.contains("Examples:") && s.contains("Exit codes"), "{s}");
     for cmd in ["export", "ls", "verify", "extract"] {
         let out = run_ok(&[cmd, "--help"]);
-        assert!(stdout(&out).contains("Examples:"), "{cmd} --help lacks examples");
+        assert!(
+            stdout(&out).contains("Examples:"),
+            "{cmd} --help lacks examples"
+        );
     }
     let out = run(&["export"]);
     assert_eq!(out.status.code(), Some(2));
@@ -137,10 +206,19 @@ fn help_has_examples_and_exit_codes() {
 fn ls_human_output_shows_japanese_subjects() {
     let t = tempfile::tempdir().unwrap();
     let fx = fixtures();
-    let jp: Vec<(String, Vec<u8>)> = fx.iter().filter(|(n, _)| n.starts_with("08-")).map(|(_, b)| ("1.x:2,S".into(), b.clone())).collect();
+    let jp: Vec<(String, Vec<u8>)> = fx
+        .iter()
+        .filter(|(n, _)| n.starts_with("08-"))
+        .map(|(_, b)| ("1.x:2,S".into(), b.clone()))
+        .collect();
     write_maildir_folder(&t.path().join("md/INBOX"), &jp);
     let ar = t.path().join("a.tar.zst");
-    run_ok(&["export", &format!("maildir:{}", t.path().join("md").display()), "-o", ar.to_str().unwrap()]);
+    run_ok(&[
+        "export",
+        &format!("maildir:{}", t.path().join("md").display()),
+        "-o",
+        ar.to_str().unwrap(),
+    ]);
     let out = run_ok(&["ls", ar.to_str().unwrap()]);
     assert!(stdout(&out).contains("会議のお知らせ"), "{}", stdout(&out));
 }

@@ -11,29 +11,52 @@ use std::path::{Path, PathBuf};
 /// A small valid archive of the fixtures; returns its path.
 fn good_archive(dir: &Path, layout: &str) -> PathBuf {
     let src = dir.join("src");
-    let msgs: Vec<(String, Vec<u8>)> =
-        fixtures().into_iter().enumerate().map(|(i, (_, b))| (format!("{}.x{i}:2,S", 1_700_000_000 + i), b)).collect();
+    let msgs: Vec<(String, Vec<u8>)> = fixtures()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, b))| (format!("{}.x{i}:2,S", 1_700_000_000 + i), b))
+        .collect();
     write_maildir_folder(&src.join("INBOX"), &msgs);
     let ar = dir.join(format!("good-{layout}.tar.zst"));
-    run_ok(&["export", &format!("maildir:{}", src.display()), "-o", ar.to_str().unwrap(), "--layout", layout]);
+    run_ok(&[
+        "export",
+        &format!("maildir:{}", src.display()),
+        "-o",
+        ar.to_str().unwrap(),
+        "--layout",
+        layout,
+    ]);
     ar
 }
 
 fn verify_json(ar: &Path) -> (i32, serde_json::Value) {
     let out = run(&["verify", ar.to_str().unwrap(), "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("verify --json printed no JSON ({e}): {}{}", stdout(&out), stderr(&out)));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify --json printed no JSON ({e}): {}{}",
+            stdout(&out),
+            stderr(&out)
+        )
+    });
     (out.status.code().unwrap(), v)
 }
 
 fn codes(v: &serde_json::Value) -> Vec<String> {
-    v["findings"].as_array().unwrap().iter().map(|f| f["code"].as_str().unwrap().to_string()).collect()
+    v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// Decompresses a whole archive to its tar bytes.
 fn tar_bytes(ar: &Path) -> Vec<u8> {
     let mut out = Vec::new();
-    zstd::stream::read::Decoder::new(std::fs::File::open(ar).unwrap()).unwrap().read_to_end(&mut out).unwrap();
+    zstd::stream::read::Decoder::new(std::fs::File::open(ar).unwrap())
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
     out
 }
 
@@ -94,9 +117,17 @@ fn flipped_byte_in_mail_is_found() {
         let c = codes(&v);
         assert!(c.contains(&"hash-mismatch".to_string()), "{c:?}");
         assert!(c.contains(&"trailer".to_string()), "{c:?}");
-        let f = v["findings"].as_array().unwrap().iter().find(|f| f["code"] == "hash-mismatch").unwrap();
+        let f = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["code"] == "hash-mismatch")
+            .unwrap();
         assert_eq!(f["folder"], "INBOX");
-        assert!(f["message"].as_str().unwrap().contains("source INBOX/cur/"), "{f}");
+        assert!(
+            f["message"].as_str().unwrap().contains("source INBOX/cur/"),
+            "{f}"
+        );
         // And a flip in the compressed bytes: zstd's checksum or our hashes notice.
         let mid = b.len() / 3;
         b[mid] ^= 0xff;
@@ -118,7 +149,10 @@ fn truncation_and_index_damage_are_reported() {
         std::fs::write(&p, &b[..cut]).unwrap();
         let (code, v) = verify_json(&p);
         assert_eq!(code, 1, "cut at {cut}: {v}");
-        assert!(codes(&v).iter().any(|c| c == "trailer" || c == "no-index"), "{v}");
+        assert!(
+            codes(&v).iter().any(|c| c == "trailer" || c == "no-index"),
+            "{v}"
+        );
         // ls refuses it with one line naming the file.
         let out = run(&["ls", p.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(2));
@@ -136,7 +170,14 @@ fn truncation_and_index_damage_are_reported() {
     write_zst(&p, &bad);
     let (code, v) = verify_json(&p);
     assert_eq!(code, 1);
-    assert!(v["findings"].as_array().unwrap().iter().any(|f| f["detail"].as_str().unwrap().contains("checksum")), "{v}");
+    assert!(
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["detail"].as_str().unwrap().contains("checksum")),
+        "{v}"
+    );
 }
 
 #[test]
@@ -164,7 +205,8 @@ fn removed_index_and_extra_member() {
         let mut h = tar::Header::new_ustar();
         h.set_size(5);
         h.set_mode(0o644);
-        b2.append_data(&mut h, "maildir/INBOX/cur/intruder:2,S", &b"hello"[..]).unwrap();
+        b2.append_data(&mut h, "maildir/INBOX/cur/intruder:2,S", &b"hello"[..])
+            .unwrap();
         b1.finish().unwrap();
         b2.finish().unwrap();
     }
@@ -177,7 +219,12 @@ fn removed_index_and_extra_member() {
     write_zst(&p2, &with_extra);
     let (code, v) = verify_json(&p2);
     assert_eq!(code, 1);
-    let extra: Vec<_> = v["findings"].as_array().unwrap().iter().filter(|f| f["code"] == "extra-member").collect();
+    let extra: Vec<_> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == "extra-member")
+        .collect();
     assert_eq!(extra.len(), 1, "{v}");
     assert!(extra[0]["detail"].as_str().unwrap().contains("intruder"));
     // Every message was still checked: all 20 fixtures.
@@ -211,7 +258,12 @@ fn hostile_member_names_never_escape() {
     assert_eq!(unsafe_names.len(), 3, "{v}");
     // Extraction goes by the index, so the hostile members are never written anywhere.
     let target = t.path().join("deep/target");
-    let out = run(&["extract", p.to_str().unwrap(), "--to", &format!("maildir:{}", target.display())]);
+    let out = run(&[
+        "extract",
+        p.to_str().unwrap(),
+        "--to",
+        &format!("maildir:{}", target.display()),
+    ]);
     // The trailer is gone (we rewrote the file): extract finds the index by scanning, says
     // so, and writes the real messages only.
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

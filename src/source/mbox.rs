@@ -410,7 +410,11 @@ fn take_client_flags(msg: Vec<u8>, thunderbird: bool) -> (Vec<String>, Vec<u8>) 
     let mut cut = 0;
     if thunderbird {
         for name in ["x-mozilla-status:", "x-mozilla-status2:", "x-mozilla-keys:"] {
-            let Some(end) = msg[cut..].iter().position(|&b| b == b'\n').map(|i| cut + i + 1) else {
+            let Some(end) = msg[cut..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map(|i| cut + i + 1)
+            else {
                 break;
             };
             let line = &msg[cut..end];
@@ -420,7 +424,13 @@ fn take_client_flags(msg: Vec<u8>, thunderbird: bool) -> (Vec<String>, Vec<u8>) 
             let value = String::from_utf8_lossy(&line[name.len()..]);
             if name == "x-mozilla-status:" {
                 if let Ok(bits) = u32::from_str_radix(value.trim(), 16) {
-                    for (bit, f) in [(0x1, "\\Seen"), (0x2, "\\Answered"), (0x4, "\\Flagged"), (0x8, "\\Deleted"), (0x1000, "$Forwarded")] {
+                    for (bit, f) in [
+                        (0x1, "\\Seen"),
+                        (0x2, "\\Answered"),
+                        (0x4, "\\Flagged"),
+                        (0x8, "\\Deleted"),
+                        (0x1000, "$Forwarded"),
+                    ] {
                         if bits & bit != 0 {
                             flags.push(f.to_string());
                         }
@@ -435,11 +445,19 @@ fn take_client_flags(msg: Vec<u8>, thunderbird: bool) -> (Vec<String>, Vec<u8>) 
     let head = crate::mail::headers::header_section(&msg[cut..]);
     for line in head.split(|&b| b == b'\n') {
         let lower = String::from_utf8_lossy(line).to_ascii_lowercase();
-        let value = lower.split_once(':').map(|(_, v)| v.trim().to_string()).unwrap_or_default();
+        let value = lower
+            .split_once(':')
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default();
         if lower.starts_with("status:") && value.contains('r') {
             flags.push("\\Seen".into());
         } else if lower.starts_with("x-status:") {
-            for (c, f) in [('a', "\\Answered"), ('f', "\\Flagged"), ('t', "\\Draft"), ('d', "\\Deleted")] {
+            for (c, f) in [
+                ('a', "\\Answered"),
+                ('f', "\\Flagged"),
+                ('t', "\\Draft"),
+                ('d', "\\Deleted"),
+            ] {
                 if value.contains(c) {
                     flags.push(f.to_string());
                 }

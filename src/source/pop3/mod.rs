@@ -1,1 +1,11 @@
-//! POP3 source (placeholder while it is written).
+//! POP3 source: a read-only POP3 client (RFC 1939, CAPA/PIPELINING/RESP-CODES from
+//! RFC 2449, STLS from RFC 2595, SASL from RFC 5034) that streams each message exactly
+//! as the server stores it. `proto` is the wire format without I/O, `sasl` the login
+//! payloads, `client` the tokio session. It never deletes or marks anything on the server.
+
+mod client;
+pub mod proto;
+mod sasl;
+
+pub use client::{Pop3Client, Pop3Error, Pop3Options, RetrInfo, RetrSink, DEFAULT_TIMEOUT};
+pub use proto::{Capabilities, RespCode, Unstuffer};

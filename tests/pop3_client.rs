@@ -1,0 +1,731 @@
+//! The POP3 client end to end: against scripted TCP servers for the behaviour a real
+//! server will not show on demand (refusals, broken links, silent peers, hostile STLS),
+//! and against a real Dovecot for byte-exact retrieval over POP3S and STLS.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use mailark::source::net::{Auth, Credentials, Endpoint, Secret, TlsOptions};
+use mailark::source::pop3::{Pop3Client, Pop3Error, Pop3Options, RespCode, RetrInfo, RetrSink};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+fn password(p: &str) -> Credentials {
+    Credentials {
+        user: "alice".into(),
+        auth: Auth::Password(Secret::new(p)),
+    }
+}
+
+fn token(t: &str) -> Credentials {
+    Credentials {
+        user: "alice".into(),
+        auth: Auth::OAuth2(Secret::new(t)),
+    }
+}
+
+fn plaintext_ok() -> TlsOptions {
+    TlsOptions {
+        allow_plaintext: true,
+        ..TlsOptions::default()
+    }
+}
+
+fn quick(timeout_secs: u64) -> Pop3Options {
+    Pop3Options {
+        timeout: Duration::from_secs(timeout_secs),
+        ..Pop3Options::default()
+    }
+}
+
+fn sha(b: &[u8]) -> [u8; 32] {
+    Sha256::digest(b).into()
+}
+
+/// The server side of one scripted connection. Every line the client sends is kept in
+/// `got`, so tests can assert what did (and did not) cross the wire.
+struct Peer {
+    rd: BufReader<OwnedReadHalf>,
+    wr: OwnedWriteHalf,
+    got: Vec<String>,
+}
+
+impl Peer {
+    async fn send(&mut self, s: impl AsRef<[u8]>) {
+        self.wr.write_all(s.as_ref()).await.unwrap();
+        self.wr.flush().await.unwrap();
+    }
+
+    /// Sends `s` a few bytes at a time with pauses, so the client sees it split at
+    /// arbitrary places rather than in one read.
+    async fn trickle(&mut self, s: &[u8], piece: usize) {
+        for c in s.chunks(piece) {
+            self.send(c).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// The next line from the client (without CRLF), or None at EOF.
+    async fn next_line(&mut self) -> Option<String> {
+        let mut buf = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(10), self.rd.read_until(b'\n', &mut buf))
+            .await
+            .expect("client went silent")
+            .unwrap();
+        if n == 0 {
+            return None;
+        }
+        let line = String::from_utf8_lossy(&buf)
+            .trim_end_matches(['\r', '\n'])
+            .to_string();
+        self.got.push(line.clone());
+        Some(line)
+    }
+
+    async fn line(&mut self) -> String {
+        self.next_line().await.expect("client closed early")
+    }
+
+    async fn expect(&mut self, want: &str) {
+        let got = self.line().await;
+        assert_eq!(got, want, "client sent {got:?}, script wanted {want:?}");
+    }
+
+    /// Greeting plus the first CAPA.
+    async fn hello(&mut self, caps: &str) {
+        self.send("+OK scripted POP3 ready\r\n").await;
+        self.expect("CAPA").await;
+        self.send(format!("+OK\r\n{caps}.\r\n")).await;
+    }
+
+    /// USER/PASS, then the post-login CAPA.
+    async fn user_pass(&mut self, pw: &str, caps: &str) {
+        self.expect("USER alice").await;
+        self.send("+OK\r\n").await;
+        self.expect(&format!("PASS {pw}")).await;
+        self.send("+OK logged in\r\n").await;
+        self.expect("CAPA").await;
+        self.send(format!("+OK\r\n{caps}.\r\n")).await;
+    }
+
+    /// Reads until the client hangs up (or sends QUIT, which is answered).
+    async fn drain(&mut self) {
+        while let Some(l) = self.next_line().await {
+            if l == "QUIT" {
+                self.send("+OK bye\r\n").await;
+            }
+        }
+    }
+
+    /// True when the client sends nothing for `ms`: proves it waits for our answer.
+    async fn silent_for(&mut self, ms: u64) -> bool {
+        let mut b = [0u8; 1];
+        tokio::time::timeout(Duration::from_millis(ms), self.rd.read(&mut b))
+            .await
+            .is_err()
+    }
+}
+
+/// Starts a one-connection server on 127.0.0.1 running `script`; the handle yields
+/// every line the client sent.
+async fn serve<F, Fut>(script: F) -> (Endpoint, JoinHandle<Vec<String>>)
+where
+    F: FnOnce(Peer) -> Fut + Send + 'static,
+    Fut: Future<Output = Peer> + Send + 'static,
+{
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        let (r, w) = s.into_split();
+        let peer = script(Peer {
+            rd: BufReader::new(r),
+            wr: w,
+            got: Vec::new(),
+        })
+        .await;
+        peer.got
+    });
+    let ep = Endpoint::parse(&format!("pop3://alice@127.0.0.1:{port}")).unwrap();
+    (ep, h)
+}
+
+/// Only commands that leave the maildrop as it was may ever be sent.
+fn assert_read_only(got: &[String]) {
+    const ALLOWED: &[&str] = &[
+        "CAPA", "STLS", "USER", "PASS", "AUTH", "STAT", "LIST", "UIDL", "RETR", "NOOP", "QUIT",
+    ];
+    for l in got {
+        let word = l.split(' ').next().unwrap();
+        let sasl_reply = l.is_empty() || l == "*" || B64.decode(l).is_ok();
+        assert!(ALLOWED.contains(&word) || sasl_reply, "client sent {l:?}");
+    }
+}
+
+#[test]
+fn source_never_names_a_deleting_command() {
+    // Built at run time so this file does not contain the word it looks for.
+    let forbidden = ["DE", "LE"].concat();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/source/pop3");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        files += 1;
+        let upper = text.to_ascii_uppercase();
+        let bytes = upper.as_bytes();
+        for (i, _) in upper.match_indices(&forbidden) {
+            let before = i.checked_sub(1).map(|j| bytes[j]);
+            let after = bytes.get(i + forbidden.len()).copied();
+            let word = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
+            assert!(
+                word(before) || word(after),
+                "{} mentions the {forbidden} command at byte {i}",
+                path.display()
+            );
+        }
+        for cmd in ["RSET"] {
+            assert!(!upper.contains(cmd), "{} mentions {cmd}", path.display());
+        }
+    }
+    assert!(
+        files >= 3,
+        "expected mod.rs, proto.rs, client.rs in {}",
+        dir.display()
+    );
+}
+
+#[tokio::test]
+async fn refuses_plaintext_login_without_stls() {
+    let (ep, h) = serve(|mut p| async move {
+        p.hello("USER\r\nSASL PLAIN\r\nUIDL\r\n").await;
+        p.drain().await;
+        p
+    })
+    .await;
+    let err = Pop3Client::connect(&ep, &password("hunter2"), &TlsOptions::default())
+        .await
+        .unwrap_err();
+    let got = h.await.unwrap();
+    assert!(matches!(err, Pop3Error::PlaintextRefused { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("pop3s://") && msg.contains("--allow-plaintext"),
+        "{msg}"
+    );
+    assert_eq!(got, ["CAPA", "QUIT"]);
+}
+
+#[tokio::test]
+async fn tries_stls_when_capa_is_missing_then_refuses() {
+    let (ep, h) = serve(|mut p| async move {
+        p.send("+OK old server\r\n").await;
+        p.expect("CAPA").await;
+        p.send("-ERR unknown command\r\n").await;
+        p.expect("STLS").await;
+        p.send("-ERR unknown command\r\n").await;
+        p.drain().await;
+        p
+    })
+    .await;
+    let err = Pop3Client::connect(&ep, &password("hunter2"), &TlsOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Pop3Error::PlaintextRefused { .. }), "{err:?}");
+    assert_eq!(h.await.unwrap(), ["CAPA", "STLS", "QUIT"]);
+}
+
+#[tokio::test]
+async fn refuses_data_injected_before_the_tls_handshake() {
+    let (ep, h) = serve(|mut p| async move {
+        p.hello("STLS\r\nUSER\r\n").await;
+        p.expect("STLS").await;
+        // One write: the forged second answer arrives with the real one.
+        p.send("+OK Begin TLS\r\n+OK forged\r\n").await;
+        p.drain().await;
+        p
+    })
+    .await;
+    let err = Pop3Client::connect_with(&ep, &password("pw"), &plaintext_ok(), &quick(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Pop3Error::Tls { .. }), "{err:?}");
+    let got = h.await.unwrap();
+    assert!(!got.iter().any(|l| l.contains("pw")), "{got:?}");
+}
+
+/// The whole read-only session over USER/PASS, with a message trickled in pieces.
+#[tokio::test]
+async fn user_pass_session_streams_exact_bytes() {
+    let wire: &[u8] =
+        b"+OK 52 octets\r\nSubject: dots\r\n\r\n..\r\n...\r\n....\r\n..x\r\n.\rcr\r\nend\r\n.\r\n";
+    let want: &[u8] = b"Subject: dots\r\n\r\n.\r\n..\r\n...\r\n.x\r\n.\rcr\r\nend\r\n";
+    let (ep, h) = serve(move |mut p| async move {
+        p.hello("USER\r\nUIDL\r\nTOP\r\n").await;
+        p.expect("USER alice").await;
+        p.send("+OK\r\n").await;
+        p.expect("PASS pa ss").await;
+        p.send("+OK logged in\r\n").await;
+        p.expect("CAPA").await;
+        p.send("-ERR not now\r\n").await;
+        p.expect("STAT").await;
+        p.send("+OK 2 300\r\n").await;
+        p.expect("LIST").await;
+        p.send("+OK 2 messages\r\n1 100\r\n2 200\r\n.\r\n").await;
+        p.expect("UIDL").await;
+        p.send("-ERR no UIDL here\r\n").await;
+        p.expect("RETR 1").await;
+        p.trickle(wire, 3).await;
+        p.expect("RETR 2").await;
+        p.trickle(b"+OK\r\n.\r\n", 1).await;
+        p.expect("QUIT").await;
+        p.send("+OK bye\r\n").await;
+        p
+    })
+    .await;
+    let mut c = Pop3Client::connect_with(&ep, &password("pa ss"), &plaintext_ok(), &quick(5))
+        .await
+        .unwrap();
+    assert!(!c.is_tls());
+    assert_eq!(c.auth_mechanism(), "USER/PASS");
+    // Pre-login capabilities stay when the post-login CAPA fails.
+    assert!(c.capabilities().has("TOP"));
+    assert_eq!(c.stat().await.unwrap(), (2, 300));
+    assert_eq!(c.list().await.unwrap(), [(1, 100), (2, 200)]);
+    assert_eq!(c.uidl().await.unwrap(), None);
+    let mut out = Vec::new();
+    let info = c.retr(1, &mut out).await.unwrap();
+    assert_eq!(out, want);
+    assert_eq!(
+        info,
+        RetrInfo {
+            msgno: 1,
+            bytes: want.len() as u64,
+            sha256: sha(want)
+        }
+    );
+    let mut empty = Vec::new();
+    let info = c.retr(2, &mut empty).await.unwrap();
+    assert_eq!((empty.len(), info.bytes), (0, 0));
+    assert_eq!(info.sha256_hex(), hex::encode(sha(b"")));
+    c.quit().await.unwrap();
+    assert_read_only(&h.await.unwrap());
+}
+
+#[tokio::test]
+async fn sasl_plain_is_preferred_when_offered() {
+    let (ep, h) = serve(|mut p| async move {
+        p.hello("USER\r\nSASL PLAIN LOGIN\r\n").await;
+        let ir = B64.encode("\0alice\0secret");
+        p.expect(&format!("AUTH PLAIN {ir}")).await;
+        p.send("+OK Logged in.\r\n").await;
+        p.expect("CAPA").await;
+        p.send("+OK\r\nUIDL\r\n.\r\n").await;
+        p.expect("UIDL").await;
+        p.send("+OK\r\n1 abc\r\n2 d:e\r\n.\r\n").await;
+        p.drain().await;
+        p
+    })
+    .await;
+    let mut c = Pop3Client::connect_with(&ep, &password("secret"), &plaintext_ok(), &quick(5))
+        .await
+        .unwrap();
+    assert_eq!(c.auth_mechanism(), "PLAIN");
+    assert_eq!(
+        c.uidl().await.unwrap().unwrap(),
+        [(1, "abc".to_string()), (2, "d:e".to_string())]
+    );
+    c.quit().await.unwrap();
+    h.await.unwrap();
+}
+
+#[tokio::test]
+async fn wrong_password_is_auth_failed_without_the_password() {
+    let (ep, h) = serve(|mut p| async move {
+        p.hello("USER\r\n").await;
+        p.expect("USER alice").await;
+        p.send("+OK\r\n").await;
+        p.expect("PASS hunter2").await;
+        // A careless server that echoes what it got.
+        p.send("-ERR [AUTH] bad password hunter2\r\n").await;
+        p.drain().await;
+        p
+    })
+    .await;
+    let err = Pop3Client::connect_with(&ep, &password("hunter2"), &plaintext_ok(), &quick(5))
+        .await
+        .unwrap_err();
+    h.await.unwrap();
+    match &err {
+        Pop3Error::AuthFailed { code, .. } => assert_eq!(code, &Some(RespCode::Auth)),
+        other => panic!("{other:?}"),
+    }
+    assert!(!err.is_transient());
+    for text in [err.to_string(), format!("{err:?}")] {
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("alice"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn user_name_cannot_smuggle_a_command() {
+    let (ep, h) = serve(|mut p| async move {
+        p.hello("USER\r\n").await;
+        p.drain().await;
+        p
+    })
+    .await;
+    let creds = Credentials {
+        user: "alice\r\nSTAT".into(),
+        auth: Auth::Password(Secret::new("pw")),
+    };
+    let err = Pop3Client::connect_with(&ep, &creds, &plaintext_ok(), &quick(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Pop3Error::Unsendable { .. }), "{err:?}");
+    drop(err);
+    assert_eq!(h.await.unwrap(), ["CAPA"]);
+}
+
+#[tokio::test]
+async fn xoauth2_long_token_and_error_challenge() {
+    let tok = "ya29.".to_string() + &"t".repeat(400);
+    let expect_ir = B64.encode(format!("user=alice\x01auth=Bearer {tok}\x01\x01"));
+    let (ep, h) = serve(move |mut p| async move {
+        p.hello("SASL PLAIN XOAUTH2 OAUTHBEARER\r\n").await;
+        // Too long for one 255-octet command line: RFC 5034 sends it after a "+".
+        p.expect("AUTH XOAUTH2").await;
+        p.send("+ \r\n").await;
+        p.expect(&expect_ir).await;
+        p.send(format!(
+            "+ {}\r\n",
+            B64.encode(r#"{"status":"401","schemes":"bearer"}"#)
+        ))
+        .await;
+        p.expect("").await;
+        p.send("-ERR [AUTH] Invalid credentials\r\n").await;
+        p.drain().await;
+        p
+    })
+    .await;
+    let err = Pop3Client::connect_with(&ep, &token(&tok), &plaintext_ok(), &quick(5))
+        .await
+        .unwrap_err();
+    h.await.unwrap();
+    let msg = err.to_string();
+    assert!(matches!(err, Pop3Error::AuthFailed { ref mechanism, .. } if mechanism == "XOAUTH2"));
+    assert!(msg.contains("401"), "{msg}");
+    assert!(
+        !msg.contains("ya29") && !format!("{err:?}").contains("ya29"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn oauthbearer_when_only_it_is_offered() {
+    let (ep, h) = serve(|mut p| async move {
+        p.hello("SASL OAUTHBEARER\r\n").await;
+        let line = p.line().await;
+        let ir = line
+            .strip_prefix("AUTH OAUTHBEARER ")
+            .expect("inline initial response");
+        let decoded = String::from_utf8(B64.decode(ir).unwrap()).unwrap();
+        assert!(
+            decoded.starts_with("n,a=alice,\x01host=127.0.0.1\x01port="),
+            "{decoded:?}"
+        );
+        assert!(
+            decoded.ends_with("\x01auth=Bearer tok123\x01\x01"),
+            "{decoded:?}"
+        );
+        p.send("+OK\r\n").await;
+        p.expect("CAPA").await;
+        p.send("+OK\r\n.\r\n").await;
+        p.drain().await;
+        p
+    })
+    .await;
+    let c = Pop3Client::connect_with(&ep, &token("tok123"), &plaintext_ok(), &quick(5))
+        .await
+        .unwrap();
+    assert_eq!(c.auth_mechanism(), "OAUTHBEARER");
+    c.quit().await.unwrap();
+    h.await.unwrap();
+}
+
+#[tokio::test]
+async fn oauth2_without_a_mechanism_is_unsupported() {
+    let (ep, h) = serve(|mut p| async move {
+        p.hello("USER\r\nSASL PLAIN\r\n").await;
+        p.drain().await;
+        p
+    })
+    .await;
+    let err = Pop3Client::connect_with(&ep, &token("tok"), &plaintext_ok(), &quick(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Pop3Error::AuthUnsupported { .. }), "{err:?}");
+    drop(err);
+    assert_eq!(h.await.unwrap(), ["CAPA"]);
+}
+
+#[tokio::test]
+async fn greeting_error_keeps_its_response_code() {
+    let (ep, h) = serve(|mut p| async move {
+        p.send("-ERR [SYS/TEMP] too many connections\r\n").await;
+        p
+    })
+    .await;
+    let err = Pop3Client::connect_with(&ep, &password("pw"), &plaintext_ok(), &quick(5))
+        .await
+        .unwrap_err();
+    h.await.unwrap();
+    match &err {
+        Pop3Error::Server { code, text, .. } => {
+            assert_eq!(code, &Some(RespCode::SysTemp));
+            assert_eq!(text, "too many connections");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.is_transient());
+}
+
+/// Records the calls a sink receives.
+#[derive(Default)]
+struct Recorder {
+    events: Vec<String>,
+    current: Vec<u8>,
+    messages: Vec<(u32, Vec<u8>, RetrInfo)>,
+    skip_refused: bool,
+}
+
+impl RetrSink for Recorder {
+    fn begin(&mut self, msgno: u32) -> std::io::Result<()> {
+        self.events.push(format!("begin {msgno}"));
+        self.current.clear();
+        Ok(())
+    }
+    fn data(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        self.current.extend_from_slice(chunk);
+        Ok(())
+    }
+    fn end(&mut self, info: &RetrInfo) -> std::io::Result<()> {
+        self.events.push(format!("end {}", info.msgno));
+        self.messages
+            .push((info.msgno, std::mem::take(&mut self.current), info.clone()));
+        Ok(())
+    }
+    fn refused(&mut self, error: Pop3Error) -> Result<(), Pop3Error> {
+        self.events
+            .push(format!("refused {}", error.msgno().unwrap()));
+        if self.skip_refused {
+            Ok(())
+        } else {
+            Err(error)
+        }
+    }
+}
+
+fn body(n: u32) -> String {
+    format!("Subject: {n}\r\n\r\n..dot {n}\r\n")
+}
+
+fn unstuffed(n: u32) -> Vec<u8> {
+    format!("Subject: {n}\r\n\r\n.dot {n}\r\n").into_bytes()
+}
+
+#[tokio::test]
+async fn pipelines_retr_when_offered_and_stays_in_step_after_refusals() {
+    let (ep, h) = serve(|mut p| async move {
+        p.hello("USER\r\nPIPELINING\r\n").await;
+        p.user_pass("pw", "USER\r\nPIPELINING\r\nUIDL\r\n").await;
+        // Nothing is answered until three RETRs are in: a client that waits for each
+        // answer would stall here and time out.
+        for n in 1..=3 {
+            p.expect(&format!("RETR {n}")).await;
+        }
+        for n in 1..=3 {
+            p.send(format!("+OK\r\n{}.\r\n", body(n))).await;
+        }
+        // Second batch: message 5 is refused.
+        for n in 4..=6 {
+            p.expect(&format!("RETR {n}")).await;
+        }
+        p.send(format!("+OK\r\n{}.\r\n", body(4))).await;
+        p.send("-ERR [SYS/PERM] cannot read message\r\n").await;
+        p.send(format!("+OK\r\n{}.\r\n", body(6))).await;
+        p.expect("NOOP").await;
+        p.send("+OK\r\n").await;
+        // Third batch with a sink that skips refusals.
+        p.expect("RETR 7").await;
+        p.expect("RETR 8").await;
+        p.send("-ERR [IN-USE] busy\r\n").await;
+        p.send(format!("+OK\r\n{}.\r\n", body(8))).await;
+        p.drain().await;
+        p
+    })
+    .await;
+    let mut c = Pop3Client::connect_with(&ep, &password("pw"), &plaintext_ok(), &quick(3))
+        .await
+        .unwrap();
+    assert!(c.capabilities().pipelining());
+
+    let mut rec = Recorder::default();
+    c.retr_many(&[1, 2, 3], &mut rec).await.unwrap();
+    assert_eq!(
+        rec.events,
+        ["begin 1", "end 1", "begin 2", "end 2", "begin 3", "end 3"]
+    );
+    for (n, bytes, info) in &rec.messages {
+        assert_eq!(bytes, &unstuffed(*n));
+        assert_eq!(info.sha256, sha(&unstuffed(*n)));
+    }
+
+    let mut rec = Recorder::default();
+    let err = c.retr_many(&[4, 5, 6], &mut rec).await.unwrap_err();
+    match &err {
+        Pop3Error::Server { msgno, code, .. } => {
+            assert_eq!((*msgno, code), (Some(5), &Some(RespCode::SysPerm)));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("message 5"), "{err}");
+    // Message 6 was already asked for: read and dropped, never handed to the sink.
+    assert_eq!(rec.events, ["begin 4", "end 4", "refused 5"]);
+    c.noop().await.unwrap();
+
+    let mut rec = Recorder {
+        skip_refused: true,
+        ..Recorder::default()
+    };
+    c.retr_many(&[7, 8], &mut rec).await.unwrap();
+    assert_eq!(rec.events, ["refused 7", "begin 8", "end 8"]);
+    assert_eq!(rec.messages[0].1, unstuffed(8));
+    c.quit().await.unwrap();
+    assert_read_only(&h.await.unwrap());
+}
+
+#[tokio::test]
+async fn waits_for_each_answer_without_pipelining() {
+    let (ep, h) = serve(|mut p| async move {
+        p.hello("USER\r\n").await;
+        p.user_pass("pw", "USER\r\n").await;
+        for n in 1..=3 {
+            p.expect(&format!("RETR {n}")).await;
+            assert!(
+                p.silent_for(200).await,
+                "second RETR sent before the first answer"
+            );
+            p.send(format!("+OK\r\n{}.\r\n", body(n))).await;
+        }
+        p.drain().await;
+        p
+    })
+    .await;
+    let mut c = Pop3Client::connect_with(&ep, &password("pw"), &plaintext_ok(), &quick(5))
+        .await
+        .unwrap();
+    let mut rec = Recorder::default();
+    c.retr_many(&[1, 2, 3], &mut rec).await.unwrap();
+    assert_eq!(rec.messages.len(), 3);
+    c.quit().await.unwrap();
+    h.await.unwrap();
+}
+
+#[tokio::test]
+async fn dropped_connection_mid_retr_is_connection_lost() {
+    let (ep, h) = serve(|mut p| async move {
+        p.hello("USER\r\n").await;
+        p.user_pass("pw", "USER\r\n").await;
+        p.expect("RETR 3").await;
+        p.send("+OK 100000 octets\r\n").await;
+        p.send(vec![b'a'; 5000]).await;
+        p
+    })
+    .await;
+    let mut c = Pop3Client::connect_with(&ep, &password("pw"), &plaintext_ok(), &quick(5))
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let err = c.retr(3, &mut out).await.unwrap_err();
+    h.await.unwrap();
+    match &err {
+        Pop3Error::ConnectionLost {
+            msgno, received, ..
+        } => assert_eq!((*msgno, *received), (Some(3), 5000)),
+        other => panic!("{other:?}"),
+    }
+    assert!(err.is_connection_lost() && err.msgno() == Some(3));
+    assert_eq!(out.len(), 5000);
+    // The session is known broken: later calls fail at once instead of misreading.
+    let later = c.stat().await.unwrap_err();
+    assert!(later.is_connection_lost(), "{later:?}");
+}
+
+#[tokio::test]
+async fn silent_server_times_out_instead_of_hanging() {
+    let (ep, h) = serve(|mut p| async move {
+        p.hello("USER\r\n").await;
+        p.user_pass("pw", "USER\r\n").await;
+        p.expect("RETR 1").await;
+        p.send("+OK\r\nSubject: half\r\n").await;
+        // Hold the connection open and say nothing more.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        p
+    })
+    .await;
+    let mut c = Pop3Client::connect_with(&ep, &password("pw"), &plaintext_ok(), &quick(5))
+        .await
+        .unwrap();
+    c.set_timeout(Duration::from_secs(1));
+    let t0 = Instant::now();
+    let err = c.retr(1, &mut Vec::new()).await.unwrap_err();
+    let took = t0.elapsed();
+    h.abort();
+    assert!(
+        matches!(err, Pop3Error::Timeout { msgno: Some(1), .. }),
+        "{err:?}"
+    );
+    assert!(err.is_connection_lost());
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn failing_sink_is_reported_and_session_stays_usable() {
+    struct Full;
+    impl std::io::Write for Full {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("disk full"))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let (ep, h) = serve(|mut p| async move {
+        p.hello("USER\r\n").await;
+        p.user_pass("pw", "USER\r\n").await;
+        p.expect("RETR 1").await;
+        p.send(format!("+OK\r\n{}.\r\n", body(1))).await;
+        p.expect("STAT").await;
+        p.send("+OK 1 30\r\n").await;
+        p.drain().await;
+        p
+    })
+    .await;
+    let mut c = Pop3Client::connect_with(&ep, &password("pw"), &plaintext_ok(), &quick(5))
+        .await
+        .unwrap();
+    let err = c.retr(1, &mut Full).await.unwrap_err();
+    assert!(matches!(err, Pop3Error::Sink { msgno: 1, .. }), "{err:?}");
+    assert_eq!(c.stat().await.unwrap(), (1, 30));
+    c.quit().await.unwrap();
+    h.await.unwrap();
+}
