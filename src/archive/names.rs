@@ -67,7 +67,7 @@ pub fn unescape_component(s: &str) -> String {
 
 /// Splits a folder name at its delimiter into hierarchy levels. An empty level (as in
 /// `a//b`) is kept and escaped, never dropped, so two folders cannot merge.
-pub fn split_folder<'a>(name: &'a str, delimiter: Option<char>) -> Vec<&'a str> {
+pub fn split_folder(name: &str, delimiter: Option<char>) -> Vec<&str> {
     match delimiter {
         Some(d) => name.split(d).collect(),
         None => vec![name],

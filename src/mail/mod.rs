@@ -5,3 +5,4 @@
 pub mod flags;
 pub mod headers;
 pub mod mboxrd;
+pub mod utf7;

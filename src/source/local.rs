@@ -23,6 +23,10 @@ pub fn io_err(path: impl AsRef<std::path::Path>) -> impl FnOnce(std::io::Error) 
     move |source| LocalError::Io { path, source }
 }
 
+/// Receives each message of a folder (or the error that kept one from being read).
+pub type MessageSink<'a> = dyn FnMut(Result<(MessageInfo, Vec<u8>), LocalError>) -> Result<(), crate::archive::WriteError>
+    + 'a;
+
 /// A local store: lists its folders, then hands out each folder's messages in order.
 pub trait LocalSource {
     /// A description for the archive header (`maildir:/abs/path`).
@@ -33,9 +37,7 @@ pub trait LocalSource {
     fn messages(
         &self,
         folder: &str,
-        each: &mut dyn FnMut(
-            Result<(MessageInfo, Vec<u8>), LocalError>,
-        ) -> Result<(), crate::archive::WriteError>,
+        each: &mut MessageSink<'_>,
     ) -> Result<(), crate::archive::WriteError>;
     /// Bytes the source will read, for progress (best effort).
     fn total_bytes(&self) -> u64;

@@ -33,8 +33,7 @@ fn is_maildir(p: &Path) -> bool {
 /// decode only what is valid modified UTF-7 and differs from the raw name.
 fn decode_name(raw: &str) -> String {
     if raw.contains('&') {
-        if let Ok(s) = utf7_pending(raw) {
-            // UTF7-PENDING
+        if let Ok(s) = crate::mail::utf7::decode(raw) {
             return s;
         }
     }
@@ -239,7 +238,7 @@ impl LocalSource for MaildirSource {
     fn messages(
         &self,
         folder: &str,
-        each: &mut dyn FnMut(Result<(MessageInfo, Vec<u8>), LocalError>) -> Result<(), WriteError>,
+        each: &mut super::local::MessageSink<'_>,
     ) -> Result<(), WriteError> {
         let Some(f) = self.folders.iter().find(|f| f.info.name == folder) else {
             return Ok(());
@@ -301,6 +300,3 @@ mod tests {
         assert!(flags_from_name("123.host", &kw).is_empty());
     }
 }
-fn utf7_pending(_: &str) -> Result<String, ()> {
-    Err(())
-} // UTF7-PENDING

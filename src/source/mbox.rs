@@ -179,7 +179,7 @@ impl LocalSource for MboxSource {
     fn messages(
         &self,
         folder: &str,
-        each: &mut dyn FnMut(Result<(MessageInfo, Vec<u8>), LocalError>) -> Result<(), WriteError>,
+        each: &mut super::local::MessageSink<'_>,
     ) -> Result<(), WriteError> {
         let Some(f) = self.files.iter().find(|f| f.name == folder) else {
             return Ok(());

@@ -33,7 +33,7 @@ pub fn measure(cmd: &mut Command) -> Measured {
 /// xorshift: deterministic noise for attachments.
 pub struct Rng(pub u64);
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -70,13 +70,13 @@ pub fn message(rng: &mut Rng, i: usize, size: usize) -> Vec<u8> {
     let mut m = format!(
         "From: Sender {i} <s{i}@example.co.jp>\r\nTo: team@example.co.jp\r\nSubject: {} {i}\r\nDate: Mon, 01 Jan 2024 09:00:00 +0900\r\nMessage-ID: <{i}.{}@bench.invalid>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n",
         WORDS[i % WORDS.len()],
-        rng.next()
+        rng.next_u64()
     )
     .into_bytes();
     let text_len = (size / 3).max(200);
     while m.len() < text_len {
         for _ in 0..12 {
-            m.extend_from_slice(WORDS[(rng.next() % WORDS.len() as u64) as usize].as_bytes());
+            m.extend_from_slice(WORDS[(rng.next_u64() % WORDS.len() as u64) as usize].as_bytes());
             m.push(b' ');
         }
         m.extend_from_slice(b"\r\n");
@@ -86,7 +86,7 @@ pub fn message(rng: &mut Rng, i: usize, size: usize) -> Vec<u8> {
         const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         while m.len() < size {
             for _ in 0..19 {
-                let r = rng.next();
+                let r = rng.next_u64();
                 for k in 0..4 {
                     m.push(B64[((r >> (k * 6)) & 63) as usize]);
                 }
@@ -132,4 +132,10 @@ pub fn make_maildir(root: &Path, total: u64) -> (usize, u64) {
 
 pub fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
+}
+
+/// True under `cargo bench` (which passes `--bench`); false when `cargo test
+/// --all-targets` runs the benchmark binary as a smoke test.
+pub fn bench_mode() -> bool {
+    std::env::args().any(|a| a == "--bench")
 }

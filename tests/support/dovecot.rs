@@ -1,0 +1,409 @@
+//! A real Dovecot 2.3 (Debian `dovecot-imapd dovecot-pop3d`) for one test: config, users,
+//! self-signed certificate and mail all live in a temp dir; it listens on 127.0.0.1 on
+//! free ports (IMAP, IMAPS, POP3, POP3S) and is stopped by its PID when dropped.
+//! Facts it relies on are in `../shared/notes/servers.md`. A missing Dovecot is a test
+//! failure with a clear message, never a silent pass.
+
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How the account's folders are named on the wire.
+#[derive(Debug, Clone)]
+pub struct DovecotOptions {
+    /// Users and their passwords.
+    pub users: Vec<(String, String)>,
+    /// Hierarchy separator of the personal namespace.
+    pub separator: char,
+    /// Personal namespace prefix (e.g. `INBOX.` for a Courier-style server).
+    pub prefix: String,
+    /// Special-use folders created for every user: (name, role), e.g. ("Sent", "\\Sent").
+    pub special: Vec<(String, String)>,
+    /// Extra lines appended to dovecot.conf.
+    pub extra_conf: String,
+}
+
+impl Default for DovecotOptions {
+    fn default() -> Self {
+        DovecotOptions {
+            users: vec![
+                ("alice".into(), "alice-pw-Ω1".into()),
+                ("bob".into(), "bob-pw-Ω2".into()),
+            ],
+            separator: '/',
+            prefix: String::new(),
+            special: vec![
+                ("Sent".into(), "\\Sent".into()),
+                ("Drafts".into(), "\\Drafts".into()),
+                ("Trash".into(), "\\Trash".into()),
+                ("Junk".into(), "\\Junk".into()),
+            ],
+            extra_conf: String::new(),
+        }
+    }
+}
+
+pub struct Dovecot {
+    pub dir: tempfile::TempDir,
+    pub imap_port: u16,
+    pub imaps_port: u16,
+    pub pop3_port: u16,
+    pub pop3s_port: u16,
+    pub opts: DovecotOptions,
+    pid: u32,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn require(bin: &str) -> PathBuf {
+    for d in ["/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
+        let p = Path::new(d).join(bin);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!(
+        "{bin} not found: install Debian's dovecot-imapd and dovecot-pop3d (scripts/test.sh does)"
+    );
+}
+
+impl Dovecot {
+    pub fn start() -> Dovecot {
+        Dovecot::start_with(DovecotOptions::default())
+    }
+
+    pub fn start_with(opts: DovecotOptions) -> Dovecot {
+        // Ports are picked free and then released, so another process may grab one in
+        // between: try a few times before giving up.
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Dovecot::try_start(opts.clone()) {
+                Ok(d) => return d,
+                Err(e) => last = e,
+            }
+        }
+        panic!("dovecot did not start: {last}");
+    }
+
+    fn try_start(opts: DovecotOptions) -> Result<Dovecot, String> {
+        let dovecot = require("dovecot");
+        let dir = tempfile::Builder::new()
+            .prefix("mailark-dovecot.")
+            .tempdir()
+            .unwrap();
+        let root = dir.path();
+        // Auth and mail processes run as other users and must pass through the dir.
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for d in ["run", "state", "mail", "home"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        make_cert(root);
+        let mut passwd = String::new();
+        for (u, p) in &opts.users {
+            passwd.push_str(&format!("{u}:{{PLAIN}}{p}::::::\n"));
+            for d in [root.join("mail").join(u), root.join("home").join(u)] {
+                std::fs::create_dir_all(&d).unwrap();
+            }
+        }
+        std::fs::write(root.join("passwd"), passwd).unwrap();
+        chown_nobody(&root.join("mail"));
+        chown_nobody(&root.join("home"));
+
+        let (imap, imaps, pop3, pop3s) = (free_port(), free_port(), free_port(), free_port());
+        let r = root.display();
+        let mut mailboxes = String::new();
+        for (name, role) in &opts.special {
+            mailboxes.push_str(&format!(
+                "  mailbox \"{name}\" {{\n    special_use = {role}\n    auto = subscribe\n  }}\n"
+            ));
+        }
+        let conf = format!(
+            r#"base_dir = {r}/run
+state_dir = {r}/state
+log_path = {r}/dovecot.log
+info_log_path = {r}/dovecot.log
+protocols = imap pop3
+listen = 127.0.0.1
+ssl = yes
+ssl_cert = <{r}/cert.pem
+ssl_key = <{r}/key.pem
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+default_login_user = dovenull
+default_internal_user = dovecot
+first_valid_uid = 1
+mail_fsync = never
+mail_max_userip_connections = 100
+mail_location = maildir:{r}/mail/%u:LAYOUT=fs:UTF-8:INBOX={r}/mail/%u/INBOX
+pop3_uidl_format = %08Xu%08Xv
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {r}/passwd
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {r}/passwd
+  default_fields = uid=nobody gid=nogroup home={r}/home/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {imap}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {imaps}
+    ssl = yes
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {pop3}
+  }}
+  inet_listener pop3s {{
+    address = 127.0.0.1
+    port = {pop3s}
+    ssl = yes
+  }}
+}}
+namespace inbox {{
+  inbox = yes
+  separator = {sep}
+  prefix = {prefix}
+{mailboxes}}}
+{extra}
+"#,
+            sep = opts.separator,
+            prefix = opts.prefix,
+            extra = opts.extra_conf,
+        );
+        let conf_path = root.join("dovecot.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new(&dovecot)
+            .arg("-F")
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(root.join("dovecot.stderr")).unwrap(),
+            ))
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", dovecot.display()))?;
+        let d = Dovecot {
+            pid: child.id(),
+            dir,
+            imap_port: imap,
+            imaps_port: imaps,
+            pop3_port: pop3,
+            pop3s_port: pop3s,
+            opts,
+        };
+        // The child is reaped in Drop (waitpid on the PID); forget the handle.
+        std::mem::forget(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if d.greets(imap) && d.greets(pop3) {
+                return Ok(d);
+            }
+            if !d.alive() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        Err(format!(
+            "no greeting on 127.0.0.1:{imap}: {} {}",
+            std::fs::read_to_string(d.dir.path().join("dovecot.stderr")).unwrap_or_default(),
+            d.log()
+        ))
+    }
+
+    fn greets(&self, port: u16) -> bool {
+        use std::io::Read;
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut b = [0u8; 4];
+        matches!(s.read(&mut b), Ok(n) if n > 0)
+    }
+
+    fn alive(&self) -> bool {
+        let mut status = 0;
+        // SAFETY: waitpid with WNOHANG on our own child.
+        let r = unsafe { libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG) };
+        r == 0
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()
+    }
+
+    pub fn conf(&self) -> PathBuf {
+        self.dir.path().join("dovecot.conf")
+    }
+
+    /// The PEM of the server's self-signed certificate (trust it with `--tls-ca-file`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
+    pub fn password(&self, user: &str) -> &str {
+        &self
+            .opts
+            .users
+            .iter()
+            .find(|(u, _)| u == user)
+            .expect("known user")
+            .1
+    }
+
+    /// A file holding `user`'s password and a trailing newline, for `--password-file`.
+    pub fn password_file(&self, user: &str) -> PathBuf {
+        let p = self.dir.path().join(format!("{user}.pw"));
+        std::fs::write(&p, format!("{}\n", self.password(user))).unwrap();
+        p
+    }
+
+    /// The user's mail root: a Dovecot `LAYOUT=fs` Maildir tree with UTF-8 names
+    /// (`INBOX/`, `Sent/`, `a/b/`).
+    pub fn maildir(&self, user: &str) -> PathBuf {
+        self.dir.path().join("mail").join(user)
+    }
+
+    pub fn imap_url(&self, user: &str) -> String {
+        format!("imap://{user}@127.0.0.1:{}", self.imap_port)
+    }
+    pub fn imaps_url(&self, user: &str) -> String {
+        format!("imaps://{user}@127.0.0.1:{}", self.imaps_port)
+    }
+    pub fn pop3_url(&self, user: &str) -> String {
+        format!("pop3://{user}@127.0.0.1:{}", self.pop3_port)
+    }
+    pub fn pop3s_url(&self, user: &str) -> String {
+        format!("pop3s://{user}@127.0.0.1:{}", self.pop3s_port)
+    }
+
+    /// A logged-in raw IMAP connection (plain TCP, LOGIN) for seeding and inspection.
+    pub fn raw(&self, user: &str) -> super::raw::RawImap {
+        let mut c = super::raw::RawImap::connect(self.imap_port);
+        c.login(user, self.password(user));
+        c
+    }
+
+    /// Runs `doveadm -c CONF ARGS` and returns stdout; panics on failure.
+    pub fn doveadm(&self, args: &[&str]) -> String {
+        let out = Command::new(require("doveadm"))
+            .arg("-c")
+            .arg(self.conf())
+            .args(args)
+            .output()
+            .expect("run doveadm");
+        assert!(
+            out.status.success(),
+            "doveadm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Writes messages straight into a folder's Maildir `cur/` (UTF-8 folder path with
+    /// `/` levels), each with its `:2,` flags and mtime (= INTERNALDATE). The folder
+    /// appears to IMAP at its next LIST. For big seeds this is far faster than APPEND.
+    pub fn seed_maildir(&self, user: &str, folder: &str, msgs: &[(Vec<u8>, &str, i64)]) {
+        let dir = self.maildir(user).join(folder);
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        for (i, (bytes, flags, mtime)) in msgs.iter().enumerate() {
+            let p = dir.join("cur").join(format!(
+                "{mtime}.M{i}P{}.seed:2,{flags}",
+                std::process::id()
+            ));
+            std::fs::write(&p, bytes).unwrap();
+            let t = libc::timespec {
+                tv_sec: *mtime as libc::time_t,
+                tv_nsec: 0,
+            };
+            let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: a valid C path and two timespecs.
+            unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [t, t].as_ptr(), 0) };
+        }
+        chown_nobody(&self.maildir(user));
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        // SAFETY: signalling and reaping our own child by PID.
+        unsafe {
+            libc::kill(self.pid as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut status = 0;
+            let r = unsafe { libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG) };
+            if r != 0 || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        unsafe {
+            libc::kill(self.pid as i32, libc::SIGKILL);
+            let mut status = 0;
+            libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG);
+        }
+    }
+}
+
+fn make_cert(root: &Path) {
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-keyout",
+        ])
+        .arg(root.join("key.pem"))
+        .arg("-out")
+        .arg(root.join("cert.pem"))
+        .output()
+        .expect("openssl (Debian package openssl) to make a test certificate");
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::set_permissions(root.join("key.pem"), std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+pub fn chown_nobody(p: &Path) {
+    let st = Command::new("chown")
+        .arg("-R")
+        .arg("nobody:nogroup")
+        .arg(p)
+        .status()
+        .expect("chown");
+    assert!(st.success(), "chown -R nobody:nogroup {}", p.display());
+}
