@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod dovecot;
+pub mod proxy;
 pub mod raw;
 
 #[allow(unused_imports)]

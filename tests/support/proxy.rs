@@ -1,0 +1,90 @@
+//! A fault-injecting TCP proxy in front of the real server: it forwards bytes both ways
+//! and, for the first `cut_connections` connections, drops the link once the server has
+//! sent `cut_after` bytes to the client. Later connections pass untouched, so a client
+//! that reconnects can finish. It counts connections so tests can assert reconnects.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+pub struct FaultProxy {
+    pub port: u16,
+    connections: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FaultProxy {
+    /// Proxies 127.0.0.1:`target`; the first `cut_connections` connections are cut after
+    /// `cut_after` server→client bytes.
+    pub fn start(target: u16, cut_after: u64, cut_connections: u64) -> FaultProxy {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (conns, stopped) = (connections.clone(), stop.clone());
+        thread::spawn(move || {
+            for client in l.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let n = conns.fetch_add(1, Ordering::SeqCst);
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let limit = if n < cut_connections {
+                    Some(cut_after)
+                } else {
+                    None
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                thread::spawn(move || pump(c2, s2, None));
+                thread::spawn(move || pump(server, client, limit));
+            }
+        });
+        FaultProxy {
+            port,
+            connections,
+            stop,
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, limit: Option<u64>) {
+    let mut buf = [0u8; 16 * 1024];
+    let mut sent = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let n = match limit {
+            Some(l) if sent + n as u64 >= l => {
+                let _ = to.write_all(&buf[..(l - sent) as usize]);
+                break;
+            }
+            _ => n,
+        };
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        sent += n as u64;
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+}
