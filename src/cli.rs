@@ -329,13 +329,120 @@ fn run_export(cli: &Cli, a: &ExportArgs) -> Result<u8, Fatal> {
 }
 
 fn run_export_imap(
-    _cli: &Cli,
-    _a: &ExportArgs,
+    cli: &Cli,
+    a: &ExportArgs,
     ep: &Endpoint,
-    _wopts: WriterOptions,
-    _filter: &FolderFilter,
+    wopts: WriterOptions,
+    filter: &FolderFilter,
 ) -> Result<u8, Fatal> {
-    Err(Fatal(format!("{ep}: IMAP export is not written yet")))
+    let creds = a.net.credentials(ep)?;
+    let tls = a.net.tls();
+    let opts = export::imap::ImapExportOptions {
+        jobs: a.jobs.max(1),
+        since: a.since.clone(),
+        ..Default::default()
+    };
+    let progress = Progress::bytes(0, !cli.quiet && !a.json);
+    let rep =
+        export::imap::export_imap(ep, &creds, &tls, &a.output, wopts, filter, opts, &progress)?;
+    if a.json {
+        print_json(&rep)?;
+    } else if !cli.quiet {
+        print_imap_report(&rep);
+    } else {
+        for f in &rep.folders {
+            for s in &f.skipped {
+                eprintln!(
+                    "mailark: folder {:?}: {} not archived: {}",
+                    f.folder, s.id, s.reason
+                );
+            }
+            if let Some(e) = &f.error {
+                eprintln!("mailark: folder {:?}: {e}", f.folder);
+            }
+        }
+    }
+    Ok(if rep.problems() > 0 { 1 } else { 0 })
+}
+
+fn print_imap_report(rep: &export::imap::ImapExportReport) {
+    println!(
+        "{:<34} {:>8} {:>9} {:>8} {:>8}  notes",
+        "folder", "server", "archived", "before", "skipped"
+    );
+    for f in &rep.folders {
+        if !f.selectable {
+            println!(
+                "{:<34} {:>8} {:>9} {:>8} {:>8}  no messages (\\Noselect)",
+                f.folder, "-", "-", "-", "-"
+            );
+            continue;
+        }
+        let mut notes = Vec::new();
+        if let Some(role) = &f.special_use {
+            notes.push(role.clone());
+        }
+        if f.uidvalidity_changed {
+            notes.push("UIDVALIDITY changed: matched by SHA-256".into());
+        }
+        if !f.vanished.is_empty() {
+            notes.push(format!("{} expunged during the run", f.vanished.len()));
+        }
+        if f.arrived > 0 {
+            notes.push(format!(
+                "{} arrived during the run (next --since)",
+                f.arrived
+            ));
+        }
+        if !f.size_mismatches.is_empty() {
+            notes.push(format!(
+                "{} differ from RFC822.SIZE",
+                f.size_mismatches.len()
+            ));
+        }
+        if f.reconnects > 0 {
+            notes.push(format!("{} reconnect(s)", f.reconnects));
+        }
+        println!(
+            "{:<34} {:>8} {:>9} {:>8} {:>8}  {}",
+            f.folder,
+            f.source_count.map_or("-".to_string(), |c| c.to_string()),
+            f.archived,
+            f.already_archived,
+            f.skipped.len(),
+            notes.join("; ")
+        );
+        for s in &f.skipped {
+            println!("    not archived: {}: {}", s.id, s.reason);
+        }
+        for m in &f.size_mismatches {
+            println!(
+                "    UID {}: RFC822.SIZE {} but {} bytes served (archived as served)",
+                m.uid, m.announced, m.archived
+            );
+        }
+        if let Some(e) = &f.error {
+            println!("    error: {e}");
+        }
+    }
+    println!(
+        "wrote {} ({} messages, {} of mail, {} on disk){}",
+        rep.archive,
+        rep.messages,
+        human_bytes(rep.message_bytes),
+        human_bytes(rep.file_bytes),
+        rep.parent
+            .as_ref()
+            .map(|p| format!(
+                ", a delta on {}",
+                p.file_name.as_deref().unwrap_or(&p.archive_id)
+            ))
+            .unwrap_or_default()
+    );
+    let problems = rep.problems();
+    if problems > 0 {
+        println!("PROBLEMS: {problems} message(s) or folder(s) not archived (listed above)");
+    }
 }
 
 fn run_export_pop3(
