@@ -111,15 +111,17 @@ pub struct ImapFolderReport {
     pub reconnects: u64,
     /// The folder could not be read (fully); the message names the server's answer.
     pub error: Option<String>,
-    /// Every listed UID is archived, already archived, skipped or vanished.
+    /// Every listed UID is archived, was already archived, or vanished: nothing is
+    /// missing.
     pub complete: bool,
 }
 
 impl ImapFolderReport {
     pub fn problems(&self) -> usize {
-        self.skipped.len()
-            + usize::from(self.error.is_some())
-            + usize::from(self.selectable && !self.complete && self.error.is_none())
+        // An incomplete folder without a named reason is still a gap.
+        let unexplained =
+            self.selectable && !self.complete && self.error.is_none() && self.skipped.is_empty();
+        self.skipped.len() + usize::from(self.error.is_some()) + usize::from(unexplained)
     }
 }
 
@@ -498,6 +500,12 @@ struct FolderRun {
     match_by_sha: bool,
     started: bool,
     failures: u32,
+    /// The census lost its connection this many times (a server that hangs up on a
+    /// message it cannot read); from 2 on it asks for UIDs alone.
+    census_failures: u32,
+    /// UID → times the connection died while that UID was being fetched on its own.
+    /// Twice means the message itself kills the session: it is skipped and reported.
+    killers: HashMap<u32, u32>,
 }
 
 enum Step {
@@ -526,6 +534,8 @@ async fn export_folder(ctx: &Ctx, sess: &mut Option<ImapSession>, plan: &Plan) -
         match_by_sha: false,
         started: false,
         failures: 0,
+        census_failures: 0,
+        killers: HashMap::new(),
     };
     loop {
         if ctx.writer_failed.load(Ordering::SeqCst) {
@@ -567,7 +577,10 @@ async fn export_folder(ctx: &Ctx, sess: &mut Option<ImapSession>, plan: &Plan) -
     let r = &mut run.rep;
     let accounted =
         r.archived + r.already_archived + r.skipped.len() as u64 + r.vanished.len() as u64;
-    r.complete = r.error.is_none() && run.pending.is_empty() && accounted == r.listed;
+    r.complete = r.error.is_none()
+        && r.skipped.is_empty()
+        && run.pending.is_empty()
+        && accounted == r.listed;
     if r.error.is_some() {
         for uid in run.pending.keys() {
             r.skipped.push(Skipped {
@@ -627,13 +640,23 @@ async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Ste
         } else {
             // Sizes need the server to read each message; one it cannot read must not
             // hide the rest, so a refused census falls back to UIDs alone.
-            let r = match s.uid_fetch_all("1:*", FetchWhat::Sizes).await {
-                Err(e) if !e.is_connection_lost() => s.uid_fetch_all("1:*", FetchWhat::Uids).await,
+            let what = if run.census_failures >= 2 {
+                FetchWhat::Uids
+            } else {
+                FetchWhat::Sizes
+            };
+            let r = match s.uid_fetch_all("1:*", what).await {
+                Err(e) if !e.is_connection_lost() && what == FetchWhat::Sizes => {
+                    s.uid_fetch_all("1:*", FetchWhat::Uids).await
+                }
                 r => r,
             };
             match r {
                 Ok(v) => v,
-                Err(e) if e.is_connection_lost() => return Step::Reconnect(e),
+                Err(e) if e.is_connection_lost() => {
+                    run.census_failures += 1;
+                    return Step::Reconnect(e);
+                }
                 Err(e) => return Step::Fail(e.to_string()),
             }
         };
@@ -769,26 +792,23 @@ fn batches(run: &FolderRun, opts: &ImapExportOptions) -> VecDeque<Vec<u32>> {
 async fn fetch_pending(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Result<(), Step> {
     let mut todo = batches(run, &ctx.opts);
     let mut inflight: VecDeque<(String, Vec<u32>)> = VecDeque::new();
-    let lost = |e: ImapError| {
-        if e.is_connection_lost() {
-            Step::Reconnect(e)
-        } else {
-            Step::Fail(e.to_string())
-        }
-    };
     loop {
         while inflight.len() < ctx.opts.in_flight.max(1) {
             let Some(b) = todo.pop_front() else { break };
-            let tag = s
-                .send_uid_fetch(&uid_set(&b), FetchWhat::Full)
-                .await
-                .map_err(lost)?;
+            let tag = match s.send_uid_fetch(&uid_set(&b), FetchWhat::Full).await {
+                Ok(t) => t,
+                Err(e) => return Err(lost(run, inflight.front(), e)),
+            };
             inflight.push_back((tag, b));
         }
         if inflight.is_empty() {
             return Ok(());
         }
-        match s.next_event().await.map_err(lost)? {
+        let ev = match s.next_event().await {
+            Ok(ev) => ev,
+            Err(e) => return Err(lost(run, inflight.front(), e)),
+        };
+        match ev {
             Event::Fetch(m) => {
                 let Some(uid) = m.uid else { continue };
                 if !run.pending.contains_key(&uid) || m.body.is_none() {
@@ -847,6 +867,38 @@ async fn fetch_pending(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> R
             _ => {}
         }
     }
+}
+
+/// A failed read during fetching. When the connection died, the batch being answered
+/// is suspect: its UIDs are fetched one by one next time, and a UID that kills the
+/// connection twice on its own is skipped with the server's last words.
+fn lost(run: &mut FolderRun, front: Option<&(String, Vec<u32>)>, e: ImapError) -> Step {
+    if !e.is_connection_lost() {
+        return Step::Fail(e.to_string());
+    }
+    if let Some((_, batch)) = front {
+        let left: Vec<u32> = batch
+            .iter()
+            .copied()
+            .filter(|u| run.pending.contains_key(u))
+            .collect();
+        if let [uid] = left[..] {
+            let n = run.killers.entry(uid).or_default();
+            *n += 1;
+            if *n >= 2 {
+                run.pending.remove(&uid);
+                run.isolate.remove(&uid);
+                run.failures = 0;
+                run.rep.skipped.push(Skipped {
+                    id: format!("UID {uid}"),
+                    reason: format!("the connection fails whenever this message is fetched: {e}"),
+                });
+            }
+        } else {
+            run.isolate.extend(left);
+        }
+    }
+    Step::Reconnect(e)
 }
 
 async fn archive_message(ctx: &Ctx, run: &mut FolderRun, m: FetchedMessage) -> Result<(), Step> {
