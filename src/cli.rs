@@ -65,7 +65,12 @@ name only when it is complete.")]
     #[command(after_help = "Examples:
   mailark verify alice.tar.zst
   mailark verify full.tar.zst delta1.tar.zst --json
+  mailark verify alice.tar.zst --against imaps://alice@mail.example.com --password-file pw
+  mailark verify alice.tar.zst --against imaps://alice@new.example.net --full --password-env PW
 
+--against compares with a live IMAP account: by UID where the folder's UIDVALIDITY is
+the archive's, else by Message-ID + size (SHA-256 with --full), so the same command
+checks the old server before shut-off and the new one after import.
 Exit 0 clean, 1 problems found (each one listed), 2 unusable input.")]
     Verify(VerifyArgs),
     /// Write the messages of archives out as Maildir, mbox or .eml files.
@@ -214,6 +219,15 @@ struct VerifyArgs {
     archives: Vec<PathBuf>,
     #[arg(long)]
     json: bool,
+    /// Also compare with a live IMAP account (imaps://USER@HOST): messages missing on
+    /// either side, flag changes, sizes.
+    #[arg(long, value_name = "URL")]
+    against: Option<String>,
+    /// With --against: download every message again and compare SHA-256.
+    #[arg(long, requires = "against")]
+    full: bool,
+    #[command(flatten)]
+    net: NetArgs,
 }
 
 #[derive(Args, Debug)]
@@ -521,11 +535,55 @@ fn run_ls(a: &LsArgs) -> Result<u8, Fatal> {
 }
 
 fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
+    // Ask for the password before the long archive check, not after it.
+    let remote = match &a.against {
+        Some(url) => {
+            let ep = Endpoint::parse(url)?;
+            if !matches!(ep.scheme, Scheme::Imap | Scheme::Imaps) {
+                return Err(Fatal(format!(
+                    "{ep}: --against compares with an IMAP account (imaps:// or imap://)"
+                )));
+            }
+            let creds = a.net.credentials(&ep)?;
+            Some((ep, creds, a.net.tls()))
+        }
+        None => None,
+    };
     let progress = Progress::bytes(0, !cli.quiet && !a.json);
-    let rep = verify::verify_archives(&a.archives, &progress);
+    let mut rep = verify::verify_archives(&a.archives, &progress);
+    let mut against = None;
+    if let Some((ep, creds, tls)) = remote {
+        if rep.unusable {
+            return Err(Fatal(
+                "cannot compare with the server: an archive is unusable (see above)".into(),
+            ));
+        }
+        let archives = open_all(&a.archives)?;
+        let opts = verify::against::AgainstOptions {
+            full: a.full,
+            ..Default::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (findings, summary) = rt.block_on(verify::against::verify_against(
+            &archives, &ep, &creds, &tls, &opts, &progress,
+        ))?;
+        rep.findings.extend(findings);
+        against = Some(summary);
+    }
     progress.finish();
     if a.json {
-        print_json(&rep)?;
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            #[serde(flatten)]
+            rep: &'a verify::VerifyReport,
+            against: Option<verify::against::AgainstSummary>,
+        }
+        print_json(&Out {
+            rep: &rep,
+            against: against.clone(),
+        })?;
     } else {
         for f in &rep.findings {
             let lvl = match f.level {
@@ -555,6 +613,23 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
                 human_bytes(rep.bytes_checked),
                 rep.errors()
             );
+            if let Some(s) = &against {
+                println!(
+                    "compared with {}: {} folders, {} messages on the server, {} in the archive{}",
+                    s.server,
+                    s.folders_compared,
+                    s.server_messages,
+                    s.archive_messages,
+                    if s.bodies_compared > 0 {
+                        format!(", {} re-downloaded and hashed", s.bodies_compared)
+                    } else {
+                        String::new()
+                    }
+                );
+                for f in &s.content_matched_folders {
+                    println!("  {f}: UIDVALIDITY differs from the archive's; matched by content");
+                }
+            }
         }
     }
     Ok(if rep.unusable {

@@ -107,8 +107,10 @@ pub struct ImapFolderReport {
     /// Messages that arrived after the folder was opened (left for the next `--since`).
     pub arrived: u64,
     pub size_mismatches: Vec<SizeMismatch>,
-    /// Reconnects this folder needed.
+    /// Reconnects this folder needed, and why (the first few).
     pub reconnects: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reconnect_reasons: Vec<String>,
     /// The folder could not be read (fully); the message names the server's answer.
     pub error: Option<String>,
     /// Every listed UID is archived, was already archived, or vanished: nothing is
@@ -597,6 +599,9 @@ async fn export_folder(ctx: &Ctx, sess: &mut Option<ImapSession>, plan: &Plan) -
 async fn backoff(ctx: &Ctx, run: &mut FolderRun, e: &ImapError) -> bool {
     run.failures += 1;
     run.rep.reconnects += 1;
+    if run.rep.reconnect_reasons.len() < 10 {
+        run.rep.reconnect_reasons.push(e.to_string());
+    }
     if run.failures > ctx.opts.max_retries {
         run.rep.error = Some(format!(
             "gave up after {} attempts: {e}",
