@@ -140,6 +140,8 @@ pub struct ImapExportReport {
     /// Message bodies downloaded (0 on an incremental run with no new mail).
     pub bodies_fetched: u64,
     pub reconnects: u64,
+    /// Things worth knowing that lost nothing (e.g. fewer connections than --jobs).
+    pub notes: Vec<String>,
     pub folders: Vec<ImapFolderReport>,
 }
 
@@ -359,11 +361,34 @@ async fn run(
     let jobs = opts.jobs.clamp(1, selected.len().max(1));
     let mut handles = Vec::new();
     let mut first = Some(first);
-    for _ in 0..jobs {
+    let notes: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    for n in 0..jobs {
         let sess = first.take();
         let (ctx, queue, results) = (ctx.clone(), queue.clone(), results.clone());
+        let notes = notes.clone();
         handles.push(tokio::spawn(async move {
             let mut sess = sess;
+            if sess.is_none() {
+                // An extra connection the server will not give (per-user connection
+                // limits are common) is not a failure: fewer connections do the work.
+                match ImapSession::connect_with_timeout(
+                    &ctx.ep,
+                    &ctx.creds,
+                    &ctx.tls,
+                    ctx.opts.timeout,
+                )
+                .await
+                {
+                    Ok(s) => sess = Some(s),
+                    Err(e) => {
+                        notes.lock().unwrap().push(format!(
+                            "connection {} of {jobs} not opened, carried on with fewer: {e}",
+                            n + 1
+                        ));
+                        return;
+                    }
+                }
+            }
             loop {
                 let plan = queue.lock().unwrap().pop_front();
                 let Some(plan) = plan else { break };
@@ -388,6 +413,7 @@ async fn run(
             let _ = ctx.tx.send(Item::Folder(folder_info(m, Some(r)))).await;
         }
     }
+    let notes = std::mem::take(&mut *notes.lock().unwrap());
     let bodies = ctx.bodies.load(Ordering::Relaxed);
     let parent = ctx.prev.tip.clone();
     drop(ctx);
@@ -425,6 +451,7 @@ async fn run(
         file_bytes: summary.file_bytes,
         bodies_fetched: bodies,
         reconnects,
+        notes,
         folders: reports,
     })
 }
