@@ -6,9 +6,12 @@
 //! hashing, tar) on another, with a byte budget between them so memory stays bounded by
 //! a few messages, never by the mailbox.
 //!
-//! The session never ends with QUIT: RFC 1939 servers commit state in the UPDATE state
-//! that QUIT starts, and Dovecot then marks every message read in the session `\Seen`.
-//! Closing the connection instead leaves the maildrop exactly as it was.
+//! Only read-only commands are ever sent, and the session never ends with QUIT: RFC 1939
+//! servers commit in the UPDATE state that QUIT starts, and a session that ends any other
+//! way commits nothing there. (Dovecot is the exception worth knowing: it marks every
+//! message sent by RETR `\Seen` when the session ends, QUIT or not, unless the server
+//! sets `pop3_no_flag_updates = yes`. Message bytes and every other flag stay as they
+//! were; no POP3 command exists to avoid it.)
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -921,18 +921,18 @@ impl Pop3Client {
     }
 
     /// Ends the session with QUIT. Beware: QUIT enters the UPDATE state (RFC 1939 §6),
-    /// and servers use it to record what was read — Dovecot sets `\Seen` on every message
-    /// RETRieved in the session (measured). An export that must leave the maildrop as it
-    /// was calls [`close`](Self::close) instead once it has read a message.
+    /// where servers commit what the session did. A client that must leave the maildrop
+    /// as it was calls [`close`](Self::close) instead.
     pub async fn quit(mut self) -> Result<(), Pop3Error> {
         let r = self.command(Command::Quit, None).await?;
         let _ = timeout(self.conn.timeout, self.conn.stream.shutdown()).await;
         self.expect_ok(r, "QUIT", None).map(drop)
     }
 
-    /// Ends the session without QUIT, so the server never enters the UPDATE state and
-    /// commits nothing (RFC 1939 §6: a session that ends otherwise does not update the
-    /// maildrop). TLS is closed cleanly; the server just sees the client leave.
+    /// Ends the session without QUIT, so the server never enters the UPDATE state
+    /// (RFC 1939 §6: a session that ends otherwise does not update the maildrop). TLS is
+    /// closed cleanly; the server just sees the client leave. (Dovecot still sets `\Seen`
+    /// on the messages it sent by RETR, at the end of any session.)
     pub async fn close(mut self) {
         let _ = timeout(self.conn.timeout, self.conn.stream.shutdown()).await;
     }
