@@ -1,0 +1,205 @@
+//! POP3 export benchmark (issue 4), peers measured in the same run against the same
+//! local Dovecot (POP3S, the harness's self-signed CA):
+//! - `mailark export pop3s://…` (pipelined RETR, unstuffing, hashing, zstd, index);
+//! - a raw Python `poplib` RETR loop over TLS (`_MAXLINE` raised), keeping nothing: the
+//!   floor for one POP3 connection in an interpreted client;
+//! - `getmail6` delivering to a Maildir (run as nobody: getmail refuses root).
+//!
+//! Dovecot's caches are warmed first (one untimed pass, which also sets the `\Seen` flag
+//! Dovecot records for RETR, so no timed run pays for that).
+//!
+//! Run: `cargo bench --bench pop3` (MAILARK_BENCH_POP3_MSGS sets the count, default
+//! 5000). Under `cargo test --all-targets` it is a smoke run of a few dozen messages.
+
+mod common;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const POPLIB: &str = r#"
+import poplib, ssl, sys
+poplib._MAXLINE = 1 << 30
+port, user, pwfile, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+p = poplib.POP3_SSL("127.0.0.1", port, context=ctx)
+p.user(user)
+p.pass_(open(pwfile, encoding="utf-8").read().rstrip("\n"))
+n, _ = p.stat()
+total = 0
+for i in range(1, n + 1):
+    _, lines, octets = p.retr(i)
+    total += octets
+p.sock.close()
+print(n, total)
+"#;
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let full = bench_mode();
+    let count: usize = if full {
+        std::env::var("MAILARK_BENCH_POP3_MSGS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5000)
+    } else {
+        40
+    };
+    let d = support::Dovecot::start();
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut rng = Rng(0x9E3779B97F4A7C15);
+    let mut bytes = 0u64;
+    let msgs: Vec<(Vec<u8>, &str, i64)> = (0..count)
+        .map(|i| {
+            let size = match i % 20 {
+                0 => 200_000,
+                1..=4 => 50_000,
+                _ => 8_000,
+            };
+            let m = message(&mut rng, i, size);
+            bytes += m.len() as u64;
+            (m, "", 1_700_000_000 + i as i64)
+        })
+        .collect();
+    d.seed_maildir("alice", "INBOX", &msgs);
+    drop(msgs);
+    let pw = d.password_file("alice");
+    let ca = d.ca_file();
+    let script = scratch.path().join("poplib_loop.py");
+    std::fs::write(&script, POPLIB).unwrap();
+    let poplib = || {
+        let mut c = Command::new("python3");
+        c.arg(&script)
+            .arg(d.pop3s_port.to_string())
+            .arg("alice")
+            .arg(&pw)
+            .arg(&ca)
+            .stdout(Stdio::piped());
+        c
+    };
+    // Warm-up: Dovecot builds its index and caches, and records \Seen once.
+    let warm = poplib().output().expect("python3");
+    assert!(warm.status.success(), "poplib warm-up failed");
+    let seen = String::from_utf8_lossy(&warm.stdout);
+    assert_eq!(
+        seen.split_whitespace().next(),
+        Some(count.to_string().as_str())
+    );
+
+    let bin = env!("CARGO_BIN_EXE_mailark");
+    let out = scratch.path().join("pop3.tar.zst");
+    let url = d.pop3s_url("alice");
+    let mk = measure(
+        Command::new(bin)
+            .args(["export", &url, "-o"])
+            .arg(&out)
+            .arg("--password-file")
+            .arg(&pw)
+            .arg("--tls-ca-file")
+            .arg(&ca)
+            .arg("-q")
+            .stdout(Stdio::null()),
+    );
+    assert!(mk.ok, "mailark export failed");
+    let archived = mailark::archive::Archive::open(&out)
+        .unwrap()
+        .index
+        .messages
+        .len();
+    assert_eq!(archived, count, "mailark archived {archived} of {count}");
+
+    let py = measure(poplib().stdout(Stdio::null()));
+    assert!(py.ok, "poplib loop failed");
+
+    let getmail = run_getmail(&d, scratch.path(), count);
+
+    println!(
+        "\n## POP3 export benchmark: {count} messages, {:.1} MiB, Dovecot POP3S on 127.0.0.1 ({} cores)\n",
+        mib(bytes),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!("| client | wall | throughput | wall vs mailark | peak RSS |");
+    println!("|---|---|---|---|---|");
+    let row = |name: &str, m: &Measured| {
+        println!(
+            "| {name} | {:.2} s | {:.1} MB/s | {:.2}× | {:.1} MiB |",
+            m.wall.as_secs_f64(),
+            bytes as f64 / 1e6 / m.wall.as_secs_f64(),
+            m.wall.as_secs_f64() / mk.wall.as_secs_f64(),
+            m.peak_rss_kib as f64 / 1024.0
+        )
+    };
+    row(
+        "mailark export pop3s:// (unstuff, SHA-256, zstd -3, index)",
+        &mk,
+    );
+    row("Python poplib RETR loop (keeps nothing)", &py);
+    match &getmail {
+        Ok(m) => row("getmail6 → Maildir (as nobody)", m),
+        Err(why) => println!("| getmail6 | not available: {why} | | | |"),
+    }
+    println!(
+        "\nArchive: {:.1} MiB for {:.1} MiB of mail. Reproduce: `cargo bench --bench pop3`.",
+        mib(std::fs::metadata(&out).unwrap().len()),
+        mib(bytes)
+    );
+}
+
+/// getmail6 into a Maildir owned by nobody; its own rc file holds the password (0600,
+/// in the bench's temp dir), as getmail has no other non-interactive way.
+fn run_getmail(d: &support::Dovecot, scratch: &Path, count: usize) -> Result<Measured, String> {
+    if !Path::new("/usr/bin/getmail").exists() {
+        return Err("/usr/bin/getmail missing (Debian getmail6)".into());
+    }
+    let home = scratch.join("getmail");
+    let md = home.join("Maildir");
+    for s in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(md.join(s)).unwrap();
+    }
+    let rc = home.join("getmailrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "[retriever]\ntype = SimplePOP3SSLRetriever\nserver = 127.0.0.1\nport = {}\n\
+             username = alice\npassword = {}\nca_certs = {}\n\n\
+             [destination]\ntype = Maildir\npath = {}/\n\n\
+             [options]\nread_all = true\ndelete = false\nverbose = 0\n",
+            d.pop3s_port,
+            d.password("alice"),
+            d.ca_file().display(),
+            md.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600)).unwrap();
+    support::dovecot::chown_nobody(&home);
+    let m = measure(
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--reset-env",
+                "getmail",
+                "--rcfile",
+            ])
+            .arg(&rc)
+            .arg("--getmaildir")
+            .arg(&home)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let got = std::fs::read_dir(md.join("new")).map_or(0, |r| r.count());
+    if !m.ok || got != count {
+        return Err(format!(
+            "getmail failed or delivered {got} of {count} messages"
+        ));
+    }
+    Ok(m)
+}
