@@ -798,3 +798,59 @@ fn server_without_uidl_capa_or_pipelining() {
     got.sort();
     assert_eq!(got, vec![msg(3), msg(5)]);
 }
+
+#[test]
+fn locked_maildrop_is_waited_for() {
+    // With pop3_lock_session Dovecot refuses a second session with [IN-USE] while the
+    // first holds the maildrop — what a reconnect after a dropped link can meet.
+    let d = Dovecot::start_with(DovecotOptions {
+        extra_conf: "pop3_lock_session = yes\n".into(),
+        ..DovecotOptions::default()
+    });
+    let scratch = tempfile::tempdir().unwrap();
+    let msgs: Vec<Vec<u8>> = (0..5)
+        .map(|i| format!("Subject: locked {i}\n\nbody\n").into_bytes())
+        .collect();
+    seed(&d, "alice", &msgs, 1_700_000_000);
+    // Another client holds the maildrop.
+    let holder = TcpStream::connect(("127.0.0.1", d.pop3_port)).unwrap();
+    let mut rd = BufReader::new(holder.try_clone().unwrap());
+    let mut w = holder.try_clone().unwrap();
+    let mut line = String::new();
+    rd.read_line(&mut line).unwrap();
+    write!(w, "USER alice\r\nPASS {}\r\n", d.password("alice")).unwrap();
+    for _ in 0..2 {
+        line.clear();
+        rd.read_line(&mut line).unwrap();
+        assert!(line.starts_with("+OK"), "{line}");
+    }
+    let out = scratch.path().join("locked.tar.zst");
+    let child = common::bin()
+        .args(["export", &d.pop3s_url("alice"), "-o"])
+        .arg(&out)
+        .arg("--password-file")
+        .arg(d.password_file("alice"))
+        .arg("--tls-ca-file")
+        .arg(d.ca_file())
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Release the lock only once Dovecot has turned the export away (after its own
+    // 10 s lock wait).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !d.log().contains("Couldn't lock POP3 session") {
+        assert!(std::time::Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(rd);
+    drop(w);
+    drop(holder);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(json(&o)["messages"], 5);
+    let mut want: Vec<Vec<u8>> = msgs.iter().map(|m| pop3_form(m)).collect();
+    want.sort();
+    assert!(archived_messages(&out, scratch.path()) == want);
+}

@@ -454,13 +454,7 @@ pub fn export_pop3(
 
     // Log in and plan before the writer thread exists: an unusable account ends here.
     let (mut client, server, plans, mut count_differences, mut tally, uidl_matched) = rt
-        .block_on(async {
-            let mut client = connect(job, true).await?;
-            let (stat_n, stat_octets) = client.stat().await?;
-            let list = client.list().await?;
-            let uidl = client.uidl().await?;
-            Ok::<_, Pop3Error>((client, stat_n, stat_octets, list, uidl))
-        })
+        .block_on(listing(job))
         .map(|(client, stat_n, stat_octets, list, uidl)| {
             let server = ServerFacts {
                 stat_messages: stat_n as u64,
@@ -675,6 +669,35 @@ pub fn export_pop3(
         reconnects,
         notes,
     })
+}
+
+type Listing = (
+    Pop3Client,
+    u32,
+    u64,
+    Vec<(u32, u64)>,
+    Option<Vec<(u32, String)>>,
+);
+
+/// Logs in and reads STAT, LIST and UIDL, starting over on a fresh session if the link
+/// drops in between (the listings must come from one session to agree).
+async fn listing(job: &Pop3Job) -> Result<Listing, Pop3Error> {
+    let mut lost = 0;
+    loop {
+        let mut client = connect(job, lost == 0).await?;
+        let r = async {
+            let (n, octets) = client.stat().await?;
+            let list = client.list().await?;
+            let uidl = client.uidl().await?;
+            Ok::<_, Pop3Error>((n, octets, list, uidl))
+        }
+        .await;
+        match r {
+            Ok((n, octets, list, uidl)) => return Ok((client, n, octets, list, uidl)),
+            Err(e) if e.is_connection_lost() && lost < job.retry.max_reconnects => lost += 1,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn skip_all(tally: &mut Tally, pending: &[Plan], reason: &str) {
