@@ -200,9 +200,8 @@ fn run_getmail(
     std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600)).unwrap();
     support::dovecot::chown_nobody(&home);
     let mut total: Option<Measured> = None;
-    let mut restarts = 0;
     let mut last_err = String::new();
-    for _ in 0..6 {
+    for restarts in 0..6 {
         let errf = scratch.join("getmail.stderr");
         let m = measure(
             Command::new("setpriv")
@@ -245,7 +244,6 @@ fn run_getmail(
         if !err.contains("timed out") {
             break;
         }
-        restarts += 1;
     }
     Err(last_err)
 }
