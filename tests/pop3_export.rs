@@ -524,6 +524,56 @@ fn incremental_with_zero_then_n_new_messages() {
 }
 
 #[test]
+fn renumbered_uidls_fall_back_to_content() {
+    let d = Dovecot::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let msgs: Vec<Vec<u8>> = (0..4)
+        .map(|i| format!("Subject: keep {i}\n\nbody {i}\n").into_bytes())
+        .collect();
+    seed(&d, "alice", &msgs, 1_700_000_000);
+    let (pw, ca) = (d.password_file("alice"), d.ca_file());
+    let full = scratch.path().join("full.tar.zst");
+    let r = Run {
+        url: d.pop3s_url("alice"),
+        out: full.clone(),
+        extra: vec![],
+    };
+    assert_eq!(export(&r, &pw, Some(&ca)).status.code(), Some(0));
+    // The server changes its UIDL scheme (as a migration or a config change does).
+    let conf = std::fs::read_to_string(d.conf()).unwrap();
+    assert!(conf.contains("pop3_uidl_format = %08Xu%08Xv"));
+    std::fs::write(d.conf(), conf.replace("%08Xu%08Xv", "renumbered-%u")).unwrap();
+    d.doveadm(&["reload"]);
+    seed(
+        &d,
+        "alice",
+        &[b"Subject: fresh\n\nnew\n".to_vec()],
+        1_800_000_000,
+    );
+    let delta = scratch.path().join("delta.tar.zst");
+    let o = export(
+        &Run {
+            out: delta.clone(),
+            extra: vec!["--json", "--since", full.to_str().unwrap()],
+            ..r
+        },
+        &pw,
+        Some(&ca),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["messages"], 1, "{j}");
+    assert_eq!(j["incremental"]["matched_by_content"], 4);
+    assert_eq!(j["incremental"]["downloaded_to_compare"], 5);
+    let ls = ls_json(&[&delta]);
+    assert_eq!(ls[0]["subject"], "fresh");
+    assert!(ls[0]["source"]["uidl"]
+        .as_str()
+        .unwrap()
+        .starts_with("renumbered-"));
+}
+
+#[test]
 fn cut_connection_mid_retr_reconnects_and_completes() {
     let d = Dovecot::start();
     let scratch = tempfile::tempdir().unwrap();

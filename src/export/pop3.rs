@@ -248,7 +248,8 @@ struct Sink<'a> {
     tally: &'a mut Tally,
     known: &'a mut Known,
     incremental: bool,
-    server_uidl: bool,
+    /// Identity by content for every message (no UIDL, or none the chain knows).
+    by_content: bool,
     progress: &'a Progress,
 }
 
@@ -293,14 +294,14 @@ impl RetrSink for Sink<'_> {
         }
         if self.incremental {
             let sha = info.sha256_hex();
-            let known = if self.server_uidl && plan.uidl.is_some() {
-                take_one(&mut self.known.content_unkeyed, &sha)
-            } else {
-                take_one(&mut self.known.content_all, &sha)
-            };
-            if plan.uidl.is_none() || !self.server_uidl {
+            let known = if self.by_content {
                 self.tally.downloaded_to_compare += 1;
-            }
+                take_one(&mut self.known.content_all, &sha)
+            } else {
+                // A message with a UIDL the chain lacks is new, unless the chain holds
+                // its content under no UIDL at all.
+                take_one(&mut self.known.content_unkeyed, &sha)
+            };
             if known {
                 self.tally.matched_by_content += 1;
                 return Ok(());
@@ -453,79 +454,99 @@ pub fn export_pop3(
     }
 
     // Log in and plan before the writer thread exists: an unusable account ends here.
-    let (mut client, server, plans, mut count_differences, mut tally, uidl_matched) = rt
-        .block_on(listing(job))
-        .map(|(client, stat_n, stat_octets, list, uidl)| {
-            let server = ServerFacts {
-                stat_messages: stat_n as u64,
-                stat_octets,
-                list_messages: list.len() as u64,
-                list_octets: list.iter().map(|(_, s)| s).sum(),
-                uidl: uidl.is_some(),
-                pipelining: client.capabilities().pipelining(),
-                tls: client.is_tls(),
-                login: client.auth_mechanism().to_string(),
-            };
-            let mut diffs = Vec::new();
-            if server.list_messages != server.stat_messages {
-                diffs.push(format!(
-                    "STAT announced {} messages, LIST {}",
-                    server.stat_messages, server.list_messages
-                ));
-            }
-            if server.list_octets != server.stat_octets {
-                diffs.push(format!(
-                    "STAT announced {} octets, the LIST sizes add up to {}",
-                    server.stat_octets, server.list_octets
-                ));
-            }
-            let mut uidl_of: HashMap<u32, String> = HashMap::new();
-            if let Some(u) = &uidl {
-                let mut seen = HashSet::new();
-                for (n, id) in u {
-                    if !seen.insert(id.clone()) {
-                        diffs.push(format!("UIDL {id} is given to more than one message"));
+    let (mut client, server, plans, mut count_differences, mut tally, uidl_matched, by_content) =
+        rt.block_on(listing(job))
+            .map(|(client, stat_n, stat_octets, list, uidl)| {
+                let server = ServerFacts {
+                    stat_messages: stat_n as u64,
+                    stat_octets,
+                    list_messages: list.len() as u64,
+                    list_octets: list.iter().map(|(_, s)| s).sum(),
+                    uidl: uidl.is_some(),
+                    pipelining: client.capabilities().pipelining(),
+                    tls: client.is_tls(),
+                    login: client.auth_mechanism().to_string(),
+                };
+                let mut diffs = Vec::new();
+                if server.list_messages != server.stat_messages {
+                    diffs.push(format!(
+                        "STAT announced {} messages, LIST {}",
+                        server.stat_messages, server.list_messages
+                    ));
+                }
+                if server.list_octets != server.stat_octets {
+                    diffs.push(format!(
+                        "STAT announced {} octets, the LIST sizes add up to {}",
+                        server.stat_octets, server.list_octets
+                    ));
+                }
+                let mut uidl_of: HashMap<u32, String> = HashMap::new();
+                if let Some(u) = &uidl {
+                    let mut seen = HashSet::new();
+                    for (n, id) in u {
+                        if !seen.insert(id.clone()) {
+                            diffs.push(format!("UIDL {id} is given to more than one message"));
+                        }
+                        uidl_of.insert(*n, id.clone());
                     }
-                    uidl_of.insert(*n, id.clone());
+                    let listed: HashSet<u32> = list.iter().map(|(n, _)| *n).collect();
+                    let missing = list
+                        .iter()
+                        .filter(|(n, _)| !uidl_of.contains_key(n))
+                        .count();
+                    if missing > 0 {
+                        diffs.push(format!("{missing} listed messages have no UIDL"));
+                    }
+                    let extra = u.iter().filter(|(n, _)| !listed.contains(n)).count();
+                    if extra > 0 {
+                        diffs.push(format!("UIDL names {extra} messages LIST does not"));
+                    }
                 }
-                let listed: HashSet<u32> = list.iter().map(|(n, _)| *n).collect();
-                let missing = list
-                    .iter()
-                    .filter(|(n, _)| !uidl_of.contains_key(n))
-                    .count();
-                if missing > 0 {
-                    diffs.push(format!("{missing} listed messages have no UIDL"));
-                }
-                let extra = u.iter().filter(|(n, _)| !listed.contains(n)).count();
-                if extra > 0 {
-                    diffs.push(format!("UIDL names {extra} messages LIST does not"));
-                }
-            }
-            let mut plans = Vec::new();
-            let mut uidl_matched = 0;
-            for (msgno, size) in &list {
-                let id = uidl_of.get(msgno).cloned();
-                if incremental {
-                    if let Some(u) = &id {
-                        if known.uidls.contains(u) {
-                            uidl_matched += 1;
-                            continue;
+                // No UIDL, or not one the chain knows (a server that renumbered its UIDLs, or a
+                // chain made over IMAP): content is the only identity left, and downloading
+                // is needed anyway for messages not known by UIDL.
+                let by_content = incremental
+                    && !known.content_all.is_empty()
+                    && (uidl.is_none() || !uidl_of.values().any(|u| known.uidls.contains(u)));
+                let mut plans = Vec::new();
+                let mut uidl_matched = 0;
+                for (msgno, size) in &list {
+                    let id = uidl_of.get(msgno).cloned();
+                    if incremental {
+                        if let Some(u) = &id {
+                            if known.uidls.contains(u) {
+                                uidl_matched += 1;
+                                continue;
+                            }
                         }
                     }
+                    plans.push(Plan {
+                        msgno: *msgno,
+                        uidl: id,
+                        list_size: *size,
+                    });
                 }
-                plans.push(Plan {
-                    msgno: *msgno,
-                    uidl: id,
-                    list_size: *size,
-                });
-            }
-            (client, server, plans, diffs, Tally::default(), uidl_matched)
-        })?;
+                (
+                    client,
+                    server,
+                    plans,
+                    diffs,
+                    Tally::default(),
+                    uidl_matched,
+                    by_content,
+                )
+            })?;
 
     if incremental && !server.uidl {
         notes.push(
             "the server has no UIDL: every message was downloaded to compare its content \
              with the --since archives"
+                .into(),
+        );
+    } else if by_content {
+        notes.push(
+            "none of the server's UIDLs is in the --since archives: every message was \
+             downloaded to compare its content with them"
                 .into(),
         );
     }
@@ -571,7 +592,7 @@ pub fn export_pop3(
                     tally: &mut tally,
                     known: &mut known,
                     incremental,
-                    server_uidl: server.uidl,
+                    by_content,
                     progress,
                 };
                 let r = client.retr_many(&msgnos, &mut sink).await;
