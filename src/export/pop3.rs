@@ -741,7 +741,12 @@ async fn connect(job: &Pop3Job, first: bool) -> Result<Pop3Client, Pop3Error> {
         match r {
             Ok(c) => return Ok(c),
             Err(e) => {
-                let retry = e.is_transient() || (!first && matches!(e, Pop3Error::Connect(_)));
+                // A silent server on the first try is not worth minutes of waiting; a
+                // link that broke or a busy maildrop is.
+                let retry = match &e {
+                    Pop3Error::Connect(_) | Pop3Error::Timeout { .. } => !first,
+                    other => other.is_transient(),
+                };
                 if !retry || attempt >= job.retry.attempts {
                     return Err(e);
                 }
