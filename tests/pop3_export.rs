@@ -629,6 +629,50 @@ fn cut_connection_mid_retr_reconnects_and_completes() {
 }
 
 #[test]
+fn message_that_always_breaks_the_link_is_skipped_not_the_rest() {
+    let d = Dovecot::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut msgs: Vec<Vec<u8>> = (0..10)
+        .map(|i| format!("Subject: small {i}\n\nbody\n").into_bytes())
+        .collect();
+    let mut big = b"Subject: doomed\n\n".to_vec();
+    while big.len() < 3 << 20 {
+        big.extend_from_slice(b"the link breaks inside this message every time\n");
+    }
+    msgs.push(big);
+    seed(&d, "alice", &msgs, 1_700_000_000);
+    // Every connection but the fourth is cut 1 MB in: always inside the big message.
+    let proxy = FaultProxy::start(d.pop3s_port, 1 << 20, 3);
+    let out = scratch.path().join("doomed.tar.zst");
+    let o = export(
+        &Run {
+            url: format!("pop3s://alice@127.0.0.1:{}", proxy.port),
+            out: out.clone(),
+            extra: vec!["--json"],
+        },
+        &d.password_file("alice"),
+        Some(&d.ca_file()),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["reconnects"], 3, "{j}");
+    assert_eq!(j["messages"], 10);
+    let skipped = j["folders"][0]["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0]["id"].as_str().unwrap().starts_with("message "));
+    assert!(
+        skipped[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("connection broke each of 3 times"),
+        "{skipped:?}"
+    );
+    let mut want: Vec<Vec<u8>> = msgs[..10].iter().map(|m| pop3_form(m)).collect();
+    want.sort();
+    assert!(archived_messages(&out, scratch.path()) == want);
+}
+
+#[test]
 fn interop_corpus_as_dovecot_serves_it() {
     let d = Dovecot::start();
     let scratch = tempfile::tempdir().unwrap();

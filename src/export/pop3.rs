@@ -40,6 +40,8 @@ const WRITE_BUDGET: u64 = 32 << 20;
 /// A LIST size is the server's word; a lying one must not make us allocate gigabytes up
 /// front. Bigger messages still arrive whole, the vector just grows.
 const MAX_PREALLOC: u64 = 64 << 20;
+/// Times one message may break the connection before it is skipped and reported.
+const BREAKS_PER_MESSAGE: u32 = 3;
 
 /// How hard to try to get a session back after the link drops or the server says the
 /// maildrop is busy (`[IN-USE]`: POP3 servers lock the maildrop per session, and a
@@ -454,88 +456,98 @@ pub fn export_pop3(
     }
 
     // Log in and plan before the writer thread exists: an unusable account ends here.
-    let (mut client, server, plans, mut count_differences, mut tally, uidl_matched, by_content) =
-        rt.block_on(listing(job))
-            .map(|(client, stat_n, stat_octets, list, uidl)| {
-                let server = ServerFacts {
-                    stat_messages: stat_n as u64,
-                    stat_octets,
-                    list_messages: list.len() as u64,
-                    list_octets: list.iter().map(|(_, s)| s).sum(),
-                    uidl: uidl.is_some(),
-                    pipelining: client.capabilities().pipelining(),
-                    tls: client.is_tls(),
-                    login: client.auth_mechanism().to_string(),
-                };
-                let mut diffs = Vec::new();
-                if server.list_messages != server.stat_messages {
-                    diffs.push(format!(
-                        "STAT announced {} messages, LIST {}",
-                        server.stat_messages, server.list_messages
-                    ));
+    let (
+        mut client,
+        server,
+        plans,
+        mut count_differences,
+        mut tally,
+        uidl_matched,
+        by_content,
+        mut reconnects,
+    ) = rt
+        .block_on(listing(job))
+        .map(|(client, stat_n, stat_octets, list, uidl, lost)| {
+            let server = ServerFacts {
+                stat_messages: stat_n as u64,
+                stat_octets,
+                list_messages: list.len() as u64,
+                list_octets: list.iter().map(|(_, s)| s).sum(),
+                uidl: uidl.is_some(),
+                pipelining: client.capabilities().pipelining(),
+                tls: client.is_tls(),
+                login: client.auth_mechanism().to_string(),
+            };
+            let mut diffs = Vec::new();
+            if server.list_messages != server.stat_messages {
+                diffs.push(format!(
+                    "STAT announced {} messages, LIST {}",
+                    server.stat_messages, server.list_messages
+                ));
+            }
+            if server.list_octets != server.stat_octets {
+                diffs.push(format!(
+                    "STAT announced {} octets, the LIST sizes add up to {}",
+                    server.stat_octets, server.list_octets
+                ));
+            }
+            let mut uidl_of: HashMap<u32, String> = HashMap::new();
+            if let Some(u) = &uidl {
+                let mut seen = HashSet::new();
+                for (n, id) in u {
+                    if !seen.insert(id.clone()) {
+                        diffs.push(format!("UIDL {id} is given to more than one message"));
+                    }
+                    uidl_of.insert(*n, id.clone());
                 }
-                if server.list_octets != server.stat_octets {
-                    diffs.push(format!(
-                        "STAT announced {} octets, the LIST sizes add up to {}",
-                        server.stat_octets, server.list_octets
-                    ));
+                let listed: HashSet<u32> = list.iter().map(|(n, _)| *n).collect();
+                let missing = list
+                    .iter()
+                    .filter(|(n, _)| !uidl_of.contains_key(n))
+                    .count();
+                if missing > 0 {
+                    diffs.push(format!("{missing} listed messages have no UIDL"));
                 }
-                let mut uidl_of: HashMap<u32, String> = HashMap::new();
-                if let Some(u) = &uidl {
-                    let mut seen = HashSet::new();
-                    for (n, id) in u {
-                        if !seen.insert(id.clone()) {
-                            diffs.push(format!("UIDL {id} is given to more than one message"));
+                let extra = u.iter().filter(|(n, _)| !listed.contains(n)).count();
+                if extra > 0 {
+                    diffs.push(format!("UIDL names {extra} messages LIST does not"));
+                }
+            }
+            // No UIDL, or not one the chain knows (a server that renumbered its UIDLs, or a
+            // chain made over IMAP): content is the only identity left, and downloading
+            // is needed anyway for messages not known by UIDL.
+            let by_content = incremental
+                && !known.content_all.is_empty()
+                && (uidl.is_none() || !uidl_of.values().any(|u| known.uidls.contains(u)));
+            let mut plans = Vec::new();
+            let mut uidl_matched = 0;
+            for (msgno, size) in &list {
+                let id = uidl_of.get(msgno).cloned();
+                if incremental {
+                    if let Some(u) = &id {
+                        if known.uidls.contains(u) {
+                            uidl_matched += 1;
+                            continue;
                         }
-                        uidl_of.insert(*n, id.clone());
-                    }
-                    let listed: HashSet<u32> = list.iter().map(|(n, _)| *n).collect();
-                    let missing = list
-                        .iter()
-                        .filter(|(n, _)| !uidl_of.contains_key(n))
-                        .count();
-                    if missing > 0 {
-                        diffs.push(format!("{missing} listed messages have no UIDL"));
-                    }
-                    let extra = u.iter().filter(|(n, _)| !listed.contains(n)).count();
-                    if extra > 0 {
-                        diffs.push(format!("UIDL names {extra} messages LIST does not"));
                     }
                 }
-                // No UIDL, or not one the chain knows (a server that renumbered its UIDLs, or a
-                // chain made over IMAP): content is the only identity left, and downloading
-                // is needed anyway for messages not known by UIDL.
-                let by_content = incremental
-                    && !known.content_all.is_empty()
-                    && (uidl.is_none() || !uidl_of.values().any(|u| known.uidls.contains(u)));
-                let mut plans = Vec::new();
-                let mut uidl_matched = 0;
-                for (msgno, size) in &list {
-                    let id = uidl_of.get(msgno).cloned();
-                    if incremental {
-                        if let Some(u) = &id {
-                            if known.uidls.contains(u) {
-                                uidl_matched += 1;
-                                continue;
-                            }
-                        }
-                    }
-                    plans.push(Plan {
-                        msgno: *msgno,
-                        uidl: id,
-                        list_size: *size,
-                    });
-                }
-                (
-                    client,
-                    server,
-                    plans,
-                    diffs,
-                    Tally::default(),
-                    uidl_matched,
-                    by_content,
-                )
-            })?;
+                plans.push(Plan {
+                    msgno: *msgno,
+                    uidl: id,
+                    list_size: *size,
+                });
+            }
+            (
+                client,
+                server,
+                plans,
+                diffs,
+                Tally::default(),
+                uidl_matched,
+                by_content,
+                lost,
+            )
+        })?;
 
     if incremental && !server.uidl {
         notes.push(
@@ -561,7 +573,6 @@ pub fn export_pop3(
         source_count: Some(server.stat_messages),
         ..FolderInfo::simple(FOLDER, Some('/'))
     };
-    let mut reconnects = 0u32;
     let outcome: Result<ArchiveWriter, Pop3ExportError> = std::thread::scope(|s| {
         let budget = &budget;
         let writer_thread = s.spawn(move || -> Result<ArchiveWriter, WriteError> {
@@ -581,6 +592,7 @@ pub fn export_pop3(
         });
         let net = rt.block_on(async {
             let mut pending = plans;
+            let mut breaks: HashMap<String, u32> = HashMap::new();
             loop {
                 let msgnos: Vec<u32> = pending.iter().map(|p| p.msgno).collect();
                 let mut sink = Sink {
@@ -603,6 +615,25 @@ pub fn export_pop3(
                     Err(e @ Pop3Error::Sink { .. }) => return Err(e),
                     Err(e) => e,
                 };
+                // A message that breaks the link every time it is sent (a server that
+                // crashes on it) must not cost the rest: after a few tries it is skipped.
+                if let Some(i) = err
+                    .msgno()
+                    .and_then(|n| pending.iter().position(|p| p.msgno == n))
+                {
+                    let tries = breaks.entry(pending[i].id()).or_insert(0);
+                    *tries += 1;
+                    if *tries >= BREAKS_PER_MESSAGE {
+                        let p = pending.remove(i);
+                        tally.skipped.push(Skipped {
+                            id: p.id(),
+                            reason: format!(
+                                "the connection broke each of {BREAKS_PER_MESSAGE} times it \
+                                 was sent: {err}"
+                            ),
+                        });
+                    }
+                }
                 // Only a broken session is worth a new one; anything else was per message
                 // and already recorded by the sink.
                 if reconnects >= job.retry.max_reconnects {
@@ -698,6 +729,7 @@ type Listing = (
     u64,
     Vec<(u32, u64)>,
     Option<Vec<(u32, String)>>,
+    u32,
 );
 
 /// Logs in and reads STAT, LIST and UIDL, starting over on a fresh session if the link
@@ -714,7 +746,7 @@ async fn listing(job: &Pop3Job) -> Result<Listing, Pop3Error> {
         }
         .await;
         match r {
-            Ok((n, octets, list, uidl)) => return Ok((client, n, octets, list, uidl)),
+            Ok((n, octets, list, uidl)) => return Ok((client, n, octets, list, uidl, lost)),
             Err(e) if e.is_connection_lost() && lost < job.retry.max_reconnects => lost += 1,
             Err(e) => return Err(e),
         }
