@@ -16,6 +16,8 @@ use crate::archive::{
 use crate::progress::Progress;
 use crate::source::local::LocalSource;
 
+pub mod pop3;
+
 /// `--folder` / `--exclude` globs over UTF-8 folder names (`*` also crosses levels).
 #[derive(Debug, Clone, Default)]
 pub struct FolderFilter {

@@ -35,6 +35,9 @@ pub struct Pop3Options {
     pub timeout: Duration,
     /// Most RETR commands sent ahead of their answers when the server offers PIPELINING.
     pub pipeline_window: usize,
+    /// Log in with APOP (RFC 1939 §7) when a password is given; an error if the greeting
+    /// offers no APOP timestamp. Asked for with `;AUTH=+APOP` in the URL (RFC 2384).
+    pub apop: bool,
 }
 
 impl Default for Pop3Options {
@@ -42,6 +45,7 @@ impl Default for Pop3Options {
         Pop3Options {
             timeout: DEFAULT_TIMEOUT,
             pipeline_window: 16,
+            apop: false,
         }
     }
 }
@@ -302,6 +306,8 @@ pub struct Pop3Client {
     endpoint: String,
     mechanism: &'static str,
     opts: Pop3Options,
+    /// The greeting's APOP timestamp, when it had one.
+    apop_timestamp: Option<String>,
     /// Set once the stream is out of step (I/O failure, timeout, garbage): every later
     /// call fails fast instead of misreading the next answer.
     dead: bool,
@@ -367,10 +373,12 @@ impl Pop3Client {
             endpoint,
             mechanism: "",
             opts: opts.clone(),
+            apop_timestamp: None,
             dead: false,
         };
         let greeting = c.read_response("greeting", None).await?;
-        c.expect_ok(greeting, "greeting", None)?;
+        let greeting = c.expect_ok(greeting, "greeting", None)?;
+        c.apop_timestamp = proto::apop_timestamp(&greeting.text).map(str::to_string);
         let mut caps = c.capa().await?;
         if !c.conn.stream.is_tls() {
             // A server without CAPA may still know STLS (RFC 2595 predates RFC 2449).
@@ -435,6 +443,7 @@ impl Pop3Client {
             conn,
             endpoint,
             opts,
+            apop_timestamp,
             ..
         } = self;
         let Stream::Plain(tcp) = conn.stream else {
@@ -447,6 +456,7 @@ impl Pop3Client {
             endpoint,
             mechanism: "",
             opts,
+            apop_timestamp,
             dead: false,
         })
     }
@@ -455,6 +465,25 @@ impl Pop3Client {
         let user = creds.user.as_str();
         let secret = creds.secret();
         match &creds.auth {
+            Auth::Password(_) if self.opts.apop => {
+                let Some(ts) = self.apop_timestamp.clone() else {
+                    return Err(Pop3Error::AuthUnsupported {
+                        endpoint: self.endpoint.clone(),
+                        what: "APOP (its greeting has no APOP timestamp)".into(),
+                    });
+                };
+                let digest = sasl::apop_digest(&ts, secret);
+                let cmd = Command::Apop {
+                    user,
+                    digest: &digest,
+                };
+                let r = self.command(cmd, None).await?;
+                if !r.is_ok() {
+                    return Err(self.auth_failed("APOP", user, r, &[secret, &digest]));
+                }
+                self.mechanism = "APOP";
+                Ok(())
+            }
             Auth::Password(_) => {
                 if self.caps.has_sasl("PLAIN") {
                     let ir = sasl::plain(user, secret).map_err(|e| self.unsendable(e))?;
@@ -722,7 +751,7 @@ impl Pop3Client {
         &self.caps
     }
 
-    /// How the login was made: `PLAIN`, `USER/PASS`, `XOAUTH2` or `OAUTHBEARER`.
+    /// How the login was made: `PLAIN`, `USER/PASS`, `APOP`, `XOAUTH2` or `OAUTHBEARER`.
     pub fn auth_mechanism(&self) -> &'static str {
         self.mechanism
     }
@@ -891,10 +920,20 @@ impl Pop3Client {
         }
     }
 
-    /// Ends the session politely. Nothing is deleted: this client never marks a message.
+    /// Ends the session with QUIT. Beware: QUIT enters the UPDATE state (RFC 1939 §6),
+    /// where servers commit what the session did. A client that must leave the maildrop
+    /// as it was calls [`close`](Self::close) instead.
     pub async fn quit(mut self) -> Result<(), Pop3Error> {
         let r = self.command(Command::Quit, None).await?;
         let _ = timeout(self.conn.timeout, self.conn.stream.shutdown()).await;
         self.expect_ok(r, "QUIT", None).map(drop)
+    }
+
+    /// Ends the session without QUIT, so the server never enters the UPDATE state
+    /// (RFC 1939 §6: a session that ends otherwise does not update the maildrop). TLS is
+    /// closed cleanly; the server just sees the client leave. (Dovecot still sets `\Seen`
+    /// on the messages it sent by RETR, at the end of any session.)
+    pub async fn close(mut self) {
+        let _ = timeout(self.conn.timeout, self.conn.stream.shutdown()).await;
     }
 }

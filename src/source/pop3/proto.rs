@@ -165,6 +165,15 @@ pub fn parse_response(line: &[u8]) -> Result<Response, ProtoError> {
     })
 }
 
+/// The RFC 1939 §7 APOP timestamp of a greeting (`<...@...>`, brackets included), when
+/// the server offers APOP. Only a bracketed word with an `@` counts, as the RFC shows it.
+pub fn apop_timestamp(greeting_text: &str) -> Option<&str> {
+    let start = greeting_text.find('<')?;
+    let len = greeting_text[start..].find('>')? + 1;
+    let ts = &greeting_text[start..start + len];
+    (ts.contains('@') && !ts.contains(char::is_whitespace)).then_some(ts)
+}
+
 /// The lines of a multi-line body that has already been unstuffed, without their line
 /// endings. Tolerates bare LF and a missing final newline.
 pub fn body_lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -321,6 +330,12 @@ pub enum Command<'a> {
     User(&'a str),
     /// The password: never shown by `Debug`/`Display`.
     Pass(&'a str),
+    /// `APOP user digest` (RFC 1939 §7); the digest is derived from the password and is
+    /// never shown.
+    Apop {
+        user: &'a str,
+        digest: &'a str,
+    },
     /// `AUTH mechanism [initial-response]` (RFC 5034); the response is secret.
     Auth {
         mechanism: &'a str,
@@ -344,6 +359,7 @@ impl Command<'_> {
             Command::Stls => "STLS",
             Command::User(_) => "USER",
             Command::Pass(_) => "PASS",
+            Command::Apop { .. } => "APOP",
             Command::Auth { .. } => "AUTH",
             Command::SaslResponse(_) => "AUTH response",
             Command::Stat => "STAT",
@@ -374,6 +390,11 @@ impl Command<'_> {
                 check("password", p)?;
                 format!("PASS {p}")
             }
+            Command::Apop { user, digest } => {
+                check("user name", user)?;
+                check("APOP digest", digest)?;
+                format!("APOP {user} {digest}")
+            }
             Command::Auth { mechanism, initial } => {
                 check("SASL mechanism", mechanism)?;
                 match initial {
@@ -402,6 +423,7 @@ impl fmt::Display for Command<'_> {
         match self {
             Command::User(u) => write!(f, "USER {u}"),
             Command::Pass(_) => f.write_str("PASS ***"),
+            Command::Apop { user, .. } => write!(f, "APOP {user} ***"),
             Command::Auth {
                 mechanism,
                 initial: Some(_),
@@ -642,6 +664,27 @@ mod tests {
             Capabilities::parse(b"top\r\n").names().collect::<Vec<_>>(),
             ["TOP"]
         );
+    }
+
+    #[test]
+    fn finds_apop_timestamps() {
+        assert_eq!(
+            apop_timestamp("POP3 server ready <1896.697170952@dbc.mtview.ca.us>"),
+            Some("<1896.697170952@dbc.mtview.ca.us>")
+        );
+        assert_eq!(apop_timestamp("Dovecot ready."), None);
+        assert_eq!(apop_timestamp("ready <no-at-sign>"), None);
+        assert_eq!(apop_timestamp("ready <a b@c>"), None);
+        assert_eq!(apop_timestamp("ready <x@y"), None);
+        let c = Command::Apop {
+            user: "mrose",
+            digest: "c4c9334bac560ecc979e58001b3e22fb",
+        };
+        assert_eq!(
+            c.encode().unwrap(),
+            b"APOP mrose c4c9334bac560ecc979e58001b3e22fb\r\n"
+        );
+        assert_eq!(c.to_string(), "APOP mrose ***");
     }
 
     #[test]

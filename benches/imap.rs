@@ -1,0 +1,310 @@
+//! IMAP export benchmark (issue 3), peers measured in the same run against the same
+//! local Dovecot (IMAPS with the harness's self-signed CA, `mail_fsync = never`):
+//! - `mailark export imaps://…` (every folder, hashing, zstd -3, index);
+//! - `mbsync` (isync) pulling into a plain Maildir, `FSync no`;
+//! - OfflineIMAP (offlineimap3), read-only, `utf8foldernames`, `fsync = false`;
+//! - a raw single-connection `UID FETCH 1:* BODY.PEEK[]` per folder (Python imaplib),
+//!   keeping nothing: the floor for one IMAP connection.
+//!
+//! The mailbox (≥ 10,000 messages, ~250 MB, 3 folders) is written straight into
+//! Dovecot's Maildir, then every message is read once, untimed, so Dovecot's indexes and
+//! caches and the page cache are warm for everyone. Targets: mailark's wall time ≤
+//! mbsync's, mailark's peak RSS ≤ 150 MiB; both are checked and printed. A mailark
+//! without IMAP export (it fails with an error) is reported as "not available".
+//!
+//! Run: `cargo bench --bench imap` (MAILARK_BENCH_IMAP_MSGS sets the count, default
+//! 10000). Under `cargo test --all-targets` it is a smoke run of a few dozen messages.
+
+mod common;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const FOLDERS: [&str; 3] = ["INBOX", "Sent", "Archive/2023"];
+const PASSWORD: &str = "bench-pw-7Kq2";
+
+const IMAPLIB: &str = r#"
+import imaplib, ssl, sys
+port, user, pwfile, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+folders = sys.argv[5:]
+ctx = ssl.create_default_context(cafile=ca)
+c = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=ctx)
+c.login(user, open(pwfile).read().rstrip("\n"))
+n = total = 0
+for f in folders:
+    typ, _ = c.select('"%s"' % f, readonly=True)
+    assert typ == "OK", f
+    typ, data = c.uid("FETCH", "1:*", "(BODY.PEEK[])")
+    assert typ == "OK", f
+    for item in data:
+        if isinstance(item, tuple):
+            n += 1
+            total += len(item[1])
+    del data
+c.logout()
+print(n, total)
+"#;
+
+fn count_files(dir: &Path) -> usize {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_type().is_file()
+                && e.path()
+                    .parent()
+                    .and_then(|p| p.file_name())
+                    .is_some_and(|n| n == "cur" || n == "new")
+        })
+        .count()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let full = bench_mode();
+    let count: usize = if full {
+        std::env::var("MAILARK_BENCH_IMAP_MSGS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000)
+    } else {
+        60
+    };
+    // An ASCII password: Python's imaplib LOGIN cannot send anything else.
+    let d = support::Dovecot::start_with(support::DovecotOptions {
+        users: vec![("alice".into(), PASSWORD.into())],
+        ..support::DovecotOptions::default()
+    });
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut rng = Rng(0x2545F4914F6CDD1D);
+    let mut bytes = 0u64;
+    // Seeded in small batches: this process's own size would otherwise be inherited
+    // into every child's peak RSS as wait4 reports it.
+    for start in (0..count).step_by(300) {
+        let mut per_folder: Vec<Vec<(Vec<u8>, &str, i64)>> = vec![Vec::new(); FOLDERS.len()];
+        for i in start..(start + 300).min(count) {
+            let size = match i % 20 {
+                0 => 200_000,
+                1..=4 => 50_000,
+                _ => 8_000,
+            };
+            let m = message(&mut rng, i, size);
+            bytes += m.len() as u64;
+            per_folder[i % FOLDERS.len()].push((m, "S", 1_700_000_000 + i as i64));
+        }
+        for (f, msgs) in FOLDERS.iter().zip(&per_folder) {
+            d.seed_maildir("alice", f, msgs);
+        }
+    }
+    let pw = d.password_file("alice");
+    let ca = d.ca_file();
+    let script = scratch.path().join("imaplib_fetch.py");
+    std::fs::write(&script, IMAPLIB).unwrap();
+    let imaplib = || {
+        let mut c = Command::new("python3");
+        c.arg(&script)
+            .arg(d.imaps_port.to_string())
+            .arg("alice")
+            .arg(&pw)
+            .arg(&ca)
+            .args(FOLDERS)
+            .stdout(Stdio::piped());
+        c
+    };
+    // Warm-up, untimed: Dovecot indexes and caches every folder; the page cache fills.
+    let warm = imaplib().output().expect("python3");
+    assert!(
+        warm.status.success(),
+        "imaplib warm-up failed: {}",
+        String::from_utf8_lossy(&warm.stderr)
+    );
+    let seen = String::from_utf8_lossy(&warm.stdout);
+    assert_eq!(
+        seen.split_whitespace().next(),
+        Some(count.to_string().as_str()),
+        "warm-up read {seen}"
+    );
+
+    let mailark = run_mailark(&d, scratch.path(), count);
+    let mbsync = run_mbsync(&d, scratch.path(), count);
+    let offlineimap = run_offlineimap(&d, scratch.path(), count);
+    let raw = measure(imaplib().stdout(Stdio::null()));
+    assert!(raw.ok, "imaplib baseline failed");
+
+    println!(
+        "\n## IMAP export benchmark: {count} messages, {:.1} MiB in {} folders, Dovecot IMAPS on 127.0.0.1 ({} cores)\n",
+        mib(bytes),
+        FOLDERS.len(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let base = mbsync.as_ref().ok().map(|m| m.wall.as_secs_f64());
+    println!("| client | wall | throughput | wall vs mbsync | peak RSS |");
+    println!("|---|---|---|---|---|");
+    let row = |name: &str, m: &Result<Measured, String>| match m {
+        Ok(m) => println!(
+            "| {name} | {:.2} s | {:.1} MB/s | {} | {:.1} MiB |",
+            m.wall.as_secs_f64(),
+            bytes as f64 / 1e6 / m.wall.as_secs_f64(),
+            base.map_or("-".into(), |b| format!("{:.2}×", m.wall.as_secs_f64() / b)),
+            m.peak_rss_kib as f64 / 1024.0
+        ),
+        Err(why) => println!("| {name} | not available: {why} | | | |"),
+    };
+    row("mailark export imaps:// (hash, zstd -3, index)", &mailark);
+    row("mbsync (isync) → Maildir, FSync no", &mbsync);
+    row(
+        "OfflineIMAP (offlineimap3) → Maildir, read-only",
+        &offlineimap,
+    );
+    row(
+        "raw UID FETCH 1:* BODY.PEEK[] (imaplib, 1 connection, keeps nothing)",
+        &Ok(raw),
+    );
+    println!();
+    match (&mailark, &mbsync) {
+        (Ok(mk), Ok(mb)) => {
+            let (w, r) = (mk.wall.as_secs_f64(), mk.peak_rss_kib as f64 / 1024.0);
+            let wall_ok = mk.wall <= mb.wall;
+            println!(
+                "Target wall ≤ mbsync: {} ({w:.2} s vs {:.2} s). Target peak RSS ≤ 150 MiB: {} ({r:.1} MiB).",
+                if wall_ok { "met" } else { "NOT met" },
+                mb.wall.as_secs_f64(),
+                if r <= 150.0 { "met" } else { "NOT met" },
+            );
+        }
+        _ => println!("Targets not evaluated: a contender was not available."),
+    }
+    println!("Reproduce: `cargo bench --bench imap`.");
+}
+
+/// `Err` with the reason when mailark cannot export IMAP (yet) or exported too little.
+fn run_mailark(d: &support::Dovecot, scratch: &Path, count: usize) -> Result<Measured, String> {
+    let bin = env!("CARGO_BIN_EXE_mailark");
+    let out = scratch.join("imap.tar.zst");
+    let errf = scratch.join("mailark.stderr");
+    let m = measure(
+        Command::new(bin)
+            .args(["export", &d.imaps_url("alice"), "-o"])
+            .arg(&out)
+            .arg("--password-file")
+            .arg(d.password_file("alice"))
+            .arg("--tls-ca-file")
+            .arg(d.ca_file())
+            .arg("-q")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&errf).unwrap()),
+    );
+    if !m.ok {
+        let err = std::fs::read_to_string(&errf).unwrap_or_default();
+        return Err(err.lines().next().unwrap_or("failed").trim().to_string());
+    }
+    let n = mailark::archive::Archive::open(&out)
+        .map_err(|e| e.to_string())?
+        .index
+        .messages
+        .len();
+    if n != count {
+        return Err(format!("archived {n} of {count} messages"));
+    }
+    Ok(m)
+}
+
+fn run_mbsync(d: &support::Dovecot, scratch: &Path, count: usize) -> Result<Measured, String> {
+    if !Path::new("/usr/bin/mbsync").exists() {
+        return Err("/usr/bin/mbsync missing (Debian isync)".into());
+    }
+    let dir = scratch.join("mbsync");
+    std::fs::create_dir_all(dir.join("mail")).unwrap();
+    let rc = dir.join("mbsyncrc");
+    // mbsync ignores IP subjectAltNames: connect by name (the cert names localhost).
+    std::fs::write(
+        &rc,
+        format!(
+            "FSync no\n\n\
+             IMAPAccount bench\nHost localhost\nPort {port}\nUser alice\n\
+             PassCmd \"cat {pw}\"\nSSLType IMAPS\nCertificateFile {ca}\n\n\
+             IMAPStore remote\nAccount bench\n\n\
+             MaildirStore local\nPath {m}/\nInbox {m}/INBOX\nSubFolders Verbatim\n\n\
+             Channel pull\nFar :remote:\nNear :local:\nPatterns *\nCreate Near\n\
+             Sync Pull\nSyncState *\n",
+            port = d.imaps_port,
+            pw = d.password_file("alice").display(),
+            ca = d.ca_file().display(),
+            m = dir.join("mail").display(),
+        ),
+    )
+    .unwrap();
+    let m = measure(
+        Command::new("mbsync")
+            .arg("-c")
+            .arg(&rc)
+            .args(["-q", "-a"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let got = count_files(&dir.join("mail"));
+    if !m.ok || got != count {
+        return Err(format!("mbsync failed or fetched {got} of {count}"));
+    }
+    Ok(m)
+}
+
+fn run_offlineimap(d: &support::Dovecot, scratch: &Path, count: usize) -> Result<Measured, String> {
+    if !Path::new("/usr/bin/offlineimap").exists() {
+        return Err("/usr/bin/offlineimap missing (Debian offlineimap3)".into());
+    }
+    let dir = scratch.join("offlineimap");
+    std::fs::create_dir_all(dir.join("mail")).unwrap();
+    let pwfile = dir.join("pw");
+    std::fs::write(&pwfile, PASSWORD).unwrap();
+    let rc = dir.join("offlineimaprc");
+    // Like mbsync, OfflineIMAP checks the certificate's DNS names only: connect by name.
+    std::fs::write(
+        &rc,
+        format!(
+            "[general]\naccounts = bench\nmetadata = {meta}\nfsync = false\n\n\
+             [Account bench]\nlocalrepository = local\nremoterepository = remote\n\n\
+             [Repository local]\ntype = Maildir\nlocalfolders = {m}\nutf8foldernames = yes\n\n\
+             [Repository remote]\ntype = IMAP\nremotehost = localhost\nremoteport = {port}\n\
+             remoteuser = alice\nremotepassfile = {pw}\nssl = yes\nsslcacertfile = {ca}\n\
+             readonly = True\nutf8foldernames = yes\nmaxconnections = 1\n",
+            meta = dir.join("meta").display(),
+            m = dir.join("mail").display(),
+            port = d.imaps_port,
+            pw = pwfile.display(),
+            ca = d.ca_file().display(),
+        ),
+    )
+    .unwrap();
+    let errf = dir.join("stderr");
+    let m = measure(
+        Command::new("offlineimap")
+            .arg("-c")
+            .arg(&rc)
+            .args(["-o", "-u", "quiet"])
+            .stdout(std::fs::File::create(&errf).unwrap())
+            .stderr(std::fs::File::create(dir.join("stderr2")).unwrap()),
+    );
+    let got = count_files(&dir.join("mail"));
+    if !m.ok || got != count {
+        let err = std::fs::read_to_string(&errf).unwrap_or_default()
+            + &std::fs::read_to_string(dir.join("stderr2")).unwrap_or_default();
+        let last = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(format!(
+            "offlineimap failed or fetched {got} of {count}: {}",
+            last.trim()
+        ));
+    }
+    Ok(m)
+}

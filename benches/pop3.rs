@@ -1,0 +1,352 @@
+//! POP3 export benchmark (issue 4), peers measured in the same run against the same
+//! local Dovecot (POP3S, the harness's self-signed CA):
+//! - `mailark export pop3s://…` (pipelined RETR, unstuffing, hashing, zstd, index);
+//! - a raw Python `poplib` RETR loop over TLS (`_MAXLINE` raised), keeping nothing: the
+//!   floor for one POP3 connection in an interpreted client;
+//! - `getmail6` delivering to a Maildir (run as nobody: getmail refuses root);
+//! - `fetchmail` delivering through a one-line shell MDA into a Maildir.
+//!
+//! Dovecot's caches are warmed first (one untimed pass, which also sets the `\Seen` flag
+//! Dovecot records for RETR, so no timed run pays for that).
+//!
+//! Run: `cargo bench --bench pop3` (MAILARK_BENCH_POP3_MSGS sets the count, default
+//! 5000). Under `cargo test --all-targets` it is a smoke run of a few dozen messages.
+
+mod common;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const POPLIB: &str = r#"
+import poplib, ssl, sys
+poplib._MAXLINE = 1 << 30
+port, user, pwfile, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+p = poplib.POP3_SSL("127.0.0.1", port, context=ctx)
+p.user(user)
+p.pass_(open(pwfile, encoding="utf-8").read().rstrip("\n"))
+n, _ = p.stat()
+total = 0
+for i in range(1, n + 1):
+    _, lines, octets = p.retr(i)
+    total += octets
+p.sock.close()
+print(n, total)
+"#;
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let full = bench_mode();
+    let count: usize = if full {
+        std::env::var("MAILARK_BENCH_POP3_MSGS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5000)
+    } else {
+        40
+    };
+    let d = support::Dovecot::start();
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut rng = Rng(0x9E3779B97F4A7C15);
+    let mut bytes = 0u64;
+    // Seeded in small batches: this process's own size would otherwise be inherited
+    // into every child's peak RSS as wait4 reports it.
+    for start in (0..count).step_by(250) {
+        let batch: Vec<(Vec<u8>, &str, i64)> = (start..(start + 250).min(count))
+            .map(|i| {
+                let size = match i % 20 {
+                    0 => 200_000,
+                    1..=4 => 50_000,
+                    _ => 8_000,
+                };
+                let m = message(&mut rng, i, size);
+                bytes += m.len() as u64;
+                (m, "", 1_700_000_000 + i as i64)
+            })
+            .collect();
+        d.seed_maildir("alice", "INBOX", &batch);
+    }
+    let pw = d.password_file("alice");
+    let ca = d.ca_file();
+    let script = scratch.path().join("poplib_loop.py");
+    std::fs::write(&script, POPLIB).unwrap();
+    let poplib = || {
+        let mut c = Command::new("python3");
+        c.arg(&script)
+            .arg(d.pop3s_port.to_string())
+            .arg("alice")
+            .arg(&pw)
+            .arg(&ca)
+            .stdout(Stdio::piped());
+        c
+    };
+    // Warm-up: Dovecot builds its index and caches, and records \Seen once.
+    let warm = poplib().output().expect("python3");
+    assert!(warm.status.success(), "poplib warm-up failed");
+    let seen = String::from_utf8_lossy(&warm.stdout);
+    assert_eq!(
+        seen.split_whitespace().next(),
+        Some(count.to_string().as_str())
+    );
+
+    let bin = env!("CARGO_BIN_EXE_mailark");
+    let out = scratch.path().join("pop3.tar.zst");
+    let url = d.pop3s_url("alice");
+    let mk = measure(
+        Command::new(bin)
+            .args(["export", &url, "-o"])
+            .arg(&out)
+            .arg("--password-file")
+            .arg(&pw)
+            .arg("--tls-ca-file")
+            .arg(&ca)
+            .arg("-q")
+            .stdout(Stdio::null()),
+    );
+    assert!(mk.ok, "mailark export failed");
+    let archived = mailark::archive::Archive::open(&out)
+        .unwrap()
+        .index
+        .messages
+        .len();
+    assert_eq!(archived, count, "mailark archived {archived} of {count}");
+
+    let py = measure(poplib().stdout(Stdio::null()));
+    assert!(py.ok, "poplib loop failed");
+
+    let getmail = run_getmail(&d, scratch.path(), count);
+    let fetchmail = run_fetchmail(&d, scratch.path(), count);
+
+    println!(
+        "\n## POP3 export benchmark: {count} messages, {:.1} MiB, Dovecot POP3S on 127.0.0.1 ({} cores)\n",
+        mib(bytes),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!("| client | wall | throughput | wall vs mailark | peak RSS |");
+    println!("|---|---|---|---|---|");
+    let row = |name: &str, m: &Measured| {
+        println!(
+            "| {name} | {:.2} s | {:.1} MB/s | {:.2}× | {:.1} MiB |",
+            m.wall.as_secs_f64(),
+            bytes as f64 / 1e6 / m.wall.as_secs_f64(),
+            m.wall.as_secs_f64() / mk.wall.as_secs_f64(),
+            m.peak_rss_kib as f64 / 1024.0
+        )
+    };
+    row(
+        "mailark export pop3s:// (unstuff, SHA-256, zstd -3, index)",
+        &mk,
+    );
+    row("Python poplib RETR loop (keeps nothing)", &py);
+    match &getmail {
+        Ok((m, 0)) => row("getmail6 → Maildir (as nobody)", m),
+        Ok((m, n)) => row(
+            &format!("getmail6 → Maildir (as nobody; {n} restart(s) after its own child-wait timeout, time included)"),
+            m,
+        ),
+        Err(why) => println!("| getmail6 | failed: {why} | | | |"),
+    }
+    match &fetchmail {
+        Ok(m) => row("fetchmail → shell MDA → Maildir", m),
+        Err(why) => println!("| fetchmail | failed: {why} | | | |"),
+    }
+    println!(
+        "\nArchive: {:.1} MiB for {:.1} MiB of mail.",
+        mib(std::fs::metadata(&out).unwrap().len()),
+        mib(bytes)
+    );
+    big_message(&d, scratch.path(), if full { 200 } else { 4 });
+    println!("\nReproduce: `cargo bench --bench pop3`.");
+}
+
+/// Memory is bounded by the largest message, not the mailbox: one message of `mb` MiB
+/// (dot-stuffed lines throughout) in bob's maildrop, exported alone.
+fn big_message(d: &support::Dovecot, scratch: &Path, mb: usize) {
+    let mut m = b"Subject: one big message\nContent-Type: text/plain\n\n".to_vec();
+    let mut rng = Rng(7);
+    while m.len() < mb << 20 {
+        if rng.next_u64() % 4 == 0 {
+            m.push(b'.');
+        }
+        for _ in 0..18 {
+            let r = rng.next_u64();
+            for k in 0..4 {
+                m.push(b'a' + ((r >> (k * 8)) % 26) as u8);
+            }
+        }
+        m.push(b'\n');
+    }
+    let size = m.len() as u64;
+    d.seed_maildir("bob", "INBOX", &[(m, "", 1_700_000_000)]);
+    let out = scratch.join("big.tar.zst");
+    let mk = measure(
+        Command::new(env!("CARGO_BIN_EXE_mailark"))
+            .args(["export", &d.pop3s_url("bob"), "-o"])
+            .arg(&out)
+            .arg("--password-file")
+            .arg(d.password_file("bob"))
+            .arg("--tls-ca-file")
+            .arg(d.ca_file())
+            .arg("-q")
+            .stdout(Stdio::null()),
+    );
+    assert!(mk.ok, "mailark export of the big message failed");
+    let rec = &mailark::archive::Archive::open(&out)
+        .unwrap()
+        .index
+        .messages[0];
+    // Dovecot serves CRLF: one more byte per line than stored.
+    assert!(rec.size > size, "archived {} of {size} bytes", rec.size);
+    println!(
+        "\nOne {:.0} MiB message: mailark export {:.2} s, peak RSS {:.1} MiB ({:.2}× the message).",
+        mib(rec.size),
+        mk.wall.as_secs_f64(),
+        mk.peak_rss_kib as f64 / 1024.0,
+        mk.peak_rss_kib as f64 * 1024.0 / rec.size as f64
+    );
+}
+
+/// getmail6 into a Maildir owned by nobody; its own rc file holds the password (0600,
+/// in the bench's temp dir), as getmail has no other non-interactive way. getmail has a
+/// lost-wakeup race when it waits for its delivery child ("waiting child pid N timed
+/// out" after its socket `timeout`); when it strikes, getmail is run again (it resumes
+/// from its oldmail file) and the restarts are reported with the summed wall time.
+fn run_getmail(
+    d: &support::Dovecot,
+    scratch: &Path,
+    count: usize,
+) -> Result<(Measured, u32), String> {
+    if !Path::new("/usr/bin/getmail").exists() {
+        return Err("/usr/bin/getmail missing (Debian getmail6)".into());
+    }
+    let home = scratch.join("getmail");
+    let md = home.join("Maildir");
+    for s in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(md.join(s)).unwrap();
+    }
+    let rc = home.join("getmailrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "[retriever]\ntype = SimplePOP3SSLRetriever\nserver = 127.0.0.1\nport = {}\n\
+             username = alice\npassword = {}\nca_certs = {}\ntimeout = 10\n\n\
+             [destination]\ntype = Maildir\npath = {}/\n\n\
+             [options]\nread_all = false\ndelete = false\nverbose = 0\n",
+            d.pop3s_port,
+            d.password("alice"),
+            d.ca_file().display(),
+            md.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600)).unwrap();
+    support::dovecot::chown_nobody(&home);
+    let mut total: Option<Measured> = None;
+    let mut last_err = String::new();
+    for restarts in 0..6 {
+        let errf = scratch.join("getmail.stderr");
+        let m = measure(
+            Command::new("setpriv")
+                .args([
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "--reset-env",
+                    "getmail",
+                    "--rcfile",
+                ])
+                .arg(&rc)
+                .arg("--getmaildir")
+                .arg(&home)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&errf).unwrap()),
+        );
+        let ok = m.ok;
+        total = Some(match total {
+            None => m,
+            Some(t) => Measured {
+                wall: t.wall + m.wall,
+                peak_rss_kib: t.peak_rss_kib.max(m.peak_rss_kib),
+                ok: m.ok,
+            },
+        });
+        let got = std::fs::read_dir(md.join("new")).map_or(0, |r| r.count());
+        if ok && got == count {
+            return Ok((total.unwrap(), restarts));
+        }
+        let err = std::fs::read_to_string(&errf).unwrap_or_default();
+        last_err = format!(
+            "delivered {got} of {count}: {}",
+            err.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+        );
+        if !err.contains("timed out") {
+            break;
+        }
+    }
+    Err(last_err)
+}
+
+/// fetchmail handing each message to a one-line shell MDA that writes a Maildir file
+/// (fetchmail's usual local delivery without an SMTP server).
+fn run_fetchmail(d: &support::Dovecot, scratch: &Path, count: usize) -> Result<Measured, String> {
+    if !Path::new("/usr/bin/fetchmail").exists() {
+        return Err("/usr/bin/fetchmail missing (Debian fetchmail)".into());
+    }
+    let home = scratch.join("fetchmail");
+    let md = home.join("Maildir");
+    for s in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(md.join(s)).unwrap();
+    }
+    let rc = home.join("fetchmailrc");
+    // The certificate names localhost (fetchmail checks names, not IP addresses).
+    std::fs::write(
+        &rc,
+        format!(
+            "set no bouncemail\n\
+             poll localhost protocol POP3 port {port}\n\
+             \tuser \"alice\" there with password \"{pw}\" is root here\n\
+             \tssl sslcertck sslcertfile \"{ca}\" keep fetchall\n\
+             \tmda \"/bin/sh -c 'cat > {md}/tmp/$$ && mv {md}/tmp/$$ {md}/new/$$.$(date +%s%N)'\"\n",
+            port = d.pop3s_port,
+            pw = d.password("alice"),
+            ca = d.ca_file().display(),
+            md = md.display(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let errf = home.join("stderr");
+    let m = measure(
+        Command::new("fetchmail")
+            .arg("-f")
+            .arg(&rc)
+            .args(["--nodetach", "--nosyslog", "-s"])
+            .env("FETCHMAILHOME", &home)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&errf).unwrap()),
+    );
+    let got = std::fs::read_dir(md.join("new")).map_or(0, |r| r.count());
+    if !m.ok || got != count {
+        let err = std::fs::read_to_string(&errf).unwrap_or_default();
+        return Err(format!(
+            "delivered {got} of {count}: {}",
+            err.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+        ));
+    }
+    Ok(m)
+}

@@ -1,0 +1,950 @@
+//! `mailark export pop3s://…` / `pop3://…` end to end against a real Dovecot: exact
+//! bytes (dot lines, >1 MB lines, 8-bit and Japanese bodies, a 20+ MB message, the
+//! interop corpus) compared with what Dovecot serves; POP3S, STLS, plaintext refused,
+//! wrong password, untrusted certificate; incremental runs with 0 and N new messages
+//! (no RETR at all when nothing is new, counted in Dovecot's own log); a link cut in the
+//! middle of a RETR; the maildrop left exactly as it was; the password nowhere in the
+//! output or the archive. A small scripted RFC 1939-only server stands in only for what
+//! Dovecot never does: no UIDL, no CAPA, and `-ERR` for one message mid-session.
+
+mod common;
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use support::proxy::FaultProxy;
+use support::{Dovecot, DovecotOptions};
+
+/// What POP3 RETR delivers for a stored file, derived without mailark: Dovecot serves
+/// CRLF line ends and, since POP3 cannot end a message without a newline, adds CRLF to a
+/// message that has none.
+fn pop3_form(stored: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(stored.len() + stored.len() / 40 + 2);
+    let mut prev = 0u8;
+    for &b in stored {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    if !out.ends_with(b"\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Every message file of an archive, read with plain `tar --zstd` (not mailark), sorted.
+fn archived_messages(archive: &Path, scratch: &Path) -> Vec<Vec<u8>> {
+    let dir = scratch.join(format!(
+        "x-{}",
+        archive.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let st = std::process::Command::new("tar")
+        .arg("--zstd")
+        .arg("-xf")
+        .arg(archive)
+        .arg("-C")
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar --zstd -xf {}", archive.display());
+    let mut v: Vec<Vec<u8>> = read_tree(&dir.join("maildir"))
+        .into_iter()
+        .filter(|(p, _)| p.contains("/cur/"))
+        .map(|(_, b)| b)
+        .collect();
+    v.sort();
+    v
+}
+
+/// Everything in the archive file after decompression, for secret grepping.
+fn decompressed(archive: &Path) -> Vec<u8> {
+    zstd::stream::decode_all(std::fs::File::open(archive).unwrap()).unwrap()
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// The maildrop as files: (file name, bytes) for "nothing changed" checks. The `S` flag
+/// letter is left out of the name: Dovecot itself marks every message sent by RETR
+/// `\Seen` when the session ends, QUIT or not (pop3-client.c, `client_default_destroy`
+/// → `client_update_mails`; only the server's `pop3_no_flag_updates` stops it), so no
+/// POP3 client can keep that flag as it was. Every other letter must stay.
+fn maildrop(d: &Dovecot, user: &str) -> Vec<(String, Vec<u8>)> {
+    let inbox = d.maildir(user).join("INBOX");
+    let mut v: Vec<_> = ["cur", "new"]
+        .iter()
+        .flat_map(|sub| read_tree(&inbox.join(sub)))
+        .map(|(name, bytes)| match name.split_once(":2,") {
+            Some((base, flags)) => (format!("{base}:2,{}", flags.replace('S', "")), bytes),
+            None => (name, bytes),
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Waits until Dovecot has logged the end of `n` POP3 sessions of `user`: it records
+/// flags before it logs, so the maildrop is settled once the lines are there.
+fn sessions_ended(d: &Dovecot, user: &str, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while retr_counts(d, user).len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Dovecot logged {} of {n} session ends",
+            retr_counts(d, user).len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The `retr=N/BYTES` counts of Dovecot's POP3 session log lines for `user`, in order.
+fn retr_counts(d: &Dovecot, user: &str) -> Vec<u64> {
+    d.log()
+        .lines()
+        .filter(|l| l.contains(&format!("pop3({user})")) && l.contains("Disconnected"))
+        .filter_map(|l| {
+            let r = l.split("retr=").nth(1)?;
+            r.split('/').next()?.parse().ok()
+        })
+        .collect()
+}
+
+fn json(o: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", stdout(o), stderr(o)))
+}
+
+struct Run<'a> {
+    url: String,
+    out: PathBuf,
+    extra: Vec<&'a str>,
+}
+
+fn export(r: &Run, pw_file: &Path, ca: Option<&Path>) -> std::process::Output {
+    let mut args: Vec<String> = vec![
+        "export".into(),
+        r.url.clone(),
+        "-o".into(),
+        r.out.display().to_string(),
+        "--password-file".into(),
+        pw_file.display().to_string(),
+    ];
+    if let Some(ca) = ca {
+        args.push("--tls-ca-file".into());
+        args.push(ca.display().to_string());
+    }
+    args.extend(r.extra.iter().map(|s| s.to_string()));
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(&a)
+}
+
+/// Messages whose every byte-level edge POP3 can break.
+fn tricky_messages() -> Vec<(&'static str, Vec<u8>)> {
+    let mut long = b"Subject: long line\n\n".to_vec();
+    // 1.5 MB on one line, dots inside and after.
+    long.extend((0..1_500_000u32).map(|i| {
+        if i % 997 == 0 {
+            b'.'
+        } else {
+            b'a' + (i % 26) as u8
+        }
+    }));
+    long.extend_from_slice(b"\n..after the long line\n");
+    let mut big = b"Subject: big\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\n".to_vec();
+    let mut x = 0x9E3779B97F4A7C15u64;
+    while big.len() < 21 << 20 {
+        // Some lines start with a dot so stuffing happens throughout the big message.
+        if big.len() % 5 == 0 {
+            big.push(b'.');
+        }
+        for _ in 0..19 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for k in 0..4 {
+                big.push(
+                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+                        [((x >> (k * 6)) & 63) as usize],
+                );
+            }
+        }
+        big.push(b'\n');
+    }
+    vec![
+        (
+            "dots",
+            b"Subject: dots\n\n.\n..\n...\n.x\n..y\n. \nend\n".to_vec(),
+        ),
+        ("ends-with-dot-no-newline", b"Subject: last\n\nbody\n.".to_vec()),
+        ("no-final-newline", b"Subject: nl\n\nno newline at the end".to_vec()),
+        (
+            "crlf-stored",
+            b"Subject: crlf\r\n\r\n.\r\nline\r\n".to_vec(),
+        ),
+        (
+            "8bit",
+            b"Subject: 8bit\nContent-Type: text/plain; charset=iso-8859-1\nContent-Transfer-Encoding: 8bit\n\nd\xe9j\xe0 vu \xff\xfe\n.\xe9\n".to_vec(),
+        ),
+        (
+            "iso-2022-jp",
+            b"Subject: =?ISO-2022-JP?B?GyRCRnxLXDhsGyhC?=\nContent-Type: text/plain; charset=ISO-2022-JP\n\n\x1b$B$3$s$K$A$O\x1b(B\n.\x1b$B$3\x1b(B\n".to_vec(),
+        ),
+        (
+            "shift_jis",
+            b"Subject: sjis\nContent-Type: text/plain; charset=Shift_JIS\nContent-Transfer-Encoding: 8bit\n\n\x83\x5c\x83\x74\x83\x67\x95\x5c\r\n.\x82\xa0\x82\xa2\n".to_vec(),
+        ),
+        ("utf-8-japanese", "Subject: 日本語\nContent-Type: text/plain; charset=UTF-8\n\n日本語の本文です。\n.ドット\n".as_bytes().to_vec()),
+        ("long-line", long),
+        ("21MB", big),
+    ]
+}
+
+fn seed(d: &Dovecot, user: &str, msgs: &[Vec<u8>], t0: i64) {
+    // Flags on some messages, to see that they survive the export.
+    let items: Vec<(Vec<u8>, &str, i64)> = msgs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.clone(), if i % 3 == 1 { "F" } else { "" }, t0 + i as i64))
+        .collect();
+    d.seed_maildir(user, "INBOX", &items);
+}
+
+#[test]
+fn pop3s_export_is_byte_exact_and_leaves_the_maildrop_alone() {
+    let d = Dovecot::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let msgs: Vec<Vec<u8>> = tricky_messages().into_iter().map(|(_, m)| m).collect();
+    seed(&d, "alice", &msgs, 1_700_000_000);
+    let before = maildrop(&d, "alice");
+
+    // What Dovecot serves, read over IMAP by the test's own client, must equal the
+    // independent derivation (up to POP3's added final CRLF).
+    let mut imap = d.raw("alice");
+    let served = imap.fetch_all("INBOX");
+    imap.logout();
+    let mut via_imap: Vec<Vec<u8>> = served.into_iter().map(|(_, _, b)| pop3_form(&b)).collect();
+    via_imap.sort();
+    let mut want: Vec<Vec<u8>> = msgs.iter().map(|m| pop3_form(m)).collect();
+    want.sort();
+    assert!(
+        via_imap == want,
+        "the test's model of Dovecot's CRLF form is wrong"
+    );
+
+    let out = scratch.path().join("alice.tar.zst");
+    let o = export(
+        &Run {
+            url: d.pop3s_url("alice"),
+            out: out.clone(),
+            extra: vec!["--json"],
+        },
+        &d.password_file("alice"),
+        Some(&d.ca_file()),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["messages"], msgs.len() as u64);
+    assert_eq!(j["server"]["stat_messages"], msgs.len() as u64);
+    assert_eq!(j["server"]["tls"], true);
+    assert_eq!(j["server"]["uidl"], true);
+    assert_eq!(j["server"]["pipelining"], true);
+    assert_eq!(j["folders"][0]["folder"], "INBOX");
+    assert_eq!(j["folders"][0]["archived"], msgs.len() as u64);
+    assert_eq!(j["count_differences"].as_array().unwrap().len(), 0);
+    // Exactly the two messages stored without a final newline differ from LIST, each
+    // by the CRLF Dovecot adds, and the report says why.
+    let sizes = j["size_differences"].as_array().unwrap();
+    assert_eq!(sizes.len(), 2, "{sizes:?}");
+    for s in sizes {
+        assert_eq!(
+            s["retr_size"].as_u64().unwrap(),
+            s["list_size"].as_u64().unwrap() + 2
+        );
+        assert!(s["explanation"].as_str().unwrap().contains("final newline"));
+    }
+
+    assert!(
+        archived_messages(&out, scratch.path()) == want,
+        "archived bytes differ from what Dovecot serves"
+    );
+    // Index: POP3 identity and LIST size of every message.
+    let ls = ls_json(&[&out]);
+    assert_eq!(ls.len(), msgs.len());
+    let mut uidls = std::collections::HashSet::new();
+    for m in &ls {
+        assert_eq!(m["folder"], "INBOX");
+        assert_eq!(m["source"]["kind"], "pop3");
+        assert!(m["source"]["msgno"].as_u64().unwrap() >= 1);
+        assert!(uidls.insert(m["source"]["uidl"].as_str().unwrap().to_string()));
+        let size = m["size"].as_u64().unwrap();
+        let listed = m["source_size"].as_u64().unwrap();
+        assert!(size == listed || size == listed + 2, "{m}");
+    }
+    run_ok(&["verify", out.to_str().unwrap()]);
+
+    // Nothing on the server changed: same files, same bytes, same flags but \Seen.
+    sessions_ended(&d, "alice", 1);
+    assert!(maildrop(&d, "alice") == before, "the maildrop changed");
+    assert_eq!(retr_counts(&d, "alice"), [msgs.len() as u64]);
+    let pw = d.password("alice");
+    assert!(!contains(&o.stdout, pw) && !contains(&o.stderr, pw));
+    assert!(
+        !contains(&decompressed(&out), pw),
+        "password in the archive"
+    );
+}
+
+#[test]
+fn stls_and_refusals() {
+    let d = Dovecot::start();
+    let scratch = tempfile::tempdir().unwrap();
+    seed(
+        &d,
+        "bob",
+        &[b"Subject: one\n\nhello\n".to_vec()],
+        1_700_000_000,
+    );
+    let before = maildrop(&d, "bob");
+    let pw = d.password_file("bob");
+
+    // pop3:// upgrades with STLS (Dovecot offers it).
+    let out = scratch.path().join("stls.tar.zst");
+    let o = export(
+        &Run {
+            url: d.pop3_url("bob"),
+            out: out.clone(),
+            extra: vec!["--json"],
+        },
+        &pw,
+        Some(&d.ca_file()),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["server"]["tls"], true);
+    assert_eq!(j["messages"], 1);
+    let log = d.log();
+    let login = log
+        .lines()
+        .find(|l| l.contains("Login: user=<bob>"))
+        .expect("a login in Dovecot's log");
+    assert!(login.contains("TLS"), "{login}");
+
+    let no_archive_left = |name: &str| {
+        let leftovers: Vec<_> = std::fs::read_dir(scratch.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(name))
+            .collect();
+        assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+    };
+
+    // Wrong password: one line, exit 2, no archive, the password not echoed.
+    let bad = scratch.path().join("bad.pw");
+    std::fs::write(&bad, "not-the-password-Zq9\n").unwrap();
+    let o = export(
+        &Run {
+            url: d.pop3s_url("bob"),
+            out: scratch.path().join("wrongpw.tar.zst"),
+            extra: vec![],
+        },
+        &bad,
+        Some(&d.ca_file()),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        e.starts_with("mailark: error: ") && e.contains("bob") && e.contains("login"),
+        "{e}"
+    );
+    assert!(!e.contains("not-the-password-Zq9"), "{e}");
+    no_archive_left("wrongpw");
+
+    // Untrusted certificate: the self-signed cert is not in the system store.
+    let o = export(
+        &Run {
+            url: d.pop3s_url("bob"),
+            out: scratch.path().join("untrusted.tar.zst"),
+            extra: vec![],
+        },
+        &pw,
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        e.contains("TLS") && e.contains(&d.pop3s_port.to_string()),
+        "{e}"
+    );
+    no_archive_left("untrusted");
+    sessions_ended(&d, "bob", 1);
+    assert!(maildrop(&d, "bob") == before);
+}
+
+#[test]
+fn plaintext_is_refused_unless_allowed() {
+    // A Dovecot without TLS at all: pop3:// cannot upgrade.
+    let d = Dovecot::start_with(DovecotOptions {
+        extra_conf: "ssl = no\nservice pop3-login {\n  inet_listener pop3s {\n    port = 0\n  }\n}\nservice imap-login {\n  inet_listener imaps {\n    port = 0\n  }\n}\n".into(),
+        ..DovecotOptions::default()
+    });
+    let scratch = tempfile::tempdir().unwrap();
+    seed(
+        &d,
+        "alice",
+        &[b"Subject: clear\n\ntext\n".to_vec()],
+        1_700_000_000,
+    );
+    let pw = d.password_file("alice");
+    let out = scratch.path().join("clear.tar.zst");
+    let r = Run {
+        url: d.pop3_url("alice"),
+        out: out.clone(),
+        extra: vec![],
+    };
+    let o = export(&r, &pw, None);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("--allow-plaintext") && e.contains("STLS"), "{e}");
+    assert!(!out.exists());
+    // No login was even tried.
+    assert!(!d.log().contains("user=<alice>"), "{}", d.log());
+
+    let o = export(
+        &Run {
+            extra: vec!["--allow-plaintext", "--json"],
+            ..r
+        },
+        &pw,
+        None,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["server"]["tls"], false);
+    assert_eq!(j["messages"], 1);
+}
+
+#[test]
+fn incremental_with_zero_then_n_new_messages() {
+    let d = Dovecot::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let first: Vec<Vec<u8>> = (0..6)
+        .map(|i| format!("Subject: first {i}\n\nbody {i}\n").into_bytes())
+        .collect();
+    seed(&d, "alice", &first, 1_700_000_000);
+    let pw = d.password_file("alice");
+    let ca = d.ca_file();
+    let url = d.pop3s_url("alice");
+    let full = scratch.path().join("full.tar.zst");
+    let o = export(
+        &Run {
+            url: url.clone(),
+            out: full.clone(),
+            extra: vec![],
+        },
+        &pw,
+        Some(&ca),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    // Nothing new: nothing is RETRieved at all (Dovecot's own count), an empty delta.
+    let d0 = scratch.path().join("delta0.tar.zst");
+    let o = export(
+        &Run {
+            url: url.clone(),
+            out: d0.clone(),
+            extra: vec!["--json", "--since", full.to_str().unwrap()],
+        },
+        &pw,
+        Some(&ca),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["messages"], 0);
+    assert_eq!(j["incremental"]["already_archived"], 6);
+    assert_eq!(j["incremental"]["matched_by_uidl"], 6);
+    sessions_ended(&d, "alice", 2);
+    assert_eq!(retr_counts(&d, "alice"), [6, 0]);
+
+    // N new messages (delivered the IMAP way, so Dovecot gives them new UIDs).
+    let mut imap = d.raw("alice");
+    for i in 0..3 {
+        let m = format!("Subject: new {i}\r\n\r\nnew body {i}\r\n");
+        assert!(imap.append("INBOX", "", None, m.as_bytes()).ok());
+    }
+    imap.logout();
+    let d1 = scratch.path().join("delta1.tar.zst");
+    let o = export(
+        &Run {
+            url: url.clone(),
+            out: d1.clone(),
+            extra: vec![
+                "--json",
+                "--since",
+                full.to_str().unwrap(),
+                d0.to_str().unwrap(),
+            ],
+        },
+        &pw,
+        Some(&ca),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["messages"], 3);
+    assert_eq!(j["incremental"]["already_archived"], 6);
+    sessions_ended(&d, "alice", 3);
+    assert_eq!(retr_counts(&d, "alice"), [6, 0, 3]);
+    let subjects: Vec<String> = ls_json(&[&d1])
+        .iter()
+        .map(|m| m["subject"].as_str().unwrap().to_string())
+        .collect();
+    let mut subjects = subjects;
+    subjects.sort();
+    assert_eq!(subjects, ["new 0", "new 1", "new 2"]);
+    // The chain verifies as a whole; the delta alone misses its parent.
+    run_ok(&[
+        "verify",
+        full.to_str().unwrap(),
+        d0.to_str().unwrap(),
+        d1.to_str().unwrap(),
+    ]);
+    let o = run(&["verify", d1.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("parent"), "{}", stdout(&o));
+}
+
+#[test]
+fn renumbered_uidls_fall_back_to_content() {
+    let d = Dovecot::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let msgs: Vec<Vec<u8>> = (0..4)
+        .map(|i| format!("Subject: keep {i}\n\nbody {i}\n").into_bytes())
+        .collect();
+    seed(&d, "alice", &msgs, 1_700_000_000);
+    let (pw, ca) = (d.password_file("alice"), d.ca_file());
+    let full = scratch.path().join("full.tar.zst");
+    let r = Run {
+        url: d.pop3s_url("alice"),
+        out: full.clone(),
+        extra: vec![],
+    };
+    assert_eq!(export(&r, &pw, Some(&ca)).status.code(), Some(0));
+    // The server changes its UIDL scheme (as a migration or a config change does).
+    let conf = std::fs::read_to_string(d.conf()).unwrap();
+    assert!(conf.contains("pop3_uidl_format = %08Xu%08Xv"));
+    std::fs::write(d.conf(), conf.replace("%08Xu%08Xv", "renumbered-%u")).unwrap();
+    d.doveadm(&["reload"]);
+    seed(
+        &d,
+        "alice",
+        &[b"Subject: fresh\n\nnew\n".to_vec()],
+        1_800_000_000,
+    );
+    let delta = scratch.path().join("delta.tar.zst");
+    let o = export(
+        &Run {
+            out: delta.clone(),
+            extra: vec!["--json", "--since", full.to_str().unwrap()],
+            ..r
+        },
+        &pw,
+        Some(&ca),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["messages"], 1, "{j}");
+    assert_eq!(j["incremental"]["matched_by_content"], 4);
+    assert_eq!(j["incremental"]["downloaded_to_compare"], 5);
+    let ls = ls_json(&[&delta]);
+    assert_eq!(ls[0]["subject"], "fresh");
+    assert!(ls[0]["source"]["uidl"]
+        .as_str()
+        .unwrap()
+        .starts_with("renumbered-"));
+}
+
+#[test]
+fn cut_connection_mid_retr_reconnects_and_completes() {
+    let d = Dovecot::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut msgs: Vec<Vec<u8>> = (0..20)
+        .map(|i| format!("Subject: m{i}\n\n{}\n", "line .\n..\n".repeat(500 + i)).into_bytes())
+        .collect();
+    let mut big = b"Subject: big\n\n".to_vec();
+    while big.len() < 3 << 20 {
+        big.extend_from_slice(b".dotted line of the big message\n");
+    }
+    msgs.insert(7, big);
+    seed(&d, "alice", &msgs, 1_700_000_000);
+    let before = maildrop(&d, "alice");
+    // Cut the first two connections inside the message data (TLS through the proxy).
+    let proxy = FaultProxy::start(d.pop3s_port, 400_000, 2);
+    let out = scratch.path().join("cut.tar.zst");
+    let o = export(
+        &Run {
+            url: format!("pop3s://alice@127.0.0.1:{}", proxy.port),
+            out: out.clone(),
+            extra: vec!["--json"],
+        },
+        &d.password_file("alice"),
+        Some(&d.ca_file()),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["reconnects"], 2, "{j}");
+    assert!(proxy.connections() >= 3);
+    assert_eq!(j["messages"], msgs.len() as u64);
+    assert_eq!(j["folders"][0]["skipped"].as_array().unwrap().len(), 0);
+    let mut want: Vec<Vec<u8>> = msgs.iter().map(|m| pop3_form(m)).collect();
+    want.sort();
+    assert!(
+        archived_messages(&out, scratch.path()) == want,
+        "archive not exact after reconnects"
+    );
+    run_ok(&["verify", out.to_str().unwrap()]);
+    sessions_ended(&d, "alice", 3);
+    let after = maildrop(&d, "alice");
+    if after != before {
+        let names = |v: &[(String, Vec<u8>)]| {
+            v.iter()
+                .map(|(n, b)| format!("{n} {}", b.len()))
+                .collect::<Vec<_>>()
+        };
+        panic!(
+            "the maildrop changed:\n{:?}\n{:?}",
+            names(&before),
+            names(&after)
+        );
+    }
+}
+
+#[test]
+fn message_that_always_breaks_the_link_is_skipped_not_the_rest() {
+    let d = Dovecot::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut msgs: Vec<Vec<u8>> = (0..10)
+        .map(|i| format!("Subject: small {i}\n\nbody\n").into_bytes())
+        .collect();
+    let mut big = b"Subject: doomed\n\n".to_vec();
+    while big.len() < 3 << 20 {
+        big.extend_from_slice(b"the link breaks inside this message every time\n");
+    }
+    msgs.push(big);
+    seed(&d, "alice", &msgs, 1_700_000_000);
+    // Every connection but the fourth is cut 1 MB in: always inside the big message.
+    let proxy = FaultProxy::start(d.pop3s_port, 1 << 20, 3);
+    let out = scratch.path().join("doomed.tar.zst");
+    let o = export(
+        &Run {
+            url: format!("pop3s://alice@127.0.0.1:{}", proxy.port),
+            out: out.clone(),
+            extra: vec!["--json"],
+        },
+        &d.password_file("alice"),
+        Some(&d.ca_file()),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["reconnects"], 3, "{j}");
+    assert_eq!(j["messages"], 10);
+    let skipped = j["folders"][0]["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0]["id"].as_str().unwrap().starts_with("message "));
+    assert!(
+        skipped[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("connection broke each of 3 times"),
+        "{skipped:?}"
+    );
+    let mut want: Vec<Vec<u8>> = msgs[..10].iter().map(|m| pop3_form(m)).collect();
+    want.sort();
+    assert!(archived_messages(&out, scratch.path()) == want);
+}
+
+#[test]
+fn interop_corpus_as_dovecot_serves_it() {
+    let d = Dovecot::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let corpus = corpus_messages(scratch.path());
+    let msgs: Vec<Vec<u8>> = corpus.iter().map(|(_, b)| b.clone()).collect();
+    seed(&d, "alice", &msgs, 1_600_000_000);
+    let out = scratch.path().join("corpus.tar.zst");
+    let o = export(
+        &Run {
+            url: d.pop3s_url("alice"),
+            out: out.clone(),
+            extra: vec!["--json"],
+        },
+        &d.password_file("alice"),
+        Some(&d.ca_file()),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(json(&o)["messages"], corpus.len() as u64);
+    // Reference: the stored files in POP3 form. Dovecot's IMAP rendering, read by the
+    // test's own client, agrees except that IMAP turns NUL into 0x80 where POP3 sends
+    // the NUL itself.
+    let mut want: Vec<Vec<u8>> = msgs.iter().map(|m| pop3_form(m)).collect();
+    want.sort();
+    let mut imap = d.raw("alice");
+    let mut via_imap: Vec<Vec<u8>> = imap
+        .fetch_all("INBOX")
+        .into_iter()
+        .map(|(_, _, b)| pop3_form(&b))
+        .collect();
+    imap.logout();
+    via_imap.sort();
+    let mut nul_mapped: Vec<Vec<u8>> = want
+        .iter()
+        .map(|m| m.iter().map(|&b| if b == 0 { 0x80 } else { b }).collect())
+        .collect();
+    nul_mapped.sort();
+    assert!(
+        via_imap == nul_mapped,
+        "the test's model of Dovecot's rendering is wrong"
+    );
+    let got = archived_messages(&out, scratch.path());
+    assert_eq!(got.len(), want.len());
+    for (a, b) in got.iter().zip(&want).filter(|(a, b)| a != b) {
+        let p = a
+            .iter()
+            .zip(b.iter())
+            .position(|(x, y)| x != y)
+            .unwrap_or(a.len().min(b.len()));
+        eprintln!(
+            "len {} vs {}, first diff at {p}: {:?} vs {:?}",
+            a.len(),
+            b.len(),
+            String::from_utf8_lossy(&a[p.saturating_sub(20)..(p + 20).min(a.len())]),
+            String::from_utf8_lossy(&b[p.saturating_sub(20)..(p + 20).min(b.len())])
+        );
+    }
+    let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+    assert_eq!(
+        differ, 0,
+        "{differ} corpus messages differ from what Dovecot serves"
+    );
+}
+
+// ---- a scripted RFC 1939-only server, for what Dovecot never does ----
+
+/// Serves `msgs` with USER/PASS only: no CAPA, no UIDL, no PIPELINING, no STLS; RETR of
+/// message `refuse` answers `-ERR`. Every command line received is logged.
+struct OldServer {
+    port: u16,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl OldServer {
+    fn start(msgs: Vec<Vec<u8>>, refuse: Option<u32>) -> OldServer {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let log2 = log.clone();
+        let msgs = Arc::new(msgs);
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(s) = s else { continue };
+                let (msgs, log) = (msgs.clone(), log2.clone());
+                std::thread::spawn(move || serve_old(s, &msgs, refuse, &log));
+            }
+        });
+        OldServer { port, log }
+    }
+
+    fn commands(&self, word: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.split(' ').next() == Some(word))
+            .count()
+    }
+}
+
+fn serve_old(s: TcpStream, msgs: &[Vec<u8>], refuse: Option<u32>, log: &Mutex<Vec<String>>) {
+    let mut rd = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    let _ = w.write_all(b"+OK old POP3 server ready\r\n");
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if rd.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let cmd = line.trim_end().to_string();
+        log.lock().unwrap().push(cmd.clone());
+        let mut words = cmd.split(' ');
+        let reply: Vec<u8> = match words.next().unwrap_or("") {
+            "USER" => b"+OK\r\n".to_vec(),
+            "PASS" if words.next() == Some("old-pw") => b"+OK maildrop ready\r\n".to_vec(),
+            "PASS" => b"-ERR invalid password\r\n".to_vec(),
+            "STAT" => format!(
+                "+OK {} {}\r\n",
+                msgs.len(),
+                msgs.iter().map(|m| m.len()).sum::<usize>()
+            )
+            .into_bytes(),
+            "LIST" => {
+                let mut r = b"+OK\r\n".to_vec();
+                for (i, m) in msgs.iter().enumerate() {
+                    r.extend(format!("{} {}\r\n", i + 1, m.len()).bytes());
+                }
+                r.extend_from_slice(b".\r\n");
+                r
+            }
+            "RETR" => {
+                let n: u32 = words.next().unwrap().parse().unwrap();
+                if Some(n) == refuse {
+                    b"-ERR message is corrupt on disk\r\n".to_vec()
+                } else {
+                    let mut r = b"+OK\r\n".to_vec();
+                    for l in msgs[n as usize - 1].split_inclusive(|&b| b == b'\n') {
+                        if l.starts_with(b".") {
+                            r.push(b'.');
+                        }
+                        r.extend_from_slice(l);
+                    }
+                    r.extend_from_slice(b".\r\n");
+                    r
+                }
+            }
+            "QUIT" => {
+                let _ = w.write_all(b"+OK bye\r\n");
+                return;
+            }
+            _ => b"-ERR unknown command\r\n".to_vec(),
+        };
+        if w.write_all(&reply).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn server_without_uidl_capa_or_pipelining() {
+    let scratch = tempfile::tempdir().unwrap();
+    let msg = |i: u32| format!("Subject: old {i}\r\n\r\n.dot {i}\r\n..two\r\n").into_bytes();
+    let pw = scratch.path().join("pw");
+    std::fs::write(&pw, "old-pw\n").unwrap();
+    // Message 3 is refused: reported with its number, the others still archived, exit 1.
+    let srv = OldServer::start((1..=4).map(msg).collect(), Some(3));
+    let url = format!("pop3://u@127.0.0.1:{}", srv.port);
+    let full = scratch.path().join("full.tar.zst");
+    let r = Run {
+        url: url.clone(),
+        out: full.clone(),
+        extra: vec!["--allow-plaintext", "--json"],
+    };
+    let o = export(&r, &pw, None);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["messages"], 3);
+    assert_eq!(j["server"]["uidl"], false);
+    assert_eq!(j["server"]["login"], "USER/PASS");
+    let skipped = j["folders"][0]["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0]["id"], "message 3");
+    assert!(skipped[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("corrupt on disk"));
+    assert_eq!(srv.commands("QUIT"), 0, "QUIT would commit the session");
+    let ls = ls_json(&[&full]);
+    assert!(ls.iter().all(|m| m["source"]["uidl"].is_null()));
+    let mut got = archived_messages(&full, scratch.path());
+    let mut want: Vec<Vec<u8>> = [1, 2, 4].map(msg).to_vec();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+
+    // Incremental with no UIDL: identity by content. Messages 1-4 again (3 now readable)
+    // plus a new one: everything is downloaded to compare, only 3 and 5 are stored.
+    let srv2 = OldServer::start((1..=5).map(msg).collect(), None);
+    let delta = scratch.path().join("delta.tar.zst");
+    let o = export(
+        &Run {
+            url: format!("pop3://u@127.0.0.1:{}", srv2.port),
+            out: delta.clone(),
+            extra: vec!["--allow-plaintext", "--since", full.to_str().unwrap()],
+        },
+        &pw,
+        None,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("no UIDL") && text.contains("downloaded"),
+        "{text}"
+    );
+    assert_eq!(srv2.commands("RETR"), 5);
+    let mut got = archived_messages(&delta, scratch.path());
+    got.sort();
+    assert_eq!(got, vec![msg(3), msg(5)]);
+}
+
+#[test]
+fn locked_maildrop_is_waited_for() {
+    // With pop3_lock_session Dovecot refuses a second session with [IN-USE] while the
+    // first holds the maildrop — what a reconnect after a dropped link can meet.
+    let d = Dovecot::start_with(DovecotOptions {
+        extra_conf: "pop3_lock_session = yes\n".into(),
+        ..DovecotOptions::default()
+    });
+    let scratch = tempfile::tempdir().unwrap();
+    let msgs: Vec<Vec<u8>> = (0..5)
+        .map(|i| format!("Subject: locked {i}\n\nbody\n").into_bytes())
+        .collect();
+    seed(&d, "alice", &msgs, 1_700_000_000);
+    // Another client holds the maildrop.
+    let holder = TcpStream::connect(("127.0.0.1", d.pop3_port)).unwrap();
+    let mut rd = BufReader::new(holder.try_clone().unwrap());
+    let mut w = holder.try_clone().unwrap();
+    let mut line = String::new();
+    rd.read_line(&mut line).unwrap();
+    write!(w, "USER alice\r\nPASS {}\r\n", d.password("alice")).unwrap();
+    for _ in 0..2 {
+        line.clear();
+        rd.read_line(&mut line).unwrap();
+        assert!(line.starts_with("+OK"), "{line}");
+    }
+    let out = scratch.path().join("locked.tar.zst");
+    let child = common::bin()
+        .args(["export", &d.pop3s_url("alice"), "-o"])
+        .arg(&out)
+        .arg("--password-file")
+        .arg(d.password_file("alice"))
+        .arg("--tls-ca-file")
+        .arg(d.ca_file())
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Release the lock only once Dovecot has turned the export away (after its own
+    // 10 s lock wait).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !d.log().contains("Couldn't lock POP3 session") {
+        assert!(std::time::Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(rd);
+    drop(w);
+    drop(holder);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(json(&o)["messages"], 5);
+    let mut want: Vec<Vec<u8>> = msgs.iter().map(|m| pop3_form(m)).collect();
+    want.sort();
+    assert!(archived_messages(&out, scratch.path()) == want);
+}
