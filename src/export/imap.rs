@@ -66,7 +66,7 @@ impl Default for ImapExportOptions {
             max_retries: 5,
             backoff: Duration::from_millis(500),
             timeout: crate::source::imap::session::DEFAULT_TIMEOUT,
-            memory_budget: 32 << 20,
+            memory_budget: 16 << 20,
         }
     }
 }
