@@ -300,6 +300,7 @@ async fn run(
 ) -> Result<ImapExportReport, ImapExportError> {
     // Log in and list before the archive file exists: a refused login leaves nothing.
     let mut first = ImapSession::connect_with_timeout(ep, creds, tls, opts.timeout).await?;
+    let plaintext = !first.is_tls();
     let listed = first.list().await?;
     let selected: Vec<MailboxInfo> = listed
         .iter()
@@ -413,7 +414,13 @@ async fn run(
             let _ = ctx.tx.send(Item::Folder(folder_info(m, Some(r)))).await;
         }
     }
-    let notes = std::mem::take(&mut *notes.lock().unwrap());
+    let mut notes = std::mem::take(&mut *notes.lock().unwrap());
+    if plaintext {
+        notes.insert(
+            0,
+            "the server offers no TLS: the password and all mail crossed the network in clear text (--allow-plaintext)".into(),
+        );
+    }
     let bodies = ctx.bodies.load(Ordering::Relaxed);
     let parent = ctx.prev.tip.clone();
     drop(ctx);
