@@ -107,7 +107,7 @@ pub struct ImapFolderReport {
     /// Messages that arrived after the folder was opened (left for the next `--since`).
     pub arrived: u64,
     pub size_mismatches: Vec<SizeMismatch>,
-    /// Reconnects this folder needed, and why (the first few).
+    /// Reconnects and retries this folder needed, and why (the first few).
     pub reconnects: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reconnect_reasons: Vec<String>,
@@ -539,15 +539,19 @@ struct FolderRun {
     /// The census lost its connection this many times (a server that hangs up on a
     /// message it cannot read); from 2 on it asks for UIDs alone.
     census_failures: u32,
+    /// EXAMINE answered NO this many times.
+    examine_failures: u32,
     /// UID → times the connection died while that UID was being fetched on its own.
     /// Twice means the message itself kills the session: it is skipped and reported.
-    killers: HashMap<u32, u32>,
+    killers: HashMap<u32, (u32, Vec<String>)>,
 }
 
 enum Step {
     Done,
     /// The connection is gone; reconnect and carry on.
     Reconnect(ImapError),
+    /// Wait, then try again on the same connection.
+    Retry(ImapError),
     /// The folder cannot be read; stop with this error.
     Fail(String),
 }
@@ -571,6 +575,7 @@ async fn export_folder(ctx: &Ctx, sess: &mut Option<ImapSession>, plan: &Plan) -
         started: false,
         failures: 0,
         census_failures: 0,
+        examine_failures: 0,
         killers: HashMap::new(),
     };
     loop {
@@ -600,6 +605,11 @@ async fn export_folder(ctx: &Ctx, sess: &mut Option<ImapSession>, plan: &Plan) -
             Step::Done => break,
             Step::Reconnect(e) => {
                 *sess = None;
+                if !backoff(ctx, &mut run, &e).await {
+                    break;
+                }
+            }
+            Step::Retry(e) => {
                 if !backoff(ctx, &mut run, &e).await {
                     break;
                 }
@@ -655,7 +665,13 @@ async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Ste
     let st = match s.examine(&raw).await {
         Ok(st) => st,
         Err(e) if e.is_connection_lost() => return Step::Reconnect(e),
-        Err(e) if e.is_throttled() => return Step::Reconnect(e),
+        Err(e) if e.is_throttled() => return Step::Retry(e),
+        // A listed folder refused once may be a passing state (Dovecot answers
+        // `[ALREADYEXISTS]` while another session auto-creates it); ask again.
+        Err(e) if run.examine_failures < 2 => {
+            run.examine_failures += 1;
+            return Step::Retry(e);
+        }
         Err(e) => return Step::Fail(e.to_string()),
     };
     if let Some(old) = &run.status {
@@ -922,15 +938,23 @@ fn lost(run: &mut FolderRun, front: Option<&(String, Vec<u32>)>, e: ImapError) -
             .filter(|u| run.pending.contains_key(u))
             .collect();
         if let [uid] = left[..] {
-            let n = run.killers.entry(uid).or_default();
+            let (n, texts) = run.killers.entry(uid).or_default();
             *n += 1;
+            let text = e.to_string();
+            if !texts.contains(&text) {
+                texts.push(text);
+            }
             if *n >= 2 {
+                let reason = format!(
+                    "the connection fails whenever this message is fetched: {}",
+                    texts.join("; then: ")
+                );
                 run.pending.remove(&uid);
                 run.isolate.remove(&uid);
                 run.failures = 0;
                 run.rep.skipped.push(Skipped {
                     id: format!("UID {uid}"),
-                    reason: format!("the connection fails whenever this message is fetched: {e}"),
+                    reason,
                 });
             }
         } else {
