@@ -439,13 +439,9 @@ async fn run(
             ..Default::default()
         });
     }
-    // Report in LIST order, as people see their folder tree.
-    let order: HashMap<&str, usize> = listed
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.name.as_str(), i))
-        .collect();
-    reports.sort_by_key(|r| order.get(r.folder.as_str()).copied().unwrap_or(usize::MAX));
+    // INBOX first, then the tree by name: stable from run to run, whatever order the
+    // server lists in.
+    reports.sort_by(|a, b| (a.folder != "INBOX", &a.folder).cmp(&(b.folder != "INBOX", &b.folder)));
     let reconnects = reports.iter().map(|r| r.reconnects).sum();
     Ok(ImapExportReport {
         archive: summary.path.display().to_string(),
