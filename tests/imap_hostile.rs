@@ -155,6 +155,10 @@ fn a_tagged_no_on_fetch_is_a_reported_error() {
         stderr(&out)
     );
     let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        rep["notes"][0].as_str().unwrap().contains("clear text"),
+        "{rep:#}"
+    );
     let f = &rep["folders"][0];
     assert_eq!(f["folder"], "INBOX");
     assert_eq!(f["source_count"], 3);
