@@ -432,6 +432,28 @@ fn plaintext_is_refused_unless_allowed() {
     let j = json(&o);
     assert_eq!(j["server"]["tls"], false);
     assert_eq!(j["messages"], 1);
+
+    // An empty maildrop is a clean, empty archive.
+    let empty = scratch.path().join("empty.tar.zst");
+    let o = export(
+        &Run {
+            url: d.pop3_url("bob"),
+            out: empty.clone(),
+            extra: vec!["--allow-plaintext", "--json"],
+        },
+        &d.password_file("bob"),
+        None,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(
+        (
+            j["messages"].as_u64(),
+            j["server"]["stat_messages"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+    run_ok(&["verify", empty.to_str().unwrap()]);
 }
 
 #[test]
