@@ -158,7 +158,11 @@ fn main() {
     let base = mbsync.as_ref().ok().map(|m| m.wall.as_secs_f64());
     println!(
         "| client | wall{} | throughput | wall vs mbsync | peak RSS |",
-        if runs > 1 { " (median of 3)" } else { "" }
+        if runs > 1 {
+            " (median of 3; OfflineIMAP once)"
+        } else {
+            ""
+        }
     );
     println!("|---|---|---|---|---|");
     let row = |name: &str, m: &Result<Measured, String>| match m {
