@@ -149,7 +149,7 @@ fn main() {
     println!(
         "| client | wall{} | throughput | wall vs mailark | peak RSS |",
         if runs > 1 {
-            " (median of 3 for the first two)"
+            " (median of 3; getmail, fetchmail once)"
         } else {
             ""
         }
