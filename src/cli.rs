@@ -550,7 +550,7 @@ fn run_export_pop3(
         }
         if let Some(i) = &rep.incremental {
             println!(
-                "incremental: {} already archived ({} by UIDL, {} by content); {} downloaded only to compare",
+                "incremental: {} already archived ({} by UIDL, {} by content); {} downloaded to compare by content",
                 i.already_archived, i.matched_by_uidl, i.matched_by_content, i.downloaded_to_compare
             );
         }
