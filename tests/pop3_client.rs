@@ -874,3 +874,24 @@ async fn apop_login_when_asked_and_offered() {
     let got = h.await.unwrap();
     assert!(!got.iter().any(|l| l.contains("tanstaaf")), "{got:?}");
 }
+
+#[tokio::test]
+async fn endless_status_line_is_a_protocol_error_not_a_memory_sink() {
+    let (ep, h) = serve(|mut p| async move {
+        p.send(vec![b'+'; 1]).await;
+        // A "greeting" that never ends its line.
+        for _ in 0..64 {
+            p.send(vec![b'x'; 1024]).await;
+        }
+        p
+    })
+    .await;
+    let err = Pop3Client::connect_with(&ep, &password("pw"), &plaintext_ok(), &quick(5))
+        .await
+        .unwrap_err();
+    h.await.unwrap();
+    match &err {
+        Pop3Error::Protocol { detail, .. } => assert!(detail.contains("longer than"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+}
