@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pkgs=(dovecot-imapd dovecot-pop3d openssl zstd tar python3)
+# Peers the POP3 and IMAP benchmarks measure in the same run (benches/pop3.rs, imap.rs).
+need_pkgs+=(getmail6 fetchmail isync offlineimap3)
 missing=()
 for p in "${need_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

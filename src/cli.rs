@@ -515,7 +515,10 @@ fn run_export_pop3(
             "{:<40} {:>8} {:>9} {:>8} {:>8}",
             "folder", "source", "archived", "skipped", "earlier"
         );
-        let earlier = rep.incremental.as_ref().map_or(0, |i| i.already_archived);
+        let earlier = rep
+            .incremental
+            .as_ref()
+            .map_or("-".to_string(), |i| i.already_archived.to_string());
         for f in &rep.export.folders {
             let src = f.source_count.map_or("-".to_string(), |c| c.to_string());
             println!(
@@ -550,7 +553,7 @@ fn run_export_pop3(
         }
         if let Some(i) = &rep.incremental {
             println!(
-                "incremental: {} already archived ({} by UIDL, {} by content); {} downloaded only to compare",
+                "incremental: {} already archived ({} by UIDL, {} by content); {} downloaded to compare by content",
                 i.already_archived, i.matched_by_uidl, i.matched_by_content, i.downloaded_to_compare
             );
         }

@@ -174,10 +174,14 @@ fn assert_read_only(got: &[String]) {
 fn source_never_names_a_deleting_command() {
     // Built at run time so this file does not contain the word it looks for.
     let forbidden = ["DE", "LE"].concat();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/source/pop3");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("src/source/pop3");
     let mut files = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
+    let paths = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .chain([root.join("src/export/pop3.rs")]);
+    for path in paths {
         let text = std::fs::read_to_string(&path).unwrap();
         files += 1;
         let upper = text.to_ascii_uppercase();
@@ -195,8 +199,8 @@ fn source_never_names_a_deleting_command() {
         assert!(!upper.contains("RSET"), "{} mentions RSET", path.display());
     }
     assert!(
-        files >= 3,
-        "expected mod.rs, proto.rs, client.rs in {}",
+        files >= 5,
+        "expected mod.rs, proto.rs, sasl.rs, client.rs in {} and src/export/pop3.rs",
         dir.display()
     );
 }
@@ -869,4 +873,25 @@ async fn apop_login_when_asked_and_offered() {
     c.close().await;
     let got = h.await.unwrap();
     assert!(!got.iter().any(|l| l.contains("tanstaaf")), "{got:?}");
+}
+
+#[tokio::test]
+async fn endless_status_line_is_a_protocol_error_not_a_memory_sink() {
+    let (ep, h) = serve(|mut p| async move {
+        p.send(vec![b'+'; 1]).await;
+        // A "greeting" that never ends its line.
+        for _ in 0..64 {
+            p.send(vec![b'x'; 1024]).await;
+        }
+        p
+    })
+    .await;
+    let err = Pop3Client::connect_with(&ep, &password("pw"), &plaintext_ok(), &quick(5))
+        .await
+        .unwrap_err();
+    h.await.unwrap();
+    match &err {
+        Pop3Error::Protocol { detail, .. } => assert!(detail.contains("longer than"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
 }

@@ -432,6 +432,28 @@ fn plaintext_is_refused_unless_allowed() {
     let j = json(&o);
     assert_eq!(j["server"]["tls"], false);
     assert_eq!(j["messages"], 1);
+
+    // An empty maildrop is a clean, empty archive.
+    let empty = scratch.path().join("empty.tar.zst");
+    let o = export(
+        &Run {
+            url: d.pop3_url("bob"),
+            out: empty.clone(),
+            extra: vec!["--allow-plaintext", "--json"],
+        },
+        &d.password_file("bob"),
+        None,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(
+        (
+            j["messages"].as_u64(),
+            j["server"]["stat_messages"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+    run_ok(&["verify", empty.to_str().unwrap()]);
 }
 
 #[test]
@@ -947,4 +969,57 @@ fn locked_maildrop_is_waited_for() {
     let mut want: Vec<Vec<u8>> = msgs.iter().map(|m| pop3_form(m)).collect();
     want.sort();
     assert!(archived_messages(&out, scratch.path()) == want);
+}
+
+#[test]
+fn apop_when_asked_for_in_the_url() {
+    // Dovecot offers APOP (a greeting timestamp) once the mechanism is enabled.
+    let d = Dovecot::start_with(DovecotOptions {
+        extra_conf: "auth_mechanisms = plain login apop\n".into(),
+        ..DovecotOptions::default()
+    });
+    let scratch = tempfile::tempdir().unwrap();
+    seed(
+        &d,
+        "alice",
+        &[b"Subject: apop\n\nhi\n".to_vec()],
+        1_700_000_000,
+    );
+    let url = format!("pop3s://alice;AUTH=+APOP@127.0.0.1:{}", d.pop3s_port);
+    let out = scratch.path().join("apop.tar.zst");
+    let o = export(
+        &Run {
+            url,
+            out: out.clone(),
+            extra: vec!["--json"],
+        },
+        &d.password_file("alice"),
+        Some(&d.ca_file()),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["server"]["login"], "APOP");
+    assert_eq!(j["messages"], 1);
+    // The URL recorded in the archive names the account, not the login method.
+    assert_eq!(
+        j["source"],
+        format!("pop3s://alice@127.0.0.1:{}", d.pop3s_port)
+    );
+    assert!(d.log().contains("method=APOP"), "{}", d.log());
+
+    // Without the mechanism there is no timestamp: a clear refusal, no archive.
+    let plain = Dovecot::start();
+    let out = scratch.path().join("no-apop.tar.zst");
+    let o = export(
+        &Run {
+            url: format!("pop3s://alice;AUTH=+APOP@127.0.0.1:{}", plain.pop3s_port),
+            out: out.clone(),
+            extra: vec![],
+        },
+        &plain.password_file("alice"),
+        Some(&plain.ca_file()),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("APOP"), "{}", stderr(&o));
+    assert!(!out.exists());
 }

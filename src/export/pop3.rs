@@ -11,7 +11,8 @@
 //! way commits nothing there. (Dovecot is the exception worth knowing: it marks every
 //! message sent by RETR `\Seen` when the session ends, QUIT or not, unless the server
 //! sets `pop3_no_flag_updates = yes`. Message bytes and every other flag stay as they
-//! were; no POP3 command exists to avoid it.)
+//! were. RETR is still the command used: it is the only one defined to return a message
+//! whole and exact.)
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
