@@ -396,6 +396,32 @@ pub fn crlf_len(b: &[u8]) -> u64 {
     n
 }
 
+/// Size after turning bare LF into CRLF but keeping bare CR: what Dovecot stores for a
+/// message with mixed line endings.
+pub fn lf_crlf_len(b: &[u8]) -> u64 {
+    let bare_lf = b
+        .iter()
+        .enumerate()
+        .filter(|&(i, &c)| c == b'\n' && (i == 0 || b[i - 1] != b'\r'))
+        .count();
+    (b.len() + bare_lf) as u64
+}
+
+/// SHA-256 of the form with bare LF turned into CRLF and bare CR kept.
+pub fn lf_crlf_sha256(b: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let mut start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'\n' && (i == 0 || b[i - 1] != b'\r') {
+            h.update(&b[start..i]);
+            h.update(b"\r");
+            start = i;
+        }
+    }
+    h.update(&b[start..]);
+    h.finalize().into()
+}
+
 /// Feeds the CRLF form of `b` to `sink` in chunks, without copying the whole message.
 fn crlf_chunks(b: &[u8], mut sink: impl FnMut(&[u8])) {
     let mut start = 0;
@@ -429,9 +455,13 @@ pub fn crlf_sha256(b: &[u8]) -> [u8; 32] {
 
 /// SHA-256 of the CRLF form with every NUL and 8-bit byte replaced by `X`: the identity
 /// of a message that survives servers rewriting those bytes (Dovecot stores NUL as 0x80,
-/// Cyrus turns 8-bit header bytes into `X`), so a rerun recognises what such a server
-/// holds. Verification still compares the exact bytes and reports the rewrite.
+/// Cyrus turns 8-bit header bytes into `X`) or its line ends, so a rerun recognises
+/// what such a server holds. Verification still compares the exact bytes and reports the rewrite.
 pub fn loose_sha256(b: &[u8]) -> [u8; 32] {
+    // Line ends at the very end are not part of the identity: Dovecot drops a final
+    // bare CR.
+    let end = b.len() - b.iter().rev().take_while(|&&c| c == b'\r' || c == b'\n').count();
+    let b = &b[..end];
     let mut h = Sha256::new();
     let mut tmp = Vec::with_capacity(8192);
     crlf_chunks(b, |c| {
@@ -471,10 +501,7 @@ pub fn norm_message_id(v: &str) -> Option<String> {
 /// (MESSAGE-ID)]` returns it, or a whole message), unfolded.
 pub fn message_id_of(head: &[u8]) -> Option<String> {
     let head = crate::mail::headers::header_section(head);
-    let mut lines = head
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .peekable();
+    let mut lines = split_lines(head).into_iter().peekable();
     while let Some(line) = lines.next() {
         if line.len() >= 11 && line[..11].eq_ignore_ascii_case(b"message-id:") {
             let mut v = line[11..].to_vec();
@@ -492,12 +519,40 @@ pub fn message_id_of(head: &[u8]) -> Option<String> {
     None
 }
 
+/// Lines of a header block, ended by CRLF, LF or a bare CR.
+fn split_lines(b: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\r' if b.get(i + 1) == Some(&b'\n') => {
+                out.push(&b[start..i]);
+                i += 2;
+                start = i;
+                continue;
+            }
+            b'\r' | b'\n' => {
+                out.push(&b[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if start < b.len() {
+        out.push(&b[start..]);
+    }
+    out
+}
+
 /// How an archived message is recognised on the destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MsgKey {
     pub message_id: Option<String>,
-    /// Archived size and CRLF-form size: a server may count either.
-    pub sizes: [u64; 2],
+    /// Archived size, CRLF-form size, and the size with only bare LF made CRLF: a
+    /// server may store any of these.
+    pub sizes: [u64; 3],
     pub loose: [u8; 32],
     /// Message-ID + size cannot tell this message apart (shared with another archived
     /// message of the folder that differs): compare bytes.
@@ -511,7 +566,7 @@ impl MsgKey {
             .as_ref()
             .is_none_or(|m| ambiguous_ids.contains(m));
         MsgKey {
-            sizes: [bytes.len() as u64, crlf_len(bytes)],
+            sizes: [bytes.len() as u64, crlf_len(bytes), lf_crlf_len(bytes)],
             loose: loose_sha256(bytes),
             by_bytes,
             message_id,
@@ -625,15 +680,20 @@ impl FolderState {
                     .find(|&i| !self.claimed[i] && size_ok(&self.msgs[i]))
             }),
             (Some(id), true) => self.by_id.get(id).and_then(|v| {
-                v.iter().copied().find(|&i| {
-                    !self.claimed[i] && size_ok(&self.msgs[i]) && self.msgs[i].loose == Some(k.loose)
-                })
+                v.iter()
+                    .copied()
+                    .find(|&i| !self.claimed[i] && self.msgs[i].loose == Some(k.loose))
             }),
-            (None, _) => (0..self.msgs.len()).find(|&i| {
+            (None, _) => None,
+        }
+        // A server may not see a Message-ID we see (a header with bare-CR line ends):
+        // compare bytes with its messages that have none.
+        .or_else(|| {
+            (0..self.msgs.len()).find(|&i| {
                 let m = &self.msgs[i];
-                !self.claimed[i] && m.message_id.is_none() && size_ok(m) && m.loose == Some(k.loose)
-            }),
-        }?;
+                !self.claimed[i] && m.message_id.is_none() && m.loose == Some(k.loose)
+            })
+        })?;
         self.claimed[idx] = true;
         Some(&self.msgs[idx])
     }
@@ -835,6 +895,13 @@ mod tests {
         );
         assert_eq!(message_id_of(b"Subject: x\r\n\r\nMessage-ID: <no@x>\r\n"), None);
         assert_eq!(norm_message_id(" <> "), None);
+        assert_eq!(
+            message_id_of(b"Subject: x\rMessage-ID: <cr@x>\r\rbody"),
+            Some("cr@x".into())
+        );
+        assert_eq!(lf_crlf_len(b"a\nb\rc\r\n"), 8);
+        let want: [u8; 32] = Sha256::digest(b"a\r\nb\r").into();
+        assert_eq!(lf_crlf_sha256(b"a\nb\r"), want);
     }
 
     fn ex(uid: u32, size: u64, mid: Option<&str>, loose: Option<[u8; 32]>) -> Existing {
