@@ -619,7 +619,8 @@ pub async fn import(
                     rec.at_risk = plan::at_risk(bytes);
                     let (keep, drop) = plan::split_flags(&m.flags, d.permanent.as_deref());
                     rec.flags = keep;
-                    if let Some(e) = d.state.claim(&key) {
+                    let flags = &rec.flags;
+                    if let Some(e) = d.state.claim_pref(&key, |e| plan::same_flags(flags, &e.flags)) {
                         rec.st = St::There(e.uid);
                         rec.key = Some(key);
                         progress.inc(rec.size);
@@ -872,7 +873,11 @@ async fn verify_folder(
             Some(u) => state.claim_uid(u).cloned(),
             None => None,
         }
-        .or_else(|| state.claim(&it.key).cloned());
+        .or_else(|| {
+            state
+                .claim_pref(&it.key, |e| plan::same_flags(&it.flags, &e.flags))
+                .cloned()
+        });
         let Some(e) = found else {
             let near: Vec<String> = state
                 .msgs

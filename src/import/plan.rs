@@ -672,28 +672,43 @@ impl FolderState {
 
     /// Finds an unclaimed message that is this one, and claims it.
     pub fn claim(&mut self, k: &MsgKey) -> Option<&Existing> {
+        self.claim_pref(k, |_| true)
+    }
+
+    /// As [`claim`], preferring a copy for which `pref` holds (e.g. equal flags, when a
+    /// folder holds the same message twice with different flags).
+    pub fn claim_pref(&mut self, k: &MsgKey, pref: impl Fn(&Existing) -> bool) -> Option<&Existing> {
         let size_ok = |m: &Existing| k.sizes.contains(&m.size);
-        let idx = match (&k.message_id, k.by_bytes) {
-            (Some(id), false) => self.by_id.get(id).and_then(|v| {
+        let free = |i: usize| !self.claimed[i];
+        let mut cands: Vec<usize> = match (&k.message_id, k.by_bytes) {
+            (Some(id), false) => self.by_id.get(id).map_or(Vec::new(), |v| {
                 v.iter()
                     .copied()
-                    .find(|&i| !self.claimed[i] && size_ok(&self.msgs[i]))
+                    .filter(|&i| free(i) && size_ok(&self.msgs[i]))
+                    .collect()
             }),
-            (Some(id), true) => self.by_id.get(id).and_then(|v| {
+            (Some(id), true) => self.by_id.get(id).map_or(Vec::new(), |v| {
                 v.iter()
                     .copied()
-                    .find(|&i| !self.claimed[i] && self.msgs[i].loose == Some(k.loose))
+                    .filter(|&i| free(i) && self.msgs[i].loose == Some(k.loose))
+                    .collect()
             }),
-            (None, _) => None,
+            (None, _) => Vec::new(),
+        };
+        if cands.is_empty() {
+            // A server may not see a Message-ID we see (a header with bare-CR line
+            // ends): compare bytes with its messages that have none.
+            cands = (0..self.msgs.len())
+                .filter(|&i| {
+                    free(i) && self.msgs[i].message_id.is_none() && self.msgs[i].loose == Some(k.loose)
+                })
+                .collect();
         }
-        // A server may not see a Message-ID we see (a header with bare-CR line ends):
-        // compare bytes with its messages that have none.
-        .or_else(|| {
-            (0..self.msgs.len()).find(|&i| {
-                let m = &self.msgs[i];
-                !self.claimed[i] && m.message_id.is_none() && m.loose == Some(k.loose)
-            })
-        })?;
+        let idx = cands
+            .iter()
+            .copied()
+            .find(|&i| pref(&self.msgs[i]))
+            .or_else(|| cands.first().copied())?;
         self.claimed[idx] = true;
         Some(&self.msgs[idx])
     }
