@@ -288,23 +288,25 @@ async fn learn(
                 size: m.size.unwrap_or(0) as u64,
                 message_id: m.header_fields.as_deref().and_then(plan::message_id_of),
                 flags: m.flags.unwrap_or_default(),
+                date: m
+                    .internaldate
+                    .as_deref()
+                    .and_then(parse_internaldate)
+                    .map(|d| d.timestamp()),
                 internaldate: m.internaldate,
                 loose: None,
+                head_loose: None,
             })
         })
         .collect();
     let mut state = FolderState::new(msgs);
     let need = state.need_bytes(ambiguous);
-    let mut hashes = Vec::new();
     s.fetch_bodies(&need, |m| {
         if let (Some(uid), Some(b)) = (m.uid, m.body.as_deref()) {
-            hashes.push((uid, plan::loose_sha256(b), plan::crlf_sha256(b)));
+            state.set_bytes(uid, b);
         }
     })
     .await?;
-    for (uid, h, _) in &hashes {
-        state.set_loose(*uid, *h);
-    }
     if !read_only {
         s.unselect().await?;
     }
@@ -313,44 +315,52 @@ async fn learn(
     Ok((state, permanent))
 }
 
-/// Runs `f` over destination folders on the sessions in parallel, returning the
-/// sessions.
+/// Runs `f` over destination folders one after the other on one session (Dovecot 2.3
+/// panics on a lock when several sessions of one user open freshly created folders at
+/// once). A folder whose connection is lost is tried once more on a new connection.
 async fn over_folders<T, F, Fut>(
-    sessions: Vec<ImapSession>,
+    opts: &ImportOptions,
+    mut sessions: Vec<ImapSession>,
     folders: Vec<usize>,
     f: F,
 ) -> (Vec<ImapSession>, Vec<(usize, Result<T, ImapError>)>)
 where
-    T: Send + 'static,
-    F: Fn(ImapSession, usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = (ImapSession, Result<T, ImapError>)> + Send,
+    F: Fn(ImapSession, usize) -> Fut,
+    Fut: std::future::Future<Output = (ImapSession, Result<T, ImapError>)>,
 {
-    let queue = Arc::new(std::sync::Mutex::new(VecDeque::from(folders)));
-    let f = Arc::new(f);
-    let mut handles = Vec::new();
-    for s in sessions {
-        let queue = queue.clone();
-        let f = f.clone();
-        handles.push(tokio::spawn(async move {
-            let mut s = s;
-            let mut out = Vec::new();
-            loop {
-                let next = queue.lock().expect("queue lock").pop_front();
-                let Some(i) = next else { break };
-                let (s2, r) = f(s, i).await;
-                s = s2;
-                out.push((i, r));
-            }
-            (s, out)
-        }));
-    }
-    let mut sessions = Vec::new();
     let mut results = Vec::new();
-    for h in handles {
-        let (s, r) = h.await.expect("import task panicked");
-        sessions.push(s);
-        results.extend(r);
+    let mut cur = sessions.pop();
+    for i in folders {
+        let mut tries = 0;
+        loop {
+            let s = match cur.take() {
+                Some(s) => s,
+                None => match ImapSession::connect(&opts.dest, &opts.creds, &opts.tls).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        results.push((i, Err(e)));
+                        break;
+                    }
+                },
+            };
+            let (s, r) = f(s, i).await;
+            match r {
+                Err(e) if e.is_connection_lost() => {
+                    tries += 1;
+                    if tries >= 2 {
+                        results.push((i, Err(e)));
+                        break;
+                    }
+                }
+                r => {
+                    cur = Some(s);
+                    results.push((i, r));
+                    break;
+                }
+            }
+        }
     }
+    sessions.extend(cur);
     (sessions, results)
 }
 
@@ -533,7 +543,7 @@ pub async fn import(
     );
     let dry = opts.dry_run;
     let sh = shared.clone();
-    let (s2, learned) = over_folders(sessions, to_learn, move |mut s, di| {
+    let (s2, learned) = over_folders(opts, sessions, to_learn, move |mut s, di| {
         let sh = sh.clone();
         async move {
             let r = learn(&mut s, &sh[di].0, &sh[di].1, dry).await;
@@ -613,7 +623,12 @@ pub async fn import(
                         progress.inc(rec.size);
                         return Ok(());
                     }
-                    let key = MsgKey::of(bytes, &d.ambiguous);
+                    let date = m
+                        .internaldate
+                        .as_deref()
+                        .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
+                        .map(|d| d.timestamp());
+                    let key = MsgKey::of(bytes, &d.ambiguous, date);
                     rec.crlf_sha = plan::crlf_sha256(bytes);
                     rec.lf_sha = plan::lf_crlf_sha256(bytes);
                     rec.at_risk = plan::at_risk(bytes);
@@ -759,7 +774,7 @@ pub async fn import(
                 .collect(),
         );
         let inp = input.clone();
-        let (s2, checked) = over_folders(std::mem::take(&mut sessions), to_check, move |mut s, di| {
+        let (s2, checked) = over_folders(opts, std::mem::take(&mut sessions), to_check, move |mut s, di| {
             let inp = inp.clone();
             async move {
                 let (raw, amb, items) = &inp[di];

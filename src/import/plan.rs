@@ -554,13 +554,18 @@ pub struct MsgKey {
     /// server may store any of these.
     pub sizes: [u64; 3],
     pub loose: [u8; 32],
+    /// Loose hash of the header section alone, and the INTERNALDATE given with APPEND
+    /// (seconds): together they recognise a message whose body a server re-encoded
+    /// (Dovecot turns `binary` parts of a literal8 APPEND into base64).
+    pub head_loose: [u8; 32],
+    pub date: Option<i64>,
     /// Message-ID + size cannot tell this message apart (shared with another archived
     /// message of the folder that differs): compare bytes.
     pub by_bytes: bool,
 }
 
 impl MsgKey {
-    pub fn of(bytes: &[u8], ambiguous_ids: &HashSet<String>) -> MsgKey {
+    pub fn of(bytes: &[u8], ambiguous_ids: &HashSet<String>, date: Option<i64>) -> MsgKey {
         let message_id = message_id_of(bytes);
         let by_bytes = message_id
             .as_ref()
@@ -568,6 +573,8 @@ impl MsgKey {
         MsgKey {
             sizes: [bytes.len() as u64, crlf_len(bytes), lf_crlf_len(bytes)],
             loose: loose_sha256(bytes),
+            head_loose: loose_sha256(crate::mail::headers::header_section(bytes)),
+            date,
             by_bytes,
             message_id,
         }
@@ -608,6 +615,9 @@ pub struct Existing {
     pub internaldate: Option<String>,
     /// Filled for the messages that must be compared by bytes.
     pub loose: Option<[u8; 32]>,
+    pub head_loose: Option<[u8; 32]>,
+    /// INTERNALDATE in seconds.
+    pub date: Option<i64>,
 }
 
 /// What a destination folder holds, and which of its messages are already accounted for
@@ -654,9 +664,11 @@ impl FolderState {
             .collect()
     }
 
-    pub fn set_loose(&mut self, uid: u32, h: [u8; 32]) {
+    /// Records the loose hashes of a message's bytes (see [`loose_sha256`]).
+    pub fn set_bytes(&mut self, uid: u32, bytes: &[u8]) {
         if let Some(&i) = self.by_uid.get(&uid) {
-            self.msgs[i].loose = Some(h);
+            self.msgs[i].loose = Some(loose_sha256(bytes));
+            self.msgs[i].head_loose = Some(loose_sha256(crate::mail::headers::header_section(bytes)));
         }
     }
 
@@ -701,6 +713,21 @@ impl FolderState {
             cands = (0..self.msgs.len())
                 .filter(|&i| {
                     free(i) && self.msgs[i].message_id.is_none() && self.msgs[i].loose == Some(k.loose)
+                })
+                .collect();
+        }
+        if cands.is_empty() && k.date.is_some() {
+            // Last: a message the server rewrote. Same INTERNALDATE (we set it) and the
+            // same Message-ID, or, without one, the same header section.
+            cands = (0..self.msgs.len())
+                .filter(|&i| {
+                    let m = &self.msgs[i];
+                    free(i)
+                        && m.date == k.date
+                        && match (&m.message_id, &k.message_id) {
+                            (Some(a), Some(b)) => a == b,
+                            _ => m.head_loose == Some(k.head_loose),
+                        }
                 })
                 .collect();
         }
@@ -927,6 +954,8 @@ mod tests {
             flags: vec![],
             internaldate: None,
             loose,
+            head_loose: None,
+            date: None,
         }
     }
 
@@ -942,9 +971,9 @@ mod tests {
             (Some("<u@x>"), "h3"),
         ]);
         assert_eq!(amb, HashSet::from(["same@x".to_string()]));
-        let ka = MsgKey::of(&a, &amb);
-        let kb = MsgKey::of(&b, &amb);
-        let kn = MsgKey::of(&n, &amb);
+        let ka = MsgKey::of(&a, &amb, None);
+        let kb = MsgKey::of(&b, &amb, None);
+        let kn = MsgKey::of(&n, &amb, None);
         assert!(ka.by_bytes && kn.by_bytes);
         // The server holds `a` and the message without Message-ID; `b` is missing.
         let mut st = FolderState::new(vec![
@@ -952,20 +981,29 @@ mod tests {
             ex(2, n.len() as u64, None, None),
         ]);
         assert_eq!(st.need_bytes(&amb), vec![1, 2]);
-        st.set_loose(1, loose_sha256(&a));
-        st.set_loose(2, loose_sha256(&n));
+        st.set_bytes(1, &a);
+        st.set_bytes(2, &n);
         assert!(st.claim(&kb).is_none(), "a different message sharing the id");
         assert_eq!(st.claim(&ka).map(|e| e.uid), Some(1));
         assert!(st.claim(&ka).is_none(), "one server copy stands for one archived copy");
         assert_eq!(st.claim(&kn).map(|e| e.uid), Some(2));
         // Unambiguous ids go by Message-ID + size; LF archives match CRLF servers.
         let lf = b"Message-ID: <u@x>\n\nbody\n".to_vec();
-        let k = MsgKey::of(&lf, &amb);
+        let k = MsgKey::of(&lf, &amb, None);
         assert!(!k.by_bytes);
         let mut st = FolderState::new(vec![ex(7, crlf_len(&lf), Some("u@x"), None)]);
         assert_eq!(st.claim(&k).map(|e| e.uid), Some(7));
         let mut st = FolderState::new(vec![ex(7, 3, Some("u@x"), None)]);
         assert!(st.claim(&k).is_none(), "same id, other size: not this message");
+        // A body the server re-encoded: found by header and INTERNALDATE.
+        let bin = b"Subject: b\r\n\r\nraw\0bytes\r\n".to_vec();
+        let reenc = b"Subject: b\r\n\r\ncmF3AGJ5dGVz\r\n".to_vec();
+        let k = MsgKey::of(&bin, &amb, Some(1000));
+        let mut e = ex(9, reenc.len() as u64, None, None);
+        e.date = Some(1000);
+        let mut st = FolderState::new(vec![e]);
+        st.set_bytes(9, &reenc);
+        assert_eq!(st.claim(&k).map(|e| e.uid), Some(9));
     }
 
     #[test]
