@@ -586,7 +586,10 @@ fn run_import(cli: &Cli, a: &ImportArgs) -> Result<u8, Fatal> {
     } else {
         for f in &rep.folders {
             for x in &f.failed {
-                println!("failed: {:?} → {:?}: {}: {}", f.folder, f.destination, x.id, x.reason);
+                println!(
+                    "failed: {:?} → {:?}: {}: {}",
+                    f.folder, f.destination, x.id, x.reason
+                );
             }
         }
     }
@@ -638,6 +641,12 @@ fn print_import(rep: &crate::import::ImportReport) {
             c5,
             f.failed.len()
         );
+        if f.sent_as_crlf > 0 {
+            println!(
+                "    {} message(s) sent with CRLF line ends: the server refuses bare LF/CR",
+                f.sent_as_crlf
+            );
+        }
         for l in &f.renamed_levels {
             println!("    renamed level {l} (it held the server's delimiter)");
         }

@@ -194,7 +194,15 @@ fn flags_have(flags: &str, f: &str) -> bool {
 /// The fixtures spread over odd folder names, with flags, keywords and `\Deleted`; the
 /// same message twice in INBOX and once more in another folder.
 fn fixture_folders() -> Vec<SrcFolder> {
-    let names = ["INBOX", "受信箱/取引先", "a.b", "with space", "Q&A [x]", "Sent", "Trash"];
+    let names = [
+        "INBOX",
+        "受信箱/取引先",
+        "a.b",
+        "with space",
+        "Q&A [x]",
+        "Sent",
+        "Trash",
+    ];
     let fx = fixtures();
     let mut folders: Vec<SrcFolder> = names
         .iter()
@@ -221,9 +229,10 @@ fn fixture_folders() -> Vec<SrcFolder> {
         let mut letters: Vec<char> = info.chars().collect();
         letters.sort();
         let info: String = letters.into_iter().collect();
-        folders[i % names.len()]
-            .msgs
-            .push((format!("{}.M{i}.x:2,{info}", 1_500_000_000 + i * 3600), b.clone()));
+        folders[i % names.len()].msgs.push((
+            format!("{}.M{i}.x:2,{info}", 1_500_000_000 + i * 3600),
+            b.clone(),
+        ));
     }
     let first = fx[0].1.clone();
     folders[0]
@@ -238,7 +247,11 @@ fn fixture_folders() -> Vec<SrcFolder> {
 #[test]
 fn dovecot_fixtures_special_use_keywords_and_reruns() {
     let t = tempfile::tempdir().unwrap();
-    let ar = make_archive(t.path(), &fixture_folders(), &["INBOX", "受信箱/取引先", "Sent"]);
+    let ar = make_archive(
+        t.path(),
+        &fixture_folders(),
+        &["INBOX", "受信箱/取引先", "Sent"],
+    );
     let index = ls_json(&[&ar]);
     let d = Dovecot::start_with(DovecotOptions {
         special: vec![
@@ -283,7 +296,10 @@ fn dovecot_fixtures_special_use_keywords_and_reruns() {
     assert_eq!(n(&rep, "verified"), index.len() as u64 - 3);
     assert_eq!(folder(&rep, "Sent")["destination"], "送信済みメール");
     assert_eq!(folder(&rep, "Trash")["destination"], "Deleted Items");
-    assert_eq!(folder(&rep, "受信箱/取引先")["destination"], "受信箱/取引先");
+    assert_eq!(
+        folder(&rep, "受信箱/取引先")["destination"],
+        "受信箱/取引先"
+    );
 
     // The server holds every archived message byte-exact (CRLF form), with its flags.
     let mut c = d.raw("bob");
@@ -314,18 +330,24 @@ fn dovecot_fixtures_special_use_keywords_and_reruns() {
         assert!(!copies.is_empty(), "{f}: {} missing", m["path"]);
         let flags = m["flags"].as_array().unwrap();
         assert!(
-            copies.iter().any(|(fl, _)| flags
+            copies
                 .iter()
-                .all(|x| flags_have(fl, x.as_str().unwrap()))),
+                .any(|(fl, _)| flags.iter().all(|x| flags_have(fl, x.as_str().unwrap()))),
             "{f}: {} flags {flags:?} not on the server: {copies:?}",
             m["path"]
         );
     }
     // Same message twice in INBOX: two copies; and once more in "with space".
     let first = crlf(&fixtures()[0].1);
-    assert_eq!(state["INBOX"].iter().filter(|(_, b)| *b == first).count(), 2);
     assert_eq!(
-        state["with space"].iter().filter(|(_, b)| *b == first).count(),
+        state["INBOX"].iter().filter(|(_, b)| *b == first).count(),
+        2
+    );
+    assert_eq!(
+        state["with space"]
+            .iter()
+            .filter(|(_, b)| *b == first)
+            .count(),
         1
     );
     // Keywords and \Deleted arrived.
@@ -401,12 +423,22 @@ fn dovecot_dot_delimiter_inbox_prefix_map_and_dry_run() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(n(&rep, "to_append"), fx.len() as u64, "{rep}");
     assert_eq!(n(&rep, "appended"), 0);
-    assert_eq!(folder(&rep, "受信箱/取引先")["destination"], "INBOX.受信箱.取引先");
+    assert_eq!(
+        folder(&rep, "受信箱/取引先")["destination"],
+        "INBOX.受信箱.取引先"
+    );
     assert_eq!(folder(&rep, "a.b")["destination"], "INBOX.a_b");
-    assert_eq!(folder(&rep, "Old/2019")["destination"], "INBOX.Archive.2019");
+    assert_eq!(
+        folder(&rep, "Old/2019")["destination"],
+        "INBOX.Archive.2019"
+    );
     assert_eq!(folder(&rep, "Sent")["destination"], "INBOX.Sent");
     assert_eq!(folder(&rep, "INBOX")["destination"], "INBOX");
-    assert_eq!(c.must("LIST \"\" \"*\"").text(), before, "dry run changed folders");
+    assert_eq!(
+        c.must("LIST \"\" \"*\"").text(),
+        before,
+        "dry run changed folders"
+    );
     let st = c.must("STATUS INBOX (MESSAGES)").text();
     assert!(st.contains("MESSAGES 0"), "{st}");
     let subs = c.must("LSUB \"\" \"*\"").text();
@@ -432,7 +464,9 @@ fn dovecot_dot_delimiter_inbox_prefix_map_and_dry_run() {
             .unwrap_or_else(|| panic!("{name} not on the server: {:?}", state.keys()));
         assert_eq!(got.len(), want.len(), "{name}");
         for (_, b) in want {
-            assert!(got.iter().any(|(fl, g)| *g == lf_crlf(b) && flags_have(fl, "\\Seen")));
+            assert!(got
+                .iter()
+                .any(|(fl, g)| *g == lf_crlf(b) && flags_have(fl, "\\Seen")));
         }
     }
     let subs = c.must("LSUB \"\" \"*\"").text();
@@ -452,7 +486,9 @@ fn generated(i: usize, size: usize) -> Vec<u8> {
     m.push_str("\r\n");
     let mut k = 0;
     while m.len() < size {
-        m.push_str(&format!("line {k} of message {i}: 会議の資料を確認してください\r\n"));
+        m.push_str(&format!(
+            "line {k} of message {i}: 会議の資料を確認してください\r\n"
+        ));
         k += 1;
     }
     m.into_bytes()
@@ -472,7 +508,12 @@ fn dovecot_killed_mid_import_then_resumed() {
     let t = tempfile::tempdir().unwrap();
     const N: usize = 3000;
     let msgs: Vec<(String, Vec<u8>)> = (0..N)
-        .map(|i| (format!("{}.M{i}.x:2,S", 1_600_000_000 + i), generated(i, 12_000)))
+        .map(|i| {
+            (
+                format!("{}.M{i}.x:2,S", 1_600_000_000 + i),
+                generated(i, 12_000),
+            )
+        })
         .collect();
     let ar = make_archive(
         t.path(),
@@ -570,7 +611,11 @@ fn corpus_archive(dir: &Path) -> (PathBuf, Vec<(String, Vec<u8>)>) {
     let mut other = Vec::new();
     for (i, (name, b)) in corpus.iter().enumerate() {
         let flags = if i % 3 == 0 { "FS" } else { "S" };
-        let f = format!("{}.M{i}.{}:2,{flags}", 1_400_000_000 + i * 60, name.replace('.', "_"));
+        let f = format!(
+            "{}.M{i}.{}:2,{flags}",
+            1_400_000_000 + i * 60,
+            name.replace('.', "_")
+        );
         if i % 4 == 0 {
             other.push((f, b.clone()));
         } else {
@@ -646,10 +691,9 @@ fn cyrus_fixtures_appendlimit_special_use_and_rerun() {
     let t = tempfile::tempdir().unwrap();
     let mut folders = fixture_folders();
     // One message over the server's limit; the rest must still arrive.
-    folders[0].msgs.push((
-        "1700000000.Mbig.x:2,S".into(),
-        generated(7, 150_000),
-    ));
+    folders[0]
+        .msgs
+        .push(("1700000000.Mbig.x:2,S".into(), generated(7, 150_000)));
     let ar = make_archive(t.path(), &folders, &["INBOX", "Sent"]);
     let index = ls_json(&[&ar]);
     let cy = Cyrus::start_with(CyrusOptions {
@@ -659,7 +703,38 @@ fn cyrus_fixtures_appendlimit_special_use_and_rerun() {
     let dest = Dest::cyrus(&cy, "bob");
     let (out, rep) = dest.import(&[&ar], &[]);
     let fails = failures(&rep);
-    eprintln!("{fails:#?}");
+    // Every archived message is accounted for by what it is: over the limit (the big
+    // one and two fixtures), rewritten by Cyrus (8-bit header bytes become X), empty.
+    let all: Vec<Vec<u8>> = folders
+        .iter()
+        .flat_map(|f| f.msgs.iter().map(|m| m.1.clone()))
+        .collect();
+    let head8 = |b: &Vec<u8>| {
+        let end = b
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .or_else(|| b.windows(2).position(|w| w == b"\n\n"))
+            .unwrap_or(b.len());
+        b[..end].iter().any(|&c| c >= 0x80)
+    };
+    let over = all.iter().filter(|b| b.len() > 100_000).count();
+    let munged = all
+        .iter()
+        .filter(|b| b.len() <= 100_000 && head8(b))
+        .count();
+    let limit_fails = fails
+        .iter()
+        .filter(|(_, r)| r.contains("APPENDLIMIT"))
+        .count();
+    let altered = fails.iter().filter(|(_, r)| r.contains("altered")).count();
+    let empty = fails.iter().filter(|(_, r)| r.contains("empty")).count();
+    assert_eq!(
+        (limit_fails, altered, empty),
+        (over, munged, 1),
+        "{fails:#?}"
+    );
+    assert_eq!(fails.len(), over + munged + 1, "{fails:#?}");
+    assert!(munged >= 2 && over >= 2);
     assert!(
         fails
             .iter()
@@ -667,10 +742,19 @@ fn cyrus_fixtures_appendlimit_special_use_and_rerun() {
         "{fails:#?}"
     );
     assert_eq!(out.status.code(), Some(1));
+    // Cyrus refuses bare LF: those went in CRLF form and verified.
+    let crlf_sent: u64 = rep["folders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["sent_as_crlf"].as_u64().unwrap())
+        .sum();
+    assert!(crlf_sent >= 2, "{rep}");
     let mut c = cy.raw("bob");
     let list = c.must("LIST \"\" \"*\" RETURN (SPECIAL-USE)").text();
     assert!(
-        list.lines().any(|l| l.contains("\\Sent") && l.contains("Sent")),
+        list.lines()
+            .any(|l| l.contains("\\Sent") && l.contains("Sent")),
         "Sent created with its role: {list}"
     );
     assert!(list.contains(&mutf7("受信箱/取引先")), "{list}");
@@ -678,8 +762,17 @@ fn cyrus_fixtures_appendlimit_special_use_and_rerun() {
     assert_eq!(verified + fails.len() as u64, index.len() as u64);
     let state = server_state(&mut c);
     let total: usize = state.values().map(Vec::len).sum();
+    // The NUL message went as literal8 and Cyrus kept it byte for byte.
+    let nul = fixtures().into_iter().find(|f| f.1.contains(&0)).unwrap().1;
+    assert!(
+        state.values().flatten().any(|(_, b)| *b == nul),
+        "the NUL message is not on the server byte-exact"
+    );
     let (_, rep2) = dest.import(&[&ar], &[]);
     assert_eq!(n(&rep2, "appended"), 0, "{rep2}");
-    assert_eq!(server_state(&mut c).values().map(Vec::len).sum::<usize>(), total);
+    assert_eq!(
+        server_state(&mut c).values().map(Vec::len).sum::<usize>(),
+        total
+    );
     c.logout();
 }

@@ -106,6 +106,8 @@ pub struct FolderReport {
     pub dropped_keywords: Vec<(String, u64)>,
     /// Levels renamed because they held the destination's delimiter.
     pub renamed_levels: Vec<String>,
+    /// Messages sent with CRLF line ends because the server refused their bare LF/CR.
+    pub sent_as_crlf: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -194,6 +196,8 @@ struct Rec {
     flags: Vec<String>,
     size: u64,
     verified: Option<Result<(), String>>,
+    /// Sent in CRLF form (the server refused the archived bare line ends).
+    crlf_sent: bool,
 }
 
 /// A destination folder (several source folders may land in one).
@@ -214,11 +218,14 @@ struct Job {
     binary: bool,
     key: MsgKey,
     dest: usize,
+    /// The bytes were turned into CRLF form after the server refused bare line ends.
+    crlf: bool,
     _permit: OwnedSemaphorePermit,
 }
 
 enum Outcome {
-    Appended(u64),
+    /// Appended: bytes sent, and whether in CRLF form.
+    Appended(u64, bool),
     Failed(String),
 }
 
@@ -301,12 +308,8 @@ async fn learn(
         .collect();
     let mut state = FolderState::new(msgs);
     let need = state.need_bytes(ambiguous);
-    s.fetch_bodies(&need, |m| {
-        if let (Some(uid), Some(b)) = (m.uid, m.body.as_deref()) {
-            state.set_bytes(uid, b);
-        }
-    })
-    .await?;
+    s.fetch_bodies(&need, |uid, b| state.set_bytes(uid, b))
+        .await?;
     if !read_only {
         s.unselect().await?;
     }
@@ -386,7 +389,10 @@ pub async fn import(
     }
     let mut rep = ImportReport {
         destination: opts.dest.to_string(),
-        archives: archives.iter().map(|a| a.path.display().to_string()).collect(),
+        archives: archives
+            .iter()
+            .map(|a| a.path.display().to_string())
+            .collect(),
         dry_run: opts.dry_run,
         verify: opts.verify,
         ..Default::default()
@@ -473,6 +479,7 @@ pub async fn import(
                 flags: Vec::new(),
                 size: m.size,
                 verified: None,
+                crlf_sent: false,
             });
         }
     }
@@ -685,6 +692,7 @@ pub async fn import(
                         binary,
                         key,
                         dest: rec.dest,
+                        crlf: false,
                         _permit: permit,
                     };
                     if tx.blocking_send(job).is_err() {
@@ -717,8 +725,9 @@ pub async fn import(
     }
     for (gid, o) in outcomes {
         match o {
-            Outcome::Appended(n) => {
+            Outcome::Appended(n, crlf) => {
                 recs[gid].st = St::Appended;
+                recs[gid].crlf_sent = crlf;
                 rep.bytes_appended += n;
             }
             Outcome::Failed(r) => recs[gid].st = St::Failed(r),
@@ -766,7 +775,7 @@ pub async fn import(
                 });
             }
         }
-        let input: Arc<Vec<(String, HashSet<String>, Vec<VerifyItem>)>> = Arc::new(
+        let input: Arc<VerifyInput> = Arc::new(
             dests
                 .iter()
                 .zip(per_dest)
@@ -774,14 +783,19 @@ pub async fn import(
                 .collect(),
         );
         let inp = input.clone();
-        let (s2, checked) = over_folders(opts, std::mem::take(&mut sessions), to_check, move |mut s, di| {
-            let inp = inp.clone();
-            async move {
-                let (raw, amb, items) = &inp[di];
-                let r = verify_folder(&mut s, raw, amb, items).await;
-                (s, r)
-            }
-        })
+        let (s2, checked) = over_folders(
+            opts,
+            std::mem::take(&mut sessions),
+            to_check,
+            move |mut s, di| {
+                let inp = inp.clone();
+                async move {
+                    let (raw, amb, items) = &inp[di];
+                    let r = verify_folder(&mut s, raw, amb, items).await;
+                    (s, r)
+                }
+            },
+        )
         .await;
         sessions = s2;
         for (di, r) in checked {
@@ -823,7 +837,12 @@ pub async fn import(
             let id = || msg_id(&archives[r.arch], r.idx);
             match &r.st {
                 St::There(_) => fr.already_there += 1,
-                St::Appended => fr.appended += 1,
+                St::Appended => {
+                    fr.appended += 1;
+                    if r.crlf_sent {
+                        fr.sent_as_crlf += 1;
+                    }
+                }
                 St::Queued => fr.to_append += 1,
                 St::Failed(reason) => {
                     fr.failed.push(Failure {
@@ -856,6 +875,9 @@ pub async fn import(
     }
     Ok(rep)
 }
+
+/// Per destination folder: wire name, ambiguous Message-IDs, messages to check.
+type VerifyInput = Vec<(String, HashSet<String>, Vec<VerifyItem>)>;
 
 #[derive(Clone)]
 struct VerifyItem {
@@ -953,10 +975,7 @@ async fn verify_folder(
     if !body_check.is_empty() {
         let uids: Vec<u32> = body_check.keys().copied().collect();
         let mut seen: HashSet<u32> = HashSet::new();
-        s.fetch_bodies(&uids, |m| {
-            let (Some(uid), Some(body)) = (m.uid, m.body.as_deref()) else {
-                return;
-            };
+        s.fetch_bodies(&uids, |uid, body| {
             let Some(it) = body_check.get(&uid) else {
                 return;
             };
@@ -1036,8 +1055,7 @@ async fn worker(
                         let _ = out.send((
                             j.gid,
                             Outcome::Failed(
-                                "connection to the server lost; rerun the import to finish"
-                                    .into(),
+                                "connection to the server lost; rerun the import to finish".into(),
                             ),
                         ));
                     }
@@ -1118,7 +1136,23 @@ async fn settle(
 ) {
     if ok {
         progress.inc(job.bytes.len() as u64);
-        let _ = out.send((job.gid, Outcome::Appended(job.bytes.len() as u64)));
+        let _ = out.send((job.gid, Outcome::Appended(job.bytes.len() as u64, job.crlf)));
+        return;
+    }
+    let t = text.to_ascii_lowercase();
+    let bare = plan::crlf_len(&job.bytes) != job.bytes.len() as u64;
+    if !job.crlf
+        && bare
+        && (t.contains("bare") || t.contains("newline") || t.contains("invalid header"))
+    {
+        // The server wants CRLF line ends (Cyrus: "Message contains bare newlines"):
+        // send the CRLF form, which is what a server serves and verification compares.
+        let mut job = job;
+        let mut v = Vec::with_capacity(job.bytes.len() + 1024);
+        plan::crlf_form(&job.bytes, &mut v);
+        job.bytes = v;
+        job.crlf = true;
+        retry.push_front((job, attempt));
         return;
     }
     let (reason, again) = classify(text);
@@ -1169,7 +1203,8 @@ async fn reconnect(
                         k.by_bytes = true;
                         if st.claim(&k).is_some() {
                             progress.inc(j.bytes.len() as u64);
-                            let _ = out.send((j.gid, Outcome::Appended(j.bytes.len() as u64)));
+                            let _ =
+                                out.send((j.gid, Outcome::Appended(j.bytes.len() as u64, j.crlf)));
                         } else {
                             again.push((j, a));
                         }

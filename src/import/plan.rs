@@ -292,9 +292,11 @@ pub fn plan_folders(
                 .as_deref()
                 .filter(|_| role_applies(&src_levels));
             let existing = role.and_then(|r| {
-                dest.folders
-                    .iter()
-                    .find(|d| d.special_use.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(r)))
+                dest.folders.iter().find(|d| {
+                    d.special_use
+                        .as_deref()
+                        .is_some_and(|s| s.eq_ignore_ascii_case(r))
+                })
             });
             match (role, existing) {
                 (Some(r), Some(d)) if roles_taken.insert(r.to_ascii_lowercase()) => {
@@ -372,7 +374,8 @@ pub fn plan_folders(
         .filter(|f| f.create)
         .map(|f| f.dest.as_str())
         .collect();
-    plan.parents.retain(|p| !folder_names.contains(p.dest.as_str()));
+    plan.parents
+        .retain(|p| !folder_names.contains(p.dest.as_str()));
     Ok(plan)
 }
 
@@ -446,6 +449,11 @@ fn crlf_chunks(b: &[u8], mut sink: impl FnMut(&[u8])) {
     sink(&b[start..]);
 }
 
+/// Appends the CRLF form of `b` to `out`.
+pub fn crlf_form(b: &[u8], out: &mut Vec<u8>) {
+    crlf_chunks(b, |c| out.extend_from_slice(c));
+}
+
 /// SHA-256 of the CRLF form: what `--verify full` compares with the server's BODY[].
 pub fn crlf_sha256(b: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -460,7 +468,11 @@ pub fn crlf_sha256(b: &[u8]) -> [u8; 32] {
 pub fn loose_sha256(b: &[u8]) -> [u8; 32] {
     // Line ends at the very end are not part of the identity: Dovecot drops a final
     // bare CR.
-    let end = b.len() - b.iter().rev().take_while(|&&c| c == b'\r' || c == b'\n').count();
+    let end = b.len()
+        - b.iter()
+            .rev()
+            .take_while(|&&c| c == b'\r' || c == b'\n')
+            .count();
     let b = &b[..end];
     let mut h = Sha256::new();
     let mut tmp = Vec::with_capacity(8192);
@@ -668,7 +680,8 @@ impl FolderState {
     pub fn set_bytes(&mut self, uid: u32, bytes: &[u8]) {
         if let Some(&i) = self.by_uid.get(&uid) {
             self.msgs[i].loose = Some(loose_sha256(bytes));
-            self.msgs[i].head_loose = Some(loose_sha256(crate::mail::headers::header_section(bytes)));
+            self.msgs[i].head_loose =
+                Some(loose_sha256(crate::mail::headers::header_section(bytes)));
         }
     }
 
@@ -689,7 +702,11 @@ impl FolderState {
 
     /// As [`claim`], preferring a copy for which `pref` holds (e.g. equal flags, when a
     /// folder holds the same message twice with different flags).
-    pub fn claim_pref(&mut self, k: &MsgKey, pref: impl Fn(&Existing) -> bool) -> Option<&Existing> {
+    pub fn claim_pref(
+        &mut self,
+        k: &MsgKey,
+        pref: impl Fn(&Existing) -> bool,
+    ) -> Option<&Existing> {
         let size_ok = |m: &Existing| k.sizes.contains(&m.size);
         let free = |i: usize| !self.claimed[i];
         let mut cands: Vec<usize> = match (&k.message_id, k.by_bytes) {
@@ -712,7 +729,9 @@ impl FolderState {
             // ends): compare bytes with its messages that have none.
             cands = (0..self.msgs.len())
                 .filter(|&i| {
-                    free(i) && self.msgs[i].message_id.is_none() && self.msgs[i].loose == Some(k.loose)
+                    free(i)
+                        && self.msgs[i].message_id.is_none()
+                        && self.msgs[i].loose == Some(k.loose)
                 })
                 .collect();
         }
@@ -773,9 +792,8 @@ pub fn split_flags(flags: &[String], permanent: Option<&[String]>) -> (Vec<Strin
 /// An IMAP atom (a keyword must be one).
 pub fn is_atom(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| {
-            b > 0x20 && b < 0x7f && !b"(){%*\"\\]".contains(&b)
-        })
+        && s.bytes()
+            .all(|b| b > 0x20 && b < 0x7f && !b"(){%*\"\\]".contains(&b))
 }
 
 /// Flags compared as sets, case-insensitively, `\Recent` ignored.
@@ -892,7 +910,10 @@ mod tests {
         ];
         let d = dest('.', "", &[("INBOX", None), ("Sent Items", Some("\\Sent"))]);
         let opts = PlanOptions {
-            maps: vec!["Old/*=Archive/*".parse().unwrap(), "Sent=Sent".parse().unwrap()],
+            maps: vec![
+                "Old/*=Archive/*".parse().unwrap(),
+                "Sent=Sent".parse().unwrap(),
+            ],
             prefix: None,
         };
         let p = plan_folders(&src, &d, &opts).unwrap();
@@ -923,7 +944,10 @@ mod tests {
         assert_eq!(crlf_sha256(b"a\nb"), crlf_sha256(b"a\r\nb"));
         assert_eq!(crlf_sha256(b"a\rb"), crlf_sha256(b"a\r\nb"));
         assert_ne!(crlf_sha256(b"a\nb"), crlf_sha256(b"a\n\nb"));
-        assert_eq!(loose_sha256(b"S: \xe3\x81\x82\n\nx\0"), loose_sha256(b"S: XXX\r\n\r\nx\x80"));
+        assert_eq!(
+            loose_sha256(b"S: \xe3\x81\x82\n\nx\0"),
+            loose_sha256(b"S: XXX\r\n\r\nx\x80")
+        );
         assert!(at_risk(b"Subject: \xe3\n\nbody"));
         assert!(!at_risk(b"Subject: a\n\n\xe3 body"));
         assert!(at_risk(b"Subject: a\n\nbo\0dy"));
@@ -935,7 +959,10 @@ mod tests {
             message_id_of(b"Subject: x\r\nMessage-Id:\r\n  <a@b> (c)\r\n\r\nbody"),
             Some("a@b".into())
         );
-        assert_eq!(message_id_of(b"Subject: x\r\n\r\nMessage-ID: <no@x>\r\n"), None);
+        assert_eq!(
+            message_id_of(b"Subject: x\r\n\r\nMessage-ID: <no@x>\r\n"),
+            None
+        );
         assert_eq!(norm_message_id(" <> "), None);
         assert_eq!(
             message_id_of(b"Subject: x\rMessage-ID: <cr@x>\r\rbody"),
@@ -983,9 +1010,15 @@ mod tests {
         assert_eq!(st.need_bytes(&amb), vec![1, 2]);
         st.set_bytes(1, &a);
         st.set_bytes(2, &n);
-        assert!(st.claim(&kb).is_none(), "a different message sharing the id");
+        assert!(
+            st.claim(&kb).is_none(),
+            "a different message sharing the id"
+        );
         assert_eq!(st.claim(&ka).map(|e| e.uid), Some(1));
-        assert!(st.claim(&ka).is_none(), "one server copy stands for one archived copy");
+        assert!(
+            st.claim(&ka).is_none(),
+            "one server copy stands for one archived copy"
+        );
         assert_eq!(st.claim(&kn).map(|e| e.uid), Some(2));
         // Unambiguous ids go by Message-ID + size; LF archives match CRLF servers.
         let lf = b"Message-ID: <u@x>\n\nbody\n".to_vec();
@@ -994,7 +1027,10 @@ mod tests {
         let mut st = FolderState::new(vec![ex(7, crlf_len(&lf), Some("u@x"), None)]);
         assert_eq!(st.claim(&k).map(|e| e.uid), Some(7));
         let mut st = FolderState::new(vec![ex(7, 3, Some("u@x"), None)]);
-        assert!(st.claim(&k).is_none(), "same id, other size: not this message");
+        assert!(
+            st.claim(&k).is_none(),
+            "same id, other size: not this message"
+        );
         // A body the server re-encoded: found by header and INTERNALDATE.
         let bin = b"Subject: b\r\n\r\nraw\0bytes\r\n".to_vec();
         let reenc = b"Subject: b\r\n\r\ncmF3AGJ5dGVz\r\n".to_vec();
@@ -1015,7 +1051,10 @@ mod tests {
         let (k, d) = split_flags(&f, Some(&["\\Seen".into(), "\\Deleted".into()]));
         assert_eq!(k, vec!["\\Seen", "\\Deleted"]);
         assert_eq!(d, vec!["$Label1", "bad kw"]);
-        let (k, d) = split_flags(&f, Some(&["\\Seen".into(), "\\Deleted".into(), "\\*".into()]));
+        let (k, d) = split_flags(
+            &f,
+            Some(&["\\Seen".into(), "\\Deleted".into(), "\\*".into()]),
+        );
         assert_eq!(k, vec!["\\Seen", "$Label1", "\\Deleted"]);
         assert_eq!(d, vec!["bad kw"]);
         assert!(same_flags(

@@ -219,12 +219,7 @@ DAEMON {{
                 .expect("saslpasswd2 (Debian package sasl2-bin)");
             {
                 use std::io::Write;
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(p.as_bytes())
-                    .unwrap();
+                child.stdin.take().unwrap().write_all(p.as_bytes()).unwrap();
             }
             let out = child.wait_with_output().unwrap();
             assert!(
@@ -236,11 +231,7 @@ DAEMON {{
         super::dovecot::chown_nobody(t);
         let libs = croot.join("usr/lib/x86_64-linux-gnu");
         let child = Command::new(require("setpriv"))
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-            ])
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(bin.join("master"))
             .arg("-C")
             .arg(&imapd_conf)
@@ -392,6 +383,5 @@ fn make_cert(root: &Path) {
         "openssl req: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::fs::set_permissions(root.join("key.pem"), std::fs::Permissions::from_mode(0o644))
-        .unwrap();
+    std::fs::set_permissions(root.join("key.pem"), std::fs::Permissions::from_mode(0o644)).unwrap();
 }

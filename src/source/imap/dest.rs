@@ -185,7 +185,11 @@ impl ImapSession {
         literal_plus: bool,
     ) -> Result<Result<String, Completion>, ImapError> {
         let tag = next_tag();
-        let mut head = format!("{tag} APPEND {} ({})", quote(req.mailbox_raw), req.flags.join(" "));
+        let mut head = format!(
+            "{tag} APPEND {} ({})",
+            quote(req.mailbox_raw),
+            req.flags.join(" ")
+        );
         if let Some(d) = req.internaldate {
             head.push_str(&format!(" \"{d}\""));
         }
@@ -252,41 +256,174 @@ impl ImapSession {
         self.uid_fetch_all("1:*", FetchWhat::MetaMessageId).await
     }
 
-    /// Fetches whole messages of `uids` one response at a time, handing each to `each`
-    /// (memory holds one message).
+    /// Fetches whole messages of `uids`, handing each (UID, bytes) to `each`; memory
+    /// holds one message. Read off the stream by this module's own small reader, because
+    /// servers answer a message holding NUL with a `literal8` (`~{N}`) that the session's
+    /// parser cannot read (Cyrus does).
     pub async fn fetch_bodies(
         &mut self,
         uids: &[u32],
-        mut each: impl FnMut(FetchedMessage),
+        mut each: impl FnMut(u32, &[u8]),
     ) -> Result<(), ImapError> {
+        let ep = self.endpoint().to_string();
         for chunk in uids.chunks(200) {
+            let tag = next_tag();
             let set = uid_set(chunk);
-            let tag = self.send_uid_fetch(&set, FetchWhat::Full).await?;
+            let cmd = format!("{tag} UID FETCH {set} (UID BODY.PEEK[])\r\n");
+            self.write_raw(&[cmd.as_bytes()]).await?;
+            let mut rd = RawReader::default();
             loop {
-                match self.next_event_t().await? {
-                    Event::Fetch(m) => each(m),
-                    Event::Done {
-                        tag: t,
-                        ok,
-                        status,
-                        text,
-                    } if t == tag => {
-                        if !ok {
-                            return Err(ImapError::Command {
-                                endpoint: self.endpoint().to_string(),
-                                command: format!("UID FETCH {set} BODY.PEEK[]"),
-                                status,
-                                text,
-                            });
-                        }
-                        break;
+                let (text, lits) = rd.response(self.inner.as_mut(), &ep).await?;
+                if let Some(rest) = text.strip_prefix(format!("{tag} ").as_bytes()) {
+                    let rest = String::from_utf8_lossy(rest).trim().to_string();
+                    if !rest.to_ascii_uppercase().starts_with("OK") {
+                        let (status, text) = rest.split_once(' ').unwrap_or((&rest, ""));
+                        return Err(ImapError::Command {
+                            endpoint: ep,
+                            command: format!("UID FETCH {set} BODY.PEEK[]"),
+                            status: status.to_string(),
+                            text: text.to_string(),
+                        });
                     }
-                    _ => {}
+                    break;
+                }
+                if text.starts_with(b"* BYE") {
+                    return Err(ImapError::Bye {
+                        endpoint: ep,
+                        text: String::from_utf8_lossy(&text[5..]).trim().to_string(),
+                    });
+                }
+                let upper = String::from_utf8_lossy(&text).to_ascii_uppercase();
+                if !upper.starts_with("* ") || !upper.contains(" FETCH ") {
+                    continue;
+                }
+                let uid = upper
+                    .split("UID ")
+                    .nth(1)
+                    .and_then(|x| x.split(|c: char| !c.is_ascii_digit()).next())
+                    .and_then(|x| x.parse::<u32>().ok());
+                if let (Some(uid), Some(body)) = (uid, lits.first()) {
+                    each(uid, body);
                 }
             }
         }
         Ok(())
     }
+}
+
+/// A minimal response reader for [`ImapSession::fetch_bodies`]: lines with their
+/// literals (`{N}` and `literal8` `~{N}`) taken out. Used only between two commands, when
+/// the session's own reader holds nothing.
+#[derive(Default)]
+struct RawReader {
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl RawReader {
+    async fn fill(
+        &mut self,
+        s: &mut crate::source::net::Stream,
+        ep: &str,
+    ) -> Result<(), ImapError> {
+        use tokio::io::AsyncReadExt;
+        if self.pos > 0 && self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+        let mut chunk = [0u8; 65536];
+        let n = match timeout(IO_TIMEOUT, s.read(&mut chunk)).await {
+            Err(_) => {
+                return Err(ImapError::Timeout {
+                    endpoint: ep.to_string(),
+                    secs: IO_TIMEOUT.as_secs(),
+                })
+            }
+            Ok(Err(e)) => {
+                return Err(ImapError::ConnectionLost {
+                    endpoint: ep.to_string(),
+                    detail: e.to_string(),
+                })
+            }
+            Ok(Ok(n)) => n,
+        };
+        if n == 0 {
+            return Err(ImapError::ConnectionLost {
+                endpoint: ep.to_string(),
+                detail: "the server closed the connection".into(),
+            });
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    async fn line(
+        &mut self,
+        s: &mut crate::source::net::Stream,
+        ep: &str,
+    ) -> Result<Vec<u8>, ImapError> {
+        loop {
+            if let Some(i) = self.buf[self.pos..].iter().position(|&b| b == b'\n') {
+                let l = self.buf[self.pos..self.pos + i + 1].to_vec();
+                self.pos += i + 1;
+                return Ok(l);
+            }
+            self.fill(s, ep).await?;
+        }
+    }
+
+    async fn take(
+        &mut self,
+        s: &mut crate::source::net::Stream,
+        ep: &str,
+        n: usize,
+    ) -> Result<Vec<u8>, ImapError> {
+        while self.buf.len() - self.pos < n {
+            self.fill(s, ep).await?;
+        }
+        let v = self.buf[self.pos..self.pos + n].to_vec();
+        self.pos += n;
+        Ok(v)
+    }
+
+    /// One response: its text (literals left out) and its literals in order.
+    async fn response(
+        &mut self,
+        s: &mut crate::source::net::Stream,
+        ep: &str,
+    ) -> Result<(Vec<u8>, Vec<Vec<u8>>), ImapError> {
+        let mut text = Vec::new();
+        let mut lits = Vec::new();
+        loop {
+            let l = self.line(s, ep).await?;
+            let t = l.strip_suffix(b"\n").unwrap_or(&l);
+            let t = t.strip_suffix(b"\r").unwrap_or(t);
+            match literal_len(t) {
+                Some((n, open)) => {
+                    text.extend_from_slice(&t[..open]);
+                    lits.push(self.take(s, ep, n).await?);
+                }
+                None => {
+                    text.extend_from_slice(t);
+                    return Ok((text, lits));
+                }
+            }
+        }
+    }
+}
+
+/// `{N}`, `{N+}` or `~{N}` at the end of a line: (N, where the marker starts).
+fn literal_len(line: &[u8]) -> Option<(usize, usize)> {
+    let l = line.strip_suffix(b"}")?;
+    let open = l.iter().rposition(|&b| b == b'{')?;
+    let n = std::str::from_utf8(&l[open + 1..]).ok()?;
+    let n: usize = n.trim_end_matches('+').parse().ok()?;
+    let start = if open > 0 && line[open - 1] == b'~' {
+        open - 1
+    } else {
+        open
+    };
+    Some((n, start))
 }
 
 /// A compact UID set (`1:5,9,11:12`).
@@ -322,5 +459,11 @@ mod tests {
     fn uid_sets() {
         assert_eq!(super::uid_set(&[5, 1, 2, 3, 9, 11, 12]), "1:3,5,9,11:12");
         assert_eq!(super::uid_set(&[7]), "7");
+        assert_eq!(
+            super::literal_len(b"* 1 FETCH (BODY[] ~{12}"),
+            Some((12, 19))
+        );
+        assert_eq!(super::literal_len(b"* 1 FETCH (BODY[] {3+}"), Some((3, 18)));
+        assert_eq!(super::literal_len(b"* OK done"), None);
     }
 }
