@@ -65,7 +65,12 @@ name only when it is complete.")]
     #[command(after_help = "Examples:
   mailark verify alice.tar.zst
   mailark verify full.tar.zst delta1.tar.zst --json
+  mailark verify alice.tar.zst --against imaps://alice@mail.example.com --password-file pw
+  mailark verify alice.tar.zst --against imaps://alice@new.example.net --full --password-env PW
 
+--against compares with a live IMAP account: by UID where the folder's UIDVALIDITY is
+the archive's, else by Message-ID + size (SHA-256 with --full), so the same command
+checks the old server before shut-off and the new one after import.
 Exit 0 clean, 1 problems found (each one listed), 2 unusable input.")]
     Verify(VerifyArgs),
     /// Write the messages of archives out as Maildir, mbox or .eml files.
@@ -261,6 +266,15 @@ struct VerifyArgs {
     archives: Vec<PathBuf>,
     #[arg(long)]
     json: bool,
+    /// Also compare with a live IMAP account (imaps://USER@HOST): messages missing on
+    /// either side, flag changes, sizes.
+    #[arg(long, value_name = "URL")]
+    against: Option<String>,
+    /// With --against: download every message again and compare SHA-256.
+    #[arg(long, requires = "against")]
+    full: bool,
+    #[command(flatten)]
+    net: NetArgs,
 }
 
 #[derive(Args, Debug)]
@@ -377,13 +391,120 @@ fn run_export(cli: &Cli, a: &ExportArgs) -> Result<u8, Fatal> {
 }
 
 fn run_export_imap(
-    _cli: &Cli,
-    _a: &ExportArgs,
+    cli: &Cli,
+    a: &ExportArgs,
     ep: &Endpoint,
-    _wopts: WriterOptions,
-    _filter: &FolderFilter,
+    wopts: WriterOptions,
+    filter: &FolderFilter,
 ) -> Result<u8, Fatal> {
-    Err(Fatal(format!("{ep}: IMAP export is not written yet")))
+    let creds = a.net.credentials(ep)?;
+    let tls = a.net.tls();
+    let opts = export::imap::ImapExportOptions {
+        jobs: a.jobs.max(1),
+        since: a.since.clone(),
+        ..Default::default()
+    };
+    let progress = Progress::bytes(0, !cli.quiet && !a.json);
+    let rep =
+        export::imap::export_imap(ep, &creds, &tls, &a.output, wopts, filter, opts, &progress)?;
+    if a.json {
+        print_json(&rep)?;
+    } else if !cli.quiet {
+        print_imap_report(&rep);
+    } else {
+        for f in &rep.folders {
+            for s in &f.skipped {
+                eprintln!(
+                    "mailark: folder {:?}: {} not archived: {}",
+                    f.folder, s.id, s.reason
+                );
+            }
+            if let Some(e) = &f.error {
+                eprintln!("mailark: folder {:?}: {e}", f.folder);
+            }
+        }
+    }
+    Ok(if rep.problems() > 0 { 1 } else { 0 })
+}
+
+fn print_imap_report(rep: &export::imap::ImapExportReport) {
+    println!(
+        "{:<34} {:>8} {:>9} {:>8} {:>8}  notes",
+        "folder", "server", "archived", "before", "skipped"
+    );
+    for f in &rep.folders {
+        if !f.selectable {
+            println!(
+                "{:<34} {:>8} {:>9} {:>8} {:>8}  no messages (\\Noselect)",
+                f.folder, "-", "-", "-", "-"
+            );
+            continue;
+        }
+        let mut notes = Vec::new();
+        if let Some(role) = &f.special_use {
+            notes.push(role.clone());
+        }
+        if f.uidvalidity_changed {
+            notes.push("UIDVALIDITY changed: matched by SHA-256".into());
+        }
+        if !f.vanished.is_empty() {
+            notes.push(format!("{} expunged during the run", f.vanished.len()));
+        }
+        if f.arrived > 0 {
+            notes.push(format!(
+                "{} arrived during the run (next --since)",
+                f.arrived
+            ));
+        }
+        if !f.size_mismatches.is_empty() {
+            notes.push(format!(
+                "{} differ from RFC822.SIZE",
+                f.size_mismatches.len()
+            ));
+        }
+        if f.reconnects > 0 {
+            notes.push(format!("{} reconnect(s)", f.reconnects));
+        }
+        println!(
+            "{:<34} {:>8} {:>9} {:>8} {:>8}  {}",
+            f.folder,
+            f.source_count.map_or("-".to_string(), |c| c.to_string()),
+            f.archived,
+            f.already_archived,
+            f.skipped.len(),
+            notes.join("; ")
+        );
+        for s in &f.skipped {
+            println!("    not archived: {}: {}", s.id, s.reason);
+        }
+        for m in &f.size_mismatches {
+            println!(
+                "    UID {}: RFC822.SIZE {} but {} bytes served (archived as served)",
+                m.uid, m.announced, m.archived
+            );
+        }
+        if let Some(e) = &f.error {
+            println!("    error: {e}");
+        }
+    }
+    println!(
+        "wrote {} ({} messages, {} of mail, {} on disk){}",
+        rep.archive,
+        rep.messages,
+        human_bytes(rep.message_bytes),
+        human_bytes(rep.file_bytes),
+        rep.parent
+            .as_ref()
+            .map(|p| format!(
+                ", a delta on {}",
+                p.file_name.as_deref().unwrap_or(&p.archive_id)
+            ))
+            .unwrap_or_default()
+    );
+    let problems = rep.problems();
+    if problems > 0 {
+        println!("PROBLEMS: {problems} message(s) or folder(s) not archived (listed above)");
+    }
 }
 
 fn run_export_pop3(
@@ -462,11 +583,55 @@ fn run_ls(a: &LsArgs) -> Result<u8, Fatal> {
 }
 
 fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
+    // Ask for the password before the long archive check, not after it.
+    let remote = match &a.against {
+        Some(url) => {
+            let ep = Endpoint::parse(url)?;
+            if !matches!(ep.scheme, Scheme::Imap | Scheme::Imaps) {
+                return Err(Fatal(format!(
+                    "{ep}: --against compares with an IMAP account (imaps:// or imap://)"
+                )));
+            }
+            let creds = a.net.credentials(&ep)?;
+            Some((ep, creds, a.net.tls()))
+        }
+        None => None,
+    };
     let progress = Progress::bytes(0, !cli.quiet && !a.json);
-    let rep = verify::verify_archives(&a.archives, &progress);
+    let mut rep = verify::verify_archives(&a.archives, &progress);
+    let mut against = None;
+    if let Some((ep, creds, tls)) = remote {
+        if rep.unusable {
+            return Err(Fatal(
+                "cannot compare with the server: an archive is unusable (see above)".into(),
+            ));
+        }
+        let archives = open_all(&a.archives)?;
+        let opts = verify::against::AgainstOptions {
+            full: a.full,
+            ..Default::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (findings, summary) = rt.block_on(verify::against::verify_against(
+            &archives, &ep, &creds, &tls, &opts, &progress,
+        ))?;
+        rep.findings.extend(findings);
+        against = Some(summary);
+    }
     progress.finish();
     if a.json {
-        print_json(&rep)?;
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            #[serde(flatten)]
+            rep: &'a verify::VerifyReport,
+            against: Option<verify::against::AgainstSummary>,
+        }
+        print_json(&Out {
+            rep: &rep,
+            against: against.clone(),
+        })?;
     } else {
         for f in &rep.findings {
             let lvl = match f.level {
@@ -496,6 +661,23 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
                 human_bytes(rep.bytes_checked),
                 rep.errors()
             );
+            if let Some(s) = &against {
+                println!(
+                    "compared with {}: {} folders, {} messages on the server, {} in the archive{}",
+                    s.server,
+                    s.folders_compared,
+                    s.server_messages,
+                    s.archive_messages,
+                    if s.bodies_compared > 0 {
+                        format!(", {} re-downloaded and hashed", s.bodies_compared)
+                    } else {
+                        String::new()
+                    }
+                );
+                for f in &s.content_matched_folders {
+                    println!("  {f}: UIDVALIDITY differs from the archive's; matched by content");
+                }
+            }
         }
     }
     Ok(if rep.unusable {

@@ -2,6 +2,8 @@
 //! per-folder account of what the source reported, what was archived and what was
 //! skipped and why. Reading runs on its own thread so the disk never waits on zstd.
 
+pub mod imap;
+
 use std::path::Path;
 use std::sync::mpsc;
 

@@ -145,6 +145,10 @@ pub enum FetchWhat {
     Meta,
     /// As `Meta`, plus the Message-ID header field.
     MetaMessageId,
+    /// UID and RFC822.SIZE only (a cheap census of a folder).
+    Sizes,
+    /// UID only.
+    Uids,
 }
 
 impl FetchWhat {
@@ -157,6 +161,8 @@ impl FetchWhat {
             FetchWhat::MetaMessageId => {
                 format!("({base}{modseq} BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
             }
+            FetchWhat::Sizes => "(UID RFC822.SIZE)".to_string(),
+            FetchWhat::Uids => "(UID)".to_string(),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Integrity checks, returned as data: a list of findings with their level. The CLI
 //! decides how to print them and which exit code follows. This module checks archives
-//! against themselves and against each other (chains); server comparisons live with
-//! the sources that reach servers.
+//! against themselves and against each other (chains); `against` compares an archive
+//! chain with a live IMAP server.
+
+pub mod against;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,977 @@
+//! The IMAP export workflow: every folder of a live account → one archive (or a delta
+//! on top of a chain with `--since`). Folders are spread over `--jobs` connections; in
+//! each, a metadata pass fixes the UID set at EXAMINE time, then bodies come in batched,
+//! pipelined `UID FETCH BODY.PEEK[]` requests. Hashing, compression and writing happen on
+//! a writer thread behind a bounded queue with a byte budget, so the network never waits
+//! on zstd and memory stays bounded by a few large messages.
+//!
+//! Every folder is accounted for: the server's count at EXAMINE, what was archived, what
+//! was already in the chain, what vanished or arrived during the run, size differences
+//! against RFC822.SIZE, and every message that could not be archived with the server's
+//! words. A dropped connection reconnects with backoff and resumes with the UIDs still
+//! missing, never from the start of the folder.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, Semaphore};
+
+use super::{FolderFilter, PatternError, Skipped};
+use crate::archive::{
+    Archive, ArchiveWriter, FolderInfo, MessageInfo, ParentRef, ReadError, SourceRef, WriteError,
+    WriteSummary, WriterOptions,
+};
+use crate::progress::Progress;
+use crate::source::imap::{
+    parse_internaldate, Event, FetchWhat, FetchedMessage, FolderStatus, ImapError, ImapSession,
+    MailboxInfo,
+};
+use crate::source::net::{Credentials, Endpoint, TlsOptions};
+
+#[derive(Debug, Clone)]
+pub struct ImapExportOptions {
+    /// Parallel connections (folders are fetched side by side).
+    pub jobs: usize,
+    /// Archives already holding this account's mail (a chain): only what they lack is
+    /// archived.
+    pub since: Vec<PathBuf>,
+    /// Most messages in one `UID FETCH`.
+    pub batch_messages: usize,
+    /// Most announced bytes in one `UID FETCH`.
+    pub batch_bytes: u64,
+    /// `UID FETCH` commands in flight per connection.
+    pub in_flight: usize,
+    /// Reconnects in a row without progress before a folder is given up.
+    pub max_retries: u32,
+    /// First backoff pause; it doubles with every retry.
+    pub backoff: Duration,
+    /// Per-read timeout.
+    pub timeout: Duration,
+    /// Message bytes that may wait for the writer.
+    pub memory_budget: u64,
+}
+
+impl Default for ImapExportOptions {
+    fn default() -> Self {
+        ImapExportOptions {
+            jobs: 4,
+            since: Vec::new(),
+            batch_messages: 500,
+            batch_bytes: 16 << 20,
+            in_flight: 3,
+            max_retries: 5,
+            backoff: Duration::from_millis(500),
+            timeout: crate::source::imap::session::DEFAULT_TIMEOUT,
+            memory_budget: 64 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SizeMismatch {
+    pub uid: u32,
+    /// RFC822.SIZE as the server announced it.
+    pub announced: u64,
+    /// Bytes actually served and archived.
+    pub archived: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ImapFolderReport {
+    pub folder: String,
+    pub raw_name: String,
+    pub special_use: Option<String>,
+    pub selectable: bool,
+    pub uidvalidity: Option<u32>,
+    pub uidnext: Option<u32>,
+    pub highestmodseq: Option<u64>,
+    /// EXISTS when the folder was opened.
+    pub source_count: Option<u64>,
+    /// UIDs the server listed at the start of the run.
+    pub listed: u64,
+    /// Messages written to this archive.
+    pub archived: u64,
+    pub bytes: u64,
+    /// Messages the `--since` chain already holds (not downloaded again).
+    pub already_archived: u64,
+    /// The folder's UIDVALIDITY differs from the chain's: matched by SHA-256 instead.
+    pub uidvalidity_changed: bool,
+    /// Messages that could not be archived, with the reason.
+    pub skipped: Vec<Skipped>,
+    /// UIDs expunged on the server while the run was reading the folder.
+    pub vanished: Vec<u32>,
+    /// Messages that arrived after the folder was opened (left for the next `--since`).
+    pub arrived: u64,
+    pub size_mismatches: Vec<SizeMismatch>,
+    /// Reconnects this folder needed, and why (the first few).
+    pub reconnects: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reconnect_reasons: Vec<String>,
+    /// The folder could not be read (fully); the message names the server's answer.
+    pub error: Option<String>,
+    /// Every listed UID is archived, was already archived, or vanished: nothing is
+    /// missing.
+    pub complete: bool,
+}
+
+impl ImapFolderReport {
+    pub fn problems(&self) -> usize {
+        // An incomplete folder without a named reason is still a gap.
+        let unexplained =
+            self.selectable && !self.complete && self.error.is_none() && self.skipped.is_empty();
+        self.skipped.len() + usize::from(self.error.is_some()) + usize::from(unexplained)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImapExportReport {
+    pub archive: String,
+    pub archive_id: String,
+    pub index_sha256: String,
+    pub source: String,
+    pub parent: Option<ParentRef>,
+    pub messages: u64,
+    pub message_bytes: u64,
+    pub file_bytes: u64,
+    /// Message bodies downloaded (0 on an incremental run with no new mail).
+    pub bodies_fetched: u64,
+    pub reconnects: u64,
+    pub folders: Vec<ImapFolderReport>,
+}
+
+impl ImapExportReport {
+    /// Messages not archived and folders not read: any of these means exit 1.
+    pub fn problems(&self) -> usize {
+        self.folders.iter().map(|f| f.problems()).sum()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImapExportError {
+    #[error(transparent)]
+    Imap(#[from] ImapError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("--since: {0}")]
+    Since(#[from] ReadError),
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+    #[error("{0}: no folder matches the --folder/--exclude patterns")]
+    NoFolders(String),
+    #[error("cannot start the network runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// What a `--since` chain already holds, per folder.
+#[derive(Debug, Default)]
+pub struct PrevChain {
+    /// folder → UIDVALIDITY → UIDs.
+    pub uids: HashMap<String, HashMap<u32, HashSet<u32>>>,
+    /// folder → SHA-256 of every message.
+    pub shas: HashMap<String, HashSet<String>>,
+    /// The newest archive of the chain (what a delta names as its parent).
+    pub tip: Option<ParentRef>,
+}
+
+impl PrevChain {
+    pub fn load(paths: &[PathBuf]) -> Result<PrevChain, ReadError> {
+        let archives: Vec<Archive> = paths
+            .iter()
+            .map(|p| Archive::open(p))
+            .collect::<Result<_, _>>()?;
+        Ok(PrevChain::from_archives(&archives))
+    }
+
+    pub fn from_archives(archives: &[Archive]) -> PrevChain {
+        let mut c = PrevChain::default();
+        for a in archives {
+            for m in &a.index.messages {
+                if let SourceRef::Imap { uidvalidity, uid } = m.source {
+                    c.uids
+                        .entry(m.folder.clone())
+                        .or_default()
+                        .entry(uidvalidity)
+                        .or_default()
+                        .insert(uid);
+                }
+                c.shas
+                    .entry(m.folder.clone())
+                    .or_default()
+                    .insert(m.sha256.clone());
+            }
+        }
+        // The tip is the archive no other given archive names as its parent.
+        let parents: HashSet<&str> = archives
+            .iter()
+            .filter_map(|a| a.index.header.parent.as_ref())
+            .map(|p| p.archive_id.as_str())
+            .collect();
+        let tip = archives
+            .iter()
+            .rev()
+            .find(|a| !parents.contains(a.index.header.archive_id.as_str()))
+            .or(archives.last());
+        c.tip = tip.map(|a| ParentRef {
+            archive_id: a.index.header.archive_id.clone(),
+            index_sha256: a.index.end.index_sha256.clone(),
+            file_name: a.path.file_name().map(|f| f.to_string_lossy().into_owned()),
+        });
+        c
+    }
+
+    /// UIDVALIDITYs the chain knows for `folder`.
+    fn known_uidvalidities(&self, folder: &str) -> Option<&HashMap<u32, HashSet<u32>>> {
+        self.uids.get(folder)
+    }
+}
+
+enum Item {
+    Folder(FolderInfo),
+    Message(MessageInfo, Vec<u8>, u32),
+}
+
+/// Shared by every connection of one run.
+struct Ctx {
+    ep: Endpoint,
+    creds: Credentials,
+    tls: TlsOptions,
+    opts: ImapExportOptions,
+    prev: PrevChain,
+    tx: mpsc::Sender<Item>,
+    budget: Arc<Semaphore>,
+    budget_permits: u32,
+    writer_failed: Arc<AtomicBool>,
+    bodies: AtomicU64,
+    progress: Progress,
+}
+
+/// A folder to read, in LIST order.
+#[derive(Debug, Clone)]
+struct Plan {
+    info: MailboxInfo,
+}
+
+/// Exports an IMAP account into `dest`.
+#[allow(clippy::too_many_arguments)]
+pub fn export_imap(
+    ep: &Endpoint,
+    creds: &Credentials,
+    tls: &TlsOptions,
+    dest: &Path,
+    mut wopts: WriterOptions,
+    filter: &FolderFilter,
+    opts: ImapExportOptions,
+    progress: &Progress,
+) -> Result<ImapExportReport, ImapExportError> {
+    let prev = if opts.since.is_empty() {
+        PrevChain::default()
+    } else {
+        PrevChain::load(&opts.since)?
+    };
+    wopts.source = ep.to_string();
+    wopts.parent = prev.tip.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(ImapExportError::Runtime)?;
+    rt.block_on(run(
+        ep, creds, tls, dest, wopts, filter, opts, prev, progress,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    ep: &Endpoint,
+    creds: &Credentials,
+    tls: &TlsOptions,
+    dest: &Path,
+    wopts: WriterOptions,
+    filter: &FolderFilter,
+    opts: ImapExportOptions,
+    prev: PrevChain,
+    progress: &Progress,
+) -> Result<ImapExportReport, ImapExportError> {
+    // Log in and list before the archive file exists: a refused login leaves nothing.
+    let mut first = ImapSession::connect_with_timeout(ep, creds, tls, opts.timeout).await?;
+    let listed = first.list().await?;
+    let selected: Vec<MailboxInfo> = listed
+        .iter()
+        .filter(|m| m.selectable && filter.matches(&m.name))
+        .cloned()
+        .collect();
+    if selected.is_empty() {
+        return Err(ImapExportError::NoFolders(ep.to_string()));
+    }
+    // \Noselect parents of chosen folders (and chosen \Noselect names) are recorded so a
+    // restore can rebuild the tree.
+    let parents: Vec<MailboxInfo> = listed
+        .iter()
+        .filter(|m| !m.selectable)
+        .filter(|m| {
+            filter.matches(&m.name)
+                || selected.iter().any(|s| {
+                    m.delimiter
+                        .is_some_and(|d| s.name.starts_with(&format!("{}{d}", m.name)))
+                })
+        })
+        .cloned()
+        .collect();
+
+    let writer = ArchiveWriter::create(dest, wopts)?;
+    let budget_permits = (opts.memory_budget / 1024).clamp(1024, u32::MAX as u64 / 2) as u32;
+    let budget = Arc::new(Semaphore::new(budget_permits as usize));
+    let (tx, rx) = mpsc::channel::<Item>(1024);
+    let writer_failed = Arc::new(AtomicBool::new(false));
+    let writer_thread = {
+        let budget = budget.clone();
+        let failed = writer_failed.clone();
+        std::thread::spawn(move || write_all(writer, rx, budget, failed))
+    };
+    for m in listed
+        .iter()
+        .filter(|m| parents.contains(m) || selected.contains(m))
+    {
+        let _ = tx.send(Item::Folder(folder_info(m, None))).await;
+    }
+
+    let ctx = Arc::new(Ctx {
+        ep: ep.clone(),
+        creds: creds.clone(),
+        tls: tls.clone(),
+        opts: opts.clone(),
+        prev,
+        tx,
+        budget,
+        budget_permits,
+        writer_failed: writer_failed.clone(),
+        bodies: AtomicU64::new(0),
+        progress: progress.clone(),
+    });
+    let queue: Arc<Mutex<VecDeque<Plan>>> = Arc::new(Mutex::new(
+        selected.iter().map(|m| Plan { info: m.clone() }).collect(),
+    ));
+    let results: Arc<Mutex<Vec<ImapFolderReport>>> = Arc::new(Mutex::new(Vec::new()));
+    let jobs = opts.jobs.clamp(1, selected.len().max(1));
+    let mut handles = Vec::new();
+    let mut first = Some(first);
+    for _ in 0..jobs {
+        let sess = first.take();
+        let (ctx, queue, results) = (ctx.clone(), queue.clone(), results.clone());
+        handles.push(tokio::spawn(async move {
+            let mut sess = sess;
+            loop {
+                let plan = queue.lock().unwrap().pop_front();
+                let Some(plan) = plan else { break };
+                ctx.progress.set_message(plan.info.name.clone());
+                let rep = export_folder(&ctx, &mut sess, &plan).await;
+                results.lock().unwrap().push(rep);
+            }
+            if let Some(s) = sess {
+                let _ = s.logout().await;
+            }
+        }));
+    }
+    for h in handles {
+        if let Err(e) = h.await {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+    let mut reports = std::mem::take(&mut *results.lock().unwrap());
+    // Final folder facts (counts, UIDVALIDITY...) go into the index.
+    for r in &reports {
+        if let Some(m) = selected.iter().find(|m| m.name == r.folder) {
+            let _ = ctx.tx.send(Item::Folder(folder_info(m, Some(r)))).await;
+        }
+    }
+    let bodies = ctx.bodies.load(Ordering::Relaxed);
+    let parent = ctx.prev.tip.clone();
+    drop(ctx);
+    let summary: WriteSummary = tokio::task::spawn_blocking(move || writer_thread.join())
+        .await
+        .expect("join writer")
+        .expect("archive writer thread panicked")?;
+    progress.finish();
+    for p in &parents {
+        reports.push(ImapFolderReport {
+            folder: p.name.clone(),
+            raw_name: p.raw_name.clone(),
+            special_use: p.special_use.clone(),
+            selectable: false,
+            complete: true,
+            ..Default::default()
+        });
+    }
+    // Report in LIST order, as people see their folder tree.
+    let order: HashMap<&str, usize> = listed
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.name.as_str(), i))
+        .collect();
+    reports.sort_by_key(|r| order.get(r.folder.as_str()).copied().unwrap_or(usize::MAX));
+    let reconnects = reports.iter().map(|r| r.reconnects).sum();
+    Ok(ImapExportReport {
+        archive: summary.path.display().to_string(),
+        archive_id: summary.archive_id,
+        index_sha256: summary.index_sha256,
+        source: ep.to_string(),
+        parent,
+        messages: summary.messages,
+        message_bytes: summary.message_bytes,
+        file_bytes: summary.file_bytes,
+        bodies_fetched: bodies,
+        reconnects,
+        folders: reports,
+    })
+}
+
+fn folder_info(m: &MailboxInfo, r: Option<&ImapFolderReport>) -> FolderInfo {
+    FolderInfo {
+        name: m.name.clone(),
+        raw_name: m.raw_name.clone(),
+        delimiter: m.delimiter,
+        special_use: m.special_use.clone(),
+        subscribed: m.subscribed,
+        selectable: m.selectable,
+        source_count: r.and_then(|r| r.source_count),
+        uidvalidity: r.and_then(|r| r.uidvalidity),
+        uidnext: r.and_then(|r| r.uidnext),
+        highestmodseq: r.and_then(|r| r.highestmodseq),
+    }
+}
+
+/// The writer thread: adds folders and messages in arrival order, gives the memory
+/// budget back after each message, and finishes the archive when every sender is gone.
+/// After a write error it keeps draining (so senders never block) and reports it.
+fn write_all(
+    mut w: ArchiveWriter,
+    mut rx: mpsc::Receiver<Item>,
+    budget: Arc<Semaphore>,
+    failed: Arc<AtomicBool>,
+) -> Result<WriteSummary, WriteError> {
+    let mut err = None;
+    while let Some(item) = rx.blocking_recv() {
+        let r = match item {
+            Item::Folder(f) if err.is_none() => w.add_folder(f),
+            Item::Message(info, body, permits) => {
+                let r = if err.is_none() {
+                    w.add_message(info, &body).map(|_| ())
+                } else {
+                    Ok(())
+                };
+                drop(body);
+                budget.add_permits(permits as usize);
+                r
+            }
+            Item::Folder(_) => Ok(()),
+        };
+        if let Err(e) = r {
+            failed.store(true, Ordering::SeqCst);
+            err.get_or_insert(e);
+        }
+    }
+    match err {
+        Some(e) => Err(e),
+        None => w.finish(),
+    }
+}
+
+/// What the metadata pass learnt about one UID.
+#[derive(Debug, Clone)]
+struct Meta {
+    size: u64,
+}
+
+/// How a folder run is going, kept across reconnects.
+struct FolderRun {
+    rep: ImapFolderReport,
+    status: Option<FolderStatus>,
+    /// UIDs still to fetch, with what the metadata pass said.
+    pending: BTreeMap<u32, Meta>,
+    /// UIDs a batch answered OK for without returning them: expunged, or lost.
+    missing: Vec<u32>,
+    /// UIDs to fetch one by one after their batch failed.
+    isolate: HashSet<u32>,
+    /// Highest UID seen in the metadata pass.
+    max_uid: u32,
+    /// The chain's SHA-256 set, when this folder's UIDVALIDITY changed.
+    match_by_sha: bool,
+    started: bool,
+    failures: u32,
+    /// The census lost its connection this many times (a server that hangs up on a
+    /// message it cannot read); from 2 on it asks for UIDs alone.
+    census_failures: u32,
+    /// UID → times the connection died while that UID was being fetched on its own.
+    /// Twice means the message itself kills the session: it is skipped and reported.
+    killers: HashMap<u32, u32>,
+}
+
+enum Step {
+    Done,
+    /// The connection is gone; reconnect and carry on.
+    Reconnect(ImapError),
+    /// The folder cannot be read; stop with this error.
+    Fail(String),
+}
+
+async fn export_folder(ctx: &Ctx, sess: &mut Option<ImapSession>, plan: &Plan) -> ImapFolderReport {
+    let m = &plan.info;
+    let mut run = FolderRun {
+        rep: ImapFolderReport {
+            folder: m.name.clone(),
+            raw_name: m.raw_name.clone(),
+            special_use: m.special_use.clone(),
+            selectable: true,
+            ..Default::default()
+        },
+        status: None,
+        pending: BTreeMap::new(),
+        missing: Vec::new(),
+        isolate: HashSet::new(),
+        max_uid: 0,
+        match_by_sha: false,
+        started: false,
+        failures: 0,
+        census_failures: 0,
+        killers: HashMap::new(),
+    };
+    loop {
+        if ctx.writer_failed.load(Ordering::SeqCst) {
+            run.rep.error = Some("the archive writer failed".into());
+            break;
+        }
+        if sess.is_none() {
+            match ImapSession::connect_with_timeout(&ctx.ep, &ctx.creds, &ctx.tls, ctx.opts.timeout)
+                .await
+            {
+                Ok(s) => *sess = Some(s),
+                Err(e) if (e.is_connection_lost() || e.is_throttled()) => {
+                    if !backoff(ctx, &mut run, &e).await {
+                        break;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    run.rep.error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let s = sess.as_mut().unwrap();
+        match folder_pass(ctx, s, &mut run).await {
+            Step::Done => break,
+            Step::Reconnect(e) => {
+                *sess = None;
+                if !backoff(ctx, &mut run, &e).await {
+                    break;
+                }
+            }
+            Step::Fail(msg) => {
+                run.rep.error = Some(msg);
+                break;
+            }
+        }
+    }
+    let r = &mut run.rep;
+    let accounted =
+        r.archived + r.already_archived + r.skipped.len() as u64 + r.vanished.len() as u64;
+    r.complete = r.error.is_none()
+        && r.skipped.is_empty()
+        && run.pending.is_empty()
+        && accounted == r.listed;
+    if r.error.is_some() {
+        for uid in run.pending.keys() {
+            r.skipped.push(Skipped {
+                id: format!("UID {uid}"),
+                reason: "not fetched: the folder could not be read to the end".into(),
+            });
+        }
+    }
+    run.rep
+}
+
+/// Waits before the next attempt; false when the retries are used up (the error is
+/// then recorded).
+async fn backoff(ctx: &Ctx, run: &mut FolderRun, e: &ImapError) -> bool {
+    run.failures += 1;
+    run.rep.reconnects += 1;
+    if run.rep.reconnect_reasons.len() < 10 {
+        run.rep.reconnect_reasons.push(e.to_string());
+    }
+    if run.failures > ctx.opts.max_retries {
+        run.rep.error = Some(format!(
+            "gave up after {} attempts: {e}",
+            ctx.opts.max_retries + 1
+        ));
+        return false;
+    }
+    let pause = ctx.opts.backoff * 2u32.pow(run.failures.min(6) - 1);
+    tokio::time::sleep(pause).await;
+    true
+}
+
+/// One connection's go at a folder: open it, learn its UIDs (first time), fetch what is
+/// pending, then account for vanished and arrived messages.
+async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Step {
+    let raw = run.rep.raw_name.clone();
+    let st = match s.examine(&raw).await {
+        Ok(st) => st,
+        Err(e) if e.is_connection_lost() => return Step::Reconnect(e),
+        Err(e) if e.is_throttled() => return Step::Reconnect(e),
+        Err(e) => return Step::Fail(e.to_string()),
+    };
+    if let Some(old) = &run.status {
+        if old.uidvalidity != st.uidvalidity {
+            return Step::Fail(format!(
+                "UIDVALIDITY changed from {:?} to {:?} during the run; run the export again",
+                old.uidvalidity, st.uidvalidity
+            ));
+        }
+    } else {
+        run.rep.uidvalidity = st.uidvalidity;
+        run.rep.uidnext = st.uidnext;
+        run.rep.highestmodseq = st.highestmodseq;
+        run.rep.source_count = Some(st.exists as u64);
+        run.status = Some(st.clone());
+    }
+    if !run.started {
+        // The metadata pass fixes the UID set this run is accountable for.
+        let metas = if st.exists == 0 {
+            Vec::new()
+        } else {
+            // Sizes need the server to read each message; one it cannot read must not
+            // hide the rest, so a refused census falls back to UIDs alone.
+            let what = if run.census_failures >= 2 {
+                FetchWhat::Uids
+            } else {
+                FetchWhat::Sizes
+            };
+            let r = match s.uid_fetch_all("1:*", what).await {
+                Err(e) if !e.is_connection_lost() && what == FetchWhat::Sizes => {
+                    s.uid_fetch_all("1:*", FetchWhat::Uids).await
+                }
+                r => r,
+            };
+            match r {
+                Ok(v) => v,
+                Err(e) if e.is_connection_lost() => {
+                    run.census_failures += 1;
+                    return Step::Reconnect(e);
+                }
+                Err(e) => return Step::Fail(e.to_string()),
+            }
+        };
+        let uv = st.uidvalidity.unwrap_or(0);
+        let known = ctx.prev.known_uidvalidities(&run.rep.folder);
+        let have: Option<&HashSet<u32>> = known.and_then(|k| k.get(&uv));
+        run.match_by_sha = known.is_some_and(|k| !k.is_empty() && have.is_none());
+        run.rep.uidvalidity_changed = run.match_by_sha;
+        let mut bytes = 0;
+        for f in metas {
+            let Some(uid) = f.uid else { continue };
+            if run.pending.contains_key(&uid) {
+                continue;
+            }
+            run.rep.listed += 1;
+            run.max_uid = run.max_uid.max(uid);
+            if have.is_some_and(|h| h.contains(&uid)) {
+                run.rep.already_archived += 1;
+                continue;
+            }
+            let size = f.size.unwrap_or(0) as u64;
+            bytes += size;
+            run.pending.insert(uid, Meta { size });
+        }
+        ctx.progress.inc_length(bytes);
+        run.started = true;
+    }
+    if let Err(e) = fetch_pending(ctx, s, run).await {
+        return e;
+    }
+    // UIDs a batch did not return: still there (fetch alone) or expunged.
+    if !run.missing.is_empty() {
+        let missing = std::mem::take(&mut run.missing);
+        let set = uid_set(&missing);
+        let still = match s.uid_fetch_all(&set, FetchWhat::Uids).await {
+            Ok(v) => v,
+            Err(e) if e.is_connection_lost() => {
+                run.missing = missing;
+                return Step::Reconnect(e);
+            }
+            Err(e) => return Step::Fail(e.to_string()),
+        };
+        let present: HashSet<u32> = still.iter().filter_map(|m| m.uid).collect();
+        for uid in missing {
+            if present.contains(&uid) {
+                run.isolate.insert(uid);
+            } else if run.pending.remove(&uid).is_some() {
+                run.rep.vanished.push(uid);
+            }
+        }
+        if !run.isolate.is_empty() {
+            if let Err(e) = fetch_pending(ctx, s, run).await {
+                return e;
+            }
+            // Present but still not served: each one is a reported failure.
+            for uid in std::mem::take(&mut run.missing) {
+                if run.pending.remove(&uid).is_some() {
+                    run.rep.skipped.push(Skipped {
+                        id: format!("UID {uid}"),
+                        reason: "the server answered OK but sent no message".into(),
+                    });
+                }
+            }
+        }
+    }
+    // Arrivals since EXAMINE: counted, left for the next incremental run.
+    let from = run.max_uid.max(st.uidnext.unwrap_or(1).saturating_sub(1)) + 1;
+    if let Ok(v) = s.uid_fetch_all(&format!("{from}:*"), FetchWhat::Meta).await {
+        run.rep.arrived = v
+            .iter()
+            .filter_map(|m| m.uid)
+            .filter(|&u| u >= from)
+            .count() as u64;
+    }
+    Step::Done
+}
+
+fn uid_set(uids: &[u32]) -> String {
+    let mut v = uids.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < v.len() {
+        let start = v[i];
+        let mut end = start;
+        while i + 1 < v.len() && v[i + 1] == end + 1 {
+            i += 1;
+            end = v[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Splits the pending UIDs into batches by count and announced size; isolated UIDs
+/// (from a failed batch) go alone.
+fn batches(run: &FolderRun, opts: &ImapExportOptions) -> VecDeque<Vec<u32>> {
+    let mut out = VecDeque::new();
+    let mut cur = Vec::new();
+    let mut bytes = 0;
+    for (&uid, meta) in &run.pending {
+        if run.isolate.contains(&uid) {
+            out.push_back(vec![uid]);
+            continue;
+        }
+        if !cur.is_empty()
+            && (cur.len() >= opts.batch_messages || bytes + meta.size > opts.batch_bytes)
+        {
+            out.push_back(std::mem::take(&mut cur));
+            bytes = 0;
+        }
+        bytes += meta.size;
+        cur.push(uid);
+    }
+    if !cur.is_empty() {
+        out.push_back(cur);
+    }
+    out
+}
+
+/// Fetches every pending UID with several batches in flight. A tagged NO/BAD splits its
+/// batch into single UIDs; a single UID refused is recorded with the server's words; a
+/// throttling answer waits and tries again.
+async fn fetch_pending(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Result<(), Step> {
+    let mut todo = batches(run, &ctx.opts);
+    let mut inflight: VecDeque<(String, Vec<u32>)> = VecDeque::new();
+    loop {
+        while inflight.len() < ctx.opts.in_flight.max(1) {
+            let Some(b) = todo.pop_front() else { break };
+            let tag = match s.send_uid_fetch(&uid_set(&b), FetchWhat::Full).await {
+                Ok(t) => t,
+                Err(e) => return Err(lost(run, inflight.front(), e)),
+            };
+            inflight.push_back((tag, b));
+        }
+        if inflight.is_empty() {
+            return Ok(());
+        }
+        let ev = match s.next_event().await {
+            Ok(ev) => ev,
+            Err(e) => return Err(lost(run, inflight.front(), e)),
+        };
+        match ev {
+            Event::Fetch(m) => {
+                let Some(uid) = m.uid else { continue };
+                if !run.pending.contains_key(&uid) || m.body.is_none() {
+                    // Unsolicited flag updates, or a message this run already has.
+                    continue;
+                }
+                archive_message(ctx, run, m).await?;
+            }
+            Event::Done {
+                tag,
+                ok,
+                status,
+                text,
+            } => {
+                let Some(pos) = inflight.iter().position(|(t, _)| *t == tag) else {
+                    continue;
+                };
+                let (_, batch) = inflight.remove(pos).unwrap();
+                let left: Vec<u32> = batch
+                    .into_iter()
+                    .filter(|u| run.pending.contains_key(u))
+                    .collect();
+                if ok {
+                    run.missing.extend(left);
+                    continue;
+                }
+                if crate::source::imap::session::is_throttle_text(&text) {
+                    run.failures += 1;
+                    if run.failures > ctx.opts.max_retries {
+                        return Err(Step::Fail(format!(
+                            "UID FETCH answered {status} {text} (still throttled after {} tries)",
+                            ctx.opts.max_retries
+                        )));
+                    }
+                    tokio::time::sleep(ctx.opts.backoff * 2u32.pow(run.failures.min(6) - 1)).await;
+                    todo.push_back(left);
+                } else if left.len() > 1 {
+                    // Find the bad message(s): every UID on its own.
+                    for u in left {
+                        run.isolate.insert(u);
+                        todo.push_back(vec![u]);
+                    }
+                } else {
+                    for u in left {
+                        run.pending.remove(&u);
+                        run.rep.skipped.push(Skipped {
+                            id: format!("UID {u}"),
+                            reason: format!("UID FETCH answered {status} {text}"),
+                        });
+                    }
+                }
+            }
+            Event::Notice { text, .. } if crate::source::imap::session::is_throttle_text(&text) => {
+                tokio::time::sleep(ctx.opts.backoff).await;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A failed read during fetching. When the connection died, the batch being answered
+/// is suspect: its UIDs are fetched one by one next time, and a UID that kills the
+/// connection twice on its own is skipped with the server's last words.
+fn lost(run: &mut FolderRun, front: Option<&(String, Vec<u32>)>, e: ImapError) -> Step {
+    if !e.is_connection_lost() {
+        return Step::Fail(e.to_string());
+    }
+    if let Some((_, batch)) = front {
+        let left: Vec<u32> = batch
+            .iter()
+            .copied()
+            .filter(|u| run.pending.contains_key(u))
+            .collect();
+        if let [uid] = left[..] {
+            let n = run.killers.entry(uid).or_default();
+            *n += 1;
+            if *n >= 2 {
+                run.pending.remove(&uid);
+                run.isolate.remove(&uid);
+                run.failures = 0;
+                run.rep.skipped.push(Skipped {
+                    id: format!("UID {uid}"),
+                    reason: format!("the connection fails whenever this message is fetched: {e}"),
+                });
+            }
+        } else {
+            run.isolate.extend(left);
+        }
+    }
+    Step::Reconnect(e)
+}
+
+async fn archive_message(ctx: &Ctx, run: &mut FolderRun, m: FetchedMessage) -> Result<(), Step> {
+    let uid = m.uid.unwrap_or(0);
+    let meta = run.pending.remove(&uid).expect("pending checked by caller");
+    run.isolate.remove(&uid);
+    run.failures = 0;
+    let body = m.body.unwrap_or_default();
+    ctx.bodies.fetch_add(1, Ordering::Relaxed);
+    ctx.progress.inc(meta.size);
+    let len = body.len() as u64;
+    let announced = m.size.map(u64::from).unwrap_or(meta.size);
+    if announced != len {
+        run.rep.size_mismatches.push(SizeMismatch {
+            uid,
+            announced,
+            archived: len,
+        });
+    }
+    if run.match_by_sha {
+        let sha = crate::archive::sha256_hex(&body);
+        if ctx
+            .prev
+            .shas
+            .get(&run.rep.folder)
+            .is_some_and(|s| s.contains(&sha))
+        {
+            run.rep.already_archived += 1;
+            return Ok(());
+        }
+    }
+    let info = MessageInfo {
+        folder: run.rep.folder.clone(),
+        flags: m.flags.unwrap_or_default(),
+        internaldate: m.internaldate.as_deref().and_then(parse_internaldate),
+        source: SourceRef::Imap {
+            uidvalidity: run.rep.uidvalidity.unwrap_or(0),
+            uid,
+        },
+        source_size: Some(announced),
+    };
+    let permits = (len.div_ceil(1024) as u32).clamp(1, ctx.budget_permits);
+    match ctx.budget.acquire_many(permits).await {
+        Ok(p) => p.forget(),
+        Err(_) => return Err(Step::Fail("the archive writer stopped".into())),
+    }
+    if ctx
+        .tx
+        .send(Item::Message(info, body, permits))
+        .await
+        .is_err()
+        || ctx.writer_failed.load(Ordering::SeqCst)
+    {
+        return Err(Step::Fail("the archive writer failed".into()));
+    }
+    run.rep.archived += 1;
+    run.rep.bytes += len;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_sets_compress_runs() {
+        assert_eq!(uid_set(&[5, 1, 2, 3, 9, 10, 12]), "1:3,5,9:10,12");
+        assert_eq!(uid_set(&[7]), "7");
+        assert_eq!(uid_set(&[]), "");
+    }
+}

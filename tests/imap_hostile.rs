@@ -1,0 +1,198 @@
+//! Server behaviour Dovecot does not show on demand, from a tiny scripted IMAP server:
+//! a tagged `NO` on `UID FETCH` for one message (reported with folder, UID and the
+//! server's words; the other messages archived; exit 1), and a throttling `NO [LIMIT]`
+//! that is waited out. Everything a real server does is tested against Dovecot elsewhere.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use common::*;
+
+fn body(uid: u32) -> Vec<u8> {
+    format!("Subject: scripted {uid}\r\nMessage-ID: <s{uid}@t>\r\n\r\nbody {uid}\r\n").into_bytes()
+}
+
+fn parse_set(s: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        match part.split_once(':') {
+            Some((a, b)) => {
+                let a: u32 = a.parse().unwrap();
+                let b: u32 = if b == "*" { 3 } else { b.parse().unwrap() };
+                out.extend(a.min(b)..=a.max(b).min(3));
+            }
+            None => out.push(part.parse().unwrap()),
+        }
+    }
+    out
+}
+
+/// Serves INBOX with UIDs 1..=3. `bad_uid` is refused with a tagged NO; the first
+/// `throttles` body fetches are answered `NO [LIMIT]`.
+fn scripted(bad_uid: Option<u32>, throttles: u32) -> (u16, Arc<AtomicU32>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let fetches = Arc::new(AtomicU32::new(0));
+    let f2 = fetches.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let f2 = f2.clone();
+            std::thread::spawn(move || {
+                let mut rd = BufReader::new(s.try_clone().unwrap());
+                let mut w = |b: &[u8]| {
+                    let _ = s.write_all(b);
+                };
+                w(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] scripted\r\n");
+                let mut line = String::new();
+                let mut auth_tag = None;
+                while rd.read_line(&mut line).unwrap_or(0) > 0 {
+                    let l = line.trim_end().to_string();
+                    line.clear();
+                    if let Some(t) = auth_tag.take() {
+                        w(format!("{t} OK logged in\r\n").as_bytes());
+                        continue;
+                    }
+                    let (tag, cmd) = l.split_once(' ').unwrap_or((&l, ""));
+                    let up = cmd.to_ascii_uppercase();
+                    if up.starts_with("AUTHENTICATE") {
+                        auth_tag = Some(tag.to_string());
+                        w(b"+ \r\n");
+                    } else if up.starts_with("CAPABILITY") {
+                        w(format!("* CAPABILITY IMAP4rev1\r\n{tag} OK\r\n").as_bytes());
+                    } else if up.starts_with("LIST") {
+                        w(format!("* LIST () \"/\" INBOX\r\n{tag} OK\r\n").as_bytes());
+                    } else if up.starts_with("EXAMINE") {
+                        w(format!("* 3 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 4] ok\r\n{tag} OK [READ-ONLY] done\r\n").as_bytes());
+                    } else if up.starts_with("UID FETCH") {
+                        let set = cmd.split(' ').nth(2).unwrap();
+                        let uids = parse_set(set);
+                        let mut out = Vec::new();
+                        if up.contains("BODY.PEEK[]") {
+                            let n = f2.fetch_add(1, Ordering::SeqCst);
+                            if n < throttles {
+                                w(format!("{tag} NO [LIMIT] Too many commands, throttled; try again later\r\n").as_bytes());
+                                continue;
+                            }
+                            for u in &uids {
+                                if Some(*u) == bad_uid {
+                                    continue;
+                                }
+                                let b = body(*u);
+                                out.extend(format!("* {u} FETCH (UID {u} FLAGS (\\Seen) INTERNALDATE \"01-Feb-2021 10:00:00 +0100\" RFC822.SIZE {} BODY[] {{{}}}\r\n", b.len(), b.len()).as_bytes());
+                                out.extend(&b);
+                                out.extend(b")\r\n");
+                            }
+                            if bad_uid.is_some_and(|b| uids.contains(&b)) {
+                                out.extend(
+                                    format!(
+                                        "{tag} NO [SERVERBUG] cannot read message {}\r\n",
+                                        bad_uid.unwrap()
+                                    )
+                                    .as_bytes(),
+                                );
+                            } else {
+                                out.extend(format!("{tag} OK done\r\n").as_bytes());
+                            }
+                        } else {
+                            for u in &uids {
+                                out.extend(
+                                    format!(
+                                        "* {u} FETCH (UID {u} RFC822.SIZE {})\r\n",
+                                        body(*u).len()
+                                    )
+                                    .as_bytes(),
+                                );
+                            }
+                            out.extend(format!("{tag} OK done\r\n").as_bytes());
+                        }
+                        w(&out);
+                    } else if up.starts_with("LOGOUT") {
+                        w(format!("* BYE bye\r\n{tag} OK\r\n").as_bytes());
+                        break;
+                    } else {
+                        w(format!("{tag} BAD unknown\r\n").as_bytes());
+                    }
+                }
+            });
+        }
+    });
+    (port, fetches)
+}
+
+fn export_from(port: u16, out: &std::path::Path) -> std::process::Output {
+    let t = out.parent().unwrap();
+    let pw = t.join("pw");
+    std::fs::write(&pw, "scripted-pw\n").unwrap();
+    let url = format!("imap://alice@127.0.0.1:{port}");
+    run(&[
+        "export",
+        &url,
+        "-o",
+        out.to_str().unwrap(),
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--allow-plaintext",
+        "--json",
+    ])
+}
+
+#[test]
+fn a_tagged_no_on_fetch_is_a_reported_error() {
+    let (port, _) = scripted(Some(2), 0);
+    let t = tempfile::tempdir().unwrap();
+    let ar = t.path().join("a.tar.zst");
+    let out = export_from(port, &ar);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{} {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = &rep["folders"][0];
+    assert_eq!(f["folder"], "INBOX");
+    assert_eq!(f["source_count"], 3);
+    assert_eq!(f["archived"], 2, "{f:#}");
+    assert_eq!(f["complete"], false);
+    let sk = &f["skipped"][0];
+    assert_eq!(sk["id"], "UID 2");
+    let reason = sk["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("NO") && reason.contains("cannot read message 2"),
+        "{reason}"
+    );
+    let idx = ls_json(&[&ar]);
+    let uids: Vec<u64> = idx
+        .iter()
+        .map(|m| m["source"]["uid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(uids.len(), 2);
+    assert!(!uids.contains(&2));
+    for m in &idx {
+        let uid = m["source"]["uid"].as_u64().unwrap() as u32;
+        assert_eq!(m["sha256"], sha256_hex(&body(uid)));
+    }
+}
+
+#[test]
+fn throttling_is_waited_out() {
+    let (port, fetches) = scripted(None, 2);
+    let t = tempfile::tempdir().unwrap();
+    let ar = t.path().join("a.tar.zst");
+    let out = export_from(port, &ar);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{} {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(fetches.load(Ordering::SeqCst) >= 3);
+    assert_eq!(ls_json(&[&ar]).len(), 3);
+}
