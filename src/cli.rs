@@ -755,7 +755,8 @@ fn run_import(cli: &Cli, a: &ImportArgs) -> Result<u8, Fatal> {
         verify,
         dest,
     };
-    let progress = Progress::bytes(0, !cli.quiet && !a.json);
+    let total: u64 = archives.iter().map(|x| x.index.end.message_bytes).sum();
+    let progress = Progress::bytes(total, !cli.quiet && !a.json);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -367,7 +367,8 @@ where
     (sessions, results)
 }
 
-/// Imports `archives` (a chain is ordered root first) into the destination.
+/// Imports `archives` (a chain is ordered root first) into the destination. `progress`
+/// counts message bytes (sized by the caller: the archives' `message_bytes`).
 pub async fn import(
     archives: Vec<Archive>,
     opts: &ImportOptions,
@@ -455,14 +456,12 @@ pub async fn import(
         .collect();
     let mut recs: Vec<Rec> = Vec::new();
     let mut gid_of: HashMap<(usize, usize), usize> = HashMap::new();
-    let mut total_bytes = 0u64;
     for (ai, a) in archives.iter().enumerate() {
         for (mi, m) in a.index.messages.iter().enumerate() {
             let Some(&fi) = folder_ix.get(m.folder.as_str()) else {
                 continue;
             };
             gid_of.insert((ai, mi), recs.len());
-            total_bytes += m.size;
             let mut raw_sha = [0u8; 32];
             let _ = hex::decode_to_slice(&m.sha256, &mut raw_sha);
             recs.push(Rec {
@@ -571,7 +570,6 @@ pub async fn import(
     }
 
     // Stream the archives: decide each message, queue the missing ones.
-    progress.inc_length(total_bytes);
     let (tx, rx) = mpsc::channel::<Job>(1024);
     let budget = Arc::new(Semaphore::new(QUEUE_BUDGET_KIB as usize));
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<(usize, Outcome)>();
@@ -636,8 +634,14 @@ pub async fn import(
                         .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
                         .map(|d| d.timestamp());
                     let key = MsgKey::of(bytes, &d.ambiguous, date);
-                    rec.crlf_sha = plan::crlf_sha256(bytes);
-                    rec.lf_sha = plan::lf_crlf_sha256(bytes);
+                    if key.sizes[1] == bytes.len() as u64 {
+                        // No bare line ends: every server form is the archived bytes.
+                        rec.crlf_sha = rec.raw_sha;
+                        rec.lf_sha = rec.raw_sha;
+                    } else {
+                        rec.crlf_sha = plan::crlf_sha256(bytes);
+                        rec.lf_sha = plan::lf_crlf_sha256(bytes);
+                    }
                     rec.at_risk = plan::at_risk(bytes);
                     let (keep, drop) = plan::split_flags(&m.flags, d.permanent.as_deref());
                     rec.flags = keep;
@@ -986,7 +990,7 @@ async fn verify_folder(
                 || sha2_raw(body) == it.lf_sha
             {
                 Ok(())
-            } else if plan::loose_sha256(body) == it.key.loose {
+            } else if Some(plan::loose_sha256(body)) == it.key.loose {
                 Err("the server altered the message: NUL or 8-bit bytes were rewritten (SHA-256 of the stored bytes differs)".into())
             } else {
                 Err("bytes differ: SHA-256 of the server's copy (CRLF form) is not the archived one".into())
@@ -1042,8 +1046,11 @@ async fn worker(
     let mut inflight_bytes = 0usize;
     let mut retry: VecDeque<(Job, u32)> = VecDeque::new();
     let mut lost: Vec<(Job, u32)> = Vec::new();
+    let mut selected: Option<Arc<str>> = None;
+    let mut drain = false;
     loop {
         if s.is_none() {
+            selected = None;
             // What was in flight may or may not have reached the server.
             match reconnect(&ctx, &mut lost, &out, &progress).await {
                 Some((sess, again)) => {
@@ -1065,10 +1072,14 @@ async fn worker(
             }
         }
         let sess = s.as_mut().expect("connected");
-        let full = inflight.len() >= WINDOW_MSGS
+        let full = drain
+            || inflight.len() >= WINDOW_MSGS
             || inflight_bytes >= WINDOW_BYTES
             || (!ctx.literal_plus && !inflight.is_empty());
-        let next = if full {
+        if inflight.is_empty() {
+            drain = false;
+        }
+        let next = if full && !inflight.is_empty() {
             None
         } else if let Some(r) = retry.pop_front() {
             Some(r)
@@ -1102,6 +1113,26 @@ async fn worker(
             }
             continue;
         };
+        if selected.as_deref() != Some(&*job.mailbox) {
+            // Dovecot appends several times faster into the folder the session has
+            // open (it keeps the mailbox and its index open between APPENDs). Switch
+            // only with nothing in flight, so every answer is an APPEND's.
+            if !inflight.is_empty() {
+                retry.push_front((job, attempt));
+                drain = true;
+                continue;
+            }
+            match sess.select(&job.mailbox).await {
+                Ok(_) => selected = Some(job.mailbox.clone()),
+                Err(e) if e.is_connection_lost() => {
+                    lost.push((job, attempt));
+                    s = None;
+                    continue;
+                }
+                // APPEND works on an unselectable folder too; just go on.
+                Err(_) => selected = Some(job.mailbox.clone()),
+            }
+        }
         let req = AppendRequest {
             mailbox_raw: &job.mailbox,
             flags: &job.flags,
@@ -1201,6 +1232,7 @@ async fn reconnect(
                     for (j, a) in jobs {
                         let mut k = j.key.clone();
                         k.by_bytes = true;
+                        k.loose = Some(plan::loose_sha256(&j.bytes));
                         if st.claim(&k).is_some() {
                             progress.inc(j.bytes.len() as u64);
                             let _ =

@@ -565,7 +565,9 @@ pub struct MsgKey {
     /// Archived size, CRLF-form size, and the size with only bare LF made CRLF: a
     /// server may store any of these.
     pub sizes: [u64; 3],
-    pub loose: [u8; 32],
+    /// Computed only where it can be needed: messages compared by bytes, with bare line
+    /// ends, or with bytes servers rewrite (hashing costs time on big imports).
+    pub loose: Option<[u8; 32]>,
     /// Loose hash of the header section alone, and the INTERNALDATE given with APPEND
     /// (seconds): together they recognise a message whose body a server re-encoded
     /// (Dovecot turns `binary` parts of a literal8 APPEND into base64).
@@ -582,9 +584,15 @@ impl MsgKey {
         let by_bytes = message_id
             .as_ref()
             .is_none_or(|m| ambiguous_ids.contains(m));
+        let crlf = crlf_len(bytes);
+        let bare = crlf != bytes.len() as u64;
         MsgKey {
-            sizes: [bytes.len() as u64, crlf_len(bytes), lf_crlf_len(bytes)],
-            loose: loose_sha256(bytes),
+            sizes: [
+                bytes.len() as u64,
+                crlf,
+                if bare { lf_crlf_len(bytes) } else { crlf },
+            ],
+            loose: (by_bytes || bare || at_risk(bytes)).then(|| loose_sha256(bytes)),
             head_loose: loose_sha256(crate::mail::headers::header_section(bytes)),
             date,
             by_bytes,
@@ -719,7 +727,7 @@ impl FolderState {
             (Some(id), true) => self.by_id.get(id).map_or(Vec::new(), |v| {
                 v.iter()
                     .copied()
-                    .filter(|&i| free(i) && self.msgs[i].loose == Some(k.loose))
+                    .filter(|&i| free(i) && k.loose.is_some() && self.msgs[i].loose == k.loose)
                     .collect()
             }),
             (None, _) => Vec::new(),
@@ -730,8 +738,9 @@ impl FolderState {
             cands = (0..self.msgs.len())
                 .filter(|&i| {
                     free(i)
+                        && k.loose.is_some()
                         && self.msgs[i].message_id.is_none()
-                        && self.msgs[i].loose == Some(k.loose)
+                        && self.msgs[i].loose == k.loose
                 })
                 .collect();
         }
