@@ -10,9 +10,7 @@
 //! (MAILARK_BENCH_MSGS sets the message count, default 10,000 ≈ 260 MB;
 //! MAILARK_BENCH_DIR the scratch directory).
 
-#[allow(dead_code)]
 mod common;
-#[allow(dead_code, unused_imports)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 
