@@ -787,43 +787,70 @@ fn print_import(rep: &crate::import::ImportReport) {
             println!("would create parent folder {p:?}");
         }
     }
-    let w = rep
+    let names: Vec<String> = rep
         .folders
         .iter()
-        .map(|f| f.folder.chars().count() + f.destination.chars().count() + 3)
+        .map(|f| {
+            let mut name = format!("{} → {}", f.folder, f.destination);
+            if f.created {
+                name.push_str(if rep.dry_run { " (new)" } else { " (created)" });
+            }
+            name
+        })
+        .collect();
+    let w = names
+        .iter()
+        .map(|n| display_width(n))
+        .chain([20])
         .max()
-        .unwrap_or(20)
-        .clamp(20, 60);
-    let (col4, col5) = if rep.dry_run {
-        ("to append", "-")
-    } else {
-        ("appended", "verified")
-    };
-    println!(
-        "{:<w$} {:>8} {:>8} {:>9} {:>8} {:>6}",
-        "folder → destination", "archived", "already", col4, col5, "failed"
-    );
-    for f in &rep.folders {
-        let mut name = format!("{} → {}", f.folder, f.destination);
-        if f.created {
-            name.push_str(if rep.dry_run { " (new)" } else { " (created)" });
-        }
-        let (c4, c5) = if rep.dry_run {
-            (f.to_append.to_string(), "-".to_string())
-        } else if rep.verify == VerifyMode::None {
-            (f.appended.to_string(), "-".to_string())
-        } else {
-            (f.appended.to_string(), f.verified.to_string())
-        };
+        .unwrap_or(20);
+    let pad = |s: &str| format!("{s}{}", " ".repeat(w.saturating_sub(display_width(s))));
+    if rep.dry_run {
         println!(
-            "{:<w$} {:>8} {:>8} {:>9} {:>8} {:>6}",
-            name,
-            f.archived,
-            f.already_there,
-            c4,
-            c5,
-            f.failed.len()
+            "{} {:>8} {:>8} {:>9} {:>6}",
+            pad("folder → destination"),
+            "archived",
+            "already",
+            "to append",
+            "cannot"
         );
+    } else {
+        println!(
+            "{} {:>8} {:>8} {:>8} {:>8} {:>6}",
+            pad("folder → destination"),
+            "archived",
+            "already",
+            "appended",
+            "verified",
+            "failed"
+        );
+    }
+    for (f, name) in rep.folders.iter().zip(&names) {
+        if rep.dry_run {
+            println!(
+                "{} {:>8} {:>8} {:>9} {:>6}",
+                pad(name),
+                f.archived,
+                f.already_there,
+                f.to_append,
+                f.failed.len()
+            );
+        } else {
+            let verified = if rep.verify == VerifyMode::None {
+                "-".to_string()
+            } else {
+                f.verified.to_string()
+            };
+            println!(
+                "{} {:>8} {:>8} {:>8} {:>8} {:>6}",
+                pad(name),
+                f.archived,
+                f.already_there,
+                f.appended,
+                verified,
+                f.failed.len()
+            );
+        }
         if f.sent_as_crlf > 0 {
             println!(
                 "    {} message(s) sent with CRLF line ends: the server refuses bare LF/CR",
@@ -870,6 +897,24 @@ fn print_import(rep: &crate::import::ImportReport) {
             rep.failed
         );
     }
+}
+
+/// Terminal columns of `s`: East Asian wide characters take two.
+fn display_width(s: &str) -> usize {
+    s.chars()
+        .map(|c| {
+            let u = c as u32;
+            let wide = matches!(u,
+                0x1100..=0x115F | 0x2E80..=0x303E | 0x3041..=0x33FF | 0x3400..=0x4DBF
+                | 0x4E00..=0x9FFF | 0xA000..=0xA4CF | 0xAC00..=0xD7A3 | 0xF900..=0xFAFF
+                | 0xFE30..=0xFE4F | 0xFF00..=0xFF60 | 0xFFE0..=0xFFE6 | 0x20000..=0x3FFFD);
+            if wide {
+                2
+            } else {
+                1
+            }
+        })
+        .sum()
 }
 
 pub fn human_bytes(n: u64) -> String {
