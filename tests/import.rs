@@ -776,3 +776,43 @@ fn cyrus_fixtures_appendlimit_special_use_and_rerun() {
     );
     c.logout();
 }
+
+#[test]
+fn dovecot_cut_connection_mid_import_is_finished_without_doubles() {
+    let t = tempfile::tempdir().unwrap();
+    const N: usize = 600;
+    let msgs: Vec<(String, Vec<u8>)> = (0..N)
+        .map(|i| (format!("{}.M{i}.x:2,S", 1_600_000_000 + i), generated(i, 4_000)))
+        .collect();
+    let ar = make_archive(
+        t.path(),
+        &[SrcFolder {
+            name: "INBOX",
+            msgs: msgs.clone(),
+            keywords: "",
+        }],
+        &[],
+    );
+    let d = Dovecot::start();
+    // The first connection is cut once the server has sent 12 KB: after login, LIST
+    // and the first few hundred APPEND answers, with more APPENDs in flight.
+    let proxy = support::proxy::FaultProxy::start(d.imaps_port, 12_000, 1);
+    let dest = Dest {
+        url: format!("imaps://bob@127.0.0.1:{}", proxy.port),
+        pw: d.password_file("bob"),
+        ca: d.ca_file(),
+    };
+    let (out, rep) = dest.import(&[&ar], &["--jobs", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{rep}\n{}", stderr(&out));
+    assert!(proxy.connections() >= 2, "the connection was never cut");
+    assert_eq!(n(&rep, "appended"), N as u64, "{rep}");
+    assert_eq!(n(&rep, "verified"), N as u64);
+    let mut c = d.raw("bob");
+    let got = c.fetch_all("INBOX");
+    assert_eq!(got.len(), N, "every message once: nothing missing, nothing doubled");
+    let mut bodies: Vec<&Vec<u8>> = got.iter().map(|g| &g.2).collect();
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(bodies.len(), N);
+    c.logout();
+}
