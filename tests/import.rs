@@ -782,7 +782,12 @@ fn dovecot_cut_connection_mid_import_is_finished_without_doubles() {
     let t = tempfile::tempdir().unwrap();
     const N: usize = 600;
     let msgs: Vec<(String, Vec<u8>)> = (0..N)
-        .map(|i| (format!("{}.M{i}.x:2,S", 1_600_000_000 + i), generated(i, 4_000)))
+        .map(|i| {
+            (
+                format!("{}.M{i}.x:2,S", 1_600_000_000 + i),
+                generated(i, 4_000),
+            )
+        })
         .collect();
     let ar = make_archive(
         t.path(),
@@ -809,10 +814,56 @@ fn dovecot_cut_connection_mid_import_is_finished_without_doubles() {
     assert_eq!(n(&rep, "verified"), N as u64);
     let mut c = d.raw("bob");
     let got = c.fetch_all("INBOX");
-    assert_eq!(got.len(), N, "every message once: nothing missing, nothing doubled");
+    assert_eq!(
+        got.len(),
+        N,
+        "every message once: nothing missing, nothing doubled"
+    );
     let mut bodies: Vec<&Vec<u8>> = got.iter().map(|g| &g.2).collect();
     bodies.sort();
     bodies.dedup();
     assert_eq!(bodies.len(), N);
     c.logout();
+}
+
+#[test]
+fn cyrus_interop_corpus_and_rerun() {
+    let t = tempfile::tempdir().unwrap();
+    let (ar, corpus) = corpus_archive(t.path());
+    let man = manifest();
+    let cy = Cyrus::start();
+    let dest = Dest::cyrus(&cy, "bob");
+    let (out, rep) = dest.import(&[&ar], &[]);
+    assert_eq!(n(&rep, "archived"), corpus.len() as u64);
+    // Cyrus refuses or rewrites some mail; each failure must say which and why:
+    // 8-bit header bytes rewritten to X, `binary` parts of a literal8 re-encoded, no
+    // valid header, the empty message.
+    let fails = failures(&rep);
+    for (id, reason) in &fails {
+        let file = corpus_file(id);
+        let (eol, nul, eight) = man
+            .get(&file)
+            .cloned()
+            .unwrap_or_else(|| ("?".into(), false, false));
+        let empty = corpus.iter().any(|(n, b)| *n == file && b.is_empty());
+        let odd_eol = eol.contains("CR") && eol != "CRLF";
+        assert!(
+            (empty && reason.contains("empty"))
+                || ((eight || nul || odd_eol) && reason.contains("altered"))
+                || reason.contains("refused by the server"),
+            "{file}: {reason}"
+        );
+    }
+    let failed = fails.len() as u64;
+    assert!(failed < corpus.len() as u64 / 4, "{fails:#?}");
+    assert_eq!(n(&rep, "verified") + failed, corpus.len() as u64);
+    assert_eq!(out.status.code(), Some(if failed > 0 { 1 } else { 0 }));
+    // The rerun appends nothing, rewritten messages included.
+    let refused = fails
+        .iter()
+        .filter(|(_, r)| r.contains("refused") || r.contains("empty"))
+        .count() as u64;
+    let (_, rep2) = dest.import(&[&ar], &["--verify", "none"]);
+    assert_eq!(n(&rep2, "appended"), 0, "{rep2}");
+    assert_eq!(n(&rep2, "already_there"), corpus.len() as u64 - refused);
 }
