@@ -423,6 +423,7 @@ pub async fn import(
                 name: m.name.clone(),
                 raw_name: m.raw_name.clone(),
                 special_use: m.special_use.clone(),
+                selectable: m.selectable,
             })
             .collect(),
         create_special_use: caps.create_special_use,

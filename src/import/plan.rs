@@ -29,6 +29,9 @@ pub struct DestFolder {
     pub name: String,
     pub raw_name: String,
     pub special_use: Option<String>,
+    /// `\Noselect` names (a parent the server made on its own) still need a CREATE
+    /// before mail can go in.
+    pub selectable: bool,
 }
 
 /// `--map SRC=DST`: globs over source names (`/` separates levels, `*` matches any run of
@@ -331,7 +334,7 @@ pub fn plan_folders(
         let levels = clean_levels(levels, dest, &mut renamed);
         let name = dest_name(&levels, dest);
         let existing = find_existing(dest, &name);
-        let create = existing.is_none() && !planned.contains(&name);
+        let create = existing.is_none_or(|e| !e.selectable) && !planned.contains(&name);
         let raw = existing
             .map(|e| e.raw_name.clone())
             .unwrap_or_else(|| utf7::encode(&name));
@@ -850,6 +853,7 @@ mod tests {
                     name: n.to_string(),
                     raw_name: utf7::encode(n),
                     special_use: r.map(String::from),
+                    selectable: true,
                 })
                 .collect(),
             create_special_use: false,
