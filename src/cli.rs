@@ -27,6 +27,7 @@ Examples:
   mailark ls alice.tar.zst
   mailark verify alice.tar.zst
   mailark extract alice.tar.zst --to maildir:/srv/restore/alice
+  mailark import alice.tar.zst --to imaps://alice@new.example.net --password-file pw
 
 Exit codes: 0 clean, 1 problems found, 2 could not do the job, 130 interrupted.
 Archives open without mailark: tar --zstd -xf alice.tar.zst && sha256sum -c SHA256SUMS";

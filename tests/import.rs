@@ -867,3 +867,68 @@ fn cyrus_interop_corpus_and_rerun() {
     assert_eq!(n(&rep2, "appended"), 0, "{rep2}");
     assert_eq!(n(&rep2, "already_there"), corpus.len() as u64 - refused);
 }
+
+#[test]
+fn chain_full_and_delta_from_imap_export_is_imported_root_first() {
+    let t = tempfile::tempdir().unwrap();
+    let d = Dovecot::start();
+    let msg = |i: usize| {
+        format!("From: a@example.jp\r\nSubject: chain {i}\r\nMessage-ID: <chain-{i}@t>\r\n\r\nbody {i}\r\n")
+            .into_bytes()
+    };
+    let first: Vec<(Vec<u8>, &str, i64)> = (0..3)
+        .map(|i| (msg(i), "S", 1_600_000_000 + i as i64))
+        .collect();
+    d.seed_maildir("alice", "INBOX", &first);
+    let a = Dest::dovecot(&d, "alice");
+    let full = t.path().join("full.tar.zst");
+    let delta = t.path().join("delta.tar.zst");
+    let export = |out: &Path, since: Option<&Path>| {
+        let mut args = vec![
+            "export".to_string(),
+            a.url.clone(),
+            "-o".into(),
+            out.display().to_string(),
+            "--password-file".into(),
+            a.pw.display().to_string(),
+            "--tls-ca-file".into(),
+            a.ca.display().to_string(),
+        ];
+        if let Some(s) = since {
+            args.push("--since".into());
+            args.push(s.display().to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_ok(&args);
+    };
+    export(&full, None);
+    let more: Vec<(Vec<u8>, &str, i64)> = (3..5)
+        .map(|i| (msg(i), "F", 1_600_000_000 + i as i64))
+        .collect();
+    d.seed_maildir("alice", "INBOX", &more);
+    export(&delta, Some(&full));
+    assert_eq!(
+        ls_json(&[&delta]).len(),
+        2,
+        "the delta holds only the new mail"
+    );
+
+    // Given delta first, the chain is still imported root first, all of it once.
+    let b = Dest::dovecot(&d, "bob");
+    let (out, rep) = b.import(&[&delta, &full], &["--verify", "full"]);
+    assert_eq!(out.status.code(), Some(0), "{rep}\n{}", stderr(&out));
+    assert_eq!(n(&rep, "appended"), 5);
+    assert_eq!(n(&rep, "verified"), 5);
+    assert_eq!(
+        rep["archives"][0].as_str().unwrap(),
+        full.display().to_string()
+    );
+    let mut c = d.raw("bob");
+    let got = c.fetch_all("INBOX");
+    assert_eq!(got.len(), 5);
+    for i in 0..5 {
+        let g = got.iter().find(|g| g.2 == msg(i)).expect("message arrived");
+        assert!(flags_have(&g.1, if i < 3 { "\\Seen" } else { "\\Flagged" }));
+    }
+    c.logout();
+}
