@@ -461,7 +461,7 @@ mod tests {
         assert_eq!(super::uid_set(&[7]), "7");
         assert_eq!(
             super::literal_len(b"* 1 FETCH (BODY[] ~{12}"),
-            Some((12, 19))
+            Some((12, 18))
         );
         assert_eq!(super::literal_len(b"* 1 FETCH (BODY[] {3+}"), Some((3, 18)));
         assert_eq!(super::literal_len(b"* OK done"), None);
