@@ -1,6 +1,7 @@
 //! Destination behaviour Dovecot and Cyrus do not show on demand, from a tiny scripted
 //! IMAP server: APPENDs answered `NO [LIMIT]` (throttling) are backed off and retried,
-//! and an `NO [OVERQUOTA]` is reported for its message while the rest arrive. Every other
+//! an `NO [OVERQUOTA]` is reported for its message while the rest arrive, and a keyword
+//! the folder cannot keep (no `\*` in PERMANENTFLAGS) is dropped and reported. Every other
 //! import behaviour is tested against the real servers in `tests/import.rs`.
 
 mod common;
@@ -65,7 +66,7 @@ fn serve(s: std::net::TcpStream, st: Arc<Mutex<Store>>, throttle: u32) {
             "SELECT" | "EXAMINE" => {
                 let n = st.lock().unwrap().msgs.len();
                 format!(
-                    "* {n} EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [PERMANENTFLAGS (\\Seen \\Flagged \\Deleted \\*)] ok\r\n{tag} OK [READ-WRITE] done\r\n"
+                    "* {n} EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [PERMANENTFLAGS (\\Seen \\Flagged \\Deleted)] ok\r\n{tag} OK [READ-WRITE] done\r\n"
                 )
             }
             "APPEND" => {
@@ -153,13 +154,18 @@ fn throttled_appends_are_retried_and_over_quota_is_reported() {
         .map(|i| {
             let extra = if i == 3 { "over-quota" } else { "fine" };
             (
-                format!("{}.M{i}.x:2,S", 1_600_000_000 + i * 60),
+                format!(
+                    "{}.M{i}.x:2,S{}",
+                    1_600_000_000 + i * 60,
+                    if i == 1 { "a" } else { "" }
+                ),
                 format!("Subject: m{i}\r\nMessage-ID: <m{i}@t>\r\n\r\nbody {i} {extra}\r\n")
                     .into_bytes(),
             )
         })
         .collect();
     write_maildir_folder(&src.join("INBOX"), &msgs);
+    std::fs::write(src.join("INBOX/dovecot-keywords"), "0 $Label1\n").unwrap();
     let ar = t.path().join("a.tar.zst");
     run_ok(&[
         "export",
@@ -204,6 +210,14 @@ fn throttled_appends_are_retried_and_over_quota_is_reported() {
         failed[0]["id"].as_str().unwrap().contains("m3@t"),
         "{failed}"
     );
+    // The keyword the folder cannot keep is reported, not sent; the message verifies
+    // with the flags the folder keeps.
+    assert_eq!(
+        rep["folders"][0]["dropped_keywords"],
+        serde_json::json!([["$Label1", 1]]),
+        "{rep}"
+    );
+    assert!(s.msgs.iter().all(|(f, _, _)| !f.contains("$Label1")));
     // The password never appears in what mailark printed.
     assert!(!stdout(&out).contains("secret") && !stderr(&out).contains("secret"));
 }

@@ -410,10 +410,12 @@ pub async fn import(
     let caps: DestCaps = sessions[0].dest_caps();
     let list = sessions[0].list().await?;
     let ns = sessions[0].namespace().await?;
+    // A server that names no delimiter gets '/': levels must not run together.
     let delimiter = ns
         .as_ref()
         .and_then(|n| n.1)
-        .or_else(|| list.iter().find_map(|m| m.delimiter));
+        .or_else(|| list.iter().find_map(|m| m.delimiter))
+        .or(Some('/'));
     let layout = DestLayout {
         delimiter,
         prefix: ns.map(|n| n.0).unwrap_or_default(),
