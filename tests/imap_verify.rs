@@ -219,3 +219,39 @@ fn against_a_restored_destination_matches_by_content() {
         "{cs:?}"
     );
 }
+
+/// A destination whose sent folder has another name but the `\Sent` role: the folders
+/// pair up by role, and the archived mail is found there.
+#[test]
+fn folders_pair_up_by_special_use_role() {
+    let src = Dovecot::start();
+    let mut c = src.raw("alice");
+    assert!(c.append("Sent", "\\Seen", None, &msg("sent a", "1")).ok());
+    assert!(c.append("Sent", "\\Seen", None, &msg("sent b", "2")).ok());
+    c.logout();
+    let t = tempfile::tempdir().unwrap();
+    let ar = t.path().join("a.tar.zst");
+    assert!(export(&src, "alice", &ar, &[]).status.success());
+    let dst = Dovecot::start_with(support::DovecotOptions {
+        special: vec![
+            ("Sent Items".into(), "\\Sent".into()),
+            ("Drafts".into(), "\\Drafts".into()),
+            ("Trash".into(), "\\Trash".into()),
+            ("Junk".into(), "\\Junk".into()),
+        ],
+        ..Default::default()
+    });
+    let mut c = dst.raw("alice");
+    assert!(c
+        .append("Sent Items", "\\Seen", None, &msg("sent b", "2"))
+        .ok());
+    assert!(c
+        .append("Sent Items", "\\Seen", None, &msg("sent a", "1"))
+        .ok());
+    c.logout();
+    let out = verify(&dst, "alice", &[&ar], &["--full"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let v = json(&out);
+    assert_eq!(v["against"]["bodies_compared"], 2, "{v:#}");
+    assert!(codes(&out).is_empty(), "{:?}", codes(&out));
+}
