@@ -218,6 +218,7 @@ fn throttled_appends_are_retried_and_over_quota_is_reported() {
         "{rep}"
     );
     assert!(s.msgs.iter().all(|(f, _, _)| !f.contains("$Label1")));
+    assert!(rep["notes"].to_string().contains("clear text"), "{rep}");
     // The password never appears in what mailark printed.
     assert!(!stdout(&out).contains("secret") && !stderr(&out).contains("secret"));
 }

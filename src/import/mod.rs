@@ -407,6 +407,12 @@ pub async fn import(
             opts.jobs.max(1)
         ));
     }
+    if !sessions[0].is_tls() {
+        rep.notes.push(format!(
+            "{}: the session ran in clear text (--allow-plaintext; the server offers no STARTTLS)",
+            opts.dest
+        ));
+    }
     let caps: DestCaps = sessions[0].dest_caps();
     let list = sessions[0].list().await?;
     let ns = sessions[0].namespace().await?;
