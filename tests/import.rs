@@ -234,6 +234,16 @@ fn fixture_folders() -> Vec<SrcFolder> {
             b.clone(),
         ));
     }
+    // Two different messages sharing one Message-ID, in one folder: both must arrive.
+    for (k, (_, b)) in fx
+        .iter()
+        .enumerate()
+        .filter(|(_, (n, _))| n.contains("same-msgid"))
+    {
+        folders[1]
+            .msgs
+            .push((format!("1600000100.Msame{k}.x:2,S"), b.clone()));
+    }
     let first = fx[0].1.clone();
     folders[0]
         .msgs
@@ -350,6 +360,22 @@ fn dovecot_fixtures_special_use_keywords_and_reruns() {
             .count(),
         1
     );
+    let shared: Vec<Vec<u8>> = fixtures()
+        .into_iter()
+        .filter(|(n, _)| n.contains("same-msgid"))
+        .map(|(_, b)| crlf(&b))
+        .collect();
+    assert_eq!(shared.len(), 2);
+    for b in &shared {
+        assert_eq!(
+            state[&mutf7("受信箱/取引先")]
+                .iter()
+                .filter(|(_, x)| x == b)
+                .count(),
+            1,
+            "both messages sharing a Message-ID arrive"
+        );
+    }
     // Keywords and \Deleted arrived.
     let all: Vec<&String> = state.values().flatten().map(|(f, _)| f).collect();
     assert!(all.iter().any(|f| flags_have(f, "$Label1")));
