@@ -958,3 +958,60 @@ fn chain_full_and_delta_from_imap_export_is_imported_root_first() {
     }
     c.logout();
 }
+
+#[test]
+fn dovecot_every_connection_cut_reports_and_rerun_finishes() {
+    let t = tempfile::tempdir().unwrap();
+    const N: usize = 400;
+    let msgs: Vec<(String, Vec<u8>)> = (0..N)
+        .map(|i| {
+            (
+                format!("{}.M{i}.x:2,S", 1_600_000_000 + i),
+                generated(i, 4_000),
+            )
+        })
+        .collect();
+    let ar = make_archive(
+        t.path(),
+        &[SrcFolder {
+            name: "INBOX",
+            msgs: msgs.clone(),
+            keywords: "",
+        }],
+        &[],
+    );
+    let d = Dovecot::start();
+    // Every connection dies after 20 KB from the server: the first during the APPENDs,
+    // the reconnections while reading back what arrived. The run must end, report,
+    // and leave nothing doubled.
+    let proxy = support::proxy::FaultProxy::start(d.imaps_port, 20_000, 1_000);
+    let cut = Dest {
+        url: format!("imaps://bob@127.0.0.1:{}", proxy.port),
+        pw: d.password_file("bob"),
+        ca: d.ca_file(),
+    };
+    let (out, rep) = cut.import(&[&ar], &["--jobs", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{rep}\n{}", stderr(&out));
+    assert!(n(&rep, "failed") > 0, "{rep}");
+    assert!(proxy.connections() >= 2);
+    let count_unique = |d: &Dovecot| {
+        let mut c = d.raw("bob");
+        let got = c.fetch_all("INBOX");
+        c.logout();
+        let mut b: Vec<Vec<u8>> = got.into_iter().map(|g| g.2).collect();
+        let all = b.len();
+        b.sort();
+        b.dedup();
+        (all, b.len())
+    };
+    let (all, unique) = count_unique(&d);
+    assert_eq!(all, unique, "a message arrived twice");
+    assert!(all < N, "everything arrived despite the cuts");
+
+    // The rerun, on a good link, appends only what is missing.
+    let (out, rep) = Dest::dovecot(&d, "bob").import(&[&ar], &[]);
+    assert_eq!(out.status.code(), Some(0), "{rep}\n{}", stderr(&out));
+    assert_eq!(n(&rep, "already_there"), all as u64);
+    assert_eq!(n(&rep, "appended"), (N - all) as u64);
+    assert_eq!(count_unique(&d), (N, N));
+}

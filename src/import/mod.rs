@@ -600,6 +600,9 @@ pub async fn import(
         }
     }
     drop(out_tx);
+    // Only the workers hold the queue's receiver: if every connection is lost, the
+    // queue closes and the archive reader stops instead of waiting forever.
+    drop(rx);
     let dest_raw: Vec<Arc<str>> = dests.iter().map(|d| Arc::from(d.raw.as_str())).collect();
     let streamer = {
         let archives = archives.clone();
