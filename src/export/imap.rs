@@ -439,13 +439,9 @@ async fn run(
             ..Default::default()
         });
     }
-    // Report in LIST order, as people see their folder tree.
-    let order: HashMap<&str, usize> = listed
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.name.as_str(), i))
-        .collect();
-    reports.sort_by_key(|r| order.get(r.folder.as_str()).copied().unwrap_or(usize::MAX));
+    // INBOX first, then the tree by name: stable from run to run, whatever order the
+    // server lists in.
+    reports.sort_by(|a, b| (a.folder != "INBOX", &a.folder).cmp(&(b.folder != "INBOX", &b.folder)));
     let reconnects = reports.iter().map(|r| r.reconnects).sum();
     Ok(ImapExportReport {
         archive: summary.path.display().to_string(),
@@ -823,6 +819,10 @@ fn batches(run: &FolderRun, opts: &ImapExportOptions) -> VecDeque<Vec<u32>> {
     let mut bytes = 0;
     for (&uid, meta) in &run.pending {
         if run.isolate.contains(&uid) {
+            if !cur.is_empty() {
+                out.push_back(std::mem::take(&mut cur));
+                bytes = 0;
+            }
             out.push_back(vec![uid]);
             continue;
         }
@@ -1025,6 +1025,73 @@ async fn archive_message(ctx: &Ctx, run: &mut FolderRun, m: FetchedMessage) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run_with(pending: &[(u32, u64)], isolate: &[u32]) -> FolderRun {
+        FolderRun {
+            rep: ImapFolderReport::default(),
+            status: None,
+            pending: pending
+                .iter()
+                .map(|&(u, size)| (u, Meta { size }))
+                .collect(),
+            missing: Vec::new(),
+            isolate: isolate.iter().copied().collect(),
+            max_uid: 0,
+            match_by_sha: false,
+            started: true,
+            failures: 0,
+            census_failures: 0,
+            examine_failures: 0,
+            killers: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn batches_split_by_count_and_size_and_isolate() {
+        let opts = ImapExportOptions {
+            batch_messages: 3,
+            batch_bytes: 100,
+            ..Default::default()
+        };
+        let run = run_with(
+            &[
+                (1, 10),
+                (2, 10),
+                (3, 10),
+                (4, 10),
+                (5, 90),
+                (6, 500),
+                (7, 1),
+            ],
+            &[4],
+        );
+        let b: Vec<Vec<u32>> = batches(&run, &opts).into_iter().collect();
+        assert_eq!(b, vec![vec![1, 2, 3], vec![4], vec![5], vec![6], vec![7]]);
+    }
+
+    #[test]
+    fn a_message_that_kills_the_connection_twice_is_skipped() {
+        let mut run = run_with(&[(1, 10), (2, 10), (3, 10)], &[]);
+        let e = || ImapError::ConnectionLost {
+            endpoint: "imaps://a@h:993".into(),
+            detail: "boom".into(),
+        };
+        // In a batch: the batch is isolated, nothing skipped.
+        let front = ("A1".to_string(), vec![1, 2, 3]);
+        assert!(matches!(
+            lost(&mut run, Some(&front), e()),
+            Step::Reconnect(_)
+        ));
+        assert_eq!(run.isolate.len(), 3);
+        // Alone, once: kept; twice: skipped with the reason.
+        let front = ("A2".to_string(), vec![2]);
+        lost(&mut run, Some(&front), e());
+        assert!(run.pending.contains_key(&2));
+        lost(&mut run, Some(&front), e());
+        assert!(!run.pending.contains_key(&2));
+        assert_eq!(run.rep.skipped[0].id, "UID 2");
+        assert!(run.rep.skipped[0].reason.contains("boom"));
+    }
 
     #[test]
     fn uid_sets_compress_runs() {

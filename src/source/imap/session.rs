@@ -144,7 +144,7 @@ pub enum FetchWhat {
     Full,
     /// UID, FLAGS, INTERNALDATE, RFC822.SIZE.
     Meta,
-    /// As `Meta`, plus the Message-ID header field.
+    /// As `Meta`, plus the Message-ID, Date, From and Subject header fields.
     MetaMessageId,
     /// UID and RFC822.SIZE only (a cheap census of a folder).
     Sizes,
@@ -160,7 +160,7 @@ impl FetchWhat {
             FetchWhat::Full => format!("({base}{modseq} BODY.PEEK[])"),
             FetchWhat::Meta => format!("({base}{modseq})"),
             FetchWhat::MetaMessageId => {
-                format!("({base}{modseq} BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+                format!("({base}{modseq} BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE FROM SUBJECT)])")
             }
             FetchWhat::Sizes => "(UID RFC822.SIZE)".to_string(),
             FetchWhat::Uids => "(UID)".to_string(),
