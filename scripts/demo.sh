@@ -180,7 +180,9 @@ echo "== 5. import into bob (then checked message by message on the server)"
 "$MAILARK" import "$AR" --to "$B" --password-file "$T/bob.pw" "${TLS[@]}"
 echo
 echo "== 6. a second import changes nothing"
-"$MAILARK" import "$AR" --to "$B" --password-file "$T/bob.pw" "${TLS[@]}"
+"$MAILARK" import "$AR" --to "$B" --password-file "$T/bob.pw" "${TLS[@]}" --json > "$T/again.json"
+again=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("%d appended, %d already there, %d verified" % (r["appended"], r["already_there"], r["verified"]))' "$T/again.json")
+echo "second import: $again"
 echo
 echo "== 7. the archive against both servers"
 against_ok=skipped
@@ -197,6 +199,7 @@ echo
 echo "== summary"
 echo "  archive:        $AR ($(du -h "$AR" | cut -f1), $n messages)"
 echo "  export:         alice over IMAPS, archive verified"
-echo "  import:         into bob, every message verified on the server; rerun appended nothing"
+echo "  import:         into bob, every message verified on the server"
+echo "  second import:  $again"
 echo "  verify against: alice and bob: $against_ok"
 echo "  Japanese folder names and ISO-2022-JP/Shift_JIS subjects came through as shown by 'mailark ls' above."
