@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_pkgs=(dovecot-imapd dovecot-pop3d openssl zstd tar python3)
-# Peers the POP3 and IMAP benchmarks measure in the same run (benches/pop3.rs, imap.rs).
+need_pkgs=(dovecot-imapd dovecot-pop3d openssl zstd tar python3
+  # Cyrus IMAP (import tests) runs from its unpacked .debs; these are its libraries.
+  libical3 libpcre3 libxapian30 libsasl2-modules sasl2-bin libclamav12 libzephyr4)
+# Peers the benchmarks measure in the same run (benches/pop3.rs, imap.rs, import.rs).
 need_pkgs+=(getmail6 fetchmail isync offlineimap3)
 missing=()
 for p in "${need_pkgs[@]}"; do
@@ -19,6 +21,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   # Debian's dovecot-core starts a system instance when it can; the tests run their own.
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# Cyrus conflicts with dovecot-imapd, so it is downloaded (never installed) and unpacked
+# under target/cyrus-debs, where tests/support/cyrus.rs finds it.
+cyrus_dir=target/cyrus-debs
+if [ ! -x "$cyrus_dir/root/usr/lib/cyrus/bin/master" ]; then
+  mkdir -p "$cyrus_dir/root"
+  (cd "$cyrus_dir" && apt-get download cyrus-imapd cyrus-common cyrus-admin >/dev/null 2>&1 \
+    || { SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"; $SUDO apt-get update -qq && apt-get download cyrus-imapd cyrus-common cyrus-admin >/dev/null; })
+  for deb in "$cyrus_dir"/*.deb; do dpkg-deb -x "$deb" "$cyrus_dir/root"; done
+fi
+
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 2; }
 
 # The interop corpus lives beside the repository; tests fail (never skip) without it.

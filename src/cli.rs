@@ -27,6 +27,7 @@ Examples:
   mailark ls alice.tar.zst
   mailark verify alice.tar.zst
   mailark extract alice.tar.zst --to maildir:/srv/restore/alice
+  mailark import alice.tar.zst --to imaps://alice@new.example.net --password-file pw
 
 Exit codes: 0 clean, 1 problems found, 2 could not do the job, 130 interrupted.
 Archives open without mailark: tar --zstd -xf alice.tar.zst && sha256sum -c SHA256SUMS";
@@ -81,6 +82,53 @@ Exit 0 clean, 1 problems found (each one listed), 2 unusable input.")]
 The Maildir output is a Dovecot LAYOUT=fs tree with UTF-8 names:
   mail_location = maildir:DIR:LAYOUT=fs:UTF-8:INBOX=DIR/INBOX")]
     Extract(ExtractArgs),
+    /// Put archived mail into an IMAP account, skipping what is already there, then
+    /// check every message on the server.
+    #[command(after_help = "Examples:
+  mailark import alice.tar.zst --to imaps://alice@mail.example.net --password-file pw
+  mailark import full.tar.zst delta1.tar.zst --to imaps://a@host --dry-run
+  mailark import a.tar.zst --to imap://a@host --map 'Old/*=Archive/*' --prefix Imported
+  mailark import a.tar.zst --to imaps://a@host --verify full --json
+
+Folder names use '/' between levels in --map and --prefix, whatever the server's
+delimiter. Special-use folders (Sent, Drafts, Trash, Junk, Archive) go to the
+destination's own folder for that role unless --map or --prefix says otherwise.
+Rerunning is safe: messages already on the server are recognised and skipped.
+Exit 0 when every message is verified on the server, 1 when any is missing or
+differs, 2 when the import could not run.")]
+    Import(ImportArgs),
+}
+
+#[derive(Args, Debug)]
+struct ImportArgs {
+    /// Archives to import; a chain (full + deltas) is ordered root first.
+    #[arg(required = true)]
+    archives: Vec<PathBuf>,
+    /// The destination account: imaps://USER@HOST[:PORT] or imap://USER@HOST (STARTTLS).
+    #[arg(long, value_name = "URL")]
+    to: String,
+    /// Put source folders matching SRC (glob, '*' matches anything) at DST ('*' in DST
+    /// takes what '*' matched). Repeatable; the first match wins.
+    #[arg(long = "map", value_name = "SRC=DST")]
+    maps: Vec<String>,
+    /// Put every folder under this folder.
+    #[arg(long, value_name = "FOLDER")]
+    prefix: Option<String>,
+    /// Print the plan (folders to create, messages to append or skip); change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Parallel connections to the server.
+    #[arg(long, default_value_t = 4)]
+    jobs: usize,
+    /// After the import: quick (size, flags, INTERNALDATE; bytes of messages servers
+    /// tend to rewrite), full (every message's bytes too), none.
+    #[arg(long, default_value = "quick", value_name = "quick|full|none")]
+    verify: String,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    net: NetArgs,
 }
 
 #[derive(Args, Debug)]
@@ -260,6 +308,7 @@ pub fn main() -> ExitCode {
         Cmd::Ls(a) => run_ls(a),
         Cmd::Verify(a) => run_verify(&cli, a),
         Cmd::Extract(a) => run_extract(&cli, a),
+        Cmd::Import(a) => run_import(&cli, a),
     };
     match res {
         Ok(code) => ExitCode::from(code),
@@ -776,6 +825,199 @@ fn run_extract(cli: &Cli, a: &ExtractArgs) -> Result<u8, Fatal> {
         }
     }
     Ok(0)
+}
+
+fn run_import(cli: &Cli, a: &ImportArgs) -> Result<u8, Fatal> {
+    use crate::import::{self, plan, ImportOptions, VerifyMode};
+    let dest = Endpoint::parse(&a.to)?;
+    if !matches!(dest.scheme, Scheme::Imap | Scheme::Imaps) {
+        return Err(Fatal(format!(
+            "--to {dest}: the destination must be imaps:// or imap://"
+        )));
+    }
+    let verify: VerifyMode = a.verify.parse().map_err(Fatal)?;
+    let maps = a
+        .maps
+        .iter()
+        .map(|m| m.parse::<plan::MapRule>())
+        .collect::<Result<Vec<_>, _>>()?;
+    if a.jobs == 0 {
+        return Err(Fatal("--jobs must be at least 1".into()));
+    }
+    let archives = open_all(&a.archives)?;
+    let creds = a.net.credentials(&dest)?;
+    let opts = ImportOptions {
+        tls: a.net.tls(),
+        creds,
+        plan: plan::PlanOptions {
+            maps,
+            prefix: a.prefix.clone(),
+        },
+        dry_run: a.dry_run,
+        jobs: a.jobs,
+        verify,
+        dest,
+    };
+    let total: u64 = archives.iter().map(|x| x.index.end.message_bytes).sum();
+    let progress = Progress::bytes(total, !cli.quiet && !a.json);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let rep = rt.block_on(import::import(archives, &opts, &progress))?;
+    progress.finish();
+    if a.json {
+        print_json(&rep)?;
+    } else if !cli.quiet {
+        print_import(&rep);
+    } else {
+        for f in &rep.folders {
+            for x in &f.failed {
+                println!(
+                    "failed: {:?} → {:?}: {}: {}",
+                    f.folder, f.destination, x.id, x.reason
+                );
+            }
+        }
+    }
+    Ok(if rep.clean() { 0 } else { 1 })
+}
+
+fn print_import(rep: &crate::import::ImportReport) {
+    use crate::import::VerifyMode;
+    if rep.dry_run {
+        println!("DRY RUN: nothing was changed on {}", rep.destination);
+        for p in &rep.parents_created {
+            println!("would create parent folder {p:?}");
+        }
+    }
+    let names: Vec<String> = rep
+        .folders
+        .iter()
+        .map(|f| {
+            let mut name = format!("{} → {}", f.folder, f.destination);
+            if f.created {
+                name.push_str(if rep.dry_run { " (new)" } else { " (created)" });
+            }
+            name
+        })
+        .collect();
+    let w = names
+        .iter()
+        .map(|n| display_width(n))
+        .chain([20])
+        .max()
+        .unwrap_or(20);
+    let pad = |s: &str| format!("{s}{}", " ".repeat(w.saturating_sub(display_width(s))));
+    if rep.dry_run {
+        println!(
+            "{} {:>8} {:>8} {:>9} {:>6}",
+            pad("folder → destination"),
+            "archived",
+            "already",
+            "to append",
+            "cannot"
+        );
+    } else {
+        println!(
+            "{} {:>8} {:>8} {:>8} {:>8} {:>6}",
+            pad("folder → destination"),
+            "archived",
+            "already",
+            "appended",
+            "verified",
+            "failed"
+        );
+    }
+    for (f, name) in rep.folders.iter().zip(&names) {
+        if rep.dry_run {
+            println!(
+                "{} {:>8} {:>8} {:>9} {:>6}",
+                pad(name),
+                f.archived,
+                f.already_there,
+                f.to_append,
+                f.failed.len()
+            );
+        } else {
+            let verified = if rep.verify == VerifyMode::None {
+                "-".to_string()
+            } else {
+                f.verified.to_string()
+            };
+            println!(
+                "{} {:>8} {:>8} {:>8} {:>8} {:>6}",
+                pad(name),
+                f.archived,
+                f.already_there,
+                f.appended,
+                verified,
+                f.failed.len()
+            );
+        }
+        if f.sent_as_crlf > 0 {
+            println!(
+                "    {} message(s) sent with CRLF line ends: the server refuses bare LF/CR",
+                f.sent_as_crlf
+            );
+        }
+        for l in &f.renamed_levels {
+            println!("    renamed level {l} (it held the server's delimiter)");
+        }
+        for (k, n) in &f.dropped_keywords {
+            println!("    keyword {k} dropped on {n} message(s): the folder does not keep it (PERMANENTFLAGS)");
+        }
+        for x in &f.failed {
+            println!("    failed {}: {}", x.id, x.reason);
+        }
+    }
+    for n in &rep.notes {
+        println!("note: {n}");
+    }
+    let state = if rep.dry_run {
+        "PLAN"
+    } else if rep.clean() {
+        "OK"
+    } else {
+        "PROBLEMS FOUND"
+    };
+    if rep.dry_run {
+        println!(
+            "{state}: {} archived, {} already on the server, {} to append, {} cannot be imported",
+            rep.archived, rep.already_there, rep.to_append, rep.failed
+        );
+    } else {
+        let verified = if rep.verify == VerifyMode::None {
+            "not verified (--verify none)".to_string()
+        } else {
+            format!("{} verified", rep.verified)
+        };
+        println!(
+            "{state}: {} archived, {} already on the server, {} appended ({}), {verified}, {} failed",
+            rep.archived,
+            rep.already_there,
+            rep.appended,
+            human_bytes(rep.bytes_appended),
+            rep.failed
+        );
+    }
+}
+
+/// Terminal columns of `s`: East Asian wide characters take two.
+fn display_width(s: &str) -> usize {
+    s.chars()
+        .map(|c| {
+            let u = c as u32;
+            let wide = matches!(u,
+                0x1100..=0x115F | 0x2E80..=0x303E | 0x3041..=0x33FF | 0x3400..=0x4DBF
+                | 0x4E00..=0x9FFF | 0xA000..=0xA4CF | 0xAC00..=0xD7A3 | 0xF900..=0xFAFF
+                | 0xFE30..=0xFE4F | 0xFF00..=0xFF60 | 0xFFE0..=0xFFE6 | 0x20000..=0x3FFFD);
+            if wide {
+                2
+            } else {
+                1
+            }
+        })
+        .sum()
 }
 
 pub fn human_bytes(n: u64) -> String {

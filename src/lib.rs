@@ -7,6 +7,7 @@ pub mod archive;
 pub mod cli;
 pub mod export;
 pub mod extract;
+pub mod import;
 pub mod mail;
 pub mod progress;
 pub mod source;

@@ -3,6 +3,7 @@
 //! server without any of mailark's own code.
 #![allow(dead_code)]
 
+pub mod cyrus;
 pub mod dovecot;
 pub mod proxy;
 pub mod raw;

@@ -639,6 +639,14 @@ impl ImapSession {
         self.caps.contains(&name.to_ascii_uppercase())
     }
 
+    /// Every capability the server announced after login, upper case (for values such
+    /// as `APPENDLIMIT=N`).
+    pub fn capability_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.caps.iter().cloned().collect();
+        v.sort();
+        v
+    }
+
     pub fn set_timeout(&mut self, t: Duration) {
         self.timeout = t;
     }

@@ -1,0 +1,300 @@
+//! Import benchmark (issue 5), peers measured in the same run against the same Dovecot
+//! (`mail_fsync = never`), each into its own empty account:
+//! - `mailark import` of an archive over IMAPS, with its default `--verify quick`;
+//! - `mbsync` (isync) pushing the same mail from a plain Maildir over IMAPS;
+//! - a raw baseline: one plain-TCP connection writing pipelined `LITERAL+` APPENDs of
+//!   the Maildir files into the selected folder as fast as it can (this binary, re-run
+//!   as a child).
+//!
+//! Wall time and peak RSS of each child. Run: `cargo bench --bench import`
+//! (MAILARK_BENCH_MSGS sets the message count, default 10,000 ≈ 260 MB;
+//! MAILARK_BENCH_DIR the scratch directory).
+
+mod common;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use common::*;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const FOLDERS: [&str; 3] = ["INBOX", "Sent", "Archive/2023"];
+
+/// A Dovecot LAYOUT=fs Maildir of `n` messages: mostly ~12 KB, some 60 KB, a few 500 KB.
+fn make_mail(root: &Path, n: usize) -> u64 {
+    for f in FOLDERS {
+        for s in ["cur", "new", "tmp"] {
+            std::fs::create_dir_all(root.join(f).join(s)).unwrap();
+        }
+    }
+    let mut rng = Rng(0x9E3779B97F4A7C15);
+    let mut bytes = 0u64;
+    for i in 0..n {
+        let size = match i % 50 {
+            0 => 500_000,
+            1..=5 => 60_000,
+            _ => 12_000,
+        };
+        let m = message(&mut rng, i, size);
+        let flags = if i % 3 == 0 { "FS" } else { "S" };
+        std::fs::write(
+            root.join(FOLDERS[i % 3])
+                .join("cur")
+                .join(format!("{}.M{i}.bench:2,{flags}", 1_700_000_000 + i)),
+            &m,
+        )
+        .unwrap();
+        bytes += m.len() as u64;
+    }
+    bytes
+}
+
+/// The raw baseline (run as a child): LOGIN, CREATE, then every file of every folder as
+/// a pipelined `APPEND {N+}`, a reader thread counting the tagged answers.
+fn raw_baseline(port: u16, user: &str, pass: &str, root: &Path) {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut rd = BufReader::new(s.try_clone().unwrap());
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, s);
+    let mut line = String::new();
+    rd.read_line(&mut line).unwrap();
+    let cmd = |w: &mut std::io::BufWriter<TcpStream>, rd: &mut BufReader<TcpStream>, c: &str| {
+        write!(w, "x {c}\r\n").unwrap();
+        w.flush().unwrap();
+        loop {
+            let mut l = String::new();
+            rd.read_line(&mut l).unwrap();
+            if l.starts_with("x ") {
+                return l;
+            }
+        }
+    };
+    cmd(&mut w, &mut rd, &format!("LOGIN {user} \"{pass}\""));
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    for f in FOLDERS {
+        if f != "INBOX" {
+            cmd(&mut w, &mut rd, &format!("CREATE \"{f}\""));
+        }
+        for e in std::fs::read_dir(root.join(f).join("cur")).unwrap() {
+            files.push((f.to_string(), e.unwrap().path()));
+        }
+    }
+    let n = files.len();
+    let reader = std::thread::spawn(move || {
+        let mut done = 0;
+        let mut l = String::new();
+        while done < n {
+            l.clear();
+            if rd.read_line(&mut l).unwrap() == 0 {
+                panic!("server closed the connection");
+            }
+            if l.starts_with('a') {
+                assert!(l.contains(" OK"), "{l}");
+                done += 1;
+            }
+        }
+    });
+    let mut open = String::new();
+    for (i, (f, p)) in files.iter().enumerate() {
+        if *f != open {
+            // Appending into the selected folder is what makes Dovecot fast.
+            write!(w, "s{i} SELECT \"{f}\"\r\n").unwrap();
+            open = f.clone();
+        }
+        let b = std::fs::read(p).unwrap();
+        let flags = if p.to_string_lossy().ends_with("FS") {
+            "\\Flagged \\Seen"
+        } else {
+            "\\Seen"
+        };
+        write!(w, "a{i} APPEND \"{f}\" ({flags}) {{{}+}}\r\n", b.len()).unwrap();
+        w.write_all(&b).unwrap();
+        w.write_all(b"\r\n").unwrap();
+    }
+    w.flush().unwrap();
+    reader.join().unwrap();
+}
+
+fn count(d: &support::Dovecot, user: &str) -> u64 {
+    let mut c = d.raw(user);
+    let mut total = 0;
+    for f in FOLDERS {
+        let t = c.must(&format!("STATUS \"{f}\" (MESSAGES)")).text();
+        total += t
+            .split("MESSAGES ")
+            .nth(1)
+            .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    c.logout();
+    total
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--raw-baseline") {
+        let pass = std::fs::read_to_string(&args[i + 3]).unwrap();
+        raw_baseline(
+            args[i + 1].parse().unwrap(),
+            &args[i + 2],
+            pass.trim_end(),
+            Path::new(&args[i + 4]),
+        );
+        return;
+    }
+    // `cargo test --all-targets` runs this without `--bench`: a smoke run of seconds.
+    let n: usize = if bench_mode() {
+        std::env::var("MAILARK_BENCH_MSGS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000)
+    } else {
+        150
+    };
+    let scratch = match std::env::var_os("MAILARK_BENCH_DIR") {
+        Some(d) => tempfile::tempdir_in(d).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
+    let md = scratch.path().join("Maildir");
+    let bytes = make_mail(&md, n);
+    let bin = env!("CARGO_BIN_EXE_mailark");
+    let ar = scratch.path().join("bench.tar.zst");
+    let st = Command::new(bin)
+        .args(["export", &format!("maildir:{}", md.display()), "-o"])
+        .arg(&ar)
+        .arg("-q")
+        .status()
+        .unwrap();
+    assert!(st.success(), "mailark export failed");
+
+    let d = support::Dovecot::start_with(support::DovecotOptions {
+        users: ["bob", "carol", "dave", "erin"]
+            .iter()
+            .map(|u| (u.to_string(), format!("{u}-pw")))
+            .collect(),
+        special: vec![],
+        ..Default::default()
+    });
+    let mut rows: Vec<(String, Measured)> = Vec::new();
+
+    // mailark import (default: --verify quick, --jobs 4).
+    let m = measure(
+        Command::new(bin)
+            .arg("import")
+            .arg(&ar)
+            .args(["--to", &d.imaps_url("bob"), "--password-file"])
+            .arg(d.password_file("bob"))
+            .arg("--tls-ca-file")
+            .arg(d.ca_file())
+            .arg("-q")
+            .args(
+                std::env::var("MAILARK_BENCH_JOBS")
+                    .map(|j| vec!["--jobs".to_string(), j])
+                    .unwrap_or_default(),
+            )
+            .stdout(Stdio::null()),
+    );
+    assert!(m.ok, "mailark import failed");
+    assert_eq!(
+        count(&d, "bob"),
+        n as u64,
+        "mailark import: count on the server"
+    );
+    rows.push(("mailark import (verify quick)".into(), m));
+
+    // The same without verification: what the check costs.
+    let m = measure(
+        Command::new(bin)
+            .arg("import")
+            .arg(&ar)
+            .args(["--to", &d.imaps_url("erin"), "--password-file"])
+            .arg(d.password_file("erin"))
+            .arg("--tls-ca-file")
+            .arg(d.ca_file())
+            .args(["-q", "--verify", "none"])
+            .stdout(Stdio::null()),
+    );
+    assert!(m.ok, "mailark import --verify none failed");
+    assert_eq!(count(&d, "erin"), n as u64);
+    rows.push(("mailark import --verify none".into(), m));
+
+    // mbsync push from the Maildir.
+    let conf = scratch.path().join("mbsyncrc");
+    let state = scratch.path().join("mbsync-state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            "IMAPAccount bench\nHost localhost\nPort {port}\nUser carol\nPassCmd \"cat {pw}\"\nSSLType IMAPS\nCertificateFile {ca}\n\n\
+IMAPStore far\nAccount bench\n\n\
+MaildirStore near\nPath {md}/\nInbox {md}/INBOX\nSubFolders Verbatim\n\n\
+Channel push\nFar :far:\nNear :near:\nPatterns *\nCreate Far\nSync Push\nSyncState {state}/\n",
+            port = d.imaps_port,
+            pw = d.password_file("carol").display(),
+            ca = d.ca_file().display(),
+            md = md.display(),
+            state = state.display(),
+        ),
+    )
+    .unwrap();
+    let m = measure(
+        Command::new("mbsync")
+            .arg("-c")
+            .arg(&conf)
+            .args(["-q", "push"])
+            .stdout(Stdio::null()),
+    );
+    assert!(m.ok, "mbsync failed (Debian package isync)");
+    assert_eq!(count(&d, "carol"), n as u64, "mbsync: count on the server");
+    rows.push(("mbsync push (Maildir → IMAPS)".into(), m));
+
+    // Raw pipelined LITERAL+ APPEND baseline, plain TCP.
+    let me = std::env::current_exe().unwrap();
+    let m = measure(
+        Command::new(me)
+            .arg("--raw-baseline")
+            .arg(d.imap_port.to_string())
+            .arg("dave")
+            .arg(d.password_file("dave"))
+            .arg(&md)
+            .stdout(Stdio::null()),
+    );
+    assert!(m.ok, "raw baseline failed");
+    assert_eq!(
+        count(&d, "dave"),
+        n as u64,
+        "raw baseline: count on the server"
+    );
+    rows.push(("raw pipelined LITERAL+ APPEND (no TLS)".into(), m));
+
+    let base = rows[0].1.wall.as_secs_f64();
+    println!(
+        "\nimport benchmark: {n} messages, {:.0} MiB, 3 folders, one Dovecot 2.3 (mail_fsync = never), empty accounts\n",
+        mib(bytes)
+    );
+    println!("| tool | wall (s) | MiB/s | peak RSS (MiB) | wall vs mailark |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, m) in &rows {
+        let w = m.wall.as_secs_f64();
+        println!(
+            "| {name} | {w:.2} | {:.1} | {:.1} | {:.2}× |",
+            mib(bytes) / w,
+            m.peak_rss_kib as f64 / 1024.0,
+            w / base
+        );
+    }
+    let mbsync = rows[2].1.wall.as_secs_f64();
+    let rss = rows[0].1.peak_rss_kib as f64 / 1024.0;
+    println!(
+        "\ntargets: mailark wall ≤ mbsync's: {} ({base:.2} s vs {mbsync:.2} s); peak RSS ≤ 150 MiB: {} ({rss:.1} MiB)",
+        if base <= mbsync { "met" } else { "NOT met" },
+        if rss <= 150.0 { "met" } else { "NOT met" },
+    );
+}

@@ -1,0 +1,224 @@
+//! Destination behaviour Dovecot and Cyrus do not show on demand, from a tiny scripted
+//! IMAP server: APPENDs answered `NO [LIMIT]` (throttling) are backed off and retried,
+//! an `NO [OVERQUOTA]` is reported for its message while the rest arrive, and a keyword
+//! the folder cannot keep (no `\*` in PERMANENTFLAGS) is dropped and reported. Every other
+//! import behaviour is tested against the real servers in `tests/import.rs`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+
+#[derive(Default)]
+struct Store {
+    /// (flags, internaldate, bytes)
+    msgs: Vec<(String, String, Vec<u8>)>,
+    appends: u32,
+    throttled: u32,
+}
+
+/// Serves one INBOX. The first `throttle` APPENDs get `NO [LIMIT]`; an APPEND of a
+/// message containing `over-quota` gets `NO [OVERQUOTA]`.
+fn scripted(throttle: u32) -> (u16, Arc<Mutex<Store>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let store = Arc::new(Mutex::new(Store::default()));
+    let st = store.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            let st = st.clone();
+            std::thread::spawn(move || serve(s, st, throttle));
+        }
+    });
+    (port, store)
+}
+
+fn serve(s: std::net::TcpStream, st: Arc<Mutex<Store>>, throttle: u32) {
+    let mut rd = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    let caps = "IMAP4rev1 LITERAL+ UIDPLUS AUTH=PLAIN";
+    let _ = write!(w, "* OK [CAPABILITY {caps}] scripted\r\n");
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if rd.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let l = line.trim_end().to_string();
+        let (tag, cmd) = l.split_once(' ').unwrap_or((&l, ""));
+        let verb = cmd.split(' ').next().unwrap_or("").to_ascii_uppercase();
+        let out = match verb.as_str() {
+            "CAPABILITY" => format!("* CAPABILITY {caps}\r\n{tag} OK done\r\n"),
+            "AUTHENTICATE" => {
+                if !cmd.contains(' ') || cmd.split(' ').count() < 3 {
+                    let _ = write!(w, "+ \r\n");
+                    line.clear();
+                    let _ = rd.read_line(&mut line);
+                }
+                format!("{tag} OK logged in\r\n")
+            }
+            "LOGIN" => format!("{tag} OK logged in\r\n"),
+            "LIST" => format!("* LIST (\\HasNoChildren) \"/\" INBOX\r\n{tag} OK done\r\n"),
+            "SELECT" | "EXAMINE" => {
+                let n = st.lock().unwrap().msgs.len();
+                format!(
+                    "* {n} EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [PERMANENTFLAGS (\\Seen \\Flagged \\Deleted)] ok\r\n{tag} OK [READ-WRITE] done\r\n"
+                )
+            }
+            "APPEND" => {
+                // APPEND "INBOX" (flags) "date" {N+}
+                let flags = cmd
+                    .split_once('(')
+                    .and_then(|(_, r)| r.split_once(')'))
+                    .map(|(f, _)| f.to_string())
+                    .unwrap_or_default();
+                let date = cmd
+                    .rsplit_once(" \"")
+                    .map(|(_, d)| d.split('"').next().unwrap_or("").to_string())
+                    .unwrap_or_default();
+                let n: usize = cmd
+                    .rsplit_once('{')
+                    .and_then(|(_, r)| r.trim_end_matches('}').trim_end_matches('+').parse().ok())
+                    .unwrap();
+                let mut b = vec![0u8; n];
+                rd.read_exact(&mut b).unwrap();
+                let mut crlf = String::new();
+                let _ = rd.read_line(&mut crlf);
+                let mut s = st.lock().unwrap();
+                s.appends += 1;
+                if s.throttled < throttle {
+                    s.throttled += 1;
+                    format!("{tag} NO [LIMIT] Too many APPENDs, slow down\r\n")
+                } else if String::from_utf8_lossy(&b).contains("over-quota") {
+                    format!("{tag} NO [OVERQUOTA] Quota exceeded (mailbox)\r\n")
+                } else {
+                    s.msgs.push((flags, date, b));
+                    let uid = s.msgs.len();
+                    format!("{tag} OK [APPENDUID 7 {uid}] done\r\n")
+                }
+            }
+            "UID" => {
+                let s = st.lock().unwrap();
+                let full = cmd.contains("BODY.PEEK[]");
+                let mut o = String::new();
+                let mut bytes: Vec<u8> = Vec::new();
+                for (i, (f, d, b)) in s.msgs.iter().enumerate() {
+                    let uid = i + 1;
+                    let head = if full {
+                        b.clone()
+                    } else {
+                        b.split(|&c| c == b'\n')
+                            .find(|l| l.starts_with(b"Message-ID:"))
+                            .map(|l| [l, b"\n\r\n"].concat())
+                            .unwrap_or_else(|| b"\r\n".to_vec())
+                    };
+                    let item = if full {
+                        "BODY[]"
+                    } else {
+                        "BODY[HEADER.FIELDS (MESSAGE-ID)]"
+                    };
+                    bytes.extend_from_slice(
+                        format!(
+                            "* {uid} FETCH (UID {uid} FLAGS ({f}) INTERNALDATE \"{d}\" RFC822.SIZE {} {item} {{{}}}\r\n",
+                            b.len(),
+                            head.len()
+                        )
+                        .as_bytes(),
+                    );
+                    bytes.extend_from_slice(&head);
+                    bytes.extend_from_slice(b")\r\n");
+                }
+                o.push_str(&format!("{tag} OK done\r\n"));
+                let _ = w.write_all(&bytes);
+                o
+            }
+            "LOGOUT" => {
+                let _ = write!(w, "* BYE bye\r\n{tag} OK done\r\n");
+                return;
+            }
+            _ => format!("{tag} OK done\r\n"),
+        };
+        let _ = w.write_all(out.as_bytes());
+    }
+}
+
+#[test]
+fn throttled_appends_are_retried_and_over_quota_is_reported() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    let msgs: Vec<(String, Vec<u8>)> = (0..5)
+        .map(|i| {
+            let extra = if i == 3 { "over-quota" } else { "fine" };
+            (
+                format!(
+                    "{}.M{i}.x:2,S{}",
+                    1_600_000_000 + i * 60,
+                    if i == 1 { "a" } else { "" }
+                ),
+                format!("Subject: m{i}\r\nMessage-ID: <m{i}@t>\r\n\r\nbody {i} {extra}\r\n")
+                    .into_bytes(),
+            )
+        })
+        .collect();
+    write_maildir_folder(&src.join("INBOX"), &msgs);
+    std::fs::write(src.join("INBOX/dovecot-keywords"), "0 $Label1\n").unwrap();
+    let ar = t.path().join("a.tar.zst");
+    run_ok(&[
+        "export",
+        &format!("maildir:{}", src.display()),
+        "-o",
+        ar.to_str().unwrap(),
+    ]);
+    let (port, store) = scripted(2);
+    let pw = t.path().join("pw");
+    std::fs::write(&pw, "secret\n").unwrap();
+    let out = run(&[
+        "import",
+        ar.to_str().unwrap(),
+        "--to",
+        &format!("imap://bob@127.0.0.1:{port}"),
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--allow-plaintext",
+        "--jobs",
+        "1",
+        "--json",
+    ]);
+    let rep: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    assert_eq!(out.status.code(), Some(1), "{rep}");
+    let s = store.lock().unwrap();
+    assert_eq!(s.throttled, 2);
+    assert_eq!(
+        s.msgs.len(),
+        4,
+        "every message but the over-quota one arrived once"
+    );
+    assert_eq!(rep["appended"], 4, "{rep}");
+    assert_eq!(rep["verified"], 4, "{rep}");
+    let failed = &rep["folders"][0]["failed"];
+    assert_eq!(failed.as_array().unwrap().len(), 1, "{rep}");
+    assert!(
+        failed[0]["reason"].as_str().unwrap().contains("quota"),
+        "{failed}"
+    );
+    assert!(
+        failed[0]["id"].as_str().unwrap().contains("m3@t"),
+        "{failed}"
+    );
+    // The keyword the folder cannot keep is reported, not sent; the message verifies
+    // with the flags the folder keeps.
+    assert_eq!(
+        rep["folders"][0]["dropped_keywords"],
+        serde_json::json!([["$Label1", 1]]),
+        "{rep}"
+    );
+    assert!(s.msgs.iter().all(|(f, _, _)| !f.contains("$Label1")));
+    assert!(rep["notes"].to_string().contains("clear text"), "{rep}");
+    // The password never appears in what mailark printed.
+    assert!(!stdout(&out).contains("secret") && !stderr(&out).contains("secret"));
+}
