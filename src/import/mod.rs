@@ -75,6 +75,12 @@ pub enum ImportError {
         status: String,
         text: String,
     },
+    #[error("reading what destination folder {folder:?} holds failed {tries} times: {source}")]
+    Learn {
+        folder: String,
+        tries: u32,
+        source: ImapError,
+    },
     #[error("the archives hold no folder to import")]
     Empty,
 }
@@ -318,6 +324,9 @@ async fn learn(
     Ok((state, permanent))
 }
 
+/// Connections a folder's learning or verification may use before its loss is fatal.
+const FOLDER_TRIES: u32 = 4;
+
 /// Runs `f` over destination folders one after the other on one session (Dovecot 2.3
 /// panics on a lock when several sessions of one user open freshly created folders at
 /// once). A folder whose connection is lost is tried once more on a new connection.
@@ -350,10 +359,13 @@ where
             match r {
                 Err(e) if e.is_connection_lost() => {
                     tries += 1;
-                    if tries >= 2 {
+                    if tries >= FOLDER_TRIES {
                         results.push((i, Err(e)));
                         break;
                     }
+                    // A busy server (or Dovecot's lock panic) drops a session now and
+                    // then; give it a moment before the fresh connection.
+                    tokio::time::sleep(std::time::Duration::from_millis(250 << tries)).await;
                 }
                 r => {
                     cur = Some(s);
@@ -573,7 +585,13 @@ pub async fn import(
                 dests[di].state = state;
                 dests[di].permanent = perm;
             }
-            Err(e) if e.is_connection_lost() => return Err(e.into()),
+            Err(e) if e.is_connection_lost() => {
+                return Err(ImportError::Learn {
+                    folder: dests[di].raw.clone(),
+                    tries: FOLDER_TRIES,
+                    source: e,
+                })
+            }
             Err(e) => dests[di].broken = Some(e.to_string()),
         }
     }
