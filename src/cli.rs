@@ -453,6 +453,9 @@ fn print_imap_report(rep: &export::imap::ImapExportReport) {
             ))
             .unwrap_or_default()
     );
+    for n in &rep.notes {
+        println!("note: {n}");
+    }
     let problems = rep.problems();
     if problems > 0 {
         println!("PROBLEMS: {problems} message(s) or folder(s) not archived (listed above)");

@@ -746,3 +746,37 @@ fn a_cut_connection_resumes_where_it_stopped() {
     assert_eq!(seen(&before["INBOX"]), 150);
     assert_eq!(seen(&after["INBOX"]), 150);
 }
+
+/// A Courier-style account: everything under the `INBOX.` namespace prefix with `.` as
+/// the separator. Names are archived as the server lists them.
+#[test]
+fn exports_a_prefixed_namespace() {
+    let d = Dovecot::start_with(DovecotOptions {
+        separator: '.',
+        prefix: "INBOX.".into(),
+        ..Default::default()
+    });
+    let mut c = d.raw("alice");
+    c.must("CREATE \"INBOX.Work.2024\"");
+    assert!(c
+        .append("INBOX.Work.2024", "\\Seen", None, &msg("w", "1"))
+        .ok());
+    assert!(c.append("INBOX", "", None, &msg("i", "2")).ok());
+    assert!(c.append("INBOX.Sent", "", None, &msg("s", "3")).ok());
+    c.logout();
+    let t = tempfile::tempdir().unwrap();
+    let ar = t.path().join("a.tar.zst");
+    let out = export(&d, "alice", &ar, &["--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rep = json(&out);
+    assert_eq!(folder(&rep, "INBOX.Work.2024")["archived"], 1);
+    assert_eq!(folder(&rep, "INBOX.Sent")["special_use"], "\\Sent");
+    assert_eq!(rep["messages"], 3);
+    let idx = ls_json(&[&ar]);
+    assert!(idx.iter().any(|m| m["folder"] == "INBOX.Work.2024"));
+    // --folder picks by the UTF-8 name.
+    let ar2 = t.path().join("b.tar.zst");
+    let out = export(&d, "alice", &ar2, &["--json", "--folder", "INBOX.Work*"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["messages"], 1);
+}

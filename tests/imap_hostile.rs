@@ -155,6 +155,10 @@ fn a_tagged_no_on_fetch_is_a_reported_error() {
         stderr(&out)
     );
     let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        rep["notes"][0].as_str().unwrap().contains("clear text"),
+        "{rep:#}"
+    );
     let f = &rep["folders"][0];
     assert_eq!(f["folder"], "INBOX");
     assert_eq!(f["source_count"], 3);
@@ -195,4 +199,90 @@ fn throttling_is_waited_out() {
     );
     assert!(fetches.load(Ordering::SeqCst) >= 3);
     assert_eq!(ls_json(&[&ar]).len(), 3);
+}
+
+/// OAuth2: OAUTHBEARER is preferred when offered (else XOAUTH2), the payload is the
+/// RFC 7628 one, the server's error document is answered so the tagged NO arrives, and
+/// the token appears nowhere in mailark's output.
+#[test]
+fn oauth2_login_payloads_and_a_refused_token() {
+    use base64::Engine;
+    for (caps, mech) in [
+        ("AUTH=XOAUTH2 AUTH=OAUTHBEARER", "OAUTHBEARER"),
+        ("AUTH=XOAUTH2", "XOAUTH2"),
+    ] {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen2 = seen.clone();
+        let caps = caps.to_string();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut rd = BufReader::new(s.try_clone().unwrap());
+            let _ = s.write_all(format!("* OK [CAPABILITY IMAP4rev1 {caps}] hi\r\n").as_bytes());
+            let mut line = String::new();
+            let mut tag = String::new();
+            let mut step = 0;
+            while rd.read_line(&mut line).unwrap_or(0) > 0 {
+                seen2.lock().unwrap().push(line.trim_end().to_string());
+                match step {
+                    0 => {
+                        tag = line.split(' ').next().unwrap().to_string();
+                        let _ = s.write_all(b"+ \r\n");
+                    }
+                    1 => {
+                        // The error document, as Gmail sends it.
+                        let _ =
+                            s.write_all(b"+ eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiQmVhcmVyIn0=\r\n");
+                    }
+                    _ => {
+                        let _ = s.write_all(
+                            format!("{tag} NO [AUTHENTICATIONFAILED] Invalid credentials\r\n")
+                                .as_bytes(),
+                        );
+                        break;
+                    }
+                }
+                step += 1;
+                line.clear();
+            }
+        });
+        let t = tempfile::tempdir().unwrap();
+        let tok = t.path().join("token");
+        std::fs::write(&tok, "ya29.Secret-Token-9\n").unwrap();
+        let url = format!("imap://alice@example.com@127.0.0.1:{port}");
+        let ar = t.path().join("o.tar.zst");
+        let out = run(&[
+            "export",
+            &url,
+            "-o",
+            ar.to_str().unwrap(),
+            "--oauth2-token-file",
+            tok.to_str().unwrap(),
+            "--allow-plaintext",
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("Invalid credentials"), "{err}");
+        assert!(!err.contains("Secret-Token") && !stdout(&out).contains("Secret-Token"));
+        let lines = seen.lock().unwrap().clone();
+        assert!(
+            lines[0].ends_with(&format!("AUTHENTICATE {mech}")),
+            "{lines:?}"
+        );
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(&lines[1])
+            .unwrap();
+        let want = if mech == "OAUTHBEARER" {
+            format!("n,a=alice@example.com,\x01host=127.0.0.1\x01port={port}\x01auth=Bearer ya29.Secret-Token-9\x01\x01")
+        } else {
+            "user=alice@example.com\x01auth=Bearer ya29.Secret-Token-9\x01\x01".to_string()
+        };
+        assert_eq!(String::from_utf8(payload).unwrap(), want);
+        assert_eq!(
+            lines[2], "",
+            "the error document is answered with an empty response"
+        );
+        assert!(!ar.exists());
+    }
 }

@@ -219,3 +219,93 @@ fn against_a_restored_destination_matches_by_content() {
         "{cs:?}"
     );
 }
+
+/// A destination whose sent folder has another name but the `\Sent` role: the folders
+/// pair up by role, and the archived mail is found there.
+#[test]
+fn folders_pair_up_by_special_use_role() {
+    let src = Dovecot::start();
+    let mut c = src.raw("alice");
+    assert!(c.append("Sent", "\\Seen", None, &msg("sent a", "1")).ok());
+    assert!(c.append("Sent", "\\Seen", None, &msg("sent b", "2")).ok());
+    c.logout();
+    let t = tempfile::tempdir().unwrap();
+    let ar = t.path().join("a.tar.zst");
+    assert!(export(&src, "alice", &ar, &[]).status.success());
+    let dst = Dovecot::start_with(support::DovecotOptions {
+        special: vec![
+            ("Sent Items".into(), "\\Sent".into()),
+            ("Drafts".into(), "\\Drafts".into()),
+            ("Trash".into(), "\\Trash".into()),
+            ("Junk".into(), "\\Junk".into()),
+        ],
+        ..Default::default()
+    });
+    let mut c = dst.raw("alice");
+    assert!(c
+        .append("Sent Items", "\\Seen", None, &msg("sent b", "2"))
+        .ok());
+    assert!(c
+        .append("Sent Items", "\\Seen", None, &msg("sent a", "1"))
+        .ok());
+    c.logout();
+    let out = verify(&dst, "alice", &[&ar], &["--full"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let v = json(&out);
+    assert_eq!(v["against"]["bodies_compared"], 2, "{v:#}");
+    assert!(codes(&out).is_empty(), "{:?}", codes(&out));
+}
+
+/// An archive made from a local Maildir (LF line ends) checked against a server that
+/// received the same mail and serves it as CRLF: by Message-ID (sizes differ only by
+/// line ends: warnings), and with --full by the CRLF form's SHA-256 (clean).
+#[test]
+fn a_maildir_archive_checks_against_a_crlf_server() {
+    let d = Dovecot::start();
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("md");
+    let msgs: Vec<(String, Vec<u8>)> = (0..4)
+        .map(|i| {
+            let id = if i == 3 {
+                String::new()
+            } else {
+                format!("Message-ID: <lf{i}@t>\n")
+            };
+            (
+                format!("{}.M{i}.x:2,S", 1_600_000_000 + i),
+                format!("From: a@b\n{id}Subject: lf {i}\n\nline one\nline two {i}\n").into_bytes(),
+            )
+        })
+        .collect();
+    write_maildir_folder(&src.join("INBOX"), &msgs);
+    let ar = t.path().join("m.tar.zst");
+    run_ok(&[
+        "export",
+        &format!("maildir:{}", src.display()),
+        "-o",
+        ar.to_str().unwrap(),
+    ]);
+    let folders: Vec<String> = ls_json(&[&ar])
+        .iter()
+        .map(|m| m["folder"].as_str().unwrap().to_string())
+        .collect();
+    assert!(folders.iter().all(|f| f == "INBOX"), "{folders:?}");
+    let mut c = d.raw("alice");
+    for (_, m) in &msgs {
+        assert!(c.append("INBOX", "\\Seen", None, m).ok());
+    }
+    c.logout();
+    let out = verify(&d, "alice", &[&ar], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let cs = codes(&out);
+    // Matched by Message-ID (or Date/From/Subject); the sizes differ by line ends.
+    assert_eq!(cs.len(), 4, "{cs:?}");
+    assert!(
+        cs.iter().all(|c| c.0 == "size-differs" && c.1 == "warning"),
+        "{cs:?}"
+    );
+    let out = verify(&d, "alice", &[&ar], &["--full"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(codes(&out).is_empty(), "{:?}", codes(&out));
+    assert_eq!(json(&out)["against"]["bodies_compared"], 4);
+}

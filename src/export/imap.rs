@@ -66,7 +66,7 @@ impl Default for ImapExportOptions {
             max_retries: 5,
             backoff: Duration::from_millis(500),
             timeout: crate::source::imap::session::DEFAULT_TIMEOUT,
-            memory_budget: 64 << 20,
+            memory_budget: 16 << 20,
         }
     }
 }
@@ -107,7 +107,7 @@ pub struct ImapFolderReport {
     /// Messages that arrived after the folder was opened (left for the next `--since`).
     pub arrived: u64,
     pub size_mismatches: Vec<SizeMismatch>,
-    /// Reconnects this folder needed, and why (the first few).
+    /// Reconnects and retries this folder needed, and why (the first few).
     pub reconnects: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reconnect_reasons: Vec<String>,
@@ -140,6 +140,8 @@ pub struct ImapExportReport {
     /// Message bodies downloaded (0 on an incremental run with no new mail).
     pub bodies_fetched: u64,
     pub reconnects: u64,
+    /// Things worth knowing that lost nothing (e.g. fewer connections than --jobs).
+    pub notes: Vec<String>,
     pub folders: Vec<ImapFolderReport>,
 }
 
@@ -298,6 +300,7 @@ async fn run(
 ) -> Result<ImapExportReport, ImapExportError> {
     // Log in and list before the archive file exists: a refused login leaves nothing.
     let mut first = ImapSession::connect_with_timeout(ep, creds, tls, opts.timeout).await?;
+    let plaintext = !first.is_tls();
     let listed = first.list().await?;
     let selected: Vec<MailboxInfo> = listed
         .iter()
@@ -359,11 +362,34 @@ async fn run(
     let jobs = opts.jobs.clamp(1, selected.len().max(1));
     let mut handles = Vec::new();
     let mut first = Some(first);
-    for _ in 0..jobs {
+    let notes: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    for n in 0..jobs {
         let sess = first.take();
         let (ctx, queue, results) = (ctx.clone(), queue.clone(), results.clone());
+        let notes = notes.clone();
         handles.push(tokio::spawn(async move {
             let mut sess = sess;
+            if sess.is_none() {
+                // An extra connection the server will not give (per-user connection
+                // limits are common) is not a failure: fewer connections do the work.
+                match ImapSession::connect_with_timeout(
+                    &ctx.ep,
+                    &ctx.creds,
+                    &ctx.tls,
+                    ctx.opts.timeout,
+                )
+                .await
+                {
+                    Ok(s) => sess = Some(s),
+                    Err(e) => {
+                        notes.lock().unwrap().push(format!(
+                            "connection {} of {jobs} not opened, carried on with fewer: {e}",
+                            n + 1
+                        ));
+                        return;
+                    }
+                }
+            }
             loop {
                 let plan = queue.lock().unwrap().pop_front();
                 let Some(plan) = plan else { break };
@@ -388,6 +414,13 @@ async fn run(
             let _ = ctx.tx.send(Item::Folder(folder_info(m, Some(r)))).await;
         }
     }
+    let mut notes = std::mem::take(&mut *notes.lock().unwrap());
+    if plaintext {
+        notes.insert(
+            0,
+            "the server offers no TLS: the password and all mail crossed the network in clear text (--allow-plaintext)".into(),
+        );
+    }
     let bodies = ctx.bodies.load(Ordering::Relaxed);
     let parent = ctx.prev.tip.clone();
     drop(ctx);
@@ -406,13 +439,9 @@ async fn run(
             ..Default::default()
         });
     }
-    // Report in LIST order, as people see their folder tree.
-    let order: HashMap<&str, usize> = listed
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.name.as_str(), i))
-        .collect();
-    reports.sort_by_key(|r| order.get(r.folder.as_str()).copied().unwrap_or(usize::MAX));
+    // INBOX first, then the tree by name: stable from run to run, whatever order the
+    // server lists in.
+    reports.sort_by(|a, b| (a.folder != "INBOX", &a.folder).cmp(&(b.folder != "INBOX", &b.folder)));
     let reconnects = reports.iter().map(|r| r.reconnects).sum();
     Ok(ImapExportReport {
         archive: summary.path.display().to_string(),
@@ -425,6 +454,7 @@ async fn run(
         file_bytes: summary.file_bytes,
         bodies_fetched: bodies,
         reconnects,
+        notes,
         folders: reports,
     })
 }
@@ -505,15 +535,19 @@ struct FolderRun {
     /// The census lost its connection this many times (a server that hangs up on a
     /// message it cannot read); from 2 on it asks for UIDs alone.
     census_failures: u32,
+    /// EXAMINE answered NO this many times.
+    examine_failures: u32,
     /// UID → times the connection died while that UID was being fetched on its own.
     /// Twice means the message itself kills the session: it is skipped and reported.
-    killers: HashMap<u32, u32>,
+    killers: HashMap<u32, (u32, Vec<String>)>,
 }
 
 enum Step {
     Done,
     /// The connection is gone; reconnect and carry on.
     Reconnect(ImapError),
+    /// Wait, then try again on the same connection.
+    Retry(ImapError),
     /// The folder cannot be read; stop with this error.
     Fail(String),
 }
@@ -537,6 +571,7 @@ async fn export_folder(ctx: &Ctx, sess: &mut Option<ImapSession>, plan: &Plan) -
         started: false,
         failures: 0,
         census_failures: 0,
+        examine_failures: 0,
         killers: HashMap::new(),
     };
     loop {
@@ -566,6 +601,11 @@ async fn export_folder(ctx: &Ctx, sess: &mut Option<ImapSession>, plan: &Plan) -
             Step::Done => break,
             Step::Reconnect(e) => {
                 *sess = None;
+                if !backoff(ctx, &mut run, &e).await {
+                    break;
+                }
+            }
+            Step::Retry(e) => {
                 if !backoff(ctx, &mut run, &e).await {
                     break;
                 }
@@ -621,7 +661,13 @@ async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Ste
     let st = match s.examine(&raw).await {
         Ok(st) => st,
         Err(e) if e.is_connection_lost() => return Step::Reconnect(e),
-        Err(e) if e.is_throttled() => return Step::Reconnect(e),
+        Err(e) if e.is_throttled() => return Step::Retry(e),
+        // A listed folder refused once may be a passing state (Dovecot answers
+        // `[ALREADYEXISTS]` while another session auto-creates it); ask again.
+        Err(e) if run.examine_failures < 2 => {
+            run.examine_failures += 1;
+            return Step::Retry(e);
+        }
         Err(e) => return Step::Fail(e.to_string()),
     };
     if let Some(old) = &run.status {
@@ -773,6 +819,10 @@ fn batches(run: &FolderRun, opts: &ImapExportOptions) -> VecDeque<Vec<u32>> {
     let mut bytes = 0;
     for (&uid, meta) in &run.pending {
         if run.isolate.contains(&uid) {
+            if !cur.is_empty() {
+                out.push_back(std::mem::take(&mut cur));
+                bytes = 0;
+            }
             out.push_back(vec![uid]);
             continue;
         }
@@ -888,15 +938,23 @@ fn lost(run: &mut FolderRun, front: Option<&(String, Vec<u32>)>, e: ImapError) -
             .filter(|u| run.pending.contains_key(u))
             .collect();
         if let [uid] = left[..] {
-            let n = run.killers.entry(uid).or_default();
+            let (n, texts) = run.killers.entry(uid).or_default();
             *n += 1;
+            let text = e.to_string();
+            if !texts.contains(&text) {
+                texts.push(text);
+            }
             if *n >= 2 {
+                let reason = format!(
+                    "the connection fails whenever this message is fetched: {}",
+                    texts.join("; then: ")
+                );
                 run.pending.remove(&uid);
                 run.isolate.remove(&uid);
                 run.failures = 0;
                 run.rep.skipped.push(Skipped {
                     id: format!("UID {uid}"),
-                    reason: format!("the connection fails whenever this message is fetched: {e}"),
+                    reason,
                 });
             }
         } else {
@@ -967,6 +1025,73 @@ async fn archive_message(ctx: &Ctx, run: &mut FolderRun, m: FetchedMessage) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run_with(pending: &[(u32, u64)], isolate: &[u32]) -> FolderRun {
+        FolderRun {
+            rep: ImapFolderReport::default(),
+            status: None,
+            pending: pending
+                .iter()
+                .map(|&(u, size)| (u, Meta { size }))
+                .collect(),
+            missing: Vec::new(),
+            isolate: isolate.iter().copied().collect(),
+            max_uid: 0,
+            match_by_sha: false,
+            started: true,
+            failures: 0,
+            census_failures: 0,
+            examine_failures: 0,
+            killers: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn batches_split_by_count_and_size_and_isolate() {
+        let opts = ImapExportOptions {
+            batch_messages: 3,
+            batch_bytes: 100,
+            ..Default::default()
+        };
+        let run = run_with(
+            &[
+                (1, 10),
+                (2, 10),
+                (3, 10),
+                (4, 10),
+                (5, 90),
+                (6, 500),
+                (7, 1),
+            ],
+            &[4],
+        );
+        let b: Vec<Vec<u32>> = batches(&run, &opts).into_iter().collect();
+        assert_eq!(b, vec![vec![1, 2, 3], vec![4], vec![5], vec![6], vec![7]]);
+    }
+
+    #[test]
+    fn a_message_that_kills_the_connection_twice_is_skipped() {
+        let mut run = run_with(&[(1, 10), (2, 10), (3, 10)], &[]);
+        let e = || ImapError::ConnectionLost {
+            endpoint: "imaps://a@h:993".into(),
+            detail: "boom".into(),
+        };
+        // In a batch: the batch is isolated, nothing skipped.
+        let front = ("A1".to_string(), vec![1, 2, 3]);
+        assert!(matches!(
+            lost(&mut run, Some(&front), e()),
+            Step::Reconnect(_)
+        ));
+        assert_eq!(run.isolate.len(), 3);
+        // Alone, once: kept; twice: skipped with the reason.
+        let front = ("A2".to_string(), vec![2]);
+        lost(&mut run, Some(&front), e());
+        assert!(run.pending.contains_key(&2));
+        lost(&mut run, Some(&front), e());
+        assert!(!run.pending.contains_key(&2));
+        assert_eq!(run.rep.skipped[0].id, "UID 2");
+        assert!(run.rep.skipped[0].reason.contains("boom"));
+    }
 
     #[test]
     fn uid_sets_compress_runs() {

@@ -57,6 +57,10 @@ pub struct AgainstSummary {
 struct Rec<'a> {
     archive: String,
     m: &'a MessageRecord,
+    /// SHA-256 of the message with every bare LF made CRLF, when that differs: what a
+    /// server that stores CRLF (Dovecot, Cyrus) serves back after an import of mail
+    /// archived from Maildir or mbox.
+    crlf_sha: Option<String>,
 }
 
 /// One archive folder as the chain knows it.
@@ -122,11 +126,17 @@ pub async fn verify_against(
     }
     for a in archives {
         let name = a.path.display().to_string();
-        for m in &a.index.messages {
+        let crlf = if opts.full {
+            crlf_shas(a)
+        } else {
+            HashMap::new()
+        };
+        for (i, m) in a.index.messages.iter().enumerate() {
             if let Some(f) = folders.iter_mut().find(|f| f.name == m.folder) {
                 f.recs.push(Rec {
                     archive: name.clone(),
                     m,
+                    crlf_sha: crlf.get(&i).cloned(),
                 });
             }
         }
@@ -226,9 +236,46 @@ pub async fn verify_against(
     Ok((out, sum))
 }
 
-/// What the archive's Message-ID + size key looks like for a server message.
-fn content_key(msg_id: Option<String>, size: u64) -> String {
-    format!("{}\u{0}{size}", msg_id.unwrap_or_default())
+/// The content key without `--full`: the Message-ID; for a message without one, its
+/// Date, From and Subject; failing all, its size. Sizes of matches are compared
+/// afterwards, because mail archived from Maildir or mbox (LF line ends) comes back from
+/// a CRLF server larger.
+fn content_key(s: &headers::Summary, size: u64) -> String {
+    match (&s.message_id, &s.date, &s.from, &s.subject) {
+        (Some(id), ..) => format!("id:{id}"),
+        (None, None, None, None) => format!("size:{size}"),
+        (None, d, f, subj) => format!(
+            "hdr:{}\u{0}{}\u{0}{}",
+            d.as_deref().unwrap_or(""),
+            f.as_deref().unwrap_or(""),
+            subj.as_deref().unwrap_or("")
+        ),
+    }
+}
+
+/// Record index → SHA-256 of the CRLF form, for records whose bytes hold a bare LF.
+fn crlf_shas(a: &Archive) -> HashMap<usize, String> {
+    let mut out = HashMap::new();
+    let _ = a.stream(|member| -> Result<(), crate::archive::ReadError> {
+        if let crate::archive::reader::Member::Message { record, bytes } = member {
+            let bare_lf = bytes
+                .iter()
+                .enumerate()
+                .any(|(i, &c)| c == b'\n' && (i == 0 || bytes[i - 1] != b'\r'));
+            if bare_lf {
+                let mut v = Vec::with_capacity(bytes.len() + bytes.len() / 32);
+                for (i, &c) in bytes.iter().enumerate() {
+                    if c == b'\n' && (i == 0 || bytes[i - 1] != b'\r') {
+                        v.push(b'\r');
+                    }
+                    v.push(c);
+                }
+                out.insert(record, crate::archive::sha256_hex(&v));
+            }
+        }
+        Ok(())
+    });
+    out
 }
 
 fn norm_flags(v: &[String]) -> Vec<String> {
@@ -265,7 +312,20 @@ async fn compare_folder(
             _ => None,
         })
         .collect();
+    let mid_of = |x: &FetchedMessage| {
+        x.header_fields
+            .as_deref()
+            .and_then(|h| headers::summarize(h).message_id)
+    };
+    // Equal UIDVALIDITYs can be a coincidence (Dovecot derives them from the clock): UIDs
+    // only pair messages when every pair agrees on its Message-ID.
+    let uids_agree = msgs.iter().all(|x| {
+        by_uid_recs
+            .get(&x.uid.unwrap())
+            .is_none_or(|r| mid_of(x) == r.m.message_id)
+    });
     let source_mode = st.uidvalidity.is_some()
+        && uids_agree
         && (!by_uid_recs.is_empty() || (f.recs.is_empty() && f.uidvalidity == st.uidvalidity));
     if !source_mode {
         sum.content_matched_folders.push(f.name.clone());
@@ -302,24 +362,6 @@ async fn compare_folder(
                     ),
                 ));
             }
-            let server_mid = x
-                .header_fields
-                .as_deref()
-                .and_then(|h| headers::summarize(h).message_id);
-            if server_mid != r.m.message_id {
-                out.push(finding(
-                    Level::Error,
-                    "content-differs",
-                    &r.archive,
-                    &folder_label,
-                    Some(message_identity(r.m)),
-                    format!(
-                        "the server's message under this UID has Message-ID {}, the archived one {}",
-                        server_mid.as_deref().unwrap_or("(none)"),
-                        r.m.message_id.as_deref().unwrap_or("(none)")
-                    ),
-                ));
-            }
             compare_flags(x, r, &folder_label, out);
             if opts.full {
                 to_hash.push((uid, r));
@@ -351,7 +393,7 @@ async fn compare_folder(
     };
     for (uid, r) in &to_hash {
         match server_shas.get(uid) {
-            Some(sha) if *sha == r.m.sha256 => {}
+            Some(sha) if *sha == r.m.sha256 || Some(sha) == r.crlf_sha.as_ref() => {}
             Some(sha) => out.push(finding(
                 Level::Error,
                 "content-differs",
@@ -373,11 +415,19 @@ async fn compare_folder(
             )),
         }
     }
-    let key_of_rec = |r: &Rec| {
+    let keys_of_rec = |r: &Rec| -> Vec<String> {
         if opts.full {
-            r.m.sha256.clone()
+            std::iter::once(r.m.sha256.clone())
+                .chain(r.crlf_sha.clone())
+                .collect()
         } else {
-            content_key(r.m.message_id.clone(), r.m.size)
+            let sum = headers::Summary {
+                message_id: r.m.message_id.clone(),
+                date: r.m.date.clone(),
+                from: r.m.from.clone(),
+                subject: r.m.subject.clone(),
+            };
+            vec![content_key(&sum, r.m.size)]
         }
     };
     let key_of_server = |x: &FetchedMessage| {
@@ -387,21 +437,60 @@ async fn compare_folder(
                 .cloned()
                 .unwrap_or_default()
         } else {
-            let id = x
+            let sum = x
                 .header_fields
                 .as_deref()
-                .and_then(|h| headers::summarize(h).message_id);
-            content_key(id, x.size.unwrap_or(0) as u64)
+                .map(headers::summarize)
+                .unwrap_or_default();
+            content_key(&sum, x.size.unwrap_or(0) as u64)
         }
     };
-    let mut pool: HashMap<String, Vec<&Rec>> = HashMap::new();
-    for r in &rest_recs {
-        pool.entry(key_of_rec(r)).or_default().push(r);
+    // A record may sit under two keys (its bytes and their CRLF form); `claimed` keeps
+    // it from matching twice.
+    let mut pool: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, r) in rest_recs.iter().enumerate() {
+        for k in keys_of_rec(r) {
+            pool.entry(k).or_default().push(i);
+        }
     }
+    let mut claimed = vec![false; rest_recs.len()];
     for x in &leftover_server {
         let k = key_of_server(x);
-        match pool.get_mut(&k).and_then(|v| v.pop()) {
-            Some(r) => compare_flags(x, r, &folder_label, out),
+        let hit = pool.get_mut(&k).and_then(|v| {
+            while let Some(i) = v.pop() {
+                if !claimed[i] {
+                    return Some(i);
+                }
+            }
+            None
+        });
+        match hit {
+            Some(i) => {
+                claimed[i] = true;
+                let r = rest_recs[i];
+                compare_flags(x, r, &folder_label, out);
+                let size = x.size.unwrap_or(0) as u64;
+                if !opts.full && size != r.m.size {
+                    // Mail archived from an IMAP server is already CRLF: a size change is
+                    // an altered message. From Maildir/mbox it may be line ends.
+                    let imap = matches!(r.m.source, SourceRef::Imap { .. });
+                    out.push(finding(
+                        if imap { Level::Error } else { Level::Warning },
+                        "size-differs",
+                        &r.archive,
+                        &folder_label,
+                        Some(format!("{}; {}", message_identity(r.m), server_id(x))),
+                        if imap {
+                            format!("the server holds {size} bytes, the archive {}", r.m.size)
+                        } else {
+                            format!(
+                                "the server holds {size} bytes, the archive {} (line ends converted to CRLF? --full tells)",
+                                r.m.size
+                            )
+                        },
+                    ));
+                }
+            }
             None => out.push(finding(
                 Level::Error,
                 "missing-from-archive",
@@ -426,7 +515,12 @@ async fn compare_folder(
         Level::Error
     };
     // Whatever no server message claimed, by UID or by content.
-    for r in pool.into_values().flatten() {
+    for r in rest_recs
+        .iter()
+        .zip(&claimed)
+        .filter(|(_, c)| !**c)
+        .map(|(r, _)| *r)
+    {
         out.push(finding(
             gone_level,
             "gone-from-server",

@@ -27,7 +27,17 @@ pub fn export(d: &Dovecot, user: &str, out: &Path, extra: &[&str]) -> Output {
         ca.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    run(&args)
+    let out = run(&args);
+    if !out.status.success() {
+        // Shown only when the test fails.
+        println!(
+            "mailark {args:?} exited {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+    out
 }
 
 pub fn json(o: &Output) -> serde_json::Value {

@@ -107,6 +107,7 @@ pub fn is_throttle_text(text: &str) -> bool {
         "too many",
         "rate limit",
         "try again later",
+        "temporar",
     ]
     .iter()
     .any(|w| t.contains(w))
@@ -143,7 +144,7 @@ pub enum FetchWhat {
     Full,
     /// UID, FLAGS, INTERNALDATE, RFC822.SIZE.
     Meta,
-    /// As `Meta`, plus the Message-ID header field.
+    /// As `Meta`, plus the Message-ID, Date, From and Subject header fields.
     MetaMessageId,
     /// UID and RFC822.SIZE only (a cheap census of a folder).
     Sizes,
@@ -159,7 +160,7 @@ impl FetchWhat {
             FetchWhat::Full => format!("({base}{modseq} BODY.PEEK[])"),
             FetchWhat::Meta => format!("({base}{modseq})"),
             FetchWhat::MetaMessageId => {
-                format!("({base}{modseq} BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+                format!("({base}{modseq} BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE FROM SUBJECT)])")
             }
             FetchWhat::Sizes => "(UID RFC822.SIZE)".to_string(),
             FetchWhat::Uids => "(UID)".to_string(),
@@ -214,6 +215,7 @@ pub struct ImapSession {
     timeout: Duration,
     namespace: Option<(String, Option<char>)>,
     selected: Option<String>,
+    tls: bool,
 }
 
 impl std::fmt::Debug for ImapSession {
@@ -486,6 +488,7 @@ impl ImapSession {
                 return Err(ImapError::PlaintextRefused { endpoint: epn });
             }
         }
+        let tls_used = stream.is_tls();
         let client = async_imap::Client::new(stream);
         let login_err = |e: async_imap::error::Error| match e {
             async_imap::error::Error::No(s) | async_imap::error::Error::Bad(s) => {
@@ -580,6 +583,7 @@ impl ImapSession {
             timeout: t,
             namespace: None,
             selected: None,
+            tls: tls_used,
         };
         // Capabilities change after login; NAMESPACE is asked once here because the IMAP
         // parser underneath does not know its response, so it is read off the raw stream
@@ -623,6 +627,12 @@ impl ImapSession {
 
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// False when the session runs in clear text (`--allow-plaintext` on a server
+    /// without STARTTLS).
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     pub fn has_capability(&self, name: &str) -> bool {
