@@ -49,13 +49,22 @@ pub struct Cli {
 enum Cmd {
     /// Archive every folder of a mailbox into one .tar.zst file.
     #[command(after_help = "Examples:
+  mailark export imaps://alice@mail.example.com -o alice.tar.zst --password-file pw
+  mailark export imap://alice@mail.example.com -o alice.tar.zst       # STARTTLS, asks
+  mailark export imaps://alice@host -o delta1.tar.zst --since alice.tar.zst --password-env PW
+  mailark export pop3s://alice@mail.example.com -o alice.tar.zst --password-file pw
   mailark export maildir:/var/mail/alice/Maildir -o alice.tar.zst
   mailark export mbox:Inbox -o inbox.tar.zst --layout mbox
   mailark export maildir:Maildir -o a.tar.zst --folder 'INBOX*' --exclude Trash --json
 
-SOURCE is maildir:PATH (Maildir, Maildir++ or Dovecot LAYOUT=fs tree) or mbox:PATH
-(one mbox file or a Thunderbird-style tree). The archive appears under its final
-name only when it is complete.")]
+SOURCE is imaps://USER@HOST[:PORT], imap:// (STARTTLS), pop3s://, pop3:// (STLS),
+maildir:PATH (Maildir, Maildir++ or Dovecot LAYOUT=fs tree) or mbox:PATH (one mbox
+file or a Thunderbird-style tree). Passwords come from --password-file,
+--password-env or a prompt, never from the command line. Nothing on a server is
+changed. The archive appears under its final name only when it is complete.
+
+Exit 0: every message archived. 1: the archive was written but something is missing
+(each one listed). 2: nothing was written (bad input, login, TLS, connection).")]
     Export(ExportArgs),
     /// List the messages of archives (reads only the index).
     #[command(after_help = "Examples:
@@ -133,7 +142,7 @@ struct ImportArgs {
 
 #[derive(Args, Debug)]
 struct ExportArgs {
-    /// maildir:PATH or mbox:PATH.
+    /// imaps://USER@HOST[:PORT], imap://, pop3s://, pop3://, maildir:PATH or mbox:PATH.
     source: String,
     /// The archive to write (conventionally NAME.tar.zst).
     #[arg(short, long)]
