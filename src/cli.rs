@@ -261,8 +261,10 @@ enum LayoutArg {
 
 #[derive(Args, Debug)]
 struct LsArgs {
+    /// Archives to list (a chain lists every part).
     #[arg(required = true)]
     archives: Vec<PathBuf>,
+    /// Only folders matching this glob (repeatable).
     #[arg(long = "folder", value_name = "GLOB")]
     folders: Vec<String>,
     /// One JSON array, one object per message.
@@ -272,8 +274,10 @@ struct LsArgs {
 
 #[derive(Args, Debug)]
 struct VerifyArgs {
+    /// Archives to check; several form a chain (full + deltas).
     #[arg(required = true)]
     archives: Vec<PathBuf>,
+    /// Print the findings as JSON on stdout.
     #[arg(long)]
     json: bool,
     /// Also compare with a live IMAP account (imaps://USER@HOST): messages missing on
@@ -289,13 +293,16 @@ struct VerifyArgs {
 
 #[derive(Args, Debug)]
 struct ExtractArgs {
+    /// Archives to extract; a chain (full + deltas) is extracted together.
     #[arg(required = true)]
     archives: Vec<PathBuf>,
     /// maildir:DIR, mbox:DIR or eml:DIR.
     #[arg(long)]
     to: String,
+    /// Only folders matching this glob (repeatable).
     #[arg(long = "folder", value_name = "GLOB")]
     folders: Vec<String>,
+    /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
 }
