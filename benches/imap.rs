@@ -147,7 +147,12 @@ fn main() {
         raws.push(Ok(raw));
     }
     let (mailark, mbsync, raw) = (median(mks), median(mbs), median(raws));
-    let offlineimap = run_offlineimap(&d, scratch.path(), count);
+    // OfflineIMAP takes ~50 s at full size; tuning runs may leave it out.
+    let offlineimap = if std::env::var_os("MAILARK_BENCH_NO_OFFLINEIMAP").is_some() {
+        Err("left out (MAILARK_BENCH_NO_OFFLINEIMAP)".to_string())
+    } else {
+        run_offlineimap(&d, scratch.path(), count)
+    };
 
     println!(
         "\n## IMAP export benchmark: {count} messages, {:.1} MiB in {} folders, Dovecot IMAPS on 127.0.0.1 ({} cores)\n",
@@ -227,6 +232,12 @@ fn run_mailark(d: &support::Dovecot, scratch: &Path, count: usize) -> Result<Mea
             .arg("--tls-ca-file")
             .arg(d.ca_file())
             .arg("-q")
+            // For tuning runs: extra export options, e.g. "--jobs 2 --threads 1".
+            .args(
+                std::env::var("MAILARK_BENCH_EXPORT_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&errf).unwrap()),
     );
