@@ -26,6 +26,7 @@ use crate::archive::{
     WriteSummary, WriterOptions,
 };
 use crate::progress::Progress;
+use crate::source::imap::session::uid_set;
 use crate::source::imap::{
     parse_internaldate, Event, FetchWhat, FetchedMessage, FolderStatus, ImapError, ImapSession,
     MailboxInfo,
@@ -783,32 +784,6 @@ async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Ste
             .count() as u64;
     }
     Step::Done
-}
-
-fn uid_set(uids: &[u32]) -> String {
-    let mut v = uids.to_vec();
-    v.sort_unstable();
-    v.dedup();
-    let mut out = String::new();
-    let mut i = 0;
-    while i < v.len() {
-        let start = v[i];
-        let mut end = start;
-        while i + 1 < v.len() && v[i + 1] == end + 1 {
-            i += 1;
-            end = v[i];
-        }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if start == end {
-            out.push_str(&start.to_string());
-        } else {
-            out.push_str(&format!("{start}:{end}"));
-        }
-        i += 1;
-    }
-    out
 }
 
 /// Splits the pending UIDs into batches by count and announced size; isolated UIDs

@@ -6,7 +6,7 @@
 //! missing Cyrus or library is a failing test with a clear message, never a skip.
 //! Facts it relies on are in `../shared/notes/servers.md`.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -42,14 +42,6 @@ pub struct Cyrus {
     pub imaps_port: u16,
     pub opts: CyrusOptions,
     pid: u32,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The unpacked Cyrus root (`usr/lib/cyrus/bin/master`, `usr/lib/x86_64-linux-gnu`).
@@ -155,8 +147,8 @@ impl Cyrus {
         for d in ["conf", "part", "var/lib/socket", "run"] {
             std::fs::create_dir_all(t.join(d)).unwrap();
         }
-        make_cert(t);
-        let (imap, imaps) = (free_port(), free_port());
+        super::make_cert(t);
+        let (imap, imaps) = (super::free_port(), super::free_port());
         let bin = croot.join("usr/lib/cyrus/bin");
         let r = t.display();
         let mut conf = format!(
@@ -288,10 +280,7 @@ DAEMON {{
     }
 
     fn alive(&self) -> bool {
-        let mut status = 0;
-        // SAFETY: waitpid with WNOHANG on our own child.
-        let r = unsafe { libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG) };
-        r == 0
+        super::child_alive(self.pid)
     }
 
     pub fn ca_file(&self) -> PathBuf {
@@ -331,57 +320,6 @@ DAEMON {{
 
 impl Drop for Cyrus {
     fn drop(&mut self) {
-        // SAFETY: signalling and reaping our own child by PID; master stops its
-        // services on SIGTERM.
-        unsafe {
-            libc::kill(self.pid as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let mut status = 0;
-            let r = unsafe { libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG) };
-            if r != 0 || Instant::now() > deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        unsafe {
-            libc::kill(self.pid as i32, libc::SIGKILL);
-            let mut status = 0;
-            libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG);
-        }
+        super::stop_child(self.pid);
     }
-}
-
-fn make_cert(root: &Path) {
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "3650",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-keyout",
-        ])
-        .arg(root.join("key.pem"))
-        .arg("-out")
-        .arg(root.join("cert.pem"))
-        .output()
-        .expect("openssl to make a test certificate");
-    assert!(
-        out.status.success(),
-        "openssl req: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::set_permissions(root.join("key.pem"), std::fs::Permissions::from_mode(0o644)).unwrap();
 }

@@ -4,7 +4,7 @@
 //! Facts it relies on are in `../shared/notes/servers.md`. A missing Dovecot is a test
 //! failure with a clear message, never a silent pass.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -55,14 +55,6 @@ pub struct Dovecot {
     pid: u32,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn require(bin: &str) -> PathBuf {
     for d in ["/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
         let p = Path::new(d).join(bin);
@@ -105,7 +97,7 @@ impl Dovecot {
         for d in ["run", "state", "mail", "home"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
-        make_cert(root);
+        super::make_cert(root);
         let mut passwd = String::new();
         for (u, p) in &opts.users {
             passwd.push_str(&format!("{u}:{{PLAIN}}{p}::::::\n"));
@@ -117,7 +109,12 @@ impl Dovecot {
         chown_nobody(&root.join("mail"));
         chown_nobody(&root.join("home"));
 
-        let (imap, imaps, pop3, pop3s) = (free_port(), free_port(), free_port(), free_port());
+        let (imap, imaps, pop3, pop3s) = (
+            super::free_port(),
+            super::free_port(),
+            super::free_port(),
+            super::free_port(),
+        );
         let r = root.display();
         let mut mailboxes = String::new();
         for (name, role) in &opts.special {
@@ -260,10 +257,7 @@ namespace inbox {{
     }
 
     fn alive(&self) -> bool {
-        let mut status = 0;
-        // SAFETY: waitpid with WNOHANG on our own child.
-        let r = unsafe { libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG) };
-        r == 0
+        super::child_alive(self.pid)
     }
 
     pub fn log(&self) -> String {
@@ -366,58 +360,8 @@ namespace inbox {{
 
 impl Drop for Dovecot {
     fn drop(&mut self) {
-        // SAFETY: signalling and reaping our own child by PID.
-        unsafe {
-            libc::kill(self.pid as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let mut status = 0;
-            let r = unsafe { libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG) };
-            if r != 0 || Instant::now() > deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        unsafe {
-            libc::kill(self.pid as i32, libc::SIGKILL);
-            let mut status = 0;
-            libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG);
-        }
+        super::stop_child(self.pid);
     }
-}
-
-fn make_cert(root: &Path) {
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "3650",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-keyout",
-        ])
-        .arg(root.join("key.pem"))
-        .arg("-out")
-        .arg(root.join("cert.pem"))
-        .output()
-        .expect("openssl (Debian package openssl) to make a test certificate");
-    assert!(
-        out.status.success(),
-        "openssl req: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::set_permissions(root.join("key.pem"), std::fs::Permissions::from_mode(0o644)).unwrap();
 }
 
 pub fn chown_nobody(p: &Path) {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
 
-use super::session::{quote, Event, FetchWhat, FetchedMessage, ImapError, ImapSession};
+use super::session::{quote, uid_set, Event, FetchWhat, FetchedMessage, ImapError, ImapSession};
 
 /// How long a write or a response may take before the link counts as dead.
 const IO_TIMEOUT: Duration = Duration::from_secs(300);
@@ -426,39 +426,14 @@ fn literal_len(line: &[u8]) -> Option<(usize, usize)> {
     Some((n, start))
 }
 
-/// A compact UID set (`1:5,9,11:12`).
-pub fn uid_set(uids: &[u32]) -> String {
-    let mut v = uids.to_vec();
-    v.sort_unstable();
-    v.dedup();
-    let mut out = String::new();
-    let mut i = 0;
-    while i < v.len() {
-        let start = v[i];
-        let mut end = start;
-        while i + 1 < v.len() && v[i + 1] == end + 1 {
-            i += 1;
-            end = v[i];
-        }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if start == end {
-            out.push_str(&start.to_string());
-        } else {
-            out.push_str(&format!("{start}:{end}"));
-        }
-        i += 1;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
+    use super::uid_set;
+
     #[test]
     fn uid_sets() {
-        assert_eq!(super::uid_set(&[5, 1, 2, 3, 9, 11, 12]), "1:3,5,9,11:12");
-        assert_eq!(super::uid_set(&[7]), "7");
+        assert_eq!(uid_set(&[5, 1, 2, 3, 9, 11, 12]), "1:3,5,9,11:12");
+        assert_eq!(uid_set(&[7]), "7");
         assert_eq!(
             super::literal_len(b"* 1 FETCH (BODY[] ~{12}"),
             Some((12, 18))
