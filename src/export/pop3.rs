@@ -694,8 +694,11 @@ pub fn export_pop3(
                         // Every message of the batch is now done or marked for RETR; a
                         // RETR batch leaving one behind would otherwise loop forever.
                         if how == Retrieve::Retr {
-                            let left: Vec<Plan> =
-                                pending.extract_if(.., |p| p.how == how).collect();
+                            let (left, rest) = std::mem::take(&mut pending)
+                                .into_iter()
+                                .partition(|p| p.how == how);
+                            pending = rest;
+                            let left: Vec<Plan> = left;
                             skip_all(&mut tally, &left, "the server gave no answer for it");
                         }
                         continue;

@@ -516,11 +516,11 @@ pub fn judge_top(list_size: u64, len: u64, tail: &[u8]) -> TopVerdict {
         TopVerdict::Whole
     } else if len == list_size + 2
         && tail.ends_with(b"\r\n")
-        // A blank last line is what a server adding a header/body separator to a
-        // message without a body would send; a stored last line without a newline is
-        // never blank (it would then end with the newline).
+        // A blank last line after another line is what a server adding a header/body
+        // separator to a message without a body would send; a stored last line without
+        // a newline is never blank (it would then end with the newline). An empty
+        // message comes back as one CRLF from RETR as well.
         && !tail.ends_with(b"\n\r\n")
-        && tail != b"\r\n"
     {
         TopVerdict::AddedFinalNewline
     } else {
@@ -872,7 +872,9 @@ mod tests {
         // Headers only, with a blank line added by the server: not what RETR sends.
         assert_eq!(judge(6, b"A: b\r\n\r\n"), TopVerdict::Differs);
         assert_eq!(judge(5, b"A: b\n\r\n"), TopVerdict::Differs);
-        assert_eq!(judge(0, b"\r\n"), TopVerdict::Differs);
+        // An empty stored message: RETR sends one CRLF too.
+        assert_eq!(judge(0, b"\r\n"), TopVerdict::AddedFinalNewline);
+        assert_eq!(judge(0, b""), TopVerdict::Whole);
         // Cut short (a server capping the line count), or longer than +2.
         assert_eq!(judge(100, b"A: b\r\n\r\nfirst\r\n"), TopVerdict::Differs);
         assert_eq!(judge(4, b"A: b\r\n\r\n"), TopVerdict::Differs);
