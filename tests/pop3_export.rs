@@ -121,12 +121,18 @@ fn maildrop(d: &Dovecot, user: &str) -> Maildrop {
 /// after; the `(top, retr)` counts of [`pop3_sessions`] are what show none was made
 /// (it sets `\Seen` only for RETR).
 fn sessions_ended(d: &Dovecot, user: &str, n: usize) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // Generous: the machine is shared, and a cut session ends only when Dovecot notices.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while pop3_sessions(d, user).len() < n {
         assert!(
             std::time::Instant::now() < deadline,
-            "Dovecot logged {} of {n} session ends",
-            pop3_sessions(d, user).len()
+            "Dovecot logged {} of {n} session ends:\n{}",
+            pop3_sessions(d, user).len(),
+            d.log()
+                .lines()
+                .filter(|l| l.contains("pop3"))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }

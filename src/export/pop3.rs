@@ -797,14 +797,20 @@ pub fn export_pop3(
         );
     }
     if !tally.fallbacks.is_empty() {
-        let names: Vec<String> = tally
+        // The JSON lists them all; a note naming thousands would be unreadable.
+        const NAMED: usize = 10;
+        let mut names: Vec<String> = tally
             .fallbacks
             .iter()
+            .take(NAMED)
             .map(|f| match &f.uidl {
                 Some(u) => format!("{} (UIDL {u})", f.msgno),
                 None => f.msgno.to_string(),
             })
             .collect();
+        if tally.fallbacks.len() > NAMED {
+            names.push(format!("{} more", tally.fallbacks.len() - NAMED));
+        }
         notes.push(format!(
             "message(s) {} read with RETR because TOP did not give them whole: the \
              server may mark them as seen",
