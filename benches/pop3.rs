@@ -1,13 +1,14 @@
 //! POP3 export benchmark (issue 4), peers measured in the same run against the same
 //! local Dovecot (POP3S, the harness's self-signed CA):
-//! - `mailark export pop3s://…` (pipelined RETR, unstuffing, hashing, zstd, index);
+//! - `mailark export pop3s://…` (pipelined whole-message TOP, which Dovecot does not
+//!   record as reading the way it does RETR; unstuffing, hashing, zstd, index);
 //! - a raw Python `poplib` RETR loop over TLS (`_MAXLINE` raised), keeping nothing: the
 //!   floor for one POP3 connection in an interpreted client;
 //! - `getmail6` delivering to a Maildir (run as nobody: getmail refuses root);
 //! - `fetchmail` delivering through a one-line shell MDA into a Maildir.
 //!
-//! Dovecot's caches are warmed first (one untimed pass, which also sets the `\Seen` flag
-//! Dovecot records for RETR, so no timed run pays for that).
+//! Dovecot's caches are warmed first (one untimed poplib pass, which also sets the
+//! `\Seen` flag Dovecot records for RETR, so no timed run of the RETR peers pays for that).
 //!
 //! mailark and the poplib loop run three times, interleaved, and the median is reported
 //! (the machine is shared); getmail and fetchmail, far slower, run once.
@@ -165,7 +166,7 @@ fn main() {
         )
     };
     row(
-        "mailark export pop3s:// (unstuff, SHA-256, zstd -3, index)",
+        "mailark export pop3s:// (TOP, unstuff, SHA-256, zstd -3, index)",
         &mk,
     );
     row("Python poplib RETR loop (keeps nothing)", &py);

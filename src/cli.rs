@@ -568,11 +568,12 @@ fn run_export_pop3(
     } else if !cli.quiet {
         let s = &rep.server;
         println!(
-            "{ep}: STAT {} messages ({}), UIDL {}, PIPELINING {}, {}, login {}",
+            "{ep}: STAT {} messages ({}), UIDL {}, PIPELINING {}, TOP {}, {}, login {}",
             s.stat_messages,
             human_bytes(s.stat_octets),
             if s.uidl { "yes" } else { "no" },
             if s.pipelining { "yes" } else { "no" },
+            if s.top { "yes" } else { "no" },
             if s.tls { "TLS" } else { "no TLS" },
             s.login
         );
@@ -607,7 +608,7 @@ fn run_export_pop3(
                 .as_ref()
                 .map_or(String::new(), |u| format!(" (UIDL {u})"));
             println!(
-                "    size: message {}{id}: LIST said {}, RETR gave {}{}",
+                "    size: message {}{id}: LIST said {}, the server sent {}{}",
                 d.msgno,
                 d.list_size,
                 d.retr_size,
@@ -615,6 +616,13 @@ fn run_export_pop3(
                     .as_ref()
                     .map_or(String::new(), |e| format!(" — {e}"))
             );
+        }
+        for f in &rep.read_with_retr {
+            let id = f
+                .uidl
+                .as_ref()
+                .map_or(String::new(), |u| format!(" (UIDL {u})"));
+            println!("    read with RETR: message {}{id}: {}", f.msgno, f.reason);
         }
         if let Some(i) = &rep.incremental {
             println!(

@@ -11,7 +11,10 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use mailark::source::net::{Auth, Credentials, Endpoint, Secret, TlsOptions};
-use mailark::source::pop3::{Pop3Client, Pop3Error, Pop3Options, RespCode, RetrInfo, RetrSink};
+use mailark::source::pop3::{
+    judge_top, Pop3Client, Pop3Error, Pop3Options, RespCode, RetrInfo, RetrSink, Retrieve,
+    TopVerdict,
+};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -161,7 +164,8 @@ where
 /// Only commands that leave the maildrop as it was may ever be sent.
 fn assert_read_only(got: &[String]) {
     const ALLOWED: &[&str] = &[
-        "CAPA", "STLS", "USER", "PASS", "AUTH", "STAT", "LIST", "UIDL", "RETR", "NOOP", "QUIT",
+        "CAPA", "STLS", "USER", "PASS", "AUTH", "STAT", "LIST", "UIDL", "RETR", "TOP", "NOOP",
+        "QUIT",
     ];
     for l in got {
         let word = l.split(' ').next().unwrap();
@@ -616,6 +620,70 @@ async fn pipelines_retr_when_offered_and_stays_in_step_after_refusals() {
 }
 
 #[tokio::test]
+async fn pipelines_whole_message_top_when_offered() {
+    let (ep, h) = serve(|mut p| async move {
+        p.hello("USER\r\nTOP\r\nPIPELINING\r\n").await;
+        p.user_pass("pw", "USER\r\nTOP\r\nPIPELINING\r\nUIDL\r\n")
+            .await;
+        for n in 1..=3 {
+            p.expect(&format!("TOP {n} 2147483647")).await;
+        }
+        p.send(format!("+OK\r\n{}.\r\n", body(1))).await;
+        p.send("-ERR [SYS/PERM] no TOP for this one\r\n").await;
+        p.trickle(format!("+OK\r\n{}.\r\n", body(3)).as_bytes(), 3)
+            .await;
+        p.drain().await;
+        p
+    })
+    .await;
+    let mut c = Pop3Client::connect_with(&ep, &password("pw"), &plaintext_ok(), &quick(5))
+        .await
+        .unwrap();
+    assert_eq!(c.whole_message_command(), Retrieve::Top);
+    let mut rec = Recorder {
+        skip_refused: true,
+        ..Recorder::default()
+    };
+    c.fetch_many(&[1, 2, 3], Retrieve::Top, &mut rec)
+        .await
+        .unwrap();
+    assert_eq!(
+        rec.events,
+        ["begin 1", "end 1", "refused 2", "begin 3", "end 3"]
+    );
+    for (n, bytes, info) in &rec.messages {
+        assert_eq!(bytes, &unstuffed(*n));
+        assert_eq!(info.sha256, sha(&unstuffed(*n)));
+    }
+    c.close().await;
+    let got = h.await.unwrap();
+    assert_read_only(&got);
+    assert!(!got.iter().any(|l| l.starts_with("RETR")), "{got:?}");
+}
+
+#[tokio::test]
+async fn without_top_in_capa_whole_messages_are_read_with_retr() {
+    let (ep, h) = serve(|mut p| async move {
+        p.hello("USER\r\n").await;
+        p.user_pass("pw", "USER\r\nUIDL\r\n").await;
+        p.expect("RETR 1").await;
+        p.send("-ERR [SYS/PERM] gone\r\n").await;
+        p.drain().await;
+        p
+    })
+    .await;
+    let mut c = Pop3Client::connect_with(&ep, &password("pw"), &plaintext_ok(), &quick(5))
+        .await
+        .unwrap();
+    let how = c.whole_message_command();
+    assert_eq!(how, Retrieve::Retr);
+    let err = c.fetch(1, how, &mut Vec::new()).await.unwrap_err();
+    assert!(err.to_string().contains("RETR of message 1"), "{err}");
+    c.close().await;
+    h.await.unwrap();
+}
+
+#[tokio::test]
 async fn waits_for_each_answer_without_pipelining() {
     let (ep, h) = serve(|mut p| async move {
         p.hello("USER\r\n").await;
@@ -806,6 +874,166 @@ async fn dovecot_pop3s_and_stls_retrieve_exact_bytes() {
         want.sort();
         assert_eq!(got, want, "{url}");
         c.close().await;
+    }
+}
+
+/// `user`'s INBOX flags as Dovecot reports them, then every message file name (with
+/// its Maildir flag letters), sorted. Dovecot records a session's flag changes in its
+/// index and renames the files only at a later sync; `doveadm fetch` reads the index
+/// and syncs, so both views are current.
+fn maildir_names(d: &support::Dovecot, user: &str) -> Vec<String> {
+    // \Recent is not stored with a message: it only says which session saw it first.
+    let flags = d
+        .doveadm(&["fetch", "-u", user, "uid flags", "mailbox", "INBOX", "all"])
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .filter(|w| *w != "\\Recent")
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut v: Vec<String> = ["cur", "new"]
+        .iter()
+        .flat_map(|sub| std::fs::read_dir(d.maildir(user).join("INBOX").join(sub)).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v.insert(0, flags);
+    v
+}
+
+/// `(top, retr)` message counts of each POP3 session of `user` Dovecot logged as ended.
+fn pop3_sessions(d: &support::Dovecot, user: &str) -> Vec<(u64, u64)> {
+    let count = |l: &str, key: &str| -> u64 {
+        let v = l.split(key).nth(1).expect("Dovecot's pop3_logout_format");
+        v.split('/').next().unwrap().parse().unwrap()
+    };
+    d.log()
+        .lines()
+        .filter(|l| l.contains(&format!("pop3({user})")) && l.contains("Disconnected"))
+        .map(|l| (count(l, "top="), count(l, "retr=")))
+        .collect()
+}
+
+/// Waits for Dovecot to log the end of `n` POP3 sessions. Dovecot decides the flag
+/// changes of a session before it logs this line but commits them just after, so a
+/// change can still be on its way; the `(top, retr)` counts are what prove none is.
+fn pop3_sessions_ended(d: &support::Dovecot, user: &str, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while pop3_sessions(d, user).len() < n {
+        assert!(std::time::Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The premise of reading with TOP, checked on the real server: Dovecot's TOP with
+/// `TOP_WHOLE` lines sends exactly what RETR sends, headers-only messages, a missing
+/// final newline and a last `.` line included, and leaves every flag as it was, while a
+/// RETR session sets `\Seen`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn dovecot_top_gives_retr_bytes_and_leaves_seen_alone() {
+    let d = tokio::task::spawn_blocking(support::Dovecot::start)
+        .await
+        .unwrap();
+    let msgs: Vec<Vec<u8>> = vec![
+        b"Subject: headers only\nX-Empty: \n".to_vec(),
+        b"Subject: headers only, no newline".to_vec(),
+        b"Subject: header and blank line\n\n".to_vec(),
+        b"Subject: dot line\n\nbody\n.\n".to_vec(),
+        b"Subject: dot, no newline\n\nbody\n.".to_vec(),
+        b"Subject: no newline\n\nlast line".to_vec(),
+        b"Subject: dots\n\n.\n..\n...\n.x\n\n\n".to_vec(),
+        b"Subject: crlf\r\n\r\nline\r\n".to_vec(),
+        "Subject: 日本語\n\n本文\n.本文\n".as_bytes().to_vec(),
+    ];
+    let items: Vec<(Vec<u8>, &str, i64)> = msgs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.clone(), ["", "F", "FR"][i % 3], 1_700_000_000 + i as i64))
+        .collect();
+    d.seed_maildir("alice", "INBOX", &items);
+    let before = maildir_names(&d, "alice");
+    let tls = TlsOptions {
+        ca_file: Some(d.ca_file()),
+        ..TlsOptions::default()
+    };
+    let ep = Endpoint::parse(&d.pop3s_url("alice")).unwrap();
+    let creds = dovecot_creds(&d, "alice", None);
+
+    let read_all = |how: Retrieve| {
+        let (ep, creds, tls) = (ep.clone(), creds.clone(), tls.clone());
+        async move {
+            let mut c = Pop3Client::connect(&ep, &creds, &tls).await.unwrap();
+            let list = c.list().await.unwrap();
+            let nos: Vec<u32> = list.iter().map(|(n, _)| *n).collect();
+            let mut rec = Recorder::default();
+            c.fetch_many(&nos, how, &mut rec).await.unwrap();
+            c.close().await;
+            (list, rec.messages)
+        }
+    };
+
+    let c = Pop3Client::connect(&ep, &creds, &tls).await.unwrap();
+    assert_eq!(c.whole_message_command(), Retrieve::Top);
+    c.close().await;
+    let (list, by_top) = read_all(Retrieve::Top).await;
+    pop3_sessions_ended(&d, "alice", 2);
+    assert_eq!(pop3_sessions(&d, "alice"), [(0, 0), (9, 0)]);
+    assert_eq!(
+        maildir_names(&d, "alice"),
+        before,
+        "a TOP session changed flags"
+    );
+
+    let (_, by_retr) = read_all(Retrieve::Retr).await;
+    pop3_sessions_ended(&d, "alice", 3);
+    assert_eq!(pop3_sessions(&d, "alice"), [(0, 0), (9, 0), (0, 9)]);
+    // The control: a RETR session does set \Seen, on every message it sent.
+    let seen_all = |v: &[String]| {
+        v[1..]
+            .iter()
+            .all(|n| n.rsplit_once(":2,").unwrap().1.contains('S'))
+            && v[0].matches("\\Seen").count() == msgs.len()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut after_retr = maildir_names(&d, "alice");
+    while !seen_all(&after_retr) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "RETR left \\Seen alone, so TOP would not be needed: {after_retr:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        after_retr = maildir_names(&d, "alice");
+    }
+    // RETR changes nothing but \Seen.
+    let strip = |v: &[String]| -> Vec<String> {
+        v.iter()
+            .map(|n| n.replace(" \\Seen", "").replace('S', ""))
+            .collect()
+    };
+    assert_eq!(strip(&after_retr), strip(&before));
+
+    let mut want: Vec<Vec<u8>> = msgs.iter().map(|m| pop3_form(m)).collect();
+    want.sort();
+    for got in [&by_top, &by_retr] {
+        let mut bytes: Vec<Vec<u8>> = got.iter().map(|(_, b, _)| b.clone()).collect();
+        bytes.sort();
+        assert_eq!(bytes, want);
+    }
+    for ((n, top, _), (_, retr, _)) in by_top.iter().zip(&by_retr) {
+        assert_eq!(top, retr, "message {n}");
+        let size = list.iter().find(|(m, _)| m == n).unwrap().1;
+        let verdict = judge_top(size, top.len() as u64, top);
+        let stored = msgs.iter().find(|m| pop3_form(m) == *top).unwrap();
+        let no_newline = !stored.ends_with(b"\n");
+        let expect = if no_newline {
+            TopVerdict::AddedFinalNewline
+        } else {
+            TopVerdict::Whole
+        };
+        assert_eq!(verdict, expect, "message {n}");
     }
 }
 

@@ -8,11 +8,13 @@
 //!
 //! Only read-only commands are ever sent, and the session never ends with QUIT: RFC 1939
 //! servers commit in the UPDATE state that QUIT starts, and a session that ends any other
-//! way commits nothing there. (Dovecot is the exception worth knowing: it marks every
-//! message sent by RETR `\Seen` when the session ends, QUIT or not, unless the server
-//! sets `pop3_no_flag_updates = yes`. Message bytes and every other flag stay as they
-//! were. RETR is still the command used: it is the only one defined to return a message
-//! whole and exact.)
+//! way commits nothing there. Reading with RETR is still recorded by some servers:
+//! Dovecot marks every message sent by RETR `\Seen` when the session ends, QUIT or not.
+//! So when the server offers TOP, each message is read with `TOP n` and a line count no
+//! message reaches, which Dovecot does not record. TOP is only defined as "header, blank
+//! line, N body lines", so each answer is checked against the LIST size
+//! (`proto::judge_top`); a message whose answer is not what RETR would give is read again
+//! with RETR, and the report names it, since the server may mark that one seen.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -30,7 +32,9 @@ use crate::archive::{
 use crate::mail::headers::header_section;
 use crate::progress::Progress;
 use crate::source::net::{Credentials, Endpoint, TlsOptions};
-use crate::source::pop3::{Pop3Client, Pop3Error, Pop3Options, RetrInfo, RetrSink};
+use crate::source::pop3::{
+    judge_top, Pop3Client, Pop3Error, Pop3Options, RetrInfo, RetrSink, Retrieve, TopVerdict,
+};
 
 /// The archive folder every POP3 message goes to: POP3 knows only the maildrop.
 pub const FOLDER: &str = "INBOX";
@@ -91,6 +95,8 @@ pub struct ServerFacts {
     /// The server answered UIDL (otherwise messages are identified by content).
     pub uidl: bool,
     pub pipelining: bool,
+    /// The server offers TOP (CAPA), so messages are read without RETR.
+    pub top: bool,
     pub tls: bool,
     /// How the login was made (PLAIN, USER/PASS, APOP, XOAUTH2, OAUTHBEARER).
     pub login: String,
@@ -114,6 +120,7 @@ pub struct SizeDifference {
     pub msgno: u32,
     pub uidl: Option<String>,
     pub list_size: u64,
+    /// What arrived (by TOP or RETR; the name predates TOP).
     pub retr_size: u64,
     /// Why, when the difference is a known server habit.
     pub explanation: Option<String>,
@@ -131,8 +138,22 @@ pub struct Pop3Report {
     /// Count differences between STAT, LIST, UIDL and what was archived, as sentences.
     pub count_differences: Vec<String>,
     pub reconnects: u32,
+    /// The command messages were read with: `TOP` (the server does not record the
+    /// message as read) or `RETR` (it may, as Dovecot does with `\Seen`).
+    pub retrieval: &'static str,
+    /// Messages read with RETR although the server offers TOP, each with why. The
+    /// server may mark these (and only these) as seen.
+    pub read_with_retr: Vec<RetrFallback>,
     /// Things worth knowing that are not problems.
     pub notes: Vec<String>,
+}
+
+/// One message TOP could not be trusted for, so RETR was sent.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RetrFallback {
+    pub msgno: u32,
+    pub uidl: Option<String>,
+    pub reason: String,
 }
 
 impl Pop3Report {
@@ -163,6 +184,7 @@ struct Plan {
     msgno: u32,
     uidl: Option<String>,
     list_size: u64,
+    how: Retrieve,
 }
 
 impl Plan {
@@ -239,12 +261,19 @@ struct Tally {
     sizes: Vec<SizeDifference>,
     matched_by_content: u64,
     downloaded_to_compare: u64,
+    /// Messages delivered by RETR (the server may have marked them seen).
+    by_retr: u64,
+    fallbacks: Vec<RetrFallback>,
 }
 
-/// Receives RETR output for one session and forwards whole messages to the writer.
+/// Receives TOP or RETR output for one batch and forwards whole messages to the writer.
 struct Sink<'a> {
     plans: HashMap<u32, Plan>,
+    /// The command of this batch.
+    how: Retrieve,
     done: HashSet<u32>,
+    /// TOP answers that are not what RETR would give: msgno → why; read again by RETR.
+    redo: HashMap<u32, String>,
     cur: Vec<u8>,
     tx: &'a mpsc::Sender<(MessageInfo, Vec<u8>)>,
     budget: &'a Budget,
@@ -278,8 +307,27 @@ impl RetrSink for Sink<'_> {
                 info.msgno
             )));
         };
-        self.done.insert(info.msgno);
         let bytes = std::mem::take(&mut self.cur);
+        if self.how == Retrieve::Top {
+            let tail = &bytes[bytes.len().saturating_sub(4)..];
+            if judge_top(plan.list_size, bytes.len() as u64, tail) == TopVerdict::Differs {
+                // Counted once more when RETR sends it again.
+                self.progress.inc_length(bytes.len() as u64);
+                self.redo.insert(
+                    info.msgno,
+                    format!(
+                        "TOP gave {} bytes where LIST announced {}; only RETR is sure to \
+                         give the whole message",
+                        bytes.len(),
+                        plan.list_size
+                    ),
+                );
+                return Ok(());
+            }
+        } else {
+            self.tally.by_retr += 1;
+        }
+        self.done.insert(info.msgno);
         if bytes.len() as u64 != plan.list_size {
             let explanation =
                 (bytes.len() as u64 == plan.list_size + 2 && bytes.ends_with(b"\r\n")).then(|| {
@@ -332,8 +380,14 @@ impl RetrSink for Sink<'_> {
     }
 
     fn refused(&mut self, error: Pop3Error) -> Result<(), Pop3Error> {
-        // One unreadable message never stops the rest; it is reported by number.
         let msgno = error.msgno().unwrap_or(0);
+        if self.how == Retrieve::Top && self.plans.contains_key(&msgno) {
+            // TOP is optional per message as much as per server; RETR decides.
+            self.redo
+                .insert(msgno, format!("the server refused TOP: {error}"));
+            return Ok(());
+        }
+        // One unreadable message never stops the rest; it is reported by number.
         let id = self
             .plans
             .get(&msgno)
@@ -476,6 +530,7 @@ pub fn export_pop3(
                 list_octets: list.iter().map(|(_, s)| s).sum(),
                 uidl: uidl.is_some(),
                 pipelining: client.capabilities().pipelining(),
+                top: client.capabilities().top(),
                 tls: client.is_tls(),
                 login: client.auth_mechanism().to_string(),
             };
@@ -520,6 +575,7 @@ pub fn export_pop3(
             let by_content = incremental
                 && !known.content_all.is_empty()
                 && (uidl.is_none() || !uidl_of.values().any(|u| known.uidls.contains(u)));
+            let how = client.whole_message_command();
             let mut plans = Vec::new();
             let mut uidl_matched = 0;
             for (msgno, size) in &list {
@@ -536,6 +592,7 @@ pub fn export_pop3(
                     msgno: *msgno,
                     uidl: id,
                     list_size: *size,
+                    how,
                 });
             }
             (
@@ -594,11 +651,21 @@ pub fn export_pop3(
         let net = rt.block_on(async {
             let mut pending = plans;
             let mut breaks: HashMap<String, u32> = HashMap::new();
-            loop {
-                let msgnos: Vec<u32> = pending.iter().map(|p| p.msgno).collect();
+            // TOP first; the messages whose TOP answer cannot be trusted come back
+            // marked for RETR and are read in a last batch.
+            while !pending.is_empty() {
+                let how = if pending.iter().any(|p| p.how == Retrieve::Top) {
+                    Retrieve::Top
+                } else {
+                    Retrieve::Retr
+                };
+                let batch: Vec<&Plan> = pending.iter().filter(|p| p.how == how).collect();
+                let msgnos: Vec<u32> = batch.iter().map(|p| p.msgno).collect();
                 let mut sink = Sink {
-                    plans: pending.iter().map(|p| (p.msgno, p.clone())).collect(),
+                    plans: batch.iter().map(|p| (p.msgno, (*p).clone())).collect(),
+                    how,
                     done: HashSet::new(),
+                    redo: HashMap::new(),
                     cur: Vec::new(),
                     tx: &tx,
                     budget,
@@ -608,11 +675,34 @@ pub fn export_pop3(
                     by_content,
                     progress,
                 };
-                let r = client.retr_many(&msgnos, &mut sink).await;
+                let r = client.fetch_many(&msgnos, how, &mut sink).await;
                 let done = std::mem::take(&mut sink.done);
+                let mut redo = std::mem::take(&mut sink.redo);
                 pending.retain(|p| !done.contains(&p.msgno));
+                for p in &mut pending {
+                    if let Some(reason) = redo.remove(&p.msgno) {
+                        p.how = Retrieve::Retr;
+                        tally.fallbacks.push(RetrFallback {
+                            msgno: p.msgno,
+                            uidl: p.uidl.clone(),
+                            reason,
+                        });
+                    }
+                }
                 let err = match r {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        // Every message of the batch is now done or marked for RETR; a
+                        // RETR batch leaving one behind would otherwise loop forever.
+                        if how == Retrieve::Retr {
+                            let (left, rest) = std::mem::take(&mut pending)
+                                .into_iter()
+                                .partition(|p| p.how == how);
+                            pending = rest;
+                            let left: Vec<Plan> = left;
+                            skip_all(&mut tally, &left, "the server gave no answer for it");
+                        }
+                        continue;
+                    }
                     Err(e @ Pop3Error::Sink { .. }) => return Err(e),
                     Err(e) => e,
                 };
@@ -661,9 +751,6 @@ pub fn export_pop3(
                     skip_all(&mut tally, &pending, &format!("after reconnecting: {e}"));
                     return Ok(());
                 }
-                if pending.is_empty() {
-                    break;
-                }
             }
             client.close().await;
             Ok(())
@@ -701,6 +788,35 @@ pub fn export_pop3(
         bytes: tally.bytes,
         skipped: tally.skipped,
     };
+    let retrieval = if server.top { "TOP" } else { "RETR" };
+    if !server.top && tally.by_retr > 0 {
+        notes.push(
+            "the server offers no TOP, so messages were read with RETR: the server may \
+             mark them as seen (Dovecot does)"
+                .into(),
+        );
+    }
+    if !tally.fallbacks.is_empty() {
+        // The JSON lists them all; a note naming thousands would be unreadable.
+        const NAMED: usize = 10;
+        let mut names: Vec<String> = tally
+            .fallbacks
+            .iter()
+            .take(NAMED)
+            .map(|f| match &f.uidl {
+                Some(u) => format!("{} (UIDL {u})", f.msgno),
+                None => f.msgno.to_string(),
+            })
+            .collect();
+        if tally.fallbacks.len() > NAMED {
+            names.push(format!("{} more", tally.fallbacks.len() - NAMED));
+        }
+        notes.push(format!(
+            "message(s) {} read with RETR because TOP did not give them whole: the \
+             server may mark them as seen",
+            names.join(", ")
+        ));
+    }
     if reconnects > 0 {
         notes.push(format!(
             "the connection was re-established {reconnects} time(s); retrieval continued \
@@ -720,6 +836,8 @@ pub fn export_pop3(
         size_differences: tally.sizes,
         count_differences,
         reconnects,
+        retrieval,
+        read_with_retr: tally.fallbacks,
         notes,
     })
 }

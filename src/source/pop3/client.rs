@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
-use super::proto::{self, Capabilities, Command, ProtoError, RespCode, Response, Status};
+use super::proto::{self, Capabilities, Command, ProtoError, RespCode, Response, Retrieve, Status};
 use super::sasl;
 use crate::source::net::{self, Auth, Credentials, Endpoint, Scheme, Stream, TlsOptions};
 
@@ -33,7 +33,8 @@ pub struct Pop3Options {
     /// Longest wait for one step. It restarts with every read, so a slow but live transfer
     /// of a big message is never cut, while a silent server is.
     pub timeout: Duration,
-    /// Most RETR commands sent ahead of their answers when the server offers PIPELINING.
+    /// Most RETR/TOP commands sent ahead of their answers when the server offers
+    /// PIPELINING.
     pub pipeline_window: usize,
     /// Log in with APOP (RFC 1939 §7) when a password is given; an error if the greeting
     /// offers no APOP timestamp. Asked for with `;AUTH=+APOP` in the URL (RFC 2384).
@@ -50,7 +51,8 @@ impl Default for Pop3Options {
     }
 }
 
-/// What one RETR delivered: the exact unstuffed bytes, counted and hashed in passing.
+/// What one RETR (or whole-message TOP) delivered: the exact unstuffed bytes, counted
+/// and hashed in passing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetrInfo {
     pub msgno: u32,
@@ -64,7 +66,7 @@ impl RetrInfo {
     }
 }
 
-/// Receives the messages of `Pop3Client::retr_many` as they stream in: `begin`, any
+/// Receives the messages of `Pop3Client::fetch_many` as they stream in: `begin`, any
 /// number of `data` chunks, then `end`. A message cut short by a dropped connection gets
 /// no `end`, so the sink knows to throw its partial bytes away.
 pub trait RetrSink {
@@ -799,11 +801,32 @@ impl Pop3Client {
         self.expect_ok(r, "NOOP", None).map(drop)
     }
 
+    /// The command that reads a whole message without the server recording it as read:
+    /// TOP when CAPA offers it, RETR otherwise.
+    pub fn whole_message_command(&self) -> Retrieve {
+        if self.caps.top() {
+            Retrieve::Top
+        } else {
+            Retrieve::Retr
+        }
+    }
+
     /// Streams message `msgno` into `sink` exactly as stored (dot-stuffing removed, the
     /// terminator not included), hashing it on the way.
     pub async fn retr<W: Write + ?Sized>(
         &mut self,
         msgno: u32,
+        sink: &mut W,
+    ) -> Result<RetrInfo, Pop3Error> {
+        self.fetch(msgno, Retrieve::Retr, sink).await
+    }
+
+    /// [`retr`](Self::retr) with the command chosen by `how`. With `Retrieve::Top` the
+    /// caller checks the result against the LIST size ([`proto::judge_top`]).
+    pub async fn fetch<W: Write + ?Sized>(
+        &mut self,
+        msgno: u32,
+        how: Retrieve,
         sink: &mut W,
     ) -> Result<RetrInfo, Pop3Error> {
         struct One<'a, W: ?Sized> {
@@ -826,24 +849,36 @@ impl Pop3Client {
             w: sink,
             info: None,
         };
-        self.retr_many(&[msgno], &mut one).await?;
+        self.fetch_many(&[msgno], how, &mut one).await?;
         Ok(one
             .info
-            .expect("retr_many ends every message it returns Ok for"))
+            .expect("fetch_many ends every message it returns Ok for"))
     }
 
-    /// Streams several messages into `sink`, in order. With PIPELINING (RFC 2449) up to
-    /// `pipeline_window` RETRs are sent ahead, so a round trip is not paid per message.
-    ///
-    /// On a sink error or a refusal the sink does not accept, no further RETR is sent, the
-    /// answers already asked for are read and discarded (keeping the session in step),
-    /// and the error is returned.
+    /// [`fetch_many`](Self::fetch_many) with RETR.
     pub async fn retr_many<S: RetrSink + ?Sized>(
         &mut self,
         msgnos: &[u32],
         sink: &mut S,
     ) -> Result<(), Pop3Error> {
-        self.check_alive("RETR")?;
+        self.fetch_many(msgnos, Retrieve::Retr, sink).await
+    }
+
+    /// Streams several whole messages into `sink`, in order, each asked for with RETR or
+    /// with `TOP n` [`proto::TOP_WHOLE`] as `how` says (the answers have the same form).
+    /// With PIPELINING (RFC 2449) up to `pipeline_window` commands are sent ahead, so a
+    /// round trip is not paid per message.
+    ///
+    /// On a sink error or a refusal the sink does not accept, no further command is
+    /// sent, the answers already asked for are read and discarded (keeping the session
+    /// in step), and the error is returned.
+    pub async fn fetch_many<S: RetrSink + ?Sized>(
+        &mut self,
+        msgnos: &[u32],
+        how: Retrieve,
+        sink: &mut S,
+    ) -> Result<(), Pop3Error> {
+        self.check_alive(how.name())?;
         let window = if self.caps.pipelining() {
             self.opts.pipeline_window.max(1)
         } else {
@@ -852,24 +887,24 @@ impl Pop3Client {
         let mut sent = 0;
         let mut abort: Option<Pop3Error> = None;
         for (done, &msgno) in msgnos.iter().enumerate() {
+            let during = how.command(msgno).to_string();
             if abort.is_none() {
                 let mut out = Vec::new();
                 while sent < msgnos.len() && sent < done + window {
-                    out.extend(Command::Retr(msgnos[sent]).encode().expect("no free text"));
+                    out.extend(how.command(msgnos[sent]).encode().expect("no free text"));
                     sent += 1;
                 }
                 if !out.is_empty() {
                     let r = self.conn.send(&out).await;
-                    r.map_err(|f| self.fail(f, &format!("RETR {msgno}"), Some(msgno), 0))?;
+                    r.map_err(|f| self.fail(f, &during, Some(msgno), 0))?;
                 }
             }
             if done >= sent {
                 break;
             }
-            let during = format!("RETR {msgno}");
             let r = self.read_response(&during, Some(msgno)).await?;
             if !r.is_ok() {
-                let err = self.expect_ok(r, "RETR", Some(msgno)).unwrap_err();
+                let err = self.expect_ok(r, how.name(), Some(msgno)).unwrap_err();
                 if err.is_connection_lost() || matches!(err, Pop3Error::Protocol { .. }) {
                     return Err(err);
                 }
@@ -932,7 +967,7 @@ impl Pop3Client {
     /// Ends the session without QUIT, so the server never enters the UPDATE state
     /// (RFC 1939 §6: a session that ends otherwise does not update the maildrop). TLS is
     /// closed cleanly; the server just sees the client leave. (Dovecot still sets `\Seen`
-    /// on the messages it sent by RETR, at the end of any session.)
+    /// on the messages it sent by RETR, at the end of any session; not for TOP.)
     pub async fn close(mut self) {
         let _ = timeout(self.conn.timeout, self.conn.stream.shutdown()).await;
     }

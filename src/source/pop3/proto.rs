@@ -255,6 +255,11 @@ impl Capabilities {
         self.has("RESP-CODES")
     }
 
+    /// TOP is optional in RFC 1939; only CAPA can tell whether a server has it.
+    pub fn top(&self) -> bool {
+        self.has("TOP")
+    }
+
     pub fn implementation(&self) -> Option<String> {
         self.args("IMPLEMENTATION").map(|a| a.join(" "))
     }
@@ -347,6 +352,11 @@ pub enum Command<'a> {
     List,
     Uidl,
     Retr(u32),
+    /// `TOP msg lines`: the header, the blank line and the first `lines` body lines.
+    Top {
+        msg: u32,
+        lines: u64,
+    },
     Noop,
     Quit,
 }
@@ -366,6 +376,7 @@ impl Command<'_> {
             Command::List => "LIST",
             Command::Uidl => "UIDL",
             Command::Retr(_) => "RETR",
+            Command::Top { .. } => "TOP",
             Command::Noop => "NOOP",
             Command::Quit => "QUIT",
         }
@@ -410,6 +421,7 @@ impl Command<'_> {
                 r.to_string()
             }
             Command::Retr(n) => format!("RETR {n}"),
+            Command::Top { msg, lines } => format!("TOP {msg} {lines}"),
             other => other.name().to_string(),
         };
         let mut v = line.into_bytes();
@@ -434,6 +446,7 @@ impl fmt::Display for Command<'_> {
             } => write!(f, "AUTH {mechanism}"),
             Command::SaslResponse(_) => f.write_str("***"),
             Command::Retr(n) => write!(f, "RETR {n}"),
+            Command::Top { msg, lines } => write!(f, "TOP {msg} {lines}"),
             other => f.write_str(other.name()),
         }
     }
@@ -442,6 +455,76 @@ impl fmt::Display for Command<'_> {
 impl fmt::Debug for Command<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
+    }
+}
+
+/// The body line count sent with TOP to get a whole message: as many lines as a message
+/// under 4 GiB can have (a CRLF line takes two bytes), and the largest value a server
+/// that parses the count as a signed 32-bit number still accepts; a longer message
+/// comes back short, which the LIST size check catches. Never 2^64-1: Dovecot (uoff_t) takes exactly
+/// that value to mean RETR, and then marks the message `\Seen` as for RETR.
+pub const TOP_WHOLE: u64 = i32::MAX as u64;
+
+/// How a whole message is asked for. RETR is the only command RFC 1939 defines to
+/// return a message whole, but servers may record that it was read (Dovecot sets
+/// `\Seen` at the end of the session, QUIT or not); TOP with [`TOP_WHOLE`] lines
+/// returns the same bytes and is not recorded as reading the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retrieve {
+    Retr,
+    Top,
+}
+
+impl Retrieve {
+    pub fn command(self, msg: u32) -> Command<'static> {
+        match self {
+            Retrieve::Retr => Command::Retr(msg),
+            Retrieve::Top => Command::Top {
+                msg,
+                lines: TOP_WHOLE,
+            },
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Retrieve::Retr => "RETR",
+            Retrieve::Top => "TOP",
+        }
+    }
+}
+
+/// Whether the answer to `TOP msg TOP_WHOLE` is what RETR would have sent, judged by
+/// the LIST size (the size of the message as RETR sends it, before stuffing) and the
+/// answer's length and last bytes (`tail`: at least its last four, or all of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopVerdict {
+    /// Exactly the LIST size.
+    Whole,
+    /// The LIST size plus a CRLF ending a last line that is not blank: the stored
+    /// message has no final newline and the server added one, as it must for RETR too
+    /// (a multi-line answer can only end after a line break).
+    AddedFinalNewline,
+    /// Anything else. TOP is only defined as "header, blank line, N body lines", so a
+    /// server may add a blank line to a message without a body, or cap N; only RETR is
+    /// sure to give the message whole.
+    Differs,
+}
+
+pub fn judge_top(list_size: u64, len: u64, tail: &[u8]) -> TopVerdict {
+    if len == list_size {
+        TopVerdict::Whole
+    } else if len == list_size + 2
+        && tail.ends_with(b"\r\n")
+        // A blank last line after another line is what a server adding a header/body
+        // separator to a message without a body would send; a stored last line without
+        // a newline is never blank (it would then end with the newline). An empty
+        // message comes back as one CRLF from RETR as well.
+        && !tail.ends_with(b"\n\r\n")
+    {
+        TopVerdict::AddedFinalNewline
+    } else {
+        TopVerdict::Differs
     }
 }
 
@@ -735,6 +818,74 @@ mod tests {
         assert_eq!(e, ProtoError::BadArgument("user name"));
         let e = Command::Pass("hunter2\n").encode().unwrap_err();
         assert!(!e.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn top_encodes_and_asks_for_every_line() {
+        let top = Command::Top { msg: 7, lines: 0 };
+        assert_eq!(top.encode().unwrap(), b"TOP 7 0\r\n");
+        assert_eq!((top.name(), top.to_string()), ("TOP", "TOP 7 0".into()));
+        assert_eq!(
+            Retrieve::Top.command(42).encode().unwrap(),
+            b"TOP 42 2147483647\r\n"
+        );
+        assert_eq!(
+            format!("{:?}", Retrieve::Top.command(1)),
+            "TOP 1 2147483647"
+        );
+        assert_eq!(Retrieve::Retr.command(42).encode().unwrap(), b"RETR 42\r\n");
+        assert_eq!(
+            (Retrieve::Top.name(), Retrieve::Retr.name()),
+            ("TOP", "RETR")
+        );
+        // Fits a signed 32-bit parser, and is not Dovecot's RETR-meaning 2^64-1.
+        assert!(i32::try_from(TOP_WHOLE).is_ok() && TOP_WHOLE != u64::MAX);
+        // As many lines as a message under 4 GiB can have (a CRLF line takes 2 bytes).
+        assert!(TOP_WHOLE >= u64::from(u32::MAX) / 2);
+        let c = Capabilities::parse(b"USER\r\nTOP\r\n");
+        assert!(c.top());
+        assert!(!Capabilities::parse(b"USER\r\nUIDL\r\n").top());
+    }
+
+    #[test]
+    fn judges_top_answers_against_the_list_size() {
+        let judge = |list: u64, got: &[u8]| judge_top(list, got.len() as u64, got);
+        assert_eq!(judge(8, b"A: b\r\n\r\n"), TopVerdict::Whole);
+        // Headers only, sent as stored.
+        assert_eq!(judge(6, b"A: b\r\n"), TopVerdict::Whole);
+        // Stored without a final newline: CRLF added, as RETR does.
+        assert_eq!(
+            judge(12, b"A: b\r\n\r\nbody\r\n"),
+            TopVerdict::AddedFinalNewline
+        );
+        assert_eq!(judge(4, b"A: b\r\n"), TopVerdict::AddedFinalNewline);
+        // The last line is a lone dot (unstuffed already).
+        assert_eq!(
+            judge(9, b"A: b\r\n\r\n.\r\n"),
+            TopVerdict::AddedFinalNewline
+        );
+        // A bare CR at the very end of the stored message.
+        assert_eq!(
+            judge(10, b"A: b\r\n\r\nx\r\r\n"),
+            TopVerdict::AddedFinalNewline
+        );
+        // Headers only, with a blank line added by the server: not what RETR sends.
+        assert_eq!(judge(6, b"A: b\r\n\r\n"), TopVerdict::Differs);
+        assert_eq!(judge(5, b"A: b\n\r\n"), TopVerdict::Differs);
+        // An empty stored message: RETR sends one CRLF too.
+        assert_eq!(judge(0, b"\r\n"), TopVerdict::AddedFinalNewline);
+        assert_eq!(judge(0, b""), TopVerdict::Whole);
+        // Cut short (a server capping the line count), or longer than +2.
+        assert_eq!(judge(100, b"A: b\r\n\r\nfirst\r\n"), TopVerdict::Differs);
+        assert_eq!(judge(4, b"A: b\r\n\r\n"), TopVerdict::Differs);
+        // +2 without a CRLF at the end is no added line break.
+        assert_eq!(judge(6, b"A: b\r\nxy"), TopVerdict::Differs);
+        // Only the tail is needed.
+        assert_eq!(
+            judge_top(1000, 1002, b"xy\r\n"),
+            TopVerdict::AddedFinalNewline
+        );
+        assert_eq!(judge_top(1000, 1002, b"\n\r\n"), TopVerdict::Differs);
     }
 
     // ---- Unstuffer ----
