@@ -133,6 +133,17 @@ pub struct ImportReport {
     pub failed: u64,
     pub bytes_appended: u64,
     pub notes: Vec<String>,
+    /// Wall-clock seconds of each phase (connect and plan, learn what the destination
+    /// holds, append, verify), so a slow import shows where its time went.
+    pub seconds: PhaseSeconds,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct PhaseSeconds {
+    pub prepare: f64,
+    pub learn: f64,
+    pub append: f64,
+    pub verify: f64,
 }
 
 impl ImportReport {
@@ -386,6 +397,7 @@ pub async fn import(
     opts: &ImportOptions,
     progress: &Progress,
 ) -> Result<ImportReport, ImportError> {
+    let started = std::time::Instant::now();
     let archives = Arc::new(order_chain(archives));
     // Folders across the chain, first record wins; subscriptions add up.
     let mut folders: Vec<FolderRecord> = Vec::new();
@@ -550,6 +562,11 @@ pub async fn import(
         }
     }
 
+    let mut seconds = PhaseSeconds {
+        prepare: started.elapsed().as_secs_f64(),
+        ..Default::default()
+    };
+    let phase = std::time::Instant::now();
     // What each destination folder already holds.
     let to_learn: Vec<usize> = (0..dests.len())
         .filter(|&di| {
@@ -596,6 +613,8 @@ pub async fn import(
         }
     }
 
+    seconds.learn = phase.elapsed().as_secs_f64();
+    let phase = std::time::Instant::now();
     // Stream the archives: decide each message, queue the missing ones.
     let (tx, rx) = mpsc::channel::<Job>(1024);
     let budget = Arc::new(Semaphore::new(QUEUE_BUDGET_KIB as usize));
@@ -778,6 +797,8 @@ pub async fn import(
     }
     progress.finish();
 
+    seconds.append = phase.elapsed().as_secs_f64();
+    let phase = std::time::Instant::now();
     // Verification on the destination.
     if !opts.dry_run && opts.verify != VerifyMode::None {
         if sessions.is_empty() {
@@ -849,6 +870,8 @@ pub async fn import(
         }
     }
 
+    seconds.verify = phase.elapsed().as_secs_f64();
+    rep.seconds = seconds;
     // The report, per source folder.
     for (fi, fp) in plan.folders.iter().enumerate() {
         let mut fr = FolderReport {
