@@ -223,21 +223,7 @@ fn run_mailark(d: &support::Dovecot, scratch: &Path, count: usize) -> Result<Mea
     let out = scratch.join("imap.tar.zst");
     let _ = std::fs::remove_file(&out);
     let errf = scratch.join("mailark.stderr");
-    // For profiling runs, MAILARK_BENCH_WRAP prefixes the command (e.g. "perf record
-    // -g -o exp.data --").
-    let wrap: Vec<String> = std::env::var("MAILARK_BENCH_WRAP")
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(String::from)
-        .collect();
-    let mut cmd = match wrap.split_first() {
-        Some((w, rest)) => {
-            let mut c = Command::new(w);
-            c.args(rest).arg(bin);
-            c
-        }
-        None => Command::new(bin),
-    };
+    let mut cmd = wrapped(bin);
     let m = measure(
         cmd.args(["export", &d.imaps_url("alice"), "-o"])
             .arg(&out)

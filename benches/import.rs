@@ -184,21 +184,8 @@ fn main() {
     });
     let mut rows: Vec<(String, Measured)> = Vec::new();
 
-    // mailark import (default: --verify quick, --jobs 4). For profiling runs,
-    // MAILARK_BENCH_WRAP prefixes the command (e.g. "perf record -g -o imp.data --").
-    let wrap: Vec<String> = std::env::var("MAILARK_BENCH_WRAP")
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(String::from)
-        .collect();
-    let mut cmd = match wrap.split_first() {
-        Some((w, rest)) => {
-            let mut c = Command::new(w);
-            c.args(rest).arg(bin);
-            c
-        }
-        None => Command::new(bin),
-    };
+    // mailark import (default: --verify quick, --jobs 4).
+    let mut cmd = wrapped(bin);
     let m = measure(
         cmd.arg("import")
             .arg(&ar)

@@ -139,3 +139,21 @@ pub fn mib(b: u64) -> f64 {
 pub fn bench_mode() -> bool {
     std::env::args().any(|a| a == "--bench")
 }
+
+/// A command running `bin`, prefixed by `MAILARK_BENCH_WRAP` when set (for profiling
+/// runs, e.g. "perf record -g -o run.data --" or "/usr/bin/time -v").
+pub fn wrapped(bin: &str) -> Command {
+    let wrap: Vec<String> = std::env::var("MAILARK_BENCH_WRAP")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    match wrap.split_first() {
+        Some((w, rest)) => {
+            let mut c = Command::new(w);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
+}
