@@ -210,6 +210,10 @@ struct Rec {
     raw_sha: [u8; 32],
     lf_sha: [u8; 32],
     at_risk: bool,
+    /// For a message whose only risk is 8-bit header bytes: SHA-256 of its header
+    /// section (with the blank line) as archived, in CRLF form, and with bare LF made
+    /// CRLF, so quick verification can fetch the header instead of the whole message.
+    head: Option<[[u8; 32]; 3]>,
     flags: Vec<String>,
     size: u64,
     verified: Option<Result<(), String>>,
@@ -508,6 +512,7 @@ pub async fn import(
                 raw_sha,
                 lf_sha: [0; 32],
                 at_risk: false,
+                head: None,
                 flags: Vec::new(),
                 size: m.size,
                 verified: None,
@@ -616,6 +621,7 @@ pub async fn import(
     seconds.learn = phase.elapsed().as_secs_f64();
     let phase = std::time::Instant::now();
     // Stream the archives: decide each message, queue the missing ones.
+    let verify_mode = opts.verify;
     let (tx, rx) = mpsc::channel::<Job>(1024);
     let budget = Arc::new(Semaphore::new(QUEUE_BUDGET_KIB as usize));
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<(usize, Outcome)>();
@@ -692,6 +698,9 @@ pub async fn import(
                         rec.lf_sha = plan::lf_crlf_sha256(bytes);
                     }
                     rec.at_risk = plan::at_risk(bytes);
+                    if rec.at_risk && verify_mode == VerifyMode::Quick && !bytes.contains(&0) {
+                        rec.head = plan::header_forms(bytes);
+                    }
                     let (keep, drop) = plan::split_flags(&m.flags, d.permanent.as_deref());
                     rec.flags = keep;
                     let flags = &rec.flags;
@@ -826,7 +835,12 @@ pub async fn import(
                     crlf_sha: r.crlf_sha,
                     raw_sha: r.raw_sha,
                     lf_sha: r.lf_sha,
-                    bytes_too: opts.verify == VerifyMode::Full || r.at_risk,
+                    bytes_too: opts.verify == VerifyMode::Full || (r.at_risk && r.head.is_none()),
+                    head: if opts.verify == VerifyMode::Full {
+                        None
+                    } else {
+                        r.head
+                    },
                 });
             }
         }
@@ -947,6 +961,9 @@ struct VerifyItem {
     raw_sha: [u8; 32],
     lf_sha: [u8; 32],
     bytes_too: bool,
+    /// Compare the header section only (see `Rec::head`); a mismatch falls back to the
+    /// whole message.
+    head: Option<[[u8; 32]; 3]>,
 }
 
 /// Checks each archived message of one destination folder against what it holds now.
@@ -959,6 +976,7 @@ async fn verify_folder(
     let (mut state, _) = learn(s, raw, ambiguous, true).await?;
     let mut out = Vec::new();
     let mut body_check: HashMap<u32, &VerifyItem> = HashMap::new();
+    let mut head_check: HashMap<u32, &VerifyItem> = HashMap::new();
     // Known UIDs first, so a claim by key cannot take a message another record owns.
     let mut order: Vec<&VerifyItem> = items.iter().filter(|i| i.uid.is_some()).collect();
     order.extend(items.iter().filter(|i| i.uid.is_none()));
@@ -1025,8 +1043,32 @@ async fn verify_folder(
         }
         if it.bytes_too {
             body_check.insert(e.uid, it);
+        } else if it.head.is_some() {
+            head_check.insert(e.uid, it);
         } else {
             out.push((it.gid, Ok(())));
+        }
+    }
+    if !head_check.is_empty() {
+        // Servers that rewrite 8-bit header bytes (Cyrus) do it in the header: when the
+        // stored header is the archived one, the message is. Anything else is settled
+        // by the whole message below.
+        let uids: Vec<u32> = head_check.keys().copied().collect();
+        let mut same: HashSet<u32> = HashSet::new();
+        s.fetch_section(&uids, "HEADER", |uid, head| {
+            if let Some(want) = head_check.get(&uid).and_then(|it| it.head) {
+                if want.contains(&sha2_raw(head)) {
+                    same.insert(uid);
+                }
+            }
+        })
+        .await?;
+        for (uid, it) in head_check {
+            if same.contains(&uid) {
+                out.push((it.gid, Ok(())));
+            } else {
+                body_check.insert(uid, it);
+            }
         }
     }
     if !body_check.is_empty() {

@@ -492,6 +492,27 @@ pub fn loose_sha256(b: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// SHA-256 of a message's header section including the blank line that ends it, as it
+/// is, in CRLF form, and with only bare LF made CRLF (the forms a server may store).
+/// `None` when the message has no blank line (no body): such a header cannot be told
+/// apart from the whole message, so it is compared whole.
+pub fn header_forms(b: &[u8]) -> Option<[[u8; 32]; 3]> {
+    let h = crate::mail::headers::header_section(b).len();
+    let end = if b[h..].starts_with(b"\r\n") {
+        h + 2
+    } else if b[h..].starts_with(b"\n") {
+        h + 1
+    } else {
+        return None;
+    };
+    let head = &b[..end];
+    Some([
+        Sha256::digest(head).into(),
+        crlf_sha256(head),
+        lf_crlf_sha256(head),
+    ])
+}
+
 /// Bytes a server is known to rewrite: NUL anywhere, 8-bit bytes in the header section.
 pub fn at_risk(b: &[u8]) -> bool {
     b.contains(&0)
@@ -962,6 +983,21 @@ mod tests {
             loose_sha256(b"S: XXX\r\n\r\nx\x80")
         );
         assert!(at_risk(b"Subject: \xe3\n\nbody"));
+        // The header section with its blank line, in the forms a server may store.
+        let lf = b"Subject: \xe3\nX: y\n\nbody\n";
+        let crlf = b"Subject: \xe3\r\nX: y\r\n\r\n";
+        let f = header_forms(lf).unwrap();
+        assert_eq!(
+            f[0],
+            <[u8; 32]>::from(Sha256::digest(b"Subject: \xe3\nX: y\n\n"))
+        );
+        assert_eq!(f[1], <[u8; 32]>::from(Sha256::digest(crlf)));
+        assert_eq!(f[2], f[1]);
+        assert_eq!(
+            header_forms(b"Subject: a\r\n\r\nb").unwrap()[0],
+            <[u8; 32]>::from(Sha256::digest(b"Subject: a\r\n\r\n"))
+        );
+        assert!(header_forms(b"Subject: no body\r\n").is_none());
         assert!(!at_risk(b"Subject: a\n\n\xe3 body"));
         assert!(at_risk(b"Subject: a\n\nbo\0dy"));
     }

@@ -263,13 +263,24 @@ impl ImapSession {
     pub async fn fetch_bodies(
         &mut self,
         uids: &[u32],
+        each: impl FnMut(u32, &[u8]),
+    ) -> Result<(), ImapError> {
+        self.fetch_section(uids, "", each).await
+    }
+
+    /// Like [`fetch_bodies`](Self::fetch_bodies) for one section of each message
+    /// (`HEADER`: the header and the blank line after it; empty: the whole message).
+    pub async fn fetch_section(
+        &mut self,
+        uids: &[u32],
+        section: &str,
         mut each: impl FnMut(u32, &[u8]),
     ) -> Result<(), ImapError> {
         let ep = self.endpoint().to_string();
         for chunk in uids.chunks(200) {
             let tag = next_tag();
             let set = uid_set(chunk);
-            let cmd = format!("{tag} UID FETCH {set} (UID BODY.PEEK[])\r\n");
+            let cmd = format!("{tag} UID FETCH {set} (UID BODY.PEEK[{section}])\r\n");
             self.write_raw(&[cmd.as_bytes()]).await?;
             let mut rd = RawReader::default();
             loop {
@@ -280,7 +291,7 @@ impl ImapSession {
                         let (status, text) = rest.split_once(' ').unwrap_or((&rest, ""));
                         return Err(ImapError::Command {
                             endpoint: ep,
-                            command: format!("UID FETCH {set} BODY.PEEK[]"),
+                            command: format!("UID FETCH {set} BODY.PEEK[{section}]"),
                             status: status.to_string(),
                             text: text.to_string(),
                         });
