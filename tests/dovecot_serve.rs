@@ -7,6 +7,7 @@ mod common;
 mod support;
 
 use common::*;
+use support::dovecot::served_form;
 use support::raw::{mutf7, quote};
 use support::Dovecot;
 
@@ -108,7 +109,7 @@ fn extracted_maildir_is_served_by_dovecot_as_is() {
             // Dovecot serves CRLF whatever the file holds; compare in that form.
             let sha = w["sha256"].as_str().unwrap();
             let file = fx.iter().find(|(_, b)| sha256_hex(b) == sha).unwrap();
-            let crlf = to_crlf(&file.1);
+            let crlf = served_form(&file.1);
             assert!(
                 got.iter().any(|g| g.2 == crlf),
                 "{f}: {} not served byte-exact",
@@ -138,17 +139,4 @@ fn extracted_maildir_is_served_by_dovecot_as_is() {
         subs.contains(&mutf7("受信箱/取引先")) || subs.contains(&quote(&mutf7("受信箱/取引先"))),
         "{subs}"
     );
-}
-
-/// Dovecot's view of a Maildir file on the wire: every LF not after a CR becomes CRLF
-/// (a bare CR stays as it is).
-fn to_crlf(b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(b.len() + 64);
-    for (i, &c) in b.iter().enumerate() {
-        if c == b'\n' && (i == 0 || b[i - 1] != b'\r') {
-            out.push(b'\r');
-        }
-        out.push(c);
-    }
-    out
 }

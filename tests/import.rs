@@ -7,6 +7,7 @@
 
 mod common;
 mod support;
+use support::dovecot::served_form;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -148,18 +149,6 @@ fn crlf(b: &[u8]) -> Vec<u8> {
             c => out.push(c),
         }
         i += 1;
-    }
-    out
-}
-
-/// Dovecot's form of a message with mixed line ends: bare LF made CRLF, bare CR kept.
-fn lf_crlf(b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(b.len() + 64);
-    for (i, &c) in b.iter().enumerate() {
-        if c == b'\n' && (i == 0 || b[i - 1] != b'\r') {
-            out.push(b'\r');
-        }
-        out.push(c);
     }
     out
 }
@@ -332,7 +321,7 @@ fn dovecot_fixtures_special_use_keywords_and_reruns() {
             continue;
         }
         let got = &state[&mutf7(&dest_of(f))];
-        let (want, want2) = (crlf(bytes), lf_crlf(bytes));
+        let (want, want2) = (crlf(bytes), served_form(bytes));
         let copies: Vec<&(String, Vec<u8>)> = got
             .iter()
             .filter(|(_, b)| *b == want || *b == want2)
@@ -492,7 +481,7 @@ fn dovecot_dot_delimiter_inbox_prefix_map_and_dry_run() {
         for (_, b) in want {
             assert!(got
                 .iter()
-                .any(|(fl, g)| *g == lf_crlf(b) && flags_have(fl, "\\Seen")));
+                .any(|(fl, g)| *g == served_form(b) && flags_have(fl, "\\Seen")));
         }
     }
     let subs = c.must("LSUB \"\" \"*\"").text();

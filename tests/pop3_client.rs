@@ -4,6 +4,7 @@
 //! links, silent peers, hostile STLS, no CAPA, OAuth challenges).
 
 mod support;
+use support::dovecot::pop3_form;
 
 use std::future::Future;
 use std::time::Duration;
@@ -798,24 +799,6 @@ async fn failing_sink_is_reported_and_session_stays_usable() {
 }
 
 // ---- against a real Dovecot ----
-
-/// What Dovecot's RETR delivers for a stored file: CRLF line ends, and a CRLF added to
-/// a message without a final newline.
-fn pop3_form(stored: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut prev = 0u8;
-    for &b in stored {
-        if b == b'\n' && prev != b'\r' {
-            out.push(b'\r');
-        }
-        out.push(b);
-        prev = b;
-    }
-    if !out.ends_with(b"\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
 
 /// `user`'s login on `d`, with `pw` instead of the real password when given.
 fn dovecot_creds(d: &support::Dovecot, user: &str, pw: Option<&str>) -> Credentials {

@@ -18,27 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use common::*;
+use support::dovecot::pop3_form;
 use support::proxy::FaultProxy;
 use support::{Dovecot, DovecotOptions};
-
-/// What POP3 RETR delivers for a stored file, derived without mailark: Dovecot serves
-/// CRLF line ends and, since POP3 cannot end a message without a newline, adds CRLF to a
-/// message that has none.
-fn pop3_form(stored: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(stored.len() + stored.len() / 40 + 2);
-    let mut prev = 0u8;
-    for &b in stored {
-        if b == b'\n' && prev != b'\r' {
-            out.push(b'\r');
-        }
-        out.push(b);
-        prev = b;
-    }
-    if !out.ends_with(b"\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
 
 /// Every message file of an archive, read with plain `tar --zstd` (not mailark), sorted.
 fn archived_messages(archive: &Path, scratch: &Path) -> Vec<Vec<u8>> {

@@ -373,3 +373,27 @@ pub fn chown_nobody(p: &Path) {
         .expect("chown");
     assert!(st.success(), "chown -R nobody:nogroup {}", p.display());
 }
+
+/// Dovecot's form of a stored message on the wire (IMAP `BODY[]`, and what it stores
+/// from an APPEND with mixed line ends): every LF not after a CR becomes CRLF; a bare CR
+/// stays as it is.
+pub fn served_form(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len() + b.len() / 40 + 2);
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'\n' && (i == 0 || b[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// What Dovecot's POP3 delivers for a stored message: the served form, plus a CRLF when
+/// the message has no final newline (POP3 cannot end a message without one).
+pub fn pop3_form(stored: &[u8]) -> Vec<u8> {
+    let mut out = served_form(stored);
+    if !out.ends_with(b"\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
