@@ -19,14 +19,7 @@ fn main() {
     }
     // `cargo test --all-targets` runs this binary without `--bench`: a small smoke run
     // then proves the benchmark still works without taking CI's time.
-    let mb: u64 = if bench_mode() {
-        std::env::var("MAILARK_BENCH_MB")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(2048)
-    } else {
-        8
-    };
+    let mb: u64 = bench_size("MAILARK_BENCH_MB", 2048, 8);
     let scratch = match std::env::var_os("MAILARK_BENCH_DIR") {
         Some(d) => tempfile::tempdir_in(d).unwrap(),
         None => tempfile::tempdir().unwrap(),

@@ -71,14 +71,7 @@ fn main() {
         return;
     }
     let full = bench_mode();
-    let count: usize = if full {
-        std::env::var("MAILARK_BENCH_IMAP_MSGS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(10_000)
-    } else {
-        60
-    };
+    let count: usize = bench_size("MAILARK_BENCH_IMAP_MSGS", 10_000, 60);
     // An ASCII password: Python's imaplib LOGIN cannot send anything else.
     let d = support::Dovecot::start_with(support::DovecotOptions {
         users: vec![("alice".into(), PASSWORD.into())],

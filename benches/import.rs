@@ -150,14 +150,7 @@ fn main() {
         return;
     }
     // `cargo test --all-targets` runs this without `--bench`: a smoke run of seconds.
-    let n: usize = if bench_mode() {
-        std::env::var("MAILARK_BENCH_MSGS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(10_000)
-    } else {
-        150
-    };
+    let n: usize = bench_size("MAILARK_BENCH_MSGS", 10_000, 150);
     let scratch = match std::env::var_os("MAILARK_BENCH_DIR") {
         Some(d) => tempfile::tempdir_in(d).unwrap(),
         None => tempfile::tempdir().unwrap(),

@@ -47,14 +47,7 @@ fn main() {
         return;
     }
     let full = bench_mode();
-    let count: usize = if full {
-        std::env::var("MAILARK_BENCH_POP3_MSGS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(5000)
-    } else {
-        40
-    };
+    let count: usize = bench_size("MAILARK_BENCH_POP3_MSGS", 5000, 40);
     let d = support::Dovecot::start();
     let scratch = tempfile::tempdir().unwrap();
     std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755)).unwrap();

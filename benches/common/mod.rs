@@ -157,3 +157,15 @@ pub fn wrapped(bin: &str) -> Command {
         None => Command::new(bin),
     }
 }
+
+/// The benchmark's size: `var` (or `full`) under `cargo bench`, `smoke` when `cargo test
+/// --all-targets` runs the binary to prove it still works.
+pub fn bench_size<T: std::str::FromStr>(var: &str, full: T, smoke: T) -> T {
+    if !bench_mode() {
+        return smoke;
+    }
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(full)
+}
