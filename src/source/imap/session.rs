@@ -699,19 +699,28 @@ impl ImapSession {
         }
     }
 
+    /// One response read with the step timeout (generic because the client crate does
+    /// not export its response type): a silent server is a timeout, a closed connection
+    /// is `ConnectionLost`.
+    fn arrived<T>(
+        &self,
+        r: Result<Option<std::io::Result<T>>, tokio::time::error::Elapsed>,
+    ) -> Result<T, ImapError> {
+        match r {
+            Err(_) => Err(self.timeout_err()),
+            Ok(None) => Err(ImapError::ConnectionLost {
+                endpoint: self.endpoint.clone(),
+                detail: "the server closed the connection".into(),
+            }),
+            Ok(Some(Err(e))) => Err(self.io_err(e)),
+            Ok(Some(Ok(r))) => Ok(r),
+        }
+    }
+
     /// Reads the next response and turns it into an [`Event`].
     pub async fn next_event(&mut self) -> Result<Event, ImapError> {
-        let r = match timeout(self.timeout, self.inner.read_response()).await {
-            Err(_) => return Err(self.timeout_err()),
-            Ok(None) => {
-                return Err(ImapError::ConnectionLost {
-                    endpoint: self.endpoint.clone(),
-                    detail: "the server closed the connection".into(),
-                })
-            }
-            Ok(Some(Err(e))) => return Err(self.io_err(e)),
-            Ok(Some(Ok(r))) => r,
-        };
+        let got = timeout(self.timeout, self.inner.read_response()).await;
+        let r = self.arrived(got)?;
         Ok(match r.parsed() {
             Response::Fetch(seq, attrs) => Event::Fetch(fetched(*seq, attrs)),
             Response::Done {
@@ -758,17 +767,8 @@ impl ImapSession {
     {
         let tag = self.send(cmd).await?;
         loop {
-            let r = match timeout(self.timeout, self.inner.read_response()).await {
-                Err(_) => return Err(self.timeout_err()),
-                Ok(None) => {
-                    return Err(ImapError::ConnectionLost {
-                        endpoint: self.endpoint.clone(),
-                        detail: "the server closed the connection".into(),
-                    })
-                }
-                Ok(Some(Err(e))) => return Err(self.io_err(e)),
-                Ok(Some(Ok(r))) => r,
-            };
+            let got = timeout(self.timeout, self.inner.read_response()).await;
+            let r = self.arrived(got)?;
             match r.parsed() {
                 Response::Done {
                     tag: t,
