@@ -63,13 +63,6 @@ pub struct DestCaps {
 }
 
 impl ImapSession {
-    fn io_timeout(&self) -> ImapError {
-        ImapError::Timeout {
-            endpoint: self.endpoint().to_string(),
-            secs: IO_TIMEOUT.as_secs(),
-        }
-    }
-
     async fn write_raw(&mut self, parts: &[&[u8]]) -> Result<(), ImapError> {
         let ep = self.endpoint().to_string();
         let s = self.inner.as_mut();
@@ -91,13 +84,6 @@ impl ImapSession {
         }
     }
 
-    async fn next_event_t(&mut self) -> Result<Event, ImapError> {
-        match timeout(IO_TIMEOUT, self.next_event()).await {
-            Err(_) => Err(self.io_timeout()),
-            Ok(r) => r,
-        }
-    }
-
     /// Reads responses until the tagged end of `tag`.
     pub async fn wait_done(&mut self, tag: &str) -> Result<Completion, ImapError> {
         loop {
@@ -106,7 +92,7 @@ impl ImapSession {
                 ok,
                 status,
                 text,
-            } = self.next_event_t().await?
+            } = self.next_event().await?
             {
                 if t == tag {
                     return Ok(Completion {
@@ -203,7 +189,7 @@ impl ImapSession {
         }
         self.write_raw(&[head.as_bytes()]).await?;
         loop {
-            match self.next_event_t().await? {
+            match self.next_event().await? {
                 Event::Done {
                     tag: t,
                     ok,
@@ -235,7 +221,7 @@ impl ImapSession {
                 ok,
                 status,
                 text,
-            } = self.next_event_t().await?
+            } = self.next_event().await?
             {
                 return Ok(Completion {
                     tag,
