@@ -102,10 +102,25 @@ fn maildrop(d: &Dovecot, user: &str) -> Maildrop {
 /// decides a session's flag changes before it logs this line and commits them just
 /// after; the `(top, retr)` counts of [`pop3_sessions`] are what show none was made
 /// (it sets `\Seen` only for RETR).
+///
+/// Dovecot 2.3.19 now and then (about 1 run in 15 of the cut-connection test) leaves
+/// a session whose TLS login process was cut while pipelined commands were still
+/// queued: the pop3 process stops watching its socket and would sit there until its
+/// 10-minute idle timeout. After a few quiet seconds such sessions get SIGTERM, which
+/// makes Dovecot end them the ordinary way: flags committed, counts logged.
 fn sessions_ended(d: &Dovecot, user: &str, n: usize) {
+    let start = std::time::Instant::now();
     // Generous: the machine is shared, and a cut session ends only when Dovecot notices.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = start + std::time::Duration::from_secs(60);
+    let mut nudged = false;
     while pop3_sessions(d, user).len() < n {
+        if !nudged && start.elapsed() > std::time::Duration::from_secs(5) {
+            nudged = true;
+            for pid in open_pop3_sessions(d, user) {
+                // SAFETY: signalling a Dovecot process this test's server started.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+        }
         assert!(
             std::time::Instant::now() < deadline,
             "Dovecot logged {} of {n} session ends:\n{}",
@@ -120,8 +135,20 @@ fn sessions_ended(d: &Dovecot, user: &str, n: usize) {
     }
 }
 
-/// `(top, retr)`: the message counts of Dovecot's POP3 session log lines for `user`
-/// (`top=N/BYTES, retr=N/BYTES`), in order.
+/// PIDs of `user`'s POP3 sessions that logged in but have not logged their end.
+fn open_pop3_sessions(d: &Dovecot, user: &str) -> Vec<i32> {
+    let log = d.log();
+    let mut open: Vec<i32> = log
+        .lines()
+        .filter(|l| l.contains("pop3-login") && l.contains(&format!("user=<{user}>")))
+        .filter_map(|l| l.split("mpid=").nth(1)?.split(',').next()?.parse().ok())
+        .collect();
+    for l in log.lines().filter(|l| l.contains("Disconnected")) {
+        open.retain(|pid| !l.contains(&format!("<{pid}>")));
+    }
+    open
+}
+
 fn pop3_sessions(d: &Dovecot, user: &str) -> Vec<(u64, u64)> {
     let count = |l: &str, key: &str| -> u64 {
         let v = l.split(key).nth(1).expect("Dovecot's pop3_logout_format");

@@ -6,6 +6,7 @@
 
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -186,6 +187,8 @@ namespace inbox {{
         let conf_path = root.join("dovecot.conf");
         std::fs::write(&conf_path, conf).unwrap();
         let child = Command::new(&dovecot)
+            // Its own process group, so stopping it can sweep up every child.
+            .process_group(0)
             .arg("-F")
             .arg("-c")
             .arg(&conf_path)
@@ -361,6 +364,12 @@ namespace inbox {{
 impl Drop for Dovecot {
     fn drop(&mut self) {
         super::stop_child(self.pid);
+        // A session process the master did not take down with it (a stuck POP3
+        // session outlives the master) would linger for its idle timeout.
+        // SAFETY: the group is the one this harness created for this server.
+        unsafe {
+            libc::kill(-(self.pid as i32), libc::SIGKILL);
+        }
     }
 }
 
