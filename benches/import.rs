@@ -186,13 +186,13 @@ fn main() {
             .arg(d.password_file("bob"))
             .arg("--tls-ca-file")
             .arg(d.ca_file())
-            .arg("-q")
+            .args(["-q", "--json"])
             .args(
                 std::env::var("MAILARK_BENCH_JOBS")
                     .map(|j| vec!["--jobs".to_string(), j])
                     .unwrap_or_default(),
             )
-            .stdout(Stdio::null()),
+            .stdout(std::fs::File::create(scratch.path().join("report.json")).unwrap()),
     );
     assert!(m.ok, "mailark import failed");
     assert_eq!(
@@ -201,6 +201,10 @@ fn main() {
         "mailark import: count on the server"
     );
     rows.push(("mailark import (verify quick)".into(), m));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(scratch.path().join("report.json")).unwrap())
+            .expect("mailark import --json");
+    let phases = report["seconds"].clone();
 
     // The same without verification: what the check costs.
     let m = measure(
@@ -272,17 +276,19 @@ Channel push\nFar :far:\nNear :near:\nPatterns *\nCreate Far\nSync Push\nSyncSta
         "\nimport benchmark: {n} messages, {:.0} MiB, 3 folders, one Dovecot 2.3 (mail_fsync = never), empty accounts\n",
         mib(bytes)
     );
-    println!("| tool | wall (s) | MiB/s | peak RSS (MiB) | wall vs mailark |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| tool | wall (s) | MiB/s | client CPU (s) | peak RSS (MiB) | wall vs mailark |");
+    println!("|---|---:|---:|---:|---:|---:|");
     for (name, m) in &rows {
         let w = m.wall.as_secs_f64();
         println!(
-            "| {name} | {w:.2} | {:.1} | {:.1} | {:.2}× |",
+            "| {name} | {w:.2} | {:.1} | {:.2} | {:.1} | {:.2}× |",
             mib(bytes) / w,
+            m.cpu.as_secs_f64(),
             m.peak_rss_kib as f64 / 1024.0,
             w / base
         );
     }
+    println!("\nmailark import phases (s): {phases}");
     let mbsync = rows[2].1.wall.as_secs_f64();
     let rss = rows[0].1.peak_rss_kib as f64 / 1024.0;
     println!(

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 pub struct Measured {
     pub wall: Duration,
     pub peak_rss_kib: i64,
+    /// The child's user + system CPU time (its own, not the server's).
+    pub cpu: Duration,
     pub ok: bool,
 }
 
@@ -26,8 +28,13 @@ pub fn measure(cmd: &mut Command) -> Measured {
     Measured {
         wall: start.elapsed(),
         peak_rss_kib: ru.ru_maxrss,
+        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
         ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
     }
+}
+
+fn tv(t: libc::timeval) -> Duration {
+    Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
 }
 
 /// xorshift: deterministic noise for attachments.
