@@ -155,23 +155,24 @@ fn main() {
     );
     let base = mbsync.as_ref().ok().map(|m| m.wall.as_secs_f64());
     println!(
-        "| client | wall{} | throughput | wall vs mbsync | peak RSS |",
+        "| client | wall{} | throughput | wall vs mbsync | client CPU | peak RSS |",
         if runs > 1 {
             " (median of 3; OfflineIMAP once)"
         } else {
             ""
         }
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     let row = |name: &str, m: &Result<Measured, String>| match m {
         Ok(m) => println!(
-            "| {name} | {:.2} s | {:.1} MB/s | {} | {:.1} MiB |",
+            "| {name} | {:.2} s | {:.1} MB/s | {} | {:.2} s | {:.1} MiB |",
             m.wall.as_secs_f64(),
             bytes as f64 / 1e6 / m.wall.as_secs_f64(),
             base.map_or("-".into(), |b| format!("{:.2}×", m.wall.as_secs_f64() / b)),
+            m.cpu.as_secs_f64(),
             m.peak_rss_kib as f64 / 1024.0
         ),
-        Err(why) => println!("| {name} | not available: {why} | | | |"),
+        Err(why) => println!("| {name} | not available: {why} | | | | |"),
     };
     row("mailark export imaps:// (hash, zstd -3, index)", &mailark);
     row("mbsync (isync) → Maildir, FSync no", &mbsync);
