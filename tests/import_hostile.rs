@@ -1,7 +1,9 @@
 //! Destination behaviour Dovecot and Cyrus do not show on demand, from a tiny scripted
 //! IMAP server: APPENDs answered `NO [LIMIT]` (throttling) are backed off and retried,
 //! an `NO [OVERQUOTA]` is reported for its message while the rest arrive, and a keyword
-//! the folder cannot keep (no `\*` in PERMANENTFLAGS) is dropped and reported. Every other
+//! the folder cannot keep (no `\*` in PERMANENTFLAGS) is dropped and reported, and an
+//! `APPENDUID` naming a UID that is not there makes verification match by Message-ID
+//! instead of failing or trusting it. Every other
 //! import behaviour is tested against the real servers in `tests/import.rs`.
 
 mod common;
@@ -17,12 +19,15 @@ struct Store {
     /// (flags, internaldate, bytes)
     msgs: Vec<(String, String, Vec<u8>)>,
     appends: u32,
+    /// `UID FETCH` commands that asked for Message-IDs.
+    id_fetches: u32,
     throttled: u32,
 }
 
 /// Serves one INBOX. The first `throttle` APPENDs get `NO [LIMIT]`; an APPEND of a
-/// message containing `over-quota` gets `NO [OVERQUOTA]`.
-fn scripted(throttle: u32) -> (u16, Arc<Mutex<Store>>) {
+/// message containing `over-quota` gets `NO [OVERQUOTA]`. `APPENDUID` answers name the
+/// message's UID plus `uid_lie` (0: the truth).
+fn scripted(throttle: u32, uid_lie: usize) -> (u16, Arc<Mutex<Store>>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let store = Arc::new(Mutex::new(Store::default()));
@@ -31,13 +36,13 @@ fn scripted(throttle: u32) -> (u16, Arc<Mutex<Store>>) {
         for s in l.incoming() {
             let Ok(s) = s else { continue };
             let st = st.clone();
-            std::thread::spawn(move || serve(s, st, throttle));
+            std::thread::spawn(move || serve(s, st, throttle, uid_lie));
         }
     });
     (port, store)
 }
 
-fn serve(s: std::net::TcpStream, st: Arc<Mutex<Store>>, throttle: u32) {
+fn serve(s: std::net::TcpStream, st: Arc<Mutex<Store>>, throttle: u32, uid_lie: usize) {
     let mut rd = BufReader::new(s.try_clone().unwrap());
     let mut w = s;
     let caps = "IMAP4rev1 LITERAL+ UIDPLUS AUTH=PLAIN";
@@ -97,13 +102,15 @@ fn serve(s: std::net::TcpStream, st: Arc<Mutex<Store>>, throttle: u32) {
                     format!("{tag} NO [OVERQUOTA] Quota exceeded (mailbox)\r\n")
                 } else {
                     s.msgs.push((flags, date, b));
-                    let uid = s.msgs.len();
+                    let uid = s.msgs.len() + uid_lie;
                     format!("{tag} OK [APPENDUID 7 {uid}] done\r\n")
                 }
             }
             "UID" => {
-                let s = st.lock().unwrap();
+                let mut s = st.lock().unwrap();
                 let full = cmd.contains("BODY.PEEK[]");
+                let ids = cmd.contains("MESSAGE-ID");
+                s.id_fetches += u32::from(ids);
                 let mut o = String::new();
                 let mut bytes: Vec<u8> = Vec::new();
                 for (i, (f, d, b)) in s.msgs.iter().enumerate() {
@@ -118,16 +125,21 @@ fn serve(s: std::net::TcpStream, st: Arc<Mutex<Store>>, throttle: u32) {
                     };
                     let item = if full {
                         "BODY[]"
-                    } else {
+                    } else if ids {
                         "BODY[HEADER.FIELDS (MESSAGE-ID)]"
+                    } else {
+                        ""
                     };
+                    let meta = format!(
+                        "* {uid} FETCH (UID {uid} FLAGS ({f}) INTERNALDATE \"{d}\" RFC822.SIZE {}",
+                        b.len()
+                    );
+                    if item.is_empty() {
+                        bytes.extend_from_slice(format!("{meta})\r\n").as_bytes());
+                        continue;
+                    }
                     bytes.extend_from_slice(
-                        format!(
-                            "* {uid} FETCH (UID {uid} FLAGS ({f}) INTERNALDATE \"{d}\" RFC822.SIZE {} {item} {{{}}}\r\n",
-                            b.len(),
-                            head.len()
-                        )
-                        .as_bytes(),
+                        format!("{meta} {item} {{{}}}\r\n", head.len()).as_bytes(),
                     );
                     bytes.extend_from_slice(&head);
                     bytes.extend_from_slice(b")\r\n");
@@ -173,7 +185,7 @@ fn throttled_appends_are_retried_and_over_quota_is_reported() {
         "-o",
         ar.to_str().unwrap(),
     ]);
-    let (port, store) = scripted(2);
+    let (port, store) = scripted(2, 0);
     let pw = t.path().join("pw");
     std::fs::write(&pw, "secret\n").unwrap();
     let out = run(&[
@@ -219,6 +231,50 @@ fn throttled_appends_are_retried_and_over_quota_is_reported() {
     );
     assert!(s.msgs.iter().all(|(f, _, _)| !f.contains("$Label1")));
     assert!(rep["notes"].to_string().contains("clear text"), "{rep}");
+    // Every APPENDUID was true: verification needed no Message-ID.
+    assert_eq!(s.id_fetches, 0);
     // The password never appears in what mailark printed.
     assert!(!stdout(&out).contains("secret") && !stderr(&out).contains("secret"));
+}
+
+#[test]
+fn appenduid_naming_a_missing_uid_is_checked_by_message_id() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    let msgs: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| {
+            (
+                format!("{}.M{i}.x:2,S", 1_600_000_000 + i * 60),
+                format!("Subject: m{i}\r\nMessage-ID: <m{i}@t>\r\n\r\nbody {i}\r\n").into_bytes(),
+            )
+        })
+        .collect();
+    write_maildir_folder(&src.join("INBOX"), &msgs);
+    let ar = t.path().join("a.tar.zst");
+    run_ok(&[
+        "export",
+        &format!("maildir:{}", src.display()),
+        "-o",
+        ar.to_str().unwrap(),
+    ]);
+    let (port, store) = scripted(0, 100);
+    let pw = t.path().join("pw");
+    std::fs::write(&pw, "secret\n").unwrap();
+    let out = run(&[
+        "import",
+        ar.to_str().unwrap(),
+        "--to",
+        &format!("imap://bob@127.0.0.1:{port}"),
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--allow-plaintext",
+        "--json",
+    ]);
+    let rep: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    assert_eq!(out.status.code(), Some(0), "{rep}");
+    assert_eq!(rep["verified"], 3, "{rep}");
+    let s = store.lock().unwrap();
+    assert_eq!(s.msgs.len(), 3);
+    assert_eq!(s.id_fetches, 1, "one round by UID, then one by Message-ID");
 }

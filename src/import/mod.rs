@@ -193,7 +193,8 @@ enum St {
     There(u32),
     /// Queued for APPEND (or, in a dry run, would be).
     Queued,
-    Appended,
+    /// Appended; the server's `APPENDUID` (UIDVALIDITY, UID) when it sent one.
+    Appended(Option<(u32, u32)>),
     Failed(String),
 }
 
@@ -246,7 +247,8 @@ struct Job {
 
 enum Outcome {
     /// Appended: bytes sent, and whether in CRLF form.
-    Appended(u64, bool),
+    /// Bytes sent, whether as the CRLF form, and the `APPENDUID` answer if any.
+    Appended(u64, bool, Option<(u32, u32)>),
     Failed(String),
 }
 
@@ -307,7 +309,42 @@ async fn learn(
     } else {
         s.select(raw).await?
     };
-    let ids = s.identities(st.exists).await?;
+    let state = folder_state(s, st.exists, ambiguous, true).await?;
+    if !read_only {
+        s.unselect().await?;
+    }
+    // An empty list means the server did not say: every flag is taken.
+    let permanent = (!st.permanent_flags.is_empty()).then_some(st.permanent_flags);
+    Ok((state, permanent))
+}
+
+/// What verification needs of a folder (read-only): its messages, with or without
+/// each one's Message-ID, and its UIDVALIDITY.
+async fn learn_for_verify(
+    s: &mut ImapSession,
+    raw: &str,
+    ambiguous: &HashSet<String>,
+    with_ids: bool,
+) -> Result<(FolderState, Option<u32>), ImapError> {
+    let st = s.examine(raw).await?;
+    let state = folder_state(s, st.exists, ambiguous, with_ids).await?;
+    Ok((state, st.uidvalidity))
+}
+
+/// The messages of the open folder (`exists` of them). `with_ids` reads each one's
+/// Message-ID, and the bytes of those that must be compared by bytes; without, only
+/// what the server keeps in its index (UID, size, flags, INTERNALDATE).
+async fn folder_state(
+    s: &mut ImapSession,
+    exists: u32,
+    ambiguous: &HashSet<String>,
+    with_ids: bool,
+) -> Result<FolderState, ImapError> {
+    let ids = if with_ids {
+        s.identities(exists).await?
+    } else {
+        s.metadata(exists).await?
+    };
     let msgs: Vec<Existing> = ids
         .into_iter()
         .filter_map(|m| {
@@ -328,15 +365,12 @@ async fn learn(
         })
         .collect();
     let mut state = FolderState::new(msgs);
-    let need = state.need_bytes(ambiguous);
-    s.fetch_bodies(&need, |uid, b| state.set_bytes(uid, b))
-        .await?;
-    if !read_only {
-        s.unselect().await?;
+    if with_ids {
+        let need = state.need_bytes(ambiguous);
+        s.fetch_bodies(&need, |uid, b| state.set_bytes(uid, b))
+            .await?;
     }
-    // An empty list means the server did not say: every flag is taken.
-    let permanent = (!st.permanent_flags.is_empty()).then_some(st.permanent_flags);
-    Ok((state, permanent))
+    Ok(state)
 }
 
 /// Connections a folder's learning or verification may use before its loss is fatal.
@@ -787,8 +821,8 @@ pub async fn import(
     }
     for (gid, o) in outcomes {
         match o {
-            Outcome::Appended(n, crlf) => {
-                recs[gid].st = St::Appended;
+            Outcome::Appended(n, crlf, uid) => {
+                recs[gid].st = St::Appended(uid);
                 recs[gid].crlf_sent = crlf;
                 rep.bytes_appended += n;
             }
@@ -818,13 +852,16 @@ pub async fn import(
             .collect();
         let mut per_dest: Vec<Vec<VerifyItem>> = vec![Vec::new(); dests.len()];
         for (gid, r) in recs.iter().enumerate() {
-            if matches!(r.st, St::There(_) | St::Appended) {
+            if matches!(r.st, St::There(_) | St::Appended(_)) {
+                let (uid, uidvalidity) = match r.st {
+                    St::There(u) => (Some(u), None),
+                    St::Appended(Some((v, u))) => (Some(u), Some(v)),
+                    _ => (None, None),
+                };
                 per_dest[r.dest].push(VerifyItem {
                     gid,
-                    uid: match r.st {
-                        St::There(u) => Some(u),
-                        _ => None,
-                    },
+                    uid,
+                    uidvalidity,
                     key: r.key.clone().expect("decided messages have a key"),
                     flags: r.flags.clone(),
                     date: archives[r.arch].index.messages[r.idx]
@@ -908,7 +945,7 @@ pub async fn import(
             let id = || msg_id(&archives[r.arch], r.idx);
             match &r.st {
                 St::There(_) => fr.already_there += 1,
-                St::Appended => {
+                St::Appended(_) => {
                     fr.appended += 1;
                     if r.crlf_sent {
                         fr.sent_as_crlf += 1;
@@ -953,7 +990,11 @@ type VerifyInput = Vec<(String, HashSet<String>, Vec<VerifyItem>)>;
 #[derive(Clone)]
 struct VerifyItem {
     gid: usize,
+    /// Where the message is, when known: learned before appending, or the server's
+    /// `APPENDUID` answer.
     uid: Option<u32>,
+    /// The UIDVALIDITY an `APPENDUID` named; the UID holds only while it is unchanged.
+    uidvalidity: Option<u32>,
     key: MsgKey,
     flags: Vec<String>,
     date: Option<i64>,
@@ -973,7 +1014,30 @@ async fn verify_folder(
     ambiguous: &HashSet<String>,
     items: &[VerifyItem],
 ) -> Result<Vec<(usize, Result<(), String>)>, ImapError> {
-    let (mut state, _) = learn(s, raw, ambiguous, true).await?;
+    // When the server named every message's UID (APPENDUID, or learned before), the
+    // folder's metadata is enough and the server reads no message file; reading each
+    // one's Message-ID was most of the check's time. A UID that is not there sends the
+    // check round again, matching by Message-ID and size.
+    if items.iter().all(|i| i.uid.is_some()) {
+        if let Some(done) = verify_folder_by(s, raw, ambiguous, items, false).await? {
+            return Ok(done);
+        }
+    }
+    Ok(verify_folder_by(s, raw, ambiguous, items, true)
+        .await?
+        .expect("matching by Message-ID always decides"))
+}
+
+/// One round of [`verify_folder`]; `None` when, without Message-IDs (`with_ids`
+/// false), a message was not at its UID.
+async fn verify_folder_by(
+    s: &mut ImapSession,
+    raw: &str,
+    ambiguous: &HashSet<String>,
+    items: &[VerifyItem],
+    with_ids: bool,
+) -> Result<Option<Vec<(usize, Result<(), String>)>>, ImapError> {
+    let (mut state, uidvalidity) = learn_for_verify(s, raw, ambiguous, with_ids).await?;
     let mut out = Vec::new();
     let mut body_check: HashMap<u32, &VerifyItem> = HashMap::new();
     let mut head_check: HashMap<u32, &VerifyItem> = HashMap::new();
@@ -981,11 +1045,17 @@ async fn verify_folder(
     let mut order: Vec<&VerifyItem> = items.iter().filter(|i| i.uid.is_some()).collect();
     order.extend(items.iter().filter(|i| i.uid.is_none()));
     for it in order {
-        let found = match it.uid {
+        let uid = it
+            .uid
+            .filter(|_| it.uidvalidity.is_none() || it.uidvalidity == uidvalidity);
+        let found = match uid {
             Some(u) => state.claim_uid(u).cloned(),
             None => None,
+        };
+        if found.is_none() && !with_ids {
+            return Ok(None);
         }
-        .or_else(|| {
+        let found = found.or_else(|| {
             state
                 .claim_pref(&it.key, |e| plan::same_flags(&it.flags, &e.flags))
                 .cloned()
@@ -1099,7 +1169,7 @@ async fn verify_folder(
             }
         }
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 fn sha2_raw(b: &[u8]) -> [u8; 32] {
@@ -1262,7 +1332,11 @@ async fn settle(
 ) {
     if ok {
         progress.inc(job.bytes.len() as u64);
-        let _ = out.send((job.gid, Outcome::Appended(job.bytes.len() as u64, job.crlf)));
+        let uid = crate::source::imap::dest::appenduid(text);
+        let _ = out.send((
+            job.gid,
+            Outcome::Appended(job.bytes.len() as u64, job.crlf, uid),
+        ));
         return;
     }
     let t = text.to_ascii_lowercase();
@@ -1330,8 +1404,10 @@ async fn reconnect(
                         k.loose = Some(plan::loose_sha256(&j.bytes));
                         if st.claim(&k).is_some() {
                             progress.inc(j.bytes.len() as u64);
-                            let _ =
-                                out.send((j.gid, Outcome::Appended(j.bytes.len() as u64, j.crlf)));
+                            let _ = out.send((
+                                j.gid,
+                                Outcome::Appended(j.bytes.len() as u64, j.crlf, None),
+                            ));
                         } else {
                             again.push((j, a));
                         }

@@ -52,6 +52,15 @@ impl Completion {
     }
 }
 
+/// The (UIDVALIDITY, UID) of an `[APPENDUID v u]` code at the start of a completion's
+/// text (RFC 4315): where the server put the appended message.
+pub fn appenduid(text: &str) -> Option<(u32, u32)> {
+    let rest = text.strip_prefix("[APPENDUID ")?;
+    let (code, _) = rest.split_once(']')?;
+    let (v, u) = code.split_once(' ')?;
+    Some((v.parse().ok()?, u.parse().ok()?))
+}
+
 /// The destination's capabilities that shape an import.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DestCaps {
@@ -252,6 +261,15 @@ impl ImapSession {
         self.uid_fetch_all("1:*", FetchWhat::MetaMessageId).await
     }
 
+    /// UID, size, flags and INTERNALDATE of every message of the open folder: what a
+    /// server answers from its index, without reading a message.
+    pub async fn metadata(&mut self, exists: u32) -> Result<Vec<FetchedMessage>, ImapError> {
+        if exists == 0 {
+            return Ok(Vec::new());
+        }
+        self.uid_fetch_all("1:*", FetchWhat::Meta).await
+    }
+
     /// Fetches whole messages of `uids`, handing each (UID, bytes) to `each`; memory
     /// holds one message. Read off the stream by this module's own small reader, because
     /// servers answer a message holding NUL with a `literal8` (`~{N}`) that the session's
@@ -447,5 +465,17 @@ mod tests {
         );
         assert_eq!(super::literal_len(b"* 1 FETCH (BODY[] {3+}"), Some((3, 18)));
         assert_eq!(super::literal_len(b"* OK done"), None);
+    }
+
+    #[test]
+    fn appenduid_codes() {
+        use super::appenduid;
+        assert_eq!(
+            appenduid("[APPENDUID 1700000000 42] Append completed."),
+            Some((1_700_000_000, 42))
+        );
+        assert_eq!(appenduid("Append completed."), None);
+        assert_eq!(appenduid("[APPENDUID 1 x] no"), None);
+        assert_eq!(appenduid("[TRYCREATE] no"), None);
     }
 }

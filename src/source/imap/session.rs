@@ -11,7 +11,7 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use async_imap::imap_proto::{
-    AttributeValue, MailboxDatum, NameAttribute, Response, ResponseCode, Status,
+    AttributeValue, MailboxDatum, NameAttribute, Response, ResponseCode, Status, UidSetMember,
 };
 use chrono::{DateTime, FixedOffset};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -999,6 +999,11 @@ fn resp_text(code: Option<&ResponseCode<'_>>, info: Option<&str>) -> String {
             ResponseCode::TryCreate => "[TRYCREATE] ".to_string(),
             ResponseCode::ReadOnly => "[READ-ONLY] ".to_string(),
             ResponseCode::ReadWrite => "[READ-WRITE] ".to_string(),
+            // Importers learn where a message went (RFC 4315); one APPEND, one UID.
+            ResponseCode::AppendUid(v, set) => match set.as_slice() {
+                [UidSetMember::Uid(u)] => format!("[APPENDUID {v} {u}] "),
+                _ => String::new(),
+            },
             _ => String::new(),
         };
         t.push_str(&c);
