@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::archive::reader::Member;
-use crate::archive::{Archive, FolderRecord, ReadError};
+use crate::archive::{Archive, FolderRecord, MessageRecord, ReadError};
 use crate::progress::Progress;
 use crate::source::imap::dest::{AppendRequest, DestCaps};
 use crate::source::imap::{parse_internaldate, ImapError, ImapSession};
@@ -682,6 +682,11 @@ pub async fn import(
     // if every connection is lost, sending fails and the archive reader stops instead
     // of waiting forever.
     let mut router = Router::new(queues, dests.len());
+    // Folders to verify while others still append (see `Sealer`).
+    let (seal_tx, mut seal_rx) = mpsc::unbounded_channel::<Sealed>();
+    let early_on = !opts.dry_run && opts.verify != VerifyMode::None;
+    let mut sealer = Sealer::new(&recs, dests.len(), early_on.then_some(seal_tx));
+    let gid_dest: Vec<usize> = recs.iter().map(|r| r.dest).collect();
     let dest_raw: Vec<Arc<str>> = dests.iter().map(|d| Arc::from(d.raw.as_str())).collect();
     let streamer = {
         let archives = archives.clone();
@@ -694,8 +699,14 @@ pub async fn import(
         tokio::task::spawn_blocking(move || {
             let mut dropped: HashMap<(usize, String), u64> = HashMap::new();
             let mut err = None;
+            // The record the previous member decided: counted when the next one comes
+            // (or the archive ends), so every way a decision returns is counted once.
+            let mut deciding: Option<usize> = None;
             for (ai, a) in archives.iter().enumerate() {
                 let r = a.stream(|member| -> Result<(), ReadError> {
+                    if let Some(g) = deciding.take() {
+                        sealer.decided(g, &recs, &archives, verify_mode);
+                    }
                     let Member::Message { record, bytes } = member else {
                         return Ok(());
                     };
@@ -706,6 +717,7 @@ pub async fn import(
                     if rec.st != St::Pending {
                         return Ok(());
                     }
+                    deciding = Some(gid);
                     let m = &a.index.messages[record];
                     progress.set_message(plan_names[rec.folder].clone());
                     let d = &mut dests[rec.dest];
@@ -798,25 +810,90 @@ pub async fn import(
                     }
                     Ok(())
                 });
+                if let Some(g) = deciding.take() {
+                    sealer.decided(g, &recs, &archives, verify_mode);
+                }
                 if let Err(e) = r {
                     err = Some(e);
                     break;
                 }
             }
             drop(router);
+            drop(sealer);
             (recs, dests, dropped, err)
         })
     };
-    // Outcomes arrive while the archive streams.
+    // Outcomes arrive while the archive streams; a folder whose records are all decided
+    // and answered goes to early verification.
+    let (verify_tx, verify_rx) = mpsc::unbounded_channel::<(usize, Vec<VerifyItem>)>();
+    let verifier = tokio::spawn(early_verify(verify_rx, opts.clone(), shared.clone()));
     let mut outcomes: Vec<(usize, Outcome)> = Vec::new();
-    while let Some(o) = out_rx.recv().await {
-        outcomes.push(o);
+    // gid → the APPENDUID of an appended message; `None` inside: no UID; absent: failed.
+    let mut answered: HashMap<usize, Option<Option<(u32, u32)>>> = HashMap::new();
+    // Sealed folders still waiting for answers: their items and how many answers.
+    let mut waiting: HashMap<usize, (Vec<(VerifyItem, bool)>, usize)> = HashMap::new();
+    let ready = |items: Vec<(VerifyItem, bool)>,
+                 answered: &HashMap<usize, Option<Option<(u32, u32)>>>|
+     -> Vec<VerifyItem> {
+        items
+            .into_iter()
+            .filter_map(|(mut it, queued)| {
+                if queued {
+                    let (v, u) = answered.get(&it.gid)?.as_ref()?.unzip();
+                    it.uid = u;
+                    it.uidvalidity = v;
+                }
+                Some(it)
+            })
+            .collect()
+    };
+    let mut seals_open = true;
+    loop {
+        tokio::select! {
+            o = out_rx.recv() => {
+                let Some((gid, o)) = o else { break };
+                answered.insert(gid, match &o {
+                    Outcome::Appended(_, _, uid) => Some(*uid),
+                    Outcome::Failed(_) => None,
+                });
+                let d = gid_dest[gid];
+                if let Some((_, n)) = waiting.get_mut(&d) {
+                    *n -= 1;
+                    if *n == 0 {
+                        let (items, _) = waiting.remove(&d).expect("present");
+                        let _ = verify_tx.send((d, ready(items, &answered)));
+                    }
+                }
+                outcomes.push((gid, o));
+            }
+            sealed = seal_rx.recv(), if seals_open => {
+                let Some(Sealed { dest, items }) = sealed else {
+                    seals_open = false;
+                    continue;
+                };
+                let n = items
+                    .iter()
+                    .filter(|(it, queued)| *queued && !answered.contains_key(&it.gid))
+                    .count();
+                if n == 0 {
+                    let _ = verify_tx.send((dest, ready(items, &answered)));
+                } else {
+                    waiting.insert(dest, (items, n));
+                }
+            }
+        }
     }
+    drop(verify_tx);
+    let (early, early_session) = verifier.await.expect("early verification panicked");
     let (mut recs, mut dests, dropped, err) = streamer.await.expect("archive reader panicked");
     for w in workers {
         if let Some(s) = w.await.expect("append worker panicked") {
             sessions.push(s);
         }
+    }
+    sessions.extend(early_session);
+    for (gid, res) in early.values().flatten() {
+        recs[*gid].verified = Some(res.clone());
     }
     if let Some(e) = err {
         return Err(e.into());
@@ -850,37 +927,13 @@ pub async fn import(
             sessions = connect_many(opts, 1).await?;
         }
         let to_check: Vec<usize> = (0..dests.len())
-            .filter(|&di| dests[di].broken.is_none())
+            .filter(|&di| dests[di].broken.is_none() && !early.contains_key(&di))
             .collect();
         let mut per_dest: Vec<Vec<VerifyItem>> = vec![Vec::new(); dests.len()];
         for (gid, r) in recs.iter().enumerate() {
-            if matches!(r.st, St::There(_) | St::Appended(_)) {
-                let (uid, uidvalidity) = match r.st {
-                    St::There(u) => (Some(u), None),
-                    St::Appended(Some((v, u))) => (Some(u), Some(v)),
-                    _ => (None, None),
-                };
-                per_dest[r.dest].push(VerifyItem {
-                    gid,
-                    uid,
-                    uidvalidity,
-                    key: r.key.clone().expect("decided messages have a key"),
-                    flags: r.flags.clone(),
-                    date: archives[r.arch].index.messages[r.idx]
-                        .internaldate
-                        .as_deref()
-                        .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
-                        .map(|d| d.timestamp()),
-                    crlf_sha: r.crlf_sha,
-                    raw_sha: r.raw_sha,
-                    lf_sha: r.lf_sha,
-                    bytes_too: opts.verify == VerifyMode::Full || (r.at_risk && r.head.is_none()),
-                    head: if opts.verify == VerifyMode::Full {
-                        None
-                    } else {
-                        r.head
-                    },
-                });
+            if matches!(r.st, St::There(_) | St::Appended(_)) && !early.contains_key(&r.dest) {
+                let m = &archives[r.arch].index.messages[r.idx];
+                per_dest[r.dest].push(verify_item(gid, r, m, opts.verify));
             }
         }
         let input: Arc<VerifyInput> = Arc::new(
@@ -985,6 +1038,121 @@ pub async fn import(
     }
     Ok(rep)
 }
+
+/// What verification checks of one decided record (`There` or `Appended`; a `Queued`
+/// one gets its UID from the APPEND's answer later).
+fn verify_item(gid: usize, r: &Rec, m: &MessageRecord, mode: VerifyMode) -> VerifyItem {
+    let (uid, uidvalidity) = match r.st {
+        St::There(u) => (Some(u), None),
+        St::Appended(Some((v, u))) => (Some(u), Some(v)),
+        _ => (None, None),
+    };
+    VerifyItem {
+        gid,
+        uid,
+        uidvalidity,
+        key: r.key.clone().expect("decided messages have a key"),
+        flags: r.flags.clone(),
+        date: m
+            .internaldate
+            .as_deref()
+            .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
+            .map(|d| d.timestamp()),
+        crlf_sha: r.crlf_sha,
+        raw_sha: r.raw_sha,
+        lf_sha: r.lf_sha,
+        bytes_too: mode == VerifyMode::Full || (r.at_risk && r.head.is_none()),
+        head: if mode == VerifyMode::Full {
+            None
+        } else {
+            r.head
+        },
+    }
+}
+
+/// A destination folder whose every archived message the reader has decided: what to
+/// verify there once the queued ones are answered (`bool`: queued, UID unknown yet).
+struct Sealed {
+    dest: usize,
+    items: Vec<(VerifyItem, bool)>,
+}
+
+/// Counts the records of each destination folder as the reader decides them, and hands
+/// a folder to verification when its last one is decided. Folders usually lie one after
+/// the other in an archive, so the first ones are verified while the rest append.
+struct Sealer {
+    left: Vec<usize>,
+    gids: Vec<Vec<usize>>,
+    tx: Option<mpsc::UnboundedSender<Sealed>>,
+}
+
+impl Sealer {
+    fn new(recs: &[Rec], dests: usize, tx: Option<mpsc::UnboundedSender<Sealed>>) -> Sealer {
+        let mut gids = vec![Vec::new(); dests];
+        for (g, r) in recs.iter().enumerate() {
+            gids[r.dest].push(g);
+        }
+        Sealer {
+            left: gids.iter().map(Vec::len).collect(),
+            gids,
+            tx,
+        }
+    }
+
+    /// Record `gid` has just been decided.
+    fn decided(&mut self, gid: usize, recs: &[Rec], archives: &[Archive], mode: VerifyMode) {
+        let d = recs[gid].dest;
+        self.left[d] -= 1;
+        let Some(tx) = self.tx.as_ref().filter(|_| self.left[d] == 0) else {
+            return;
+        };
+        let items = self.gids[d]
+            .iter()
+            .filter(|&&g| matches!(recs[g].st, St::There(_) | St::Queued))
+            .map(|&g| {
+                let r = &recs[g];
+                let m = &archives[r.arch].index.messages[r.idx];
+                (verify_item(g, r, m, mode), r.st == St::Queued)
+            })
+            .collect();
+        let _ = tx.send(Sealed { dest: d, items });
+    }
+}
+
+/// Verifies the folders handed over while the import still appends into others, on
+/// its own connection. A folder it cannot settle (no connection, an error) is left to
+/// the verification after the appends, which retries.
+async fn early_verify(
+    mut rx: mpsc::UnboundedReceiver<(usize, Vec<VerifyItem>)>,
+    opts: ImportOptions,
+    folders: Arc<Vec<(String, HashSet<String>)>>,
+) -> (VerifiedFolders, Option<ImapSession>) {
+    let mut s: Option<ImapSession> = None;
+    let mut gave_up = false;
+    let mut done = HashMap::new();
+    while let Some((di, items)) = rx.recv().await {
+        if s.is_none() && !gave_up {
+            match ImapSession::connect(&opts.dest, &opts.creds, &opts.tls).await {
+                Ok(c) => s = Some(c),
+                Err(_) => gave_up = true,
+            }
+        }
+        let Some(sess) = s.as_mut() else {
+            continue;
+        };
+        match verify_folder(sess, &folders[di].0, &folders[di].1, &items).await {
+            Ok(v) => {
+                done.insert(di, v);
+            }
+            Err(e) if e.is_connection_lost() => s = None,
+            Err(_) => {}
+        }
+    }
+    (done, s)
+}
+
+/// Per destination folder verified early: each record's result.
+type VerifiedFolders = HashMap<usize, Vec<(usize, Result<(), String>)>>;
 
 /// Per destination folder: wire name, ambiguous Message-IDs, messages to check.
 type VerifyInput = Vec<(String, HashSet<String>, Vec<VerifyItem>)>;
