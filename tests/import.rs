@@ -970,10 +970,11 @@ fn dovecot_every_connection_cut_reports_and_rerun_finishes() {
         &[],
     );
     let d = Dovecot::start();
-    // Every connection dies after 20 KB from the server: the first during the APPENDs,
-    // the reconnections while reading back what arrived. The run must end, report,
-    // and leave nothing doubled.
-    let proxy = support::proxy::FaultProxy::start(d.imaps_port, 20_000, 1_000);
+    // Every connection dies after 100 KB from the client (the first during the
+    // APPENDs, which Dovecot answers a batch at a time) or 20 KB from the server (the
+    // reconnections, while reading back what arrived). The run must end, report, and
+    // leave nothing doubled.
+    let proxy = support::proxy::FaultProxy::start_both(d.imaps_port, 20_000, Some(100_000), 1_000);
     let cut = Dest {
         url: format!("imaps://bob@127.0.0.1:{}", proxy.port),
         pw: d.password_file("bob"),

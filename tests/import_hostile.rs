@@ -3,7 +3,8 @@
 //! an `NO [OVERQUOTA]` is reported for its message while the rest arrive, and a keyword
 //! the folder cannot keep (no `\*` in PERMANENTFLAGS) is dropped and reported, and an
 //! `APPENDUID` naming a UID that is not there makes verification match by Message-ID
-//! instead of failing or trusting it. Every other
+//! instead of failing or trusting it, and a refused MULTIAPPEND (all or nothing) is
+//! retried one message at a time so only the refused message fails. Every other
 //! import behaviour is tested against the real servers in `tests/import.rs`.
 
 mod common;
@@ -21,13 +22,15 @@ struct Store {
     appends: u32,
     /// `UID FETCH` commands that asked for Message-IDs.
     id_fetches: u32,
+    /// Messages in the largest APPEND command.
+    largest_append: usize,
     throttled: u32,
 }
 
 /// Serves one INBOX. The first `throttle` APPENDs get `NO [LIMIT]`; an APPEND of a
 /// message containing `over-quota` gets `NO [OVERQUOTA]`. `APPENDUID` answers name the
-/// message's UID plus `uid_lie` (0: the truth).
-fn scripted(throttle: u32, uid_lie: usize) -> (u16, Arc<Mutex<Store>>) {
+/// message's UID plus `uid_lie` (0: the truth). `multi` offers MULTIAPPEND.
+fn scripted(throttle: u32, uid_lie: usize, multi: bool) -> (u16, Arc<Mutex<Store>>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let store = Arc::new(Mutex::new(Store::default()));
@@ -36,16 +39,26 @@ fn scripted(throttle: u32, uid_lie: usize) -> (u16, Arc<Mutex<Store>>) {
         for s in l.incoming() {
             let Ok(s) = s else { continue };
             let st = st.clone();
-            std::thread::spawn(move || serve(s, st, throttle, uid_lie));
+            std::thread::spawn(move || serve(s, st, throttle, uid_lie, multi));
         }
     });
     (port, store)
 }
 
-fn serve(s: std::net::TcpStream, st: Arc<Mutex<Store>>, throttle: u32, uid_lie: usize) {
+fn serve(
+    s: std::net::TcpStream,
+    st: Arc<Mutex<Store>>,
+    throttle: u32,
+    uid_lie: usize,
+    multi: bool,
+) {
     let mut rd = BufReader::new(s.try_clone().unwrap());
     let mut w = s;
-    let caps = "IMAP4rev1 LITERAL+ UIDPLUS AUTH=PLAIN";
+    let caps = if multi {
+        "IMAP4rev1 LITERAL+ UIDPLUS MULTIAPPEND AUTH=PLAIN"
+    } else {
+        "IMAP4rev1 LITERAL+ UIDPLUS AUTH=PLAIN"
+    };
     let _ = write!(w, "* OK [CAPABILITY {caps}] scripted\r\n");
     let mut line = String::new();
     loop {
@@ -75,35 +88,53 @@ fn serve(s: std::net::TcpStream, st: Arc<Mutex<Store>>, throttle: u32, uid_lie: 
                 )
             }
             "APPEND" => {
-                // APPEND "INBOX" (flags) "date" {N+}
-                let flags = cmd
-                    .split_once('(')
-                    .and_then(|(_, r)| r.split_once(')'))
-                    .map(|(f, _)| f.to_string())
-                    .unwrap_or_default();
-                let date = cmd
-                    .rsplit_once(" \"")
-                    .map(|(_, d)| d.split('"').next().unwrap_or("").to_string())
-                    .unwrap_or_default();
-                let n: usize = cmd
-                    .rsplit_once('{')
-                    .and_then(|(_, r)| r.trim_end_matches('}').trim_end_matches('+').parse().ok())
-                    .unwrap();
-                let mut b = vec![0u8; n];
-                rd.read_exact(&mut b).unwrap();
-                let mut crlf = String::new();
-                let _ = rd.read_line(&mut crlf);
+                // APPEND "INBOX" (flags) "date" {N+}, and with MULTIAPPEND more
+                // ` (flags) "date" {N+}` parts, each after the previous literal.
+                let mut parts = Vec::new();
+                let mut spec = cmd.to_string();
+                loop {
+                    let flags = spec
+                        .split_once('(')
+                        .and_then(|(_, r)| r.split_once(')'))
+                        .map(|(f, _)| f.to_string())
+                        .unwrap_or_default();
+                    let date = spec
+                        .rsplit_once(" \"")
+                        .map(|(_, d)| d.split('"').next().unwrap_or("").to_string())
+                        .unwrap_or_default();
+                    let n: usize = spec
+                        .rsplit_once('{')
+                        .and_then(|(_, r)| {
+                            r.trim_end_matches('}').trim_end_matches('+').parse().ok()
+                        })
+                        .unwrap();
+                    let mut b = vec![0u8; n];
+                    rd.read_exact(&mut b).unwrap();
+                    parts.push((flags, date, b));
+                    let mut rest = String::new();
+                    let _ = rd.read_line(&mut rest);
+                    if rest.trim().is_empty() {
+                        break;
+                    }
+                    spec = rest.trim_end().to_string();
+                }
                 let mut s = st.lock().unwrap();
                 s.appends += 1;
+                s.largest_append = s.largest_append.max(parts.len());
                 if s.throttled < throttle {
                     s.throttled += 1;
                     format!("{tag} NO [LIMIT] Too many APPENDs, slow down\r\n")
-                } else if String::from_utf8_lossy(&b).contains("over-quota") {
+                } else if parts
+                    .iter()
+                    .any(|(_, _, b)| String::from_utf8_lossy(b).contains("over-quota"))
+                {
+                    // All or nothing (RFC 3502).
                     format!("{tag} NO [OVERQUOTA] Quota exceeded (mailbox)\r\n")
                 } else {
-                    s.msgs.push((flags, date, b));
-                    let uid = s.msgs.len() + uid_lie;
-                    format!("{tag} OK [APPENDUID 7 {uid}] done\r\n")
+                    let first = s.msgs.len() + 1 + uid_lie;
+                    s.msgs.extend(parts);
+                    let last = s.msgs.len() + uid_lie;
+                    format!("{tag} OK [APPENDUID 7 {first}:{last}] done\r\n")
                 }
             }
             "UID" => {
@@ -185,7 +216,7 @@ fn throttled_appends_are_retried_and_over_quota_is_reported() {
         "-o",
         ar.to_str().unwrap(),
     ]);
-    let (port, store) = scripted(2, 0);
+    let (port, store) = scripted(2, 0, false);
     let pw = t.path().join("pw");
     std::fs::write(&pw, "secret\n").unwrap();
     let out = run(&[
@@ -257,7 +288,7 @@ fn appenduid_naming_a_missing_uid_is_checked_by_message_id() {
         "-o",
         ar.to_str().unwrap(),
     ]);
-    let (port, store) = scripted(0, 100);
+    let (port, store) = scripted(0, 100, false);
     let pw = t.path().join("pw");
     std::fs::write(&pw, "secret\n").unwrap();
     let out = run(&[
@@ -277,4 +308,67 @@ fn appenduid_naming_a_missing_uid_is_checked_by_message_id() {
     let s = store.lock().unwrap();
     assert_eq!(s.msgs.len(), 3);
     assert_eq!(s.id_fetches, 1, "one round by UID, then one by Message-ID");
+}
+
+#[test]
+fn refused_multiappend_is_retried_one_message_at_a_time() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    let msgs: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| {
+            let extra = if i == 7 { "over-quota" } else { "fine" };
+            (
+                format!("{}.M{i}.x:2,S", 1_600_000_000 + i * 60),
+                format!("Subject: m{i}\r\nMessage-ID: <m{i}@t>\r\n\r\nbody {i} {extra}\r\n")
+                    .into_bytes(),
+            )
+        })
+        .collect();
+    write_maildir_folder(&src.join("INBOX"), &msgs);
+    let ar = t.path().join("a.tar.zst");
+    run_ok(&[
+        "export",
+        &format!("maildir:{}", src.display()),
+        "-o",
+        ar.to_str().unwrap(),
+    ]);
+    let (port, store) = scripted(0, 0, true);
+    let pw = t.path().join("pw");
+    std::fs::write(&pw, "secret\n").unwrap();
+    let out = run(&[
+        "import",
+        ar.to_str().unwrap(),
+        "--to",
+        &format!("imap://bob@127.0.0.1:{port}"),
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--allow-plaintext",
+        "--jobs",
+        "1",
+        "--json",
+    ]);
+    let rep: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    assert_eq!(out.status.code(), Some(1), "{rep}");
+    let s = store.lock().unwrap();
+    assert!(s.largest_append > 1, "messages went in MULTIAPPENDs");
+    assert_eq!(s.msgs.len(), 39, "all but the over-quota one, once each");
+    let mut bodies: Vec<&Vec<u8>> = s.msgs.iter().map(|m| &m.2).collect();
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(bodies.len(), 39, "nothing doubled");
+    assert_eq!(rep["appended"], 39, "{rep}");
+    assert_eq!(rep["verified"], 39, "{rep}");
+    let failed = &rep["folders"][0]["failed"];
+    assert_eq!(failed.as_array().unwrap().len(), 1, "{rep}");
+    assert!(
+        failed[0]["id"].as_str().unwrap().contains("m7@t"),
+        "{failed}"
+    );
+    assert!(
+        failed[0]["reason"].as_str().unwrap().contains("quota"),
+        "{failed}"
+    );
+    // The APPENDUID ranges told verification where every message went.
+    assert_eq!(s.id_fetches, 0);
 }

@@ -242,6 +242,8 @@ struct Job {
     dest: usize,
     /// The bytes were turned into CRLF form after the server refused bare line ends.
     crlf: bool,
+    /// Sent in an APPEND of its own (a MULTIAPPEND holding it was refused).
+    alone: bool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -258,6 +260,10 @@ const QUEUE_BUDGET_KIB: u32 = 24 * 1024;
 /// Per connection: APPENDs in flight before waiting for an answer.
 const WINDOW_MSGS: usize = 64;
 const WINDOW_BYTES: usize = 8 << 20;
+/// A MULTIAPPEND holds at most this many messages, or bytes (a message over it goes
+/// alone): two batches fit the window, so the server always has the next one.
+const BATCH_MSGS: usize = 32;
+const BATCH_BYTES: usize = 4 << 20;
 /// Attempts for an APPEND the server asked us to retry later.
 const RETRIES: u32 = 4;
 
@@ -661,6 +667,7 @@ pub async fn import(
     let ctx = Arc::new(WorkerCtx {
         opts: opts.clone(),
         literal_plus: caps.literal_plus,
+        multiappend: caps.multiappend,
     });
     let mut workers = Vec::new();
     let mut queues = Vec::new();
@@ -803,6 +810,7 @@ pub async fn import(
                         key,
                         dest: rec.dest,
                         crlf: false,
+                        alone: false,
                         _permit: permit,
                     };
                     if !router.send(rec.dest, job) {
@@ -1350,6 +1358,7 @@ fn sha2_raw(b: &[u8]) -> [u8; 32] {
 struct WorkerCtx {
     opts: ImportOptions,
     literal_plus: bool,
+    multiappend: bool,
 }
 
 /// Why an APPEND failed, and whether trying again later can help.
@@ -1432,15 +1441,20 @@ async fn worker(
     progress: Progress,
 ) -> Option<ImapSession> {
     let mut s = Some(session);
-    let mut inflight: VecDeque<(String, Job, u32)> = VecDeque::new();
-    let mut inflight_bytes = 0usize;
+    // Commands in flight, oldest first: a tag and its messages (several for a
+    // MULTIAPPEND), with their attempt numbers.
+    let mut inflight: VecDeque<(String, Vec<(Job, u32)>)> = VecDeque::new();
+    let (mut inflight_msgs, mut inflight_bytes) = (0usize, 0usize);
     let mut retry: VecDeque<(Job, u32)> = VecDeque::new();
     let mut lost: Vec<(Job, u32)> = Vec::new();
+    // Taken from the queue while filling a batch, but for another folder.
+    let mut held: Option<Job> = None;
     let mut selected: Option<Arc<str>> = None;
     let mut drain = false;
     loop {
         if s.is_none() {
             selected = None;
+            retry.extend(held.take().map(|j| (j, 0)));
             // What was in flight may or may not have reached the server.
             match reconnect(&ctx, &mut lost, &out, &progress).await {
                 Some((sess, again)) => {
@@ -1473,7 +1487,7 @@ async fn worker(
         }
         let sess = s.as_mut().expect("connected");
         let full = drain
-            || inflight.len() >= WINDOW_MSGS
+            || inflight_msgs >= WINDOW_MSGS
             || inflight_bytes >= WINDOW_BYTES
             || (!ctx.literal_plus && !inflight.is_empty());
         if inflight.is_empty() {
@@ -1483,6 +1497,8 @@ async fn worker(
             None
         } else if let Some(r) = retry.pop_front() {
             Some(r)
+        } else if let Some(j) = held.take() {
+            Some((j, 0))
         } else if inflight.is_empty() {
             rx.recv().await.map(|j| (j, 0))
         } else {
@@ -1496,15 +1512,16 @@ async fn worker(
             }
             match sess.wait_append().await {
                 Ok(c) => {
-                    if let Some(p) = inflight.iter().position(|(t, _, _)| *t == c.tag) {
-                        let (_, job, attempt) = inflight.remove(p).expect("valid position");
-                        inflight_bytes -= job.bytes.len();
-                        settle(job, attempt, c.ok, &c.text, &out, &mut retry, &progress).await;
+                    if let Some(p) = inflight.iter().position(|(t, _)| *t == c.tag) {
+                        let (_, jobs) = inflight.remove(p).expect("valid position");
+                        inflight_msgs -= jobs.len();
+                        inflight_bytes -= jobs.iter().map(|(j, _)| j.bytes.len()).sum::<usize>();
+                        settle_command(jobs, c.ok, &c.text, &out, &mut retry, &progress).await;
                     }
                 }
                 Err(_) => {
-                    lost.extend(inflight.drain(..).map(|(_, j, a)| (j, a)));
-                    inflight_bytes = 0;
+                    lost.extend(inflight.drain(..).flat_map(|(_, jobs)| jobs));
+                    (inflight_msgs, inflight_bytes) = (0, 0);
                     s = None;
                 }
             }
@@ -1530,26 +1547,89 @@ async fn worker(
                 Err(_) => selected = Some(job.mailbox.clone()),
             }
         }
-        let req = AppendRequest {
-            mailbox_raw: &job.mailbox,
-            flags: &job.flags,
-            internaldate: job.date.as_deref(),
-            bytes: &job.bytes,
-            binary: job.binary,
-        };
-        match sess.send_append(&req, ctx.literal_plus).await {
-            Ok(Ok(tag)) => {
-                inflight_bytes += job.bytes.len();
-                inflight.push_back((tag, job, attempt));
+        // With MULTIAPPEND (and LITERAL+), the messages already queued for this folder
+        // join this one's APPEND: the server saves them as one transaction. Dovecot
+        // saved 10,000 messages about 4× faster in batches of 50 than one by one.
+        let mut batch = vec![(job, attempt)];
+        let batchable = |j: &Job| !j.alone && !j.binary;
+        if ctx.literal_plus && ctx.multiappend && batchable(&batch[0].0) {
+            let mut bytes = batch[0].0.bytes.len();
+            while batch.len() < BATCH_MSGS && bytes < BATCH_BYTES {
+                let Ok(j) = rx.try_recv() else { break };
+                if j.mailbox != batch[0].0.mailbox || !batchable(&j) {
+                    held = Some(j);
+                    break;
+                }
+                bytes += j.bytes.len();
+                batch.push((j, 0));
             }
-            Ok(Err(c)) => settle(job, attempt, c.ok, &c.text, &out, &mut retry, &progress).await,
+        }
+        let sent = {
+            let reqs: Vec<AppendRequest> = batch
+                .iter()
+                .map(|(j, _)| AppendRequest {
+                    mailbox_raw: &j.mailbox,
+                    flags: &j.flags,
+                    internaldate: j.date.as_deref(),
+                    bytes: &j.bytes,
+                    binary: j.binary,
+                })
+                .collect();
+            if reqs.len() > 1 {
+                sess.send_multiappend(&batch[0].0.mailbox, &reqs)
+                    .await
+                    .map(Ok)
+            } else {
+                sess.send_append(&reqs[0], ctx.literal_plus).await
+            }
+        };
+        match sent {
+            Ok(Ok(tag)) => {
+                inflight_msgs += batch.len();
+                inflight_bytes += batch.iter().map(|(j, _)| j.bytes.len()).sum::<usize>();
+                inflight.push_back((tag, batch));
+            }
+            Ok(Err(c)) => settle_command(batch, c.ok, &c.text, &out, &mut retry, &progress).await,
             Err(_) => {
-                lost.extend(inflight.drain(..).map(|(_, j, a)| (j, a)));
-                lost.push((job, attempt));
-                inflight_bytes = 0;
+                lost.extend(inflight.drain(..).flat_map(|(_, jobs)| jobs));
+                lost.extend(batch);
+                (inflight_msgs, inflight_bytes) = (0, 0);
                 s = None;
             }
         }
+    }
+}
+
+/// Settles the messages of one answered APPEND command. A refused MULTIAPPEND saved
+/// none of its messages (RFC 3502): each goes again in an APPEND of its own, so a
+/// refusal (too big, over quota) stays with the message it is about.
+async fn settle_command(
+    mut jobs: Vec<(Job, u32)>,
+    ok: bool,
+    text: &str,
+    out: &mpsc::UnboundedSender<(usize, Outcome)>,
+    retry: &mut VecDeque<(Job, u32)>,
+    progress: &Progress,
+) {
+    if jobs.len() == 1 {
+        let (job, attempt) = jobs.pop().expect("one job");
+        return settle(job, attempt, ok, text, out, retry, progress).await;
+    }
+    if !ok {
+        for (mut job, attempt) in jobs.into_iter().rev() {
+            job.alone = true;
+            retry.push_front((job, attempt));
+        }
+        return;
+    }
+    let uids = crate::source::imap::dest::appenduid(text).filter(|(_, u)| u.len() == jobs.len());
+    for (i, (job, _)) in jobs.into_iter().enumerate() {
+        progress.inc(job.bytes.len() as u64);
+        let uid = uids.as_ref().map(|(v, u)| (*v, u[i]));
+        let _ = out.send((
+            job.gid,
+            Outcome::Appended(job.bytes.len() as u64, job.crlf, uid),
+        ));
     }
 }
 
@@ -1564,7 +1644,8 @@ async fn settle(
 ) {
     if ok {
         progress.inc(job.bytes.len() as u64);
-        let uid = crate::source::imap::dest::appenduid(text);
+        let uid = crate::source::imap::dest::appenduid(text)
+            .and_then(|(v, u)| (u.len() == 1).then(|| (v, u[0])));
         let _ = out.send((
             job.gid,
             Outcome::Appended(job.bytes.len() as u64, job.crlf, uid),

@@ -1,6 +1,6 @@
 //! A fault-injecting TCP proxy in front of the real server: it forwards bytes both ways
 //! and, for the first `cut_connections` connections, drops the link once the server has
-//! sent `cut_after` bytes to the client. Later connections pass untouched, so a client
+//! sent `cut_after` bytes to the client (or, optionally, the client has sent some). Later connections pass untouched, so a client
 //! that reconnects can finish. It counts connections so tests can assert reconnects.
 
 use std::io::{Read, Write};
@@ -19,6 +19,17 @@ impl FaultProxy {
     /// Proxies 127.0.0.1:`target`; the first `cut_connections` connections are cut after
     /// `cut_after` server→client bytes.
     pub fn start(target: u16, cut_after: u64, cut_connections: u64) -> FaultProxy {
+        FaultProxy::start_both(target, cut_after, None, cut_connections)
+    }
+
+    /// As [`start`](Self::start), also cutting once the client has sent `cut_up` bytes
+    /// (for clients that send much and hear little back, such as batched APPENDs).
+    pub fn start_both(
+        target: u16,
+        cut_after: u64,
+        cut_up: Option<u64>,
+        cut_connections: u64,
+    ) -> FaultProxy {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let connections = Arc::new(AtomicU64::new(0));
@@ -34,13 +45,13 @@ impl FaultProxy {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
                     continue;
                 };
-                let limit = if n < cut_connections {
-                    Some(cut_after)
+                let (limit, up) = if n < cut_connections {
+                    (Some(cut_after), cut_up)
                 } else {
-                    None
+                    (None, None)
                 };
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                thread::spawn(move || pump(c2, s2, None));
+                thread::spawn(move || pump(c2, s2, up));
                 thread::spawn(move || pump(server, client, limit));
             }
         });

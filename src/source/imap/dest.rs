@@ -52,19 +52,36 @@ impl Completion {
     }
 }
 
-/// The (UIDVALIDITY, UID) of an `[APPENDUID v u]` code at the start of a completion's
-/// text (RFC 4315): where the server put the appended message.
-pub fn appenduid(text: &str) -> Option<(u32, u32)> {
+/// The UIDVALIDITY and the UIDs, in order, of an `[APPENDUID v uid-set]` code at the
+/// start of a completion's text (RFC 4315): where the server put the appended messages.
+pub fn appenduid(text: &str) -> Option<(u32, Vec<u32>)> {
     let rest = text.strip_prefix("[APPENDUID ")?;
     let (code, _) = rest.split_once(']')?;
-    let (v, u) = code.split_once(' ')?;
-    Some((v.parse().ok()?, u.parse().ok()?))
+    let (v, set) = code.split_once(' ')?;
+    let mut uids = Vec::new();
+    for part in set.split(',') {
+        match part.split_once(':') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
+                // RFC 4315 allows either order; a huge range is not an answer to us.
+                let (lo, hi) = (a.min(b), a.max(b));
+                if hi - lo > 1 << 20 {
+                    return None;
+                }
+                uids.extend(lo..=hi);
+            }
+            None => uids.push(part.parse().ok()?),
+        }
+    }
+    Some((v.parse().ok()?, uids))
 }
 
 /// The destination's capabilities that shape an import.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DestCaps {
     pub literal_plus: bool,
+    /// RFC 3502: several messages in one APPEND, saved as one transaction.
+    pub multiappend: bool,
     pub binary: bool,
     pub create_special_use: bool,
     pub unselect: bool,
@@ -137,6 +154,7 @@ impl ImapSession {
     pub fn dest_caps(&self) -> DestCaps {
         DestCaps {
             literal_plus: self.has_capability("LITERAL+"),
+            multiappend: self.has_capability("MULTIAPPEND"),
             binary: self.has_capability("BINARY"),
             create_special_use: self.has_capability("CREATE-SPECIAL-USE"),
             unselect: self.has_capability("UNSELECT"),
@@ -230,6 +248,31 @@ impl ImapSession {
         }
         self.write_raw(&[req.bytes, b"\r\n"]).await?;
         Ok(Ok(tag))
+    }
+
+    /// Writes one MULTIAPPEND (RFC 3502) of `reqs` into `mailbox_raw` with
+    /// non-synchronising literals (LITERAL+), as one write; the command is in flight
+    /// when this returns its tag. The server saves all or none.
+    pub async fn send_multiappend(
+        &mut self,
+        mailbox_raw: &str,
+        reqs: &[AppendRequest<'_>],
+    ) -> Result<String, ImapError> {
+        let tag = next_tag();
+        let mut out = Vec::with_capacity(reqs.iter().map(|r| r.bytes.len() + 80).sum());
+        out.extend_from_slice(format!("{tag} APPEND {}", quote(mailbox_raw)).as_bytes());
+        for r in reqs {
+            out.extend_from_slice(format!(" ({})", r.flags.join(" ")).as_bytes());
+            if let Some(d) = r.internaldate {
+                out.extend_from_slice(format!(" \"{d}\"").as_bytes());
+            }
+            let tilde = if r.binary { "~" } else { "" };
+            out.extend_from_slice(format!(" {tilde}{{{}+}}\r\n", r.bytes.len()).as_bytes());
+            out.extend_from_slice(r.bytes);
+        }
+        out.extend_from_slice(b"\r\n");
+        self.write_raw(&[&out]).await?;
+        Ok(tag)
     }
 
     /// The next APPEND completion (in order: the server answers commands in turn).
@@ -472,7 +515,11 @@ mod tests {
         use super::appenduid;
         assert_eq!(
             appenduid("[APPENDUID 1700000000 42] Append completed."),
-            Some((1_700_000_000, 42))
+            Some((1_700_000_000, vec![42]))
+        );
+        assert_eq!(
+            appenduid("[APPENDUID 7 3:5,9,12:11] done"),
+            Some((7, vec![3, 4, 5, 9, 11, 12]))
         );
         assert_eq!(appenduid("Append completed."), None);
         assert_eq!(appenduid("[APPENDUID 1 x] no"), None);

@@ -999,11 +999,18 @@ fn resp_text(code: Option<&ResponseCode<'_>>, info: Option<&str>) -> String {
             ResponseCode::TryCreate => "[TRYCREATE] ".to_string(),
             ResponseCode::ReadOnly => "[READ-ONLY] ".to_string(),
             ResponseCode::ReadWrite => "[READ-WRITE] ".to_string(),
-            // Importers learn where a message went (RFC 4315); one APPEND, one UID.
-            ResponseCode::AppendUid(v, set) => match set.as_slice() {
-                [UidSetMember::Uid(u)] => format!("[APPENDUID {v} {u}] "),
-                _ => String::new(),
-            },
+            // Importers learn where messages went (RFC 4315): one UID per message, in
+            // order, for a MULTIAPPEND.
+            ResponseCode::AppendUid(v, set) => {
+                let set: Vec<String> = set
+                    .iter()
+                    .map(|m| match m {
+                        UidSetMember::Uid(u) => u.to_string(),
+                        UidSetMember::UidRange(r) => format!("{}:{}", r.start(), r.end()),
+                    })
+                    .collect();
+                format!("[APPENDUID {v} {}] ", set.join(","))
+            }
             _ => String::new(),
         };
         t.push_str(&c);
