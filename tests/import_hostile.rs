@@ -4,7 +4,8 @@
 //! the folder cannot keep (no `\*` in PERMANENTFLAGS) is dropped and reported, and an
 //! `APPENDUID` naming a UID that is not there makes verification match by Message-ID
 //! instead of failing or trusting it, and a refused MULTIAPPEND (all or nothing) is
-//! retried one message at a time so only the refused message fails. Every other
+//! retried one message at a time so only the refused message fails; a server without
+//! LITERAL+ gets every literal after its go-ahead. Every other
 //! import behaviour is tested against the real servers in `tests/import.rs`.
 
 mod common;
@@ -24,13 +25,27 @@ struct Store {
     id_fetches: u32,
     /// Messages in the largest APPEND command.
     largest_append: usize,
+    /// Literals the client waited for the server's `+` to send.
+    sync_literals: u32,
     throttled: u32,
 }
 
-/// Serves one INBOX. The first `throttle` APPENDs get `NO [LIMIT]`; an APPEND of a
-/// message containing `over-quota` gets `NO [OVERQUOTA]`. `APPENDUID` answers name the
-/// message's UID plus `uid_lie` (0: the truth). `multi` offers MULTIAPPEND.
-fn scripted(throttle: u32, uid_lie: usize, multi: bool) -> (u16, Arc<Mutex<Store>>) {
+/// How the scripted server behaves.
+#[derive(Clone, Copy, Default)]
+struct Script {
+    /// The first `throttle` APPENDs get `NO [LIMIT]`.
+    throttle: u32,
+    /// `APPENDUID` answers name the message's UID plus this (0: the truth).
+    uid_lie: usize,
+    /// Offer MULTIAPPEND.
+    multi: bool,
+    /// Offer no LITERAL+: every literal waits for the server's `+`.
+    sync_literals: bool,
+}
+
+/// Serves one INBOX as `script` says; an APPEND of a message containing `over-quota`
+/// gets `NO [OVERQUOTA]`.
+fn scripted(script: Script) -> (u16, Arc<Mutex<Store>>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let store = Arc::new(Mutex::new(Store::default()));
@@ -39,26 +54,31 @@ fn scripted(throttle: u32, uid_lie: usize, multi: bool) -> (u16, Arc<Mutex<Store
         for s in l.incoming() {
             let Ok(s) = s else { continue };
             let st = st.clone();
-            std::thread::spawn(move || serve(s, st, throttle, uid_lie, multi));
+            std::thread::spawn(move || serve(s, st, script));
         }
     });
     (port, store)
 }
 
-fn serve(
-    s: std::net::TcpStream,
-    st: Arc<Mutex<Store>>,
-    throttle: u32,
-    uid_lie: usize,
-    multi: bool,
-) {
+/// Counts a literal the client sent only after the server's `+`.
+fn count_sync_literal(st: &Arc<Mutex<Store>>) {
+    st.lock().unwrap().sync_literals += 1;
+}
+
+fn serve(s: std::net::TcpStream, st: Arc<Mutex<Store>>, script: Script) {
+    let Script {
+        throttle,
+        uid_lie,
+        multi,
+        sync_literals,
+    } = script;
     let mut rd = BufReader::new(s.try_clone().unwrap());
     let mut w = s;
-    let caps = if multi {
-        "IMAP4rev1 LITERAL+ UIDPLUS MULTIAPPEND AUTH=PLAIN"
-    } else {
-        "IMAP4rev1 LITERAL+ UIDPLUS AUTH=PLAIN"
-    };
+    let caps = format!(
+        "IMAP4rev1{}{} UIDPLUS AUTH=PLAIN",
+        if sync_literals { "" } else { " LITERAL+" },
+        if multi { " MULTIAPPEND" } else { "" }
+    );
     let _ = write!(w, "* OK [CAPABILITY {caps}] scripted\r\n");
     let mut line = String::new();
     loop {
@@ -108,6 +128,10 @@ fn serve(
                             r.trim_end_matches('}').trim_end_matches('+').parse().ok()
                         })
                         .unwrap();
+                    if !spec.ends_with("+}") {
+                        count_sync_literal(&st);
+                        let _ = w.write_all(b"+ go ahead\r\n");
+                    }
                     let mut b = vec![0u8; n];
                     rd.read_exact(&mut b).unwrap();
                     parts.push((flags, date, b));
@@ -216,7 +240,10 @@ fn throttled_appends_are_retried_and_over_quota_is_reported() {
         "-o",
         ar.to_str().unwrap(),
     ]);
-    let (port, store) = scripted(2, 0, false);
+    let (port, store) = scripted(Script {
+        throttle: 2,
+        ..Default::default()
+    });
     let pw = t.path().join("pw");
     std::fs::write(&pw, "secret\n").unwrap();
     let out = run(&[
@@ -288,7 +315,10 @@ fn appenduid_naming_a_missing_uid_is_checked_by_message_id() {
         "-o",
         ar.to_str().unwrap(),
     ]);
-    let (port, store) = scripted(0, 100, false);
+    let (port, store) = scripted(Script {
+        uid_lie: 100,
+        ..Default::default()
+    });
     let pw = t.path().join("pw");
     std::fs::write(&pw, "secret\n").unwrap();
     let out = run(&[
@@ -332,7 +362,10 @@ fn refused_multiappend_is_retried_one_message_at_a_time() {
         "-o",
         ar.to_str().unwrap(),
     ]);
-    let (port, store) = scripted(0, 0, true);
+    let (port, store) = scripted(Script {
+        multi: true,
+        ..Default::default()
+    });
     let pw = t.path().join("pw");
     std::fs::write(&pw, "secret\n").unwrap();
     let out = run(&[
@@ -371,4 +404,63 @@ fn refused_multiappend_is_retried_one_message_at_a_time() {
     );
     // The APPENDUID ranges told verification where every message went.
     assert_eq!(s.id_fetches, 0);
+}
+
+#[test]
+fn server_without_literal_plus_gets_one_append_at_a_time() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    let msgs: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| {
+            let extra = if i == 2 { "over-quota" } else { "fine" };
+            (
+                format!("{}.M{i}.x:2,S", 1_600_000_000 + i * 60),
+                format!("Subject: m{i}\r\nMessage-ID: <m{i}@t>\r\n\r\nbody {i} {extra}\r\n")
+                    .into_bytes(),
+            )
+        })
+        .collect();
+    write_maildir_folder(&src.join("INBOX"), &msgs);
+    let ar = t.path().join("a.tar.zst");
+    run_ok(&[
+        "export",
+        &format!("maildir:{}", src.display()),
+        "-o",
+        ar.to_str().unwrap(),
+    ]);
+    // MULTIAPPEND is offered but needs LITERAL+ in mailark; without it, each message
+    // waits for the server's go-ahead.
+    let (port, store) = scripted(Script {
+        multi: true,
+        sync_literals: true,
+        throttle: 1,
+        ..Default::default()
+    });
+    let pw = t.path().join("pw");
+    std::fs::write(&pw, "secret\n").unwrap();
+    let out = run(&[
+        "import",
+        ar.to_str().unwrap(),
+        "--to",
+        &format!("imap://bob@127.0.0.1:{port}"),
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--allow-plaintext",
+        "--json",
+    ]);
+    let rep: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    assert_eq!(out.status.code(), Some(1), "{rep}");
+    let s = store.lock().unwrap();
+    assert_eq!(s.largest_append, 1);
+    assert_eq!(s.sync_literals, s.appends, "every literal waited for `+`");
+    assert_eq!(s.msgs.len(), 5);
+    assert_eq!(rep["appended"], 5, "{rep}");
+    assert_eq!(rep["verified"], 5, "{rep}");
+    let failed = &rep["folders"][0]["failed"];
+    assert_eq!(failed.as_array().unwrap().len(), 1, "{rep}");
+    assert!(
+        failed[0]["id"].as_str().unwrap().contains("m2@t"),
+        "{failed}"
+    );
 }
