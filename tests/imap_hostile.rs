@@ -1,7 +1,8 @@
 //! Server behaviour Dovecot does not show on demand, from a tiny scripted IMAP server:
 //! a tagged `NO` on `UID FETCH` for one message (reported with folder, UID and the
 //! server's words; the other messages archived; exit 1), and a throttling `NO [LIMIT]`
-//! that is waited out. Everything a real server does is tested against Dovecot elsewhere.
+//! that is waited out, and a server that refuses connections beyond the first (a
+//! per-user limit). Everything a real server does is tested against Dovecot elsewhere.
 
 mod common;
 
@@ -33,14 +34,28 @@ fn parse_set(s: &str) -> Vec<u32> {
 
 /// Serves INBOX with UIDs 1..=3. `bad_uid` is refused with a tagged NO; the first
 /// `throttles` body fetches are answered `NO [LIMIT]`.
-fn scripted(bad_uid: Option<u32>, throttles: u32) -> (u16, Arc<AtomicU32>) {
+/// A server of `folders` folders (INBOX, F1, F2, ...) of three messages each. A UID
+/// FETCH of bodies including `bad_uid` gets a tagged NO; the first `throttles` get
+/// `NO [LIMIT]`; connections after the first `max_conns` get Dovecot's greeting BYE.
+fn scripted(
+    bad_uid: Option<u32>,
+    throttles: u32,
+    folders: usize,
+    max_conns: usize,
+) -> (u16, Arc<AtomicU32>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let fetches = Arc::new(AtomicU32::new(0));
     let f2 = fetches.clone();
     std::thread::spawn(move || {
-        for s in l.incoming() {
+        for (n, s) in l.incoming().enumerate() {
             let Ok(mut s) = s else { continue };
+            if n >= max_conns {
+                let _ = s.write_all(
+                    b"* BYE Maximum number of connections from user+IP exceeded (mail_max_userip_connections=1)\r\n",
+                );
+                continue;
+            }
             let f2 = f2.clone();
             std::thread::spawn(move || {
                 let mut rd = BufReader::new(s.try_clone().unwrap());
@@ -65,7 +80,11 @@ fn scripted(bad_uid: Option<u32>, throttles: u32) -> (u16, Arc<AtomicU32>) {
                     } else if up.starts_with("CAPABILITY") {
                         w(format!("* CAPABILITY IMAP4rev1\r\n{tag} OK\r\n").as_bytes());
                     } else if up.starts_with("LIST") {
-                        w(format!("* LIST () \"/\" INBOX\r\n{tag} OK\r\n").as_bytes());
+                        let mut out = "* LIST () \"/\" INBOX\r\n".to_string();
+                        for f in 1..folders {
+                            out.push_str(&format!("* LIST () \"/\" F{f}\r\n"));
+                        }
+                        w(format!("{out}{tag} OK\r\n").as_bytes());
                     } else if up.starts_with("EXAMINE") {
                         w(format!("* 3 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 4] ok\r\n{tag} OK [READ-ONLY] done\r\n").as_bytes());
                     } else if up.starts_with("UID FETCH") {
@@ -143,7 +162,7 @@ fn export_from(port: u16, out: &std::path::Path) -> std::process::Output {
 
 #[test]
 fn a_tagged_no_on_fetch_is_a_reported_error() {
-    let (port, _) = scripted(Some(2), 0);
+    let (port, _) = scripted(Some(2), 0, 1, usize::MAX);
     let t = tempfile::tempdir().unwrap();
     let ar = t.path().join("a.tar.zst");
     let out = export_from(port, &ar);
@@ -186,7 +205,7 @@ fn a_tagged_no_on_fetch_is_a_reported_error() {
 
 #[test]
 fn throttling_is_waited_out() {
-    let (port, fetches) = scripted(None, 2);
+    let (port, fetches) = scripted(None, 2, 1, usize::MAX);
     let t = tempfile::tempdir().unwrap();
     let ar = t.path().join("a.tar.zst");
     let out = export_from(port, &ar);
@@ -285,4 +304,19 @@ fn oauth2_login_payloads_and_a_refused_token() {
         );
         assert!(!ar.exists());
     }
+}
+
+#[test]
+fn connections_beyond_the_servers_limit_are_done_without() {
+    let t = tempfile::tempdir().unwrap();
+    let (port, _) = scripted(None, 0, 3, 1);
+    let out = t.path().join("a.tar.zst");
+    let o = export_from(port, &out);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rep["messages"], 9, "{rep}");
+    let notes = rep["notes"].to_string();
+    assert!(notes.contains("not opened, carried on with fewer"), "{rep}");
+    assert!(notes.contains("Maximum number of connections"), "{rep}");
+    run_ok(&["verify", out.to_str().unwrap()]);
 }
