@@ -12,6 +12,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use common::*;
@@ -213,18 +214,22 @@ fn serve(s: std::net::TcpStream, st: Arc<Mutex<Store>>, script: Script) {
     }
 }
 
-#[test]
-fn throttled_appends_are_retried_and_over_quota_is_reported() {
-    let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("src");
-    let msgs: Vec<(String, Vec<u8>)> = (0..5)
+/// An archive of one INBOX of `n` messages `<m{i}@t>`; message `quota` (if any) holds
+/// `over-quota`, and message 1 has the keyword `$Label1` when `keyword` is set.
+fn inbox_archive(t: &Path, n: usize, quota: Option<usize>, keyword: bool) -> PathBuf {
+    let src = t.join("src");
+    let msgs: Vec<(String, Vec<u8>)> = (0..n)
         .map(|i| {
-            let extra = if i == 3 { "over-quota" } else { "fine" };
+            let extra = if Some(i) == quota {
+                "over-quota"
+            } else {
+                "fine"
+            };
             (
                 format!(
                     "{}.M{i}.x:2,S{}",
                     1_600_000_000 + i * 60,
-                    if i == 1 { "a" } else { "" }
+                    if keyword && i == 1 { "a" } else { "" }
                 ),
                 format!("Subject: m{i}\r\nMessage-ID: <m{i}@t>\r\n\r\nbody {i} {extra}\r\n")
                     .into_bytes(),
@@ -232,34 +237,56 @@ fn throttled_appends_are_retried_and_over_quota_is_reported() {
         })
         .collect();
     write_maildir_folder(&src.join("INBOX"), &msgs);
-    std::fs::write(src.join("INBOX/dovecot-keywords"), "0 $Label1\n").unwrap();
-    let ar = t.path().join("a.tar.zst");
+    if keyword {
+        std::fs::write(src.join("INBOX/dovecot-keywords"), "0 $Label1\n").unwrap();
+    }
+    let ar = t.join("a.tar.zst");
     run_ok(&[
         "export",
         &format!("maildir:{}", src.display()),
         "-o",
         ar.to_str().unwrap(),
     ]);
+    ar
+}
+
+/// `mailark import AR --to imap://bob@127.0.0.1:PORT --json` plus `extra`, in clear
+/// text; its output and JSON report.
+fn import_to(
+    t: &Path,
+    ar: &Path,
+    port: u16,
+    extra: &[&str],
+) -> (std::process::Output, serde_json::Value) {
+    let pw = t.join("pw");
+    std::fs::write(&pw, "secret\n").unwrap();
+    let mut args = vec![
+        "import".to_string(),
+        ar.display().to_string(),
+        "--to".into(),
+        format!("imap://bob@127.0.0.1:{port}"),
+        "--password-file".into(),
+        pw.display().to_string(),
+        "--allow-plaintext".into(),
+        "--json".into(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(&args);
+    let rep: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    (out, rep)
+}
+
+#[test]
+fn throttled_appends_are_retried_and_over_quota_is_reported() {
+    let t = tempfile::tempdir().unwrap();
+    let ar = inbox_archive(t.path(), 5, Some(3), true);
     let (port, store) = scripted(Script {
         throttle: 2,
         ..Default::default()
     });
-    let pw = t.path().join("pw");
-    std::fs::write(&pw, "secret\n").unwrap();
-    let out = run(&[
-        "import",
-        ar.to_str().unwrap(),
-        "--to",
-        &format!("imap://bob@127.0.0.1:{port}"),
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--allow-plaintext",
-        "--jobs",
-        "1",
-        "--json",
-    ]);
-    let rep: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    let (out, rep) = import_to(t.path(), &ar, port, &["--jobs", "1"]);
     assert_eq!(out.status.code(), Some(1), "{rep}");
     let s = store.lock().unwrap();
     assert_eq!(s.throttled, 2);
@@ -298,41 +325,12 @@ fn throttled_appends_are_retried_and_over_quota_is_reported() {
 #[test]
 fn appenduid_naming_a_missing_uid_is_checked_by_message_id() {
     let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("src");
-    let msgs: Vec<(String, Vec<u8>)> = (0..3)
-        .map(|i| {
-            (
-                format!("{}.M{i}.x:2,S", 1_600_000_000 + i * 60),
-                format!("Subject: m{i}\r\nMessage-ID: <m{i}@t>\r\n\r\nbody {i}\r\n").into_bytes(),
-            )
-        })
-        .collect();
-    write_maildir_folder(&src.join("INBOX"), &msgs);
-    let ar = t.path().join("a.tar.zst");
-    run_ok(&[
-        "export",
-        &format!("maildir:{}", src.display()),
-        "-o",
-        ar.to_str().unwrap(),
-    ]);
+    let ar = inbox_archive(t.path(), 3, None, false);
     let (port, store) = scripted(Script {
         uid_lie: 100,
         ..Default::default()
     });
-    let pw = t.path().join("pw");
-    std::fs::write(&pw, "secret\n").unwrap();
-    let out = run(&[
-        "import",
-        ar.to_str().unwrap(),
-        "--to",
-        &format!("imap://bob@127.0.0.1:{port}"),
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--allow-plaintext",
-        "--json",
-    ]);
-    let rep: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    let (out, rep) = import_to(t.path(), &ar, port, &[]);
     assert_eq!(out.status.code(), Some(0), "{rep}");
     assert_eq!(rep["verified"], 3, "{rep}");
     let s = store.lock().unwrap();
@@ -343,45 +341,12 @@ fn appenduid_naming_a_missing_uid_is_checked_by_message_id() {
 #[test]
 fn refused_multiappend_is_retried_one_message_at_a_time() {
     let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("src");
-    let msgs: Vec<(String, Vec<u8>)> = (0..40)
-        .map(|i| {
-            let extra = if i == 7 { "over-quota" } else { "fine" };
-            (
-                format!("{}.M{i}.x:2,S", 1_600_000_000 + i * 60),
-                format!("Subject: m{i}\r\nMessage-ID: <m{i}@t>\r\n\r\nbody {i} {extra}\r\n")
-                    .into_bytes(),
-            )
-        })
-        .collect();
-    write_maildir_folder(&src.join("INBOX"), &msgs);
-    let ar = t.path().join("a.tar.zst");
-    run_ok(&[
-        "export",
-        &format!("maildir:{}", src.display()),
-        "-o",
-        ar.to_str().unwrap(),
-    ]);
+    let ar = inbox_archive(t.path(), 40, Some(7), false);
     let (port, store) = scripted(Script {
         multi: true,
         ..Default::default()
     });
-    let pw = t.path().join("pw");
-    std::fs::write(&pw, "secret\n").unwrap();
-    let out = run(&[
-        "import",
-        ar.to_str().unwrap(),
-        "--to",
-        &format!("imap://bob@127.0.0.1:{port}"),
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--allow-plaintext",
-        "--jobs",
-        "1",
-        "--json",
-    ]);
-    let rep: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    let (out, rep) = import_to(t.path(), &ar, port, &["--jobs", "1"]);
     assert_eq!(out.status.code(), Some(1), "{rep}");
     let s = store.lock().unwrap();
     assert!(s.largest_append > 1, "messages went in MULTIAPPENDs");
@@ -409,25 +374,7 @@ fn refused_multiappend_is_retried_one_message_at_a_time() {
 #[test]
 fn server_without_literal_plus_gets_one_append_at_a_time() {
     let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("src");
-    let msgs: Vec<(String, Vec<u8>)> = (0..6)
-        .map(|i| {
-            let extra = if i == 2 { "over-quota" } else { "fine" };
-            (
-                format!("{}.M{i}.x:2,S", 1_600_000_000 + i * 60),
-                format!("Subject: m{i}\r\nMessage-ID: <m{i}@t>\r\n\r\nbody {i} {extra}\r\n")
-                    .into_bytes(),
-            )
-        })
-        .collect();
-    write_maildir_folder(&src.join("INBOX"), &msgs);
-    let ar = t.path().join("a.tar.zst");
-    run_ok(&[
-        "export",
-        &format!("maildir:{}", src.display()),
-        "-o",
-        ar.to_str().unwrap(),
-    ]);
+    let ar = inbox_archive(t.path(), 6, Some(2), false);
     // MULTIAPPEND is offered but needs LITERAL+ in mailark; without it, each message
     // waits for the server's go-ahead.
     let (port, store) = scripted(Script {
@@ -436,20 +383,7 @@ fn server_without_literal_plus_gets_one_append_at_a_time() {
         throttle: 1,
         ..Default::default()
     });
-    let pw = t.path().join("pw");
-    std::fs::write(&pw, "secret\n").unwrap();
-    let out = run(&[
-        "import",
-        ar.to_str().unwrap(),
-        "--to",
-        &format!("imap://bob@127.0.0.1:{port}"),
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--allow-plaintext",
-        "--json",
-    ]);
-    let rep: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    let (out, rep) = import_to(t.path(), &ar, port, &[]);
     assert_eq!(out.status.code(), Some(1), "{rep}");
     let s = store.lock().unwrap();
     assert_eq!(s.largest_append, 1);
