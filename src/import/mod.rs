@@ -1139,6 +1139,11 @@ async fn early_verify(
     let mut gave_up = false;
     let mut done = HashMap::new();
     while let Some((di, items)) = rx.recv().await {
+        if items.is_empty() {
+            // Nothing arrived there to check: no reason to open a connection.
+            done.insert(di, Vec::new());
+            continue;
+        }
         if s.is_none() && !gave_up {
             match ImapSession::connect(&opts.dest, &opts.creds, &opts.tls).await {
                 Ok(c) => s = Some(c),
