@@ -752,8 +752,9 @@ pub async fn import(
                         rec.crlf_sha = plan::crlf_sha256(bytes);
                         rec.lf_sha = plan::lf_crlf_sha256(bytes);
                     }
-                    rec.at_risk = plan::at_risk(bytes);
-                    if rec.at_risk && verify_mode == VerifyMode::Quick && !bytes.contains(&0) {
+                    rec.at_risk = key.at_risk;
+                    let binary = memchr::memchr(0, bytes).is_some();
+                    if rec.at_risk && verify_mode == VerifyMode::Quick && !binary {
                         rec.head = plan::header_forms(bytes);
                     }
                     let (keep, drop) = plan::split_flags(&m.flags, d.permanent.as_deref());
@@ -768,7 +769,6 @@ pub async fn import(
                     for k in drop {
                         *dropped.entry((rec.folder, k)).or_default() += 1;
                     }
-                    let binary = bytes.contains(&0);
                     if binary && !caps.binary {
                         rec.st = St::Failed(
                             "holds NUL bytes and the server offers no BINARY: not importable without altering it".into(),

@@ -581,6 +581,8 @@ pub struct MsgKey {
     /// Message-ID + size cannot tell this message apart (shared with another archived
     /// message of the folder that differs): compare bytes.
     pub by_bytes: bool,
+    /// Holds bytes servers are known to rewrite (see [`at_risk`]).
+    pub at_risk: bool,
 }
 
 impl MsgKey {
@@ -591,16 +593,18 @@ impl MsgKey {
             .is_none_or(|m| ambiguous_ids.contains(m));
         let crlf = crlf_len(bytes);
         let bare = crlf != bytes.len() as u64;
+        let at_risk = at_risk(bytes);
         MsgKey {
             sizes: [
                 bytes.len() as u64,
                 crlf,
                 if bare { lf_crlf_len(bytes) } else { crlf },
             ],
-            loose: (by_bytes || bare || at_risk(bytes)).then(|| loose_sha256(bytes)),
+            loose: (by_bytes || bare || at_risk).then(|| loose_sha256(bytes)),
             head_loose: loose_sha256(crate::mail::headers::header_section(bytes)),
             date,
             by_bytes,
+            at_risk,
             message_id,
         }
     }
