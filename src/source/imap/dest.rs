@@ -76,6 +76,19 @@ pub fn appenduid(text: &str) -> Option<(u32, Vec<u32>)> {
     Some((v.parse().ok()?, uids))
 }
 
+/// One message's part of an APPEND, up to its literal: ` (flags) "date" {N}` and the
+/// line end; `{N+}` with LITERAL+, `~{N}` (literal8) for a message holding NUL.
+fn message_part(req: &AppendRequest<'_>, literal_plus: bool) -> String {
+    let mut part = format!(" ({})", req.flags.join(" "));
+    if let Some(d) = req.internaldate {
+        part.push_str(&format!(" \"{d}\""));
+    }
+    let tilde = if req.binary { "~" } else { "" };
+    let plus = if literal_plus { "+" } else { "" };
+    part.push_str(&format!(" {tilde}{{{}{plus}}}\r\n", req.bytes.len()));
+    part
+}
+
 /// The destination's capabilities that shape an import.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DestCaps {
@@ -208,17 +221,11 @@ impl ImapSession {
         literal_plus: bool,
     ) -> Result<Result<String, Completion>, ImapError> {
         let tag = next_tag();
-        let mut head = format!(
-            "{tag} APPEND {} ({})",
+        let head = format!(
+            "{tag} APPEND {}{}",
             quote(req.mailbox_raw),
-            req.flags.join(" ")
+            message_part(req, literal_plus)
         );
-        if let Some(d) = req.internaldate {
-            head.push_str(&format!(" \"{d}\""));
-        }
-        let plus = if literal_plus { "+" } else { "" };
-        let tilde = if req.binary { "~" } else { "" };
-        head.push_str(&format!(" {tilde}{{{}{plus}}}\r\n", req.bytes.len()));
         if literal_plus {
             self.write_raw(&[head.as_bytes(), req.bytes, b"\r\n"])
                 .await?;
@@ -262,12 +269,7 @@ impl ImapSession {
         let mut out = Vec::with_capacity(reqs.iter().map(|r| r.bytes.len() + 80).sum());
         out.extend_from_slice(format!("{tag} APPEND {}", quote(mailbox_raw)).as_bytes());
         for r in reqs {
-            out.extend_from_slice(format!(" ({})", r.flags.join(" ")).as_bytes());
-            if let Some(d) = r.internaldate {
-                out.extend_from_slice(format!(" \"{d}\"").as_bytes());
-            }
-            let tilde = if r.binary { "~" } else { "" };
-            out.extend_from_slice(format!(" {tilde}{{{}+}}\r\n", r.bytes.len()).as_bytes());
+            out.extend_from_slice(message_part(r, true).as_bytes());
             out.extend_from_slice(r.bytes);
         }
         out.extend_from_slice(b"\r\n");
