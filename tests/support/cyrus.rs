@@ -288,19 +288,11 @@ DAEMON {{
     }
 
     pub fn password(&self, user: &str) -> &str {
-        &self
-            .opts
-            .users
-            .iter()
-            .find(|(u, _)| u == user)
-            .expect("known user")
-            .1
+        super::password_of(&self.opts.users, user)
     }
 
     pub fn password_file(&self, user: &str) -> PathBuf {
-        let p = self.dir.path().join(format!("{user}.pw"));
-        std::fs::write(&p, format!("{}\n", self.password(user))).unwrap();
-        p
+        super::password_file_in(self.dir.path(), &self.opts.users, user)
     }
 
     pub fn imap_url(&self, user: &str) -> String {

@@ -277,20 +277,12 @@ namespace inbox {{
     }
 
     pub fn password(&self, user: &str) -> &str {
-        &self
-            .opts
-            .users
-            .iter()
-            .find(|(u, _)| u == user)
-            .expect("known user")
-            .1
+        super::password_of(&self.opts.users, user)
     }
 
     /// A file holding `user`'s password and a trailing newline, for `--password-file`.
     pub fn password_file(&self, user: &str) -> PathBuf {
-        let p = self.dir.path().join(format!("{user}.pw"));
-        std::fs::write(&p, format!("{}\n", self.password(user))).unwrap();
-        p
+        super::password_file_in(self.dir.path(), &self.opts.users, user)
     }
 
     /// The user's mail root: a Dovecot `LAYOUT=fs` Maildir tree with UTF-8 names

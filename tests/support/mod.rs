@@ -14,7 +14,7 @@ pub mod raw;
 pub use dovecot::{Dovecot, DovecotOptions};
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// A port free on 127.0.0.1 right now (the harnesses retry if it is taken meanwhile).
@@ -63,6 +63,19 @@ pub fn make_cert(root: &Path) {
 }
 
 /// Whether our child `pid` still runs (reaps it if it ended).
+/// `user`'s password in a server harness's user list.
+pub fn password_of<'a>(users: &'a [(String, String)], user: &str) -> &'a str {
+    &users.iter().find(|(u, _)| u == user).expect("known user").1
+}
+
+/// Writes `user`'s password and a trailing newline to `dir/USER.pw`, for
+/// `--password-file`.
+pub fn password_file_in(dir: &Path, users: &[(String, String)], user: &str) -> PathBuf {
+    let p = dir.join(format!("{user}.pw"));
+    std::fs::write(&p, format!("{}\n", password_of(users, user))).unwrap();
+    p
+}
+
 pub fn child_alive(pid: u32) -> bool {
     let mut status = 0;
     // SAFETY: waitpid with WNOHANG on our own child.
