@@ -814,9 +814,9 @@ fn dovecot_cut_connection_mid_import_is_finished_without_doubles() {
         &[],
     );
     let d = Dovecot::start();
-    // The first connection is cut once the server has sent 12 KB: after login, LIST
-    // and the first few hundred APPEND answers, with more APPENDs in flight.
-    let proxy = support::proxy::FaultProxy::start(d.imaps_port, 12_000, 1);
+    // The first connection is cut once the client has sent 600 KB (of 2.4 MB), with
+    // APPENDs in flight, or the server 12 KB, whichever comes first.
+    let proxy = support::proxy::FaultProxy::start_both(d.imaps_port, 12_000, Some(600_000), 1);
     let dest = Dest {
         url: format!("imaps://bob@127.0.0.1:{}", proxy.port),
         pw: d.password_file("bob"),
@@ -824,7 +824,8 @@ fn dovecot_cut_connection_mid_import_is_finished_without_doubles() {
     };
     let (out, rep) = dest.import(&[&ar], &["--jobs", "1"]);
     assert_eq!(out.status.code(), Some(0), "{rep}\n{}", stderr(&out));
-    assert!(proxy.connections() >= 2, "the connection was never cut");
+    assert_eq!(proxy.cuts(), 1, "the connection was never cut");
+    assert!(proxy.connections() >= 2);
     assert_eq!(n(&rep, "appended"), N as u64, "{rep}");
     assert_eq!(n(&rep, "verified"), N as u64);
     let mut c = d.raw("bob");
@@ -983,6 +984,7 @@ fn dovecot_every_connection_cut_reports_and_rerun_finishes() {
     let (out, rep) = cut.import(&[&ar], &["--jobs", "1"]);
     assert_eq!(out.status.code(), Some(1), "{rep}\n{}", stderr(&out));
     assert!(n(&rep, "failed") > 0, "{rep}");
+    assert!(proxy.cuts() >= 2, "the import and a reconnection were cut");
     assert!(proxy.connections() >= 2);
     let count_unique = |d: &Dovecot| {
         let mut c = d.raw("bob");

@@ -12,6 +12,7 @@ use std::thread;
 pub struct FaultProxy {
     pub port: u16,
     connections: Arc<AtomicU64>,
+    cuts: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
@@ -33,8 +34,9 @@ impl FaultProxy {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let connections = Arc::new(AtomicU64::new(0));
+        let cuts = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (conns, stopped) = (connections.clone(), stop.clone());
+        let (conns, cut, stopped) = (connections.clone(), cuts.clone(), stop.clone());
         thread::spawn(move || {
             for client in l.incoming() {
                 if stopped.load(Ordering::SeqCst) {
@@ -51,13 +53,16 @@ impl FaultProxy {
                     (None, None)
                 };
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                thread::spawn(move || pump(c2, s2, up));
-                thread::spawn(move || pump(server, client, limit));
+                let cut2 = cut.clone();
+                thread::spawn(move || pump(c2, s2, up, &cut2));
+                let cut2 = cut.clone();
+                thread::spawn(move || pump(server, client, limit, &cut2));
             }
         });
         FaultProxy {
             port,
             connections,
+            cuts,
             stop,
         }
     }
@@ -65,6 +70,11 @@ impl FaultProxy {
     /// Connections accepted so far.
     pub fn connections(&self) -> u64 {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections cut so far (a limit reached, in either direction).
+    pub fn cuts(&self) -> u64 {
+        self.cuts.load(Ordering::SeqCst)
     }
 }
 
@@ -76,7 +86,7 @@ impl Drop for FaultProxy {
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, limit: Option<u64>) {
+fn pump(mut from: TcpStream, mut to: TcpStream, limit: Option<u64>, cuts: &AtomicU64) {
     let mut buf = [0u8; 16 * 1024];
     let mut sent = 0u64;
     loop {
@@ -87,6 +97,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, limit: Option<u64>) {
         let n = match limit {
             Some(l) if sent + n as u64 >= l => {
                 let _ = to.write_all(&buf[..(l - sent) as usize]);
+                cuts.fetch_add(1, Ordering::SeqCst);
                 break;
             }
             _ => n,
