@@ -194,6 +194,7 @@ fn main() {
         ..Default::default()
     });
     let mailark_import = |user: &str, extra: &[&str], report: &Path| {
+        // A profiling wrapper (MAILARK_BENCH_WRAP) is for the default import only.
         let mut cmd = if extra.is_empty() {
             wrapped(bin)
         } else {
