@@ -33,8 +33,6 @@ fi
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 2; }
 
-# The interop corpus lives beside the repository; tests fail (never skip) without it.
-export MAILARK_INTEROP_CORPUS="${MAILARK_INTEROP_CORPUS:-$(cd .. && pwd)/shared/interop-corpus}"
 
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings

@@ -55,13 +55,13 @@ pub fn fixtures() -> Vec<(String, Vec<u8>)> {
     v
 }
 
-/// The shared interop corpus. `MAILARK_INTEROP_CORPUS` names it (CI sets it); without it
-/// the sibling `../shared/interop-corpus` is used. Missing corpus = failing test, never a
-/// silent pass.
+/// The interop corpus, kept in the repository under `fixtures/interop` so a fresh clone
+/// tests with nothing beside it. `MAILARK_INTEROP_CORPUS` overrides the path (to try a
+/// newer corpus). Missing corpus = failing test, never a silent pass.
 pub fn corpus_dir() -> PathBuf {
     let p = std::env::var_os("MAILARK_INTEROP_CORPUS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/interop-corpus"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/interop"));
     assert!(
         p.join("MANIFEST.tsv").is_file(),
         "interop corpus not found at {} (set MAILARK_INTEROP_CORPUS)",

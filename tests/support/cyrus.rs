@@ -4,7 +4,7 @@
 //! nobody and stopped by its PID when dropped. The .debs are fetched with `apt-get
 //! download` into `target/cyrus-debs` once (scripts/test.sh does it beforehand). A
 //! missing Cyrus or library is a failing test with a clear message, never a skip.
-//! Facts it relies on are in `../shared/notes/servers.md`.
+//! Facts it relies on are in `docs/servers.md`.
 
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;

@@ -1,7 +1,7 @@
 //! A real Dovecot 2.3 (Debian `dovecot-imapd dovecot-pop3d`) for one test: config, users,
 //! self-signed certificate and mail all live in a temp dir; it listens on 127.0.0.1 on
 //! free ports (IMAP, IMAPS, POP3, POP3S) and is stopped by its PID when dropped.
-//! Facts it relies on are in `../shared/notes/servers.md`. A missing Dovecot is a test
+//! Facts it relies on are in `docs/servers.md`. A missing Dovecot is a test
 //! failure with a clear message, never a silent pass.
 
 use std::net::TcpStream;
