@@ -41,6 +41,19 @@ pub struct ArchiveHeader {
     pub source: String,
     pub layout: Layout,
     pub parent: Option<ParentRef>,
+    /// The source's personal namespace (IMAP NAMESPACE), so an import can take folder
+    /// names out of it (spec §5.1). Absent for local and POP3 sources and in archives
+    /// written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<Namespace>,
+}
+
+/// A personal namespace as the source server named it: `{"prefix":"INBOX.","delimiter":"."}`
+/// on Courier, `{"prefix":"","delimiter":"/"}` on a default Dovecot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Namespace {
+    pub prefix: String,
+    pub delimiter: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,5 +304,41 @@ impl Index {
             messages,
             end,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OLD_HEADER: &str = r#"{"type":"archive","format":"mailark-archive","version":1,"mailark_version":"0.1.0","archive_id":"5f0c8e1ad2b64cc0a1d7a2f1e3b4c5d6","created":"2026-11-24T09:00:00Z","source":"imaps://a@h:993","layout":"maildir","parent":null}"#;
+
+    /// Archives written before the namespace record read as having none; the record
+    /// round-trips; keys a reader does not know are ignored (spec §5), which is what
+    /// lets an older mailark read archives that carry the record.
+    #[test]
+    fn namespace_record_is_optional() {
+        let Record::Archive(h) = serde_json::from_str(OLD_HEADER).unwrap() else {
+            panic!("not an archive record");
+        };
+        assert_eq!(h.namespace, None);
+        let mut with = h.clone();
+        with.namespace = Some(Namespace {
+            prefix: "INBOX.".into(),
+            delimiter: Some(".".into()),
+        });
+        let line = serde_json::to_string(&Record::Archive(with.clone())).unwrap();
+        assert!(
+            line.contains(r#""namespace":{"prefix":"INBOX.","delimiter":"."}"#),
+            "{line}"
+        );
+        assert_eq!(
+            serde_json::from_str::<Record>(&line).unwrap(),
+            Record::Archive(with)
+        );
+        let none = serde_json::to_string(&Record::Archive(h)).unwrap();
+        assert!(!none.contains("namespace"), "{none}");
+        let future = OLD_HEADER.replace(r#""parent":null"#, r#""parent":null,"later":{"x":1}"#);
+        assert!(serde_json::from_str::<Record>(&future).is_ok());
     }
 }

@@ -11,8 +11,8 @@ pub mod tarfmt;
 pub mod writer;
 
 pub use index::{
-    ArchiveHeader, EndRecord, FolderRecord, Layout, MboxLoc, MessageRecord, ParentRef, Record,
-    SourceRef,
+    ArchiveHeader, EndRecord, FolderRecord, Layout, MboxLoc, MessageRecord, Namespace, ParentRef,
+    Record, SourceRef,
 };
 pub use reader::{Archive, ReadError};
 pub use writer::{ArchiveWriter, FolderInfo, MessageInfo, WriteError, WriteSummary, WriterOptions};

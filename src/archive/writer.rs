@@ -65,6 +65,8 @@ pub struct WriterOptions {
     /// Where the mail came from, without secrets.
     pub source: String,
     pub parent: Option<ParentRef>,
+    /// The source's personal namespace, for the header.
+    pub namespace: Option<Namespace>,
     /// Replace an existing file at the destination.
     pub force: bool,
 }
@@ -77,6 +79,7 @@ impl Default for WriterOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             source: String::new(),
             parent: None,
+            namespace: None,
             force: false,
         }
     }
@@ -201,6 +204,7 @@ impl ArchiveWriter {
             source: opts.source.clone(),
             layout: opts.layout,
             parent: opts.parent.clone(),
+            namespace: opts.namespace.clone(),
         };
         Ok(ArchiveWriter {
             dest: dest.to_path_buf(),

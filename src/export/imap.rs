@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::{FolderFilter, PatternError, Skipped};
 use crate::archive::{
-    Archive, ArchiveWriter, FolderInfo, MessageInfo, ParentRef, ReadError, SourceRef, WriteError,
-    WriteSummary, WriterOptions,
+    Archive, ArchiveWriter, FolderInfo, MessageInfo, Namespace, ParentRef, ReadError, SourceRef,
+    WriteError, WriteSummary, WriterOptions,
 };
 use crate::progress::Progress;
 use crate::source::imap::session::uid_set;
@@ -293,7 +293,7 @@ async fn run(
     creds: &Credentials,
     tls: &TlsOptions,
     dest: &Path,
-    wopts: WriterOptions,
+    mut wopts: WriterOptions,
     filter: &FolderFilter,
     opts: ImapExportOptions,
     prev: PrevChain,
@@ -303,6 +303,13 @@ async fn run(
     let mut first = ImapSession::connect_with_timeout(ep, creds, tls, opts.timeout).await?;
     let plaintext = !first.is_tls();
     let listed = first.list().await?;
+    wopts.namespace = first
+        .namespace()
+        .await?
+        .map(|(prefix, delimiter)| Namespace {
+            prefix,
+            delimiter: delimiter.map(String::from),
+        });
     let selected: Vec<MailboxInfo> = listed
         .iter()
         .filter(|m| m.selectable && filter.matches(&m.name))
