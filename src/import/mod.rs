@@ -504,7 +504,13 @@ pub async fn import(
             .collect(),
         create_special_use: caps.create_special_use,
     };
-    let plan: Plan = plan::plan_folders(&folders, &layout, &opts.plan)?;
+    let source_ns = plan::source_namespace(
+        archives
+            .iter()
+            .find_map(|a| a.index.header.namespace.as_ref()),
+        &folders,
+    );
+    let plan: Plan = plan::plan_folders(&folders, &source_ns, &layout, &opts.plan)?;
 
     // Destination folders (distinct), and the records that go into each.
     let mut dests: Vec<DestState> = Vec::new();

@@ -1,6 +1,7 @@
 //! Import planning, with no I/O: where each archived folder goes on the destination
-//! (delimiter, personal namespace prefix, modified UTF-7, parents, special-use roles,
-//! `--map` and `--prefix`), and how an archived message is recognised among the
+//! (out of the source's personal namespace into the destination's: delimiter, prefix,
+//! modified UTF-7, parents; special-use roles, by flag or by name; `--map` and
+//! `--prefix`), and how an archived message is recognised among the
 //! messages a destination folder already holds (the dedup keys that make import
 //! idempotent and resumable).
 
@@ -8,8 +9,8 @@ use std::collections::{HashMap, HashSet};
 
 use sha2::{Digest, Sha256};
 
-use crate::archive::FolderRecord;
-use crate::mail::utf7;
+use crate::archive::{FolderRecord, Namespace};
+use crate::mail::{roles, utf7};
 
 /// What the destination told us about itself.
 #[derive(Debug, Clone, Default)]
@@ -115,6 +116,14 @@ impl MapRule {
     }
 }
 
+/// The source's personal namespace: what the archive recorded at export, or what import
+/// assumes without a record (see [`source_namespace`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceNamespace {
+    pub prefix: String,
+    pub delimiter: Option<char>,
+}
+
 /// Options that shape the folder plan.
 #[derive(Debug, Clone, Default)]
 pub struct PlanOptions {
@@ -131,6 +140,9 @@ pub enum Reason {
     Name,
     /// The source's special-use role found on the destination under another name.
     SpecialUse(String),
+    /// The role the source folder's name says (a source without SPECIAL-USE), found on
+    /// the destination.
+    RoleName(String),
     /// A `--map` rule.
     Map(String),
     /// Under `--prefix`.
@@ -180,42 +192,150 @@ fn is_inbox(level: &str) -> bool {
     level.eq_ignore_ascii_case("INBOX")
 }
 
+/// Two levels name the same folder: INBOX whatever its case, any other level exactly.
+fn same_level(a: &str, b: &str) -> bool {
+    a == b || (is_inbox(a) && is_inbox(b))
+}
+
+fn first_char(d: Option<&str>) -> Option<char> {
+    d.and_then(|d| d.chars().next())
+}
+
 /// Source levels of a folder name.
 fn source_levels(f: &FolderRecord) -> Vec<String> {
-    let d = f.delimiter.as_deref().and_then(|d| d.chars().next());
-    crate::archive::names::split_folder(&f.name, d)
+    crate::archive::names::split_folder(&f.name, first_char(f.delimiter.as_deref()))
         .into_iter()
         .map(str::to_string)
         .collect()
 }
 
-/// Roles are mapped onto the destination's own folders only for folders at the top (or
-/// directly under INBOX): a `Projects/Sent` is a project's folder, not the mailbox's.
-fn role_applies(levels: &[String]) -> bool {
-    levels.len() == 1 || (levels.len() == 2 && is_inbox(&levels[0]))
+/// Levels of a namespace prefix: `INBOX.` is `["INBOX"]`, `""` none.
+fn prefix_levels(prefix: &str, delimiter: Option<char>) -> Vec<&str> {
+    match delimiter {
+        Some(d) => prefix.split(d).filter(|s| !s.is_empty()).collect(),
+        None if prefix.is_empty() => Vec::new(),
+        None => vec![prefix],
+    }
 }
 
-/// Joins destination levels into a full destination name (UTF-8).
+/// The levels of a name below a namespace: `INBOX.Archive.2019` below `INBOX.` is
+/// `Archive/2019`. INBOX itself, and a name outside the namespace, keep every level.
+fn below_namespace(levels: Vec<String>, prefix: &[&str]) -> Vec<String> {
+    let inside = !prefix.is_empty()
+        && levels.len() > prefix.len()
+        && levels.iter().zip(prefix).all(|(a, b)| same_level(a, b));
+    if inside {
+        levels[prefix.len()..].to_vec()
+    } else {
+        levels
+    }
+}
+
+/// A source folder's levels below the source's personal namespace: the form `--map`,
+/// `--prefix` and the role rules see, and what goes below the destination's namespace.
+fn relative_levels(f: &FolderRecord, ns: &SourceNamespace) -> Vec<String> {
+    let delim = ns.delimiter.or(first_char(f.delimiter.as_deref()));
+    below_namespace(source_levels(f), &prefix_levels(&ns.prefix, delim))
+}
+
+/// The source's namespace for planning: the archive's record when it has one. Without
+/// one (local stores, POP3, archives written before the record existed) a listing where
+/// every folder but INBOX lies under `INBOX.` is taken as coming from a server whose
+/// personal namespace is `INBOX.` (Courier, Cyrus without altnamespace); anything else as
+/// names from the root (prefix `""`).
+pub fn source_namespace(recorded: Option<&Namespace>, folders: &[FolderRecord]) -> SourceNamespace {
+    if let Some(n) = recorded {
+        return SourceNamespace {
+            prefix: n.prefix.clone(),
+            delimiter: first_char(n.delimiter.as_deref()),
+        };
+    }
+    let delimiter = folders
+        .iter()
+        .find_map(|f| first_char(f.delimiter.as_deref()));
+    let levels: Vec<Vec<String>> = folders.iter().map(source_levels).collect();
+    let under_inbox = delimiter == Some('.')
+        && levels.iter().any(|l| l.len() > 1)
+        && levels
+            .iter()
+            .all(|l| l.first().is_some_and(|x| is_inbox(x)));
+    SourceNamespace {
+        prefix: if under_inbox { "INBOX." } else { "" }.to_string(),
+        delimiter,
+    }
+}
+
+/// The role a source folder brings, and whether its name (not a SPECIAL-USE flag) says
+/// it. Only folders at the top get one — a `Projects/Sent` is a project's folder, not the
+/// mailbox's; a flag is also taken directly under INBOX (a child of INBOX on a server
+/// whose namespace is the root).
+fn source_role(f: &FolderRecord, rel: &[String]) -> Option<(String, bool)> {
+    let top = rel.len() == 1 && !is_inbox(&rel[0]);
+    if let Some(r) = &f.special_use {
+        return (top || (rel.len() == 2 && is_inbox(&rel[0]))).then(|| (r.clone(), false));
+    }
+    top.then(|| roles::role_by_name(&rel[0]))
+        .flatten()
+        .map(|r| (r.to_string(), true))
+}
+
+/// The destination's folder for `role`: the one flagged with it; else, for servers
+/// without SPECIAL-USE, one directly under the destination's namespace whose name says
+/// it, the one named like the source folder (`leaf`) first.
+fn dest_for_role<'a>(dest: &'a DestLayout, role: &str, leaf: &str) -> Option<&'a DestFolder> {
+    let flagged = dest.folders.iter().find(|d| {
+        d.special_use
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case(role))
+    });
+    if flagged.is_some() {
+        return flagged;
+    }
+    let prefix = prefix_levels(&dest.prefix, dest.delimiter);
+    let named: Vec<(&DestFolder, String)> = dest
+        .folders
+        .iter()
+        .filter(|d| d.special_use.is_none() && d.selectable)
+        .filter_map(|d| {
+            let levels = crate::archive::names::split_folder(&d.name, dest.delimiter)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            match &below_namespace(levels, &prefix)[..] {
+                [one] if roles::role_by_name(one).is_some_and(|r| r.eq_ignore_ascii_case(role)) => {
+                    Some((d, one.to_lowercase()))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    let leaf = leaf.to_lowercase();
+    named
+        .iter()
+        .find(|(_, l)| *l == leaf)
+        .or(named.first())
+        .map(|(d, _)| *d)
+}
+
+/// Joins levels below the destination's namespace into a full destination name (UTF-8).
 fn dest_name(levels: &[String], dest: &DestLayout) -> String {
     let delim = dest.delimiter.map(String::from).unwrap_or_default();
     if levels.len() == 1 && is_inbox(&levels[0]) {
         return "INBOX".to_string();
     }
-    let prefix_levels: Vec<&str> = match dest.delimiter {
-        Some(d) => dest.prefix.split(d).filter(|s| !s.is_empty()).collect(),
-        None => Vec::new(),
-    };
+    let prefix_levels = prefix_levels(&dest.prefix, dest.delimiter);
     let mut levels: Vec<String> = levels.to_vec();
     if is_inbox(&levels[0]) {
         levels[0] = "INBOX".to_string();
     }
-    // A name already inside the personal prefix (INBOX.x on an INBOX. server) keeps it.
+    // A child of INBOX from a root-namespace server (INBOX/x) lands at INBOX.x on an
+    // INBOX. server: the one place such a server keeps INBOX's children.
     let inside = !prefix_levels.is_empty()
         && levels.len() >= prefix_levels.len()
         && levels
             .iter()
             .zip(&prefix_levels)
-            .all(|(a, b)| a.eq_ignore_ascii_case(b));
+            .all(|(a, b)| same_level(a, b));
     let joined = levels.join(&delim);
     if inside || dest.prefix.is_empty() {
         joined
@@ -257,9 +377,11 @@ fn find_existing<'a>(dest: &'a DestLayout, name: &str) -> Option<&'a DestFolder>
     })
 }
 
-/// Plans where every archived folder goes.
+/// Plans where every archived folder goes: out of the source's namespace
+/// (`source_ns`), through `--map`/`--prefix` or the role rules, into the destination's.
 pub fn plan_folders(
     folders: &[FolderRecord],
+    source_ns: &SourceNamespace,
     dest: &DestLayout,
     opts: &PlanOptions,
 ) -> Result<Plan, PlanError> {
@@ -269,17 +391,19 @@ pub fn plan_folders(
         }
     }
     let mut plan = Plan::default();
-    let mut roles_taken: HashSet<String> = HashSet::new();
+    // Role (lower case) → the plan entry that creates the folder for it, so every
+    // source folder of one role goes to one destination folder.
+    let mut role_folder: HashMap<String, usize> = HashMap::new();
     let mut planned: HashSet<String> = HashSet::new();
     for f in folders {
-        let src_levels = source_levels(f);
-        let src_slash = src_levels.join("/");
+        let rel = relative_levels(f, source_ns);
+        let rel_slash = rel.join("/");
         let mut renamed = Vec::new();
         let mut create_role = None;
         let (levels, reason) = if let Some((rule, to)) = opts
             .maps
             .iter()
-            .find_map(|r| r.apply(&src_slash).map(|t| (r, t)))
+            .find_map(|r| r.apply(&rel_slash).map(|t| (r, t)))
         {
             (
                 user_levels(&to),
@@ -287,44 +411,46 @@ pub fn plan_folders(
             )
         } else if let Some(p) = &opts.prefix {
             let mut l = user_levels(p);
-            l.extend(src_levels.iter().cloned());
+            l.extend(rel.iter().cloned());
             (l, Reason::Prefix)
-        } else {
-            let role = f
-                .special_use
-                .as_deref()
-                .filter(|_| role_applies(&src_levels));
-            let existing = role.and_then(|r| {
-                dest.folders.iter().find(|d| {
-                    d.special_use
-                        .as_deref()
-                        .is_some_and(|s| s.eq_ignore_ascii_case(r))
-                })
-            });
-            match (role, existing) {
-                (Some(r), Some(d)) if roles_taken.insert(r.to_ascii_lowercase()) => {
-                    // Already in destination form: no prefix or cleaning again.
-                    plan.folders.push(FolderPlan {
-                        source: f.name.clone(),
-                        dest: d.name.clone(),
-                        dest_raw: d.raw_name.clone(),
-                        reason: Reason::SpecialUse(r.to_string()),
-                        create: false,
-                        create_role: None,
-                        subscribe: f.subscribed,
-                        renamed_levels: vec![],
-                    });
-                    planned.insert(d.name.clone());
-                    continue;
-                }
-                (Some(r), None) => {
-                    if dest.create_special_use && roles_taken.insert(r.to_ascii_lowercase()) {
-                        create_role = Some(r.to_string());
-                    }
-                    (src_levels.clone(), Reason::Name)
-                }
-                _ => (src_levels.clone(), Reason::Name),
+        } else if let Some((role, by_name)) = source_role(f, &rel) {
+            let key = role.to_ascii_lowercase();
+            let target = dest_for_role(dest, &role, &rel[rel.len() - 1])
+                .map(|d| (d.name.clone(), d.raw_name.clone()))
+                .or_else(|| {
+                    role_folder.get(&key).map(|&i| {
+                        (
+                            plan.folders[i].dest.clone(),
+                            plan.folders[i].dest_raw.clone(),
+                        )
+                    })
+                });
+            if let Some((name, raw)) = target {
+                // Already in destination form: no prefix or cleaning again.
+                plan.folders.push(FolderPlan {
+                    source: f.name.clone(),
+                    dest: name.clone(),
+                    dest_raw: raw,
+                    reason: if by_name {
+                        Reason::RoleName(role)
+                    } else {
+                        Reason::SpecialUse(role)
+                    },
+                    create: false,
+                    create_role: None,
+                    subscribe: f.subscribed,
+                    renamed_levels: vec![],
+                });
+                planned.insert(name);
+                continue;
             }
+            role_folder.insert(key, plan.folders.len());
+            if dest.create_special_use {
+                create_role = Some(role);
+            }
+            (rel.clone(), Reason::Name)
+        } else {
+            (rel.clone(), Reason::Name)
         };
         let levels = if levels.is_empty() {
             vec!["INBOX".to_string()]
@@ -338,26 +464,7 @@ pub fn plan_folders(
         let raw = existing
             .map(|e| e.raw_name.clone())
             .unwrap_or_else(|| utf7::encode(&name));
-        // Parents: every proper ancestor not already there.
-        if let Some(d) = dest.delimiter {
-            let parts: Vec<&str> = name.split(d).collect();
-            for i in 1..parts.len() {
-                let pname = parts[..i].join(&d.to_string());
-                let as_prefix = format!("{pname}{d}");
-                if as_prefix == dest.prefix
-                    || is_inbox(&pname)
-                    || find_existing(dest, &pname).is_some()
-                    || planned.contains(&pname)
-                    || plan.parents.iter().any(|p| p.dest == pname)
-                {
-                    continue;
-                }
-                plan.parents.push(ParentPlan {
-                    dest_raw: utf7::encode(&pname),
-                    dest: pname,
-                });
-            }
-        }
+        plan_parents(&mut plan, dest, &name, &planned);
         planned.insert(name.clone());
         plan.folders.push(FolderPlan {
             source: f.name.clone(),
@@ -380,6 +487,30 @@ pub fn plan_folders(
     plan.parents
         .retain(|p| !folder_names.contains(p.dest.as_str()));
     Ok(plan)
+}
+
+/// Adds every proper ancestor of `name` not already there (or planned) to the parents.
+fn plan_parents(plan: &mut Plan, dest: &DestLayout, name: &str, planned: &HashSet<String>) {
+    let Some(d) = dest.delimiter else {
+        return;
+    };
+    let parts: Vec<&str> = name.split(d).collect();
+    for i in 1..parts.len() {
+        let pname = parts[..i].join(&d.to_string());
+        let as_prefix = format!("{pname}{d}");
+        if as_prefix == dest.prefix
+            || is_inbox(&pname)
+            || find_existing(dest, &pname).is_some()
+            || planned.contains(&pname)
+            || plan.parents.iter().any(|p| p.dest == pname)
+        {
+            continue;
+        }
+        plan.parents.push(ParentPlan {
+            dest_raw: utf7::encode(&pname),
+            dest: pname,
+        });
+    }
 }
 
 /// Bytes in the form servers serve them: every line ending CRLF (bare LF and bare CR
@@ -875,7 +1006,13 @@ mod tests {
             folder("INBOX/sub", Some("/"), None, false),
         ];
         let d = dest('.', "INBOX.", &[("INBOX", None)]);
-        let p = plan_folders(&src, &d, &PlanOptions::default()).unwrap();
+        let p = plan_folders(
+            &src,
+            &SourceNamespace::default(),
+            &d,
+            &PlanOptions::default(),
+        )
+        .unwrap();
         let names: Vec<&str> = p.folders.iter().map(|f| f.dest.as_str()).collect();
         assert_eq!(
             names,
@@ -907,7 +1044,13 @@ mod tests {
                 ("Deleted Items", Some("\\Trash")),
             ],
         );
-        let p = plan_folders(&src, &d, &PlanOptions::default()).unwrap();
+        let p = plan_folders(
+            &src,
+            &SourceNamespace::default(),
+            &d,
+            &PlanOptions::default(),
+        )
+        .unwrap();
         assert_eq!(p.folders[0].dest, "送信済みメール");
         assert_eq!(p.folders[0].reason, Reason::SpecialUse("\\Sent".into()));
         assert!(!p.folders[0].create);
@@ -935,14 +1078,14 @@ mod tests {
             ],
             prefix: None,
         };
-        let p = plan_folders(&src, &d, &opts).unwrap();
+        let p = plan_folders(&src, &SourceNamespace::default(), &d, &opts).unwrap();
         assert_eq!(p.folders[1].dest, "Archive.2019.Q1");
         assert_eq!(p.folders[2].dest, "Sent", "--map beats the role mapping");
         let opts = PlanOptions {
             maps: vec![],
             prefix: Some("Imported/2024".into()),
         };
-        let p = plan_folders(&src, &d, &opts).unwrap();
+        let p = plan_folders(&src, &SourceNamespace::default(), &d, &opts).unwrap();
         let names: Vec<&str> = p.folders.iter().map(|f| f.dest.as_str()).collect();
         assert_eq!(
             names,
@@ -955,6 +1098,213 @@ mod tests {
         assert!("nothing".parse::<MapRule>().is_err());
         assert!("a=*".parse::<MapRule>().is_err());
         assert_eq!(glob_captures("a*b*", "axxbyyb").unwrap(), vec!["xx", "yyb"]);
+    }
+
+    fn ns(prefix: &str, delim: char) -> SourceNamespace {
+        SourceNamespace {
+            prefix: prefix.into(),
+            delimiter: Some(delim),
+        }
+    }
+
+    fn dests(p: &Plan) -> Vec<&str> {
+        p.folders.iter().map(|f| f.dest.as_str()).collect()
+    }
+
+    /// A Courier account (everything under `INBOX.`, no SPECIAL-USE) into a default
+    /// Dovecot: names leave the source's namespace, roles come from the names.
+    #[test]
+    fn courier_source_into_root_namespace() {
+        let src = [
+            folder("INBOX", Some("."), None, true),
+            folder("INBOX.Archive", Some("."), None, true),
+            folder("INBOX.Archive.2019", Some("."), None, true),
+            folder("INBOX.Sent Items", Some("."), None, true),
+            folder("INBOX.送信済みメール", Some("."), None, false),
+            folder("INBOX.drafts", Some("."), None, false),
+            folder("INBOX.Projects.Sent", Some("."), None, false),
+        ];
+        let d = dest(
+            '/',
+            "",
+            &[
+                ("INBOX", None),
+                ("Sent", Some("\\Sent")),
+                ("Drafts", Some("\\Drafts")),
+            ],
+        );
+        let p = plan_folders(&src, &ns("INBOX.", '.'), &d, &PlanOptions::default()).unwrap();
+        assert_eq!(
+            dests(&p),
+            [
+                "INBOX",
+                "Archive",
+                "Archive/2019",
+                "Sent",
+                "Sent",
+                "Drafts",
+                "Projects/Sent"
+            ]
+        );
+        assert_eq!(p.folders[3].reason, Reason::RoleName("\\Sent".into()));
+        assert_eq!(p.folders[4].reason, Reason::RoleName("\\Sent".into()));
+        assert!(!p.folders[3].create && !p.folders[4].create && !p.folders[5].create);
+        assert!(p.folders[1].create && p.folders[2].create && p.folders[6].create);
+        let parents: Vec<&str> = p.parents.iter().map(|x| x.dest.as_str()).collect();
+        assert_eq!(
+            parents,
+            ["Projects"],
+            "no INBOX parent, Archive made as itself"
+        );
+    }
+
+    /// A default Dovecot account into a Courier-style server: names go under `INBOX.`
+    /// with `.`, roles land on the destination's folders found by name.
+    #[test]
+    fn root_namespace_into_courier_destination() {
+        let src = [
+            folder("INBOX", Some("/"), None, true),
+            folder("Archive/2019", Some("/"), None, true),
+            folder("Sent", Some("/"), Some("\\Sent"), true),
+            folder("Trash", Some("/"), Some("\\Trash"), true),
+            folder("INBOX/sub", Some("/"), None, true),
+            folder("Spam", Some("/"), None, true),
+        ];
+        let d = dest(
+            '.',
+            "INBOX.",
+            &[
+                ("INBOX", None),
+                ("INBOX.送信済みメール", None),
+                ("INBOX.Deleted Items", None),
+                ("INBOX.Work.Junk", None),
+            ],
+        );
+        let p = plan_folders(&src, &ns("", '/'), &d, &PlanOptions::default()).unwrap();
+        assert_eq!(
+            dests(&p),
+            [
+                "INBOX",
+                "INBOX.Archive.2019",
+                "INBOX.送信済みメール",
+                "INBOX.Deleted Items",
+                "INBOX.sub",
+                "INBOX.Spam"
+            ]
+        );
+        assert_eq!(p.folders[2].reason, Reason::SpecialUse("\\Sent".into()));
+        assert!(!p.folders[2].create && !p.folders[3].create);
+        assert!(p.folders[5].create, "a nested Junk is no role folder");
+        let parents: Vec<&str> = p.parents.iter().map(|x| x.dest.as_str()).collect();
+        assert_eq!(parents, ["INBOX.Archive"]);
+    }
+
+    /// Names say roles only directly under the personal namespace; English names match
+    /// whatever their case; a destination folder of the same name is preferred.
+    #[test]
+    fn role_names_top_level_only_and_same_name_first() {
+        let src = [
+            folder("INBOX.SENT ITEMS", Some("."), None, true),
+            folder("INBOX.Sent", Some("."), None, true),
+            folder("INBOX.Work.Trash", Some("."), None, true),
+            folder("INBOX.ゴミ箱", Some("."), None, true),
+        ];
+        let d = dest(
+            '.',
+            "INBOX.",
+            &[
+                ("INBOX", None),
+                ("INBOX.Sent", None),
+                ("INBOX.Sent Items", None),
+                ("INBOX.Trash", Some("\\Junk")),
+                ("INBOX.Deleted Messages", None),
+            ],
+        );
+        let p = plan_folders(&src, &ns("INBOX.", '.'), &d, &PlanOptions::default()).unwrap();
+        assert_eq!(
+            dests(&p),
+            [
+                "INBOX.Sent Items",
+                "INBOX.Sent",
+                "INBOX.Work.Trash",
+                "INBOX.Deleted Messages"
+            ]
+        );
+        assert!(p.folders[2].create);
+    }
+
+    /// Without the role on the destination, every source folder of one role goes to the
+    /// folder made for the first (with the role, where the server takes CREATE USE).
+    #[test]
+    fn one_folder_per_role_when_the_destination_has_none() {
+        let src = [
+            folder("Sent Messages", Some("/"), None, true),
+            folder("送信済み", Some("/"), None, true),
+            folder("Sent", Some("/"), Some("\\Sent"), true),
+        ];
+        let mut d = dest('/', "", &[("INBOX", None)]);
+        d.create_special_use = true;
+        let p = plan_folders(&src, &ns("", '/'), &d, &PlanOptions::default()).unwrap();
+        assert_eq!(dests(&p), ["Sent Messages"; 3]);
+        assert!(p.folders[0].create && !p.folders[1].create && !p.folders[2].create);
+        assert_eq!(p.folders[0].create_role.as_deref(), Some("\\Sent"));
+        assert_eq!(p.folders[1].create_role, None);
+    }
+
+    /// `--map` and `--prefix` see names below the source's namespace, levels joined by `/`.
+    #[test]
+    fn map_and_prefix_see_names_below_the_namespace() {
+        let src = [
+            folder("INBOX", Some("."), None, true),
+            folder("INBOX.Old.2019", Some("."), None, true),
+        ];
+        let d = dest('/', "", &[("INBOX", None)]);
+        let opts = PlanOptions {
+            maps: vec!["Old/*=Archive/*".parse().unwrap()],
+            prefix: None,
+        };
+        let p = plan_folders(&src, &ns("INBOX.", '.'), &d, &opts).unwrap();
+        assert_eq!(dests(&p), ["INBOX", "Archive/2019"]);
+        let opts = PlanOptions {
+            maps: vec![],
+            prefix: Some("Imported".into()),
+        };
+        let p = plan_folders(&src, &ns("INBOX.", '.'), &d, &opts).unwrap();
+        assert_eq!(dests(&p), ["Imported/INBOX", "Imported/Old/2019"]);
+    }
+
+    /// The recorded namespace wins; without one, an IMAP listing where everything but
+    /// INBOX sits under `INBOX.` is taken as that namespace, anything else as the root.
+    #[test]
+    fn namespace_assumed_without_a_record() {
+        let rec = crate::archive::Namespace {
+            prefix: "INBOX.".into(),
+            delimiter: Some(".".into()),
+        };
+        let root = [
+            folder("INBOX", Some("/"), None, true),
+            folder("Sent", Some("/"), None, true),
+        ];
+        assert_eq!(source_namespace(Some(&rec), &root), ns("INBOX.", '.'));
+        let courier = [
+            folder("INBOX", Some("."), None, true),
+            folder("INBOX.Sent", Some("."), None, true),
+            folder("INBOX.a.b", Some("."), None, true),
+        ];
+        assert_eq!(source_namespace(None, &courier), ns("INBOX.", '.'));
+        assert_eq!(source_namespace(None, &root), ns("", '/'));
+        let mixed = [
+            folder("INBOX.Sent", Some("."), None, true),
+            folder("Other", Some("."), None, true),
+        ];
+        assert_eq!(source_namespace(None, &mixed), ns("", '.'));
+        let only_inbox = [folder("INBOX", Some("."), None, true)];
+        assert_eq!(source_namespace(None, &only_inbox), ns("", '.'));
+        let slash_children = [
+            folder("INBOX", Some("/"), None, true),
+            folder("INBOX/a", Some("/"), None, true),
+        ];
+        assert_eq!(source_namespace(None, &slash_children), ns("", '/'));
     }
 
     #[test]

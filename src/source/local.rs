@@ -43,32 +43,11 @@ pub trait LocalSource {
     fn total_bytes(&self) -> u64;
 }
 
-/// Guesses a special-use role from a folder's last level, for the names mail clients
-/// and rental hosts use (English and Japanese).
+/// Guesses a special-use role from a folder's last level (local stores carry no flags).
 pub fn guess_special_use(name: &str, delimiter: Option<char>) -> Option<String> {
     let leaf = match delimiter {
         Some(d) => name.rsplit(d).next().unwrap_or(name),
         None => name,
     };
-    let l = leaf.to_lowercase();
-    let role = match l.as_str() {
-        "sent"
-        | "sent items"
-        | "sent messages"
-        | "sent mail"
-        | "送信済み"
-        | "送信済みメール"
-        | "送信済みアイテム" => "\\Sent",
-        "drafts" | "draft" | "下書き" => "\\Drafts",
-        "trash"
-        | "deleted items"
-        | "deleted messages"
-        | "ごみ箱"
-        | "ゴミ箱"
-        | "削除済みアイテム" => "\\Trash",
-        "junk" | "spam" | "junk e-mail" | "迷惑メール" => "\\Junk",
-        "archive" | "archives" | "アーカイブ" => "\\Archive",
-        _ => return None,
-    };
-    Some(role.to_string())
+    crate::mail::roles::role_by_name(leaf).map(String::from)
 }
