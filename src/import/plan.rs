@@ -317,6 +317,22 @@ fn dest_for_role<'a>(dest: &'a DestLayout, role: &str, leaf: &str) -> Option<&'a
         .map(|(d, _)| *d)
 }
 
+/// The destination folder (name, wire name) chosen for `role` already: the destination's
+/// own, else the one planned for an earlier source folder of the role (`role_folder`).
+fn chosen_for_role(
+    dest: &DestLayout,
+    plan: &Plan,
+    role_folder: &HashMap<String, usize>,
+    role: &str,
+    leaf: &str,
+) -> Option<(String, String)> {
+    if let Some(d) = dest_for_role(dest, role, leaf) {
+        return Some((d.name.clone(), d.raw_name.clone()));
+    }
+    let p = &plan.folders[*role_folder.get(&role.to_ascii_lowercase())?];
+    Some((p.dest.clone(), p.dest_raw.clone()))
+}
+
 /// Joins levels below the destination's namespace into a full destination name (UTF-8).
 fn dest_name(levels: &[String], dest: &DestLayout) -> String {
     let delim = dest.delimiter.map(String::from).unwrap_or_default();
@@ -415,27 +431,19 @@ pub fn plan_folders(
             (l, Reason::Prefix)
         } else if let Some((role, by_name)) = source_role(f, &rel) {
             let key = role.to_ascii_lowercase();
-            let target = dest_for_role(dest, &role, &rel[rel.len() - 1])
-                .map(|d| (d.name.clone(), d.raw_name.clone()))
-                .or_else(|| {
-                    role_folder.get(&key).map(|&i| {
-                        (
-                            plan.folders[i].dest.clone(),
-                            plan.folders[i].dest_raw.clone(),
-                        )
-                    })
-                });
-            if let Some((name, raw)) = target {
+            let leaf = &rel[rel.len() - 1];
+            if let Some((name, raw)) = chosen_for_role(dest, &plan, &role_folder, &role, leaf) {
+                let reason = if by_name {
+                    Reason::RoleName(role)
+                } else {
+                    Reason::SpecialUse(role)
+                };
                 // Already in destination form: no prefix or cleaning again.
                 plan.folders.push(FolderPlan {
                     source: f.name.clone(),
                     dest: name.clone(),
                     dest_raw: raw,
-                    reason: if by_name {
-                        Reason::RoleName(role)
-                    } else {
-                        Reason::SpecialUse(role)
-                    },
+                    reason,
                     create: false,
                     create_role: None,
                     subscribe: f.subscribed,
