@@ -460,3 +460,82 @@ fn bad_csv_row_is_named() {
     assert!(e.contains("acc.csv, line 3: destination"), "{e}");
     assert_eq!(e.lines().count(), 1, "{e}");
 }
+
+#[test]
+fn watch_repeats_passes_until_interrupted_and_ends_cleanly() {
+    let m = Move::start(&["alice"]);
+    seed(&m.old, "alice", "INBOX", &["one"]);
+    let csv = m.csv(&["alice"], &[]);
+    let dir = m.state_dir();
+    let (old_ca, new_ca) = (m.old.ca_file(), m.new.ca_file());
+    let mut child = bin()
+        .args(["migrate", "--accounts", csv.to_str().unwrap(), "--dir"])
+        .arg(&dir)
+        .arg("--from-tls-ca-file")
+        .arg(&old_ca)
+        .arg("--to-tls-ca-file")
+        .arg(&new_ca)
+        .args(["--watch", "1s", "--quiet-for", "1s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let state = dir.join("alice").join("state.json");
+    let passes = || -> usize {
+        std::fs::read(&state)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .map_or(0, |v| v["passes"].as_array().map_or(0, |a| a.len()))
+    };
+    let t0 = std::time::Instant::now();
+    while passes() < 1 {
+        assert!(t0.elapsed().as_secs() < 60, "no first pass");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Mail arriving while the watch runs is picked up by a later pass.
+    let mut oc = m.old.raw("alice");
+    assert!(oc.append("INBOX", "", None, &msg("alice late", "x")).ok());
+    let mut c = m.new.raw("alice");
+    while subjects(&mut c, "INBOX").len() < 2 {
+        assert!(t0.elapsed().as_secs() < 60, "the late mail never arrived");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    while passes() < 4 {
+        assert!(t0.elapsed().as_secs() < 90, "passes stopped");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // SAFETY: the child's PID, still running.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("safe-to-cancel"));
+    let leftovers: Vec<String> = std::fs::read_dir(dir.join("alice"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(subjects(&mut c, "INBOX"), ["alice late", "alice one"]);
+}
+
+#[test]
+fn the_example_accounts_csv_parses() {
+    // `--shard 0/1` with a DIR that cannot be created stops after the CSV is read, so a
+    // broken example would show as a CSV error instead of the directory error.
+    let csv = fixtures_dir().join("../accounts.example.csv");
+    let o = run(&[
+        "migrate",
+        "--accounts",
+        csv.to_str().unwrap(),
+        "--dir",
+        "/proc/mailark-no-such-dir/x",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("cannot create /proc/mailark-no-such-dir/x"),
+        "{e}"
+    );
+}
