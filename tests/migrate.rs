@@ -468,7 +468,7 @@ fn watch_repeats_passes_until_interrupted_and_ends_cleanly() {
     let csv = m.csv(&["alice"], &[]);
     let dir = m.state_dir();
     let (old_ca, new_ca) = (m.old.ca_file(), m.new.ca_file());
-    let mut child = bin()
+    let child = bin()
         .args(["migrate", "--accounts", csv.to_str().unwrap(), "--dir"])
         .arg(&dir)
         .arg("--from-tls-ca-file")
