@@ -74,7 +74,7 @@ fn main() {
     for (i, u) in src_users.iter().enumerate() {
         bytes += seed(&old.maildir(u), per, 0x9E37_79B9 + i as u64);
     }
-    support::dovecot::chown_nobody(&old.maildir(&src_users[0]).parent().unwrap().to_path_buf());
+    support::dovecot::chown_nobody(old.maildir(&src_users[0]).parent().unwrap());
     let bin = env!("CARGO_BIN_EXE_mailark");
     let csv = |way: &str| {
         let mut s = String::from(
