@@ -11,6 +11,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod migrate;
+
 use crate::archive::{Archive, Layout, WriterOptions};
 use crate::export::{self, FolderFilter};
 use crate::extract::{self, Target};
@@ -106,6 +108,13 @@ Rerunning is safe: messages already on the server are recognised and skipped.
 Exit 0 when every message is verified on the server, 1 when any is missing or
 differs, 2 when the import could not run.")]
     Import(ImportArgs),
+    /// Move accounts from an old server to a new one: archive first, import, verify,
+    /// in passes until the old server is quiet.
+    #[command(after_help = migrate::MIGRATE_HELP)]
+    Migrate(migrate::MigrateArgs),
+    /// Show where each account of a migration stands (safe-to-cancel or why not).
+    #[command(after_help = migrate::STATUS_HELP)]
+    Status(migrate::StatusArgs),
 }
 
 #[derive(Args, Debug)]
@@ -325,6 +334,8 @@ pub fn main() -> ExitCode {
         Cmd::Verify(a) => run_verify(&cli, a),
         Cmd::Extract(a) => run_extract(&cli, a),
         Cmd::Import(a) => run_import(&cli, a),
+        Cmd::Migrate(a) => migrate::run_migrate(cli.quiet, a),
+        Cmd::Status(a) => migrate::run_status(a),
     };
     match res {
         Ok(code) => ExitCode::from(code),

@@ -9,6 +9,7 @@ pub mod export;
 pub mod extract;
 pub mod import;
 pub mod mail;
+pub mod migrate;
 pub mod progress;
 pub mod source;
 pub mod text;

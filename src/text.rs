@@ -20,3 +20,29 @@ pub fn percent_decode(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// `s` safe to print on a terminal: control characters (ESC, BEL, CR, ...) become
+/// `\u{..}` escapes, so a name from a server cannot drive the terminal.
+pub fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn printable_escapes_controls_only() {
+        assert_eq!(super::printable("送信済み Sent"), "送信済み Sent");
+        assert_eq!(super::printable("a\x1b[31mb\x07"), "a\\u{1b}[31mb\\u{7}");
+    }
+}
