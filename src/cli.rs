@@ -117,6 +117,20 @@ differs, 2 when the import could not run.")]
     Status(migrate::StatusArgs),
 }
 
+impl Cmd {
+    fn name(&self) -> &'static str {
+        match self {
+            Cmd::Export(_) => "export",
+            Cmd::Ls(_) => "ls",
+            Cmd::Verify(_) => "verify",
+            Cmd::Extract(_) => "extract",
+            Cmd::Import(_) => "import",
+            Cmd::Migrate(_) => "migrate",
+            Cmd::Status(_) => "status",
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 struct ImportArgs {
     /// Archives to import; a chain (full + deltas) is ordered root first.
@@ -328,6 +342,8 @@ impl<E: std::fmt::Display> From<E> for Fatal {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any thread starts: they inherit the blocked signals.
+    crate::interrupt::install(cli.cmd.name());
     let res = match &cli.cmd {
         Cmd::Export(a) => run_export(&cli, a),
         Cmd::Ls(a) => run_ls(a),

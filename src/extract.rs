@@ -243,6 +243,7 @@ fn write_message(
             if cur.exists() {
                 return Err(ExtractError::Exists { path: cur });
             }
+            let _unfinished = crate::interrupt::Unfinished::new(&tmp);
             write_new(&tmp, bytes, when)?;
             fs::rename(&tmp, &cur).map_err(ioe(&cur))?;
         }

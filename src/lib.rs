@@ -8,6 +8,7 @@ pub mod cli;
 pub mod export;
 pub mod extract;
 pub mod import;
+pub mod interrupt;
 pub mod mail;
 pub mod migrate;
 pub mod progress;

@@ -509,7 +509,7 @@ fn watch_repeats_passes_until_interrupted_and_ends_cleanly() {
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("interrupted"), "{err}");
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(out.status.code(), Some(130), "{err}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("safe-to-cancel"));
     let leftovers: Vec<String> = std::fs::read_dir(dir.join("alice"))
         .unwrap()

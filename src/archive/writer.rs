@@ -147,6 +147,8 @@ pub struct ArchiveWriter {
     dest: PathBuf,
     opts: WriterOptions,
     tmp: Option<tempfile::NamedTempFile>,
+    /// Removes the temp file if the process is interrupted before `finish`.
+    _unfinished: crate::interrupt::Unfinished,
     enc: Option<zstd::stream::write::Encoder<'static, Sink>>,
     folders: Vec<FolderState>,
     by_name: HashMap<String, usize>,
@@ -185,6 +187,7 @@ impl ArchiveWriter {
             .tempfile_in(&dir)
             .map_err(temp_err)?;
         let file = tmp.reopen().map_err(temp_err)?;
+        let unfinished = crate::interrupt::Unfinished::new(tmp.path());
         let sink = Counting {
             inner: BufWriter::with_capacity(1 << 20, file),
             count: 0,
@@ -210,6 +213,7 @@ impl ArchiveWriter {
             dest: dest.to_path_buf(),
             opts,
             tmp: Some(tmp),
+            _unfinished: unfinished,
             enc: Some(enc),
             folders: Vec::new(),
             by_name: HashMap::new(),

@@ -2,7 +2,6 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -177,25 +176,6 @@ fn load_accounts(a: &MigrateArgs) -> Result<Vec<Account>, Fatal> {
     }])
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-    // A second Ctrl-C ends the process at once.
-    // SAFETY: signal() is async-signal-safe; restoring the default action.
-    unsafe {
-        libc::signal(sig, libc::SIG_DFL);
-    }
-}
-
-fn catch_interrupts() {
-    // SAFETY: installs a handler that only stores to an atomic and calls signal().
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
-}
-
 pub(super) fn run_migrate(quiet: bool, a: &MigrateArgs) -> Result<u8, Fatal> {
     let quiet_for = parse_duration(&a.quiet_for).map_err(|e| Fatal(format!("--quiet-for {e}")))?;
     let watch = a
@@ -232,7 +212,7 @@ pub(super) fn run_migrate(quiet: bool, a: &MigrateArgs) -> Result<u8, Fatal> {
         jobs: a.jobs,
         quiet_for,
     };
-    catch_interrupts();
+    crate::interrupt::graceful();
     let live = !quiet && !a.json && std::io::stderr().is_terminal();
     let mut round = 0u32;
     loop {
@@ -243,29 +223,36 @@ pub(super) fn run_migrate(quiet: bool, a: &MigrateArgs) -> Result<u8, Fatal> {
             } else {
                 Box::new(LogReporter { quiet })
             };
-            migrate::run_batch(&accounts, &opts, &STOP, rep.as_ref())
+            migrate::run_batch(
+                &accounts,
+                &opts,
+                &crate::interrupt::stop_requested,
+                rep.as_ref(),
+            )
         };
-        let last_round = watch.is_none() || STOP.load(Ordering::SeqCst);
+        let last_round = watch.is_none() || crate::interrupt::stop_requested();
         if last_round {
-            if STOP.load(Ordering::SeqCst) {
+            if crate::interrupt::stop_requested() {
                 eprintln!(
                     "mailark: interrupted after round {round}: every finished pass is recorded \
                      in {}",
                     a.dir.display()
                 );
             }
-            return finish(a, quiet, &outcomes);
+            let code = finish(a, quiet, &outcomes)?;
+            return Ok(crate::interrupt::stop_exit_code().unwrap_or(code));
         }
         if !quiet && !a.json {
             print_outcomes(&outcomes);
         }
         if sleep_unless_stopped(watch.unwrap_or_default()) {
             eprintln!(
-                "mailark: interrupted while waiting: {} passes recorded in {}",
+                "mailark: migrate interrupted between rounds: the passes of {} round(s) are recorded in {}",
                 round,
                 a.dir.display()
             );
-            return finish(a, quiet, &outcomes);
+            finish(a, quiet, &outcomes)?;
+            return Ok(crate::interrupt::stop_exit_code().unwrap_or(130));
         }
     }
 }
@@ -297,12 +284,12 @@ fn finish(a: &MigrateArgs, quiet: bool, outcomes: &[AccountOutcome]) -> Result<u
 fn sleep_unless_stopped(d: Duration) -> bool {
     let end = Instant::now() + d;
     while Instant::now() < end {
-        if STOP.load(Ordering::SeqCst) {
+        if crate::interrupt::stop_requested() {
             return true;
         }
         std::thread::sleep(Duration::from_millis(100).min(end - Instant::now()));
     }
-    STOP.load(Ordering::SeqCst)
+    crate::interrupt::stop_requested()
 }
 
 pub(super) fn run_status(a: &StatusArgs) -> Result<u8, Fatal> {

@@ -11,7 +11,7 @@ pub mod state;
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -98,7 +98,7 @@ pub trait Reporter: Sync {
 pub fn run_batch(
     accounts: &[Account],
     opts: &BatchOptions,
-    stop: &AtomicBool,
+    stop: &(dyn Fn() -> bool + Sync),
     rep: &dyn Reporter,
 ) -> Vec<AccountOutcome> {
     let next = AtomicUsize::new(0);
@@ -106,7 +106,7 @@ pub fn run_batch(
     std::thread::scope(|s| {
         for _ in 0..opts.jobs.clamp(1, accounts.len().max(1)) {
             s.spawn(|| loop {
-                if stop.load(Ordering::SeqCst) {
+                if stop() {
                     break;
                 }
                 let i = next.fetch_add(1, Ordering::SeqCst);

@@ -9,6 +9,7 @@ pub mod cyrus;
 pub mod dovecot;
 pub mod proxy;
 pub mod raw;
+pub mod stall;
 
 #[allow(unused_imports)]
 pub use dovecot::{Dovecot, DovecotOptions};
