@@ -115,6 +115,19 @@ differs, 2 when the import could not run.")]
     /// Show where each account of a migration stands (safe-to-cancel or why not).
     #[command(after_help = migrate::STATUS_HELP)]
     Status(migrate::StatusArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
+    #[command(after_help = "Examples:
+  mailark completions bash > /etc/bash_completion.d/mailark
+  mailark completions zsh > \"${fpath[1]}/_mailark\"
+  mailark completions fish > ~/.config/fish/completions/mailark.fish")]
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (mailark.1 and one per command) into a directory.
+    #[command(after_help = "Examples:
+  mailark man /usr/local/share/man/man1 && man mailark-migrate")]
+    Man {
+        /// Where the .1 files go (created if missing).
+        dir: PathBuf,
+    },
 }
 
 impl Cmd {
@@ -127,6 +140,8 @@ impl Cmd {
             Cmd::Import(_) => "import",
             Cmd::Migrate(_) => "migrate",
             Cmd::Status(_) => "status",
+            Cmd::Completions { .. } => "completions",
+            Cmd::Man { .. } => "man",
         }
     }
 }
@@ -352,6 +367,13 @@ pub fn main() -> ExitCode {
         Cmd::Import(a) => run_import(&cli, a),
         Cmd::Migrate(a) => migrate::run_migrate(cli.quiet, a),
         Cmd::Status(a) => migrate::run_status(a),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "mailark", &mut std::io::stdout());
+            Ok(0)
+        }
+        Cmd::Man { dir } => write_man_pages(dir),
     };
     match res {
         Ok(code) => ExitCode::from(code),
@@ -360,6 +382,15 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn write_man_pages(dir: &std::path::Path) -> Result<u8, Fatal> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Fatal(format!("cannot create {}: {e}", dir.display())))?;
+    clap_mangen::generate_to(Cli::command(), dir)
+        .map_err(|e| Fatal(format!("cannot write man pages to {}: {e}", dir.display())))?;
+    Ok(0)
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Fatal> {

@@ -222,3 +222,43 @@ fn ls_human_output_shows_japanese_subjects() {
     let out = run_ok(&["ls", ar.to_str().unwrap()]);
     assert!(stdout(&out).contains("会議のお知らせ"), "{}", stdout(&out));
 }
+
+#[test]
+fn man_pages_and_completions_come_from_the_clap_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let man = dir.path().join("man1");
+    run_ok(&["man", man.to_str().unwrap()]);
+    for cmd in ["", "-export", "-import", "-migrate", "-status", "-verify"] {
+        let page = std::fs::read_to_string(man.join(format!("mailark{cmd}.1")))
+            .unwrap_or_else(|e| panic!("mailark{cmd}.1: {e}"));
+        assert!(
+            page.starts_with(".ie"),
+            "not roff: {}",
+            &page[..40.min(page.len())]
+        );
+        assert!(
+            page.contains(&format!(".TH mailark{cmd} 1")),
+            "mailark{cmd}.1"
+        );
+    }
+    let migrate = std::fs::read_to_string(man.join("mailark-migrate.1")).unwrap();
+    assert!(migrate.contains("quiet\\-for"), "{migrate}");
+    let bash = stdout(&run_ok(&["completions", "bash"]));
+    assert!(bash.contains("migrate") && bash.contains("--password-file"));
+    let f = dir.path().join("mailark.bash");
+    std::fs::write(&f, &bash).unwrap();
+    let st = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&f)
+        .status()
+        .unwrap();
+    assert!(st.success(), "bash cannot parse the completion script");
+    for sh in ["zsh", "fish"] {
+        assert!(
+            stdout(&run_ok(&["completions", sh])).contains("migrate"),
+            "{sh}"
+        );
+    }
+    let bad = run(&["completions", "tcsh"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
