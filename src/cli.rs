@@ -223,17 +223,21 @@ struct ExportArgs {
 /// from the command line.
 #[derive(Args, Debug, Clone, Default)]
 pub struct NetArgs {
-    /// Read the password from FILE (one trailing newline is not part of it).
-    #[arg(long, value_name = "FILE")]
+    /// Read the password from FILE (one trailing newline is not part of it); `-` reads
+    /// standard input.
+    #[arg(long, value_name = "FILE", env = "MAILARK_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
     /// Read the password from the environment variable VAR.
-    #[arg(long, value_name = "VAR")]
+    #[arg(long, value_name = "VAR", env = "MAILARK_PASSWORD_ENV")]
     pub password_env: Option<String>,
+    /// Run CMD with sh -c and use what it prints as the password (e.g. `pass show mail`).
+    #[arg(long, value_name = "CMD", env = "MAILARK_PASSWORD_COMMAND")]
+    pub password_command: Option<String>,
     /// Log in with the OAuth2 access token in FILE (SASL XOAUTH2 or OAUTHBEARER).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "MAILARK_OAUTH2_TOKEN_FILE")]
     pub oauth2_token_file: Option<PathBuf>,
     /// Trust the CA certificate(s) in this PEM file besides the system's.
-    #[arg(long, value_name = "PEM")]
+    #[arg(long, value_name = "PEM", env = "MAILARK_TLS_CA_FILE")]
     pub tls_ca_file: Option<PathBuf>,
     /// Do not verify the server's certificate (a warning is printed).
     #[arg(long)]
@@ -261,10 +265,30 @@ impl NetArgs {
             Secret::from_file(p)
                 .map_err(|e| Fatal(format!("cannot read {what} {}: {e}", p.display())))
         };
+        let given = [
+            self.oauth2_token_file.is_some(),
+            self.password_file.is_some(),
+            self.password_env.is_some(),
+            self.password_command.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(Fatal(
+                "give one of --password-file, --password-env, --password-command, \
+                 --oauth2-token-file (or their MAILARK_* variables)"
+                    .into(),
+            ));
+        }
         let auth = if let Some(p) = &self.oauth2_token_file {
             Auth::OAuth2(read(p, "OAuth2 token file")?)
+        } else if self.password_file.as_deref() == Some(std::path::Path::new("-")) {
+            Auth::Password(
+                Secret::from_reader(std::io::stdin().lock())
+                    .map_err(|e| Fatal(format!("cannot read the password from stdin: {e}")))?,
+            )
         } else if let Some(p) = &self.password_file {
             Auth::Password(read(p, "password file")?)
+        } else if let Some(c) = &self.password_command {
+            Auth::Password(Secret::from_command(c).map_err(Fatal)?)
         } else if let Some(v) = &self.password_env {
             let s = std::env::var(v).map_err(|_| {
                 Fatal(format!(
@@ -277,8 +301,8 @@ impl NetArgs {
             Auth::Password(Secret::new(s))
         } else {
             return Err(Fatal(format!(
-                "{ep}: no password: give --password-file, --password-env or --oauth2-token-file \
-                 (or run on a terminal to be asked)"
+                "{ep}: no password: give --password-file, --password-env, --password-command or \
+                 --oauth2-token-file (or run on a terminal to be asked)"
             )));
         };
         if matches!(&auth, Auth::Password(s) | Auth::OAuth2(s) if s.expose().is_empty()) {

@@ -131,3 +131,17 @@ fn exit_now(what: &str, sig: libc::c_int) -> ! {
     }
     std::process::exit(if sig == libc::SIGTERM { 143 } else { 130 });
 }
+
+/// Lets a child process get SIGINT and SIGTERM again (it inherits the blocked mask that
+/// [`install`] set, and e.g. a password helper must die with Ctrl-C).
+pub fn unblock_in_child(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let set = signal_set();
+    // SAFETY: pthread_sigmask is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+}

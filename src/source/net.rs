@@ -166,17 +166,56 @@ impl Secret {
     }
     /// Reads a secret file; exactly one trailing newline (LF or CRLF) is not part of it.
     pub fn from_file(path: &Path) -> io::Result<Secret> {
-        let mut s = std::fs::read_to_string(path)?;
-        if s.ends_with("\r\n") {
-            s.truncate(s.len() - 2);
-        } else if s.ends_with('\n') {
-            s.truncate(s.len() - 1);
-        }
-        Ok(Secret(s))
+        Ok(Secret(trim_one_newline(std::fs::read_to_string(path)?)))
     }
+    /// Reads a secret from a stream (standard input for `--password-file -`), with the
+    /// same newline rule as a file.
+    pub fn from_reader(mut r: impl io::Read) -> io::Result<Secret> {
+        let mut s = String::new();
+        r.read_to_string(&mut s)?;
+        Ok(Secret(trim_one_newline(s)))
+    }
+
+    /// Runs `sh -c CMD` and takes its standard output as the secret (as mbsync's
+    /// `PassCmd` and restic's `--password-command`). A failing command is an error that
+    /// names it and carries its stderr's last line; its output is never shown.
+    pub fn from_command(cmd: &str) -> Result<Secret, String> {
+        let mut c = std::process::Command::new("sh");
+        c.arg("-c").arg(cmd).stdin(std::process::Stdio::inherit());
+        crate::interrupt::unblock_in_child(&mut c);
+        let out = c
+            .output()
+            .map_err(|e| format!("--password-command {cmd:?}: cannot run sh: {e}"))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let last = err.lines().last().unwrap_or("").trim();
+            return Err(format!(
+                "--password-command {cmd:?} failed ({}){}",
+                out.status,
+                if last.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {last}")
+                }
+            ));
+        }
+        let s = String::from_utf8(out.stdout)
+            .map_err(|_| format!("--password-command {cmd:?}: the output is not UTF-8"))?;
+        Ok(Secret(trim_one_newline(s)))
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
+}
+
+fn trim_one_newline(mut s: String) -> String {
+    if s.ends_with("\r\n") {
+        s.truncate(s.len() - 2);
+    } else if s.ends_with('\n') {
+        s.truncate(s.len() - 1);
+    }
+    s
 }
 
 impl fmt::Debug for Secret {
