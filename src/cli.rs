@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod folders;
 mod migrate;
 
 use crate::archive::{Archive, Layout, WriterOptions};
@@ -115,6 +116,9 @@ differs, 2 when the import could not run.")]
     /// Show where each account of a migration stands (safe-to-cancel or why not).
     #[command(after_help = migrate::STATUS_HELP)]
     Status(migrate::StatusArgs),
+    /// Log in and list an IMAP account's folders: messages, size, role, subscription.
+    #[command(after_help = folders::HELP)]
+    Folders(folders::FoldersArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     #[command(after_help = "Examples:
   mailark completions bash > /etc/bash_completion.d/mailark
@@ -140,6 +144,7 @@ impl Cmd {
             Cmd::Import(_) => "import",
             Cmd::Migrate(_) => "migrate",
             Cmd::Status(_) => "status",
+            Cmd::Folders(_) => "folders",
             Cmd::Completions { .. } => "completions",
             Cmd::Man { .. } => "man",
         }
@@ -391,6 +396,7 @@ pub fn main() -> ExitCode {
         Cmd::Import(a) => run_import(&cli, a),
         Cmd::Migrate(a) => migrate::run_migrate(cli.quiet, a),
         Cmd::Status(a) => migrate::run_status(a),
+        Cmd::Folders(a) => folders::run(cli.quiet, a),
         Cmd::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
@@ -1109,7 +1115,7 @@ fn print_import(rep: &crate::import::ImportReport) {
 }
 
 /// Terminal columns of `s`: East Asian wide characters take two.
-fn display_width(s: &str) -> usize {
+pub(crate) fn display_width(s: &str) -> usize {
     s.chars()
         .map(|c| {
             let u = c as u32;

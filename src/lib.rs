@@ -4,6 +4,7 @@
 //! `verify`) → `archive` / `source`.
 
 pub mod archive;
+pub mod census;
 pub mod cli;
 pub mod export;
 pub mod extract;
