@@ -222,3 +222,34 @@ fn ls_human_output_shows_japanese_subjects() {
     let out = run_ok(&["ls", ar.to_str().unwrap()]);
     assert!(stdout(&out).contains("会議のお知らせ"), "{}", stdout(&out));
 }
+
+/// Two full archives are not a chain: `verify` says so (naming the second) instead of
+/// passing them, and `import`/`extract` refuse them.
+#[test]
+fn unrelated_full_archives_are_not_a_chain() {
+    let t = tempfile::tempdir().unwrap();
+    small_maildir(&t.path().join("md"));
+    let src = format!("maildir:{}", t.path().join("md").display());
+    let (a, b) = (t.path().join("a.tar.zst"), t.path().join("b.tar.zst"));
+    run_ok(&["export", &src, "-o", a.to_str().unwrap()]);
+    run_ok(&["export", &src, "-o", b.to_str().unwrap()]);
+    let out = run(&["verify", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(b.to_str().unwrap()),
+        "{}",
+        stdout(&out)
+    );
+    let to = format!("maildir:{}", t.path().join("x").display());
+    let out = run(&[
+        "extract",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--to",
+        &to,
+    ]);
+    one_line_error(&out, 2, b.to_str().unwrap());
+    // The same archive twice is not a chain either.
+    let out = run(&["verify", a.to_str().unwrap(), a.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+}

@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::{FolderFilter, PatternError, Skipped};
 use crate::archive::{
-    Archive, ArchiveWriter, FolderInfo, MessageInfo, ParentRef, ReadError, SourceRef, WriteError,
-    WriteSummary, WriterOptions,
+    ArchiveWriter, Chain, ChainError, Completeness, FolderInfo, MessageInfo, ParentRef, SourceRef,
+    WriteError, WriteSummary, WriterOptions,
 };
 use crate::progress::Progress;
 use crate::source::imap::session::uid_set;
@@ -160,76 +160,13 @@ pub enum ImapExportError {
     #[error(transparent)]
     Write(#[from] WriteError),
     #[error("--since: {0}")]
-    Since(#[from] ReadError),
+    Since(#[from] ChainError),
     #[error(transparent)]
     Pattern(#[from] PatternError),
     #[error("{0}: no folder matches the --folder/--exclude patterns")]
     NoFolders(String),
     #[error("cannot start the network runtime: {0}")]
     Runtime(std::io::Error),
-}
-
-/// What a `--since` chain already holds, per folder.
-#[derive(Debug, Default)]
-pub struct PrevChain {
-    /// folder → UIDVALIDITY → UIDs.
-    pub uids: HashMap<String, HashMap<u32, HashSet<u32>>>,
-    /// folder → SHA-256 of every message.
-    pub shas: HashMap<String, HashSet<String>>,
-    /// The newest archive of the chain (what a delta names as its parent).
-    pub tip: Option<ParentRef>,
-}
-
-impl PrevChain {
-    pub fn load(paths: &[PathBuf]) -> Result<PrevChain, ReadError> {
-        let archives: Vec<Archive> = paths
-            .iter()
-            .map(|p| Archive::open(p))
-            .collect::<Result<_, _>>()?;
-        Ok(PrevChain::from_archives(&archives))
-    }
-
-    pub fn from_archives(archives: &[Archive]) -> PrevChain {
-        let mut c = PrevChain::default();
-        for a in archives {
-            for m in &a.index.messages {
-                if let SourceRef::Imap { uidvalidity, uid } = m.source {
-                    c.uids
-                        .entry(m.folder.clone())
-                        .or_default()
-                        .entry(uidvalidity)
-                        .or_default()
-                        .insert(uid);
-                }
-                c.shas
-                    .entry(m.folder.clone())
-                    .or_default()
-                    .insert(m.sha256.clone());
-            }
-        }
-        // The tip is the archive no other given archive names as its parent.
-        let parents: HashSet<&str> = archives
-            .iter()
-            .filter_map(|a| a.index.header.parent.as_ref())
-            .map(|p| p.archive_id.as_str())
-            .collect();
-        let tip = archives
-            .iter()
-            .rev()
-            .find(|a| !parents.contains(a.index.header.archive_id.as_str()))
-            .or(archives.last());
-        c.tip = tip.map(|a| ParentRef {
-            archive_id: a.index.header.archive_id.clone(),
-            index_sha256: a.index.end.index_sha256.clone(),
-            file_name: a.path.file_name().map(|f| f.to_string_lossy().into_owned()),
-        });
-        c
-    }
-
-    /// UIDVALIDITYs the chain knows for `folder`.
-    fn known_uidvalidities(&self, folder: &str) -> Option<&HashMap<u32, HashSet<u32>>> {
-        self.uids.get(folder)
-    }
 }
 
 enum Item {
@@ -243,7 +180,7 @@ struct Ctx {
     creds: Credentials,
     tls: TlsOptions,
     opts: ImapExportOptions,
-    prev: PrevChain,
+    prev: Option<Chain>,
     tx: mpsc::Sender<Item>,
     budget: Arc<Semaphore>,
     budget_permits: u32,
@@ -271,12 +208,12 @@ pub fn export_imap(
     progress: &Progress,
 ) -> Result<ImapExportReport, ImapExportError> {
     let prev = if opts.since.is_empty() {
-        PrevChain::default()
+        None
     } else {
-        PrevChain::load(&opts.since)?
+        Some(Chain::open(&opts.since, Completeness::Whole)?)
     };
     wopts.source = ep.to_string();
-    wopts.parent = prev.tip.clone();
+    wopts.parent = prev.as_ref().map(Chain::tip);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -296,7 +233,7 @@ async fn run(
     wopts: WriterOptions,
     filter: &FolderFilter,
     opts: ImapExportOptions,
-    prev: PrevChain,
+    prev: Option<Chain>,
     progress: &Progress,
 ) -> Result<ImapExportReport, ImapExportError> {
     // Log in and list before the archive file exists: a refused login leaves nothing.
@@ -423,7 +360,7 @@ async fn run(
         );
     }
     let bodies = ctx.bodies.load(Ordering::Relaxed);
-    let parent = ctx.prev.tip.clone();
+    let parent = ctx.prev.as_ref().map(Chain::tip);
     drop(ctx);
     let summary: WriteSummary = tokio::task::spawn_blocking(move || writer_thread.join())
         .await
@@ -713,7 +650,11 @@ async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Ste
             }
         };
         let uv = st.uidvalidity.unwrap_or(0);
-        let known = ctx.prev.known_uidvalidities(&run.rep.folder);
+        let known = ctx
+            .prev
+            .as_ref()
+            .and_then(|c| c.holdings(&run.rep.folder))
+            .map(|h| &h.imap);
         let have: Option<&HashSet<u32>> = known.and_then(|k| k.get(&uv));
         run.match_by_sha = known.is_some_and(|k| !k.is_empty() && have.is_none());
         run.rep.uidvalidity_changed = run.match_by_sha;
@@ -960,9 +901,8 @@ async fn archive_message(ctx: &Ctx, run: &mut FolderRun, m: FetchedMessage) -> R
         let sha = crate::archive::sha256_hex(&body);
         if ctx
             .prev
-            .shas
-            .get(&run.rep.folder)
-            .is_some_and(|s| s.contains(&sha))
+            .as_ref()
+            .is_some_and(|c| c.has_sha(&run.rep.folder, &sha))
         {
             run.rep.already_archived += 1;
             return Ok(());
