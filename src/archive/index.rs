@@ -57,6 +57,10 @@ pub struct FolderRecord {
     pub name: String,
     /// The name as the source had it (modified UTF-7 on IMAP; a path for local sources).
     pub raw_name: String,
+    /// The raw name's exact bytes (hex) when they are not UTF-8; `raw_name` and `name`
+    /// then show them decoded (spec §5.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_name_hex: Option<String>,
     pub delimiter: Option<String>,
     /// Member directory of this folder (`maildir/…` or the mbox member `mbox/…`).
     pub dir: String,

@@ -21,6 +21,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::{FolderFilter, PatternError, Skipped};
+use crate::archive::names::{distinct_names, split_raw, SourceName};
 use crate::archive::{
     ArchiveWriter, Chain, ChainError, Completeness, FolderInfo, MessageInfo, ParentRef, SourceRef,
     WriteError, WriteSummary, WriterOptions,
@@ -239,7 +240,8 @@ async fn run(
     // Log in and list before the archive file exists: a refused login leaves nothing.
     let mut first = ImapSession::connect_with_timeout(ep, creds, tls, opts.timeout).await?;
     let plaintext = !first.is_tls();
-    let listed = first.list().await?;
+    let mut listed = first.list().await?;
+    distinct_imap_names(&mut listed);
     let selected: Vec<MailboxInfo> = listed
         .iter()
         .filter(|m| m.selectable && filter.matches(&m.name))
@@ -397,10 +399,37 @@ async fn run(
     })
 }
 
+/// Names that are not valid modified UTF-7 are shown as they are, so they can meet a
+/// decoded name (`Café` sent raw and `Caf&AOk-`): each folder keeps a name of its own.
+fn distinct_imap_names(listed: &mut [MailboxInfo]) {
+    let names: Vec<SourceName> = listed
+        .iter()
+        .map(|m| {
+            let raw = split_raw(m.raw_name.as_bytes(), m.delimiter);
+            let decoded = raw
+                .iter()
+                .map(|l| {
+                    let l = String::from_utf8_lossy(l);
+                    crate::mail::utf7::decode(&l).unwrap_or_else(|_| l.into_owned())
+                })
+                .collect();
+            SourceName {
+                raw,
+                decoded,
+                delimiter: m.delimiter,
+            }
+        })
+        .collect();
+    for (m, name) in listed.iter_mut().zip(distinct_names(&names)) {
+        m.name = name;
+    }
+}
+
 fn folder_info(m: &MailboxInfo, r: Option<&ImapFolderReport>) -> FolderInfo {
     FolderInfo {
         name: m.name.clone(),
         raw_name: m.raw_name.clone(),
+        raw_bytes: None,
         delimiter: m.delimiter,
         special_use: m.special_use.clone(),
         subscribed: m.subscribed,
@@ -940,6 +969,30 @@ async fn archive_message(ctx: &Ctx, run: &mut FolderRun, m: FetchedMessage) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Dovecot only ever lists valid modified UTF-7 (it escapes other bytes itself), so
+    /// a server sending `Café` raw beside `Caf&AOk-` is checked here, not against it.
+    #[test]
+    fn names_that_are_not_modified_utf7_stay_distinct() {
+        let mb = |raw: &str| MailboxInfo {
+            raw_name: raw.into(),
+            name: String::new(),
+            delimiter: Some('/'),
+            selectable: true,
+            subscribed: false,
+            special_use: None,
+        };
+        let mut listed = vec![
+            mb("Caf&AOk-"),
+            mb("Caf&AOk-/Sub"),
+            mb("Café"),
+            mb("Bad&name"),
+            mb("INBOX"),
+        ];
+        distinct_imap_names(&mut listed);
+        let names: Vec<&str> = listed.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["Café~2", "Café~2/Sub", "Café", "Bad&name", "INBOX"]);
+    }
 
     fn run_with(pending: &[(u32, u64)], isolate: &[u32]) -> FolderRun {
         FolderRun {

@@ -13,7 +13,14 @@ use std::path::{Path, PathBuf};
 use chrono::{FixedOffset, NaiveDateTime, TimeZone};
 
 use super::local::{guess_special_use, io_err, LocalError, LocalSource};
+use crate::archive::names::{distinct_names, SourceName};
 use crate::archive::{FolderInfo, MessageInfo, SourceRef, WriteError};
+use std::os::unix::ffi::OsStrExt;
+
+fn raw_if_not_utf8(p: &Path) -> Option<Vec<u8>> {
+    let b = p.as_os_str().as_bytes();
+    std::str::from_utf8(b).is_err().then(|| b.to_vec())
+}
 use crate::mail::mboxrd;
 
 /// How `>From ` lines were quoted by the program that wrote the mbox.
@@ -46,6 +53,8 @@ struct MboxFile {
     name: String,
     path: PathBuf,
     rel: String,
+    /// `rel`'s bytes when they are not UTF-8.
+    rel_bytes: Option<Vec<u8>>,
 }
 
 pub struct MboxSource {
@@ -73,11 +82,33 @@ fn starts_like_mbox(path: &Path) -> std::io::Result<bool> {
     Ok(n == 0 || &b[..n] == b"From ")
 }
 
-fn folder_name_for_file(stem: &str) -> String {
-    if ["inbox", "mbox"].contains(&stem.to_ascii_lowercase().as_str()) {
+fn folder_name_for_file(stem: &[u8]) -> String {
+    if [&b"inbox"[..], b"mbox"].contains(&stem.to_ascii_lowercase().as_slice()) {
         "INBOX".to_string()
     } else {
-        stem.to_string()
+        crate::text::display_bytes(stem)
+    }
+}
+
+/// A folder's levels from a file's path below the root: Thunderbird keeps the children
+/// of folder X in directory X.sbd; a lone file `Inbox` or `mbox` is INBOX.
+fn source_name(rel: &Path) -> SourceName {
+    let raw: Vec<Vec<u8>> = rel
+        .iter()
+        .map(|c| {
+            let c = c.as_bytes();
+            c.strip_suffix(b".sbd").unwrap_or(c).to_vec()
+        })
+        .collect();
+    let decoded = if raw.len() == 1 {
+        vec![folder_name_for_file(&raw[0])]
+    } else {
+        raw.iter().map(|l| crate::text::display_bytes(l)).collect()
+    };
+    SourceName {
+        raw,
+        decoded,
+        delimiter: Some('/'),
     }
 }
 
@@ -91,18 +122,16 @@ impl MboxSource {
                     path: path.display().to_string(),
                 });
             }
-            let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-            let rel = path
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
+            let stem = path.file_stem().unwrap_or_default().as_bytes();
+            let rel = Path::new(path.file_name().unwrap_or_default());
             files.push(MboxFile {
-                name: folder_name_for_file(&stem),
+                name: folder_name_for_file(stem),
                 path: path.to_path_buf(),
-                rel,
+                rel: rel.to_string_lossy().into_owned(),
+                rel_bytes: raw_if_not_utf8(rel),
             });
         } else {
+            let mut names = Vec::new();
             for e in walkdir::WalkDir::new(path).sort_by_file_name() {
                 let e = e.map_err(|e| LocalError::Io {
                     path: path.display().to_string(),
@@ -118,28 +147,23 @@ impl MboxSource {
                     continue;
                 }
                 let rel = e.path().strip_prefix(path).unwrap();
-                // Thunderbird keeps children of folder X in directory X.sbd.
-                let parts: Vec<String> = rel
-                    .iter()
-                    .map(|c| {
-                        let c = c.to_string_lossy();
-                        c.strip_suffix(".sbd").unwrap_or(&c).to_string()
-                    })
-                    .collect();
-                let mut name = parts.join("/");
-                if parts.len() == 1 {
-                    name = folder_name_for_file(&name);
-                }
+                names.push(source_name(rel));
                 files.push(MboxFile {
-                    name,
+                    name: String::new(),
                     path: e.path().to_path_buf(),
                     rel: rel.to_string_lossy().into_owned(),
+                    rel_bytes: raw_if_not_utf8(rel),
                 });
             }
             if files.is_empty() {
                 return Err(LocalError::NoMbox {
                     path: path.display().to_string(),
                 });
+            }
+            // Files whose names meet (`Inbox` and `mbox`, Latin-1 and UTF-8 spellings)
+            // stay folders of their own.
+            for (f, name) in files.iter_mut().zip(distinct_names(&names)) {
+                f.name = name;
             }
         }
         let total = files
@@ -167,6 +191,7 @@ impl LocalSource for MboxSource {
             .map(|f| FolderInfo {
                 special_use: guess_special_use(&f.name, Some('/')),
                 raw_name: f.rel.clone(),
+                raw_bytes: f.rel_bytes.clone(),
                 ..FolderInfo::simple(&f.name, Some('/'))
             })
             .collect()
