@@ -253,3 +253,25 @@ fn unrelated_full_archives_are_not_a_chain() {
     let out = run(&["verify", a.to_str().unwrap(), a.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
 }
+
+/// A trailer of another format version is refused with one line (spec §9), not read as
+/// if it were version 1.
+#[test]
+fn a_later_trailer_version_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    small_maildir(&t.path().join("md"));
+    let src = format!("maildir:{}", t.path().join("md").display());
+    let ar = t.path().join("a.tar.zst");
+    run_ok(&["export", &src, "-o", ar.to_str().unwrap()]);
+    let mut bytes = std::fs::read(&ar).unwrap();
+    let at = bytes.len() - 72 + 16;
+    bytes[at..at + 4].copy_from_slice(&2u32.to_le_bytes());
+    std::fs::write(&ar, &bytes).unwrap();
+    let out = run(&["ls", ar.to_str().unwrap()]);
+    one_line_error(&out, 2, "version 2");
+    assert!(
+        stderr(&out).contains(ar.to_str().unwrap()),
+        "{}",
+        stderr(&out)
+    );
+}

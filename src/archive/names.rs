@@ -45,8 +45,12 @@ pub fn escape_bytes(name: &[u8]) -> Vec<u8> {
         out = v;
     }
     if lower.ends_with(b".sbd") && out.len() > 4 {
-        out.truncate(out.len() - 4);
-        out.extend_from_slice(b"%2Esbd");
+        // Only the dot is escaped: the letters keep their case, so percent-decoding
+        // gives the name back.
+        let letters = out.split_off(out.len() - 3);
+        out.pop();
+        out.extend_from_slice(b"%2E");
+        out.extend_from_slice(&letters);
     }
     if out.len() > MAX_COMPONENT {
         let digest = crate::archive::sha256_hex(name);
@@ -84,10 +88,16 @@ pub fn split_folder(name: &str, delimiter: Option<char>) -> Vec<&str> {
 
 /// Allocates relative directory paths for folders, unique within one archive even when
 /// escaping or cutting makes two names meet (e.g. on case-insensitive copies, or after
-/// a cut for length): the later one gets `~2`, `~3`, ….
+/// a cut for length): the later level gets `~2`, `~3`, …, and the folders below it go
+/// under the renamed directory, so a child never lands in another folder's directory.
 #[derive(Default)]
 pub struct DirAllocator {
+    /// Every directory handed out, case-folded (`fold_case`), parents included.
     used: HashSet<Vec<u8>>,
+    /// Level prefix (raw) → its directory, without the parent suffix.
+    prefixes: HashMap<Vec<Vec<u8>>, Vec<u8>>,
+    /// Directories that are some folder's own.
+    folders: HashSet<Vec<u8>>,
 }
 
 impl DirAllocator {
@@ -110,22 +120,43 @@ impl DirAllocator {
     /// [`allocate`](Self::allocate) for levels given as raw bytes (a name that is not
     /// UTF-8 is written back as the bytes it had).
     pub fn allocate_raw<L: AsRef<[u8]>>(&mut self, levels: &[L], parent_suffix: &str) -> Vec<u8> {
-        let n = levels.len();
-        let mut path = Vec::new();
-        for (i, p) in levels.iter().enumerate() {
-            if i > 0 {
-                path.push(b'/');
+        let mut parent: Vec<u8> = Vec::new();
+        let mut key: Vec<Vec<u8>> = Vec::new();
+        for (i, level) in levels.iter().enumerate() {
+            key.push(level.as_ref().to_vec());
+            let last = i + 1 == levels.len();
+            let known = self.prefixes.get(&key).cloned();
+            let dir = match known {
+                Some(d) if !(last && self.folders.contains(&d)) => d,
+                _ => {
+                    let mut base = parent.clone();
+                    if i > 0 {
+                        base.push(b'/');
+                    }
+                    base.extend_from_slice(&escape_bytes(level.as_ref()));
+                    let d = self.unused(base);
+                    self.prefixes
+                        .entry(key.clone())
+                        .or_insert_with(|| d.clone());
+                    d
+                }
+            };
+            if last {
+                self.folders.insert(dir.clone());
+                return dir;
             }
-            path.extend_from_slice(&escape_bytes(p.as_ref()));
-            if i + 1 < n {
-                path.extend_from_slice(parent_suffix.as_bytes());
-            }
+            parent = dir;
+            parent.extend_from_slice(parent_suffix.as_bytes());
         }
-        if self.used.insert(fold_case(&path)) {
-            return path;
+        unreachable!("a folder has at least one level")
+    }
+
+    fn unused(&mut self, base: Vec<u8>) -> Vec<u8> {
+        if self.used.insert(fold_case(&base)) {
+            return base;
         }
         for k in 2.. {
-            let mut cand = path.clone();
+            let mut cand = base.clone();
             cand.extend_from_slice(format!("~{k}").as_bytes());
             if self.used.insert(fold_case(&cand)) {
                 return cand;
@@ -251,6 +282,7 @@ mod tests {
             ("cur", "%63ur"),
             ("New", "%4Eew"),
             ("x.sbd", "x%2Esbd"),
+            ("x.SBD", "x%2ESBD"),
             ("100%", "100%25"),
             ("tab\there", "tab%09here"),
             ("日本語", "日本語"),
@@ -276,8 +308,14 @@ mod tests {
     fn allocator_keeps_paths_unique() {
         let mut al = DirAllocator::default();
         assert_eq!(al.allocate("a/b", Some('/'), ""), "a/b");
-        assert_eq!(al.allocate("A/B", Some('/'), ""), "A/B~2");
-        assert_eq!(al.allocate("a.b", Some('.'), ".sbd"), "a.sbd/b");
+        assert_eq!(al.allocate("A/B", Some('/'), ""), "A~2/B");
+        assert_eq!(al.allocate("A", Some('/'), ""), "A~2");
+        assert_eq!(al.allocate("a", Some('/'), ""), "a");
+        assert_eq!(al.allocate("A/B/C", Some('/'), ""), "A~2/B/C");
+        let mut al = DirAllocator::default();
+        assert_eq!(al.allocate("x.b", Some('.'), ".sbd"), "x.sbd/b");
+        assert_eq!(al.allocate("x", Some('.'), ".sbd"), "x");
+        assert_eq!(al.allocate("X.c", Some('.'), ".sbd"), "X~2.sbd/c");
     }
 
     #[test]
