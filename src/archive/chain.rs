@@ -152,17 +152,6 @@ impl Chain {
         self.holdings.get(folder)
     }
 
-    pub fn has_imap(&self, folder: &str, uidvalidity: u32, uid: u32) -> bool {
-        self.holdings(folder)
-            .and_then(|h| h.imap.get(&uidvalidity))
-            .is_some_and(|u| u.contains(&uid))
-    }
-
-    pub fn has_uidl(&self, folder: &str, uidl: &str) -> bool {
-        self.holdings(folder)
-            .is_some_and(|h| h.uidls.contains(uidl))
-    }
-
     pub fn has_sha(&self, folder: &str, sha256: &str) -> bool {
         self.holdings(folder)
             .is_some_and(|h| h.shas.contains_key(sha256))
@@ -212,7 +201,7 @@ impl Chain {
 }
 
 /// Checks that `archives` form one chain and returns their indices root first.
-pub fn order(archives: &[Archive], completeness: Completeness) -> Result<Vec<usize>, ChainError> {
+fn order(archives: &[Archive], completeness: Completeness) -> Result<Vec<usize>, ChainError> {
     if archives.is_empty() {
         return Err(ChainError::Empty);
     }
