@@ -519,12 +519,14 @@ fn mbox_files_with_colliding_names_stay_distinct() {
     let src = t.path().join("mb");
     std::fs::create_dir_all(&src).unwrap();
     let mbox = |i: usize| format!("From a@b Sat Jan  1 00:00:00 2000\nSubject: {i}\n\nx{i}\n\n");
-    let files: [(&[u8], usize); 4] = [
+    let files: [(&[u8], usize); 5] = [
         (b"Inbox", 1),
         (b"mbox", 2),
         (b"Caf\xe9", 3),
         ("Café".as_bytes(), 4),
+        (b"Caf\xe9.sbd/Sub", 5),
     ];
+    std::fs::create_dir_all(src.join(os(b"Caf\xe9.sbd"))).unwrap();
     for (name, count) in files {
         let text: String = (0..count).map(mbox).collect();
         std::fs::write(src.join(os(name)), text).unwrap();
@@ -538,11 +540,27 @@ fn mbox_files_with_colliding_names_stay_distinct() {
         "--json",
     ]);
     let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(rep["messages"], 10, "{rep:#}");
-    assert_eq!(rep["folders"].as_array().unwrap().len(), 4, "{rep:#}");
+    assert_eq!(rep["messages"], 15, "{rep:#}");
+    assert_eq!(rep["folders"].as_array().unwrap().len(), 5, "{rep:#}");
     let got = folders_by_raw(&ar);
+    // The raw name is the folder's, without Thunderbird's `.sbd`.
     for (name, count) in files {
-        assert_eq!(got[name].1.len(), count, "{got:?}");
+        let raw: &[u8] = if name.ends_with(b"Sub") {
+            b"Caf\xe9.Sub"
+        } else {
+            name
+        };
+        assert_eq!(got[raw].1.len(), count, "{got:?}");
     }
     run_ok(&["verify", ar.to_str().unwrap()]);
+    // extract writes the Latin-1 names back, Thunderbird style.
+    let x = t.path().join("x");
+    run_ok(&[
+        "extract",
+        ar.to_str().unwrap(),
+        "--to",
+        &format!("mbox:{}", x.display()),
+    ]);
+    assert!(x.join(os(b"Caf\xe9")).is_file());
+    assert!(x.join(os(b"Caf\xe9.sbd/Sub")).is_file());
 }

@@ -17,10 +17,6 @@ use crate::archive::names::{distinct_names, SourceName};
 use crate::archive::{FolderInfo, MessageInfo, SourceRef, WriteError};
 use std::os::unix::ffi::OsStrExt;
 
-fn raw_if_not_utf8(p: &Path) -> Option<Vec<u8>> {
-    let b = p.as_os_str().as_bytes();
-    std::str::from_utf8(b).is_err().then(|| b.to_vec())
-}
 use crate::mail::mboxrd;
 
 /// How `>From ` lines were quoted by the program that wrote the mbox.
@@ -53,8 +49,9 @@ struct MboxFile {
     name: String,
     path: PathBuf,
     rel: String,
-    /// `rel`'s bytes when they are not UTF-8.
-    rel_bytes: Option<Vec<u8>>,
+    /// The folder's name as the source has it: `rel` without Thunderbird's `.sbd`
+    /// suffixes, levels joined by `/`.
+    raw: Vec<u8>,
 }
 
 pub struct MboxSource {
@@ -128,7 +125,7 @@ impl MboxSource {
                 name: folder_name_for_file(stem),
                 path: path.to_path_buf(),
                 rel: rel.to_string_lossy().into_owned(),
-                rel_bytes: raw_if_not_utf8(rel),
+                raw: rel.as_os_str().as_bytes().to_vec(),
             });
         } else {
             let mut names = Vec::new();
@@ -147,13 +144,14 @@ impl MboxSource {
                     continue;
                 }
                 let rel = e.path().strip_prefix(path).unwrap();
-                names.push(source_name(rel));
+                let name = source_name(rel);
                 files.push(MboxFile {
                     name: String::new(),
                     path: e.path().to_path_buf(),
                     rel: rel.to_string_lossy().into_owned(),
-                    rel_bytes: raw_if_not_utf8(rel),
+                    raw: name.raw.join(&b'/'),
                 });
+                names.push(name);
             }
             if files.is_empty() {
                 return Err(LocalError::NoMbox {
@@ -190,8 +188,8 @@ impl LocalSource for MboxSource {
             .iter()
             .map(|f| FolderInfo {
                 special_use: guess_special_use(&f.name, Some('/')),
-                raw_name: f.rel.clone(),
-                raw_bytes: f.rel_bytes.clone(),
+                raw_name: String::from_utf8_lossy(&f.raw).into_owned(),
+                raw_bytes: std::str::from_utf8(&f.raw).is_err().then(|| f.raw.clone()),
                 ..FolderInfo::simple(&f.name, Some('/'))
             })
             .collect()
