@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod folders;
 mod migrate;
 
-use crate::archive::{Archive, Layout, WriterOptions};
+use crate::archive::{Archive, Chain, Completeness, Layout, WriterOptions};
 use crate::export::{self, FolderFilter};
 use crate::extract::{self, Target};
 use crate::progress::Progress;
@@ -732,11 +732,8 @@ fn run_export_pop3(
     Ok(if rep.problems() { 1 } else { 0 })
 }
 
-fn open_all(paths: &[PathBuf]) -> Result<Vec<Archive>, Fatal> {
-    paths
-        .iter()
-        .map(|p| Archive::open(p).map_err(Fatal::from))
-        .collect()
+fn open_chain(paths: &[PathBuf], completeness: Completeness) -> Result<Chain, Fatal> {
+    Ok(Chain::open(paths, completeness)?)
 }
 
 #[derive(serde::Serialize)]
@@ -747,7 +744,9 @@ struct LsItem<'a> {
 }
 
 fn run_ls(a: &LsArgs) -> Result<u8, Fatal> {
-    let archives = open_all(&a.archives)?;
+    // Listing shows what the files hold, so a delta may be listed without its parent.
+    let chain = open_chain(&a.archives, Completeness::Tail)?;
+    let archives = chain.archives();
     let filter = FolderFilter::new(&a.folders, &[])?;
     let mut out = std::io::stdout().lock();
     if a.json {
@@ -768,7 +767,7 @@ fn run_ls(a: &LsArgs) -> Result<u8, Fatal> {
         writeln!(out)?;
         return Ok(0);
     }
-    for ar in &archives {
+    for ar in archives {
         for m in ar
             .index
             .messages
@@ -821,7 +820,7 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
                 "cannot compare with the server: an archive is unusable (see above)".into(),
             ));
         }
-        let archives = open_all(&a.archives)?;
+        let chain = open_chain(&a.archives, Completeness::Whole)?;
         let opts = verify::against::AgainstOptions {
             full: a.full,
             ..Default::default()
@@ -830,7 +829,12 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
             .enable_all()
             .build()?;
         let (findings, summary) = rt.block_on(verify::against::verify_against(
-            &archives, &ep, &creds, &tls, &opts, &progress,
+            chain.archives(),
+            &ep,
+            &creds,
+            &tls,
+            &opts,
+            &progress,
         ))?;
         rep.findings.extend(findings);
         against = Some(summary);
@@ -915,9 +919,10 @@ fn run_extract(cli: &Cli, a: &ExtractArgs) -> Result<u8, Fatal> {
         }
         archives.push(res?);
     }
+    let chain = Chain::new(archives, Completeness::Whole)?;
     let filter = FolderFilter::new(&a.folders, &[])?;
     let progress = Progress::bytes(0, !cli.quiet && !a.json);
-    let rep = extract::extract(&archives, &target, &filter, &progress)?;
+    let rep = extract::extract(chain.archives(), &target, &filter, &progress)?;
     progress.finish();
     if a.json {
         print_json(&rep)?;
@@ -956,7 +961,7 @@ fn run_import(cli: &Cli, a: &ImportArgs) -> Result<u8, Fatal> {
     if a.jobs == 0 {
         return Err(Fatal("--jobs must be at least 1".into()));
     }
-    let archives = open_all(&a.archives)?;
+    let chain = open_chain(&a.archives, Completeness::Whole)?;
     let creds = a.net.credentials(&dest)?;
     let opts = ImportOptions {
         tls: a.net.tls(),
@@ -970,12 +975,16 @@ fn run_import(cli: &Cli, a: &ImportArgs) -> Result<u8, Fatal> {
         verify,
         dest,
     };
-    let total: u64 = archives.iter().map(|x| x.index.end.message_bytes).sum();
+    let total: u64 = chain
+        .archives()
+        .iter()
+        .map(|x| x.index.end.message_bytes)
+        .sum();
     let progress = Progress::bytes(total, !cli.quiet && !a.json);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let rep = rt.block_on(import::import(archives, &opts, &progress))?;
+    let rep = rt.block_on(import::import(chain, &opts, &progress))?;
     progress.finish();
     if a.json {
         print_json(&rep)?;

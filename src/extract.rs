@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::archive::names::DirAllocator;
+use crate::archive::names::{split_raw, DirAllocator};
 use crate::archive::reader::Member;
 use crate::archive::{Archive, FolderRecord, MessageRecord, ReadError};
 use crate::export::FolderFilter;
 use crate::mail::{flags, mboxrd};
+use std::os::unix::ffi::OsStrExt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -99,12 +100,13 @@ pub fn extract(
             if !filter.matches(&f.name) || outs.contains_key(&f.name) {
                 continue;
             }
-            let rel = alloc.allocate(
-                &f.name,
-                f.delimiter.as_deref().and_then(|d| d.chars().next()),
-                suffix,
-            );
-            let dir = root.join(&rel);
+            let delimiter = f.delimiter.as_deref().and_then(|d| d.chars().next());
+            // A name that was not UTF-8 at the source goes back as the bytes it had.
+            let rel = match f.raw_name_hex.as_deref().and_then(|h| hex::decode(h).ok()) {
+                Some(raw) => alloc.allocate_raw(&split_raw(&raw, delimiter), suffix),
+                None => alloc.allocate(&f.name, delimiter, suffix).into_bytes(),
+            };
+            let dir = root.join(std::ffi::OsStr::from_bytes(&rel));
             outs.insert(
                 f.name.clone(),
                 OutFolder {

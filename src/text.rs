@@ -21,6 +21,16 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A name's bytes for people: UTF-8 when they are UTF-8, otherwise each byte read as
+/// Latin-1 (what old hosts wrote, and a reading that keeps distinct bytes distinct).
+/// The bytes themselves are kept elsewhere; this is only how they are shown.
+pub fn display_bytes(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_string(),
+        Err(_) => b.iter().map(|&c| c as char).collect(),
+    }
+}
+
 /// `s` safe to print on a terminal: control characters (ESC, BEL, CR, ...) become
 /// `\u{..}` escapes, so a name from a server cannot drive the terminal.
 pub fn printable(s: &str) -> String {

@@ -262,3 +262,56 @@ fn man_pages_and_completions_come_from_the_clap_definitions() {
     let bad = run(&["completions", "tcsh"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// Two full archives are not a chain: `verify` says so (naming the second) instead of
+/// passing them, and `import`/`extract` refuse them.
+#[test]
+fn unrelated_full_archives_are_not_a_chain() {
+    let t = tempfile::tempdir().unwrap();
+    small_maildir(&t.path().join("md"));
+    let src = format!("maildir:{}", t.path().join("md").display());
+    let (a, b) = (t.path().join("a.tar.zst"), t.path().join("b.tar.zst"));
+    run_ok(&["export", &src, "-o", a.to_str().unwrap()]);
+    run_ok(&["export", &src, "-o", b.to_str().unwrap()]);
+    let out = run(&["verify", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(b.to_str().unwrap()),
+        "{}",
+        stdout(&out)
+    );
+    let to = format!("maildir:{}", t.path().join("x").display());
+    let out = run(&[
+        "extract",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--to",
+        &to,
+    ]);
+    one_line_error(&out, 2, b.to_str().unwrap());
+    // The same archive twice is not a chain either.
+    let out = run(&["verify", a.to_str().unwrap(), a.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+}
+
+/// A trailer of another format version is refused with one line (spec §9), not read as
+/// if it were version 1.
+#[test]
+fn a_later_trailer_version_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    small_maildir(&t.path().join("md"));
+    let src = format!("maildir:{}", t.path().join("md").display());
+    let ar = t.path().join("a.tar.zst");
+    run_ok(&["export", &src, "-o", ar.to_str().unwrap()]);
+    let mut bytes = std::fs::read(&ar).unwrap();
+    let at = bytes.len() - 72 + 16;
+    bytes[at..at + 4].copy_from_slice(&2u32.to_le_bytes());
+    std::fs::write(&ar, &bytes).unwrap();
+    let out = run(&["ls", ar.to_str().unwrap()]);
+    one_line_error(&out, 2, "version 2");
+    assert!(
+        stderr(&out).contains(ar.to_str().unwrap()),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -18,16 +18,42 @@ fn lists_counts_sizes_roles_and_subscriptions() {
     });
     let m = |s: &str| format!("Subject: {s}\r\n\r\nbody\r\n").into_bytes();
     let mut c = d.raw("alice");
-    for f in ["INBOX.送信済みメール", "INBOX.Archive", "INBOX.Archive.Sent", "INBOX.Trash"] {
-        c.must(&format!("CREATE {}", support::raw::quote(&support::raw::mutf7(f))));
+    for f in [
+        "INBOX.送信済みメール",
+        "INBOX.Archive",
+        "INBOX.Archive.Sent",
+        "INBOX.Trash",
+    ] {
+        c.must(&format!(
+            "CREATE {}",
+            support::raw::quote(&support::raw::mutf7(f))
+        ));
     }
-    c.must(&format!("SUBSCRIBE {}", support::raw::quote(&support::raw::mutf7("INBOX.送信済みメール"))));
-    for (f, n) in [("INBOX", 3), ("INBOX.送信済みメール", 2), ("INBOX.Archive.Sent", 1)] {
+    c.must(&format!(
+        "SUBSCRIBE {}",
+        support::raw::quote(&support::raw::mutf7("INBOX.送信済みメール"))
+    ));
+    for (f, n) in [
+        ("INBOX", 3),
+        ("INBOX.送信済みメール", 2),
+        ("INBOX.Archive.Sent", 1),
+    ] {
         for i in 0..n {
-            assert!(c.append(&support::raw::mutf7(f), "", None, &m(&format!("{f}{i}"))).ok());
+            assert!(c
+                .append(&support::raw::mutf7(f), "", None, &m(&format!("{f}{i}")))
+                .ok());
         }
     }
-    let before = d.doveadm(&["-f", "flow", "mailbox", "status", "-u", "alice", "messages unseen", "*"]);
+    let before = d.doveadm(&[
+        "-f",
+        "flow",
+        "mailbox",
+        "status",
+        "-u",
+        "alice",
+        "messages unseen",
+        "*",
+    ]);
     let o = bin()
         .args(["folders", &d.imaps_url("alice"), "--json", "--tls-ca-file"])
         .arg(d.ca_file())
@@ -52,7 +78,10 @@ fn lists_counts_sizes_roles_and_subscriptions() {
     let bytes: u64 = (0..3).map(|i| m(&format!("INBOX{i}")).len() as u64).sum();
     assert_eq!(inbox["bytes"], bytes);
     let sent = f("INBOX.送信済みメール");
-    assert_eq!((sent["role"].as_str(), sent["role_from"].as_str()), (Some("\\Sent"), Some("name")));
+    assert_eq!(
+        (sent["role"].as_str(), sent["role_from"].as_str()),
+        (Some("\\Sent"), Some("name"))
+    );
     assert_eq!(sent["subscribed"], true);
     assert_eq!(sent["messages"], 2);
     assert_eq!(f("INBOX.Trash")["role"], "\\Trash");
@@ -61,7 +90,16 @@ fn lists_counts_sizes_roles_and_subscriptions() {
     assert_eq!(f("INBOX.Archive")["subscribed"], false);
     assert_eq!(v["namespace"][0], "INBOX.");
     // Read-only: nothing was marked seen.
-    let after = d.doveadm(&["-f", "flow", "mailbox", "status", "-u", "alice", "messages unseen", "*"]);
+    let after = d.doveadm(&[
+        "-f",
+        "flow",
+        "mailbox",
+        "status",
+        "-u",
+        "alice",
+        "messages unseen",
+        "*",
+    ]);
     assert_eq!(before, after);
     // The table pads Japanese names by display width.
     let o = bin()
@@ -74,7 +112,10 @@ fn lists_counts_sizes_roles_and_subscriptions() {
     let table = stdout(&o);
     let col = |line: &str| {
         let i = line.find("  ").unwrap();
-        line[..i].chars().map(|c| if c.is_ascii() { 1 } else { 2 }).sum::<usize>()
+        line[..i]
+            .chars()
+            .map(|c| if c.is_ascii() { 1 } else { 2 })
+            .sum::<usize>()
             + line[i..].find(|c: char| c != ' ').unwrap()
     };
     let lines: Vec<&str> = table.lines().filter(|l| l.starts_with("INBOX")).collect();

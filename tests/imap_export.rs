@@ -769,3 +769,83 @@ fn exports_a_prefixed_namespace() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json(&out)["messages"], 1);
 }
+
+/// `--since` trusts only a whole chain: a delta without its full archive, or two
+/// unrelated full archives, is refused before anything is read, naming the file; the
+/// order of the `--since` arguments does not matter.
+#[test]
+fn since_takes_only_a_whole_chain_in_any_order() {
+    let d = Dovecot::start();
+    let mut c = d.raw("alice");
+    assert!(c.append("INBOX", "", None, &msg("old", "1")).ok());
+    c.logout();
+    let t = tempfile::tempdir().unwrap();
+    let path = |n: &str| t.path().join(n);
+    let (full, d0) = (path("full.tar.zst"), path("d0.tar.zst"));
+    assert!(export(&d, "alice", &full, &[]).status.success());
+    let mut c = d.raw("alice");
+    assert!(c.append("INBOX", "", None, &msg("new", "2")).ok());
+    c.logout();
+    let full_s = full.to_str().unwrap();
+    let out = export(&d, "alice", &d0, &["--since", full_s]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let d0_s = d0.to_str().unwrap();
+
+    // Only the delta: it would re-archive the old message as a delta of d0.
+    let lone = path("lone.tar.zst");
+    let out = export(&d, "alice", &lone, &["--since", d0_s]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains(d0_s) && err.contains("parent"), "{err}");
+    assert!(!lone.exists());
+
+    // Two full archives of the account are not one chain.
+    let other = path("other.tar.zst");
+    assert!(export(&d, "alice", &other, &[]).status.success());
+    let two = path("two.tar.zst");
+    let out = export(
+        &d,
+        "alice",
+        &two,
+        &["--since", full_s, other.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains(other.to_str().unwrap()),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!two.exists());
+
+    // Newest first works as well as oldest first: the parent is the chain's tip.
+    let d1 = path("d1.tar.zst");
+    let out = export(&d, "alice", &d1, &["--json", "--since", d0_s, full_s]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["parent"]["archive_id"], archive_id(&d0));
+    assert_eq!(json(&out)["messages"], 0);
+    // The same rules hold for reading the chain back.
+    for cmd in ["verify", "extract"] {
+        let mut args = vec![cmd, d0_s];
+        let to = format!("maildir:{}", path("x").display());
+        if cmd == "extract" {
+            args.extend(["--to", &to]);
+        }
+        let out = run(&args);
+        assert_ne!(out.status.code(), Some(0), "{cmd}: {}", stdout(&out));
+        assert!(
+            format!("{}{}", stdout(&out), stderr(&out)).contains(d0_s),
+            "{cmd}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+    let out = run(&["verify", full_s, other.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(other.to_str().unwrap()),
+        "{}",
+        stdout(&out)
+    );
+    run_ok(&["verify", d1.to_str().unwrap(), full_s, d0_s]);
+}

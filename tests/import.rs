@@ -1007,3 +1007,69 @@ fn dovecot_every_connection_cut_reports_and_rerun_finishes() {
     assert_eq!(n(&rep, "appended"), (N - all) as u64);
     assert_eq!(count_unique(&d), (N, N));
 }
+
+/// Folders whose names meet once decoded (Latin-1 `Caf\xe9`, UTF-8 `Café`, modified
+/// UTF-7 `Caf&AOk-` on an old host's disk) are imported into distinct folders, each with
+/// exactly its own mail.
+#[test]
+fn colliding_source_names_get_distinct_destinations() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    let m = |i: usize| {
+        (
+            format!("{}.M{i}.h:2,S", 1_700_000_000 + i),
+            format!(
+                "From: a@example.com\r\nSubject: c{i}\r\nMessage-ID: <c{i}@t>\r\n\r\nbody {i}\r\n"
+            )
+            .into_bytes(),
+        )
+    };
+    write_maildir_folder(&src, &[m(0)]);
+    let dirs: [(&[u8], std::ops::Range<usize>); 3] = [
+        (b".Caf\xe9", 1..3),
+        (".Café".as_bytes(), 3..6),
+        (b".Caf&AOk-", 6..10),
+    ];
+    for (raw, r) in dirs.clone() {
+        let msgs: Vec<_> = r.map(m).collect();
+        write_maildir_folder(&src.join(std::ffi::OsStr::from_bytes(raw)), &msgs);
+    }
+    let ar = t.path().join("a.tar.zst");
+    run_ok(&[
+        "export",
+        &format!("maildir:{}", src.display()),
+        "-o",
+        ar.to_str().unwrap(),
+    ]);
+    let d = Dovecot::start();
+    let dest = Dest::dovecot(&d, "bob");
+    let (out, rep) = dest.import(&[&ar], &[]);
+    assert_eq!(out.status.code(), Some(0), "{rep:#}");
+    let folders = rep["folders"].as_array().unwrap();
+    assert_eq!(folders.len(), 4, "{rep:#}");
+    let mut dests: Vec<&str> = folders
+        .iter()
+        .map(|f| f["destination"].as_str().unwrap())
+        .collect();
+    dests.sort();
+    dests.dedup();
+    assert_eq!(dests.len(), 4, "{rep:#}");
+    let mut c = d.raw("bob");
+    let mut counts: Vec<u64> = folders
+        .iter()
+        .filter(|f| f["folder"] != "INBOX")
+        .map(|f| {
+            let dest = f["destination"].as_str().unwrap();
+            let n = status_messages(&mut c, &format!("\"{}\"", mutf7(dest)));
+            assert_eq!(n, n_of(f, "archived"), "{f:#}");
+            n
+        })
+        .collect();
+    counts.sort();
+    assert_eq!(counts, [2, 3, 4]);
+}
+
+fn n_of(f: &serde_json::Value, k: &str) -> u64 {
+    f[k].as_u64().unwrap()
+}

@@ -1236,3 +1236,59 @@ fn apop_when_asked_for_in_the_url() {
     assert!(stderr(&o).contains("APOP"), "{}", stderr(&o));
     assert!(!out.exists());
 }
+
+/// The first line of an archive's index, read with plain `tar`.
+fn header_of(p: &Path) -> serde_json::Value {
+    let idx = std::process::Command::new("tar")
+        .args(["--zstd", "-xOf"])
+        .arg(p)
+        .arg("index.jsonl")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&idx.stdout).into_owned();
+    serde_json::from_str(text.lines().next().unwrap()).unwrap()
+}
+
+/// The parent of a delta is the newest archive of the `--since` chain, whatever order
+/// the archives are given in; a delta without its full archive is refused.
+#[test]
+fn since_parent_is_the_chain_tip_in_any_order() {
+    let d = Dovecot::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let msgs: Vec<Vec<u8>> = (0..2)
+        .map(|i| format!("Subject: m {i}\n\nbody {i}\n").into_bytes())
+        .collect();
+    seed(&d, "alice", &msgs, 1_700_000_000);
+    let (pw, ca, url) = (d.password_file("alice"), d.ca_file(), d.pop3s_url("alice"));
+    let go = |out: &Path, extra: Vec<&str>| {
+        export(
+            &Run {
+                url: url.clone(),
+                out: out.to_path_buf(),
+                extra,
+            },
+            &pw,
+            Some(&ca),
+        )
+    };
+    let full = scratch.path().join("full.tar.zst");
+    let d0 = scratch.path().join("d0.tar.zst");
+    let d1 = scratch.path().join("d1.tar.zst");
+    let (full_s, d0_s) = (full.to_str().unwrap(), d0.to_str().unwrap());
+    assert_eq!(go(&full, vec![]).status.code(), Some(0));
+    let o = go(&d0, vec!["--since", full_s]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = go(&d1, vec!["--since", d0_s, full_s]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        header_of(&d1)["parent"]["archive_id"],
+        header_of(&d0)["archive_id"]
+    );
+    run_ok(&["verify", full_s, d0_s, d1.to_str().unwrap()]);
+
+    let lone = scratch.path().join("lone.tar.zst");
+    let o = go(&lone, vec!["--since", d0_s]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(stderr(&o).contains(d0_s), "{}", stderr(&o));
+    assert!(!lone.exists());
+}

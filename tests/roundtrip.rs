@@ -355,3 +355,212 @@ fn maildir_plus_plus_tree_with_keywords() {
     assert_eq!(sent_rec["delimiter"], ".");
     assert_eq!(sent_rec["keywords"], serde_json::json!(["Important"]));
 }
+
+fn os(b: &[u8]) -> &std::ffi::OsStr {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::OsStr::from_bytes(b)
+}
+
+fn message(i: usize) -> (String, Vec<u8>) {
+    (
+        format!("{}.M{i}.host:2,S", 1_700_000_000 + i),
+        format!("From: a@example.com\nSubject: m{i}\n\nbody {i}\n").into_bytes(),
+    )
+}
+
+/// The folders of an archive's index: (raw name bytes, display name) → sorted SHA-256s.
+fn folders_by_raw(ar: &Path) -> BTreeMap<Vec<u8>, (String, Vec<String>)> {
+    let out = Command::new("tar")
+        .args(["--zstd", "-xOf"])
+        .arg(ar)
+        .arg("index.jsonl")
+        .output()
+        .unwrap();
+    let recs: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut by_name: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut map = BTreeMap::new();
+    for f in recs.iter().filter(|r| r["type"] == "folder") {
+        let raw = match f["raw_name_hex"].as_str() {
+            Some(h) => hex::decode(h).unwrap(),
+            None => f["raw_name"].as_str().unwrap().as_bytes().to_vec(),
+        };
+        // A LAYOUT=fs tree names levels with '/', Maildir++ with '.'.
+        let raw: Vec<u8> = raw
+            .iter()
+            .map(|&b| if b == b'/' { b'.' } else { b })
+            .collect();
+        let name = f["name"].as_str().unwrap().to_string();
+        assert!(
+            by_name.insert(name.clone(), raw.clone()).is_none(),
+            "{name} twice"
+        );
+        map.insert(raw, (name, Vec::new()));
+    }
+    for m in recs.iter().filter(|r| r["type"] == "message") {
+        let raw = &by_name[m["folder"].as_str().unwrap()];
+        map.get_mut(raw)
+            .unwrap()
+            .1
+            .push(m["sha256"].as_str().unwrap().to_string());
+    }
+    for v in map.values_mut() {
+        v.1.sort();
+    }
+    map
+}
+
+/// Folder names as old hosts wrote them: Latin-1 bytes, and names that decode to the
+/// same string (Latin-1, UTF-8 and modified UTF-7 spellings of "Café"). Every folder
+/// stays a folder of its own with all its mail, the raw bytes are kept, and extract
+/// writes them back: exporting the extracted tree gives the same folders and mail.
+#[test]
+fn non_utf8_and_colliding_folder_names_stay_distinct() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    let mut n = 0;
+    let mut folder = |dir: &Path, count: usize| {
+        let msgs: Vec<_> = (n..n + count).map(message).collect();
+        n += count;
+        write_maildir_folder(dir, &msgs);
+    };
+    folder(&src, 1);
+    let names: [(&[u8], usize); 4] = [
+        (b".Caf\xe9", 2),
+        (".Café".as_bytes(), 3),
+        (b".Caf&AOk-", 4),
+        (b".Caf\xe9.Sub", 1),
+    ];
+    for (raw, count) in names {
+        folder(&src.join(os(raw)), count);
+    }
+    let ar = t.path().join("a.tar.zst");
+    let out = run_ok(&[
+        "export",
+        &format!("maildir:{}", src.display()),
+        "-o",
+        ar.to_str().unwrap(),
+        "--json",
+    ]);
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rep["messages"], 11, "{rep:#}");
+    let folders = rep["folders"].as_array().unwrap();
+    assert_eq!(folders.len(), 5, "{rep:#}");
+    for f in folders {
+        assert_eq!(f["source_count"], f["archived"], "{f:#}");
+    }
+    let got = folders_by_raw(&ar);
+    let raws: Vec<&[u8]> = got.keys().map(Vec::as_slice).collect();
+    let mut want: Vec<&[u8]> = vec![b"INBOX"];
+    want.extend(names.iter().map(|(r, _)| &r[1..]));
+    want.sort();
+    assert_eq!(raws, want);
+    for (raw, count) in names {
+        assert_eq!(got[&raw[1..]].1.len(), count, "{:?}", got[&raw[1..]]);
+    }
+    run_ok(&["verify", ar.to_str().unwrap()]);
+    // The table says the same.
+    let out = run_ok(&[
+        "export",
+        &format!("maildir:{}", src.display()),
+        "-o",
+        t.path().join("b.tar.zst").to_str().unwrap(),
+    ]);
+    let table = stdout(&out);
+    assert!(table.contains("(11 messages"), "{table}");
+    assert_eq!(
+        table.lines().filter(|l| l.contains("Caf")).count(),
+        4,
+        "{table}"
+    );
+
+    let x = t.path().join("x");
+    run_ok(&[
+        "extract",
+        ar.to_str().unwrap(),
+        "--to",
+        &format!("maildir:{}", x.display()),
+    ]);
+    let cur = x.join(os(b"Caf\xe9")).join("cur");
+    let mut files: Vec<Vec<u8>> = std::fs::read_dir(&cur)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(files, [message(1).1, message(2).1]);
+    let again = t.path().join("again.tar.zst");
+    run_ok(&[
+        "export",
+        &format!("maildir:{}", x.display()),
+        "-o",
+        again.to_str().unwrap(),
+    ]);
+    let back = folders_by_raw(&again);
+    let latin1: &[u8] = b"Caf\xe9";
+    assert_eq!(back[latin1], got[latin1]);
+    assert_eq!(back[&b"Caf\xe9.Sub"[..]].1, got[&b"Caf\xe9.Sub"[..]].1);
+    let shas = |m: &BTreeMap<Vec<u8>, (String, Vec<String>)>| {
+        let mut v: Vec<String> = m.values().flat_map(|f| f.1.clone()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(shas(&back), shas(&got));
+    assert_eq!(back.len(), got.len());
+}
+
+/// mbox files whose names are Latin-1 bytes or map to the same folder (`Inbox` and
+/// `mbox` are both INBOX) are distinct folders, every message counted and archived.
+#[test]
+fn mbox_files_with_colliding_names_stay_distinct() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("mb");
+    std::fs::create_dir_all(&src).unwrap();
+    let mbox = |i: usize| format!("From a@b Sat Jan  1 00:00:00 2000\nSubject: {i}\n\nx{i}\n\n");
+    let files: [(&[u8], usize); 5] = [
+        (b"Inbox", 1),
+        (b"mbox", 2),
+        (b"Caf\xe9", 3),
+        ("Café".as_bytes(), 4),
+        (b"Caf\xe9.sbd/Sub", 5),
+    ];
+    std::fs::create_dir_all(src.join(os(b"Caf\xe9.sbd"))).unwrap();
+    for (name, count) in files {
+        let text: String = (0..count).map(mbox).collect();
+        std::fs::write(src.join(os(name)), text).unwrap();
+    }
+    let ar = t.path().join("m.tar.zst");
+    let out = run_ok(&[
+        "export",
+        &format!("mbox:{}", src.display()),
+        "-o",
+        ar.to_str().unwrap(),
+        "--json",
+    ]);
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rep["messages"], 15, "{rep:#}");
+    assert_eq!(rep["folders"].as_array().unwrap().len(), 5, "{rep:#}");
+    let got = folders_by_raw(&ar);
+    // The raw name is the folder's, without Thunderbird's `.sbd`.
+    for (name, count) in files {
+        let raw: &[u8] = if name.ends_with(b"Sub") {
+            b"Caf\xe9.Sub"
+        } else {
+            name
+        };
+        assert_eq!(got[raw].1.len(), count, "{got:?}");
+    }
+    run_ok(&["verify", ar.to_str().unwrap()]);
+    // extract writes the Latin-1 names back, Thunderbird style.
+    let x = t.path().join("x");
+    run_ok(&[
+        "extract",
+        ar.to_str().unwrap(),
+        "--to",
+        &format!("mbox:{}", x.display()),
+    ]);
+    assert!(x.join(os(b"Caf\xe9")).is_file());
+    assert!(x.join(os(b"Caf\xe9.sbd/Sub")).is_file());
+}

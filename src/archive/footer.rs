@@ -4,6 +4,8 @@
 
 use sha2::{Digest, Sha256};
 
+use super::index::FORMAT_VERSION;
+
 /// zstd skippable-frame magic (0x184D2A50..=0x184D2A5F are reserved for this use).
 pub const SKIPPABLE_MAGIC: u32 = 0x184D_2A5E;
 pub const PAYLOAD_MAGIC: &[u8; 8] = b"MAILARK\0";
@@ -29,6 +31,8 @@ pub enum FooterError {
     Missing,
     #[error("trailer points outside the file (truncated or damaged)")]
     OutOfRange,
+    #[error("the trailer says format version {0}; this mailark reads version {FORMAT_VERSION}")]
+    Version(u32),
 }
 
 impl Footer {
@@ -65,6 +69,10 @@ impl Footer {
             index_length: u64_at(32),
             index_frame_sha256: b[40..72].try_into().unwrap(),
         };
+        // Another version may put the index elsewhere or hash it differently.
+        if f.version != FORMAT_VERSION {
+            return Err(FooterError::Version(f.version));
+        }
         let end = f
             .index_offset
             .checked_add(f.index_length)
@@ -98,5 +106,7 @@ mod tests {
         let mut bad = b;
         bad[9] ^= 1;
         assert_eq!(Footer::decode(&bad, 222), Err(FooterError::Missing));
+        let v2 = Footer { version: 2, ..f }.encode();
+        assert_eq!(Footer::decode(&v2, 222), Err(FooterError::Version(2)));
     }
 }

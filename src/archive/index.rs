@@ -26,6 +26,9 @@ pub enum Record {
     Folder(FolderRecord),
     Message(MessageRecord),
     End(EndRecord),
+    /// A record type a later revision of v1 added (spec §9): readers skip it.
+    #[serde(other)]
+    Unknown,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +73,10 @@ pub struct FolderRecord {
     pub name: String,
     /// The name as the source had it (modified UTF-7 on IMAP; a path for local sources).
     pub raw_name: String,
+    /// The raw name's exact bytes (hex) when they are not UTF-8; `raw_name` and `name`
+    /// then show them decoded (spec §5.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_name_hex: Option<String>,
     pub delimiter: Option<String>,
     /// Member directory of this folder (`maildir/…` or the mbox member `mbox/…`).
     pub dir: String,
@@ -205,7 +212,7 @@ pub enum IndexError {
     #[error("index is not {FORMAT_NAME} (format {0:?})")]
     WrongFormat(String),
     #[error("index is format version {0}; this mailark reads version {FORMAT_VERSION}")]
-    UnsupportedVersion(u32),
+    UnsupportedVersion(u64),
     #[error("index has no end record (truncated?)")]
     NoEnd,
     #[error(
@@ -245,20 +252,30 @@ impl Index {
                     detail: "data after the end record".into(),
                 });
             }
-            let rec: Record = serde_json::from_slice(&buf).map_err(|e| IndexError::Syntax {
+            let syntax = |e: serde_json::Error| IndexError::Syntax {
                 line: lineno,
                 detail: e.to_string(),
-            })?;
-            match rec {
-                Record::Archive(h) if lineno == 1 => {
-                    if h.format != FORMAT_NAME {
-                        return Err(IndexError::WrongFormat(h.format));
-                    }
-                    if h.version != FORMAT_VERSION {
-                        return Err(IndexError::UnsupportedVersion(h.version));
-                    }
-                    header = Some(h)
+            };
+            if lineno == 1 {
+                // Format and version first: a later version may change what the other
+                // keys hold, and its reader deserves "unsupported version", not a
+                // syntax error.
+                let v: serde_json::Value = serde_json::from_slice(&buf).map_err(syntax)?;
+                if v["type"] != "archive" {
+                    return Err(IndexError::NoHeader);
                 }
+                let format = v["format"].as_str().unwrap_or_default();
+                if format != FORMAT_NAME {
+                    return Err(IndexError::WrongFormat(format.to_string()));
+                }
+                match v["version"].as_u64() {
+                    Some(n) if n == u64::from(FORMAT_VERSION) => {}
+                    n => return Err(IndexError::UnsupportedVersion(n.unwrap_or(0))),
+                }
+            }
+            let rec: Record = serde_json::from_slice(&buf).map_err(syntax)?;
+            match rec {
+                Record::Archive(h) if lineno == 1 => header = Some(h),
                 _ if lineno == 1 => return Err(IndexError::NoHeader),
                 Record::Archive(_) => {
                     return Err(IndexError::Syntax {
@@ -268,6 +285,7 @@ impl Index {
                 }
                 Record::Folder(f) => folders.push(f),
                 Record::Message(m) => messages.push(m),
+                Record::Unknown => {}
                 Record::End(e) => {
                     end = Some(e);
                     continue;
@@ -340,5 +358,58 @@ mod tests {
         assert!(!none.contains("namespace"), "{none}");
         let future = OLD_HEADER.replace(r#""parent":null"#, r#""parent":null,"later":{"x":1}"#);
         assert!(serde_json::from_str::<Record>(&future).is_ok());
+    }
+
+    /// Seals `lines` with an end record as a writer would.
+    fn sealed(lines: &[&str], folders: u64) -> Vec<u8> {
+        let mut text = String::new();
+        for l in lines {
+            text.push_str(l);
+            text.push('\n');
+        }
+        let sum = hex::encode(Sha256::digest(text.as_bytes()));
+        text.push_str(&format!(
+            "{{\"type\":\"end\",\"folders\":{folders},\"messages\":0,\"message_bytes\":0,\"index_sha256\":\"{sum}\"}}\n"
+        ));
+        text.into_bytes()
+    }
+
+    const HEADER: &str = r#"{"type":"archive","format":"mailark-archive","version":1,"mailark_version":"9","archive_id":"x","created":"","source":"","layout":"maildir","parent":null}"#;
+    const FOLDER: &str = r#"{"type":"folder","name":"INBOX","raw_name":"INBOX","delimiter":"/","dir":"maildir/INBOX","special_use":null,"subscribed":true,"selectable":true,"source_count":0,"uidvalidity":null,"uidnext":null,"highestmodseq":null,"keywords":[],"messages":0}"#;
+
+    #[test]
+    fn unknown_keys_and_record_types_are_skipped() {
+        let header = HEADER.replace("\"parent\":null", "\"parent\":null,\"future\":{\"a\":1}");
+        let folder = FOLDER.replace("\"messages\":0", "\"messages\":0,\"colour\":\"red\"");
+        let future = r#"{"type":"namespace","prefix":"INBOX.","delimiter":"."}"#;
+        let idx = Index::parse(&sealed(&[&header, future, &folder], 1)[..]).unwrap();
+        assert_eq!(idx.folders.len(), 1);
+        // Skipped records still count in the checksum: dropping one is damage.
+        let mut short = sealed(&[&header, future, &folder], 1);
+        let text = String::from_utf8(short.clone()).unwrap();
+        short = text.replace(&format!("{future}\n"), "").into_bytes();
+        assert!(matches!(
+            Index::parse(&short[..]),
+            Err(IndexError::Checksum { .. })
+        ));
+    }
+
+    #[test]
+    fn another_version_is_refused_before_its_keys_are_read() {
+        let v2 =
+            r#"{"type":"archive","format":"mailark-archive","version":2,"layout":{"new":true}}"#;
+        assert!(matches!(
+            Index::parse(&sealed(&[v2], 0)[..]),
+            Err(IndexError::UnsupportedVersion(2))
+        ));
+        let other = HEADER.replace("mailark-archive", "other");
+        assert!(matches!(
+            Index::parse(&sealed(&[&other], 0)[..]),
+            Err(IndexError::WrongFormat(_))
+        ));
+        assert!(matches!(
+            Index::parse(&sealed(&[FOLDER], 1)[..]),
+            Err(IndexError::NoHeader)
+        ));
     }
 }

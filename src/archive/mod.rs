@@ -3,6 +3,7 @@
 //! that lets `ls` find the index without decompressing the mail. This module knows
 //! files and bytes only — never the network.
 
+pub mod chain;
 pub mod footer;
 pub mod index;
 pub mod names;
@@ -10,6 +11,7 @@ pub mod reader;
 pub mod tarfmt;
 pub mod writer;
 
+pub use chain::{Chain, ChainError, Completeness};
 pub use index::{
     ArchiveHeader, EndRecord, FolderRecord, Layout, MboxLoc, MessageRecord, Namespace, ParentRef,
     Record, SourceRef,

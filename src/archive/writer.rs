@@ -22,6 +22,8 @@ use crate::mail::{flags, headers, mboxrd};
 pub struct FolderInfo {
     pub name: String,
     pub raw_name: String,
+    /// The raw name's bytes when they are not UTF-8 (`raw_name` then shows them decoded).
+    pub raw_bytes: Option<Vec<u8>>,
     pub delimiter: Option<char>,
     pub special_use: Option<String>,
     pub subscribed: bool,
@@ -434,6 +436,7 @@ impl ArchiveWriter {
             iw.write(&Record::Folder(FolderRecord {
                 name: f.info.name.clone(),
                 raw_name: f.info.raw_name.clone(),
+                raw_name_hex: f.info.raw_bytes.as_deref().map(hex::encode),
                 delimiter: f.info.delimiter.map(|c| c.to_string()),
                 dir: f.dir.clone(),
                 special_use: f.info.special_use.clone(),

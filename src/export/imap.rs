@@ -21,9 +21,10 @@ use serde::Serialize;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::{FolderFilter, PatternError, Skipped};
+use crate::archive::names::{distinct_names, split_raw, SourceName};
 use crate::archive::{
-    Archive, ArchiveWriter, FolderInfo, MessageInfo, Namespace, ParentRef, ReadError, SourceRef,
-    WriteError, WriteSummary, WriterOptions,
+    ArchiveWriter, Chain, ChainError, Completeness, FolderInfo, MessageInfo, Namespace, ParentRef,
+    SourceRef, WriteError, WriteSummary, WriterOptions,
 };
 use crate::progress::Progress;
 use crate::source::imap::session::uid_set;
@@ -160,76 +161,13 @@ pub enum ImapExportError {
     #[error(transparent)]
     Write(#[from] WriteError),
     #[error("--since: {0}")]
-    Since(#[from] ReadError),
+    Since(#[from] ChainError),
     #[error(transparent)]
     Pattern(#[from] PatternError),
     #[error("{0}: no folder matches the --folder/--exclude patterns")]
     NoFolders(String),
     #[error("cannot start the network runtime: {0}")]
     Runtime(std::io::Error),
-}
-
-/// What a `--since` chain already holds, per folder.
-#[derive(Debug, Default)]
-pub struct PrevChain {
-    /// folder → UIDVALIDITY → UIDs.
-    pub uids: HashMap<String, HashMap<u32, HashSet<u32>>>,
-    /// folder → SHA-256 of every message.
-    pub shas: HashMap<String, HashSet<String>>,
-    /// The newest archive of the chain (what a delta names as its parent).
-    pub tip: Option<ParentRef>,
-}
-
-impl PrevChain {
-    pub fn load(paths: &[PathBuf]) -> Result<PrevChain, ReadError> {
-        let archives: Vec<Archive> = paths
-            .iter()
-            .map(|p| Archive::open(p))
-            .collect::<Result<_, _>>()?;
-        Ok(PrevChain::from_archives(&archives))
-    }
-
-    pub fn from_archives(archives: &[Archive]) -> PrevChain {
-        let mut c = PrevChain::default();
-        for a in archives {
-            for m in &a.index.messages {
-                if let SourceRef::Imap { uidvalidity, uid } = m.source {
-                    c.uids
-                        .entry(m.folder.clone())
-                        .or_default()
-                        .entry(uidvalidity)
-                        .or_default()
-                        .insert(uid);
-                }
-                c.shas
-                    .entry(m.folder.clone())
-                    .or_default()
-                    .insert(m.sha256.clone());
-            }
-        }
-        // The tip is the archive no other given archive names as its parent.
-        let parents: HashSet<&str> = archives
-            .iter()
-            .filter_map(|a| a.index.header.parent.as_ref())
-            .map(|p| p.archive_id.as_str())
-            .collect();
-        let tip = archives
-            .iter()
-            .rev()
-            .find(|a| !parents.contains(a.index.header.archive_id.as_str()))
-            .or(archives.last());
-        c.tip = tip.map(|a| ParentRef {
-            archive_id: a.index.header.archive_id.clone(),
-            index_sha256: a.index.end.index_sha256.clone(),
-            file_name: a.path.file_name().map(|f| f.to_string_lossy().into_owned()),
-        });
-        c
-    }
-
-    /// UIDVALIDITYs the chain knows for `folder`.
-    fn known_uidvalidities(&self, folder: &str) -> Option<&HashMap<u32, HashSet<u32>>> {
-        self.uids.get(folder)
-    }
 }
 
 enum Item {
@@ -243,7 +181,7 @@ struct Ctx {
     creds: Credentials,
     tls: TlsOptions,
     opts: ImapExportOptions,
-    prev: PrevChain,
+    prev: Option<Chain>,
     tx: mpsc::Sender<Item>,
     budget: Arc<Semaphore>,
     budget_permits: u32,
@@ -271,12 +209,12 @@ pub fn export_imap(
     progress: &Progress,
 ) -> Result<ImapExportReport, ImapExportError> {
     let prev = if opts.since.is_empty() {
-        PrevChain::default()
+        None
     } else {
-        PrevChain::load(&opts.since)?
+        Some(Chain::open(&opts.since, Completeness::Whole)?)
     };
     wopts.source = ep.to_string();
-    wopts.parent = prev.tip.clone();
+    wopts.parent = prev.as_ref().map(Chain::tip);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -296,13 +234,14 @@ async fn run(
     mut wopts: WriterOptions,
     filter: &FolderFilter,
     opts: ImapExportOptions,
-    prev: PrevChain,
+    prev: Option<Chain>,
     progress: &Progress,
 ) -> Result<ImapExportReport, ImapExportError> {
     // Log in and list before the archive file exists: a refused login leaves nothing.
     let mut first = ImapSession::connect_with_timeout(ep, creds, tls, opts.timeout).await?;
     let plaintext = !first.is_tls();
-    let listed = first.list().await?;
+    let mut listed = first.list().await?;
+    distinct_imap_names(&mut listed);
     wopts.namespace = first
         .namespace()
         .await?
@@ -430,7 +369,7 @@ async fn run(
         );
     }
     let bodies = ctx.bodies.load(Ordering::Relaxed);
-    let parent = ctx.prev.tip.clone();
+    let parent = ctx.prev.as_ref().map(Chain::tip);
     drop(ctx);
     let summary: WriteSummary = tokio::task::spawn_blocking(move || writer_thread.join())
         .await
@@ -467,10 +406,37 @@ async fn run(
     })
 }
 
+/// Names that are not valid modified UTF-7 are shown as they are, so they can meet a
+/// decoded name (`Café` sent raw and `Caf&AOk-`): each folder keeps a name of its own.
+fn distinct_imap_names(listed: &mut [MailboxInfo]) {
+    let names: Vec<SourceName> = listed
+        .iter()
+        .map(|m| {
+            let raw = split_raw(m.raw_name.as_bytes(), m.delimiter);
+            let decoded = raw
+                .iter()
+                .map(|l| {
+                    let l = String::from_utf8_lossy(l);
+                    crate::mail::utf7::decode(&l).unwrap_or_else(|_| l.into_owned())
+                })
+                .collect();
+            SourceName {
+                raw,
+                decoded,
+                delimiter: m.delimiter,
+            }
+        })
+        .collect();
+    for (m, name) in listed.iter_mut().zip(distinct_names(&names)) {
+        m.name = name;
+    }
+}
+
 fn folder_info(m: &MailboxInfo, r: Option<&ImapFolderReport>) -> FolderInfo {
     FolderInfo {
         name: m.name.clone(),
         raw_name: m.raw_name.clone(),
+        raw_bytes: None,
         delimiter: m.delimiter,
         special_use: m.special_use.clone(),
         subscribed: m.subscribed,
@@ -720,7 +686,11 @@ async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Ste
             }
         };
         let uv = st.uidvalidity.unwrap_or(0);
-        let known = ctx.prev.known_uidvalidities(&run.rep.folder);
+        let known = ctx
+            .prev
+            .as_ref()
+            .and_then(|c| c.holdings(&run.rep.folder))
+            .map(|h| &h.imap);
         let have: Option<&HashSet<u32>> = known.and_then(|k| k.get(&uv));
         run.match_by_sha = known.is_some_and(|k| !k.is_empty() && have.is_none());
         run.rep.uidvalidity_changed = run.match_by_sha;
@@ -967,9 +937,8 @@ async fn archive_message(ctx: &Ctx, run: &mut FolderRun, m: FetchedMessage) -> R
         let sha = crate::archive::sha256_hex(&body);
         if ctx
             .prev
-            .shas
-            .get(&run.rep.folder)
-            .is_some_and(|s| s.contains(&sha))
+            .as_ref()
+            .is_some_and(|c| c.has_sha(&run.rep.folder, &sha))
         {
             run.rep.already_archived += 1;
             return Ok(());
@@ -1007,6 +976,30 @@ async fn archive_message(ctx: &Ctx, run: &mut FolderRun, m: FetchedMessage) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Dovecot only ever lists valid modified UTF-7 (it escapes other bytes itself), so
+    /// a server sending `Café` raw beside `Caf&AOk-` is checked here, not against it.
+    #[test]
+    fn names_that_are_not_modified_utf7_stay_distinct() {
+        let mb = |raw: &str| MailboxInfo {
+            raw_name: raw.into(),
+            name: String::new(),
+            delimiter: Some('/'),
+            selectable: true,
+            subscribed: false,
+            special_use: None,
+        };
+        let mut listed = vec![
+            mb("Caf&AOk-"),
+            mb("Caf&AOk-/Sub"),
+            mb("Café"),
+            mb("Bad&name"),
+            mb("INBOX"),
+        ];
+        distinct_imap_names(&mut listed);
+        let names: Vec<&str> = listed.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["Café~2", "Café~2/Sub", "Café", "Bad&name", "INBOX"]);
+    }
 
     fn run_with(pending: &[(u32, u64)], isolate: &[u32]) -> FolderRun {
         FolderRun {

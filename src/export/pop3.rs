@@ -26,8 +26,8 @@ use serde::Serialize;
 
 use super::{ExportReport, FolderFilter, FolderReport, Skipped};
 use crate::archive::{
-    Archive, ArchiveWriter, FolderInfo, MessageInfo, ParentRef, ReadError, SourceRef, WriteError,
-    WriterOptions,
+    ArchiveWriter, Chain, ChainError, Completeness, FolderInfo, MessageInfo, ParentRef, SourceRef,
+    WriteError, WriterOptions,
 };
 use crate::mail::headers::header_section;
 use crate::progress::Progress;
@@ -80,8 +80,8 @@ pub struct Pop3Job {
     pub tls: TlsOptions,
     pub client: Pop3Options,
     pub retry: RetryPolicy,
-    /// `--since`: the archives already made of this account (a chain); the last is the
-    /// parent of the new delta.
+    /// `--since`: the archives already made of this account (a whole chain, in any
+    /// order); its newest is the parent of the new delta.
     pub since: Vec<PathBuf>,
 }
 
@@ -170,8 +170,8 @@ pub enum Pop3ExportError {
     Pop3(#[from] Pop3Error),
     #[error(transparent)]
     Write(#[from] WriteError),
-    #[error(transparent)]
-    Since(#[from] ReadError),
+    #[error("--since: {0}")]
+    Since(#[from] ChainError),
     #[error("POP3 has only the folder INBOX, and the --folder/--exclude patterns leave it out")]
     NoFolders,
     #[error("cannot start the network runtime: {0}")]
@@ -447,29 +447,23 @@ pub fn delivery_date(msg: &[u8]) -> Option<DateTime<FixedOffset>> {
     })
 }
 
-fn load_chain(paths: &[PathBuf]) -> Result<(Known, Option<ParentRef>, Vec<String>), ReadError> {
-    let mut known = Known::default();
-    let mut parent = None;
-    let mut sources = Vec::new();
-    for p in paths {
-        let a = Archive::open(p)?;
-        sources.push(a.index.header.source.clone());
-        for m in a.index.messages.iter().filter(|m| m.folder == FOLDER) {
-            *known.content_all.entry(m.sha256.clone()).or_default() += 1;
-            match &m.source {
-                SourceRef::Pop3 { uidl: Some(u), .. } => {
-                    known.uidls.insert(u.clone());
-                }
-                _ => *known.content_unkeyed.entry(m.sha256.clone()).or_default() += 1,
-            }
-        }
-        parent = Some(ParentRef {
-            archive_id: a.index.header.archive_id.clone(),
-            index_sha256: a.index.end.index_sha256.clone(),
-            file_name: p.file_name().map(|f| f.to_string_lossy().into_owned()),
-        });
+/// What the `--since` chain holds in the maildrop, the delta's parent, and the sources
+/// the chain was made from.
+fn load_chain(paths: &[PathBuf]) -> Result<(Known, Option<ParentRef>, Vec<String>), ChainError> {
+    if paths.is_empty() {
+        return Ok((Known::default(), None, Vec::new()));
     }
-    Ok((known, parent, sources))
+    let chain = Chain::open(paths, Completeness::Whole)?;
+    let known = chain
+        .holdings(FOLDER)
+        .map(|h| Known {
+            uidls: h.uidls.clone(),
+            content_all: h.shas.clone(),
+            content_unkeyed: h.shas_without_uidl.clone(),
+        })
+        .unwrap_or_default();
+    let sources = chain.sources().into_iter().map(String::from).collect();
+    Ok((known, Some(chain.tip()), sources))
 }
 
 /// Exports the maildrop of `job` into `dest`.

@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::archive::reader::Member;
-use crate::archive::{Archive, FolderRecord, MessageRecord, ReadError};
+use crate::archive::{Archive, Chain, FolderRecord, MessageRecord, ReadError};
 use crate::progress::Progress;
 use crate::source::imap::dest::{AppendRequest, DestCaps};
 use crate::source::imap::{parse_internaldate, ImapError, ImapSession};
@@ -158,30 +158,6 @@ impl ImportReport {
             _ => self.verified == self.archived,
         }
     }
-}
-
-/// Orders a chain root first (by parent links); unrelated archives keep their order.
-pub fn order_chain(mut archives: Vec<Archive>) -> Vec<Archive> {
-    let mut out: Vec<Archive> = Vec::new();
-    while !archives.is_empty() {
-        let ids: HashSet<String> = archives
-            .iter()
-            .map(|a| a.index.header.archive_id.clone())
-            .collect();
-        // The first archive whose parent is not among those left goes next.
-        let i = archives
-            .iter()
-            .position(|a| {
-                a.index
-                    .header
-                    .parent
-                    .as_ref()
-                    .is_none_or(|p| !ids.contains(&p.archive_id))
-            })
-            .unwrap_or(0);
-        out.push(archives.remove(i));
-    }
-    out
 }
 
 /// Per archived message: where it stands.
@@ -434,15 +410,15 @@ where
     (sessions, results)
 }
 
-/// Imports `archives` (a chain is ordered root first) into the destination. `progress`
-/// counts message bytes (sized by the caller: the archives' `message_bytes`).
+/// Imports `chain` (root first) into the destination. `progress` counts message bytes
+/// (sized by the caller: the archives' `message_bytes`).
 pub async fn import(
-    archives: Vec<Archive>,
+    chain: Chain,
     opts: &ImportOptions,
     progress: &Progress,
 ) -> Result<ImportReport, ImportError> {
     let started = std::time::Instant::now();
-    let archives = Arc::new(order_chain(archives));
+    let archives = Arc::new(chain.into_archives());
     // Folders across the chain, first record wins; subscriptions add up.
     let mut folders: Vec<FolderRecord> = Vec::new();
     for a in archives.iter() {

@@ -974,6 +974,7 @@ mod tests {
         FolderRecord {
             name: name.into(),
             raw_name: name.into(),
+            raw_name_hex: None,
             delimiter: delim.map(String::from),
             dir: String::new(),
             special_use: role.map(String::from),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::archive::{Archive, WriterOptions};
+use crate::archive::{Archive, Chain, Completeness, WriterOptions};
 use crate::export::{self, FolderFilter};
 use crate::import::{self, plan::PlanOptions, ImportOptions, ImportReport, VerifyMode};
 use crate::progress::Progress;
@@ -280,8 +280,11 @@ fn import_chain(
         jobs: opts.connections,
         verify: VerifyMode::Quick,
     };
+    // The account's files must form one chain (full first, each delta on the one
+    // before); anything else is refused here, before the destination is touched.
+    let chain = Chain::new(archives, Completeness::Whole).map_err(|e| e.to_string())?;
     runtime()?
-        .block_on(import::import(archives, &io, &Progress::hidden()))
+        .block_on(import::import(chain, &io, &Progress::hidden()))
         .map_err(|e| e.to_string())
 }
 

@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, FixedOffset, Utc};
 
 use super::local::{guess_special_use, io_err, LocalError, LocalSource};
+use crate::archive::names::{distinct_names, split_raw, SourceName};
 use crate::archive::{FolderInfo, MessageInfo, SourceRef, WriteError};
 use crate::mail::flags;
+use std::os::unix::ffi::OsStrExt;
 
 #[derive(Debug, Clone)]
 struct Folder {
@@ -29,15 +31,19 @@ fn is_maildir(p: &Path) -> bool {
     p.join("cur").is_dir()
 }
 
-/// Folder names on disk are modified UTF-7 unless Dovecot's `UTF-8` option was used;
-/// decode only what is valid modified UTF-7 and differs from the raw name.
-fn decode_name(raw: &str) -> String {
-    if raw.contains('&') {
-        if let Ok(s) = crate::mail::utf7::decode(raw) {
-            return s;
+/// One level of a folder name on disk, for people. Levels are modified UTF-7 unless
+/// Dovecot's `UTF-8` option was used, and old hosts wrote Latin-1: decode only what is
+/// valid modified UTF-7 and differs from the raw level; show the rest as UTF-8 or, when
+/// it is not UTF-8, as Latin-1.
+fn decode_level(raw: &[u8]) -> String {
+    if let Ok(s) = std::str::from_utf8(raw) {
+        if s.contains('&') {
+            if let Ok(d) = crate::mail::utf7::decode(s) {
+                return d;
+            }
         }
     }
-    raw.to_string()
+    crate::text::display_bytes(raw)
 }
 
 impl MaildirSource {
@@ -48,23 +54,25 @@ impl MaildirSource {
             return Err(LocalError::NotMaildir { path: root_s });
         }
         let subscriptions = read_subscriptions(root);
-        let mut found: Vec<(String, Option<char>, PathBuf)> = Vec::new();
-        let dotted: Vec<PathBuf> = fs::read_dir(root)
+        // Names are bytes: a folder whose name is not UTF-8 is still a folder.
+        let mut found: Vec<(Vec<u8>, Option<char>, PathBuf)> = Vec::new();
+        let mut dotted: Vec<PathBuf> = fs::read_dir(root)
             .map_err(io_err(root))?
             .filter_map(|e| e.ok())
             .map(|e| e.path())
             .filter(|p| {
                 p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with('.') && n.len() > 1 && n != "..")
+                    .map(|n| n.as_bytes())
+                    .is_some_and(|n| n.starts_with(b".") && n.len() > 1 && n != b"..")
                     && is_maildir(p)
             })
             .collect();
+        dotted.sort();
         if !dotted.is_empty() && is_maildir(root) {
             // Maildir++: INBOX is the root, every other folder a `.A.B` directory beside it.
-            found.push(("INBOX".into(), Some('.'), root.to_path_buf()));
+            found.push((b"INBOX".to_vec(), Some('.'), root.to_path_buf()));
             for p in dotted {
-                let raw = p.file_name().unwrap().to_string_lossy()[1..].to_string();
+                let raw = p.file_name().unwrap().as_bytes()[1..].to_vec();
                 found.push((raw, Some('.'), p));
             }
         } else {
@@ -89,26 +97,36 @@ impl MaildirSource {
                 {
                     continue;
                 }
-                let name = if rel.as_os_str().is_empty() {
-                    "INBOX".to_string()
+                let raw = if rel.as_os_str().is_empty() {
+                    b"INBOX".to_vec()
                 } else {
-                    rel.to_string_lossy().into_owned()
+                    rel.as_os_str().as_bytes().to_vec()
                 };
-                found.push((name, Some('/'), e.path().to_path_buf()));
+                found.push((raw, Some('/'), e.path().to_path_buf()));
             }
         }
         if found.is_empty() {
             return Err(LocalError::NotMaildir { path: root_s });
         }
+        // Every directory is a folder of its own, even where names meet (Dovecot LAYOUT=fs
+        // with INBOX=…/INBOX and a root maildir both say INBOX).
+        let names = distinct_names(
+            &found
+                .iter()
+                .map(|(raw, delim, _)| {
+                    let raw = split_raw(raw, *delim);
+                    SourceName {
+                        decoded: raw.iter().map(|l| decode_level(l)).collect(),
+                        raw,
+                        delimiter: *delim,
+                    }
+                })
+                .collect::<Vec<_>>(),
+        );
         let mut total = 0;
         let mut folders = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for (raw, delim, dir) in found {
-            let name = decode_name(&raw);
-            // Dovecot LAYOUT=fs with INBOX=…/INBOX and a root maildir would both say INBOX.
-            if !seen.insert(name.clone()) {
-                continue;
-            }
+        for ((raw_bytes, delim, dir), name) in found.into_iter().zip(names) {
+            let raw = String::from_utf8_lossy(&raw_bytes).into_owned();
             let files = list_messages(&dir)?;
             total += files.iter().map(|f| f.2).sum::<u64>();
             folders.push(Folder {
@@ -119,6 +137,9 @@ impl MaildirSource {
                         .is_none_or(|s| s.contains(&raw) || s.contains(&name) || name == "INBOX"),
                     selectable: true,
                     source_count: Some(files.len() as u64),
+                    raw_bytes: std::str::from_utf8(&raw_bytes)
+                        .is_err()
+                        .then_some(raw_bytes),
                     raw_name: raw,
                     name,
                     delimiter: delim,

@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 use chrono::{FixedOffset, NaiveDateTime, TimeZone};
 
 use super::local::{guess_special_use, io_err, LocalError, LocalSource};
+use crate::archive::names::{distinct_names, SourceName};
 use crate::archive::{FolderInfo, MessageInfo, SourceRef, WriteError};
+use std::os::unix::ffi::OsStrExt;
+
 use crate::mail::mboxrd;
 
 /// How `>From ` lines were quoted by the program that wrote the mbox.
@@ -46,6 +49,9 @@ struct MboxFile {
     name: String,
     path: PathBuf,
     rel: String,
+    /// The folder's name as the source has it: `rel` without Thunderbird's `.sbd`
+    /// suffixes, levels joined by `/`.
+    raw: Vec<u8>,
 }
 
 pub struct MboxSource {
@@ -73,11 +79,33 @@ fn starts_like_mbox(path: &Path) -> std::io::Result<bool> {
     Ok(n == 0 || &b[..n] == b"From ")
 }
 
-fn folder_name_for_file(stem: &str) -> String {
-    if ["inbox", "mbox"].contains(&stem.to_ascii_lowercase().as_str()) {
+fn folder_name_for_file(stem: &[u8]) -> String {
+    if [&b"inbox"[..], b"mbox"].contains(&stem.to_ascii_lowercase().as_slice()) {
         "INBOX".to_string()
     } else {
-        stem.to_string()
+        crate::text::display_bytes(stem)
+    }
+}
+
+/// A folder's levels from a file's path below the root: Thunderbird keeps the children
+/// of folder X in directory X.sbd; a lone file `Inbox` or `mbox` is INBOX.
+fn source_name(rel: &Path) -> SourceName {
+    let raw: Vec<Vec<u8>> = rel
+        .iter()
+        .map(|c| {
+            let c = c.as_bytes();
+            c.strip_suffix(b".sbd").unwrap_or(c).to_vec()
+        })
+        .collect();
+    let decoded = if raw.len() == 1 {
+        vec![folder_name_for_file(&raw[0])]
+    } else {
+        raw.iter().map(|l| crate::text::display_bytes(l)).collect()
+    };
+    SourceName {
+        raw,
+        decoded,
+        delimiter: Some('/'),
     }
 }
 
@@ -91,18 +119,16 @@ impl MboxSource {
                     path: path.display().to_string(),
                 });
             }
-            let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-            let rel = path
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
+            let stem = path.file_stem().unwrap_or_default().as_bytes();
+            let rel = Path::new(path.file_name().unwrap_or_default());
             files.push(MboxFile {
-                name: folder_name_for_file(&stem),
+                name: folder_name_for_file(stem),
                 path: path.to_path_buf(),
-                rel,
+                rel: rel.to_string_lossy().into_owned(),
+                raw: rel.as_os_str().as_bytes().to_vec(),
             });
         } else {
+            let mut names = Vec::new();
             for e in walkdir::WalkDir::new(path).sort_by_file_name() {
                 let e = e.map_err(|e| LocalError::Io {
                     path: path.display().to_string(),
@@ -118,28 +144,24 @@ impl MboxSource {
                     continue;
                 }
                 let rel = e.path().strip_prefix(path).unwrap();
-                // Thunderbird keeps children of folder X in directory X.sbd.
-                let parts: Vec<String> = rel
-                    .iter()
-                    .map(|c| {
-                        let c = c.to_string_lossy();
-                        c.strip_suffix(".sbd").unwrap_or(&c).to_string()
-                    })
-                    .collect();
-                let mut name = parts.join("/");
-                if parts.len() == 1 {
-                    name = folder_name_for_file(&name);
-                }
+                let name = source_name(rel);
                 files.push(MboxFile {
-                    name,
+                    name: String::new(),
                     path: e.path().to_path_buf(),
                     rel: rel.to_string_lossy().into_owned(),
+                    raw: name.raw.join(&b'/'),
                 });
+                names.push(name);
             }
             if files.is_empty() {
                 return Err(LocalError::NoMbox {
                     path: path.display().to_string(),
                 });
+            }
+            // Files whose names meet (`Inbox` and `mbox`, Latin-1 and UTF-8 spellings)
+            // stay folders of their own.
+            for (f, name) in files.iter_mut().zip(distinct_names(&names)) {
+                f.name = name;
             }
         }
         let total = files
@@ -166,7 +188,8 @@ impl LocalSource for MboxSource {
             .iter()
             .map(|f| FolderInfo {
                 special_use: guess_special_use(&f.name, Some('/')),
-                raw_name: f.rel.clone(),
+                raw_name: String::from_utf8_lossy(&f.raw).into_owned(),
+                raw_bytes: std::str::from_utf8(&f.raw).is_err().then(|| f.raw.clone()),
                 ..FolderInfo::simple(&f.name, Some('/'))
             })
             .collect()

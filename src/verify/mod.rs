@@ -12,7 +12,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::archive::reader::Member;
-use crate::archive::{Archive, MessageRecord, ReadError, SourceRef};
+use crate::archive::{Archive, Chain, Completeness, MessageRecord, ReadError, SourceRef};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -124,7 +124,7 @@ pub fn verify_archives(paths: &[PathBuf], progress: &crate::progress::Progress) 
             Err(e) => add(Level::Error, "no-index", e.to_string()),
         }
     }
-    verify_chain(&opened, &mut rep);
+    verify_chain(opened, &mut rep);
     rep
 }
 
@@ -255,67 +255,37 @@ fn verify_one(a: &Archive, rep: &mut VerifyReport, progress: &crate::progress::P
     rep.findings.extend(findings);
 }
 
-/// Chain rules: every parent named must be among the archives given, and a message
-/// (folder + source identity) is archived once across the chain.
-fn verify_chain(archives: &[Archive], rep: &mut VerifyReport) {
-    let ids: HashMap<&str, &Archive> = archives
-        .iter()
-        .map(|a| (a.index.header.archive_id.as_str(), a))
-        .collect();
-    for a in archives {
-        if let Some(p) = &a.index.header.parent {
-            let name = a.path.display().to_string();
-            match ids.get(p.archive_id.as_str()) {
-                None => rep.findings.push(Finding {
-                    level: Level::Error,
-                    code: "parent-missing",
-                    archive: name,
-                    folder: None,
-                    message: None,
-                    detail: format!(
-                        "its parent archive {} ({}) was not given; pass the whole chain",
-                        p.archive_id,
-                        p.file_name.as_deref().unwrap_or("file name unknown")
-                    ),
-                }),
-                Some(parent) if parent.index.end.index_sha256 != p.index_sha256 => {
-                    rep.findings.push(Finding {
-                        level: Level::Error,
-                        code: "parent-changed",
-                        archive: name,
-                        folder: None,
-                        message: None,
-                        detail: format!(
-                            "parent {} has a different index than when this delta was made",
-                            parent.path.display()
-                        ),
-                    })
-                }
-                Some(_) => {}
-            }
-        }
-    }
-    if archives.len() < 2 {
+/// Chain rules (decided by [`Chain`]): the archives form one chain, every parent is
+/// given and unchanged, and a message is archived once across it.
+fn verify_chain(archives: Vec<Archive>, rep: &mut VerifyReport) {
+    if archives.is_empty() {
         return;
     }
-    let mut seen: HashMap<(String, String), String> = HashMap::new();
-    for a in archives {
-        for m in &a.index.messages {
-            let key = match &m.source {
-                SourceRef::Imap { uidvalidity, uid } => format!("imap:{uidvalidity}:{uid}"),
-                SourceRef::Pop3 { uidl: Some(u), .. } => format!("pop3:{u}"),
-                _ => format!("sha:{}", m.sha256),
-            };
-            if let Some(prev) = seen.insert((m.folder.clone(), key), a.path.display().to_string()) {
-                rep.findings.push(Finding {
-                    level: Level::Warning,
-                    code: "duplicate-in-chain",
-                    archive: a.path.display().to_string(),
-                    folder: Some(m.folder.clone()),
-                    message: Some(message_identity(m)),
-                    detail: format!("also archived in {prev}"),
-                });
-            }
+    let chain = match Chain::new(archives, Completeness::Whole) {
+        Ok(c) => c,
+        Err(e) => {
+            rep.findings.push(Finding {
+                level: Level::Error,
+                code: e.code(),
+                archive: e
+                    .archive()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                folder: None,
+                message: None,
+                detail: e.to_string(),
+            });
+            return;
         }
+    };
+    for (a, m, first) in chain.duplicates() {
+        rep.findings.push(Finding {
+            level: Level::Warning,
+            code: "duplicate-in-chain",
+            archive: a.path.display().to_string(),
+            folder: Some(m.folder.clone()),
+            message: Some(message_identity(m)),
+            detail: format!("also archived in {}", first.display()),
+        });
     }
 }
