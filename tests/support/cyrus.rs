@@ -8,6 +8,7 @@
 
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -233,6 +234,11 @@ DAEMON {{
             .arg(t.join("run/master.pid"))
             .arg("-D")
             .env("LD_LIBRARY_PATH", &libs)
+            // Cyrus's master ends with a SIGTERM to its whole process group: in the test
+            // binary's group that took down the other tests' Cyrus instances (seen in
+            // syslog as "graceful shutdown initiated by unexpected process"). Its own
+            // group keeps each instance to itself.
+            .process_group(0)
             .current_dir(t)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -313,5 +319,10 @@ DAEMON {{
 impl Drop for Cyrus {
     fn drop(&mut self) {
         super::stop_child(self.pid);
+        // Any imapd the master left behind goes with its group.
+        // SAFETY: the group is the one this harness created for this server.
+        unsafe {
+            libc::kill(-(self.pid as i32), libc::SIGKILL);
+        }
     }
 }
