@@ -58,13 +58,15 @@ enum Cmd {
   mailark export pop3s://alice@mail.example.com -o alice.tar.zst --password-file pw
   mailark export maildir:/var/mail/alice/Maildir -o alice.tar.zst
   mailark export mbox:Inbox -o inbox.tar.zst --layout mbox
+  mailark export eml:\"Outlook export\" -o saved.tar.zst
   mailark export maildir:Maildir -o a.tar.zst --folder 'INBOX*' --exclude Trash --json
 
 SOURCE is imaps://USER@HOST[:PORT], imap:// (STARTTLS), pop3s://, pop3:// (STLS),
-maildir:PATH (Maildir, Maildir++ or Dovecot LAYOUT=fs tree) or mbox:PATH (one mbox
-file or a Thunderbird-style tree). Passwords come from --password-file,
---password-env or a prompt, never from the command line. Nothing on a server is
-changed. The archive appears under its final name only when it is complete.
+maildir:PATH (Maildir, Maildir++ or Dovecot LAYOUT=fs tree), mbox:PATH (one mbox
+file or a Thunderbird-style tree) or eml:PATH (a folder tree of .eml files).
+Passwords come from --password-file, --password-env or a prompt, never from the
+command line. Nothing on a server is changed. The archive appears under its final
+name only when it is complete.
 
 Exit 0: every message archived. 1: the archive was written but something is missing
 (each one listed). 2: nothing was written (bad input, login, TLS, connection).")]
@@ -185,7 +187,8 @@ struct ImportArgs {
 
 #[derive(Args, Debug)]
 struct ExportArgs {
-    /// imaps://USER@HOST[:PORT], imap://, pop3s://, pop3://, maildir:PATH or mbox:PATH.
+    /// imaps://USER@HOST[:PORT], imap://, pop3s://, pop3://, maildir:PATH, mbox:PATH or
+    /// eml:PATH.
     source: String,
     /// The archive to write (conventionally NAME.tar.zst).
     #[arg(short, long)]
@@ -448,6 +451,7 @@ fn run_export(cli: &Cli, a: &ExportArgs) -> Result<u8, Fatal> {
     let src: Box<dyn LocalSource + Sync> = match &spec {
         SourceSpec::Maildir(p) => Box::new(MaildirSource::open(p)?),
         SourceSpec::Mbox(p) => Box::new(MboxSource::open(p, a.mbox_format.parse::<Quoting>()?)?),
+        SourceSpec::Eml(p) => Box::new(crate::source::eml::EmlSource::open(p)?),
         SourceSpec::Net(ep) => {
             return match ep.scheme {
                 Scheme::Imap | Scheme::Imaps => run_export_imap(cli, a, ep, wopts, &filter),

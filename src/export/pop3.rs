@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Condvar, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
 
 use super::{ExportReport, FolderFilter, FolderReport, Skipped};
@@ -29,7 +28,7 @@ use crate::archive::{
     ArchiveWriter, Chain, ChainError, Completeness, FolderInfo, MessageInfo, ParentRef, SourceRef,
     WriteError, WriterOptions,
 };
-use crate::mail::headers::header_section;
+use crate::mail::headers::delivery_date;
 use crate::progress::Progress;
 use crate::source::net::{Credentials, Endpoint, TlsOptions};
 use crate::source::pop3::{
@@ -399,52 +398,6 @@ impl RetrSink for Sink<'_> {
         });
         Ok(())
     }
-}
-
-/// INTERNALDATE has no POP3 equivalent; the delivery time in the topmost `Received:`
-/// field is the closest (a restore then sorts mail by arrival), the `Date:` field the
-/// fallback.
-pub fn delivery_date(msg: &[u8]) -> Option<DateTime<FixedOffset>> {
-    let head = header_section(msg);
-    let text = String::from_utf8_lossy(head);
-    let mut fields: Vec<(String, String)> = Vec::new();
-    for line in text.split('\n') {
-        let line = line.trim_end_matches('\r');
-        if line.starts_with([' ', '\t']) {
-            if let Some(last) = fields.last_mut() {
-                last.1.push(' ');
-                last.1.push_str(line.trim());
-            }
-        } else if let Some((name, value)) = line.split_once(':') {
-            fields.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
-        }
-    }
-    let parse = |s: &str| {
-        // Drop comments such as "(JST)"; chrono wants the bare RFC 5322 date.
-        let mut out = String::new();
-        let mut depth = 0;
-        for c in s.chars() {
-            match c {
-                '(' => depth += 1,
-                ')' if depth > 0 => depth -= 1,
-                _ if depth == 0 => out.push(c),
-                _ => {}
-            }
-        }
-        DateTime::parse_from_rfc2822(out.split_whitespace().collect::<Vec<_>>().join(" ").trim())
-            .ok()
-    };
-    let received = fields
-        .iter()
-        .find(|(n, _)| n == "received")
-        .and_then(|(_, v)| v.rsplit_once(';'))
-        .and_then(|(_, d)| parse(d));
-    received.or_else(|| {
-        fields
-            .iter()
-            .find(|(n, _)| n == "date")
-            .and_then(|(_, v)| parse(v))
-    })
 }
 
 /// What the `--since` chain holds in the maildrop, the delta's parent, and the sources
@@ -953,25 +906,6 @@ async fn remap(
 mod tests {
     use super::*;
     use std::sync::Arc;
-
-    #[test]
-    fn delivery_date_prefers_the_topmost_received() {
-        let m = b"Received: from b by c;\r\n\tTue, 2 Jan 2024 10:00:00 +0900 (JST)\r\n\
-Received: from a by b; Mon, 1 Jan 2024 09:00:00 +0000\r\n\
-Date: Sun, 31 Dec 2023 23:00:00 -0500\r\n\r\nbody\r\n";
-        let d = delivery_date(m).unwrap();
-        assert_eq!(d.to_rfc3339(), "2024-01-02T10:00:00+09:00");
-        let m = b"Date: Sun, 31 Dec 2023 23:00:00 -0500\nSubject: x\n\nReceived: no; 1 Jan 2020\n";
-        assert_eq!(
-            delivery_date(m).unwrap().to_rfc3339(),
-            "2023-12-31T23:00:00-05:00"
-        );
-        assert_eq!(delivery_date(b"Subject: none\r\n\r\n"), None);
-        assert_eq!(
-            delivery_date(b"Received: garbage\r\nDate: nonsense\r\n\r\n"),
-            None
-        );
-    }
 
     #[test]
     fn budget_lets_one_big_message_through_and_wakes_on_close() {

@@ -16,6 +16,8 @@ pub enum LocalError {
     NotMbox { path: String },
     #[error("{path}: no mbox files found below it")]
     NoMbox { path: String },
+    #[error("{path}: no .eml files found in it or below it")]
+    NoEml { path: String },
 }
 
 pub fn io_err(path: impl AsRef<std::path::Path>) -> impl FnOnce(std::io::Error) -> LocalError {

@@ -2,6 +2,7 @@
 //! write to them; network ones (`imap`, `pop3`) talk to servers, share `net`, and never
 //! change mail on the server.
 
+pub mod eml;
 pub mod imap;
 pub mod local;
 pub mod maildir;
@@ -14,12 +15,13 @@ pub mod pop3;
 pub enum SourceSpec {
     Maildir(std::path::PathBuf),
     Mbox(std::path::PathBuf),
+    Eml(std::path::PathBuf),
     Net(net::Endpoint),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SpecError {
-    #[error("unknown source {0:?}: expected maildir:PATH, mbox:PATH, imaps://USER@HOST, imap://, pop3s:// or pop3://")]
+    #[error("unknown source {0:?}: expected maildir:PATH, mbox:PATH, eml:PATH, imaps://USER@HOST, imap://, pop3s:// or pop3://")]
     Unknown(String),
     #[error(transparent)]
     Endpoint(#[from] net::EndpointError),
@@ -33,6 +35,9 @@ impl std::str::FromStr for SourceSpec {
         }
         if let Some(p) = s.strip_prefix("mbox:") {
             return Ok(SourceSpec::Mbox(p.into()));
+        }
+        if let Some(p) = s.strip_prefix("eml:") {
+            return Ok(SourceSpec::Eml(p.into()));
         }
         if s.contains("://") {
             return Ok(SourceSpec::Net(net::Endpoint::parse(s)?));
