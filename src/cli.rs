@@ -64,8 +64,8 @@ enum Cmd {
 SOURCE is imaps://USER@HOST[:PORT], imap:// (STARTTLS), pop3s://, pop3:// (STLS),
 maildir:PATH (Maildir, Maildir++ or Dovecot LAYOUT=fs tree), mbox:PATH (one mbox
 file or a Thunderbird-style tree) or eml:PATH (a folder tree of .eml files).
-Passwords come from --password-file, --password-env or a prompt, never from the
-command line. Nothing on a server is changed. The archive appears under its final
+Passwords come from --password-file, --password-env, --password-command or a
+prompt, never from the command line. Nothing on a server is changed. The archive appears under its final
 name only when it is complete.
 
 Exit 0: every message archived. 1: the archive was written but something is missing

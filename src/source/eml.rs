@@ -16,9 +16,12 @@ use crate::archive::names::{distinct_names, split_raw, SourceName};
 use crate::archive::{FolderInfo, MessageInfo, SourceRef, WriteError};
 use crate::mail::headers::delivery_date;
 
+/// Message files of one folder: path and size.
+type Files = Vec<(PathBuf, u64)>;
+
 struct Folder {
     info: FolderInfo,
-    files: Vec<(PathBuf, u64)>,
+    files: Files,
 }
 
 pub struct EmlSource {
@@ -41,7 +44,7 @@ impl EmlSource {
             });
         }
         // (raw name, files) per directory holding .eml files, in name order.
-        let mut found: Vec<(Vec<u8>, Vec<(PathBuf, u64)>)> = Vec::new();
+        let mut found: Vec<(Vec<u8>, Files)> = Vec::new();
         for e in walkdir::WalkDir::new(root)
             .follow_links(false)
             .sort_by_file_name()
