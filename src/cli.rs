@@ -11,6 +11,22 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// Prints one line for people. Everything such a line shows may come from a server, a
+/// message or an archive (folder names, subjects, ids, server words), so any control
+/// character in it is escaped ([`printable`]): it cannot drive the terminal.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        println!("{}", crate::text::printable(&format!($($arg)*)))
+    };
+}
+
+/// [`say!`] on stderr.
+macro_rules! say_err {
+    ($($arg:tt)*) => {
+        eprintln!("{}", crate::text::printable(&format!($($arg)*)))
+    };
+}
+
 mod folders;
 mod migrate;
 
@@ -21,6 +37,7 @@ use crate::progress::Progress;
 use crate::source::local::LocalSource;
 use crate::source::net::{Auth, Credentials, Endpoint, Scheme, Secret, TlsOptions};
 use crate::source::{maildir::MaildirSource, mbox::MboxSource, mbox::Quoting, SourceSpec};
+use crate::text::printable;
 use crate::verify::{self, Level};
 
 const EXAMPLES: &str = "\
@@ -258,7 +275,7 @@ pub struct NetArgs {
 impl NetArgs {
     pub fn tls(&self) -> TlsOptions {
         if self.insecure {
-            eprintln!("mailark: warning: --insecure: the server's certificate is not checked");
+            say_err!("mailark: warning: --insecure: the server's certificate is not checked");
         }
         TlsOptions {
             ca_file: self.tls_ca_file.clone(),
@@ -411,7 +428,7 @@ pub fn main() -> ExitCode {
     match res {
         Ok(code) => ExitCode::from(code),
         Err(Fatal(msg)) => {
-            eprintln!("mailark: error: {msg}");
+            say_err!("mailark: error: {msg}");
             ExitCode::from(2)
         }
     }
@@ -471,13 +488,16 @@ fn run_export(cli: &Cli, a: &ExportArgs) -> Result<u8, Fatal> {
     if a.json {
         print_json(&rep)?;
     } else if !cli.quiet {
-        println!(
+        say!(
             "{:<40} {:>8} {:>9} {:>8}",
-            "folder", "source", "archived", "skipped"
+            "folder",
+            "source",
+            "archived",
+            "skipped"
         );
         for f in &rep.folders {
             let src = f.source_count.map_or("-".to_string(), |c| c.to_string());
-            println!(
+            say!(
                 "{:<40} {:>8} {:>9} {:>8}",
                 f.folder,
                 src,
@@ -485,10 +505,10 @@ fn run_export(cli: &Cli, a: &ExportArgs) -> Result<u8, Fatal> {
                 f.skipped.len()
             );
             for s in &f.skipped {
-                println!("    skipped {}: {}", s.id, s.reason);
+                say!("    skipped {}: {}", s.id, s.reason);
             }
         }
-        println!(
+        say!(
             "wrote {} ({} messages, {} of mail, {} on disk)",
             rep.archive,
             rep.messages,
@@ -523,13 +543,15 @@ fn run_export_imap(
     } else {
         for f in &rep.folders {
             for s in &f.skipped {
-                eprintln!(
+                say_err!(
                     "mailark: folder {:?}: {} not archived: {}",
-                    f.folder, s.id, s.reason
+                    f.folder,
+                    s.id,
+                    s.reason
                 );
             }
             if let Some(e) = &f.error {
-                eprintln!("mailark: folder {:?}: {e}", f.folder);
+                say_err!("mailark: folder {:?}: {e}", f.folder);
             }
         }
     }
@@ -537,15 +559,23 @@ fn run_export_imap(
 }
 
 fn print_imap_report(rep: &export::imap::ImapExportReport) {
-    println!(
+    say!(
         "{:<34} {:>8} {:>9} {:>8} {:>8}  notes",
-        "folder", "server", "archived", "before", "skipped"
+        "folder",
+        "server",
+        "archived",
+        "before",
+        "skipped"
     );
     for f in &rep.folders {
         if !f.selectable {
-            println!(
+            say!(
                 "{:<34} {:>8} {:>9} {:>8} {:>8}  no messages (\\Noselect)",
-                f.folder, "-", "-", "-", "-"
+                f.folder,
+                "-",
+                "-",
+                "-",
+                "-"
             );
             continue;
         }
@@ -574,7 +604,7 @@ fn print_imap_report(rep: &export::imap::ImapExportReport) {
         if f.reconnects > 0 {
             notes.push(format!("{} reconnect(s)", f.reconnects));
         }
-        println!(
+        say!(
             "{:<34} {:>8} {:>9} {:>8} {:>8}  {}",
             f.folder,
             f.source_count.map_or("-".to_string(), |c| c.to_string()),
@@ -584,19 +614,21 @@ fn print_imap_report(rep: &export::imap::ImapExportReport) {
             notes.join("; ")
         );
         for s in &f.skipped {
-            println!("    not archived: {}: {}", s.id, s.reason);
+            say!("    not archived: {}: {}", s.id, s.reason);
         }
         for m in &f.size_mismatches {
-            println!(
+            say!(
                 "    UID {}: RFC822.SIZE {} but {} bytes served (archived as served)",
-                m.uid, m.announced, m.archived
+                m.uid,
+                m.announced,
+                m.archived
             );
         }
         if let Some(e) = &f.error {
-            println!("    error: {e}");
+            say!("    error: {e}");
         }
     }
-    println!(
+    say!(
         "wrote {} ({} messages, {} of mail, {} on disk){}",
         rep.archive,
         rep.messages,
@@ -611,11 +643,11 @@ fn print_imap_report(rep: &export::imap::ImapExportReport) {
             .unwrap_or_default()
     );
     for n in &rep.notes {
-        println!("note: {n}");
+        say!("note: {n}");
     }
     let problems = rep.problems();
     if problems > 0 {
-        println!("PROBLEMS: {problems} message(s) or folder(s) not archived (listed above)");
+        say!("PROBLEMS: {problems} message(s) or folder(s) not archived (listed above)");
     }
 }
 
@@ -659,7 +691,7 @@ fn run_export_pop3(
         print_json(&rep)?;
     } else if !cli.quiet {
         let s = &rep.server;
-        println!(
+        say!(
             "{ep}: STAT {} messages ({}), UIDL {}, PIPELINING {}, TOP {}, {}, login {}",
             s.stat_messages,
             human_bytes(s.stat_octets),
@@ -669,9 +701,13 @@ fn run_export_pop3(
             if s.tls { "TLS" } else { "no TLS" },
             s.login
         );
-        println!(
+        say!(
             "{:<40} {:>8} {:>9} {:>8} {:>8}",
-            "folder", "source", "archived", "skipped", "earlier"
+            "folder",
+            "source",
+            "archived",
+            "skipped",
+            "earlier"
         );
         let earlier = rep
             .incremental
@@ -679,7 +715,7 @@ fn run_export_pop3(
             .map_or("-".to_string(), |i| i.already_archived.to_string());
         for f in &rep.export.folders {
             let src = f.source_count.map_or("-".to_string(), |c| c.to_string());
-            println!(
+            say!(
                 "{:<40} {:>8} {:>9} {:>8} {:>8}",
                 f.folder,
                 src,
@@ -688,18 +724,18 @@ fn run_export_pop3(
                 earlier
             );
             for sk in &f.skipped {
-                println!("    skipped {}: {}", sk.id, sk.reason);
+                say!("    skipped {}: {}", sk.id, sk.reason);
             }
         }
         for d in &rep.count_differences {
-            println!("    count difference: {d}");
+            say!("    count difference: {d}");
         }
         for d in &rep.size_differences {
             let id = d
                 .uidl
                 .as_ref()
                 .map_or(String::new(), |u| format!(" (UIDL {u})"));
-            println!(
+            say!(
                 "    size: message {}{id}: LIST said {}, the server sent {}{}",
                 d.msgno,
                 d.list_size,
@@ -714,18 +750,18 @@ fn run_export_pop3(
                 .uidl
                 .as_ref()
                 .map_or(String::new(), |u| format!(" (UIDL {u})"));
-            println!("    read with RETR: message {}{id}: {}", f.msgno, f.reason);
+            say!("    read with RETR: message {}{id}: {}", f.msgno, f.reason);
         }
         if let Some(i) = &rep.incremental {
-            println!(
+            say!(
                 "incremental: {} already archived ({} by UIDL, {} by content); {} downloaded to compare by content",
                 i.already_archived, i.matched_by_uidl, i.matched_by_content, i.downloaded_to_compare
             );
         }
         for n in &rep.notes {
-            println!("note: {n}");
+            say!("note: {n}");
         }
-        println!(
+        say!(
             "wrote {} ({} messages, {} of mail, {} on disk)",
             rep.export.archive,
             rep.export.messages,
@@ -785,11 +821,14 @@ fn run_ls(a: &LsArgs) -> Result<u8, Fatal> {
                 .unwrap_or_else(|| "-".into());
             let r = writeln!(
                 out,
-                "{date:<16}  {:>9}  {}  {}  {}",
-                m.size,
-                m.folder,
-                m.from.as_deref().unwrap_or("-"),
-                m.subject.as_deref().unwrap_or("-")
+                "{}",
+                printable(&format!(
+                    "{date:<16}  {:>9}  {}  {}  {}",
+                    m.size,
+                    m.folder,
+                    m.from.as_deref().unwrap_or("-"),
+                    m.subject.as_deref().unwrap_or("-")
+                ))
             );
             if r.is_err() {
                 // A closed pipe (`| head`) is not an error worth a message.
@@ -869,7 +908,7 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
                 line.push_str(&format!(" {m}"));
             }
             line.push_str(&format!(": {}", f.detail));
-            println!("{line}");
+            say!("{line}");
         }
         if !cli.quiet {
             let state = if rep.errors() == 0 {
@@ -877,7 +916,7 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
             } else {
                 "PROBLEMS FOUND"
             };
-            println!(
+            say!(
                 "{state}: {} archive(s), {} messages ({}) checked, {} problem(s)",
                 rep.archives.len(),
                 rep.messages_checked,
@@ -885,7 +924,7 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
                 rep.errors()
             );
             if let Some(s) = &against {
-                println!(
+                say!(
                     "compared with {}: {} folders, {} messages on the server, {} in the archive{}",
                     s.server,
                     s.folders_compared,
@@ -898,7 +937,7 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
                     }
                 );
                 for f in &s.content_matched_folders {
-                    println!("  {f}: UIDVALIDITY differs from the archive's; matched by content");
+                    say!("  {f}: UIDVALIDITY differs from the archive's; matched by content");
                 }
             }
         }
@@ -919,7 +958,7 @@ fn run_extract(cli: &Cli, a: &ExtractArgs) -> Result<u8, Fatal> {
     for p in &a.archives {
         let (res, first) = Archive::open_or_scan(p);
         if let Some(e) = first {
-            eprintln!("mailark: warning: {e}; found the index by reading the whole archive");
+            say_err!("mailark: warning: {e}; found the index by reading the whole archive");
         }
         archives.push(res?);
     }
@@ -931,7 +970,7 @@ fn run_extract(cli: &Cli, a: &ExtractArgs) -> Result<u8, Fatal> {
     if a.json {
         print_json(&rep)?;
     } else if !cli.quiet {
-        println!(
+        say!(
             "extracted {} messages ({}) in {} folders to {}",
             rep.messages,
             human_bytes(rep.bytes),
@@ -939,7 +978,7 @@ fn run_extract(cli: &Cli, a: &ExtractArgs) -> Result<u8, Fatal> {
             a.to
         );
         if rep.eol_added > 0 {
-            println!(
+            say!(
                 "note: {} messages had no final newline; mbox stores them with one added",
                 rep.eol_added
             );
@@ -997,9 +1036,12 @@ fn run_import(cli: &Cli, a: &ImportArgs) -> Result<u8, Fatal> {
     } else {
         for f in &rep.folders {
             for x in &f.failed {
-                println!(
+                say!(
                     "failed: {:?} → {:?}: {}: {}",
-                    f.folder, f.destination, x.id, x.reason
+                    f.folder,
+                    f.destination,
+                    x.id,
+                    x.reason
                 );
             }
         }
@@ -1010,9 +1052,9 @@ fn run_import(cli: &Cli, a: &ImportArgs) -> Result<u8, Fatal> {
 fn print_import(rep: &crate::import::ImportReport) {
     use crate::import::VerifyMode;
     if rep.dry_run {
-        println!("DRY RUN: nothing was changed on {}", rep.destination);
+        say!("DRY RUN: nothing was changed on {}", rep.destination);
         for p in &rep.parents_created {
-            println!("would create parent folder {p:?}");
+            say!("would create parent folder {p:?}");
         }
     }
     let names: Vec<String> = rep
@@ -1034,7 +1076,7 @@ fn print_import(rep: &crate::import::ImportReport) {
         .unwrap_or(20);
     let pad = |s: &str| format!("{s}{}", " ".repeat(w.saturating_sub(display_width(s))));
     if rep.dry_run {
-        println!(
+        say!(
             "{} {:>8} {:>8} {:>9} {:>6}",
             pad("folder → destination"),
             "archived",
@@ -1043,7 +1085,7 @@ fn print_import(rep: &crate::import::ImportReport) {
             "cannot"
         );
     } else {
-        println!(
+        say!(
             "{} {:>8} {:>8} {:>8} {:>8} {:>6}",
             pad("folder → destination"),
             "archived",
@@ -1055,7 +1097,7 @@ fn print_import(rep: &crate::import::ImportReport) {
     }
     for (f, name) in rep.folders.iter().zip(&names) {
         if rep.dry_run {
-            println!(
+            say!(
                 "{} {:>8} {:>8} {:>9} {:>6}",
                 pad(name),
                 f.archived,
@@ -1069,7 +1111,7 @@ fn print_import(rep: &crate::import::ImportReport) {
             } else {
                 f.verified.to_string()
             };
-            println!(
+            say!(
                 "{} {:>8} {:>8} {:>8} {:>8} {:>6}",
                 pad(name),
                 f.archived,
@@ -1080,23 +1122,23 @@ fn print_import(rep: &crate::import::ImportReport) {
             );
         }
         if f.sent_as_crlf > 0 {
-            println!(
+            say!(
                 "    {} message(s) sent with CRLF line ends: the server refuses bare LF/CR",
                 f.sent_as_crlf
             );
         }
         for l in &f.renamed_levels {
-            println!("    renamed level {l} (it held the server's delimiter)");
+            say!("    renamed level {l} (it held the server's delimiter)");
         }
         for (k, n) in &f.dropped_keywords {
-            println!("    keyword {k} dropped on {n} message(s): the folder does not keep it (PERMANENTFLAGS)");
+            say!("    keyword {k} dropped on {n} message(s): the folder does not keep it (PERMANENTFLAGS)");
         }
         for x in &f.failed {
-            println!("    failed {}: {}", x.id, x.reason);
+            say!("    failed {}: {}", x.id, x.reason);
         }
     }
     for n in &rep.notes {
-        println!("note: {n}");
+        say!("note: {n}");
     }
     let state = if rep.dry_run {
         "PLAN"
@@ -1106,9 +1148,12 @@ fn print_import(rep: &crate::import::ImportReport) {
         "PROBLEMS FOUND"
     };
     if rep.dry_run {
-        println!(
+        say!(
             "{state}: {} archived, {} already on the server, {} to append, {} cannot be imported",
-            rep.archived, rep.already_there, rep.to_append, rep.failed
+            rep.archived,
+            rep.already_there,
+            rep.to_append,
+            rep.failed
         );
     } else {
         let verified = if rep.verify == VerifyMode::None {
@@ -1116,7 +1161,7 @@ fn print_import(rep: &crate::import::ImportReport) {
         } else {
             format!("{} verified", rep.verified)
         };
-        println!(
+        say!(
             "{state}: {} archived, {} already on the server, {} appended ({}), {verified}, {} failed",
             rep.archived,
             rep.already_there,

@@ -315,3 +315,31 @@ fn a_later_trailer_version_is_refused() {
         stderr(&out)
     );
 }
+
+#[test]
+fn control_characters_from_folders_and_headers_are_escaped_in_human_output() {
+    let t = tempfile::tempdir().unwrap();
+    let hostile = "Red\x1b[31m\x07";
+    let msg = b"From: =?utf-8?q?Eve=1B]0;pwned=07?= <e@x>\r\nSubject: =?utf-8?q?hi=1B[2J?=\r\n\r\nbody\r\n".to_vec();
+    write_maildir_folder(
+        &t.path().join("md").join(hostile),
+        &[("1.x:2,S".to_string(), msg)],
+    );
+    let ar = t.path().join("a.tar.zst");
+    let exp = run_ok(&[
+        "export",
+        &format!("maildir:{}", t.path().join("md").display()),
+        "-o",
+        ar.to_str().unwrap(),
+    ]);
+    let ls = run_ok(&["ls", ar.to_str().unwrap()]);
+    for (what, o) in [("export", &exp), ("ls", &ls)] {
+        let text = format!("{}{}", stdout(o), stderr(o));
+        assert!(
+            !text.contains('\x1b') && !text.contains('\x07'),
+            "{what} printed a control character: {text:?}"
+        );
+        assert!(text.contains("Red\\u{1b}[31m\\u{7}"), "{what}: {text:?}");
+    }
+    assert!(stdout(&ls).contains("\\u{1b}[2J"), "{}", stdout(&ls));
+}

@@ -286,3 +286,97 @@ fn not_an_archive_is_unusable_input() {
     let (code, _) = verify_json(&t.path().join("missing.tar.zst"));
     assert_eq!(code, 2);
 }
+
+fn first_message(recs: &mut [serde_json::Value]) -> &mut serde_json::Value {
+    recs.iter_mut().find(|r| r["type"] == "message").unwrap()
+}
+
+fn bump_folder_count(recs: &mut [serde_json::Value], by: u64) {
+    let f = recs.iter_mut().find(|r| r["type"] == "folder").unwrap();
+    f["messages"] = (f["messages"].as_u64().unwrap() + by).into();
+}
+
+#[test]
+fn lenient_index_faults_are_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let ar = good_archive(t.path(), "maildir");
+    let has = |p: &Path, code: &str| {
+        let (exit, v) = verify_json(p);
+        assert_eq!(exit, 1, "{v}");
+        assert!(codes(&v).contains(&code.to_string()), "no {code}: {v:#}");
+        assert!(!codes(&v).contains(&"trailer".to_string()), "{v:#}");
+    };
+
+    // Two records naming one member: extract would write the message twice.
+    let p = t.path().join("shared.tar.zst");
+    tampered(
+        &ar,
+        &p,
+        |recs| {
+            let mut m = first_message(recs).clone();
+            m["folder"] = "INBOX".into();
+            recs.push(m);
+            bump_folder_count(recs, 1);
+        },
+        &[],
+    );
+    has(&p, "shared-member");
+
+    // A message stored as a FIFO or a device is not a file.
+    let empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    for (kind, name) in [
+        (tar::EntryType::Fifo, "maildir/INBOX/cur/1.fifo:2,S"),
+        (tar::EntryType::Char, "maildir/INBOX/cur/1.chr:2,S"),
+    ] {
+        let p = t.path().join("special.tar.zst");
+        tampered(
+            &ar,
+            &p,
+            |recs| {
+                let mut m = first_message(recs).clone();
+                m["path"] = name.into();
+                m["size"] = 0.into();
+                m["sha256"] = empty.into();
+                recs.push(m);
+                bump_folder_count(recs, 1);
+            },
+            &[(kind, name, b"")],
+        );
+        has(&p, "not-a-file");
+    }
+
+    // A size that disagrees with the member, whatever the hash says, in both layouts.
+    let mbox = good_archive(t.path(), "mbox");
+    let p = t.path().join("size-mbox.tar.zst");
+    tampered(
+        &mbox,
+        &p,
+        |recs| {
+            let m = first_message(recs);
+            m["size"] = (m["size"].as_u64().unwrap() + 1).into();
+        },
+        &[],
+    );
+    has(&p, "size-mismatch");
+    let p = t.path().join("size.tar.zst");
+    tampered(
+        &ar,
+        &p,
+        |recs| {
+            let m = first_message(recs);
+            m["size"] = (m["size"].as_u64().unwrap() + 1).into();
+        },
+        &[],
+    );
+    has(&p, "size-mismatch");
+
+    // An INTERNALDATE that cannot be read would become "now" on import.
+    let p = t.path().join("date.tar.zst");
+    tampered(
+        &ar,
+        &p,
+        |recs| first_message(recs)["internaldate"] = "yesterday-ish".into(),
+        &[],
+    );
+    has(&p, "bad-internaldate");
+}

@@ -43,6 +43,17 @@ fn scripted(
     folders: usize,
     max_conns: usize,
 ) -> (u16, Arc<AtomicU32>) {
+    scripted_exists(3, bad_uid, throttles, folders, max_conns)
+}
+
+/// [`scripted`] with EXAMINE announcing `exists` messages whatever UID FETCH lists.
+fn scripted_exists(
+    exists: u32,
+    bad_uid: Option<u32>,
+    throttles: u32,
+    folders: usize,
+    max_conns: usize,
+) -> (u16, Arc<AtomicU32>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let fetches = Arc::new(AtomicU32::new(0));
@@ -86,7 +97,7 @@ fn scripted(
                         }
                         w(format!("{out}{tag} OK\r\n").as_bytes());
                     } else if up.starts_with("EXAMINE") {
-                        w(format!("* 3 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 4] ok\r\n{tag} OK [READ-ONLY] done\r\n").as_bytes());
+                        w(format!("* {exists} EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 4] ok\r\n{tag} OK [READ-ONLY] done\r\n").as_bytes());
                     } else if up.starts_with("UID FETCH") {
                         let set = cmd.split(' ').nth(2).unwrap();
                         let uids = parse_set(set);
@@ -319,4 +330,29 @@ fn connections_beyond_the_servers_limit_are_done_without() {
     assert!(notes.contains("not opened, carried on with fewer"), "{rep}");
     assert!(notes.contains("Maximum number of connections"), "{rep}");
     run_ok(&["verify", out.to_str().unwrap()]);
+}
+
+#[test]
+fn messages_examine_counts_but_fetch_never_lists_are_a_reported_gap() {
+    let (port, _) = scripted_exists(5, None, 0, 1, usize::MAX);
+    let t = tempfile::tempdir().unwrap();
+    let ar = t.path().join("a.tar.zst");
+    let out = export_from(port, &ar);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{} {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = &rep["folders"][0];
+    assert_eq!(f["source_count"], 5);
+    assert_eq!(f["listed"], 3);
+    assert_eq!(f["archived"], 3, "{f:#}");
+    assert_eq!(f["unlisted"], 2, "{f:#}");
+    assert_eq!(f["complete"], false);
+    let e = f["error"].as_str().unwrap();
+    assert!(e.contains("5") && e.contains("3"), "{e}");
+    assert_eq!(ls_json(&[&ar]).len(), 3);
 }

@@ -398,3 +398,32 @@ fn server_without_literal_plus_gets_one_append_at_a_time() {
         "{failed}"
     );
 }
+
+#[test]
+fn messages_the_index_cannot_place_or_date_are_failed_not_dropped() {
+    let t = tempfile::tempdir().unwrap();
+    let good = inbox_archive(t.path(), 4, None, false);
+    let ar = t.path().join("bad.tar.zst");
+    tampered(
+        &good,
+        &ar,
+        |recs| {
+            let mut msgs = recs.iter_mut().filter(|r| r["type"] == "message");
+            msgs.next().unwrap()["folder"] = "Ghost".into();
+            msgs.next().unwrap()["internaldate"] = "the day before".into();
+            let f = recs.iter_mut().find(|r| r["type"] == "folder").unwrap();
+            f["messages"] = 3.into();
+        },
+        &[],
+    );
+    let (port, store) = scripted(Script::default());
+    let (out, rep) = import_to(t.path(), &ar, port, &["--jobs", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{rep}");
+    assert_eq!(store.lock().unwrap().msgs.len(), 2, "{rep}");
+    assert_eq!(rep["failed"], 2, "{rep}");
+    let reasons = rep["folders"].to_string();
+    assert!(
+        reasons.contains("Ghost") && reasons.contains("the day before"),
+        "{rep:#}"
+    );
+}

@@ -1106,3 +1106,120 @@ async fn endless_status_line_is_a_protocol_error_not_a_memory_sink() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Writes `line` until the client stops reading (or `cap` bytes went out) and returns
+/// how many bytes went out: a client that bounds the answer stops it early.
+async fn flood(p: &mut Peer, line: &[u8], cap: u64) -> u64 {
+    let chunk: Vec<u8> = line.iter().copied().cycle().take(64 * 1024).collect();
+    let mut sent = 0u64;
+    while sent < cap {
+        let w = tokio::time::timeout(Duration::from_secs(2), p.wr.write_all(&chunk)).await;
+        match w {
+            Ok(Ok(())) => sent += chunk.len() as u64,
+            _ => break,
+        }
+    }
+    sent
+}
+
+/// Flooding stops at 1 GiB, far past any bound the client may keep.
+const FLOOD_CAP: u64 = 1 << 30;
+
+#[tokio::test]
+async fn a_message_that_never_ends_is_cut_at_twice_its_list_size() {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (ep, h) = serve(|mut p| async move {
+        p.hello("USER\r\n").await;
+        p.user_pass("pw", "USER\r\n").await;
+        p.expect("LIST").await;
+        p.send("+OK\r\n1 100\r\n.\r\n").await;
+        p.expect("RETR 1").await;
+        p.send("+OK\r\n").await;
+        let _ = tx.send(flood(&mut p, b"endless line of a message\r\n", FLOOD_CAP).await);
+        p
+    })
+    .await;
+    let mut c = Pop3Client::connect_with(&ep, &password("pw"), &plaintext_ok(), &quick(5))
+        .await
+        .unwrap();
+    assert_eq!(c.list().await.unwrap(), vec![(1, 100)]);
+    let mut rec = Recorder::default();
+    let t0 = std::time::Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(30), c.retr_many(&[1], &mut rec))
+        .await
+        .expect("the client kept reading an endless message")
+        .unwrap_err();
+    drop(c);
+    let sent = rx.await.unwrap();
+    h.abort();
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert!(matches!(err, Pop3Error::Protocol { .. }), "{err:?}");
+    assert!(err.to_string().contains("LIST announced 100"), "{err}");
+    assert!(
+        rec.current.len() as u64 <= 200 + (64 << 10) + (64 << 10),
+        "{}",
+        rec.current.len()
+    );
+    // What the client took in is bounded by its limit plus socket buffers.
+    assert!(
+        sent < 16 << 20,
+        "the client read {sent} bytes of one message"
+    );
+}
+
+#[tokio::test]
+async fn a_listing_that_never_ends_is_cut() {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (ep, h) = serve(|mut p| async move {
+        p.hello("USER\r\n").await;
+        p.user_pass("pw", "USER\r\n").await;
+        p.expect("LIST").await;
+        p.send("+OK\r\n").await;
+        let _ = tx.send(flood(&mut p, b"1 100\r\n", FLOOD_CAP).await);
+        p
+    })
+    .await;
+    let mut c = Pop3Client::connect_with(&ep, &password("pw"), &plaintext_ok(), &quick(5))
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(60), c.list())
+        .await
+        .expect("the client kept reading an endless LIST")
+        .unwrap_err();
+    drop(c);
+    let sent = rx.await.unwrap();
+    h.abort();
+    assert!(matches!(err, Pop3Error::Protocol { .. }), "{err:?}");
+    assert!(err.to_string().contains("listing passed"), "{err}");
+    assert!(
+        sent < (64 << 20) + (16 << 20),
+        "the client read {sent} bytes of LIST"
+    );
+}
+
+#[tokio::test]
+async fn a_status_line_trickled_a_byte_at_a_time_times_out() {
+    let (ep, h) = serve(|mut p| async move {
+        p.hello("USER\r\n").await;
+        p.user_pass("pw", "USER\r\n").await;
+        p.expect("STAT").await;
+        for _ in 0..600 {
+            p.send("+").await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        p
+    })
+    .await;
+    let mut c = Pop3Client::connect_with(&ep, &password("pw"), &plaintext_ok(), &quick(5))
+        .await
+        .unwrap();
+    c.set_timeout(Duration::from_secs(1));
+    let t0 = std::time::Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(20), c.stat())
+        .await
+        .expect("a trickled status line held the client")
+        .unwrap_err();
+    h.abort();
+    assert!(matches!(err, Pop3Error::Timeout { .. }), "{err:?}");
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+}

@@ -148,6 +148,21 @@ pub struct IndexWriter<W: Write> {
     line: Vec<u8>,
 }
 
+impl MessageRecord {
+    /// The INTERNALDATE as a date. A value that is not RFC 3339 is an error, not a
+    /// missing date: read leniently, an import would date the message "now".
+    pub fn parsed_internaldate(
+        &self,
+    ) -> Result<Option<chrono::DateTime<chrono::FixedOffset>>, String> {
+        match self.internaldate.as_deref() {
+            None => Ok(None),
+            Some(d) => chrono::DateTime::parse_from_rfc3339(d)
+                .map(Some)
+                .map_err(|e| format!("INTERNALDATE {d:?} is not an RFC 3339 date: {e}")),
+        }
+    }
+}
+
 impl<W: Write> IndexWriter<W> {
     pub fn new(out: W) -> Self {
         IndexWriter {

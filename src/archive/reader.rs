@@ -62,6 +62,25 @@ pub enum Member<'a> {
     Duplicate { path: String },
     /// An mbox member could not give the record's bytes (offsets outside it).
     MboxDamaged { record: usize, detail: String },
+    /// A record naming a Maildir-layout member an earlier record already names: one
+    /// file is one message, so extracting both would write it twice.
+    Shared { record: usize, path: String },
+    /// A member that is not a file or directory (a link, device or FIFO): it holds no
+    /// message, and extracting it would create something other than a file.
+    NotAFile { path: String, kind: &'static str },
+}
+
+/// The name of a tar entry type no archive of ours holds, or None for files and
+/// directories (and the headers tar uses to extend them).
+fn special_kind(t: tar::EntryType) -> Option<&'static str> {
+    match t {
+        tar::EntryType::Symlink => Some("symbolic link"),
+        tar::EntryType::Link => Some("hard link"),
+        tar::EntryType::Char => Some("character device"),
+        tar::EntryType::Block => Some("block device"),
+        tar::EntryType::Fifo => Some("FIFO"),
+        _ => None,
+    }
 }
 
 /// What a full pass saw, beyond what the visitor was told.
@@ -195,6 +214,10 @@ impl Archive {
                 visit(Member::Duplicate { path: name })?;
                 continue;
             }
+            if let Some(kind) = special_kind(entry.header().entry_type()) {
+                visit(Member::NotAFile { path: name, kind })?;
+                continue;
+            }
             if entry.header().entry_type().is_dir() || is_meta_member(&name) {
                 visit(Member::Meta { path: name })?;
                 continue;
@@ -209,12 +232,19 @@ impl Archive {
                     entry
                         .read_to_end(&mut buf)
                         .map_err(|e| data_err(out.members, e))?;
-                    for &r in recs {
+                    for (k, &r) in recs.iter().enumerate() {
                         out.seen[r] = true;
-                        visit(Member::Message {
-                            record: r,
-                            bytes: &buf,
-                        })?;
+                        if k == 0 {
+                            visit(Member::Message {
+                                record: r,
+                                bytes: &buf,
+                            })?;
+                        } else {
+                            visit(Member::Shared {
+                                record: r,
+                                path: name.clone(),
+                            })?;
+                        }
                     }
                 }
                 Layout::Mbox => {

@@ -58,7 +58,7 @@ pub(super) fn run(quiet: bool, a: &FoldersArgs) -> Result<u8, Fatal> {
         .max()
         .unwrap_or(6);
     let pad = |s: &str| format!("{s}{}", " ".repeat(w.saturating_sub(display_width(s))));
-    println!(
+    say!(
         "{}  {:>8} {:>10}  {:<18} subscribed",
         pad("folder"),
         "messages",
@@ -76,7 +76,7 @@ pub(super) fn run(quiet: bool, a: &FoldersArgs) -> Result<u8, Fatal> {
         } else {
             ("-".into(), "\\Noselect".into())
         };
-        println!(
+        say!(
             "{}  {msgs:>8} {size:>10}  {role:<18} {}",
             pad(name),
             if f.subscribed { "yes" } else { "no" }
@@ -92,7 +92,7 @@ pub(super) fn run(quiet: bool, a: &FoldersArgs) -> Result<u8, Fatal> {
             )
         })
         .unwrap_or_else(|| "no NAMESPACE".into());
-    println!(
+    say!(
         "{}: {} folder(s), {} message(s), {}; {}, {}",
         c.server,
         c.folders.len(),

@@ -95,6 +95,9 @@ pub struct ImapFolderReport {
     pub source_count: Option<u64>,
     /// UIDs the server listed at the start of the run.
     pub listed: u64,
+    /// Messages EXAMINE counted that `UID FETCH 1:*` never listed (still counted on a
+    /// second EXAMINE): they cannot be archived, so the folder is reported incomplete.
+    pub unlisted: u64,
     /// Messages written to this archive.
     pub archived: u64,
     pub bytes: u64,
@@ -712,6 +715,11 @@ async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Ste
         }
         ctx.progress.inc_length(bytes);
         run.started = true;
+        if run.rep.listed < u64::from(st.exists) {
+            // Messages expunged during the census are no gap: a second count tells.
+            let recount = s.examine(&raw).await.map_or(st.exists, |n| n.exists);
+            run.rep.unlisted = u64::from(recount.min(st.exists)).saturating_sub(run.rep.listed);
+        }
     }
     if let Err(e) = fetch_pending(ctx, s, run).await {
         return e;
@@ -759,6 +767,15 @@ async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Ste
             .filter_map(|m| m.uid)
             .filter(|&u| u >= from)
             .count() as u64;
+    }
+    if run.rep.unlisted > 0 {
+        return Step::Fail(format!(
+            "EXAMINE counted {} messages but UID FETCH 1:* listed {}: {} the server holds \
+             could not be archived",
+            run.rep.source_count.unwrap_or(0),
+            run.rep.listed,
+            run.rep.unlisted
+        ));
     }
     Step::Done
 }

@@ -515,9 +515,15 @@ pub async fn import(
         .collect();
     let mut recs: Vec<Rec> = Vec::new();
     let mut gid_of: HashMap<(usize, usize), usize> = HashMap::new();
+    // Messages naming a folder their index does not list: they cannot be placed, and
+    // are reported as failed rather than left out unseen.
+    let mut unplaced: Vec<(usize, usize)> = Vec::new();
     for (ai, a) in archives.iter().enumerate() {
         for (mi, m) in a.index.messages.iter().enumerate() {
             let Some(&fi) = folder_ix.get(m.folder.as_str()) else {
+                if !a.index.folders.iter().any(|f| f.name == m.folder) {
+                    unplaced.push((ai, mi));
+                }
                 continue;
             };
             gid_of.insert((ai, mi), recs.len());
@@ -717,6 +723,11 @@ pub async fn import(
                     }
                     if crate::archive::sha256_hex(bytes) != m.sha256 {
                         rec.st = St::Failed("damaged in the archive (SHA-256 differs from the index)".into());
+                        progress.inc(rec.size);
+                        return Ok(());
+                    }
+                    if let Err(e) = m.parsed_internaldate() {
+                        rec.st = St::Failed(e);
                         progress.inc(rec.size);
                         return Ok(());
                     }
@@ -1023,10 +1034,41 @@ pub async fn import(
         rep.failed += fr.failed.len() as u64;
         rep.folders.push(fr);
     }
+    report_unplaced(&mut rep, &archives, &unplaced);
     for s in sessions {
         let _ = s.logout().await;
     }
     Ok(rep)
+}
+
+/// Reports the messages whose folder their index does not list, one folder entry per
+/// such name, every message failed.
+fn report_unplaced(rep: &mut ImportReport, archives: &[Archive], unplaced: &[(usize, usize)]) {
+    let mut by_folder: std::collections::BTreeMap<&str, Vec<Failure>> = Default::default();
+    for &(ai, mi) in unplaced {
+        let m = &archives[ai].index.messages[mi];
+        by_folder
+            .entry(m.folder.as_str())
+            .or_default()
+            .push(Failure {
+                id: msg_id(&archives[ai], mi),
+                reason: format!(
+                    "names folder {:?}, which its archive's index does not list: not imported",
+                    m.folder
+                ),
+            });
+    }
+    for (folder, failed) in by_folder {
+        let n = failed.len() as u64;
+        rep.archived += n;
+        rep.failed += n;
+        rep.folders.push(FolderReport {
+            folder: folder.to_string(),
+            archived: n,
+            failed,
+            ..Default::default()
+        });
+    }
 }
 
 /// What verification checks of one decided record (`There` or `Appended`; a `Queued`

@@ -145,6 +145,9 @@ fn verify_one(a: &Archive, rep: &mut VerifyReport, progress: &crate::progress::P
     let mut per_folder: HashMap<&str, u64> = HashMap::new();
     for m in &idx.messages {
         *per_folder.entry(m.folder.as_str()).or_default() += 1;
+        if let Err(e) = m.parsed_internaldate() {
+            findings.push(mk(Level::Error, "bad-internaldate", Some(m), e));
+        }
         if !folder_names.contains(m.folder.as_str()) {
             findings.push(mk(
                 Level::Error,
@@ -225,6 +228,18 @@ fn verify_one(a: &Archive, rep: &mut VerifyReport, progress: &crate::progress::P
                 "mbox-damaged",
                 Some(&idx.messages[record]),
                 detail,
+            )),
+            Member::Shared { record, path } => findings.push(mk(
+                Level::Error,
+                "shared-member",
+                Some(&idx.messages[record]),
+                format!("member {path:?} is already the message of another record"),
+            )),
+            Member::NotAFile { path, kind } => findings.push(mk(
+                Level::Error,
+                "not-a-file",
+                None,
+                format!("member {path:?} is a {kind}, not a file"),
             )),
         }
         Ok(())

@@ -155,3 +155,97 @@ pub fn read_tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v.sort();
     v
 }
+
+/// Rebuilds archive `ar` as `out` with its index lines passed through `edit` (the end
+/// record's counts and checksum recomputed, so only the edit is wrong) and `extra`
+/// members (type, name, data) added before the index, with a valid trailer, so the
+/// result opens like any archive and only the edit is at fault.
+pub fn tampered(
+    ar: &Path,
+    out: &Path,
+    edit: impl FnOnce(&mut Vec<serde_json::Value>),
+    extra: &[(tar::EntryType, &str, &[u8])],
+) {
+    use sha2::Digest;
+    use std::io::{Read, Write};
+    let mut tar_in = Vec::new();
+    zstd::stream::read::Decoder::new(std::fs::File::open(ar).unwrap())
+        .unwrap()
+        .read_to_end(&mut tar_in)
+        .unwrap();
+    let mut a = tar::Archive::new(&tar_in[..]);
+    let mut mail = tar::Builder::new(Vec::new());
+    let mut index = tar::Builder::new(Vec::new());
+    let mut edit = Some(edit);
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        let mut h = e.header().clone();
+        if path != Path::new("index.jsonl") {
+            let b = if path.to_str().is_some_and(|p| p.contains('/')) {
+                &mut mail
+            } else {
+                &mut index
+            };
+            b.append_data(&mut h, &path, &data[..]).unwrap();
+            continue;
+        }
+        let mut recs: Vec<serde_json::Value> = String::from_utf8(data)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let mut end = recs.pop().unwrap();
+        (edit.take().unwrap())(&mut recs);
+        let mut text = String::new();
+        for r in &recs {
+            text.push_str(&serde_json::to_string(r).unwrap());
+            text.push('\n');
+        }
+        let msgs: Vec<_> = recs.iter().filter(|r| r["type"] == "message").collect();
+        end["messages"] = msgs.len().into();
+        end["message_bytes"] = msgs
+            .iter()
+            .map(|m| m["size"].as_u64().unwrap())
+            .sum::<u64>()
+            .into();
+        end["folders"] = recs.iter().filter(|r| r["type"] == "folder").count().into();
+        end["index_sha256"] = hex::encode(sha2::Sha256::digest(text.as_bytes())).into();
+        text.push_str(&serde_json::to_string(&end).unwrap());
+        text.push('\n');
+        for (kind, name, data) in extra {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(*kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            mail.append_data(&mut h, name, *data).unwrap();
+        }
+        h.set_size(text.len() as u64);
+        index.append_data(&mut h, &path, text.as_bytes()).unwrap();
+    }
+    // Mail members, then the index in a frame of its own that the trailer points at
+    // (spec: the index frame decodes to tar members and the end of the tar).
+    let mut mail = mail.into_inner().unwrap();
+    mail.truncate(mail.len() - 1024);
+    let index = index.into_inner().unwrap();
+    let mut file = zstd::encode_all(&mail[..], 3).unwrap();
+    let frame = zstd::encode_all(&index[..], 3).unwrap();
+    let offset = file.len() as u64;
+    file.extend_from_slice(&frame);
+    let mut t = Vec::new();
+    t.extend_from_slice(&0x184D_2A5Eu32.to_le_bytes());
+    t.extend_from_slice(&64u32.to_le_bytes());
+    t.extend_from_slice(b"MAILARK\0");
+    t.extend_from_slice(&1u32.to_le_bytes());
+    t.extend_from_slice(&[0; 4]);
+    t.extend_from_slice(&offset.to_le_bytes());
+    t.extend_from_slice(&(frame.len() as u64).to_le_bytes());
+    t.extend_from_slice(&sha2::Sha256::digest(&frame));
+    file.extend_from_slice(&t);
+    std::fs::File::create(out)
+        .unwrap()
+        .write_all(&file)
+        .unwrap();
+}

@@ -391,11 +391,7 @@ struct RawReader {
 }
 
 impl RawReader {
-    async fn fill(
-        &mut self,
-        s: &mut crate::source::net::Stream,
-        ep: &str,
-    ) -> Result<(), ImapError> {
+    async fn fill(&mut self, s: &mut super::session::Wire, ep: &str) -> Result<(), ImapError> {
         use tokio::io::AsyncReadExt;
         if self.pos > 0 && self.pos == self.buf.len() {
             self.buf.clear();
@@ -409,12 +405,7 @@ impl RawReader {
                     secs: IO_TIMEOUT.as_secs(),
                 })
             }
-            Ok(Err(e)) => {
-                return Err(ImapError::ConnectionLost {
-                    endpoint: ep.to_string(),
-                    detail: e.to_string(),
-                })
-            }
+            Ok(Err(e)) => return Err(super::session::lost(ep, e)),
             Ok(Ok(n)) => n,
         };
         if n == 0 {
@@ -427,11 +418,7 @@ impl RawReader {
         Ok(())
     }
 
-    async fn line(
-        &mut self,
-        s: &mut crate::source::net::Stream,
-        ep: &str,
-    ) -> Result<Vec<u8>, ImapError> {
+    async fn line(&mut self, s: &mut super::session::Wire, ep: &str) -> Result<Vec<u8>, ImapError> {
         loop {
             if let Some(i) = self.buf[self.pos..].iter().position(|&b| b == b'\n') {
                 let l = self.buf[self.pos..self.pos + i + 1].to_vec();
@@ -444,7 +431,7 @@ impl RawReader {
 
     async fn take(
         &mut self,
-        s: &mut crate::source::net::Stream,
+        s: &mut super::session::Wire,
         ep: &str,
         n: usize,
     ) -> Result<Vec<u8>, ImapError> {
@@ -459,7 +446,7 @@ impl RawReader {
     /// One response: its text (literals left out) and its literals in order.
     async fn response(
         &mut self,
-        s: &mut crate::source::net::Stream,
+        s: &mut super::session::Wire,
         ep: &str,
     ) -> Result<(Vec<u8>, Vec<Vec<u8>>), ImapError> {
         let mut text = Vec::new();

@@ -2,6 +2,7 @@
 //! EXAMINE, pipelined `UID FETCH` as events); everything else in mailark talks IMAP only
 //! through it. Exports never change mail on the server.
 
+pub mod bounds;
 pub mod dest;
 pub mod session;
 

@@ -14,10 +14,14 @@ use async_imap::imap_proto::{
     AttributeValue, MailboxDatum, NameAttribute, Response, ResponseCode, Status, UidSetMember,
 };
 use chrono::{DateTime, FixedOffset};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 
+use super::bounds::{BoundError, Bounded, MAX_LINE};
 use crate::source::net::{self, Auth, Credentials, Endpoint, NetError, Stream, TlsOptions};
+
+/// The byte stream of a logged-in session: every read is checked against the bounds.
+pub(super) type Wire = Bounded<Stream>;
 
 /// How long one read or write may take before the link is considered dead.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -209,7 +213,7 @@ pub enum Event {
 
 /// A logged-in IMAP connection.
 pub struct ImapSession {
-    pub(super) inner: async_imap::Session<Stream>,
+    pub(super) inner: async_imap::Session<Wire>,
     caps: HashSet<String>,
     endpoint: String,
     timeout: Duration,
@@ -229,7 +233,11 @@ impl std::fmt::Debug for ImapSession {
 
 /// Reads one CRLF-terminated line straight off the stream (before async-imap owns it),
 /// a byte at a time so nothing past the line is consumed.
-async fn raw_line(s: &mut Stream, ep: &str, t: Duration) -> Result<Vec<u8>, ImapError> {
+async fn raw_line<S: AsyncRead + Unpin>(
+    s: &mut S,
+    ep: &str,
+    t: Duration,
+) -> Result<Vec<u8>, ImapError> {
     let mut line = Vec::with_capacity(128);
     loop {
         let b = match timeout(t, s.read_u8()).await {
@@ -246,16 +254,21 @@ async fn raw_line(s: &mut Stream, ep: &str, t: Duration) -> Result<Vec<u8>, Imap
         if b == b'\n' {
             return Ok(line);
         }
-        if line.len() > 1 << 20 {
+        if line.len() > MAX_LINE {
             return Err(ImapError::Protocol {
                 endpoint: ep.to_string(),
-                detail: "a line longer than 1 MiB before login".into(),
+                detail: BoundError::LongLine.to_string(),
             });
         }
     }
 }
 
-async fn raw_send(s: &mut Stream, ep: &str, t: Duration, line: &str) -> Result<(), ImapError> {
+async fn raw_send<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    ep: &str,
+    t: Duration,
+    line: &str,
+) -> Result<(), ImapError> {
     let fut = async {
         s.write_all(line.as_bytes()).await?;
         s.write_all(b"\r\n").await?;
@@ -272,8 +285,8 @@ async fn raw_send(s: &mut Stream, ep: &str, t: Duration, line: &str) -> Result<(
 
 /// Sends a tagged command on the raw stream and returns the untagged lines and the
 /// tagged status line (without the tag).
-async fn raw_command(
-    s: &mut Stream,
+async fn raw_command<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
     ep: &str,
     t: Duration,
     tag: &str,
@@ -296,7 +309,15 @@ async fn raw_command(
     }
 }
 
-fn lost(ep: &str, e: std::io::Error) -> ImapError {
+/// A failed read or write; one that broke a [`bounds`](super::bounds) limit is the
+/// server's protocol error, not a lost link.
+pub(super) fn lost(ep: &str, e: std::io::Error) -> ImapError {
+    if let Some(b) = e.get_ref().and_then(|i| i.downcast_ref::<BoundError>()) {
+        return ImapError::Protocol {
+            endpoint: ep.to_string(),
+            detail: b.to_string(),
+        };
+    }
     ImapError::ConnectionLost {
         endpoint: ep.to_string(),
         detail: e.to_string(),
@@ -489,7 +510,7 @@ impl ImapSession {
             }
         }
         let tls_used = stream.is_tls();
-        let client = async_imap::Client::new(stream);
+        let client = async_imap::Client::new(Bounded::new(stream));
         let login_err = |e: async_imap::error::Error| match e {
             async_imap::error::Error::No(s) | async_imap::error::Error::Bad(s) => {
                 ImapError::Login {

@@ -4,6 +4,7 @@
 //! allowed it), timeouts on every step so a dead server cannot hang an export, and error
 //! typing precise enough for the caller to reconnect and resume after a dropped link.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::time::Duration;
 
@@ -11,19 +12,16 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
-use super::proto::{self, Capabilities, Command, ProtoError, RespCode, Response, Retrieve, Status};
+use super::proto::{
+    self, BodyLimit, Capabilities, Command, ProtoError, RespCode, Response, Retrieve, Status,
+    MAX_STATUS_LINE,
+};
 use super::sasl;
 use crate::source::net::{self, Auth, Credentials, Endpoint, Scheme, Stream, TlsOptions};
 
 /// How long any single step (connect, handshake, one read, one write) may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// RFC 2449 allows 512 octets; this is generous for chatty servers yet stops a server
-/// that never ends its line from growing our buffer.
-const MAX_STATUS_LINE: usize = 32 * 1024;
-/// CAPA, LIST and UIDL bodies are held in memory (messages never are); this bounds them
-/// far above any real maildrop (several million messages).
-const MAX_LISTING: usize = 256 * 1024 * 1024;
 const READ_BUF: usize = 64 * 1024;
 /// RFC 5034 §4: a command line is at most 255 octets, CRLF included.
 const MAX_COMMAND_LINE: usize = 255;
@@ -260,7 +258,16 @@ impl Conn {
         }
     }
 
+    /// One status line, which must arrive whole within one timeout: a server trickling
+    /// a byte at a time would otherwise hold the session for hours within the line cap.
     async fn read_line(&mut self) -> Result<Vec<u8>, Fail> {
+        let t = self.timeout;
+        timeout(t, self.read_line_untimed())
+            .await
+            .unwrap_or(Err(Fail::Timeout))
+    }
+
+    async fn read_line_untimed(&mut self) -> Result<Vec<u8>, Fail> {
         // Remember how far we looked, so a line arriving in many pieces is scanned once.
         let mut scanned = 0;
         loop {
@@ -282,12 +289,25 @@ impl Conn {
     }
 
     /// Streams one multi-line body through the unstuffer, leaving whatever follows its
-    /// terminator (a pipelined answer) in the buffer.
-    async fn read_body(&mut self, mut emit: impl FnMut(&[u8])) -> Result<(), Fail> {
+    /// terminator (a pipelined answer) in the buffer. Stops with an error as soon as the
+    /// body is longer than `limit` allows, so an answer that never ends is not read on.
+    async fn read_body(
+        &mut self,
+        limit: BodyLimit,
+        mut emit: impl FnMut(&[u8]),
+    ) -> Result<(), Fail> {
         let mut unstuffer = proto::Unstuffer::new();
+        let mut received = 0u64;
         loop {
             if self.start < self.end {
-                match unstuffer.feed(&self.buf[self.start..self.end], &mut emit) {
+                let fed = unstuffer.feed(&self.buf[self.start..self.end], |chunk| {
+                    received += chunk.len() as u64;
+                    emit(chunk)
+                });
+                limit
+                    .check(received)
+                    .map_err(|e| Fail::Protocol(e.to_string()))?;
+                match fed {
                     Some(n) => {
                         self.start += n;
                         return Ok(());
@@ -310,6 +330,8 @@ pub struct Pop3Client {
     opts: Pop3Options,
     /// The greeting's APOP timestamp, when it had one.
     apop_timestamp: Option<String>,
+    /// The sizes of the last LIST, which bound how much a message's answer may bring.
+    list_sizes: HashMap<u32, u64>,
     /// Set once the stream is out of step (I/O failure, timeout, garbage): every later
     /// call fails fast instead of misreading the next answer.
     dead: bool,
@@ -376,6 +398,7 @@ impl Pop3Client {
             mechanism: "",
             opts: opts.clone(),
             apop_timestamp: None,
+            list_sizes: HashMap::new(),
             dead: false,
         };
         let greeting = c.read_response("greeting", None).await?;
@@ -459,6 +482,7 @@ impl Pop3Client {
             mechanism: "",
             opts,
             apop_timestamp,
+            list_sizes: HashMap::new(),
             dead: false,
         })
     }
@@ -705,29 +729,14 @@ impl Pop3Client {
 
     async fn read_listing(&mut self, during: &str) -> Result<Vec<u8>, Pop3Error> {
         let mut body = Vec::new();
-        let mut too_big = false;
         let r = self
             .conn
-            .read_body(|chunk| {
-                if body.len() + chunk.len() > MAX_LISTING {
-                    too_big = true;
-                } else {
-                    body.extend_from_slice(chunk);
-                }
-            })
+            .read_body(BodyLimit::Listing, |chunk| body.extend_from_slice(chunk))
             .await;
-        if let Err(f) = r {
-            return Err(self.fail(f, during, None, 0));
+        match r {
+            Ok(()) => Ok(body),
+            Err(f) => Err(self.fail(f, during, None, 0)),
         }
-        if too_big {
-            return Err(self.fail(
-                Fail::Protocol(format!("listing larger than {MAX_LISTING} bytes")),
-                during,
-                None,
-                0,
-            ));
-        }
-        Ok(body)
     }
 
     fn malformed(&mut self, e: ProtoError, during: &str) -> Pop3Error {
@@ -780,7 +789,9 @@ impl Pop3Client {
         let r = self.command(Command::List, None).await?;
         self.expect_ok(r, "LIST", None)?;
         let body = self.read_listing("LIST").await?;
-        proto::parse_list(&body).map_err(|e| self.malformed(e, "LIST"))
+        let list = proto::parse_list(&body).map_err(|e| self.malformed(e, "LIST"))?;
+        self.list_sizes = list.iter().copied().collect();
+        Ok(list)
     }
 
     /// `(msgno, unique id)` for every message, or `None` when the server has no UIDL.
@@ -922,9 +933,13 @@ impl Pop3Client {
             if live {
                 sink_err = sink.begin(msgno).err();
             }
+            let limit = BodyLimit::Message {
+                msgno,
+                list_size: self.list_sizes.get(&msgno).copied(),
+            };
             let r = self
                 .conn
-                .read_body(|chunk| {
+                .read_body(limit, |chunk| {
                     bytes += chunk.len() as u64;
                     if live && sink_err.is_none() {
                         hasher.update(chunk);

@@ -9,4 +9,6 @@ pub mod proto;
 mod sasl;
 
 pub use client::{Pop3Client, Pop3Error, Pop3Options, RetrInfo, RetrSink, DEFAULT_TIMEOUT};
-pub use proto::{judge_top, Capabilities, RespCode, Retrieve, TopVerdict, Unstuffer, TOP_WHOLE};
+pub use proto::{
+    judge_top, BodyLimit, Capabilities, RespCode, Retrieve, TopVerdict, Unstuffer, TOP_WHOLE,
+};

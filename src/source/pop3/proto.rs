@@ -95,6 +95,9 @@ pub enum ProtoError {
     /// Names the argument only: its value may be a secret.
     #[error("the {0} contains a character POP3 cannot carry (CR, LF or NUL)")]
     BadArgument(&'static str),
+    /// An answer longer than its [`BodyLimit`] allows.
+    #[error("{0}")]
+    Oversized(String),
 }
 
 /// Server text quoted in an error is cut short, so a hostile or broken server cannot
@@ -528,6 +531,70 @@ pub fn judge_top(list_size: u64, len: u64, tail: &[u8]) -> TopVerdict {
     }
 }
 
+/// The longest status line taken. RFC 2449 allows 512 octets; this is generous for
+/// chatty servers yet stops a server that never ends its line from growing our buffer.
+pub const MAX_STATUS_LINE: usize = 32 * 1024;
+
+/// CAPA, LIST and UIDL bodies are held in memory (messages never are). A UIDL line is
+/// at most 83 bytes (a 10-digit number, a 70-character id, spaces, CRLF), so this is
+/// room for 800 000 messages at the longest ids, and for millions with real ones.
+pub const MAX_LISTING: u64 = 64 << 20;
+
+/// Added to twice the LIST size: room for a server whose LIST undercounts a tiny
+/// message (a missing final CRLF, a lone line).
+pub const MESSAGE_SLACK: u64 = 64 * 1024;
+
+/// A message the session has no LIST size for: the largest a POP3 message can be
+/// whose size a server can state (see [`TOP_WHOLE`]).
+pub const MAX_UNLISTED_MESSAGE: u64 = 4 << 30;
+
+/// How many body bytes one multi-line answer may bring before the client stops reading
+/// it: past this a server is not sending what it announced, and would otherwise make
+/// the client hold or wait for bytes without end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLimit {
+    /// A CAPA, LIST or UIDL answer.
+    Listing,
+    /// A whole message, with its LIST size when the session has one. Twice the LIST
+    /// size allows a server that counts stored LF line ends but sends CRLF.
+    Message { msgno: u32, list_size: Option<u64> },
+}
+
+impl BodyLimit {
+    pub fn max(&self) -> u64 {
+        match *self {
+            BodyLimit::Listing => MAX_LISTING,
+            BodyLimit::Message {
+                list_size: Some(s), ..
+            } => s.saturating_mul(2).saturating_add(MESSAGE_SLACK),
+            BodyLimit::Message {
+                list_size: None, ..
+            } => MAX_UNLISTED_MESSAGE,
+        }
+    }
+
+    /// An error once `received` body bytes are more than this answer may have.
+    pub fn check(&self, received: u64) -> Result<(), ProtoError> {
+        let max = self.max();
+        if received <= max {
+            return Ok(());
+        }
+        Err(ProtoError::Oversized(match *self {
+            BodyLimit::Listing => format!("the listing passed {max} bytes without ending"),
+            BodyLimit::Message {
+                msgno,
+                list_size: Some(s),
+            } => format!(
+                "message {msgno} passed {max} bytes without ending, where LIST announced {s}"
+            ),
+            BodyLimit::Message {
+                msgno,
+                list_size: None,
+            } => format!("message {msgno} passed {max} bytes without ending"),
+        }))
+    }
+}
+
 /// Where the unstuffer is within the current line. The only bytes ever held back are
 /// a leading `.` and a `\r` after it, so memory stays constant whatever the line length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -643,6 +710,25 @@ impl Unstuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn body_limits_follow_the_list_size() {
+        let m = |s| BodyLimit::Message {
+            msgno: 3,
+            list_size: s,
+        };
+        assert_eq!(m(Some(10)).max(), 20 + MESSAGE_SLACK);
+        assert!(m(Some(10)).check(20 + MESSAGE_SLACK).is_ok());
+        let e = m(Some(10)).check(21 + MESSAGE_SLACK).unwrap_err();
+        assert!(
+            e.to_string().contains("message 3") && e.to_string().contains("LIST announced 10"),
+            "{e}"
+        );
+        assert_eq!(m(Some(u64::MAX)).max(), u64::MAX);
+        assert_eq!(m(None).max(), MAX_UNLISTED_MESSAGE);
+        assert!(BodyLimit::Listing.check(MAX_LISTING).is_ok());
+        assert!(BodyLimit::Listing.check(MAX_LISTING + 1).is_err());
+    }
 
     fn ok(text: &str, code: Option<RespCode>) -> Response {
         Response {
