@@ -10,6 +10,7 @@ pub mod extract;
 pub mod import;
 pub mod mail;
 pub mod progress;
+pub mod reconcile;
 pub mod source;
 pub mod text;
 pub mod verify;

@@ -2,7 +2,7 @@
 //! resumable, checked message by message on the destination afterwards.
 //!
 //! Correctness never depends on local state: before appending into a folder the
-//! importer learns what the folder already holds (`plan::FolderState`) and skips those
+//! importer learns what the folder already holds (`reconcile::Census`) and skips those
 //! messages, so a rerun after success appends nothing and a rerun after a crash or a cut
 //! connection appends only what is missing. Messages stream from the archive one at a
 //! time into a bounded queue; `--jobs` connections drain it with pipelined APPENDs.
@@ -19,11 +19,13 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::archive::reader::Member;
 use crate::archive::{Archive, FolderRecord, MessageRecord, ReadError};
+use crate::mail::identity::{self, MsgKey};
 use crate::progress::Progress;
+use crate::reconcile::{Census, Held};
 use crate::source::imap::dest::{AppendRequest, DestCaps};
 use crate::source::imap::{parse_internaldate, ImapError, ImapSession};
 use crate::source::net::{Credentials, Endpoint, TlsOptions};
-use plan::{DestFolder, DestLayout, Existing, FolderState, MsgKey, Plan, PlanOptions, Reason};
+use plan::{DestFolder, DestLayout, Plan, PlanOptions, Reason};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -226,7 +228,7 @@ struct Rec {
 struct DestState {
     raw: String,
     ambiguous: HashSet<String>,
-    state: FolderState,
+    state: Census,
     permanent: Option<Vec<String>>,
     broken: Option<String>,
 }
@@ -309,13 +311,13 @@ async fn learn(
     raw: &str,
     ambiguous: &HashSet<String>,
     read_only: bool,
-) -> Result<(FolderState, Option<Vec<String>>), ImapError> {
+) -> Result<(Census, Option<Vec<String>>), ImapError> {
     let st = if read_only {
         s.examine(raw).await?
     } else {
         s.select(raw).await?
     };
-    let state = folder_state(s, st.exists, ambiguous, true).await?;
+    let state = read_census(s, st.exists, ambiguous, true).await?;
     if !read_only {
         s.unselect().await?;
     }
@@ -331,33 +333,33 @@ async fn learn_for_verify(
     raw: &str,
     ambiguous: &HashSet<String>,
     with_ids: bool,
-) -> Result<(FolderState, Option<u32>), ImapError> {
+) -> Result<(Census, Option<u32>), ImapError> {
     let st = s.examine(raw).await?;
-    let state = folder_state(s, st.exists, ambiguous, with_ids).await?;
+    let state = read_census(s, st.exists, ambiguous, with_ids).await?;
     Ok((state, st.uidvalidity))
 }
 
 /// The messages of the open folder (`exists` of them). `with_ids` reads each one's
 /// Message-ID, and the bytes of those that must be compared by bytes; without, only
 /// what the server keeps in its index (UID, size, flags, INTERNALDATE).
-async fn folder_state(
+pub(crate) async fn read_census(
     s: &mut ImapSession,
     exists: u32,
     ambiguous: &HashSet<String>,
     with_ids: bool,
-) -> Result<FolderState, ImapError> {
+) -> Result<Census, ImapError> {
     let ids = if with_ids {
         s.identities(exists).await?
     } else {
         s.metadata(exists).await?
     };
-    let msgs: Vec<Existing> = ids
+    let msgs: Vec<Held> = ids
         .into_iter()
         .filter_map(|m| {
-            Some(Existing {
+            Some(Held {
                 uid: m.uid?,
                 size: m.size.unwrap_or(0) as u64,
-                message_id: m.header_fields.as_deref().and_then(plan::message_id_of),
+                message_id: m.header_fields.as_deref().and_then(identity::message_id_of),
                 flags: m.flags.unwrap_or_default(),
                 date: m
                     .internaldate
@@ -365,12 +367,13 @@ async fn folder_state(
                     .and_then(parse_internaldate)
                     .map(|d| d.timestamp()),
                 internaldate: m.internaldate,
-                loose: None,
-                head_loose: None,
+                sha: None,
+                canonical: None,
+                head_canonical: None,
             })
         })
         .collect();
-    let mut state = FolderState::new(msgs);
+    let mut state = Census::new(msgs);
     if with_ids {
         let need = state.need_bytes(ambiguous);
         s.fetch_bodies(&need, |uid, b| state.set_bytes(uid, b))
@@ -516,7 +519,7 @@ pub async fn import(
                 dests.push(DestState {
                     raw: fp.dest_raw.clone(),
                     ambiguous: HashSet::new(),
-                    state: FolderState::default(),
+                    state: Census::default(),
                     permanent: None,
                     broken: None,
                 });
@@ -561,7 +564,7 @@ pub async fn import(
         }
     }
     for (di, d) in dests.iter_mut().enumerate() {
-        d.ambiguous = plan::ambiguous_ids(recs.iter().filter(|r| r.dest == di).map(|r| {
+        d.ambiguous = identity::ambiguous_ids(recs.iter().filter(|r| r.dest == di).map(|r| {
             let m = &archives[r.arch].index.messages[r.idx];
             (m.message_id.as_deref(), m.sha256.as_str())
         }));
@@ -743,24 +746,18 @@ pub async fn import(
                         .as_deref()
                         .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
                         .map(|d| d.timestamp());
-                    let key = MsgKey::of(bytes, &d.ambiguous, date);
-                    if key.sizes[1] == bytes.len() as u64 {
-                        // No bare line ends: every server form is the archived bytes.
-                        rec.crlf_sha = rec.raw_sha;
-                        rec.lf_sha = rec.raw_sha;
-                    } else {
-                        rec.crlf_sha = plan::crlf_sha256(bytes);
-                        rec.lf_sha = plan::lf_crlf_sha256(bytes);
-                    }
+                    let key = MsgKey::of(bytes, rec.raw_sha, &d.ambiguous, date);
+                    rec.crlf_sha = key.exact[1];
+                    rec.lf_sha = key.exact[2];
                     rec.at_risk = key.at_risk;
                     let binary = memchr::memchr(0, bytes).is_some();
                     if rec.at_risk && verify_mode == VerifyMode::Quick && !binary {
-                        rec.head = plan::header_forms(bytes);
+                        rec.head = identity::header_forms(bytes);
                     }
                     let (keep, drop) = plan::split_flags(&m.flags, d.permanent.as_deref());
                     rec.flags = keep;
                     let flags = &rec.flags;
-                    if let Some(e) = d.state.claim_pref(&key, |e| plan::same_flags(flags, &e.flags)) {
+                    if let Some((_, e)) = d.state.claim_pref(&key, |e| plan::same_flags(flags, &e.flags)) {
                         rec.st = St::There(e.uid);
                         rec.key = Some(key);
                         progress.inc(rec.size);
@@ -1241,7 +1238,7 @@ async fn verify_folder_by(
         let found = found.or_else(|| {
             state
                 .claim_pref(&it.key, |e| plan::same_flags(&it.flags, &e.flags))
-                .cloned()
+                .map(|(_, e)| e.clone())
         });
         let Some(e) = found else {
             let near: Vec<String> = state
@@ -1332,13 +1329,13 @@ async fn verify_folder_by(
                 return;
             };
             seen.insert(uid);
-            let crlf = plan::crlf_sha256(body);
+            let crlf = identity::crlf_sha256(body);
             let res = if crlf == it.crlf_sha
                 || sha2_raw(body) == it.raw_sha
                 || sha2_raw(body) == it.lf_sha
             {
                 Ok(())
-            } else if Some(plan::loose_sha256(body)) == it.key.loose {
+            } else if it.key.is_form(&identity::canonical_sha256(body)) {
                 Err("the server altered the message: NUL or 8-bit bytes were rewritten (SHA-256 of the stored bytes differs)".into())
             } else {
                 Err("bytes differ: SHA-256 of the server's copy (CRLF form) is not the archived one".into())
@@ -1658,7 +1655,7 @@ async fn settle(
         return;
     }
     let t = text.to_ascii_lowercase();
-    let bare = plan::crlf_len(&job.bytes) != job.bytes.len() as u64;
+    let bare = identity::crlf_len(&job.bytes) != job.bytes.len() as u64;
     if !job.crlf
         && bare
         && (t.contains("bare") || t.contains("newline") || t.contains("invalid header"))
@@ -1667,7 +1664,7 @@ async fn settle(
         // send the CRLF form, which is what a server serves and verification compares.
         let mut job = job;
         let mut v = Vec::with_capacity(job.bytes.len() + 1024);
-        plan::crlf_form(&job.bytes, &mut v);
+        identity::crlf_form(&job.bytes, &mut v);
         job.bytes = v;
         job.crlf = true;
         retry.push_front((job, attempt));
@@ -1719,7 +1716,7 @@ async fn reconnect(
                     for (j, a) in jobs {
                         let mut k = j.key.clone();
                         k.by_bytes = true;
-                        k.loose = Some(plan::loose_sha256(&j.bytes));
+                        k.forms = identity::altered_forms(&j.bytes);
                         if st.claim(&k).is_some() {
                             progress.inc(j.bytes.len() as u64);
                             let _ = out.send((

@@ -4,5 +4,6 @@
 
 pub mod flags;
 pub mod headers;
+pub mod identity;
 pub mod mboxrd;
 pub mod utf7;
