@@ -925,6 +925,89 @@ fn cyrus_interop_corpus_and_rerun() {
     assert_eq!(n(&rep2, "already_there"), corpus.len() as u64 - refused);
 }
 
+/// Defect 6: a message the destination already holds (same bytes) with another
+/// INTERNALDATE or fewer flags is present: reported so, its missing flags added, the
+/// date that cannot be changed a warning with both values; exit 0, every run.
+#[test]
+fn dovecot_present_message_with_other_date_or_fewer_flags_is_present() {
+    let t = tempfile::tempdir().unwrap();
+    let d = Dovecot::start();
+    let msg = |i: usize| {
+        format!("From: a@example.jp\r\nSubject: here {i}\r\nMessage-ID: <here-{i}@t>\r\n\r\nbody {i}\r\n")
+            .into_bytes()
+    };
+    let seed: Vec<(Vec<u8>, &str, i64)> = (0..3)
+        .map(|i| (msg(i), "FS", 1_600_000_000 + i as i64))
+        .collect();
+    d.seed_maildir("alice", "INBOX", &seed);
+    let a = Dest::dovecot(&d, "alice");
+    let ar = t.path().join("a.tar.zst");
+    run_ok(&[
+        "export",
+        &a.url,
+        "-o",
+        ar.to_str().unwrap(),
+        "--password-file",
+        a.pw.to_str().unwrap(),
+        "--tls-ca-file",
+        a.ca.to_str().unwrap(),
+    ]);
+    // bob holds message 0 with another date, message 1 without \Flagged (and with a
+    // keyword the archive lacks, which stays); message 2 is not there.
+    let mut c = d.raw("bob");
+    assert!(c
+        .append(
+            "INBOX",
+            "\\Seen \\Flagged",
+            Some("01-Jan-2001 00:00:00 +0000"),
+            &msg(0)
+        )
+        .ok());
+    assert!(c
+        .append(
+            "INBOX",
+            "\\Seen $Extra",
+            Some("13-Sep-2020 12:26:41 +0000"),
+            &msg(1)
+        )
+        .ok());
+    c.logout();
+    let dest = Dest::dovecot(&d, "bob");
+    for run in 0..2 {
+        let (out, rep) = dest.import(&[&ar], &[]);
+        assert_eq!(out.status.code(), Some(0), "run {run}: {rep:#}");
+        assert_eq!(n(&rep, "failed"), 0, "{rep:#}");
+        assert_eq!(n(&rep, "verified"), 3, "{rep:#}");
+        assert_eq!(n(&rep, "already_there"), 2 + run, "{rep:#}");
+        assert_eq!(n(&rep, "appended"), 1 - run, "{rep:#}");
+        let notes: Vec<String> = folder(&rep, "INBOX")["differing"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["detail"].as_str().unwrap().to_string())
+            .collect();
+        assert!(
+            notes
+                .iter()
+                .any(|x| x.contains("INTERNALDATE") && x.contains("2001") && x.contains("2020")),
+            "{notes:?}"
+        );
+        assert!(notes.iter().any(|x| x.contains("$Extra")), "{notes:?}");
+    }
+    let mut c = d.raw("bob");
+    let held = c.fetch_all("INBOX");
+    assert_eq!(held.len(), 3);
+    for (_, flags, body) in &held {
+        assert!(
+            flags_have(flags, "\\Flagged"),
+            "{flags} {}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    assert!(held.iter().any(|(_, f, _)| flags_have(f, "$Extra")));
+    c.logout();
+}
+
 #[test]
 fn chain_full_and_delta_from_imap_export_is_imported_root_first() {
     let t = tempfile::tempdir().unwrap();

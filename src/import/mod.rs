@@ -94,6 +94,14 @@ pub struct Failure {
     pub reason: String,
 }
 
+/// A message that is on the destination but whose metadata differs there in a way the
+/// import does not change (a later INTERNALDATE, flags beyond the archived ones).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Differing {
+    pub id: String,
+    pub detail: String,
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct FolderReport {
     /// Source folder (UTF-8).
@@ -110,6 +118,8 @@ pub struct FolderReport {
     pub to_append: u64,
     pub verified: u64,
     pub failed: Vec<Failure>,
+    /// Present messages whose metadata differs (notes, not failures).
+    pub differing: Vec<Differing>,
     /// Keywords the destination folder does not keep (PERMANENTFLAGS), with counts.
     pub dropped_keywords: Vec<(String, u64)>,
     /// Levels renamed because they held the destination's delimiter.
@@ -133,6 +143,8 @@ pub struct ImportReport {
     pub to_append: u64,
     pub verified: u64,
     pub failed: u64,
+    /// Notes on present messages whose metadata differs.
+    pub differing: u64,
     pub bytes_appended: u64,
     pub notes: Vec<String>,
     /// Wall-clock seconds of each phase (connect and plan, learn what the destination
@@ -218,8 +230,11 @@ struct Rec {
     /// CRLF, so quick verification can fetch the header instead of the whole message.
     head: Option<[[u8; 32]; 3]>,
     flags: Vec<String>,
+    /// Flags the destination's copy of a message already there lacks: added with
+    /// `UID STORE` before verification (flags are never removed).
+    fix_flags: Vec<String>,
     size: u64,
-    verified: Option<Result<(), String>>,
+    verified: Option<Checked>,
     /// Sent in CRLF form (the server refused the archived bare line ends).
     crlf_sent: bool,
 }
@@ -557,6 +572,7 @@ pub async fn import(
                 at_risk: false,
                 head: None,
                 flags: Vec::new(),
+                fix_flags: Vec::new(),
                 size: m.size,
                 verified: None,
                 crlf_sent: false,
@@ -758,6 +774,7 @@ pub async fn import(
                     rec.flags = keep;
                     let flags = &rec.flags;
                     if let Some((_, e)) = d.state.claim_pref(&key, |e| plan::same_flags(flags, &e.flags)) {
+                        rec.fix_flags = crate::reconcile::flag_gap(flags, &e.flags).0;
                         rec.st = St::There(e.uid);
                         rec.key = Some(key);
                         progress.inc(rec.size);
@@ -924,6 +941,13 @@ pub async fn import(
     }
     progress.finish();
 
+    if !opts.dry_run && recs.iter().any(|r| !r.fix_flags.is_empty()) {
+        if sessions.is_empty() {
+            sessions = connect_many(opts, 1).await?;
+        }
+        add_missing_flags(&mut sessions[0], &recs, &dests, &mut rep.notes).await?;
+    }
+
     seconds.append = phase.elapsed().as_secs_f64();
     let phase = std::time::Instant::now();
     // Verification on the destination.
@@ -1022,7 +1046,13 @@ pub async fn import(
                 St::Pending => {}
             }
             match &r.verified {
-                Some(Ok(())) => fr.verified += 1,
+                Some(Ok(notes)) => {
+                    fr.verified += 1;
+                    fr.differing.extend(notes.iter().map(|n| Differing {
+                        id: id(),
+                        detail: n.clone(),
+                    }));
+                }
                 Some(Err(reason)) => fr.failed.push(Failure {
                     id: id(),
                     reason: reason.clone(),
@@ -1036,12 +1066,59 @@ pub async fn import(
         rep.to_append += fr.to_append;
         rep.verified += fr.verified;
         rep.failed += fr.failed.len() as u64;
+        rep.differing += fr.differing.len() as u64;
         rep.folders.push(fr);
     }
     for s in sessions {
         let _ = s.logout().await;
     }
     Ok(rep)
+}
+
+/// Adds the flags that messages already on the destination lack (`UID STORE +FLAGS`;
+/// flags the server has beyond the archived ones stay). A refusal is a note;
+/// verification then reports the flags still missing.
+async fn add_missing_flags(
+    s: &mut ImapSession,
+    recs: &[Rec],
+    dests: &[DestState],
+    notes: &mut Vec<String>,
+) -> Result<(), ImapError> {
+    let mut by_dest: std::collections::BTreeMap<usize, Vec<(u32, &[String])>> = Default::default();
+    for r in recs.iter().filter(|r| !r.fix_flags.is_empty()) {
+        if let St::There(uid) = r.st {
+            by_dest.entry(r.dest).or_default().push((uid, &r.fix_flags));
+        }
+    }
+    for (di, fixes) in by_dest {
+        let raw = &dests[di].raw;
+        match s.select(raw).await {
+            Ok(_) => {}
+            Err(e) if e.is_connection_lost() => return Err(e),
+            Err(e) => {
+                notes.push(format!("cannot open {raw:?} to add missing flags: {e}"));
+                continue;
+            }
+        }
+        for (uid, flags) in fixes {
+            let c = s
+                .simple_command(&format!(
+                    "UID STORE {uid} +FLAGS.SILENT ({})",
+                    flags.join(" ")
+                ))
+                .await?;
+            if !c.ok {
+                notes.push(format!(
+                    "cannot add flags ({}) to UID {uid} of {raw:?}: {} {}",
+                    flags.join(" "),
+                    c.status,
+                    c.text
+                ));
+            }
+        }
+        s.unselect().await?;
+    }
+    Ok(())
 }
 
 /// What verification checks of one decided record (`There` or `Appended`; a `Queued`
@@ -1063,6 +1140,8 @@ fn verify_item(gid: usize, r: &Rec, m: &MessageRecord, mode: VerifyMode) -> Veri
             .as_deref()
             .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
             .map(|d| d.timestamp()),
+        present: matches!(r.st, St::There(_)),
+        date_text: m.internaldate.clone(),
         crlf_sha: r.crlf_sha,
         raw_sha: r.raw_sha,
         lf_sha: r.lf_sha,
@@ -1111,6 +1190,11 @@ impl Sealer {
         let Some(tx) = self.tx.as_ref().filter(|_| self.left[d] == 0) else {
             return;
         };
+        // Flags are added to messages already there after the appends: such a folder is
+        // verified after that.
+        if self.gids[d].iter().any(|&g| !recs[g].fix_flags.is_empty()) {
+            return;
+        }
         let items = self.gids[d]
             .iter()
             .filter(|&&g| matches!(recs[g].st, St::There(_) | St::Queued))
@@ -1162,7 +1246,11 @@ async fn early_verify(
 }
 
 /// Per destination folder verified early: each record's result.
-type VerifiedFolders = HashMap<usize, Vec<(usize, Result<(), String>)>>;
+type VerifiedFolders = HashMap<usize, Vec<(usize, Checked)>>;
+
+/// A record's verification: present, with notes on metadata that differs on a message
+/// that was already there (nothing to fix; not a failure), or why it failed.
+type Checked = Result<Vec<String>, String>;
 
 /// Per destination folder: wire name, ambiguous Message-IDs, messages to check.
 type VerifyInput = Vec<(String, HashSet<String>, Vec<VerifyItem>)>;
@@ -1182,6 +1270,12 @@ struct VerifyItem {
     raw_sha: [u8; 32],
     lf_sha: [u8; 32],
     bytes_too: bool,
+    /// Already on the destination before this run: flags the server has beyond the
+    /// archived ones and another INTERNALDATE are notes, not failures (an APPEND sets
+    /// both; a message found there keeps its own).
+    present: bool,
+    /// INTERNALDATE as archived, for the note when it differs.
+    date_text: Option<String>,
     /// Compare the header section only (see `Rec::head`); a mismatch falls back to the
     /// whole message.
     head: Option<[[u8; 32]; 3]>,
@@ -1193,7 +1287,7 @@ async fn verify_folder(
     raw: &str,
     ambiguous: &HashSet<String>,
     items: &[VerifyItem],
-) -> Result<Vec<(usize, Result<(), String>)>, ImapError> {
+) -> Result<Vec<(usize, Checked)>, ImapError> {
     // When the server named every message's UID (APPENDUID, or learned before), the
     // folder's metadata is enough and the server reads no message file; reading each
     // one's Message-ID was most of the check's time. A UID that is not there sends the
@@ -1216,11 +1310,13 @@ async fn verify_folder_by(
     ambiguous: &HashSet<String>,
     items: &[VerifyItem],
     with_ids: bool,
-) -> Result<Option<Vec<(usize, Result<(), String>)>>, ImapError> {
+) -> Result<Option<Vec<(usize, Checked)>>, ImapError> {
     let (mut state, uidvalidity) = learn_for_verify(s, raw, ambiguous, with_ids).await?;
     let mut out = Vec::new();
     let mut body_check: HashMap<u32, &VerifyItem> = HashMap::new();
     let mut head_check: HashMap<u32, &VerifyItem> = HashMap::new();
+    // Notes of the messages whose bytes are still to be compared.
+    let mut pending: HashMap<usize, Vec<String>> = HashMap::new();
     // Known UIDs first, so a claim by key cannot take a message another record owns.
     let mut order: Vec<&VerifyItem> = items.iter().filter(|i| i.uid.is_some()).collect();
     order.extend(items.iter().filter(|i| i.uid.is_none()));
@@ -1266,7 +1362,22 @@ async fn verify_folder_by(
                 it.key.sizes[0], it.key.sizes[1], e.size
             ));
         }
-        if !plan::same_flags(&it.flags, &e.flags) {
+        let mut notes = Vec::new();
+        let (missing, extra) = crate::reconcile::flag_gap(&it.flags, &e.flags);
+        if it.present {
+            if !missing.is_empty() {
+                problems.push(format!(
+                    "flags missing on the server: ({})",
+                    missing.join(" ")
+                ));
+            }
+            if !extra.is_empty() {
+                notes.push(format!(
+                    "the server's copy also has flags ({}) the archive lacks; left as they are",
+                    extra.join(" ")
+                ));
+            }
+        } else if !missing.is_empty() || !extra.is_empty() {
             problems.push(format!(
                 "flags differ: archived ({}), server ({})",
                 it.flags.join(" "),
@@ -1280,11 +1391,15 @@ async fn verify_folder_by(
         }
         if let Some(want) = it.date {
             let got = e.internaldate.as_deref().and_then(parse_internaldate);
-            if got.map(|g| g.timestamp()) != Some(want) {
-                problems.push(format!(
-                    "INTERNALDATE differs: server {}",
-                    e.internaldate.as_deref().unwrap_or("none")
+            let server = e.internaldate.as_deref().unwrap_or("none");
+            if got.map(|g| g.timestamp()) == Some(want) {
+            } else if it.present {
+                notes.push(format!(
+                    "INTERNALDATE differs: archived {}, server {server} (IMAP cannot change the date of a message already there)",
+                    it.date_text.as_deref().unwrap_or("none")
                 ));
+            } else {
+                problems.push(format!("INTERNALDATE differs: server {server}"));
             }
         }
         if !problems.is_empty() {
@@ -1293,10 +1408,12 @@ async fn verify_folder_by(
         }
         if it.bytes_too {
             body_check.insert(e.uid, it);
+            pending.insert(it.gid, notes);
         } else if it.head.is_some() {
             head_check.insert(e.uid, it);
+            pending.insert(it.gid, notes);
         } else {
-            out.push((it.gid, Ok(())));
+            out.push((it.gid, Ok(notes)));
         }
     }
     if !head_check.is_empty() {
@@ -1315,7 +1432,7 @@ async fn verify_folder_by(
         .await?;
         for (uid, it) in head_check {
             if same.contains(&uid) {
-                out.push((it.gid, Ok(())));
+                out.push((it.gid, Ok(pending.remove(&it.gid).unwrap_or_default())));
             } else {
                 body_check.insert(uid, it);
             }
@@ -1334,9 +1451,9 @@ async fn verify_folder_by(
                 || sha2_raw(body) == it.raw_sha
                 || sha2_raw(body) == it.lf_sha
             {
-                Ok(())
+                Ok(pending.remove(&it.gid).unwrap_or_default())
             } else if it.key.is_form(&identity::canonical_sha256(body)) {
-                Err("the server altered the message: NUL or 8-bit bytes were rewritten (SHA-256 of the stored bytes differs)".into())
+                Err("the server altered the message: NUL, 8-bit or line-end bytes were rewritten (SHA-256 of the stored bytes differs)".into())
             } else {
                 Err("bytes differ: SHA-256 of the server's copy (CRLF form) is not the archived one".into())
             };
