@@ -189,7 +189,9 @@ pub fn altered_forms(b: &[u8]) -> Vec<[u8; 32]> {
 /// Sizes of the forms of [`cr_altered_forms`]: with them an unambiguous Message-ID
 /// finds a message a server altered so without reading its bytes.
 pub fn altered_sizes(b: &[u8]) -> Vec<u64> {
-    cr_altered_forms(b).iter().map(|f| f.len() as u64).collect()
+    let mut v: Vec<u64> = cr_altered_forms(b).iter().map(|f| f.len() as u64).collect();
+    v.dedup();
+    v
 }
 
 /// SHA-256 of a message's header section including the blank line that ends it, as it
@@ -502,5 +504,37 @@ mod tests {
         assert_eq!(lf_crlf_len(b"a\nb\rc\r\n"), 8);
         let want: [u8; 32] = Sha256::digest(b"a\r\nb\r").into();
         assert_eq!(lf_crlf_sha256(b"a\nb\r"), want);
+    }
+
+    /// The server-altered forms are the transformations the servers apply.
+    #[test]
+    fn server_altered_forms() {
+        // Courier: bare CR deleted, bare LF made CRLF, a final CRLF added.
+        assert_eq!(courier_form(b"a\rb\nc\r\nd"), b"ab\r\nc\r\nd\r\n");
+        assert_eq!(courier_form(b"x\r\n"), b"x\r\n");
+        // Dovecot: a run of CRs before a LF is one CRLF; other bare CRs stay.
+        assert_eq!(collapse_cr_runs(b"a\r\r\nb\r\rc"), b"a\r\nb\r\rc");
+        let m = b"S: x\r\r\n\r\nbody\rmore";
+        assert_eq!(altered_sizes(m), vec![18]);
+        assert_eq!(
+            altered_forms(m),
+            vec![
+                canonical_sha256(m),
+                canonical_sha256(b"S: x\r\n\r\nbodymore\r\n")
+            ]
+        );
+        // Dovecot's collapsed form is absorbed by the canonical hash itself.
+        assert_eq!(
+            canonical_sha256(b"S: x\r\n\r\nbody\r\nmore"),
+            canonical_sha256(m)
+        );
+        // Nothing to alter: no extra forms, no extra sizes.
+        assert_eq!(altered_forms(b"S: x\r\n\r\nb\n").len(), 1);
+        assert!(altered_sizes(b"S: x\n\nb\n").is_empty());
+        // NUL → 0x80 and 8-bit header bytes → X share the canonical hash.
+        assert_eq!(
+            canonical_sha256(b"S: \xe3\r\n\r\na\0b"),
+            canonical_sha256(b"S: X\r\n\r\na\x80b\r\n")
+        );
     }
 }
