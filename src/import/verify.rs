@@ -1,0 +1,424 @@
+//! The verify phase: every archived message checked on the destination, folder by
+//! folder (early, while other folders still append, or after the appends), and the
+//! flags a message already there lacks added before that.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::DateTime;
+use tokio::sync::mpsc;
+
+use super::learn::learn_for_verify;
+use super::{plan, DestState, ImportOptions, Rec, St, VerifyMode};
+use crate::archive::{Archive, MessageRecord};
+use crate::mail::identity::{self, MsgKey};
+use crate::source::imap::{parse_internaldate, ImapError, ImapSession};
+
+/// Adds the flags that messages already on the destination lack (`UID STORE +FLAGS`;
+/// flags the server has beyond the archived ones stay). A refusal is a note;
+/// verification then reports the flags still missing.
+pub(super) async fn add_missing_flags(
+    s: &mut ImapSession,
+    recs: &[Rec],
+    dests: &[DestState],
+    notes: &mut Vec<String>,
+) -> Result<(), ImapError> {
+    let mut by_dest: std::collections::BTreeMap<usize, Vec<(u32, &[String])>> = Default::default();
+    for r in recs.iter().filter(|r| !r.fix_flags.is_empty()) {
+        if let St::There(uid) = r.st {
+            by_dest.entry(r.dest).or_default().push((uid, &r.fix_flags));
+        }
+    }
+    for (di, fixes) in by_dest {
+        let raw = &dests[di].raw;
+        match s.select(raw).await {
+            Ok(_) => {}
+            Err(e) if e.is_connection_lost() => return Err(e),
+            Err(e) => {
+                notes.push(format!("cannot open {raw:?} to add missing flags: {e}"));
+                continue;
+            }
+        }
+        for (uid, flags) in fixes {
+            let c = s
+                .simple_command(&format!(
+                    "UID STORE {uid} +FLAGS.SILENT ({})",
+                    flags.join(" ")
+                ))
+                .await?;
+            if !c.ok {
+                notes.push(format!(
+                    "cannot add flags ({}) to UID {uid} of {raw:?}: {} {}",
+                    flags.join(" "),
+                    c.status,
+                    c.text
+                ));
+            }
+        }
+        s.unselect().await?;
+    }
+    Ok(())
+}
+
+/// What verification checks of one decided record (`There` or `Appended`; a `Queued`
+/// one gets its UID from the APPEND's answer later).
+pub(super) fn verify_item(gid: usize, r: &Rec, m: &MessageRecord, mode: VerifyMode) -> VerifyItem {
+    let (uid, uidvalidity) = match r.st {
+        St::There(u) => (Some(u), None),
+        St::Appended(Some((v, u))) => (Some(u), Some(v)),
+        _ => (None, None),
+    };
+    VerifyItem {
+        gid,
+        uid,
+        uidvalidity,
+        key: r.key.clone().expect("decided messages have a key"),
+        flags: r.flags.clone(),
+        date: m
+            .internaldate
+            .as_deref()
+            .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
+            .map(|d| d.timestamp()),
+        present: matches!(r.st, St::There(_)),
+        date_text: m.internaldate.clone(),
+        crlf_sha: r.crlf_sha,
+        raw_sha: r.raw_sha,
+        lf_sha: r.lf_sha,
+        bytes_too: mode == VerifyMode::Full || (r.at_risk && r.head.is_none()),
+        head: if mode == VerifyMode::Full {
+            None
+        } else {
+            r.head
+        },
+    }
+}
+
+/// A destination folder whose every archived message the reader has decided: what to
+/// verify there once the queued ones are answered (`bool`: queued, UID unknown yet).
+pub(super) struct Sealed {
+    pub(super) dest: usize,
+    pub(super) items: Vec<(VerifyItem, bool)>,
+}
+
+/// Counts the records of each destination folder as the reader decides them, and hands
+/// a folder to verification when its last one is decided. Folders usually lie one after
+/// the other in an archive, so the first ones are verified while the rest append.
+pub(super) struct Sealer {
+    pub(super) left: Vec<usize>,
+    pub(super) gids: Vec<Vec<usize>>,
+    pub(super) tx: Option<mpsc::UnboundedSender<Sealed>>,
+}
+
+impl Sealer {
+    pub(super) fn new(
+        recs: &[Rec],
+        dests: usize,
+        tx: Option<mpsc::UnboundedSender<Sealed>>,
+    ) -> Sealer {
+        let mut gids = vec![Vec::new(); dests];
+        for (g, r) in recs.iter().enumerate() {
+            gids[r.dest].push(g);
+        }
+        Sealer {
+            left: gids.iter().map(Vec::len).collect(),
+            gids,
+            tx,
+        }
+    }
+
+    /// Record `gid` has just been decided.
+    pub(super) fn decided(
+        &mut self,
+        gid: usize,
+        recs: &[Rec],
+        archives: &[Archive],
+        mode: VerifyMode,
+    ) {
+        let d = recs[gid].dest;
+        self.left[d] -= 1;
+        let Some(tx) = self.tx.as_ref().filter(|_| self.left[d] == 0) else {
+            return;
+        };
+        // Flags are added to messages already there after the appends: such a folder is
+        // verified after that.
+        if self.gids[d].iter().any(|&g| !recs[g].fix_flags.is_empty()) {
+            return;
+        }
+        let items = self.gids[d]
+            .iter()
+            .filter(|&&g| matches!(recs[g].st, St::There(_) | St::Queued))
+            .map(|&g| {
+                let r = &recs[g];
+                let m = &archives[r.arch].index.messages[r.idx];
+                (verify_item(g, r, m, mode), r.st == St::Queued)
+            })
+            .collect();
+        let _ = tx.send(Sealed { dest: d, items });
+    }
+}
+
+/// Verifies the folders handed over while the import still appends into others, on
+/// its own connection. A folder it cannot settle (no connection, an error) is left to
+/// the verification after the appends, which retries.
+pub(super) async fn early_verify(
+    mut rx: mpsc::UnboundedReceiver<(usize, Vec<VerifyItem>)>,
+    opts: ImportOptions,
+    folders: Arc<Vec<(String, HashSet<String>)>>,
+) -> (VerifiedFolders, Option<ImapSession>) {
+    let mut s: Option<ImapSession> = None;
+    let mut gave_up = false;
+    let mut done = HashMap::new();
+    while let Some((di, items)) = rx.recv().await {
+        if items.is_empty() {
+            // Nothing arrived there to check: no reason to open a connection.
+            done.insert(di, Vec::new());
+            continue;
+        }
+        if s.is_none() && !gave_up {
+            match ImapSession::connect(&opts.dest, &opts.creds, &opts.tls).await {
+                Ok(c) => s = Some(c),
+                Err(_) => gave_up = true,
+            }
+        }
+        let Some(sess) = s.as_mut() else {
+            continue;
+        };
+        match verify_folder(sess, &folders[di].0, &folders[di].1, &items).await {
+            Ok(v) => {
+                done.insert(di, v);
+            }
+            Err(e) if e.is_connection_lost() => s = None,
+            Err(_) => {}
+        }
+    }
+    (done, s)
+}
+
+/// Per destination folder verified early: each record's result.
+pub(super) type VerifiedFolders = HashMap<usize, Vec<(usize, Checked)>>;
+
+/// A record's verification: present, with notes on metadata that differs on a message
+/// that was already there (nothing to fix; not a failure), or why it failed.
+pub(super) type Checked = Result<Vec<String>, String>;
+
+/// Per destination folder: wire name, ambiguous Message-IDs, messages to check.
+pub(super) type VerifyInput = Vec<(String, HashSet<String>, Vec<VerifyItem>)>;
+
+#[derive(Clone)]
+pub(super) struct VerifyItem {
+    pub(super) gid: usize,
+    /// Where the message is, when known: learned before appending, or the server's
+    /// `APPENDUID` answer.
+    pub(super) uid: Option<u32>,
+    /// The UIDVALIDITY an `APPENDUID` named; the UID holds only while it is unchanged.
+    pub(super) uidvalidity: Option<u32>,
+    pub(super) key: MsgKey,
+    pub(super) flags: Vec<String>,
+    pub(super) date: Option<i64>,
+    pub(super) crlf_sha: [u8; 32],
+    pub(super) raw_sha: [u8; 32],
+    pub(super) lf_sha: [u8; 32],
+    pub(super) bytes_too: bool,
+    /// Already on the destination before this run: flags the server has beyond the
+    /// archived ones and another INTERNALDATE are notes, not failures (an APPEND sets
+    /// both; a message found there keeps its own).
+    pub(super) present: bool,
+    /// INTERNALDATE as archived, for the note when it differs.
+    pub(super) date_text: Option<String>,
+    /// Compare the header section only (see `Rec::head`); a mismatch falls back to the
+    /// whole message.
+    pub(super) head: Option<[[u8; 32]; 3]>,
+}
+
+/// Checks each archived message of one destination folder against what it holds now.
+pub(super) async fn verify_folder(
+    s: &mut ImapSession,
+    raw: &str,
+    ambiguous: &HashSet<String>,
+    items: &[VerifyItem],
+) -> Result<Vec<(usize, Checked)>, ImapError> {
+    // When the server named every message's UID (APPENDUID, or learned before), the
+    // folder's metadata is enough and the server reads no message file; reading each
+    // one's Message-ID was most of the check's time. A UID that is not there sends the
+    // check round again, matching by Message-ID and size.
+    if items.iter().all(|i| i.uid.is_some()) {
+        if let Some(done) = verify_folder_by(s, raw, ambiguous, items, false).await? {
+            return Ok(done);
+        }
+    }
+    Ok(verify_folder_by(s, raw, ambiguous, items, true)
+        .await?
+        .expect("matching by Message-ID always decides"))
+}
+
+/// One round of [`verify_folder`]; `None` when, without Message-IDs (`with_ids`
+/// false), a message was not at its UID.
+async fn verify_folder_by(
+    s: &mut ImapSession,
+    raw: &str,
+    ambiguous: &HashSet<String>,
+    items: &[VerifyItem],
+    with_ids: bool,
+) -> Result<Option<Vec<(usize, Checked)>>, ImapError> {
+    let (mut state, uidvalidity) = learn_for_verify(s, raw, ambiguous, with_ids).await?;
+    let mut out = Vec::new();
+    let mut body_check: HashMap<u32, &VerifyItem> = HashMap::new();
+    let mut head_check: HashMap<u32, &VerifyItem> = HashMap::new();
+    // Notes of the messages whose bytes are still to be compared.
+    let mut pending: HashMap<usize, Vec<String>> = HashMap::new();
+    // Known UIDs first, so a claim by key cannot take a message another record owns.
+    let mut order: Vec<&VerifyItem> = items.iter().filter(|i| i.uid.is_some()).collect();
+    order.extend(items.iter().filter(|i| i.uid.is_none()));
+    for it in order {
+        let uid = it
+            .uid
+            .filter(|_| it.uidvalidity.is_none() || it.uidvalidity == uidvalidity);
+        let found = match uid {
+            Some(u) => state.claim_uid(u).cloned(),
+            None => None,
+        };
+        if found.is_none() && !with_ids {
+            return Ok(None);
+        }
+        let found = found.or_else(|| {
+            state
+                .claim_pref(&it.key, |e| plan::same_flags(&it.flags, &e.flags))
+                .map(|(_, e)| e.clone())
+        });
+        let Some(e) = found else {
+            let near: Vec<String> = state
+                .msgs
+                .iter()
+                .filter(|m| it.key.message_id.is_some() && m.message_id == it.key.message_id)
+                .map(|m| format!("UID {} with {} bytes", m.uid, m.size))
+                .collect();
+            let mut why = "missing on the destination after the import".to_string();
+            if !near.is_empty() {
+                why.push_str(&format!(
+                    " (the folder holds this Message-ID as {}; archived size {}, CRLF form {})",
+                    near.join(", "),
+                    it.key.sizes[0],
+                    it.key.sizes[1]
+                ));
+            }
+            out.push((it.gid, Err(why)));
+            continue;
+        };
+        let mut problems = Vec::new();
+        if !it.key.sizes.contains(&e.size) {
+            problems.push(format!(
+                "the server stores it altered: size differs (archived {} bytes, CRLF form {}, server {})",
+                it.key.sizes[0], it.key.sizes[1], e.size
+            ));
+        }
+        let mut notes = Vec::new();
+        let (missing, extra) = crate::reconcile::flag_gap(&it.flags, &e.flags);
+        if it.present {
+            if !missing.is_empty() {
+                problems.push(format!(
+                    "flags missing on the server: ({})",
+                    missing.join(" ")
+                ));
+            }
+            if !extra.is_empty() {
+                notes.push(format!(
+                    "the server's copy also has flags ({}) the archive lacks; left as they are",
+                    extra.join(" ")
+                ));
+            }
+        } else if !missing.is_empty() || !extra.is_empty() {
+            problems.push(format!(
+                "flags differ: archived ({}), server ({})",
+                it.flags.join(" "),
+                e.flags
+                    .iter()
+                    .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+        }
+        if let Some(want) = it.date {
+            let got = e.internaldate.as_deref().and_then(parse_internaldate);
+            let server = e.internaldate.as_deref().unwrap_or("none");
+            if got.map(|g| g.timestamp()) == Some(want) {
+            } else if it.present {
+                notes.push(format!(
+                    "INTERNALDATE differs: archived {}, server {server} (IMAP cannot change the date of a message already there)",
+                    it.date_text.as_deref().unwrap_or("none")
+                ));
+            } else {
+                problems.push(format!("INTERNALDATE differs: server {server}"));
+            }
+        }
+        if !problems.is_empty() {
+            out.push((it.gid, Err(problems.join("; "))));
+            continue;
+        }
+        if it.bytes_too {
+            body_check.insert(e.uid, it);
+            pending.insert(it.gid, notes);
+        } else if it.head.is_some() {
+            head_check.insert(e.uid, it);
+            pending.insert(it.gid, notes);
+        } else {
+            out.push((it.gid, Ok(notes)));
+        }
+    }
+    if !head_check.is_empty() {
+        // Servers that rewrite 8-bit header bytes (Cyrus) do it in the header: when the
+        // stored header is the archived one, the message is. Anything else is settled
+        // by the whole message below.
+        let uids: Vec<u32> = head_check.keys().copied().collect();
+        let mut same: HashSet<u32> = HashSet::new();
+        s.fetch_section(&uids, "HEADER", |uid, head| {
+            if let Some(want) = head_check.get(&uid).and_then(|it| it.head) {
+                if want.contains(&sha2_raw(head)) {
+                    same.insert(uid);
+                }
+            }
+        })
+        .await?;
+        for (uid, it) in head_check {
+            if same.contains(&uid) {
+                out.push((it.gid, Ok(pending.remove(&it.gid).unwrap_or_default())));
+            } else {
+                body_check.insert(uid, it);
+            }
+        }
+    }
+    if !body_check.is_empty() {
+        let uids: Vec<u32> = body_check.keys().copied().collect();
+        let mut seen: HashSet<u32> = HashSet::new();
+        s.fetch_bodies(&uids, |uid, body| {
+            let Some(it) = body_check.get(&uid) else {
+                return;
+            };
+            seen.insert(uid);
+            let crlf = identity::crlf_sha256(body);
+            let res = if crlf == it.crlf_sha
+                || sha2_raw(body) == it.raw_sha
+                || sha2_raw(body) == it.lf_sha
+            {
+                Ok(pending.remove(&it.gid).unwrap_or_default())
+            } else if it.key.is_form(&identity::canonical_sha256(body)) {
+                Err("the server altered the message: NUL, 8-bit or line-end bytes were rewritten (SHA-256 of the stored bytes differs)".into())
+            } else {
+                Err("bytes differ: SHA-256 of the server's copy (CRLF form) is not the archived one".into())
+            };
+            out.push((it.gid, res));
+        })
+        .await?;
+        for (uid, it) in &body_check {
+            if !seen.contains(uid) {
+                out.push((it.gid, Err("the server returned no body to compare".into())));
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
+fn sha2_raw(b: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(b).into()
+}
