@@ -8,6 +8,7 @@
 //! time into a bounded queue; `--jobs` connections drain it with pipelined APPENDs.
 
 mod append;
+mod decide;
 mod learn;
 pub mod plan;
 mod verify;
@@ -28,6 +29,7 @@ use crate::source::imap::dest::DestCaps;
 use crate::source::imap::{ImapError, ImapSession};
 use crate::source::net::{Credentials, Endpoint, TlsOptions};
 use append::{worker, Job, Outcome, Router, WorkerCtx, QUEUE_BUDGET_KIB};
+use decide::{decide, Verdict};
 use learn::{learn, over_folders, FOLDER_TRIES};
 use plan::{DestFolder, DestLayout, Plan, PlanOptions, Reason};
 use verify::{
@@ -588,74 +590,48 @@ pub async fn import(
                     deciding = Some(gid);
                     let m = &a.index.messages[record];
                     progress.set_message(plan_names[rec.folder].clone());
-                    let d = &mut dests[rec.dest];
-                    if let Some(b) = &d.broken {
-                        rec.st = St::Failed(b.clone());
-                        progress.inc(rec.size);
-                        return Ok(());
+                    let dec = decide(
+                        m,
+                        bytes,
+                        rec.raw_sha,
+                        &mut dests[rec.dest],
+                        &caps,
+                        verify_mode,
+                    );
+                    if let Some(key) = &dec.key {
+                        rec.crlf_sha = key.exact[1];
+                        rec.lf_sha = key.exact[2];
+                        rec.at_risk = key.at_risk;
                     }
-                    if crate::archive::sha256_hex(bytes) != m.sha256 {
-                        rec.st = St::Failed("damaged in the archive (SHA-256 differs from the index)".into());
-                        progress.inc(rec.size);
-                        return Ok(());
-                    }
-                    let date = m
-                        .internaldate
-                        .as_deref()
-                        .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
-                        .map(|d| d.timestamp());
-                    let key = MsgKey::of(bytes, rec.raw_sha, &d.ambiguous, date);
-                    rec.crlf_sha = key.exact[1];
-                    rec.lf_sha = key.exact[2];
-                    rec.at_risk = key.at_risk;
-                    let binary = memchr::memchr(0, bytes).is_some();
-                    if rec.at_risk && verify_mode == VerifyMode::Quick && !binary {
-                        rec.head = identity::header_forms(bytes);
-                    }
-                    let (keep, drop) = plan::split_flags(&m.flags, d.permanent.as_deref());
-                    rec.flags = keep;
-                    let flags = &rec.flags;
-                    if let Some((_, e)) = d.state.claim_pref(&key, |e| plan::same_flags(flags, &e.flags)) {
-                        rec.fix_flags = crate::reconcile::flag_gap(flags, &e.flags).0;
-                        rec.st = St::There(e.uid);
-                        rec.key = Some(key);
-                        progress.inc(rec.size);
-                        return Ok(());
-                    }
-                    for k in drop {
-                        *dropped.entry((rec.folder, k)).or_default() += 1;
-                    }
-                    if binary && !caps.binary {
-                        rec.st = St::Failed(
-                            "holds NUL bytes and the server offers no BINARY: not importable without altering it".into(),
-                        );
-                        progress.inc(rec.size);
-                        return Ok(());
-                    }
-                    if let Some(lim) = caps.appendlimit {
-                        if bytes.len() as u64 > lim {
-                            rec.st = St::Failed(format!(
-                                "{} bytes is over the server's APPENDLIMIT of {lim}",
-                                bytes.len()
-                            ));
-                            progress.inc(rec.size);
-                            return Ok(());
+                    rec.head = dec.head;
+                    rec.flags = dec.flags;
+                    rec.key = dec.key;
+                    // Keywords count as dropped for every message not already there.
+                    match dec.verdict {
+                        Verdict::There { uid, fix_flags } => {
+                            rec.st = St::There(uid);
+                            rec.fix_flags = fix_flags;
+                        }
+                        v => {
+                            for k in dec.dropped {
+                                *dropped.entry((rec.folder, k)).or_default() += 1;
+                            }
+                            rec.st = match v {
+                                Verdict::Fail(reason) => St::Failed(reason),
+                                _ => St::Queued,
+                            };
                         }
                     }
-                    if bytes.is_empty() {
-                        rec.st = St::Failed("an empty message cannot be appended".into());
+                    if rec.st != St::Queued || dry {
                         progress.inc(rec.size);
                         return Ok(());
                     }
-                    rec.st = St::Queued;
-                    rec.key = Some(key.clone());
-                    if dry {
-                        progress.inc(rec.size);
-                        return Ok(());
-                    }
+                    let binary = dec.binary;
+                    let key = rec.key.clone().expect("a message to append has a key");
                     let kib = ((bytes.len() >> 10) as u32 + 1).min(QUEUE_BUDGET_KIB);
-                    let permit = futures::executor::block_on(budget.clone().acquire_many_owned(kib))
-                        .expect("budget semaphore never closes");
+                    let permit =
+                        futures::executor::block_on(budget.clone().acquire_many_owned(kib))
+                            .expect("budget semaphore never closes");
                     let job = Job {
                         gid,
                         mailbox: dest_raw[rec.dest].clone(),
@@ -670,7 +646,8 @@ pub async fn import(
                         _permit: permit,
                     };
                     if !router.send(rec.dest, job) {
-                        rec.st = St::Failed("not sent: every connection to the server was lost".into());
+                        rec.st =
+                            St::Failed("not sent: every connection to the server was lost".into());
                     }
                     Ok(())
                 });
