@@ -3,7 +3,9 @@
 
 use std::collections::HashSet;
 
-use super::ImportOptions;
+use std::sync::Arc;
+
+use super::{DestRef, DestState, ImportError, ImportOptions};
 use crate::mail::identity;
 use crate::reconcile::{Census, Held};
 use crate::source::imap::{parse_internaldate, ImapError, ImapSession};
@@ -86,7 +88,7 @@ pub(crate) async fn read_census(
 }
 
 /// Connections a folder's learning or verification may use before its loss is fatal.
-pub(super) const FOLDER_TRIES: u32 = 4;
+const FOLDER_TRIES: u32 = 4;
 
 /// Runs `f` over destination folders one after the other on one session (Dovecot 2.3
 /// panics on a lock when several sessions of one user open freshly created folders at
@@ -138,4 +140,44 @@ where
     }
     sessions.extend(cur);
     (sessions, results)
+}
+
+/// What each folder of `to_learn` already holds, into `dests` (its census and
+/// PERMANENTFLAGS); a folder that cannot be read is marked broken. A connection lost
+/// [`FOLDER_TRIES`] times is fatal: without knowing what is there, appending could
+/// double mail.
+pub(super) async fn learn_all(
+    opts: &ImportOptions,
+    sessions: Vec<ImapSession>,
+    dests: &mut [DestState],
+    to_learn: Vec<usize>,
+    folders: &Arc<Vec<DestRef>>,
+) -> Result<Vec<ImapSession>, ImportError> {
+    let dry = opts.dry_run;
+    let fs = folders.clone();
+    let (sessions, learned) = over_folders(opts, sessions, to_learn, move |mut s, di| {
+        let fs = fs.clone();
+        async move {
+            let r = learn(&mut s, &fs[di].raw, &fs[di].ambiguous, dry).await;
+            (s, r)
+        }
+    })
+    .await;
+    for (di, r) in learned {
+        match r {
+            Ok((state, perm)) => {
+                dests[di].state = state;
+                dests[di].permanent = perm;
+            }
+            Err(e) if e.is_connection_lost() => {
+                return Err(ImportError::Learn {
+                    folder: dests[di].raw.clone(),
+                    tries: FOLDER_TRIES,
+                    source: e,
+                })
+            }
+            Err(e) => dests[di].broken = Some(e.to_string()),
+        }
+    }
+    Ok(sessions)
 }

@@ -11,6 +11,7 @@ mod append;
 mod decide;
 mod learn;
 pub mod plan;
+mod prepare;
 mod verify;
 
 use std::collections::{HashMap, HashSet};
@@ -21,21 +22,21 @@ use serde::Serialize;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::archive::reader::Member;
-use crate::archive::{Archive, FolderRecord, ReadError};
-use crate::mail::identity::{self, MsgKey};
+use crate::archive::{Archive, ReadError};
+use crate::mail::identity::MsgKey;
 use crate::progress::Progress;
 use crate::reconcile::Census;
 use crate::source::imap::dest::DestCaps;
-use crate::source::imap::{ImapError, ImapSession};
+use crate::source::imap::ImapError;
 use crate::source::net::{Credentials, Endpoint, TlsOptions};
 use append::{worker, Job, Outcome, Router, WorkerCtx, QUEUE_BUDGET_KIB};
 use decide::{decide, Verdict};
-use learn::{learn, over_folders, FOLDER_TRIES};
-use plan::{DestFolder, DestLayout, Plan, PlanOptions, Reason};
-use verify::{
-    add_missing_flags, early_verify, verify_folder, verify_item, Checked, Sealed, Sealer,
-    VerifyInput, VerifyItem,
+use learn::learn_all;
+use plan::{Plan, PlanOptions, Reason};
+use prepare::{
+    chain_folders, connect_many, dest_layout, make_folders, records, MemberRef, Records,
 };
+use verify::{add_missing_flags, early_verify, verify_late, Checked, Sealed, Sealer, VerifyItem};
 
 pub(crate) use learn::read_census;
 
@@ -251,6 +252,14 @@ struct Rec {
     crlf_sent: bool,
 }
 
+/// What a task needs to read one destination folder: its wire name, and the
+/// Message-IDs its archived messages share (compared by bytes).
+#[derive(Debug, Clone)]
+struct DestRef {
+    raw: String,
+    ambiguous: HashSet<String>,
+}
+
 /// A destination folder (several source folders may land in one).
 struct DestState {
     raw: String,
@@ -275,27 +284,6 @@ fn msg_id(a: &Archive, idx: usize) -> String {
     s
 }
 
-/// Connects `n` sessions (at least one).
-async fn connect_many(opts: &ImportOptions, n: usize) -> Result<Vec<ImapSession>, ImapError> {
-    let futs = (0..n.max(1)).map(|_| ImapSession::connect(&opts.dest, &opts.creds, &opts.tls));
-    let res = futures::future::join_all(futs).await;
-    let mut out = Vec::new();
-    let mut first_err = None;
-    for r in res {
-        match r {
-            Ok(s) => out.push(s),
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
-        }
-    }
-    // Fewer connections than asked is fine (a per-user connection limit); none is not.
-    if out.is_empty() {
-        return Err(first_err.expect("at least one attempt"));
-    }
-    Ok(out)
-}
-
 /// Imports `archives` (a chain is ordered root first) into the destination. `progress`
 /// counts message bytes (sized by the caller: the archives' `message_bytes`).
 pub async fn import(
@@ -305,16 +293,7 @@ pub async fn import(
 ) -> Result<ImportReport, ImportError> {
     let started = std::time::Instant::now();
     let archives = Arc::new(order_chain(archives));
-    // Folders across the chain, first record wins; subscriptions add up.
-    let mut folders: Vec<FolderRecord> = Vec::new();
-    for a in archives.iter() {
-        for f in &a.index.folders {
-            match folders.iter_mut().find(|x| x.name == f.name) {
-                Some(x) => x.subscribed |= f.subscribed,
-                None => folders.push(f.clone()),
-            }
-        }
-    }
+    let folders = chain_folders(&archives);
     if folders.is_empty() {
         return Err(ImportError::Empty);
     }
@@ -344,131 +323,25 @@ pub async fn import(
         ));
     }
     let caps: DestCaps = sessions[0].dest_caps();
-    let list = sessions[0].list().await?;
-    let ns = sessions[0].namespace().await?;
-    // A server that names no delimiter gets '/': levels must not run together.
-    let delimiter = ns
-        .as_ref()
-        .and_then(|n| n.1)
-        .or_else(|| list.iter().find_map(|m| m.delimiter))
-        .or(Some('/'));
-    let layout = DestLayout {
-        delimiter,
-        prefix: ns.map(|n| n.0).unwrap_or_default(),
-        folders: list
-            .iter()
-            .map(|m| DestFolder {
-                name: m.name.clone(),
-                raw_name: m.raw_name.clone(),
-                special_use: m.special_use.clone(),
-                selectable: m.selectable,
-            })
-            .collect(),
-        create_special_use: caps.create_special_use,
-    };
+    let layout = dest_layout(&mut sessions[0], &caps).await?;
     let plan: Plan = plan::plan_folders(&folders, &layout, &opts.plan)?;
 
-    // Destination folders (distinct), and the records that go into each.
-    let mut dests: Vec<DestState> = Vec::new();
-    let mut folder_dest: Vec<usize> = Vec::new();
-    for fp in &plan.folders {
-        let i = match dests.iter().position(|d| d.raw == fp.dest_raw) {
-            Some(i) => i,
-            None => {
-                dests.push(DestState {
-                    raw: fp.dest_raw.clone(),
-                    ambiguous: HashSet::new(),
-                    state: Census::default(),
-                    permanent: None,
-                    broken: None,
-                });
-                dests.len() - 1
-            }
-        };
-        folder_dest.push(i);
-    }
-    let folder_ix: HashMap<&str, usize> = plan
-        .folders
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (f.source.as_str(), i))
-        .collect();
-    let mut recs: Vec<Rec> = Vec::new();
-    let mut gid_of: HashMap<(usize, usize), usize> = HashMap::new();
-    for (ai, a) in archives.iter().enumerate() {
-        for (mi, m) in a.index.messages.iter().enumerate() {
-            let Some(&fi) = folder_ix.get(m.folder.as_str()) else {
-                continue;
-            };
-            gid_of.insert((ai, mi), recs.len());
-            let mut raw_sha = [0u8; 32];
-            let _ = hex::decode_to_slice(&m.sha256, &mut raw_sha);
-            recs.push(Rec {
-                arch: ai,
-                idx: mi,
-                folder: fi,
-                dest: folder_dest[fi],
-                st: St::Pending,
-                key: None,
-                crlf_sha: [0; 32],
-                raw_sha,
-                lf_sha: [0; 32],
-                at_risk: false,
-                head: None,
-                flags: Vec::new(),
-                fix_flags: Vec::new(),
-                size: m.size,
-                verified: None,
-                crlf_sent: false,
-            });
-        }
-    }
-    for (di, d) in dests.iter_mut().enumerate() {
-        d.ambiguous = identity::ambiguous_ids(recs.iter().filter(|r| r.dest == di).map(|r| {
-            let m = &archives[r.arch].index.messages[r.idx];
-            (m.message_id.as_deref(), m.sha256.as_str())
-        }));
-    }
+    let Records {
+        mut dests,
+        folder_dest,
+        mut recs,
+        gid_of,
+    } = records(&archives, &plan);
 
-    // Folders: parents first, then each planned folder; subscriptions as the source had.
-    let mut created: HashSet<usize> = HashSet::new();
-    for p in &plan.parents {
-        rep.parents_created.push(p.dest.clone());
-        if !opts.dry_run {
-            let c = sessions[0].create_folder(&p.dest_raw, None).await?;
-            if !c.ok && !c.already_exists() {
-                rep.notes.push(format!(
-                    "cannot create parent folder {:?}: {} {}",
-                    p.dest, c.status, c.text
-                ));
-            }
-        }
-    }
-    for (fi, fp) in plan.folders.iter().enumerate() {
-        if fp.create && !opts.dry_run {
-            let c = sessions[0]
-                .create_folder(&fp.dest_raw, fp.create_role.as_deref())
-                .await?;
-            if !c.ok && !c.already_exists() {
-                dests[folder_dest[fi]].broken = Some(format!(
-                    "cannot create folder {:?}: {} {}",
-                    fp.dest, c.status, c.text
-                ));
-            }
-        }
-        if fp.create {
-            created.insert(fi);
-        }
-        if fp.subscribe && !opts.dry_run {
-            let c = sessions[0].subscribe(&fp.dest_raw).await?;
-            if !c.ok {
-                rep.notes.push(format!(
-                    "cannot subscribe {:?}: {} {}",
-                    fp.dest, c.status, c.text
-                ));
-            }
-        }
-    }
+    let created = make_folders(
+        &mut sessions[0],
+        &plan,
+        &mut dests,
+        &folder_dest,
+        opts.dry_run,
+        &mut rep,
+    )
+    .await?;
 
     let mut seconds = PhaseSeconds {
         prepare: started.elapsed().as_secs_f64(),
@@ -487,44 +360,22 @@ pub async fn import(
                         .any(|(fi, f)| folder_dest[fi] == di && f.create))
         })
         .collect();
-    let shared: Arc<Vec<(String, HashSet<String>)>> = Arc::new(
+    let folders: Arc<Vec<DestRef>> = Arc::new(
         dests
             .iter()
-            .map(|d| (d.raw.clone(), d.ambiguous.clone()))
+            .map(|d| DestRef {
+                raw: d.raw.clone(),
+                ambiguous: d.ambiguous.clone(),
+            })
             .collect(),
     );
-    let dry = opts.dry_run;
-    let sh = shared.clone();
-    let (s2, learned) = over_folders(opts, sessions, to_learn, move |mut s, di| {
-        let sh = sh.clone();
-        async move {
-            let r = learn(&mut s, &sh[di].0, &sh[di].1, dry).await;
-            (s, r)
-        }
-    })
-    .await;
-    sessions = s2;
-    for (di, r) in learned {
-        match r {
-            Ok((state, perm)) => {
-                dests[di].state = state;
-                dests[di].permanent = perm;
-            }
-            Err(e) if e.is_connection_lost() => {
-                return Err(ImportError::Learn {
-                    folder: dests[di].raw.clone(),
-                    tries: FOLDER_TRIES,
-                    source: e,
-                })
-            }
-            Err(e) => dests[di].broken = Some(e.to_string()),
-        }
-    }
+    sessions = learn_all(opts, sessions, &mut dests, to_learn, &folders).await?;
 
     seconds.learn = phase.elapsed().as_secs_f64();
     let phase = std::time::Instant::now();
     // Stream the archives: decide each message, queue the missing ones.
     let verify_mode = opts.verify;
+    let dry = opts.dry_run;
     let budget = Arc::new(Semaphore::new(QUEUE_BUDGET_KIB as usize));
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<(usize, Outcome)>();
     let ctx = Arc::new(WorkerCtx {
@@ -580,7 +431,10 @@ pub async fn import(
                     let Member::Message { record, bytes } = member else {
                         return Ok(());
                     };
-                    let Some(&gid) = gid_of.get(&(ai, record)) else {
+                    let Some(&gid) = gid_of.get(&MemberRef {
+                        archive: ai,
+                        record,
+                    }) else {
                         return Ok(());
                     };
                     let rec = &mut recs[gid];
@@ -667,7 +521,7 @@ pub async fn import(
     // Outcomes arrive while the archive streams; a folder whose records are all decided
     // and answered goes to early verification.
     let (verify_tx, verify_rx) = mpsc::unbounded_channel::<(usize, Vec<VerifyItem>)>();
-    let verifier = tokio::spawn(early_verify(verify_rx, opts.clone(), shared.clone()));
+    let verifier = tokio::spawn(early_verify(verify_rx, opts.clone(), folders.clone()));
     let mut outcomes: Vec<(usize, Outcome)> = Vec::new();
     // gid → the APPENDUID of an appended message; `None` inside: no UID; absent: failed.
     let mut answered: HashMap<usize, Option<Option<(u32, u32)>>> = HashMap::new();
@@ -771,57 +625,10 @@ pub async fn import(
     let phase = std::time::Instant::now();
     // Verification on the destination.
     if !opts.dry_run && opts.verify != VerifyMode::None {
-        if sessions.is_empty() {
-            sessions = connect_many(opts, 1).await?;
-        }
-        let to_check: Vec<usize> = (0..dests.len())
-            .filter(|&di| dests[di].broken.is_none() && !early.contains_key(&di))
-            .collect();
-        let mut per_dest: Vec<Vec<VerifyItem>> = vec![Vec::new(); dests.len()];
-        for (gid, r) in recs.iter().enumerate() {
-            if matches!(r.st, St::There(_) | St::Appended(_)) && !early.contains_key(&r.dest) {
-                let m = &archives[r.arch].index.messages[r.idx];
-                per_dest[r.dest].push(verify_item(gid, r, m, opts.verify));
-            }
-        }
-        let input: Arc<VerifyInput> = Arc::new(
-            dests
-                .iter()
-                .zip(per_dest)
-                .map(|(d, v)| (d.raw.clone(), d.ambiguous.clone(), v))
-                .collect(),
-        );
-        let inp = input.clone();
-        let (s2, checked) = over_folders(
-            opts,
-            std::mem::take(&mut sessions),
-            to_check,
-            move |mut s, di| {
-                let inp = inp.clone();
-                async move {
-                    let (raw, amb, items) = &inp[di];
-                    let r = verify_folder(&mut s, raw, amb, items).await;
-                    (s, r)
-                }
-            },
+        sessions = verify_late(
+            opts, sessions, &mut recs, &mut dests, &archives, &folders, &early,
         )
-        .await;
-        sessions = s2;
-        for (di, r) in checked {
-            match r {
-                Ok(v) => {
-                    for (gid, res) in v {
-                        recs[gid].verified = Some(res);
-                    }
-                }
-                Err(e) => {
-                    for it in &input[di].2 {
-                        recs[it.gid].verified = Some(Err(format!("cannot verify: {e}")));
-                    }
-                    dests[di].broken.get_or_insert(e.to_string());
-                }
-            }
-        }
+        .await?;
     }
 
     seconds.verify = phase.elapsed().as_secs_f64();

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use chrono::DateTime;
 use tokio::sync::mpsc;
 
-use super::learn::learn_for_verify;
-use super::{plan, DestState, ImportOptions, Rec, St, VerifyMode};
+use super::learn::{learn_for_verify, over_folders};
+use super::prepare::connect_many;
+use super::{plan, DestRef, DestState, ImportError, ImportOptions, Rec, St, VerifyMode};
 use crate::archive::{Archive, MessageRecord};
 use crate::mail::identity::{self, MsgKey};
 use crate::source::imap::{parse_internaldate, ImapError, ImapSession};
@@ -163,7 +164,7 @@ impl Sealer {
 pub(super) async fn early_verify(
     mut rx: mpsc::UnboundedReceiver<(usize, Vec<VerifyItem>)>,
     opts: ImportOptions,
-    folders: Arc<Vec<(String, HashSet<String>)>>,
+    folders: Arc<Vec<DestRef>>,
 ) -> (VerifiedFolders, Option<ImapSession>) {
     let mut s: Option<ImapSession> = None;
     let mut gave_up = false;
@@ -183,7 +184,7 @@ pub(super) async fn early_verify(
         let Some(sess) = s.as_mut() else {
             continue;
         };
-        match verify_folder(sess, &folders[di].0, &folders[di].1, &items).await {
+        match verify_folder(sess, &folders[di].raw, &folders[di].ambiguous, &items).await {
             Ok(v) => {
                 done.insert(di, v);
             }
@@ -201,8 +202,11 @@ pub(super) type VerifiedFolders = HashMap<usize, Vec<(usize, Checked)>>;
 /// that was already there (nothing to fix; not a failure), or why it failed.
 pub(super) type Checked = Result<Vec<String>, String>;
 
-/// Per destination folder: wire name, ambiguous Message-IDs, messages to check.
-pub(super) type VerifyInput = Vec<(String, HashSet<String>, Vec<VerifyItem>)>;
+/// One destination folder's messages to check after the appends.
+struct FolderCheck {
+    folder: DestRef,
+    items: Vec<VerifyItem>,
+}
 
 #[derive(Clone)]
 pub(super) struct VerifyItem {
@@ -421,4 +425,71 @@ async fn verify_folder_by(
 fn sha2_raw(b: &[u8]) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     Sha256::digest(b).into()
+}
+
+/// Verifies the folders early verification did not settle, after the appends.
+pub(super) async fn verify_late(
+    opts: &ImportOptions,
+    mut sessions: Vec<ImapSession>,
+    recs: &mut [Rec],
+    dests: &mut [DestState],
+    archives: &[Archive],
+    folders: &Arc<Vec<DestRef>>,
+    early: &VerifiedFolders,
+) -> Result<Vec<ImapSession>, ImportError> {
+    if sessions.is_empty() {
+        sessions = connect_many(opts, 1).await?;
+    }
+    let to_check: Vec<usize> = (0..dests.len())
+        .filter(|&di| dests[di].broken.is_none() && !early.contains_key(&di))
+        .collect();
+    let mut per_dest: Vec<Vec<VerifyItem>> = vec![Vec::new(); dests.len()];
+    for (gid, r) in recs.iter().enumerate() {
+        if matches!(r.st, St::There(_) | St::Appended(_)) && !early.contains_key(&r.dest) {
+            let m = &archives[r.arch].index.messages[r.idx];
+            per_dest[r.dest].push(verify_item(gid, r, m, opts.verify));
+        }
+    }
+    let input: Arc<Vec<FolderCheck>> = Arc::new(
+        folders
+            .iter()
+            .zip(per_dest)
+            .map(|(f, items)| FolderCheck {
+                folder: f.clone(),
+                items,
+            })
+            .collect(),
+    );
+    let inp = input.clone();
+    let (s2, checked) = over_folders(
+        opts,
+        std::mem::take(&mut sessions),
+        to_check,
+        move |mut s, di| {
+            let inp = inp.clone();
+            async move {
+                let c = &inp[di];
+                let r = verify_folder(&mut s, &c.folder.raw, &c.folder.ambiguous, &c.items).await;
+                (s, r)
+            }
+        },
+    )
+    .await;
+    sessions = s2;
+    for (di, r) in checked {
+        match r {
+            Ok(v) => {
+                for (gid, res) in v {
+                    recs[gid].verified = Some(res);
+                }
+            }
+            Err(e) => {
+                for it in &input[di].items {
+                    recs[it.gid].verified = Some(Err(format!("cannot verify: {e}")));
+                }
+                dests[di].broken.get_or_insert(e.to_string());
+            }
+        }
+    }
+    Ok(sessions)
 }
