@@ -31,10 +31,33 @@ pub(super) struct Job {
     pub(super) _permit: OwnedSemaphorePermit,
 }
 
+/// Where the server put an appended message (`APPENDUID`, RFC 4315).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct AppendUid {
+    pub(super) uidvalidity: u32,
+    pub(super) uid: u32,
+}
+
+/// How one message's APPEND ended.
 pub(super) enum Outcome {
-    /// Bytes sent, whether as the CRLF form, and the `APPENDUID` answer if any.
-    Appended(u64, bool, Option<(u32, u32)>),
+    Appended {
+        /// Bytes sent.
+        bytes: u64,
+        /// Sent in CRLF form (the server refused the archived bare line ends).
+        crlf: bool,
+        uid: Option<AppendUid>,
+    },
     Failed(String),
+}
+
+impl Outcome {
+    fn appended(job: &Job, uid: Option<AppendUid>) -> Outcome {
+        Outcome::Appended {
+            bytes: job.bytes.len() as u64,
+            crlf: job.crlf,
+            uid,
+        }
+    }
 }
 
 /// Memory allowed for messages waiting to be appended, in KiB (a message larger than
@@ -320,11 +343,11 @@ async fn settle_command(
     let uids = crate::source::imap::dest::appenduid(text).filter(|(_, u)| u.len() == jobs.len());
     for (i, (job, _)) in jobs.into_iter().enumerate() {
         progress.inc(job.bytes.len() as u64);
-        let uid = uids.as_ref().map(|(v, u)| (*v, u[i]));
-        let _ = out.send((
-            job.gid,
-            Outcome::Appended(job.bytes.len() as u64, job.crlf, uid),
-        ));
+        let uid = uids.as_ref().map(|(v, u)| AppendUid {
+            uidvalidity: *v,
+            uid: u[i],
+        });
+        let _ = out.send((job.gid, Outcome::appended(&job, uid)));
     }
 }
 
@@ -339,12 +362,13 @@ async fn settle(
 ) {
     if ok {
         progress.inc(job.bytes.len() as u64);
-        let uid = crate::source::imap::dest::appenduid(text)
-            .and_then(|(v, u)| (u.len() == 1).then(|| (v, u[0])));
-        let _ = out.send((
-            job.gid,
-            Outcome::Appended(job.bytes.len() as u64, job.crlf, uid),
-        ));
+        let uid = crate::source::imap::dest::appenduid(text).and_then(|(v, u)| {
+            (u.len() == 1).then(|| AppendUid {
+                uidvalidity: v,
+                uid: u[0],
+            })
+        });
+        let _ = out.send((job.gid, Outcome::appended(&job, uid)));
         return;
     }
     let t = text.to_ascii_lowercase();
@@ -412,10 +436,7 @@ async fn reconnect(
                         k.forms = identity::altered_forms(&j.bytes);
                         if st.claim(&k).is_some() {
                             progress.inc(j.bytes.len() as u64);
-                            let _ = out.send((
-                                j.gid,
-                                Outcome::Appended(j.bytes.len() as u64, j.crlf, None),
-                            ));
+                            let _ = out.send((j.gid, Outcome::appended(&j, None)));
                         } else {
                             again.push((j, a));
                         }

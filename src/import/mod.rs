@@ -12,6 +12,7 @@ mod decide;
 mod learn;
 pub mod plan;
 mod prepare;
+mod report;
 mod verify;
 
 use std::collections::{HashMap, HashSet};
@@ -29,14 +30,17 @@ use crate::reconcile::Census;
 use crate::source::imap::dest::DestCaps;
 use crate::source::imap::ImapError;
 use crate::source::net::{Credentials, Endpoint, TlsOptions};
-use append::{worker, Job, Outcome, Router, WorkerCtx, QUEUE_BUDGET_KIB};
+use append::{worker, AppendUid, Job, Outcome, Router, WorkerCtx, QUEUE_BUDGET_KIB};
 use decide::{decide, Verdict};
 use learn::learn_all;
 use plan::{Plan, PlanOptions, Reason};
 use prepare::{
     chain_folders, connect_many, dest_layout, make_folders, records, MemberRef, Records,
 };
-use verify::{add_missing_flags, early_verify, verify_late, Checked, Sealed, Sealer, VerifyItem};
+use report::fill_report;
+use verify::{
+    add_missing_flags, early_verify, verify_late, Checked, Sealed, SealedItem, Sealer, VerifyItem,
+};
 
 pub(crate) use learn::read_census;
 
@@ -221,7 +225,7 @@ enum St {
     /// Queued for APPEND (or, in a dry run, would be).
     Queued,
     /// Appended; the server's `APPENDUID` (UIDVALIDITY, UID) when it sent one.
-    Appended(Option<(u32, u32)>),
+    Appended(Option<AppendUid>),
     Failed(String),
 }
 
@@ -252,6 +256,18 @@ struct Rec {
     crlf_sent: bool,
 }
 
+/// The answer to one message's APPEND, as early verification needs it.
+enum Answer {
+    Appended(Option<AppendUid>),
+    Failed,
+}
+
+/// A sealed folder whose queued messages are not all answered yet.
+struct Waiting {
+    items: Vec<SealedItem>,
+    answers_left: usize,
+}
+
 /// What a task needs to read one destination folder: its wire name, and the
 /// Message-IDs its archived messages share (compared by bytes).
 #[derive(Debug, Clone)]
@@ -273,15 +289,6 @@ fn imap_date(rfc3339: &str) -> Option<String> {
     DateTime::parse_from_rfc3339(rfc3339)
         .ok()
         .map(|d| d.format("%d-%b-%Y %H:%M:%S %z").to_string())
-}
-
-fn msg_id(a: &Archive, idx: usize) -> String {
-    let m = &a.index.messages[idx];
-    let mut s = crate::verify::message_identity(m);
-    if let Some(mid) = &m.message_id {
-        s.push_str(&format!(", Message-ID {mid}"));
-    }
-    s
 }
 
 /// Imports `archives` (a chain is ordered root first) into the destination. `progress`
@@ -523,22 +530,23 @@ pub async fn import(
     let (verify_tx, verify_rx) = mpsc::unbounded_channel::<(usize, Vec<VerifyItem>)>();
     let verifier = tokio::spawn(early_verify(verify_rx, opts.clone(), folders.clone()));
     let mut outcomes: Vec<(usize, Outcome)> = Vec::new();
-    // gid → the APPENDUID of an appended message; `None` inside: no UID; absent: failed.
-    let mut answered: HashMap<usize, Option<Option<(u32, u32)>>> = HashMap::new();
-    // Sealed folders still waiting for answers: their items and how many answers.
-    let mut waiting: HashMap<usize, (Vec<(VerifyItem, bool)>, usize)> = HashMap::new();
-    let ready = |items: Vec<(VerifyItem, bool)>,
-                 answered: &HashMap<usize, Option<Option<(u32, u32)>>>|
-     -> Vec<VerifyItem> {
+    // gid → the answer to its APPEND.
+    let mut answered: HashMap<usize, Answer> = HashMap::new();
+    // Sealed folders still waiting for answers.
+    let mut waiting: HashMap<usize, Waiting> = HashMap::new();
+    // What to verify of a sealed folder: a queued message once appended, with its UID.
+    let ready = |items: Vec<SealedItem>, answered: &HashMap<usize, Answer>| -> Vec<VerifyItem> {
         items
             .into_iter()
-            .filter_map(|(mut it, queued)| {
+            .filter_map(|SealedItem { mut item, queued }| {
                 if queued {
-                    let (v, u) = answered.get(&it.gid)?.as_ref()?.unzip();
-                    it.uid = u;
-                    it.uidvalidity = v;
+                    let Answer::Appended(uid) = answered.get(&item.gid)? else {
+                        return None;
+                    };
+                    item.uid = uid.map(|u| u.uid);
+                    item.uidvalidity = uid.map(|u| u.uidvalidity);
                 }
-                Some(it)
+                Some(item)
             })
             .collect()
     };
@@ -548,15 +556,15 @@ pub async fn import(
             o = out_rx.recv() => {
                 let Some((gid, o)) = o else { break };
                 answered.insert(gid, match &o {
-                    Outcome::Appended(_, _, uid) => Some(*uid),
-                    Outcome::Failed(_) => None,
+                    Outcome::Appended { uid, .. } => Answer::Appended(*uid),
+                    Outcome::Failed(_) => Answer::Failed,
                 });
                 let d = gid_dest[gid];
-                if let Some((_, n)) = waiting.get_mut(&d) {
-                    *n -= 1;
-                    if *n == 0 {
-                        let (items, _) = waiting.remove(&d).expect("present");
-                        let _ = verify_tx.send((d, ready(items, &answered)));
+                if let Some(w) = waiting.get_mut(&d) {
+                    w.answers_left -= 1;
+                    if w.answers_left == 0 {
+                        let w = waiting.remove(&d).expect("present");
+                        let _ = verify_tx.send((d, ready(w.items, &answered)));
                     }
                 }
                 outcomes.push((gid, o));
@@ -566,14 +574,14 @@ pub async fn import(
                     seals_open = false;
                     continue;
                 };
-                let n = items
+                let answers_left = items
                     .iter()
-                    .filter(|(it, queued)| *queued && !answered.contains_key(&it.gid))
+                    .filter(|it| it.queued && !answered.contains_key(&it.item.gid))
                     .count();
-                if n == 0 {
+                if answers_left == 0 {
                     let _ = verify_tx.send((dest, ready(items, &answered)));
                 } else {
-                    waiting.insert(dest, (items, n));
+                    waiting.insert(dest, Waiting { items, answers_left });
                 }
             }
         }
@@ -595,10 +603,10 @@ pub async fn import(
     }
     for (gid, o) in outcomes {
         match o {
-            Outcome::Appended(n, crlf, uid) => {
+            Outcome::Appended { bytes, crlf, uid } => {
                 recs[gid].st = St::Appended(uid);
                 recs[gid].crlf_sent = crlf;
-                rep.bytes_appended += n;
+                rep.bytes_appended += bytes;
             }
             Outcome::Failed(r) => recs[gid].st = St::Failed(r),
         }
@@ -633,68 +641,7 @@ pub async fn import(
 
     seconds.verify = phase.elapsed().as_secs_f64();
     rep.seconds = seconds;
-    // The report, per source folder.
-    for (fi, fp) in plan.folders.iter().enumerate() {
-        let mut fr = FolderReport {
-            folder: fp.source.clone(),
-            destination: fp.dest.clone(),
-            placed_by: Some(fp.reason.clone()),
-            created: created.contains(&fi),
-            renamed_levels: fp.renamed_levels.clone(),
-            ..Default::default()
-        };
-        let mut kws: Vec<(String, u64)> = dropped
-            .iter()
-            .filter(|((f, _), _)| *f == fi)
-            .map(|((_, k), n)| (k.clone(), *n))
-            .collect();
-        kws.sort();
-        fr.dropped_keywords = kws;
-        for r in recs.iter().filter(|r| r.folder == fi) {
-            fr.archived += 1;
-            let id = || msg_id(&archives[r.arch], r.idx);
-            match &r.st {
-                St::There(_) => fr.already_there += 1,
-                St::Appended(_) => {
-                    fr.appended += 1;
-                    if r.crlf_sent {
-                        fr.sent_as_crlf += 1;
-                    }
-                }
-                St::Queued => fr.to_append += 1,
-                St::Failed(reason) => {
-                    fr.failed.push(Failure {
-                        id: id(),
-                        reason: reason.clone(),
-                    });
-                    continue;
-                }
-                St::Pending => {}
-            }
-            match &r.verified {
-                Some(Ok(notes)) => {
-                    fr.verified += 1;
-                    fr.differing.extend(notes.iter().map(|n| Differing {
-                        id: id(),
-                        detail: n.clone(),
-                    }));
-                }
-                Some(Err(reason)) => fr.failed.push(Failure {
-                    id: id(),
-                    reason: reason.clone(),
-                }),
-                None => {}
-            }
-        }
-        rep.archived += fr.archived;
-        rep.already_there += fr.already_there;
-        rep.appended += fr.appended;
-        rep.to_append += fr.to_append;
-        rep.verified += fr.verified;
-        rep.failed += fr.failed.len() as u64;
-        rep.differing += fr.differing.len() as u64;
-        rep.folders.push(fr);
-    }
+    fill_report(&mut rep, &plan, &recs, &archives, &dropped, &created);
     for s in sessions {
         let _ = s.logout().await;
     }

@@ -66,7 +66,7 @@ pub(super) async fn add_missing_flags(
 pub(super) fn verify_item(gid: usize, r: &Rec, m: &MessageRecord, mode: VerifyMode) -> VerifyItem {
     let (uid, uidvalidity) = match r.st {
         St::There(u) => (Some(u), None),
-        St::Appended(Some((v, u))) => (Some(u), Some(v)),
+        St::Appended(Some(a)) => (Some(a.uid), Some(a.uidvalidity)),
         _ => (None, None),
     };
     VerifyItem {
@@ -95,10 +95,16 @@ pub(super) fn verify_item(gid: usize, r: &Rec, m: &MessageRecord, mode: VerifyMo
 }
 
 /// A destination folder whose every archived message the reader has decided: what to
-/// verify there once the queued ones are answered (`bool`: queued, UID unknown yet).
+/// verify there once the queued ones are answered.
 pub(super) struct Sealed {
     pub(super) dest: usize,
-    pub(super) items: Vec<(VerifyItem, bool)>,
+    pub(super) items: Vec<SealedItem>,
+}
+
+pub(super) struct SealedItem {
+    pub(super) item: VerifyItem,
+    /// Queued for APPEND: its UID is known once the server answers.
+    pub(super) queued: bool,
 }
 
 /// Counts the records of each destination folder as the reader decides them, and hands
@@ -151,7 +157,10 @@ impl Sealer {
             .map(|&g| {
                 let r = &recs[g];
                 let m = &archives[r.arch].index.messages[r.idx];
-                (verify_item(g, r, m, mode), r.st == St::Queued)
+                SealedItem {
+                    item: verify_item(g, r, m, mode),
+                    queued: r.st == St::Queued,
+                }
             })
             .collect();
         let _ = tx.send(Sealed { dest: d, items });
