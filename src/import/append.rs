@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::learn::learn;
-use super::ImportOptions;
+use super::{ImportOptions, Rec, St};
 use crate::mail::identity::{self, MsgKey};
 use crate::progress::Progress;
 use crate::source::imap::dest::AppendRequest;
@@ -455,4 +455,34 @@ async fn reconnect(
         return Some((s, again));
     }
     None
+}
+
+/// Records the APPEND answers in the records, and settles what never got one. Returns
+/// the bytes appended.
+pub(super) fn apply_outcomes(
+    recs: &mut [Rec],
+    outcomes: Vec<(usize, Outcome)>,
+    dry_run: bool,
+) -> u64 {
+    let mut appended = 0;
+    for (gid, o) in outcomes {
+        match o {
+            Outcome::Appended { bytes, crlf, uid } => {
+                recs[gid].st = St::Appended(uid);
+                recs[gid].crlf_sent = crlf;
+                appended += bytes;
+            }
+            Outcome::Failed(r) => recs[gid].st = St::Failed(r),
+        }
+    }
+    for r in recs.iter_mut() {
+        match r.st {
+            St::Pending => r.st = St::Failed("not found in the archive's data".into()),
+            St::Queued if !dry_run => {
+                r.st = St::Failed("queued but never answered by the server".into())
+            }
+            _ => {}
+        }
+    }
+    appended
 }

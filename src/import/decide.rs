@@ -2,11 +2,20 @@
 //! and what its destination folder holds — already there (and which flags its copy
 //! lacks), to append, or not importable and why.
 
-use chrono::DateTime;
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use super::{plan, DestState, VerifyMode};
-use crate::archive::MessageRecord;
+use chrono::DateTime;
+use tokio::sync::Semaphore;
+
+use super::append::{Job, Router, QUEUE_BUDGET_KIB};
+use super::prepare::MemberRef;
+use super::verify::Sealer;
+use super::{plan, DestState, Rec, St, VerifyMode};
+use crate::archive::reader::Member;
+use crate::archive::{Archive, MessageRecord, ReadError};
 use crate::mail::identity::{self, MsgKey};
+use crate::progress::Progress;
 use crate::source::imap::dest::DestCaps;
 
 /// What becomes of one archived message.
@@ -109,6 +118,164 @@ pub(super) fn decide(
         dropped,
         head,
         binary,
+    }
+}
+
+/// An RFC 3339 time as an IMAP date-time (for APPEND).
+fn imap_date(rfc3339: &str) -> Option<String> {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .ok()
+        .map(|d| d.format("%d-%b-%Y %H:%M:%S %z").to_string())
+}
+
+/// What the archive reader needs: the chain, where each member's record is, the
+/// records and destination folders it decides, and where decided messages go (the
+/// append queue, bounded by `budget` KiB; the sealer for early verification).
+pub(super) struct Reader {
+    pub(super) archives: Arc<Vec<Archive>>,
+    pub(super) gid_of: HashMap<MemberRef, usize>,
+    pub(super) recs: Vec<Rec>,
+    pub(super) dests: Vec<DestState>,
+    /// Source name of each planned folder (for progress).
+    pub(super) plan_names: Vec<String>,
+    /// Wire name of each destination folder.
+    pub(super) dest_raw: Vec<Arc<str>>,
+    pub(super) caps: DestCaps,
+    pub(super) mode: VerifyMode,
+    pub(super) dry: bool,
+    pub(super) budget: Arc<Semaphore>,
+    pub(super) router: Router,
+    pub(super) sealer: Sealer,
+    pub(super) progress: Progress,
+}
+
+/// What the reader hands back: the decided records and folders, keywords dropped per
+/// (planned folder, keyword), and the error that stopped the reading, if any.
+pub(super) struct Decided {
+    pub(super) recs: Vec<Rec>,
+    pub(super) dests: Vec<DestState>,
+    pub(super) dropped: HashMap<(usize, String), u64>,
+    pub(super) err: Option<ReadError>,
+}
+
+/// Streams the archives one message at a time (blocking: run on a blocking thread),
+/// decides each, and queues the ones to append.
+pub(super) fn read_and_decide(r: Reader) -> Decided {
+    let Reader {
+        archives,
+        gid_of,
+        mut recs,
+        mut dests,
+        plan_names,
+        dest_raw,
+        caps,
+        mode: verify_mode,
+        dry,
+        budget,
+        mut router,
+        mut sealer,
+        progress,
+    } = r;
+    let mut dropped: HashMap<(usize, String), u64> = HashMap::new();
+    let mut err = None;
+    // The record the previous member decided: counted when the next one comes
+    // (or the archive ends), so every way a decision returns is counted once.
+    let mut deciding: Option<usize> = None;
+    for (ai, a) in archives.iter().enumerate() {
+        let r = a.stream(|member| -> Result<(), ReadError> {
+            if let Some(g) = deciding.take() {
+                sealer.decided(g, &recs, &archives, verify_mode);
+            }
+            let Member::Message { record, bytes } = member else {
+                return Ok(());
+            };
+            let Some(&gid) = gid_of.get(&MemberRef {
+                archive: ai,
+                record,
+            }) else {
+                return Ok(());
+            };
+            let rec = &mut recs[gid];
+            if rec.st != St::Pending {
+                return Ok(());
+            }
+            deciding = Some(gid);
+            let m = &a.index.messages[record];
+            progress.set_message(plan_names[rec.folder].clone());
+            let dec = decide(
+                m,
+                bytes,
+                rec.raw_sha,
+                &mut dests[rec.dest],
+                &caps,
+                verify_mode,
+            );
+            if let Some(key) = &dec.key {
+                rec.crlf_sha = key.exact[1];
+                rec.lf_sha = key.exact[2];
+                rec.at_risk = key.at_risk;
+            }
+            rec.head = dec.head;
+            rec.flags = dec.flags;
+            rec.key = dec.key;
+            // Keywords count as dropped for every message not already there.
+            match dec.verdict {
+                Verdict::There { uid, fix_flags } => {
+                    rec.st = St::There(uid);
+                    rec.fix_flags = fix_flags;
+                }
+                v => {
+                    for k in dec.dropped {
+                        *dropped.entry((rec.folder, k)).or_default() += 1;
+                    }
+                    rec.st = match v {
+                        Verdict::Fail(reason) => St::Failed(reason),
+                        _ => St::Queued,
+                    };
+                }
+            }
+            if rec.st != St::Queued || dry {
+                progress.inc(rec.size);
+                return Ok(());
+            }
+            let binary = dec.binary;
+            let key = rec.key.clone().expect("a message to append has a key");
+            let kib = ((bytes.len() >> 10) as u32 + 1).min(QUEUE_BUDGET_KIB);
+            let permit = futures::executor::block_on(budget.clone().acquire_many_owned(kib))
+                .expect("budget semaphore never closes");
+            let job = Job {
+                gid,
+                mailbox: dest_raw[rec.dest].clone(),
+                flags: rec.flags.clone(),
+                date: m.internaldate.as_deref().and_then(imap_date),
+                bytes: bytes.to_vec(),
+                binary,
+                key,
+                dest: rec.dest,
+                crlf: false,
+                alone: false,
+                _permit: permit,
+            };
+            if !router.send(rec.dest, job) {
+                rec.st = St::Failed("not sent: every connection to the server was lost".into());
+            }
+            Ok(())
+        });
+        if let Some(g) = deciding.take() {
+            sealer.decided(g, &recs, &archives, verify_mode);
+        }
+        if let Err(e) = r {
+            err = Some(e);
+            break;
+        }
+    }
+    drop(router);
+    drop(sealer);
+    Decided {
+        recs,
+        dests,
+        dropped,
+        err,
     }
 }
 

@@ -15,14 +15,12 @@ mod prepare;
 mod report;
 mod verify;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use chrono::DateTime;
 use serde::Serialize;
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::archive::reader::Member;
 use crate::archive::{Archive, ReadError};
 use crate::mail::identity::MsgKey;
 use crate::progress::Progress;
@@ -30,16 +28,17 @@ use crate::reconcile::Census;
 use crate::source::imap::dest::DestCaps;
 use crate::source::imap::ImapError;
 use crate::source::net::{Credentials, Endpoint, TlsOptions};
-use append::{worker, AppendUid, Job, Outcome, Router, WorkerCtx, QUEUE_BUDGET_KIB};
-use decide::{decide, Verdict};
+use append::{
+    apply_outcomes, worker, AppendUid, Job, Outcome, Router, WorkerCtx, QUEUE_BUDGET_KIB,
+};
+use decide::{read_and_decide, Decided, Reader};
 use learn::learn_all;
 use plan::{Plan, PlanOptions, Reason};
-use prepare::{
-    chain_folders, connect_many, dest_layout, make_folders, records, MemberRef, Records,
-};
+use prepare::{chain_folders, connect_many, dest_layout, make_folders, records, Records};
 use report::fill_report;
 use verify::{
-    add_missing_flags, early_verify, verify_late, Checked, Sealed, SealedItem, Sealer, VerifyItem,
+    add_missing_flags, early_verify, route_answers, verify_late, Checked, Sealed, Sealer,
+    VerifyItem,
 };
 
 pub(crate) use learn::read_census;
@@ -256,18 +255,6 @@ struct Rec {
     crlf_sent: bool,
 }
 
-/// The answer to one message's APPEND, as early verification needs it.
-enum Answer {
-    Appended(Option<AppendUid>),
-    Failed,
-}
-
-/// A sealed folder whose queued messages are not all answered yet.
-struct Waiting {
-    items: Vec<SealedItem>,
-    answers_left: usize,
-}
-
 /// What a task needs to read one destination folder: its wire name, and the
 /// Message-IDs its archived messages share (compared by bytes).
 #[derive(Debug, Clone)]
@@ -283,12 +270,6 @@ struct DestState {
     state: Census,
     permanent: Option<Vec<String>>,
     broken: Option<String>,
-}
-
-fn imap_date(rfc3339: &str) -> Option<String> {
-    DateTime::parse_from_rfc3339(rfc3339)
-        .ok()
-        .map(|d| d.format("%d-%b-%Y %H:%M:%S %z").to_string())
 }
 
 /// Imports `archives` (a chain is ordered root first) into the destination. `progress`
@@ -384,7 +365,7 @@ pub async fn import(
     let verify_mode = opts.verify;
     let dry = opts.dry_run;
     let budget = Arc::new(Semaphore::new(QUEUE_BUDGET_KIB as usize));
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<(usize, Outcome)>();
+    let (out_tx, out_rx) = mpsc::unbounded_channel::<(usize, Outcome)>();
     let ctx = Arc::new(WorkerCtx {
         opts: opts.clone(),
         literal_plus: caps.literal_plus,
@@ -409,186 +390,44 @@ pub async fn import(
     // Only the router holds the queues' senders and only the workers their receivers:
     // if every connection is lost, sending fails and the archive reader stops instead
     // of waiting forever.
-    let mut router = Router::new(queues, dests.len());
+    let router = Router::new(queues, dests.len());
     // Folders to verify while others still append (see `Sealer`).
-    let (seal_tx, mut seal_rx) = mpsc::unbounded_channel::<Sealed>();
+    let (seal_tx, seal_rx) = mpsc::unbounded_channel::<Sealed>();
     let early_on = !opts.dry_run && opts.verify != VerifyMode::None;
-    let mut sealer = Sealer::new(&recs, dests.len(), early_on.then_some(seal_tx));
+    let sealer = Sealer::new(&recs, dests.len(), early_on.then_some(seal_tx));
     let gid_dest: Vec<usize> = recs.iter().map(|r| r.dest).collect();
     let dest_raw: Vec<Arc<str>> = dests.iter().map(|d| Arc::from(d.raw.as_str())).collect();
     let streamer = {
-        let archives = archives.clone();
-        let budget = budget.clone();
-        let progress = progress.clone();
-        let plan_names: Vec<String> = plan.folders.iter().map(|f| f.source.clone()).collect();
-        let mut dests = std::mem::take(&mut dests);
-        let mut recs = std::mem::take(&mut recs);
-        let caps = caps.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut dropped: HashMap<(usize, String), u64> = HashMap::new();
-            let mut err = None;
-            // The record the previous member decided: counted when the next one comes
-            // (or the archive ends), so every way a decision returns is counted once.
-            let mut deciding: Option<usize> = None;
-            for (ai, a) in archives.iter().enumerate() {
-                let r = a.stream(|member| -> Result<(), ReadError> {
-                    if let Some(g) = deciding.take() {
-                        sealer.decided(g, &recs, &archives, verify_mode);
-                    }
-                    let Member::Message { record, bytes } = member else {
-                        return Ok(());
-                    };
-                    let Some(&gid) = gid_of.get(&MemberRef {
-                        archive: ai,
-                        record,
-                    }) else {
-                        return Ok(());
-                    };
-                    let rec = &mut recs[gid];
-                    if rec.st != St::Pending {
-                        return Ok(());
-                    }
-                    deciding = Some(gid);
-                    let m = &a.index.messages[record];
-                    progress.set_message(plan_names[rec.folder].clone());
-                    let dec = decide(
-                        m,
-                        bytes,
-                        rec.raw_sha,
-                        &mut dests[rec.dest],
-                        &caps,
-                        verify_mode,
-                    );
-                    if let Some(key) = &dec.key {
-                        rec.crlf_sha = key.exact[1];
-                        rec.lf_sha = key.exact[2];
-                        rec.at_risk = key.at_risk;
-                    }
-                    rec.head = dec.head;
-                    rec.flags = dec.flags;
-                    rec.key = dec.key;
-                    // Keywords count as dropped for every message not already there.
-                    match dec.verdict {
-                        Verdict::There { uid, fix_flags } => {
-                            rec.st = St::There(uid);
-                            rec.fix_flags = fix_flags;
-                        }
-                        v => {
-                            for k in dec.dropped {
-                                *dropped.entry((rec.folder, k)).or_default() += 1;
-                            }
-                            rec.st = match v {
-                                Verdict::Fail(reason) => St::Failed(reason),
-                                _ => St::Queued,
-                            };
-                        }
-                    }
-                    if rec.st != St::Queued || dry {
-                        progress.inc(rec.size);
-                        return Ok(());
-                    }
-                    let binary = dec.binary;
-                    let key = rec.key.clone().expect("a message to append has a key");
-                    let kib = ((bytes.len() >> 10) as u32 + 1).min(QUEUE_BUDGET_KIB);
-                    let permit =
-                        futures::executor::block_on(budget.clone().acquire_many_owned(kib))
-                            .expect("budget semaphore never closes");
-                    let job = Job {
-                        gid,
-                        mailbox: dest_raw[rec.dest].clone(),
-                        flags: rec.flags.clone(),
-                        date: m.internaldate.as_deref().and_then(imap_date),
-                        bytes: bytes.to_vec(),
-                        binary,
-                        key,
-                        dest: rec.dest,
-                        crlf: false,
-                        alone: false,
-                        _permit: permit,
-                    };
-                    if !router.send(rec.dest, job) {
-                        rec.st =
-                            St::Failed("not sent: every connection to the server was lost".into());
-                    }
-                    Ok(())
-                });
-                if let Some(g) = deciding.take() {
-                    sealer.decided(g, &recs, &archives, verify_mode);
-                }
-                if let Err(e) = r {
-                    err = Some(e);
-                    break;
-                }
-            }
-            drop(router);
-            drop(sealer);
-            (recs, dests, dropped, err)
-        })
+        let reader = Reader {
+            archives: archives.clone(),
+            gid_of,
+            recs: std::mem::take(&mut recs),
+            dests: std::mem::take(&mut dests),
+            plan_names: plan.folders.iter().map(|f| f.source.clone()).collect(),
+            dest_raw,
+            caps: caps.clone(),
+            mode: verify_mode,
+            dry,
+            budget: budget.clone(),
+            router,
+            sealer,
+            progress: progress.clone(),
+        };
+        tokio::task::spawn_blocking(move || read_and_decide(reader))
     };
     // Outcomes arrive while the archive streams; a folder whose records are all decided
     // and answered goes to early verification.
     let (verify_tx, verify_rx) = mpsc::unbounded_channel::<(usize, Vec<VerifyItem>)>();
     let verifier = tokio::spawn(early_verify(verify_rx, opts.clone(), folders.clone()));
-    let mut outcomes: Vec<(usize, Outcome)> = Vec::new();
-    // gid → the answer to its APPEND.
-    let mut answered: HashMap<usize, Answer> = HashMap::new();
-    // Sealed folders still waiting for answers.
-    let mut waiting: HashMap<usize, Waiting> = HashMap::new();
-    // What to verify of a sealed folder: a queued message once appended, with its UID.
-    let ready = |items: Vec<SealedItem>, answered: &HashMap<usize, Answer>| -> Vec<VerifyItem> {
-        items
-            .into_iter()
-            .filter_map(|SealedItem { mut item, queued }| {
-                if queued {
-                    let Answer::Appended(uid) = answered.get(&item.gid)? else {
-                        return None;
-                    };
-                    item.uid = uid.map(|u| u.uid);
-                    item.uidvalidity = uid.map(|u| u.uidvalidity);
-                }
-                Some(item)
-            })
-            .collect()
-    };
-    let mut seals_open = true;
-    loop {
-        tokio::select! {
-            o = out_rx.recv() => {
-                let Some((gid, o)) = o else { break };
-                answered.insert(gid, match &o {
-                    Outcome::Appended { uid, .. } => Answer::Appended(*uid),
-                    Outcome::Failed(_) => Answer::Failed,
-                });
-                let d = gid_dest[gid];
-                if let Some(w) = waiting.get_mut(&d) {
-                    w.answers_left -= 1;
-                    if w.answers_left == 0 {
-                        let w = waiting.remove(&d).expect("present");
-                        let _ = verify_tx.send((d, ready(w.items, &answered)));
-                    }
-                }
-                outcomes.push((gid, o));
-            }
-            sealed = seal_rx.recv(), if seals_open => {
-                let Some(Sealed { dest, items }) = sealed else {
-                    seals_open = false;
-                    continue;
-                };
-                let answers_left = items
-                    .iter()
-                    .filter(|it| it.queued && !answered.contains_key(&it.item.gid))
-                    .count();
-                if answers_left == 0 {
-                    let _ = verify_tx.send((dest, ready(items, &answered)));
-                } else {
-                    waiting.insert(dest, Waiting { items, answers_left });
-                }
-            }
-        }
-    }
+    let outcomes = route_answers(out_rx, seal_rx, &verify_tx, &gid_dest).await;
     drop(verify_tx);
     let (early, early_session) = verifier.await.expect("early verification panicked");
-    let (mut recs, mut dests, dropped, err) = streamer.await.expect("archive reader panicked");
+    let Decided {
+        mut recs,
+        mut dests,
+        dropped,
+        err,
+    } = streamer.await.expect("archive reader panicked");
     for w in workers {
         if let Some(s) = w.await.expect("append worker panicked") {
             sessions.push(s);
@@ -601,25 +440,7 @@ pub async fn import(
     if let Some(e) = err {
         return Err(e.into());
     }
-    for (gid, o) in outcomes {
-        match o {
-            Outcome::Appended { bytes, crlf, uid } => {
-                recs[gid].st = St::Appended(uid);
-                recs[gid].crlf_sent = crlf;
-                rep.bytes_appended += bytes;
-            }
-            Outcome::Failed(r) => recs[gid].st = St::Failed(r),
-        }
-    }
-    for r in recs.iter_mut() {
-        match r.st {
-            St::Pending => r.st = St::Failed("not found in the archive's data".into()),
-            St::Queued if !opts.dry_run => {
-                r.st = St::Failed("queued but never answered by the server".into())
-            }
-            _ => {}
-        }
-    }
+    rep.bytes_appended = apply_outcomes(&mut recs, outcomes, opts.dry_run);
     progress.finish();
 
     if !opts.dry_run && recs.iter().any(|r| !r.fix_flags.is_empty()) {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::DateTime;
 use tokio::sync::mpsc;
 
+use super::append::{AppendUid, Outcome};
 use super::learn::{learn_for_verify, over_folders};
 use super::prepare::connect_many;
 use super::{plan, DestRef, DestState, ImportError, ImportOptions, Rec, St, VerifyMode};
@@ -501,4 +502,85 @@ pub(super) async fn verify_late(
         }
     }
     Ok(sessions)
+}
+
+/// The answer to one message's APPEND, as early verification needs it.
+enum Answer {
+    Appended(Option<AppendUid>),
+    Failed,
+}
+
+/// A sealed folder whose queued messages are not all answered yet.
+struct Waiting {
+    items: Vec<SealedItem>,
+    answers_left: usize,
+}
+
+/// Collects the APPEND answers while the archive streams, and hands each sealed folder
+/// to early verification (`to_verify`) once every queued message of it is answered,
+/// with the UIDs the answers named. Returns every answer, by record.
+pub(super) async fn route_answers(
+    mut answers: mpsc::UnboundedReceiver<(usize, Outcome)>,
+    mut seals: mpsc::UnboundedReceiver<Sealed>,
+    to_verify: &mpsc::UnboundedSender<(usize, Vec<VerifyItem>)>,
+    gid_dest: &[usize],
+) -> Vec<(usize, Outcome)> {
+    let mut outcomes: Vec<(usize, Outcome)> = Vec::new();
+    // gid → the answer to its APPEND.
+    let mut answered: HashMap<usize, Answer> = HashMap::new();
+    // Sealed folders still waiting for answers.
+    let mut waiting: HashMap<usize, Waiting> = HashMap::new();
+    // What to verify of a sealed folder: a queued message once appended, with its UID.
+    let ready = |items: Vec<SealedItem>, answered: &HashMap<usize, Answer>| -> Vec<VerifyItem> {
+        items
+            .into_iter()
+            .filter_map(|SealedItem { mut item, queued }| {
+                if queued {
+                    let Answer::Appended(uid) = answered.get(&item.gid)? else {
+                        return None;
+                    };
+                    item.uid = uid.map(|u| u.uid);
+                    item.uidvalidity = uid.map(|u| u.uidvalidity);
+                }
+                Some(item)
+            })
+            .collect()
+    };
+    let mut seals_open = true;
+    loop {
+        tokio::select! {
+            o = answers.recv() => {
+                let Some((gid, o)) = o else { break };
+                answered.insert(gid, match &o {
+                    Outcome::Appended { uid, .. } => Answer::Appended(*uid),
+                    Outcome::Failed(_) => Answer::Failed,
+                });
+                let d = gid_dest[gid];
+                if let Some(w) = waiting.get_mut(&d) {
+                    w.answers_left -= 1;
+                    if w.answers_left == 0 {
+                        let w = waiting.remove(&d).expect("present");
+                        let _ = to_verify.send((d, ready(w.items, &answered)));
+                    }
+                }
+                outcomes.push((gid, o));
+            }
+            sealed = seals.recv(), if seals_open => {
+                let Some(Sealed { dest, items }) = sealed else {
+                    seals_open = false;
+                    continue;
+                };
+                let answers_left = items
+                    .iter()
+                    .filter(|it| it.queued && !answered.contains_key(&it.item.gid))
+                    .count();
+                if answers_left == 0 {
+                    let _ = to_verify.send((dest, ready(items, &answered)));
+                } else {
+                    waiting.insert(dest, Waiting { items, answers_left });
+                }
+            }
+        }
+    }
+    outcomes
 }
