@@ -11,7 +11,7 @@ use super::learn::learn;
 use super::{ImportOptions, Rec, St};
 use crate::mail::identity::{self, MsgKey};
 use crate::progress::Progress;
-use crate::source::imap::dest::AppendRequest;
+use crate::source::imap::dest::{AppendRequest, DestCaps};
 use crate::source::imap::ImapSession;
 
 /// One message to APPEND.
@@ -73,10 +73,10 @@ const BATCH_BYTES: usize = 4 << 20;
 /// Attempts for an APPEND the server asked us to retry later.
 const RETRIES: u32 = 4;
 
-pub(super) struct WorkerCtx {
-    pub(super) opts: ImportOptions,
-    pub(super) literal_plus: bool,
-    pub(super) multiappend: bool,
+struct WorkerCtx {
+    opts: ImportOptions,
+    literal_plus: bool,
+    multiappend: bool,
 }
 
 /// Why an APPEND failed, and whether trying again later can help.
@@ -151,7 +151,7 @@ impl Router {
 /// One connection's APPEND loop: takes jobs from the shared queue, keeps a window of
 /// APPENDs in flight, retries what the server asked to retry, and on a lost connection
 /// reconnects and checks which in-flight messages arrived before sending them again.
-pub(super) async fn worker(
+async fn worker(
     session: ImapSession,
     mut rx: mpsc::Receiver<Job>,
     out: mpsc::UnboundedSender<(usize, Outcome)>,
@@ -485,4 +485,49 @@ pub(super) fn apply_outcomes(
         }
     }
     appended
+}
+
+/// The append connections, running: the router that queues messages to them, their
+/// tasks (each hands its session back), and the stream of their answers.
+pub(super) struct Workers {
+    pub(super) router: Router,
+    pub(super) handles: Vec<tokio::task::JoinHandle<Option<ImapSession>>>,
+    pub(super) answers: mpsc::UnboundedReceiver<(usize, Outcome)>,
+}
+
+/// Starts one append worker per session (none in a dry run: no sessions given).
+pub(super) fn start_workers(
+    sessions: Vec<ImapSession>,
+    opts: &ImportOptions,
+    caps: &DestCaps,
+    dests: usize,
+    progress: &Progress,
+) -> Workers {
+    let (out_tx, answers) = mpsc::unbounded_channel::<(usize, Outcome)>();
+    let ctx = Arc::new(WorkerCtx {
+        opts: opts.clone(),
+        literal_plus: caps.literal_plus,
+        multiappend: caps.multiappend,
+    });
+    let mut handles = Vec::new();
+    let mut queues = Vec::new();
+    for s in sessions {
+        let (tx, rx) = mpsc::channel::<Job>(1024);
+        queues.push(tx);
+        handles.push(tokio::spawn(worker(
+            s,
+            rx,
+            out_tx.clone(),
+            ctx.clone(),
+            progress.clone(),
+        )));
+    }
+    // Only the router holds the queues' senders and only the workers their receivers:
+    // if every connection is lost, sending fails and the archive reader stops instead
+    // of waiting forever.
+    Workers {
+        router: Router::new(queues, dests),
+        handles,
+        answers,
+    }
 }

@@ -28,13 +28,13 @@ use crate::reconcile::Census;
 use crate::source::imap::dest::DestCaps;
 use crate::source::imap::ImapError;
 use crate::source::net::{Credentials, Endpoint, TlsOptions};
-use append::{
-    apply_outcomes, worker, AppendUid, Job, Outcome, Router, WorkerCtx, QUEUE_BUDGET_KIB,
-};
+use append::{apply_outcomes, start_workers, AppendUid, Workers, QUEUE_BUDGET_KIB};
 use decide::{read_and_decide, Decided, Reader};
 use learn::learn_all;
 use plan::{Plan, PlanOptions, Reason};
-use prepare::{chain_folders, connect_many, dest_layout, make_folders, records, Records};
+use prepare::{
+    chain_folders, connect_many, dest_layout, make_folders, open_sessions, records, Records,
+};
 use report::fill_report;
 use verify::{
     add_missing_flags, early_verify, route_answers, verify_late, Checked, Sealed, Sealer,
@@ -296,20 +296,7 @@ pub async fn import(
         ..Default::default()
     };
 
-    let mut sessions = connect_many(opts, opts.jobs).await?;
-    if sessions.len() < opts.jobs.max(1) {
-        rep.notes.push(format!(
-            "{} of {} connections opened (the server limits connections); continuing with fewer",
-            sessions.len(),
-            opts.jobs.max(1)
-        ));
-    }
-    if !sessions[0].is_tls() {
-        rep.notes.push(format!(
-            "{}: the session ran in clear text (--allow-plaintext; the server offers no STARTTLS)",
-            opts.dest
-        ));
-    }
+    let mut sessions = open_sessions(opts, &mut rep.notes).await?;
     let caps: DestCaps = sessions[0].dest_caps();
     let layout = dest_layout(&mut sessions[0], &caps).await?;
     let plan: Plan = plan::plan_folders(&folders, &layout, &opts.plan)?;
@@ -365,32 +352,21 @@ pub async fn import(
     let verify_mode = opts.verify;
     let dry = opts.dry_run;
     let budget = Arc::new(Semaphore::new(QUEUE_BUDGET_KIB as usize));
-    let (out_tx, out_rx) = mpsc::unbounded_channel::<(usize, Outcome)>();
-    let ctx = Arc::new(WorkerCtx {
-        opts: opts.clone(),
-        literal_plus: caps.literal_plus,
-        multiappend: caps.multiappend,
-    });
-    let mut workers = Vec::new();
-    let mut queues = Vec::new();
-    if !opts.dry_run {
-        for s in sessions.drain(..) {
-            let (tx, rx) = mpsc::channel::<Job>(1024);
-            queues.push(tx);
-            workers.push(tokio::spawn(worker(
-                s,
-                rx,
-                out_tx.clone(),
-                ctx.clone(),
-                progress.clone(),
-            )));
-        }
-    }
-    drop(out_tx);
-    // Only the router holds the queues' senders and only the workers their receivers:
-    // if every connection is lost, sending fails and the archive reader stops instead
-    // of waiting forever.
-    let router = Router::new(queues, dests.len());
+    let Workers {
+        router,
+        handles: workers,
+        answers: out_rx,
+    } = start_workers(
+        if dry {
+            Vec::new()
+        } else {
+            std::mem::take(&mut sessions)
+        },
+        opts,
+        &caps,
+        dests.len(),
+        progress,
+    );
     // Folders to verify while others still append (see `Sealer`).
     let (seal_tx, seal_rx) = mpsc::unbounded_channel::<Sealed>();
     let early_on = !opts.dry_run && opts.verify != VerifyMode::None;

@@ -49,6 +49,29 @@ pub(super) async fn connect_many(
     Ok(out)
 }
 
+/// Connects `--jobs` sessions (fewer when the server limits connections, at least
+/// one), noting what the user should know about them.
+pub(super) async fn open_sessions(
+    opts: &ImportOptions,
+    notes: &mut Vec<String>,
+) -> Result<Vec<ImapSession>, ImapError> {
+    let sessions = connect_many(opts, opts.jobs).await?;
+    if sessions.len() < opts.jobs.max(1) {
+        notes.push(format!(
+            "{} of {} connections opened (the server limits connections); continuing with fewer",
+            sessions.len(),
+            opts.jobs.max(1)
+        ));
+    }
+    if !sessions[0].is_tls() {
+        notes.push(format!(
+            "{}: the session ran in clear text (--allow-plaintext; the server offers no STARTTLS)",
+            opts.dest
+        ));
+    }
+    Ok(sessions)
+}
+
 /// What the destination says about its folders and hierarchy.
 pub(super) async fn dest_layout(
     s: &mut ImapSession,
