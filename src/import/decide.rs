@@ -210,11 +210,6 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
                 &caps,
                 verify_mode,
             );
-            if let Some(key) = &dec.key {
-                rec.crlf_sha = key.exact[1];
-                rec.lf_sha = key.exact[2];
-                rec.at_risk = key.at_risk;
-            }
             rec.head = dec.head;
             rec.flags = dec.flags;
             rec.key = dec.key;

@@ -6,6 +6,14 @@
 //! messages, so a rerun after success appends nothing and a rerun after a crash or a cut
 //! connection appends only what is missing. Messages stream from the archive one at a
 //! time into a bounded queue; `--jobs` connections drain it with pipelined APPENDs.
+//!
+//! [`import`] runs the phases, one file each: `prepare` (connections, the destination's
+//! layout, the plan, a record per archived message, folders), `learn` (what each
+//! destination folder holds), `decide` (per message, with no I/O: there, append, or
+//! why not), `append` (the APPEND connections), `verify` (each message checked on the
+//! destination, early where a folder is done), `report`. Whether an archived message
+//! is a server message is decided by [`crate::reconcile`] on the forms of
+//! [`crate::mail::identity`], as `verify --against` does.
 
 mod append;
 mod decide;
@@ -236,11 +244,10 @@ struct Rec {
     /// Index into the destination folder list.
     dest: usize,
     st: St,
+    /// Its identity, once its bytes were read (see `decide`).
     key: Option<MsgKey>,
-    crlf_sha: [u8; 32],
+    /// SHA-256 of the archived bytes, from the index.
     raw_sha: [u8; 32],
-    lf_sha: [u8; 32],
-    at_risk: bool,
     /// For a message whose only risk is 8-bit header bytes: SHA-256 of its header
     /// section (with the blank line) as archived, in CRLF form, and with bare LF made
     /// CRLF, so quick verification can fetch the header instead of the whole message.

@@ -70,11 +70,13 @@ pub(super) fn verify_item(gid: usize, r: &Rec, m: &MessageRecord, mode: VerifyMo
         St::Appended(Some(a)) => (Some(a.uid), Some(a.uidvalidity)),
         _ => (None, None),
     };
+    let key = r.key.clone().expect("decided messages have a key");
+    let bytes_too = mode == VerifyMode::Full || (key.at_risk && r.head.is_none());
     VerifyItem {
         gid,
         uid,
         uidvalidity,
-        key: r.key.clone().expect("decided messages have a key"),
+        key,
         flags: r.flags.clone(),
         date: m
             .internaldate
@@ -83,10 +85,7 @@ pub(super) fn verify_item(gid: usize, r: &Rec, m: &MessageRecord, mode: VerifyMo
             .map(|d| d.timestamp()),
         present: matches!(r.st, St::There(_)),
         date_text: m.internaldate.clone(),
-        crlf_sha: r.crlf_sha,
-        raw_sha: r.raw_sha,
-        lf_sha: r.lf_sha,
-        bytes_too: mode == VerifyMode::Full || (r.at_risk && r.head.is_none()),
+        bytes_too,
         head: if mode == VerifyMode::Full {
             None
         } else {
@@ -229,9 +228,6 @@ pub(super) struct VerifyItem {
     pub(super) key: MsgKey,
     pub(super) flags: Vec<String>,
     pub(super) date: Option<i64>,
-    pub(super) crlf_sha: [u8; 32],
-    pub(super) raw_sha: [u8; 32],
-    pub(super) lf_sha: [u8; 32],
     pub(super) bytes_too: bool,
     /// Already on the destination before this run: flags the server has beyond the
     /// archived ones and another INTERNALDATE are notes, not failures (an APPEND sets
@@ -409,10 +405,10 @@ async fn verify_folder_by(
                 return;
             };
             seen.insert(uid);
-            let crlf = identity::crlf_sha256(body);
-            let res = if crlf == it.crlf_sha
-                || sha2_raw(body) == it.raw_sha
-                || sha2_raw(body) == it.lf_sha
+            // The server's copy in CRLF form against the archived CRLF form covers a
+            // server that keeps some bare line ends and converts others.
+            let res = if it.key.is_exact(&sha2_raw(body))
+                || identity::crlf_sha256(body) == it.key.exact[1]
             {
                 Ok(pending.remove(&it.gid).unwrap_or_default())
             } else if it.key.is_form(&identity::canonical_sha256(body)) {
