@@ -186,8 +186,8 @@ pub fn altered_forms(b: &[u8]) -> Vec<[u8; 32]> {
     out
 }
 
-/// Sizes of the forms of [`cr_altered_forms`]: with them an unambiguous Message-ID
-/// finds a message a server altered so without reading its bytes.
+/// Sizes of the CR-deleting server forms (Courier's, Dovecot's): with them an
+/// unambiguous Message-ID finds a message a server altered so without reading its bytes.
 pub fn altered_sizes(b: &[u8]) -> Vec<u64> {
     let mut v: Vec<u64> = cr_altered_forms(b).iter().map(|f| f.len() as u64).collect();
     v.dedup();
