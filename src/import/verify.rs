@@ -14,6 +14,7 @@ use super::prepare::connect_many;
 use super::{plan, DestRef, DestState, ImportError, ImportOptions, Rec, St, VerifyMode};
 use crate::archive::{Archive, MessageRecord};
 use crate::mail::identity::{self, MsgKey};
+use crate::reconcile::Held;
 use crate::source::imap::{parse_internaldate, ImapError, ImapSession};
 
 /// Adds the flags that messages already on the destination lack (`UID STORE +FLAGS`;
@@ -314,53 +315,7 @@ async fn verify_folder_by(
             out.push((it.gid, Err(why)));
             continue;
         };
-        let mut problems = Vec::new();
-        if !it.key.sizes.contains(&e.size) {
-            problems.push(format!(
-                "the server stores it altered: size differs (archived {} bytes, CRLF form {}, server {})",
-                it.key.sizes[0], it.key.sizes[1], e.size
-            ));
-        }
-        let mut notes = Vec::new();
-        let (missing, extra) = crate::reconcile::flag_gap(&it.flags, &e.flags);
-        if it.present {
-            if !missing.is_empty() {
-                problems.push(format!(
-                    "flags missing on the server: ({})",
-                    missing.join(" ")
-                ));
-            }
-            if !extra.is_empty() {
-                notes.push(format!(
-                    "the server's copy also has flags ({}) the archive lacks; left as they are",
-                    extra.join(" ")
-                ));
-            }
-        } else if !missing.is_empty() || !extra.is_empty() {
-            problems.push(format!(
-                "flags differ: archived ({}), server ({})",
-                it.flags.join(" "),
-                e.flags
-                    .iter()
-                    .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ));
-        }
-        if let Some(want) = it.date {
-            let got = e.internaldate.as_deref().and_then(parse_internaldate);
-            let server = e.internaldate.as_deref().unwrap_or("none");
-            if got.map(|g| g.timestamp()) == Some(want) {
-            } else if it.present {
-                notes.push(format!(
-                    "INTERNALDATE differs: archived {}, server {server} (IMAP cannot change the date of a message already there)",
-                    it.date_text.as_deref().unwrap_or("none")
-                ));
-            } else {
-                problems.push(format!("INTERNALDATE differs: server {server}"));
-            }
-        }
+        let Metadata { problems, notes } = compare_metadata(it, &e);
         if !problems.is_empty() {
             out.push((it.gid, Err(problems.join("; "))));
             continue;
@@ -426,6 +381,66 @@ async fn verify_folder_by(
         }
     }
     Ok(Some(out))
+}
+
+/// How a server copy's metadata compares with the archived message: `problems` fail
+/// the message, `notes` are what a message already there may differ in (the import
+/// adds missing flags and never removes any; IMAP cannot change a stored date).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Metadata {
+    problems: Vec<String>,
+    notes: Vec<String>,
+}
+
+fn compare_metadata(it: &VerifyItem, e: &Held) -> Metadata {
+    let mut problems = Vec::new();
+    if !it.key.sizes.contains(&e.size) {
+        problems.push(format!(
+            "the server stores it altered: size differs (archived {} bytes, CRLF form {}, server {})",
+            it.key.sizes[0], it.key.sizes[1], e.size
+        ));
+    }
+    let mut notes = Vec::new();
+    let (missing, extra) = crate::reconcile::flag_gap(&it.flags, &e.flags);
+    if it.present {
+        if !missing.is_empty() {
+            problems.push(format!(
+                "flags missing on the server: ({})",
+                missing.join(" ")
+            ));
+        }
+        if !extra.is_empty() {
+            notes.push(format!(
+                "the server's copy also has flags ({}) the archive lacks; left as they are",
+                extra.join(" ")
+            ));
+        }
+    } else if !missing.is_empty() || !extra.is_empty() {
+        problems.push(format!(
+            "flags differ: archived ({}), server ({})",
+            it.flags.join(" "),
+            e.flags
+                .iter()
+                .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+    }
+    if let Some(want) = it.date {
+        let got = e.internaldate.as_deref().and_then(parse_internaldate);
+        let server = e.internaldate.as_deref().unwrap_or("none");
+        if got.map(|g| g.timestamp()) == Some(want) {
+        } else if it.present {
+            notes.push(format!(
+                "INTERNALDATE differs: archived {}, server {server} (IMAP cannot change the date of a message already there)",
+                it.date_text.as_deref().unwrap_or("none")
+            ));
+        } else {
+            problems.push(format!("INTERNALDATE differs: server {server}"));
+        }
+    }
+    Metadata { problems, notes }
 }
 
 fn sha2_raw(b: &[u8]) -> [u8; 32] {
@@ -579,4 +594,69 @@ pub(super) async fn route_answers(
         }
     }
     outcomes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn item(present: bool) -> VerifyItem {
+        let b = b"Message-ID: <m@x>\r\n\r\nbody\r\n";
+        VerifyItem {
+            gid: 0,
+            uid: Some(1),
+            uidvalidity: None,
+            key: MsgKey::of(b, [0; 32], &HashSet::new(), Some(1_600_000_000)),
+            flags: vec!["\\Seen".into(), "\\Flagged".into()],
+            date: Some(1_600_000_000),
+            bytes_too: false,
+            present,
+            date_text: Some("2020-09-13T12:26:40+00:00".into()),
+            head: None,
+        }
+    }
+
+    fn held(flags: &[&str], date: &str) -> Held {
+        Held {
+            uid: 1,
+            size: 27,
+            message_id: Some("m@x".into()),
+            flags: flags.iter().map(|f| f.to_string()).collect(),
+            internaldate: Some(date.into()),
+            date: None,
+            sha: None,
+            canonical: None,
+            head_canonical: None,
+        }
+    }
+
+    const SAME: &str = "13-Sep-2020 12:26:40 +0000";
+    const OTHER: &str = "01-Jan-2001 00:00:00 +0000";
+
+    #[test]
+    fn appended_messages_must_match_exactly() {
+        let it = item(false);
+        assert_eq!(
+            compare_metadata(&it, &held(&["\\Seen", "\\Flagged", "\\Recent"], SAME)),
+            Metadata::default()
+        );
+        let m = compare_metadata(&it, &held(&["\\Seen", "\\Flagged", "$X"], OTHER));
+        assert_eq!(m.problems.len(), 2, "{m:?}");
+        assert!(m.notes.is_empty());
+    }
+
+    #[test]
+    fn present_messages_differ_in_notes_but_miss_no_flag() {
+        let it = item(true);
+        let m = compare_metadata(&it, &held(&["\\Seen", "\\Flagged", "$X"], OTHER));
+        assert!(m.problems.is_empty(), "{m:?}");
+        assert_eq!(m.notes.len(), 2, "{m:?}");
+        assert!(m
+            .notes
+            .iter()
+            .any(|n| n.contains("2001") && n.contains("2020")));
+        let m = compare_metadata(&it, &held(&["\\Seen"], SAME));
+        assert_eq!(m.problems, vec!["flags missing on the server: (\\Flagged)"]);
+    }
 }
