@@ -1058,6 +1058,56 @@ fn dovecot_rerun_recognises_altered_messages() {
     c.logout();
 }
 
+/// Defect 4 on Cyrus: 8-bit header bytes rewritten to `X` (`munge8bit`) in messages
+/// without a Message-ID or sharing one are recognised on a rerun: nothing doubles.
+#[test]
+fn cyrus_rerun_recognises_munged_headers() {
+    let t = tempfile::tempdir().unwrap();
+    let msgs: Vec<(String, Vec<u8>)> = [
+        "Subject: \u{3042}\u{3044}\r\n\r\nno id\r\n",
+        "Message-ID: <s@t>\r\nSubject: \u{3042}\r\n\r\none\r\n",
+        "Message-ID: <s@t>\r\nSubject: \u{3044}\r\n\r\ntwo\r\n",
+        "Message-ID: <u@t>\r\nSubject: caf\u{e9}\r\n\r\nunique\r\n",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, b)| {
+        (
+            format!("{}.M{i}.x:2,S", 1_600_000_000 + i),
+            b.as_bytes().to_vec(),
+        )
+    })
+    .collect();
+    let ar = make_archive(
+        t.path(),
+        &[SrcFolder {
+            name: "INBOX",
+            msgs: msgs.clone(),
+            keywords: "",
+        }],
+        &[],
+    );
+    let cy = Cyrus::start();
+    let dest = Dest::cyrus(&cy, "bob");
+    let (_, rep) = dest.import(&[&ar], &[]);
+    assert_eq!(n(&rep, "appended"), msgs.len() as u64, "{rep:#}");
+    // Cyrus did rewrite them: verification says so.
+    let fails = failures(&rep);
+    assert_eq!(fails.len(), msgs.len(), "{fails:#?}");
+    assert!(
+        fails.iter().all(|(_, r)| r.contains("altered")),
+        "{fails:#?}"
+    );
+    for run in 0..2 {
+        let (_, rep) = dest.import(&[&ar], &["--verify", "none"]);
+        assert_eq!(n(&rep, "appended"), 0, "run {run}: {rep:#}");
+        assert_eq!(n(&rep, "already_there"), msgs.len() as u64, "{rep:#}");
+    }
+    let mut c = cy.raw("bob");
+    assert_eq!(c.fetch_all("INBOX").len(), msgs.len());
+    c.logout();
+}
+
 #[test]
 fn chain_full_and_delta_from_imap_export_is_imported_root_first() {
     let t = tempfile::tempdir().unwrap();
