@@ -1,8 +1,7 @@
 //! Import planning, with no I/O: where each archived folder goes on the destination
 //! (delimiter, personal namespace prefix, modified UTF-7, parents, special-use roles,
-//! `--map` and `--prefix`), and how an archived message is recognised among the
-//! messages a destination folder already holds (the dedup keys that make import
-//! idempotent and resumable).
+//! `--map` and `--prefix`), and which flags an APPEND may carry. How an archived
+//! message is recognised on the destination lives in `mail::identity` and `reconcile`.
 
 use std::collections::HashSet;
 
