@@ -1136,6 +1136,9 @@ fn print_import(rep: &crate::import::ImportReport) {
         for x in &f.failed {
             say!("    failed {}: {}", x.id, x.reason);
         }
+        for x in &f.differing {
+            println!("    present, differs {}: {}", x.id, x.detail);
+        }
     }
     for n in &rep.notes {
         say!("note: {n}");

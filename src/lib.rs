@@ -13,6 +13,7 @@ pub mod interrupt;
 pub mod mail;
 pub mod migrate;
 pub mod progress;
+pub mod reconcile;
 pub mod source;
 pub mod text;
 pub mod verify;

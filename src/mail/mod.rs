@@ -5,6 +5,7 @@
 
 pub mod flags;
 pub mod headers;
+pub mod identity;
 pub mod mboxrd;
 pub mod roles;
 pub mod utf7;

@@ -2,13 +2,16 @@
 //! (EXAMINE, `BODY.PEEK`). Folders pair up by name, else by special-use role. Where the
 //! server folder still has the UIDVALIDITY the archive recorded, messages pair up by UID
 //! (the source account); otherwise — a restored destination, a recreated folder — by
-//! content: Message-ID + size, or SHA-256 with `--full`.
+//! identity, through [`crate::reconcile`], the engine the importer uses: Message-ID and
+//! size where the Message-ID tells messages apart, the bytes where it does not (shared
+//! or missing Message-IDs), and with `--full` the bytes of every message.
 //!
 //! Levels: a server message the archive lacks is always an error (the archive has a
 //! gap). An archived message the server lacks is a warning on the source (mail deleted
 //! after the export; nothing lost) and an error on a content-matched folder (the
 //! destination lacks archived mail). Flag differences are warnings; size or SHA-256
-//! differences are errors.
+//! differences are errors, except where the server holds a form of the message a server
+//! is known to produce (NUL, 8-bit header bytes, line ends: a warning).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -17,9 +20,11 @@ use serde::Serialize;
 
 use super::{message_identity, Finding, Level};
 use crate::archive::{Archive, MessageRecord, SourceRef};
-use crate::mail::{flags, headers};
+use crate::mail::flags;
+use crate::mail::identity::{self, MsgKey};
 use crate::progress::Progress;
-use crate::source::imap::{FetchWhat, FetchedMessage, ImapError, ImapSession, MailboxInfo};
+use crate::reconcile::{self, Census, Held, Match};
+use crate::source::imap::{ImapError, ImapSession, MailboxInfo};
 use crate::source::net::{Credentials, Endpoint, TlsOptions};
 
 #[derive(Debug, Clone)]
@@ -57,10 +62,7 @@ pub struct AgainstSummary {
 struct Rec<'a> {
     archive: String,
     m: &'a MessageRecord,
-    /// SHA-256 of the message with every bare LF made CRLF, when that differs: what a
-    /// server that stores CRLF (Dovecot, Cyrus) serves back after an import of mail
-    /// archived from Maildir or mbox.
-    crlf_sha: Option<String>,
+    key: MsgKey,
 }
 
 /// One archive folder as the chain knows it.
@@ -126,17 +128,14 @@ pub async fn verify_against(
     }
     for a in archives {
         let name = a.path.display().to_string();
-        let crlf = if opts.full {
-            crlf_shas(a)
-        } else {
-            HashMap::new()
-        };
+        let mut keys = keys_of(a, &folders);
         for (i, m) in a.index.messages.iter().enumerate() {
             if let Some(f) = folders.iter_mut().find(|f| f.name == m.folder) {
+                let key = keys.remove(&i).unwrap_or_else(|| key_from_index(m));
                 f.recs.push(Rec {
                     archive: name.clone(),
                     m,
-                    crlf_sha: crlf.get(&i).cloned(),
+                    key,
                 });
             }
         }
@@ -236,52 +235,121 @@ pub async fn verify_against(
     Ok((out, sum))
 }
 
-/// The content key without `--full`: the Message-ID; for a message without one, its
-/// Date, From and Subject; failing all, its size. Sizes of matches are compared
-/// afterwards, because mail archived from Maildir or mbox (LF line ends) comes back from
-/// a CRLF server larger.
-fn content_key(s: &headers::Summary, size: u64) -> String {
-    match (&s.message_id, &s.date, &s.from, &s.subject) {
-        (Some(id), ..) => format!("id:{id}"),
-        (None, None, None, None) => format!("size:{size}"),
-        (None, d, f, subj) => format!(
-            "hdr:{}\u{0}{}\u{0}{}",
-            d.as_deref().unwrap_or(""),
-            f.as_deref().unwrap_or(""),
-            subj.as_deref().unwrap_or("")
-        ),
+/// Message-IDs shared by different archived messages of each folder (see
+/// [`identity::ambiguous_ids`]), by folder name.
+fn ambiguous_by_folder(a: &Archive) -> HashMap<&str, HashSet<String>> {
+    let mut by: HashMap<&str, Vec<&MessageRecord>> = HashMap::new();
+    for m in &a.index.messages {
+        by.entry(m.folder.as_str()).or_default().push(m);
     }
+    by.into_iter()
+        .map(|(f, ms)| {
+            let amb = identity::ambiguous_ids(
+                ms.iter()
+                    .map(|m| (m.message_id.as_deref(), m.sha256.as_str())),
+            );
+            (f, amb)
+        })
+        .collect()
 }
 
-/// Record index → SHA-256 of the CRLF form, for records whose bytes hold a bare LF.
-fn crlf_shas(a: &Archive) -> HashMap<usize, String> {
+/// Record index → the message's identity key, from its bytes (one pass over the
+/// archive). Records in folders the chain does not compare are skipped.
+fn keys_of(a: &Archive, folders: &[ArchFolder]) -> HashMap<usize, MsgKey> {
+    let ambiguous = ambiguous_by_folder(a);
+    let none = HashSet::new();
     let mut out = HashMap::new();
     let _ = a.stream(|member| -> Result<(), crate::archive::ReadError> {
         if let crate::archive::reader::Member::Message { record, bytes } = member {
-            let bare_lf = bytes
-                .iter()
-                .enumerate()
-                .any(|(i, &c)| c == b'\n' && (i == 0 || bytes[i - 1] != b'\r'));
-            if bare_lf {
-                let mut v = Vec::with_capacity(bytes.len() + bytes.len() / 32);
-                for (i, &c) in bytes.iter().enumerate() {
-                    if c == b'\n' && (i == 0 || bytes[i - 1] != b'\r') {
-                        v.push(b'\r');
-                    }
-                    v.push(c);
-                }
-                out.insert(record, crate::archive::sha256_hex(&v));
+            let m = &a.index.messages[record];
+            let mut sha = [0u8; 32];
+            if !folders.iter().any(|f| f.name == m.folder)
+                || hex::decode_to_slice(&m.sha256, &mut sha).is_err()
+            {
+                return Ok(());
             }
+            let amb = ambiguous.get(m.folder.as_str()).unwrap_or(&none);
+            let date = m
+                .internaldate
+                .as_deref()
+                .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
+                .map(|d| d.timestamp());
+            out.insert(record, MsgKey::of(bytes, sha, amb, date));
         }
         Ok(())
     });
     out
 }
 
+/// A key from the index alone, for a record whose bytes could not be read (the
+/// archive's own verification reports why): Message-ID, size and SHA-256.
+fn key_from_index(m: &MessageRecord) -> MsgKey {
+    let mut sha = [0u8; 32];
+    let _ = hex::decode_to_slice(&m.sha256, &mut sha);
+    let message_id = m.message_id.as_deref().and_then(identity::norm_message_id);
+    MsgKey {
+        by_bytes: message_id.is_none(),
+        message_id,
+        sizes: [m.size; 3],
+        exact: [sha; 3],
+        forms: Vec::new(),
+        altered_sizes: Vec::new(),
+        head_loose: [0; 32],
+        date: None,
+        at_risk: false,
+    }
+}
+
 fn norm_flags(v: &[String]) -> Vec<String> {
     let mut f = flags::normalize(v);
     f.sort();
     f
+}
+
+/// What one server folder holds: every message's UID, size, flags, INTERNALDATE and
+/// Message-ID, and the bytes of those that reconciling must compare by bytes (every
+/// message with `--full`).
+async fn census(
+    s: &mut ImapSession,
+    exists: u32,
+    recs: &[Rec<'_>],
+    opts: &AgainstOptions,
+    progress: &Progress,
+    sum: &mut AgainstSummary,
+) -> Result<Census, ImapError> {
+    let ambiguous: HashSet<String> = recs
+        .iter()
+        .filter(|r| r.key.by_bytes)
+        .filter_map(|r| r.key.message_id.clone())
+        .collect();
+    let mut census = crate::import::read_census(s, exists, &ambiguous, true).await?;
+    if opts.full {
+        let want: Vec<(u32, u64)> = census
+            .msgs
+            .iter()
+            .filter(|m| m.sha.is_none())
+            .map(|m| (m.uid, m.size))
+            .collect();
+        progress.inc_length(want.iter().map(|w| w.1).sum());
+        let mut i = 0;
+        while i < want.len() {
+            let mut j = i;
+            let mut bytes = 0;
+            while j < want.len() && (j == i || bytes + want[j].1 <= opts.batch_bytes) {
+                bytes += want[j].1;
+                j += 1;
+            }
+            let uids: Vec<u32> = want[i..j].iter().map(|w| w.0).collect();
+            s.fetch_bodies(&uids, |uid, body| {
+                progress.inc(body.len() as u64);
+                census.set_bytes(uid, body);
+            })
+            .await?;
+            i = j;
+        }
+        sum.bodies_compared += census.msgs.iter().filter(|m| m.sha.is_some()).count() as u64;
+    }
+    Ok(census)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -296,33 +364,24 @@ async fn compare_folder(
     sum: &mut AgainstSummary,
 ) -> Result<(), ImapError> {
     let st = s.examine(&m.raw_name).await?;
-    let msgs: Vec<FetchedMessage> = if st.exists == 0 {
-        Vec::new()
-    } else {
-        s.uid_fetch_all("1:*", FetchWhat::MetaMessageId).await?
-    };
-    let msgs: Vec<FetchedMessage> = msgs.into_iter().filter(|x| x.uid.is_some()).collect();
-    sum.server_messages += msgs.len() as u64;
+    let mut census = census(s, st.exists, &f.recs, opts, progress, sum).await?;
+    sum.server_messages += census.msgs.len() as u64;
     let uv = st.uidvalidity.unwrap_or(0);
-    let by_uid_recs: HashMap<u32, &Rec> = f
+    let by_uid_recs: HashMap<u32, usize> = f
         .recs
         .iter()
-        .filter_map(|r| match r.m.source {
-            SourceRef::Imap { uidvalidity, uid } if uidvalidity == uv => Some((uid, r)),
+        .enumerate()
+        .filter_map(|(i, r)| match r.m.source {
+            SourceRef::Imap { uidvalidity, uid } if uidvalidity == uv => Some((uid, i)),
             _ => None,
         })
         .collect();
-    let mid_of = |x: &FetchedMessage| {
-        x.header_fields
-            .as_deref()
-            .and_then(|h| headers::summarize(h).message_id)
-    };
     // Equal UIDVALIDITYs can be a coincidence (Dovecot derives them from the clock): UIDs
     // only pair messages when every pair agrees on its Message-ID.
-    let uids_agree = msgs.iter().all(|x| {
+    let uids_agree = census.msgs.iter().all(|x| {
         by_uid_recs
-            .get(&x.uid.unwrap())
-            .is_none_or(|r| mid_of(x) == r.m.message_id)
+            .get(&x.uid)
+            .is_none_or(|&i| x.message_id == f.recs[i].key.message_id)
     });
     let source_mode = st.uidvalidity.is_some()
         && uids_agree
@@ -330,203 +389,65 @@ async fn compare_folder(
     if !source_mode {
         sum.content_matched_folders.push(f.name.clone());
     }
-    let folder_label = if m.name == f.name {
+    let label = if m.name == f.name {
         f.name.clone()
     } else {
         format!("{} (server {})", f.name, m.name)
     };
-    let server_id = |x: &FetchedMessage| format!("server UID {}", x.uid.unwrap_or(0));
-    let mut to_hash: Vec<(u32, &Rec)> = Vec::new();
-    let mut leftover_server: Vec<&FetchedMessage> = Vec::new();
-    let mut matched_recs: HashSet<*const MessageRecord> = HashSet::new();
+    let mut pairs: Vec<(usize, u32, Match)> = Vec::new();
+    let mut rest: Vec<usize> = (0..f.recs.len()).collect();
     if source_mode {
-        for x in &msgs {
-            let uid = x.uid.unwrap();
-            let Some(r) = by_uid_recs.get(&uid) else {
-                leftover_server.push(x);
-                continue;
-            };
-            matched_recs.insert(r.m as *const _);
-            let size = x.size.map(u64::from);
-            if size.is_some_and(|n| n != r.m.size) {
-                out.push(finding(
-                    Level::Error,
-                    "size-differs",
-                    &r.archive,
-                    &folder_label,
-                    Some(message_identity(r.m)),
-                    format!(
-                        "the server says {} bytes, the archive holds {}",
-                        size.unwrap(),
-                        r.m.size
-                    ),
-                ));
-            }
-            compare_flags(x, r, &folder_label, out);
-            if opts.full {
-                to_hash.push((uid, r));
-            }
-        }
-    } else {
-        leftover_server = msgs.iter().collect();
-    }
-    // Content matching for what UIDs could not pair (all of it on a restored folder).
-    let rest_recs: Vec<&Rec> = f
-        .recs
-        .iter()
-        .filter(|r| !matched_recs.contains(&(r.m as *const _)))
-        .collect();
-    let server_shas: HashMap<u32, String> = if opts.full {
-        let mut want: Vec<(u32, u64)> = to_hash
-            .iter()
-            .map(|(u, r)| (*u, r.m.size))
-            .chain(
-                leftover_server
-                    .iter()
-                    .map(|x| (x.uid.unwrap(), x.size.unwrap_or(0) as u64)),
-            )
-            .collect();
-        want.sort_unstable();
-        hash_bodies(s, &want, opts, progress, sum).await?
-    } else {
-        HashMap::new()
-    };
-    for (uid, r) in &to_hash {
-        match server_shas.get(uid) {
-            Some(sha) if *sha == r.m.sha256 || Some(sha) == r.crlf_sha.as_ref() => {}
-            Some(sha) => out.push(finding(
-                Level::Error,
-                "content-differs",
-                &r.archive,
-                &folder_label,
-                Some(message_identity(r.m)),
-                format!(
-                    "the server's copy hashes to {sha}, the archive's to {}",
-                    r.m.sha256
-                ),
-            )),
-            None => out.push(finding(
-                Level::Error,
-                "not-fetched",
-                &r.archive,
-                &folder_label,
-                Some(message_identity(r.m)),
-                "the server did not send this message when asked again".into(),
-            )),
-        }
-    }
-    let keys_of_rec = |r: &Rec| -> Vec<String> {
-        if opts.full {
-            std::iter::once(r.m.sha256.clone())
-                .chain(r.crlf_sha.clone())
-                .collect()
-        } else {
-            let sum = headers::Summary {
-                message_id: r.m.message_id.clone(),
-                date: r.m.date.clone(),
-                from: r.m.from.clone(),
-                subject: r.m.subject.clone(),
-            };
-            vec![content_key(&sum, r.m.size)]
-        }
-    };
-    let key_of_server = |x: &FetchedMessage| {
-        if opts.full {
-            server_shas
-                .get(&x.uid.unwrap())
-                .cloned()
-                .unwrap_or_default()
-        } else {
-            let sum = x
-                .header_fields
-                .as_deref()
-                .map(headers::summarize)
-                .unwrap_or_default();
-            content_key(&sum, x.size.unwrap_or(0) as u64)
-        }
-    };
-    // A record may sit under two keys (its bytes and their CRLF form); `claimed` keeps
-    // it from matching twice.
-    let mut pool: HashMap<String, Vec<usize>> = HashMap::new();
-    for (i, r) in rest_recs.iter().enumerate() {
-        for k in keys_of_rec(r) {
-            pool.entry(k).or_default().push(i);
-        }
-    }
-    let mut claimed = vec![false; rest_recs.len()];
-    for x in &leftover_server {
-        let k = key_of_server(x);
-        let hit = pool.get_mut(&k).and_then(|v| {
-            while let Some(i) = v.pop() {
-                if !claimed[i] {
-                    return Some(i);
+        let uids: Vec<u32> = census.msgs.iter().map(|x| x.uid).collect();
+        for uid in uids {
+            if let Some(&i) = by_uid_recs.get(&uid) {
+                if census.claim_uid(uid).is_some() {
+                    pairs.push((i, uid, Match::Uid));
                 }
             }
-            None
-        });
-        match hit {
-            Some(i) => {
-                claimed[i] = true;
-                let r = rest_recs[i];
-                compare_flags(x, r, &folder_label, out);
-                let size = x.size.unwrap_or(0) as u64;
-                if !opts.full && size != r.m.size {
-                    // Mail archived from an IMAP server is already CRLF: a size change is
-                    // an altered message. From Maildir/mbox it may be line ends.
-                    let imap = matches!(r.m.source, SourceRef::Imap { .. });
-                    out.push(finding(
-                        if imap { Level::Error } else { Level::Warning },
-                        "size-differs",
-                        &r.archive,
-                        &folder_label,
-                        Some(format!("{}; {}", message_identity(r.m), server_id(x))),
-                        if imap {
-                            format!("the server holds {size} bytes, the archive {}", r.m.size)
-                        } else {
-                            format!(
-                                "the server holds {size} bytes, the archive {} (line ends converted to CRLF? --full tells)",
-                                r.m.size
-                            )
-                        },
-                    ));
-                }
-            }
-            None => out.push(finding(
-                Level::Error,
-                "missing-from-archive",
-                server,
-                &folder_label,
-                Some(server_id(x)),
-                format!(
-                    "on the server ({} bytes{}), not in the archive",
-                    x.size.unwrap_or(0),
-                    x.header_fields
-                        .as_deref()
-                        .and_then(|h| headers::summarize(h).message_id)
-                        .map(|id| format!(", Message-ID {id}"))
-                        .unwrap_or_default()
-                ),
-            )),
         }
+        let paired: HashSet<usize> = pairs.iter().map(|p| p.0).collect();
+        rest.retain(|i| !paired.contains(i));
     }
-    let gone_level = if source_mode {
-        Level::Warning
-    } else {
-        Level::Error
-    };
-    // Whatever no server message claimed, by UID or by content.
-    for r in rest_recs
-        .iter()
-        .zip(&claimed)
-        .filter(|(_, c)| !**c)
-        .map(|(r, _)| *r)
-    {
+    // What UIDs could not pair (all of it on a restored folder), by identity.
+    let keys: Vec<&MsgKey> = rest.iter().map(|&i| &f.recs[i].key).collect();
+    let r = reconcile::reconcile(&keys, &mut census, |ri, h| {
+        norm_flags(&h.flags) == norm_flags(&f.recs[rest[ri]].m.flags)
+    });
+    pairs.extend(r.pairs.iter().map(|p| (rest[p.rec], p.uid, p.how)));
+    let held: HashMap<u32, &Held> = census.msgs.iter().map(|h| (h.uid, h)).collect();
+    for (i, uid, how) in &pairs {
+        compare_pair(&f.recs[*i], held[uid], *how, opts.full, &label, out);
+    }
+    for uid in &r.extra {
+        let x = held[uid];
         out.push(finding(
-            gone_level,
+            Level::Error,
+            "missing-from-archive",
+            server,
+            &label,
+            Some(format!("server UID {uid}")),
+            format!(
+                "on the server ({} bytes{}), not in the archive",
+                x.size,
+                x.message_id
+                    .as_ref()
+                    .map(|id| format!(", Message-ID <{id}>"))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+    for &ri in &r.missing {
+        let rec = &f.recs[rest[ri]];
+        out.push(finding(
+            if source_mode {
+                Level::Warning
+            } else {
+                Level::Error
+            },
             "gone-from-server",
-            &r.archive,
-            &folder_label,
-            Some(message_identity(r.m)),
+            &rec.archive,
+            &label,
+            Some(message_identity(rec.m)),
             if source_mode {
                 "archived, no longer on the server (deleted after the export?)".into()
             } else {
@@ -537,8 +458,67 @@ async fn compare_folder(
     Ok(())
 }
 
-fn compare_flags(x: &FetchedMessage, r: &Rec, folder: &str, out: &mut Vec<Finding>) {
-    let Some(server_flags) = &x.flags else { return };
+/// Compares one archived message with the server message paired with it.
+fn compare_pair(r: &Rec, h: &Held, how: Match, full: bool, folder: &str, out: &mut Vec<Finding>) {
+    compare_flags(&h.flags, r, folder, out);
+    let who = || Some(format!("{}; server UID {}", message_identity(r.m), h.uid));
+    let exact = h.sha.is_some_and(|s| r.key.is_exact(&s));
+    // A form a server is known to produce: found by it, or (with the bytes) one of them.
+    let altered = !exact
+        && (how == Match::Altered
+            || (how == Match::Rewritten && r.key.at_risk)
+            || h.canonical.is_some_and(|c| r.key.is_form(&c)));
+    let mut push = |level, code, detail: String| {
+        out.push(finding(level, code, &r.archive, folder, who(), detail))
+    };
+    if how == Match::Uid && h.size != r.m.size {
+        push(
+            Level::Error,
+            "size-differs",
+            format!(
+                "the server says {} bytes, the archive holds {}",
+                h.size, r.m.size
+            ),
+        );
+    }
+    if full && h.sha.is_none() {
+        push(
+            Level::Error,
+            "not-fetched",
+            "the server did not send this message when asked again".into(),
+        );
+    } else if altered {
+        push(
+            Level::Warning,
+            "server-altered",
+            format!(
+                "the server holds it as servers rewrite NUL, 8-bit header bytes or line ends ({} bytes, archived {})",
+                h.size, r.m.size
+            ),
+        );
+    } else if full && !exact {
+        push(
+            Level::Error,
+            "content-differs",
+            format!(
+                "the server's copy hashes to {}, the archive's to {}",
+                hex::encode(h.sha.unwrap_or_default()),
+                r.m.sha256
+            ),
+        );
+    } else if how == Match::Rewritten && !r.key.sizes.contains(&h.size) {
+        push(
+            Level::Error,
+            "size-differs",
+            format!(
+                "the server holds {} bytes, the archive {}",
+                h.size, r.m.size
+            ),
+        );
+    }
+}
+
+fn compare_flags(server_flags: &[String], r: &Rec, folder: &str, out: &mut Vec<Finding>) {
     let (a, b) = (norm_flags(server_flags), norm_flags(&r.m.flags));
     if a != b {
         out.push(finding(
@@ -550,35 +530,4 @@ fn compare_flags(x: &FetchedMessage, r: &Rec, folder: &str, out: &mut Vec<Findin
             format!("server flags ({}), archived ({})", a.join(" "), b.join(" ")),
         ));
     }
-}
-
-/// Downloads the given UIDs (batched by size) and returns their SHA-256.
-async fn hash_bodies(
-    s: &mut ImapSession,
-    want: &[(u32, u64)],
-    opts: &AgainstOptions,
-    progress: &Progress,
-    sum: &mut AgainstSummary,
-) -> Result<HashMap<u32, String>, ImapError> {
-    let mut out = HashMap::new();
-    let mut i = 0;
-    progress.inc_length(want.iter().map(|w| w.1).sum());
-    while i < want.len() {
-        let mut j = i;
-        let mut bytes = 0;
-        while j < want.len() && (j == i || bytes + want[j].1 <= opts.batch_bytes) && j - i < 500 {
-            bytes += want[j].1;
-            j += 1;
-        }
-        let set: Vec<String> = want[i..j].iter().map(|w| w.0.to_string()).collect();
-        for x in s.uid_fetch_all(&set.join(","), FetchWhat::Full).await? {
-            if let (Some(uid), Some(body)) = (x.uid, x.body) {
-                progress.inc(body.len() as u64);
-                sum.bodies_compared += 1;
-                out.insert(uid, crate::archive::sha256_hex(&body));
-            }
-        }
-        i = j;
-    }
-    Ok(out)
 }

@@ -1,0 +1,419 @@
+//! The decide phase, with no I/O: what becomes of one archived message, given its bytes
+//! and what its destination folder holds — already there (and which flags its copy
+//! lacks), to append, or not importable and why.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::DateTime;
+use tokio::sync::Semaphore;
+
+use super::append::{Job, Router, QUEUE_BUDGET_KIB};
+use super::prepare::MemberRef;
+use super::verify::Sealer;
+use super::{plan, DestState, Rec, St, VerifyMode};
+use crate::archive::reader::Member;
+use crate::archive::{Archive, MessageRecord, ReadError};
+use crate::mail::identity::{self, MsgKey};
+use crate::progress::Progress;
+use crate::source::imap::dest::DestCaps;
+
+/// What becomes of one archived message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// The destination holds it under this UID; `fix_flags` are the archived flags its
+    /// copy lacks.
+    There {
+        uid: u32,
+        fix_flags: Vec<String>,
+    },
+    Append,
+    Fail(String),
+}
+
+/// The decision on one message, and what the later phases need of its bytes.
+#[derive(Debug)]
+pub(super) struct Decision {
+    pub(super) verdict: Verdict,
+    /// The message's identity (absent when it was not read: broken folder, damage).
+    pub(super) key: Option<MsgKey>,
+    /// Flags to send with APPEND (and to find on the server), and the keywords the
+    /// folder does not keep (counted for messages that are appended).
+    pub(super) flags: Vec<String>,
+    pub(super) dropped: Vec<String>,
+    /// See `Rec::head`.
+    pub(super) head: Option<[[u8; 32]; 3]>,
+    /// Holds NUL: goes as a `literal8` (BINARY).
+    pub(super) binary: bool,
+}
+
+impl Decision {
+    fn fail(reason: impl Into<String>) -> Decision {
+        Decision {
+            verdict: Verdict::Fail(reason.into()),
+            key: None,
+            flags: Vec::new(),
+            dropped: Vec::new(),
+            head: None,
+            binary: false,
+        }
+    }
+}
+
+/// Decides `m` (its `bytes`, whose index SHA-256 is `sha`) against destination folder
+/// `d`, claiming the server copy it finds there.
+pub(super) fn decide(
+    m: &MessageRecord,
+    bytes: &[u8],
+    sha: [u8; 32],
+    d: &mut DestState,
+    caps: &DestCaps,
+    mode: VerifyMode,
+) -> Decision {
+    if let Some(b) = &d.broken {
+        return Decision::fail(b.clone());
+    }
+    if crate::archive::sha256_hex(bytes) != m.sha256 {
+        return Decision::fail("damaged in the archive (SHA-256 differs from the index)");
+    }
+    if let Err(e) = m.parsed_internaldate() {
+        return Decision::fail(e);
+    }
+    let date = m
+        .internaldate
+        .as_deref()
+        .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
+        .map(|d| d.timestamp());
+    let key = MsgKey::of(bytes, sha, &d.ambiguous, date);
+    let binary = memchr::memchr(0, bytes).is_some();
+    let head = (key.at_risk && mode == VerifyMode::Quick && !binary)
+        .then(|| identity::header_forms(bytes))
+        .flatten();
+    let (flags, dropped) = plan::split_flags(&m.flags, d.permanent.as_deref());
+    let there = d
+        .state
+        .claim_pref(&key, |e| plan::same_flags(&flags, &e.flags))
+        .map(|(_, e)| Verdict::There {
+            uid: e.uid,
+            fix_flags: crate::reconcile::flag_gap(&flags, &e.flags).0,
+        });
+    let verdict = there.unwrap_or_else(|| {
+        if binary && !caps.binary {
+            Verdict::Fail(
+                "holds NUL bytes and the server offers no BINARY: not importable without altering it".into(),
+            )
+        } else if caps.appendlimit.is_some_and(|l| bytes.len() as u64 > l) {
+            Verdict::Fail(format!(
+                "{} bytes is over the server's APPENDLIMIT of {}",
+                bytes.len(),
+                caps.appendlimit.unwrap_or_default()
+            ))
+        } else if bytes.is_empty() {
+            Verdict::Fail("an empty message cannot be appended".into())
+        } else {
+            Verdict::Append
+        }
+    });
+    Decision {
+        verdict,
+        key: Some(key),
+        flags,
+        dropped,
+        head,
+        binary,
+    }
+}
+
+/// An RFC 3339 time as an IMAP date-time (for APPEND).
+fn imap_date(rfc3339: &str) -> Option<String> {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .ok()
+        .map(|d| d.format("%d-%b-%Y %H:%M:%S %z").to_string())
+}
+
+/// What the archive reader needs: the chain, where each member's record is, the
+/// records and destination folders it decides, and where decided messages go (the
+/// append queue, bounded by `budget` KiB; the sealer for early verification).
+pub(super) struct Reader {
+    pub(super) archives: Arc<Vec<Archive>>,
+    pub(super) gid_of: HashMap<MemberRef, usize>,
+    pub(super) recs: Vec<Rec>,
+    pub(super) dests: Vec<DestState>,
+    /// Source name of each planned folder (for progress).
+    pub(super) plan_names: Vec<String>,
+    /// Wire name of each destination folder.
+    pub(super) dest_raw: Vec<Arc<str>>,
+    pub(super) caps: DestCaps,
+    pub(super) mode: VerifyMode,
+    pub(super) dry: bool,
+    pub(super) budget: Arc<Semaphore>,
+    pub(super) router: Router,
+    pub(super) sealer: Sealer,
+    pub(super) progress: Progress,
+}
+
+/// What the reader hands back: the decided records and folders, keywords dropped per
+/// (planned folder, keyword), and the error that stopped the reading, if any.
+pub(super) struct Decided {
+    pub(super) recs: Vec<Rec>,
+    pub(super) dests: Vec<DestState>,
+    pub(super) dropped: HashMap<(usize, String), u64>,
+    pub(super) err: Option<ReadError>,
+}
+
+/// Streams the archives one message at a time (blocking: run on a blocking thread),
+/// decides each, and queues the ones to append.
+pub(super) fn read_and_decide(r: Reader) -> Decided {
+    let Reader {
+        archives,
+        gid_of,
+        mut recs,
+        mut dests,
+        plan_names,
+        dest_raw,
+        caps,
+        mode: verify_mode,
+        dry,
+        budget,
+        mut router,
+        mut sealer,
+        progress,
+    } = r;
+    let mut dropped: HashMap<(usize, String), u64> = HashMap::new();
+    let mut err = None;
+    // The record the previous member decided: counted when the next one comes
+    // (or the archive ends), so every way a decision returns is counted once.
+    let mut deciding: Option<usize> = None;
+    for (ai, a) in archives.iter().enumerate() {
+        let r = a.stream(|member| -> Result<(), ReadError> {
+            if let Some(g) = deciding.take() {
+                sealer.decided(g, &recs, &archives, verify_mode);
+            }
+            let Member::Message { record, bytes } = member else {
+                return Ok(());
+            };
+            let Some(&gid) = gid_of.get(&MemberRef {
+                archive: ai,
+                record,
+            }) else {
+                return Ok(());
+            };
+            let rec = &mut recs[gid];
+            if rec.st != St::Pending {
+                return Ok(());
+            }
+            deciding = Some(gid);
+            let m = &a.index.messages[record];
+            progress.set_message(plan_names[rec.folder].clone());
+            let dec = decide(
+                m,
+                bytes,
+                rec.raw_sha,
+                &mut dests[rec.dest],
+                &caps,
+                verify_mode,
+            );
+            rec.head = dec.head;
+            rec.flags = dec.flags;
+            rec.key = dec.key;
+            // Keywords count as dropped for every message not already there.
+            match dec.verdict {
+                Verdict::There { uid, fix_flags } => {
+                    rec.st = St::There(uid);
+                    rec.fix_flags = fix_flags;
+                }
+                v => {
+                    for k in dec.dropped {
+                        *dropped.entry((rec.folder, k)).or_default() += 1;
+                    }
+                    rec.st = match v {
+                        Verdict::Fail(reason) => St::Failed(reason),
+                        _ => St::Queued,
+                    };
+                }
+            }
+            if rec.st != St::Queued || dry {
+                progress.inc(rec.size);
+                return Ok(());
+            }
+            let binary = dec.binary;
+            let key = rec.key.clone().expect("a message to append has a key");
+            let kib = ((bytes.len() >> 10) as u32 + 1).min(QUEUE_BUDGET_KIB);
+            let permit = futures::executor::block_on(budget.clone().acquire_many_owned(kib))
+                .expect("budget semaphore never closes");
+            let job = Job {
+                gid,
+                mailbox: dest_raw[rec.dest].clone(),
+                flags: rec.flags.clone(),
+                date: m.internaldate.as_deref().and_then(imap_date),
+                bytes: bytes.to_vec(),
+                binary,
+                key,
+                dest: rec.dest,
+                crlf: false,
+                alone: false,
+                _permit: permit,
+            };
+            if !router.send(rec.dest, job) {
+                rec.st = St::Failed("not sent: every connection to the server was lost".into());
+            }
+            Ok(())
+        });
+        if let Some(g) = deciding.take() {
+            sealer.decided(g, &recs, &archives, verify_mode);
+        }
+        if let Err(e) = r {
+            err = Some(e);
+            break;
+        }
+    }
+    drop(router);
+    drop(sealer);
+    Decided {
+        recs,
+        dests,
+        dropped,
+        err,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::SourceRef;
+    use crate::reconcile::{Census, Held};
+    use std::collections::HashSet;
+
+    fn record(bytes: &[u8], flags: &[&str]) -> (MessageRecord, [u8; 32]) {
+        use sha2::{Digest, Sha256};
+        let sha: [u8; 32] = Sha256::digest(bytes).into();
+        let m = MessageRecord {
+            folder: "INBOX".into(),
+            path: "m".into(),
+            size: bytes.len() as u64,
+            sha256: hex::encode(sha),
+            flags: flags.iter().map(|s| s.to_string()).collect(),
+            internaldate: Some("2020-09-13T12:26:40+00:00".into()),
+            message_id: None,
+            date: None,
+            from: None,
+            subject: None,
+            source: SourceRef::Local { path: "m".into() },
+            source_size: None,
+            mbox: None,
+        };
+        (m, sha)
+    }
+
+    fn dest(held: Vec<Held>) -> DestState {
+        DestState {
+            raw: "INBOX".into(),
+            ambiguous: HashSet::new(),
+            state: Census::new(held),
+            permanent: None,
+            broken: None,
+        }
+    }
+
+    fn held(uid: u32, b: &[u8], flags: &[&str]) -> Held {
+        Held {
+            uid,
+            size: b.len() as u64,
+            message_id: identity::message_id_of(b),
+            flags: flags.iter().map(|s| s.to_string()).collect(),
+            internaldate: None,
+            date: None,
+            sha: None,
+            canonical: None,
+            head_canonical: None,
+        }
+    }
+
+    const MSG: &[u8] = b"Message-ID: <d@x>\r\nSubject: s\r\n\r\nbody\r\n";
+
+    #[test]
+    fn there_with_the_flags_its_copy_lacks() {
+        let (m, sha) = record(MSG, &["\\Seen", "\\Flagged"]);
+        let mut d = dest(vec![held(7, MSG, &["\\Seen", "$Other"])]);
+        let dec = decide(
+            &m,
+            MSG,
+            sha,
+            &mut d,
+            &DestCaps::default(),
+            VerifyMode::Quick,
+        );
+        assert_eq!(
+            dec.verdict,
+            Verdict::There {
+                uid: 7,
+                fix_flags: vec!["\\Flagged".into()]
+            }
+        );
+        // The one server copy is taken: the same message again is appended.
+        let dec = decide(
+            &m,
+            MSG,
+            sha,
+            &mut d,
+            &DestCaps::default(),
+            VerifyMode::Quick,
+        );
+        assert_eq!(dec.verdict, Verdict::Append);
+    }
+
+    #[test]
+    fn what_cannot_be_appended_says_why() {
+        let caps = DestCaps {
+            appendlimit: Some(10),
+            ..Default::default()
+        };
+        let cases: [(&[u8], &str); 3] = [
+            (b"Subject: a\r\n\r\nx\0y\r\n", "BINARY"),
+            (MSG, "APPENDLIMIT of 10"),
+            (b"", "empty"),
+        ];
+        for (bytes, why) in cases {
+            let (m, sha) = record(bytes, &[]);
+            let dec = decide(&m, bytes, sha, &mut dest(vec![]), &caps, VerifyMode::Quick);
+            assert!(
+                matches!(&dec.verdict, Verdict::Fail(r) if r.contains(why)),
+                "{why}: {:?}",
+                dec.verdict
+            );
+        }
+        // Damaged bytes and a folder that could not be made fail before anything else.
+        let (m, sha) = record(MSG, &[]);
+        let dec = decide(
+            &m,
+            b"other",
+            sha,
+            &mut dest(vec![]),
+            &caps,
+            VerifyMode::Quick,
+        );
+        assert!(matches!(&dec.verdict, Verdict::Fail(r) if r.contains("damaged")));
+        let mut d = dest(vec![held(1, MSG, &[])]);
+        d.broken = Some("cannot create folder".into());
+        let dec = decide(&m, MSG, sha, &mut d, &caps, VerifyMode::Quick);
+        assert_eq!(dec.verdict, Verdict::Fail("cannot create folder".into()));
+    }
+
+    #[test]
+    fn keywords_the_folder_does_not_keep_are_dropped() {
+        let (m, sha) = record(MSG, &["\\Seen", "$Label"]);
+        let mut d = dest(vec![]);
+        d.permanent = Some(vec!["\\Seen".into()]);
+        let dec = decide(
+            &m,
+            MSG,
+            sha,
+            &mut d,
+            &DestCaps::default(),
+            VerifyMode::Quick,
+        );
+        assert_eq!(dec.verdict, Verdict::Append);
+        assert_eq!(dec.flags, vec!["\\Seen"]);
+        assert_eq!(dec.dropped, vec!["$Label"]);
+    }
+}

@@ -1,0 +1,183 @@
+//! The learn phase: what each destination folder holds (its census), read before
+//! anything is appended, and again for verification.
+
+use std::collections::HashSet;
+
+use std::sync::Arc;
+
+use super::{DestRef, DestState, ImportError, ImportOptions};
+use crate::mail::identity;
+use crate::reconcile::{Census, Held};
+use crate::source::imap::{parse_internaldate, ImapError, ImapSession};
+
+/// Learns what one destination folder holds.
+pub(super) async fn learn(
+    s: &mut ImapSession,
+    raw: &str,
+    ambiguous: &HashSet<String>,
+    read_only: bool,
+) -> Result<(Census, Option<Vec<String>>), ImapError> {
+    let st = if read_only {
+        s.examine(raw).await?
+    } else {
+        s.select(raw).await?
+    };
+    let state = read_census(s, st.exists, ambiguous, true).await?;
+    if !read_only {
+        s.unselect().await?;
+    }
+    // An empty list means the server did not say: every flag is taken.
+    let permanent = (!st.permanent_flags.is_empty()).then_some(st.permanent_flags);
+    Ok((state, permanent))
+}
+
+/// What verification needs of a folder (read-only): its messages, with or without
+/// each one's Message-ID, and its UIDVALIDITY.
+pub(super) async fn learn_for_verify(
+    s: &mut ImapSession,
+    raw: &str,
+    ambiguous: &HashSet<String>,
+    with_ids: bool,
+) -> Result<(Census, Option<u32>), ImapError> {
+    let st = s.examine(raw).await?;
+    let state = read_census(s, st.exists, ambiguous, with_ids).await?;
+    Ok((state, st.uidvalidity))
+}
+
+/// The messages of the open folder (`exists` of them). `with_ids` reads each one's
+/// Message-ID, and the bytes of those that must be compared by bytes; without, only
+/// what the server keeps in its index (UID, size, flags, INTERNALDATE).
+pub(crate) async fn read_census(
+    s: &mut ImapSession,
+    exists: u32,
+    ambiguous: &HashSet<String>,
+    with_ids: bool,
+) -> Result<Census, ImapError> {
+    let ids = if with_ids {
+        s.identities(exists).await?
+    } else {
+        s.metadata(exists).await?
+    };
+    let msgs: Vec<Held> = ids
+        .into_iter()
+        .filter_map(|m| {
+            Some(Held {
+                uid: m.uid?,
+                size: m.size.unwrap_or(0) as u64,
+                message_id: m.header_fields.as_deref().and_then(identity::message_id_of),
+                flags: m.flags.unwrap_or_default(),
+                date: m
+                    .internaldate
+                    .as_deref()
+                    .and_then(parse_internaldate)
+                    .map(|d| d.timestamp()),
+                internaldate: m.internaldate,
+                sha: None,
+                canonical: None,
+                head_canonical: None,
+            })
+        })
+        .collect();
+    let mut state = Census::new(msgs);
+    if with_ids {
+        let need = state.need_bytes(ambiguous);
+        s.fetch_bodies(&need, |uid, b| state.set_bytes(uid, b))
+            .await?;
+    }
+    Ok(state)
+}
+
+/// Connections a folder's learning or verification may use before its loss is fatal.
+const FOLDER_TRIES: u32 = 4;
+
+/// Runs `f` over destination folders one after the other on one session (Dovecot 2.3
+/// panics on a lock when several sessions of one user open freshly created folders at
+/// once). A folder whose connection is lost is tried once more on a new connection.
+pub(super) async fn over_folders<T, F, Fut>(
+    opts: &ImportOptions,
+    mut sessions: Vec<ImapSession>,
+    folders: Vec<usize>,
+    f: F,
+) -> (Vec<ImapSession>, Vec<(usize, Result<T, ImapError>)>)
+where
+    F: Fn(ImapSession, usize) -> Fut,
+    Fut: std::future::Future<Output = (ImapSession, Result<T, ImapError>)>,
+{
+    let mut results = Vec::new();
+    let mut cur = sessions.pop();
+    for i in folders {
+        let mut tries = 0;
+        loop {
+            let s = match cur.take() {
+                Some(s) => s,
+                None => match ImapSession::connect(&opts.dest, &opts.creds, &opts.tls).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        results.push((i, Err(e)));
+                        break;
+                    }
+                },
+            };
+            let (s, r) = f(s, i).await;
+            match r {
+                Err(e) if e.is_connection_lost() => {
+                    tries += 1;
+                    if tries >= FOLDER_TRIES {
+                        results.push((i, Err(e)));
+                        break;
+                    }
+                    // A busy server (or Dovecot's lock panic) drops a session now and
+                    // then; give it a moment before the fresh connection.
+                    tokio::time::sleep(std::time::Duration::from_millis(250 << tries)).await;
+                }
+                r => {
+                    cur = Some(s);
+                    results.push((i, r));
+                    break;
+                }
+            }
+        }
+    }
+    sessions.extend(cur);
+    (sessions, results)
+}
+
+/// What each folder of `to_learn` already holds, into `dests` (its census and
+/// PERMANENTFLAGS); a folder that cannot be read is marked broken. A connection lost
+/// [`FOLDER_TRIES`] times is fatal: without knowing what is there, appending could
+/// double mail.
+pub(super) async fn learn_all(
+    opts: &ImportOptions,
+    sessions: Vec<ImapSession>,
+    dests: &mut [DestState],
+    to_learn: Vec<usize>,
+    folders: &Arc<Vec<DestRef>>,
+) -> Result<Vec<ImapSession>, ImportError> {
+    let dry = opts.dry_run;
+    let fs = folders.clone();
+    let (sessions, learned) = over_folders(opts, sessions, to_learn, move |mut s, di| {
+        let fs = fs.clone();
+        async move {
+            let r = learn(&mut s, &fs[di].raw, &fs[di].ambiguous, dry).await;
+            (s, r)
+        }
+    })
+    .await;
+    for (di, r) in learned {
+        match r {
+            Ok((state, perm)) => {
+                dests[di].state = state;
+                dests[di].permanent = perm;
+            }
+            Err(e) if e.is_connection_lost() => {
+                return Err(ImportError::Learn {
+                    folder: dests[di].raw.clone(),
+                    tries: FOLDER_TRIES,
+                    source: e,
+                })
+            }
+            Err(e) => dests[di].broken = Some(e.to_string()),
+        }
+    }
+    Ok(sessions)
+}

@@ -1,0 +1,258 @@
+//! The prepare phase: the chain's folders, connections, the destination's layout, the
+//! records of every archived message, and the folders created on the destination.
+
+use std::collections::{HashMap, HashSet};
+
+use super::plan::{DestFolder, DestLayout, Plan};
+use super::{DestState, ImportOptions, ImportReport, Rec, St};
+use crate::archive::{Archive, FolderRecord};
+use crate::mail::identity;
+use crate::reconcile::Census;
+use crate::source::imap::dest::DestCaps;
+use crate::source::imap::{ImapError, ImapSession};
+
+/// Folders across the chain, first record wins; subscriptions add up.
+pub(super) fn chain_folders(archives: &[Archive]) -> Vec<FolderRecord> {
+    let mut folders: Vec<FolderRecord> = Vec::new();
+    for a in archives {
+        for f in &a.index.folders {
+            match folders.iter_mut().find(|x| x.name == f.name) {
+                Some(x) => x.subscribed |= f.subscribed,
+                None => folders.push(f.clone()),
+            }
+        }
+    }
+    folders
+}
+
+/// Connects `n` sessions (at least one).
+pub(super) async fn connect_many(
+    opts: &ImportOptions,
+    n: usize,
+) -> Result<Vec<ImapSession>, ImapError> {
+    let futs = (0..n.max(1)).map(|_| ImapSession::connect(&opts.dest, &opts.creds, &opts.tls));
+    let res = futures::future::join_all(futs).await;
+    let mut out = Vec::new();
+    let mut first_err = None;
+    for r in res {
+        match r {
+            Ok(s) => out.push(s),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    // Fewer connections than asked is fine (a per-user connection limit); none is not.
+    if out.is_empty() {
+        return Err(first_err.expect("at least one attempt"));
+    }
+    Ok(out)
+}
+
+/// Connects `--jobs` sessions (fewer when the server limits connections, at least
+/// one), noting what the user should know about them.
+pub(super) async fn open_sessions(
+    opts: &ImportOptions,
+    notes: &mut Vec<String>,
+) -> Result<Vec<ImapSession>, ImapError> {
+    let sessions = connect_many(opts, opts.jobs).await?;
+    if sessions.len() < opts.jobs.max(1) {
+        notes.push(format!(
+            "{} of {} connections opened (the server limits connections); continuing with fewer",
+            sessions.len(),
+            opts.jobs.max(1)
+        ));
+    }
+    if !sessions[0].is_tls() {
+        notes.push(format!(
+            "{}: the session ran in clear text (--allow-plaintext; the server offers no STARTTLS)",
+            opts.dest
+        ));
+    }
+    Ok(sessions)
+}
+
+/// What the destination says about its folders and hierarchy.
+pub(super) async fn dest_layout(
+    s: &mut ImapSession,
+    caps: &DestCaps,
+) -> Result<DestLayout, ImapError> {
+    let list = s.list().await?;
+    let ns = s.namespace().await?;
+    // A server that names no delimiter gets '/': levels must not run together.
+    let delimiter = ns
+        .as_ref()
+        .and_then(|n| n.1)
+        .or_else(|| list.iter().find_map(|m| m.delimiter))
+        .or(Some('/'));
+    let layout = DestLayout {
+        delimiter,
+        prefix: ns.map(|n| n.0).unwrap_or_default(),
+        folders: list
+            .iter()
+            .map(|m| DestFolder {
+                name: m.name.clone(),
+                raw_name: m.raw_name.clone(),
+                special_use: m.special_use.clone(),
+                selectable: m.selectable,
+            })
+            .collect(),
+        create_special_use: caps.create_special_use,
+    };
+    Ok(layout)
+}
+
+/// One message of the chain: its archive and its index record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct MemberRef {
+    pub(super) archive: usize,
+    pub(super) record: usize,
+}
+
+/// The destination folders (distinct: several source folders may land in one), the
+/// destination folder of each planned folder, and a record per archived message.
+pub(super) struct Records {
+    pub(super) dests: Vec<DestState>,
+    pub(super) folder_dest: Vec<usize>,
+    pub(super) recs: Vec<Rec>,
+    pub(super) gid_of: HashMap<MemberRef, usize>,
+    /// Messages naming a folder their index does not list: they cannot be placed, and
+    /// are reported as failed rather than left out unseen.
+    pub(super) unplaced: Vec<MemberRef>,
+}
+
+pub(super) fn records(archives: &[Archive], plan: &Plan) -> Records {
+    // Destination folders (distinct), and the records that go into each.
+    let mut dests: Vec<DestState> = Vec::new();
+    let mut folder_dest: Vec<usize> = Vec::new();
+    for fp in &plan.folders {
+        let i = match dests.iter().position(|d| d.raw == fp.dest_raw) {
+            Some(i) => i,
+            None => {
+                dests.push(DestState {
+                    raw: fp.dest_raw.clone(),
+                    ambiguous: HashSet::new(),
+                    state: Census::default(),
+                    permanent: None,
+                    broken: None,
+                });
+                dests.len() - 1
+            }
+        };
+        folder_dest.push(i);
+    }
+    let folder_ix: HashMap<&str, usize> = plan
+        .folders
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.source.as_str(), i))
+        .collect();
+    let mut recs: Vec<Rec> = Vec::new();
+    let mut gid_of: HashMap<MemberRef, usize> = HashMap::new();
+    let mut unplaced = Vec::new();
+    for (ai, a) in archives.iter().enumerate() {
+        for (mi, m) in a.index.messages.iter().enumerate() {
+            let Some(&fi) = folder_ix.get(m.folder.as_str()) else {
+                if !a.index.folders.iter().any(|f| f.name == m.folder) {
+                    unplaced.push(MemberRef {
+                        archive: ai,
+                        record: mi,
+                    });
+                }
+                continue;
+            };
+            gid_of.insert(
+                MemberRef {
+                    archive: ai,
+                    record: mi,
+                },
+                recs.len(),
+            );
+            let mut raw_sha = [0u8; 32];
+            let _ = hex::decode_to_slice(&m.sha256, &mut raw_sha);
+            recs.push(Rec {
+                arch: ai,
+                idx: mi,
+                folder: fi,
+                dest: folder_dest[fi],
+                st: St::Pending,
+                key: None,
+                raw_sha,
+                head: None,
+                flags: Vec::new(),
+                fix_flags: Vec::new(),
+                size: m.size,
+                verified: None,
+                crlf_sent: false,
+            });
+        }
+    }
+    for (di, d) in dests.iter_mut().enumerate() {
+        d.ambiguous = identity::ambiguous_ids(recs.iter().filter(|r| r.dest == di).map(|r| {
+            let m = &archives[r.arch].index.messages[r.idx];
+            (m.message_id.as_deref(), m.sha256.as_str())
+        }));
+    }
+
+    Records {
+        dests,
+        folder_dest,
+        recs,
+        gid_of,
+        unplaced,
+    }
+}
+
+/// Creates the parents, then each planned folder, and subscribes as the source had. A
+/// folder that cannot be created is marked broken (its messages fail); returns the
+/// planned folders created (or, in a dry run, to create).
+pub(super) async fn make_folders(
+    s: &mut ImapSession,
+    plan: &Plan,
+    dests: &mut [DestState],
+    folder_dest: &[usize],
+    dry_run: bool,
+    rep: &mut ImportReport,
+) -> Result<HashSet<usize>, ImapError> {
+    // Folders: parents first, then each planned folder; subscriptions as the source had.
+    let mut created: HashSet<usize> = HashSet::new();
+    for p in &plan.parents {
+        rep.parents_created.push(p.dest.clone());
+        if !dry_run {
+            let c = s.create_folder(&p.dest_raw, None).await?;
+            if !c.ok && !c.already_exists() {
+                rep.notes.push(format!(
+                    "cannot create parent folder {:?}: {} {}",
+                    p.dest, c.status, c.text
+                ));
+            }
+        }
+    }
+    for (fi, fp) in plan.folders.iter().enumerate() {
+        if fp.create && !dry_run {
+            let c = s
+                .create_folder(&fp.dest_raw, fp.create_role.as_deref())
+                .await?;
+            if !c.ok && !c.already_exists() {
+                dests[folder_dest[fi]].broken = Some(format!(
+                    "cannot create folder {:?}: {} {}",
+                    fp.dest, c.status, c.text
+                ));
+            }
+        }
+        if fp.create {
+            created.insert(fi);
+        }
+        if fp.subscribe && !dry_run {
+            let c = s.subscribe(&fp.dest_raw).await?;
+            if !c.ok {
+                rep.notes.push(format!(
+                    "cannot subscribe {:?}: {} {}",
+                    fp.dest, c.status, c.text
+                ));
+            }
+        }
+    }
+
+    Ok(created)
+}

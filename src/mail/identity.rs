@@ -1,0 +1,540 @@
+//! Message identity: the forms in which a server may hold an archived message, and the
+//! keys that recognise it there. Import dedup, import verification and `verify
+//! --against` all decide "is this archived message that server message" from these
+//! forms (through [`crate::reconcile`]), so they cannot disagree.
+//!
+//! A server stores a message byte-exact, in a CRLF form (bare LF and bare CR made CRLF,
+//! or only bare LF), or altered by a deterministic rewrite: NUL → 0x80 (Dovecot),
+//! 8-bit header bytes → `X` (Cyrus `munge8bit`), bare CR deleted with bare LF made CRLF
+//! and a final CRLF added (Courier). The server-altered forms are derived from the
+//! archived bytes, not remembered: a rerun recognises what an earlier run appended
+//! with no state file and no trust in one, whichever run (or tool) put it there, and
+//! the server's answer after an APPEND is not needed. Keeping the server's form instead
+//! ("its size and hash are known after the append") would need that record to survive
+//! until the next run and would not help a message another tool restored. The cost is
+//! one or two extra hashes for the rare message holding bare line ends or bytes
+//! servers rewrite.
+//!
+//! Matching on a canonical hash is looser than byte equality (two messages differing
+//! only in 8-bit bytes share it), so a match by form is reported as altered, and the
+//! exact forms are tried first ([`crate::reconcile`]).
+
+use std::collections::{HashMap, HashSet};
+
+use sha2::{Digest, Sha256};
+
+/// Bytes in the form servers serve them: every line ending CRLF (bare LF and bare CR
+/// become CRLF), which is what RFC822.SIZE counts and BODY[] returns on Dovecot.
+pub fn crlf_len(b: &[u8]) -> u64 {
+    (b.len() + bare_line_ends(b).count()) as u64
+}
+
+/// Positions of bare CR and bare LF (line ends that are not part of a CRLF pair).
+/// Found with memchr: messages are mostly long runs without either byte, and a byte
+/// loop over every message was a visible share of an import's CPU.
+fn bare_line_ends(b: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    memchr::memchr2_iter(b'\r', b'\n', b).filter(move |&p| match b[p] {
+        b'\r' => b.get(p + 1) != Some(&b'\n'),
+        _ => p == 0 || b[p - 1] != b'\r',
+    })
+}
+
+/// Size after turning bare LF into CRLF but keeping bare CR: what Dovecot stores for a
+/// message with mixed line endings.
+pub fn lf_crlf_len(b: &[u8]) -> u64 {
+    let bare_lf = memchr::memchr_iter(b'\n', b)
+        .filter(|&i| i == 0 || b[i - 1] != b'\r')
+        .count();
+    (b.len() + bare_lf) as u64
+}
+
+/// SHA-256 of the form with bare LF turned into CRLF and bare CR kept.
+pub fn lf_crlf_sha256(b: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let mut start = 0;
+    for i in memchr::memchr_iter(b'\n', b) {
+        if i == 0 || b[i - 1] != b'\r' {
+            h.update(&b[start..i]);
+            h.update(b"\r");
+            start = i;
+        }
+    }
+    h.update(&b[start..]);
+    h.finalize().into()
+}
+
+/// Feeds the CRLF form of `b` to `sink` in chunks, without copying the whole message.
+fn crlf_chunks(b: &[u8], mut sink: impl FnMut(&[u8])) {
+    let mut start = 0;
+    for p in bare_line_ends(b) {
+        sink(&b[start..p]);
+        sink(b"\r\n");
+        start = p + 1;
+    }
+    sink(&b[start..]);
+}
+
+/// Appends the CRLF form of `b` to `out`.
+pub fn crlf_form(b: &[u8], out: &mut Vec<u8>) {
+    crlf_chunks(b, |c| out.extend_from_slice(c));
+}
+
+/// SHA-256 of the CRLF form: what `--verify full` compares with the server's BODY[].
+pub fn crlf_sha256(b: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    crlf_chunks(b, |c| h.update(c));
+    h.finalize().into()
+}
+
+/// The canonical hash: SHA-256 of the CRLF form with every NUL and 8-bit byte replaced
+/// by `X` and the line ends at the very end dropped. It absorbs the rewrites servers
+/// apply that keep enough of the message to map it back: line ends made CRLF (all),
+/// NUL stored as 0x80 (Dovecot), 8-bit header bytes turned into `X` (Cyrus
+/// `munge8bit`), a final bare CR dropped (Dovecot) or a final CRLF added (Courier).
+/// Verification still compares the exact bytes and reports the rewrite.
+pub fn canonical_sha256(b: &[u8]) -> [u8; 32] {
+    if memchr::memmem::find(b, b"\r\r").is_some() {
+        // Dovecot stores a run of CRs before a LF as one CRLF.
+        let c = collapse_cr_runs(b);
+        if c.len() != b.len() {
+            return canonical_sha256(&c);
+        }
+    }
+    // Line ends at the very end are not part of the identity: Dovecot drops a final
+    // bare CR.
+    let end = b.len()
+        - b.iter()
+            .rev()
+            .take_while(|&&c| c == b'\r' || c == b'\n')
+            .count();
+    let b = &b[..end];
+    let mut h = Sha256::new();
+    let mut tmp = Vec::with_capacity(8192);
+    crlf_chunks(b, |c| {
+        for part in c.chunks(8192) {
+            tmp.clear();
+            tmp.extend(
+                part.iter()
+                    .map(|&x| if x == 0 || x >= 0x80 { b'X' } else { x }),
+            );
+            h.update(&tmp);
+        }
+    });
+    h.finalize().into()
+}
+
+/// `b` with every run of CRs ending in a LF made one CRLF (what Dovecot stores).
+fn collapse_cr_runs(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\r' {
+            let run = b[i..].iter().take_while(|&&c| c == b'\r').count();
+            if b.get(i + run) == Some(&b'\n') {
+                out.extend_from_slice(b"\r\n");
+                i += run + 1;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// What Courier stores for `b`: bare CR bytes deleted, bare LF made CRLF, a final CRLF
+/// added.
+fn courier_form(b: &[u8]) -> Vec<u8> {
+    let kept: Vec<u8> = b
+        .iter()
+        .enumerate()
+        .filter(|&(i, &c)| c != b'\r' || b.get(i + 1) == Some(&b'\n'))
+        .map(|(_, &c)| c)
+        .collect();
+    let mut out = Vec::with_capacity(kept.len() + kept.len() / 32 + 2);
+    crlf_form(&kept, &mut out);
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// The server-altered forms of `b` that keep fewer line breaks than `b` has, when it
+/// holds a bare CR: Courier's (every bare CR deleted) and Dovecot's (a run of CRs
+/// before a LF made one CRLF). Empty for everything else.
+fn cr_altered_forms(b: &[u8]) -> Vec<Vec<u8>> {
+    if !bare_line_ends(b).any(|p| b[p] == b'\r') {
+        return Vec::new();
+    }
+    let mut dovecot = Vec::new();
+    crlf_form(&collapse_cr_runs(b), &mut dovecot);
+    vec![courier_form(b), dovecot]
+}
+
+/// Canonical hashes of every form a server may store `b` in. The canonical hash covers
+/// the rewrites that keep every line break; the one that does not gets a form of its
+/// own: Courier deletes bare CR bytes on APPEND, so a message with CR-only line ends
+/// becomes one long line in which the server finds no Message-ID.
+pub fn altered_forms(b: &[u8]) -> Vec<[u8; 32]> {
+    let mut out = vec![canonical_sha256(b)];
+    for f in cr_altered_forms(b) {
+        let h = canonical_sha256(&f);
+        if !out.contains(&h) {
+            out.push(h);
+        }
+    }
+    out
+}
+
+/// Sizes of the CR-deleting server forms (Courier's, Dovecot's): with them an
+/// unambiguous Message-ID finds a message a server altered so without reading its bytes.
+pub fn altered_sizes(b: &[u8]) -> Vec<u64> {
+    let mut v: Vec<u64> = cr_altered_forms(b).iter().map(|f| f.len() as u64).collect();
+    v.dedup();
+    v
+}
+
+/// SHA-256 of a message's header section including the blank line that ends it, as it
+/// is, in CRLF form, and with only bare LF made CRLF (the forms a server may store).
+/// `None` when the message has no blank line (no body): such a header cannot be told
+/// apart from the whole message, so it is compared whole.
+pub fn header_forms(b: &[u8]) -> Option<[[u8; 32]; 3]> {
+    let h = crate::mail::headers::header_section(b).len();
+    let end = if b[h..].starts_with(b"\r\n") {
+        h + 2
+    } else if b[h..].starts_with(b"\n") {
+        h + 1
+    } else {
+        return None;
+    };
+    let head = &b[..end];
+    Some([
+        Sha256::digest(head).into(),
+        crlf_sha256(head),
+        lf_crlf_sha256(head),
+    ])
+}
+
+/// Bytes a server is known to rewrite: NUL anywhere, 8-bit bytes in the header section.
+pub fn at_risk(b: &[u8]) -> bool {
+    memchr::memchr(0, b).is_some()
+        || crate::mail::headers::header_section(b)
+            .iter()
+            .any(|&x| x >= 0x80)
+}
+
+/// Normalises a Message-ID for matching: the part between `<` and `>` when present,
+/// else the trimmed value; `None` when empty.
+pub fn norm_message_id(v: &str) -> Option<String> {
+    let v = v.trim();
+    let inner = match (v.find('<'), v.find('>')) {
+        (Some(a), Some(b)) if a < b => &v[a + 1..b],
+        _ => v,
+    };
+    let inner = inner.trim();
+    (!inner.is_empty()).then(|| inner.to_string())
+}
+
+/// The first Message-ID field's value of a header block (as `BODY[HEADER.FIELDS
+/// (MESSAGE-ID)]` returns it, or a whole message), unfolded.
+pub fn message_id_of(head: &[u8]) -> Option<String> {
+    let head = crate::mail::headers::header_section(head);
+    let mut lines = split_lines(head).into_iter().peekable();
+    while let Some(line) = lines.next() {
+        if line.len() >= 11 && line[..11].eq_ignore_ascii_case(b"message-id:") {
+            let mut v = line[11..].to_vec();
+            while let Some(c) = lines.peek() {
+                if c.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+                    v.extend_from_slice(c);
+                    lines.next();
+                } else {
+                    break;
+                }
+            }
+            return norm_message_id(&String::from_utf8_lossy(&v));
+        }
+    }
+    None
+}
+
+/// Lines of a header block, ended by CRLF, LF or a bare CR.
+fn split_lines(b: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\r' if b.get(i + 1) == Some(&b'\n') => {
+                out.push(&b[start..i]);
+                i += 2;
+                start = i;
+                continue;
+            }
+            b'\r' | b'\n' => {
+                out.push(&b[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if start < b.len() {
+        out.push(&b[start..]);
+    }
+    out
+}
+
+/// How an archived message is recognised on a server: every form of it a server may
+/// hold, reduced to what can be compared without its bytes (Message-ID, sizes) and with
+/// them (exact and canonical hashes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MsgKey {
+    pub message_id: Option<String>,
+    /// Archived size, CRLF-form size, and the size with only bare LF made CRLF: a
+    /// server may store any of these.
+    pub sizes: [u64; 3],
+    /// SHA-256 of the archived bytes, of their CRLF form, and of the form with only
+    /// bare LF made CRLF (the byte-exact forms a server stores).
+    pub exact: [[u8; 32]; 3],
+    /// Canonical hashes ([`canonical_sha256`]) of the message and of its server-altered
+    /// forms ([`altered_forms`]). Computed only where they can be needed: messages
+    /// compared by bytes, with bare line ends, or with bytes servers rewrite (hashing
+    /// costs time on big imports); empty otherwise.
+    pub forms: Vec<[u8; 32]>,
+    /// Sizes of the server-altered forms that delete bytes (see [`altered_sizes`]).
+    pub altered_sizes: Vec<u64>,
+    /// Canonical hash of the header section alone, and the INTERNALDATE given with
+    /// APPEND (seconds): together they recognise a message whose body a server
+    /// re-encoded (Dovecot turns `binary` parts of a literal8 APPEND into base64).
+    pub head_loose: [u8; 32],
+    pub date: Option<i64>,
+    /// Message-ID + size cannot tell this message apart (shared with another archived
+    /// message of the folder that differs): compare bytes.
+    pub by_bytes: bool,
+    /// Holds bytes servers are known to rewrite (see [`at_risk`]).
+    pub at_risk: bool,
+}
+
+impl MsgKey {
+    /// The key of `bytes`, whose SHA-256 `sha` the caller already has (the archive's
+    /// index holds it, checked while reading).
+    pub fn of(
+        bytes: &[u8],
+        sha: [u8; 32],
+        ambiguous_ids: &HashSet<String>,
+        date: Option<i64>,
+    ) -> MsgKey {
+        let message_id = message_id_of(bytes);
+        let by_bytes = message_id
+            .as_ref()
+            .is_none_or(|m| ambiguous_ids.contains(m));
+        let crlf = crlf_len(bytes);
+        let bare = crlf != bytes.len() as u64;
+        let at_risk = at_risk(bytes);
+        MsgKey {
+            sizes: [
+                bytes.len() as u64,
+                crlf,
+                if bare { lf_crlf_len(bytes) } else { crlf },
+            ],
+            exact: if bare {
+                [sha, crlf_sha256(bytes), lf_crlf_sha256(bytes)]
+            } else {
+                // No bare line ends: every byte-exact server form is the archived bytes.
+                [sha; 3]
+            },
+            forms: if by_bytes || bare || at_risk {
+                altered_forms(bytes)
+            } else {
+                Vec::new()
+            },
+            altered_sizes: if bare {
+                altered_sizes(bytes)
+            } else {
+                Vec::new()
+            },
+            head_loose: canonical_sha256(crate::mail::headers::header_section(bytes)),
+            date,
+            by_bytes,
+            at_risk,
+            message_id,
+        }
+    }
+
+    /// The server's bytes, hashed, are one of this message's byte-exact forms.
+    pub fn is_exact(&self, sha: &[u8; 32]) -> bool {
+        self.exact.contains(sha)
+    }
+
+    /// The server's bytes, canonically hashed, are this message or a form of it a
+    /// server altered.
+    pub fn is_form(&self, canonical: &[u8; 32]) -> bool {
+        self.forms.contains(canonical)
+    }
+}
+
+/// Message-IDs that several different archived messages of one folder share (different
+/// SHA-256): for those, Message-ID + size is not enough to tell which is there.
+pub fn ambiguous_ids<'a>(
+    msgs: impl IntoIterator<Item = (Option<&'a str>, &'a str)>,
+) -> HashSet<String> {
+    let mut seen: HashMap<String, &str> = HashMap::new();
+    let mut out = HashSet::new();
+    for (mid, sha) in msgs {
+        let Some(m) = mid.and_then(norm_message_id) else {
+            continue;
+        };
+        match seen.get(&m) {
+            Some(s) if *s != sha => {
+                out.insert(m);
+            }
+            Some(_) => {}
+            None => {
+                seen.insert(m, sha);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crlf_forms() {
+        assert_eq!(crlf_len(b"a\nb\r\nc\rd"), 10);
+        assert_eq!(crlf_sha256(b"a\nb"), crlf_sha256(b"a\r\nb"));
+        assert_eq!(crlf_sha256(b"a\rb"), crlf_sha256(b"a\r\nb"));
+        assert_ne!(crlf_sha256(b"a\nb"), crlf_sha256(b"a\n\nb"));
+        assert_eq!(
+            canonical_sha256(b"S: \xe3\x81\x82\n\nx\0"),
+            canonical_sha256(b"S: XXX\r\n\r\nx\x80")
+        );
+        assert!(at_risk(b"Subject: \xe3\n\nbody"));
+        // The header section with its blank line, in the forms a server may store.
+        let lf = b"Subject: \xe3\nX: y\n\nbody\n";
+        let crlf = b"Subject: \xe3\r\nX: y\r\n\r\n";
+        let f = header_forms(lf).unwrap();
+        assert_eq!(
+            f[0],
+            <[u8; 32]>::from(Sha256::digest(b"Subject: \xe3\nX: y\n\n"))
+        );
+        assert_eq!(f[1], <[u8; 32]>::from(Sha256::digest(crlf)));
+        assert_eq!(f[2], f[1]);
+        assert_eq!(
+            header_forms(b"Subject: a\r\n\r\nb").unwrap()[0],
+            <[u8; 32]>::from(Sha256::digest(b"Subject: a\r\n\r\n"))
+        );
+        assert!(header_forms(b"Subject: no body\r\n").is_none());
+        assert!(!at_risk(b"Subject: a\n\n\xe3 body"));
+        assert!(at_risk(b"Subject: a\n\nbo\0dy"));
+    }
+
+    /// The line-end scans agree with the byte-by-byte definition on every mix of CR, LF
+    /// and text, including ends at the first and last byte.
+    #[test]
+    fn line_end_scans_match_the_definition() {
+        fn naive_crlf(b: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < b.len() {
+                match b[i] {
+                    b'\r' if b.get(i + 1) == Some(&b'\n') => {
+                        out.extend_from_slice(b"\r\n");
+                        i += 2;
+                        continue;
+                    }
+                    b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+                    c => out.push(c),
+                }
+                i += 1;
+            }
+            out
+        }
+        fn naive_lf_crlf(b: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for (i, &c) in b.iter().enumerate() {
+                if c == b'\n' && (i == 0 || b[i - 1] != b'\r') {
+                    out.push(b'\r');
+                }
+                out.push(c);
+            }
+            out
+        }
+        let alphabet = [b'\r', b'\n', b'a', 0x80];
+        let mut seed = 0x2545F4914F6CDD1Du64;
+        for len in 0..400usize {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut r = seed;
+            let b: Vec<u8> = (0..len % 40)
+                .map(|_| {
+                    r = r.rotate_left(2);
+                    alphabet[(r & 3) as usize]
+                })
+                .collect();
+            let crlf = naive_crlf(&b);
+            assert_eq!(crlf_len(&b), crlf.len() as u64, "{b:?}");
+            let mut formed = Vec::new();
+            crlf_form(&b, &mut formed);
+            assert_eq!(formed, crlf, "{b:?}");
+            let lf = naive_lf_crlf(&b);
+            assert_eq!(lf_crlf_len(&b), lf.len() as u64, "{b:?}");
+            assert_eq!(lf_crlf_sha256(&b), <[u8; 32]>::from(Sha256::digest(&lf)));
+        }
+    }
+
+    #[test]
+    fn message_ids() {
+        assert_eq!(
+            message_id_of(b"Subject: x\r\nMessage-Id:\r\n  <a@b> (c)\r\n\r\nbody"),
+            Some("a@b".into())
+        );
+        assert_eq!(
+            message_id_of(b"Subject: x\r\n\r\nMessage-ID: <no@x>\r\n"),
+            None
+        );
+        assert_eq!(norm_message_id(" <> "), None);
+        assert_eq!(
+            message_id_of(b"Subject: x\rMessage-ID: <cr@x>\r\rbody"),
+            Some("cr@x".into())
+        );
+        assert_eq!(lf_crlf_len(b"a\nb\rc\r\n"), 8);
+        let want: [u8; 32] = Sha256::digest(b"a\r\nb\r").into();
+        assert_eq!(lf_crlf_sha256(b"a\nb\r"), want);
+    }
+
+    /// The server-altered forms are the transformations the servers apply.
+    #[test]
+    fn server_altered_forms() {
+        // Courier: bare CR deleted, bare LF made CRLF, a final CRLF added.
+        assert_eq!(courier_form(b"a\rb\nc\r\nd"), b"ab\r\nc\r\nd\r\n");
+        assert_eq!(courier_form(b"x\r\n"), b"x\r\n");
+        // Dovecot: a run of CRs before a LF is one CRLF; other bare CRs stay.
+        assert_eq!(collapse_cr_runs(b"a\r\r\nb\r\rc"), b"a\r\nb\r\rc");
+        let m = b"S: x\r\r\n\r\nbody\rmore";
+        assert_eq!(altered_sizes(m), vec![18]);
+        assert_eq!(
+            altered_forms(m),
+            vec![
+                canonical_sha256(m),
+                canonical_sha256(b"S: x\r\n\r\nbodymore\r\n")
+            ]
+        );
+        // Dovecot's collapsed form is absorbed by the canonical hash itself.
+        assert_eq!(
+            canonical_sha256(b"S: x\r\n\r\nbody\r\nmore"),
+            canonical_sha256(m)
+        );
+        // Nothing to alter: no extra forms, no extra sizes.
+        assert_eq!(altered_forms(b"S: x\r\n\r\nb\n").len(), 1);
+        assert!(altered_sizes(b"S: x\n\nb\n").is_empty());
+        // NUL → 0x80 and 8-bit header bytes → X share the canonical hash.
+        assert_eq!(
+            canonical_sha256(b"S: \xe3\r\n\r\na\0b"),
+            canonical_sha256(b"S: X\r\n\r\na\x80b\r\n")
+        );
+    }
+}

@@ -1,0 +1,539 @@
+//! Reconciliation, with no I/O: archived messages (their [`MsgKey`]s) against the census
+//! of a server folder (what it holds) → pairs, archived messages the server lacks, and
+//! server messages the archive lacks. Import dedup (one message at a time, as the
+//! archive streams), import verification and `verify --against` (a whole folder at
+//! once) all pair through [`Census`], so they decide "is this archived message there"
+//! the same way.
+//!
+//! Each server message stands for at most one archived message (two archived copies
+//! need two on the server). Pairing goes from the surest evidence to the loosest
+//! ([`Match`]), and a whole folder is paired one level at a time, so a loose match can
+//! never take a server message that an archived message would have matched exactly.
+
+use std::collections::{HashMap, HashSet};
+
+use sha2::{Digest, Sha256};
+
+use crate::mail::identity::{canonical_sha256, MsgKey};
+
+/// One message a server folder holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub uid: u32,
+    pub size: u64,
+    pub message_id: Option<String>,
+    pub flags: Vec<String>,
+    pub internaldate: Option<String>,
+    /// INTERNALDATE in seconds.
+    pub date: Option<i64>,
+    /// Filled for the messages whose bytes were read (see [`Census::need_bytes`]):
+    /// SHA-256 of the bytes, their canonical hash, and the header section's.
+    pub sha: Option<[u8; 32]>,
+    pub canonical: Option<[u8; 32]>,
+    pub head_canonical: Option<[u8; 32]>,
+}
+
+/// Why an archived message and a server message were paired, surest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Match {
+    /// The UID the server named for it (APPENDUID, or an earlier pairing).
+    Uid,
+    /// An unambiguous Message-ID and a size one of its byte-exact forms has.
+    MessageId,
+    /// The server's bytes are one of its byte-exact forms.
+    Exact,
+    /// The server's bytes are a form of it a server altered (NUL, 8-bit header bytes,
+    /// deleted CR: see [`crate::mail::identity`]).
+    Altered,
+    /// The same INTERNALDATE and Message-ID (or header section): a message whose body
+    /// the server re-encoded.
+    Rewritten,
+}
+
+/// The levels [`Census::claim`] tries, in order.
+const LEVELS: [Match; 4] = [
+    Match::MessageId,
+    Match::Exact,
+    Match::Altered,
+    Match::Rewritten,
+];
+
+/// What a server folder holds, and which of its messages are already accounted for.
+#[derive(Debug, Default)]
+pub struct Census {
+    pub msgs: Vec<Held>,
+    claimed: Vec<bool>,
+    by_id: HashMap<String, Vec<usize>>,
+    by_uid: HashMap<u32, usize>,
+    by_sha: HashMap<[u8; 32], Vec<usize>>,
+    by_canonical: HashMap<[u8; 32], Vec<usize>>,
+}
+
+impl Census {
+    pub fn new(msgs: Vec<Held>) -> Census {
+        let mut c = Census {
+            claimed: vec![false; msgs.len()],
+            ..Default::default()
+        };
+        for (i, m) in msgs.iter().enumerate() {
+            if let Some(id) = &m.message_id {
+                c.by_id.entry(id.clone()).or_default().push(i);
+            }
+            c.by_uid.insert(m.uid, i);
+            c.index_bytes(i, m);
+        }
+        c.msgs = msgs;
+        c
+    }
+
+    fn index_bytes(&mut self, i: usize, m: &Held) {
+        if let Some(s) = m.sha {
+            self.by_sha.entry(s).or_default().push(i);
+        }
+        if let Some(s) = m.canonical {
+            self.by_canonical.entry(s).or_default().push(i);
+        }
+    }
+
+    /// UIDs whose bytes must be read before `claim` can decide: messages without a
+    /// Message-ID and those with an ambiguous one.
+    pub fn need_bytes(&self, ambiguous: &HashSet<String>) -> Vec<u32> {
+        self.msgs
+            .iter()
+            .filter(|m| {
+                m.sha.is_none()
+                    && m.message_id
+                        .as_ref()
+                        .is_none_or(|id| ambiguous.contains(id))
+            })
+            .map(|m| m.uid)
+            .collect()
+    }
+
+    /// Records the hashes of a message's bytes.
+    pub fn set_bytes(&mut self, uid: u32, bytes: &[u8]) {
+        let Some(&i) = self.by_uid.get(&uid) else {
+            return;
+        };
+        let m = &mut self.msgs[i];
+        if m.sha.is_some() {
+            return;
+        }
+        m.sha = Some(Sha256::digest(bytes).into());
+        m.canonical = Some(canonical_sha256(bytes));
+        m.head_canonical = Some(canonical_sha256(crate::mail::headers::header_section(
+            bytes,
+        )));
+        let m = m.clone();
+        self.index_bytes(i, &m);
+    }
+
+    /// Claims a known UID (from APPENDUID or an earlier claim) if it is still there.
+    pub fn claim_uid(&mut self, uid: u32) -> Option<&Held> {
+        let &i = self.by_uid.get(&uid)?;
+        if self.claimed[i] {
+            return None;
+        }
+        self.claimed[i] = true;
+        Some(&self.msgs[i])
+    }
+
+    /// Finds an unclaimed message that is this one, and claims it.
+    pub fn claim(&mut self, k: &MsgKey) -> Option<(Match, &Held)> {
+        self.claim_pref(k, |_| true)
+    }
+
+    /// As [`claim`](Self::claim), preferring a copy for which `pref` holds (e.g. equal
+    /// flags, when a folder holds the same message twice with different flags).
+    pub fn claim_pref(
+        &mut self,
+        k: &MsgKey,
+        pref: impl Fn(&Held) -> bool,
+    ) -> Option<(Match, &Held)> {
+        let (how, i) = LEVELS
+            .iter()
+            .find_map(|&how| self.find(k, how, &pref).map(|i| (how, i)))?;
+        self.claimed[i] = true;
+        Some((how, &self.msgs[i]))
+    }
+
+    /// An unclaimed message that is `k` by evidence `how`, preferring one `pref` likes.
+    fn find(&self, k: &MsgKey, how: Match, pref: &impl Fn(&Held) -> bool) -> Option<usize> {
+        let free = |i: &usize| !self.claimed[*i];
+        let msgs = &self.msgs;
+        let cands: Vec<usize> = match how {
+            Match::Uid => Vec::new(),
+            Match::MessageId => match (&k.message_id, k.by_bytes) {
+                (Some(id), false) => self.by_id.get(id).map_or(Vec::new(), |v| {
+                    v.iter()
+                        .copied()
+                        .filter(|i| free(i) && k.sizes.contains(&msgs[*i].size))
+                        .collect()
+                }),
+                _ => Vec::new(),
+            },
+            Match::Exact => k
+                .exact
+                .iter()
+                .filter_map(|s| self.by_sha.get(s))
+                .flatten()
+                .copied()
+                .filter(free)
+                .collect(),
+            // A server may not see a Message-ID we see (a header with bare-CR line
+            // ends, which Courier joins into one line): its messages without one count.
+            Match::Altered => {
+                let by_id = match (&k.message_id, k.by_bytes) {
+                    (Some(id), false) => self.by_id.get(id).map(Vec::as_slice),
+                    _ => None,
+                };
+                let sized = by_id
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|i| k.altered_sizes.contains(&msgs[**i].size));
+                k.forms
+                    .iter()
+                    .filter_map(|s| self.by_canonical.get(s))
+                    .flatten()
+                    .filter(|i| {
+                        msgs[**i].message_id.is_none() || msgs[**i].message_id == k.message_id
+                    })
+                    .chain(sized)
+                    .copied()
+                    .filter(free)
+                    .collect()
+            }
+            // Same INTERNALDATE (we set it) and the same Message-ID, or, without one,
+            // the same header section.
+            Match::Rewritten if k.date.is_some() => (0..msgs.len())
+                .filter(|i| {
+                    let m = &msgs[*i];
+                    free(i)
+                        && m.date == k.date
+                        && match (&m.message_id, &k.message_id) {
+                            (Some(a), Some(b)) => a == b,
+                            _ => m.head_canonical == Some(k.head_loose),
+                        }
+                })
+                .collect(),
+            Match::Rewritten => Vec::new(),
+        };
+        cands
+            .iter()
+            .copied()
+            .find(|&i| pref(&msgs[i]))
+            .or_else(|| cands.first().copied())
+    }
+
+    /// Server messages no archived message has claimed.
+    pub fn unclaimed(&self) -> impl Iterator<Item = &Held> {
+        self.msgs
+            .iter()
+            .zip(&self.claimed)
+            .filter(|(_, c)| !**c)
+            .map(|(m, _)| m)
+    }
+}
+
+/// An archived message (by its index in the caller's list) and the server message that
+/// holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pair {
+    pub rec: usize,
+    pub uid: u32,
+    pub how: Match,
+}
+
+/// The outcome of [`reconcile`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reconciliation {
+    pub pairs: Vec<Pair>,
+    /// Archived messages the server lacks (indexes into the caller's list).
+    pub missing: Vec<usize>,
+    /// Server messages the archive lacks (UIDs).
+    pub extra: Vec<u32>,
+}
+
+/// Pairs every archived message in `keys` with a message of `census`, one level of
+/// evidence at a time over the whole folder. `pref(rec, held)` picks among equal
+/// candidates (equal flags, say).
+pub fn reconcile(
+    keys: &[&MsgKey],
+    census: &mut Census,
+    pref: impl Fn(usize, &Held) -> bool,
+) -> Reconciliation {
+    let mut paired: Vec<Option<(Match, usize)>> = vec![None; keys.len()];
+    for how in LEVELS {
+        for (r, k) in keys.iter().enumerate() {
+            if paired[r].is_some() {
+                continue;
+            }
+            if let Some(i) = census.find(k, how, &|h: &Held| pref(r, h)) {
+                census.claimed[i] = true;
+                paired[r] = Some((how, i));
+            }
+        }
+    }
+    let mut out = Reconciliation::default();
+    for (rec, p) in paired.into_iter().enumerate() {
+        match p {
+            Some((how, i)) => out.pairs.push(Pair {
+                rec,
+                uid: census.msgs[i].uid,
+                how,
+            }),
+            None => out.missing.push(rec),
+        }
+    }
+    out.extra = census.unclaimed().map(|m| m.uid).collect();
+    out
+}
+
+/// Flags compared as sets, case-insensitively, `\Recent` ignored: those archived that
+/// the server lacks, and those the server has that were not archived.
+pub fn flag_gap(archived: &[String], server: &[String]) -> (Vec<String>, Vec<String>) {
+    let norm = |v: &[String]| -> Vec<String> { crate::mail::flags::normalize(v) };
+    let (a, s) = (norm(archived), norm(server));
+    let has = |v: &[String], f: &str| v.iter().any(|x| x.eq_ignore_ascii_case(f));
+    let missing = a.iter().filter(|f| !has(&s, f)).cloned().collect();
+    let extra = s.iter().filter(|f| !has(&a, f)).cloned().collect();
+    (missing, extra)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mail::identity::{ambiguous_ids, crlf_len};
+
+    fn sha(b: &[u8]) -> [u8; 32] {
+        Sha256::digest(b).into()
+    }
+
+    fn key(b: &[u8], amb: &HashSet<String>, date: Option<i64>) -> MsgKey {
+        MsgKey::of(b, sha(b), amb, date)
+    }
+
+    fn ex(uid: u32, size: u64, mid: Option<&str>) -> Held {
+        Held {
+            uid,
+            size,
+            message_id: mid.map(String::from),
+            flags: vec![],
+            internaldate: None,
+            date: None,
+            sha: None,
+            canonical: None,
+            head_canonical: None,
+        }
+    }
+
+    fn held(uid: u32, b: &[u8]) -> Held {
+        ex(
+            uid,
+            b.len() as u64,
+            crate::mail::identity::message_id_of(b).as_deref(),
+        )
+    }
+
+    #[test]
+    fn dedup_claims() {
+        let a = b"Message-ID: <same@x>\r\n\r\nfirst\r\n".to_vec();
+        let b = b"Message-ID: <same@x>\r\n\r\nother\r\n".to_vec();
+        let n = b"Subject: none\r\n\r\nx\r\n".to_vec();
+        let amb = ambiguous_ids([
+            (Some("<same@x>"), "h1"),
+            (Some("<same@x>"), "h2"),
+            (Some("<u@x>"), "h3"),
+            (Some("<u@x>"), "h3"),
+        ]);
+        assert_eq!(amb, HashSet::from(["same@x".to_string()]));
+        let ka = key(&a, &amb, None);
+        let kb = key(&b, &amb, None);
+        let kn = key(&n, &amb, None);
+        assert!(ka.by_bytes && kn.by_bytes);
+        // The server holds `a` and the message without Message-ID; `b` is missing.
+        let mut st = Census::new(vec![
+            ex(1, a.len() as u64, Some("same@x")),
+            ex(2, n.len() as u64, None),
+        ]);
+        assert_eq!(st.need_bytes(&amb), vec![1, 2]);
+        st.set_bytes(1, &a);
+        st.set_bytes(2, &n);
+        assert!(
+            st.claim(&kb).is_none(),
+            "a different message sharing the id"
+        );
+        assert_eq!(st.claim(&ka).map(|(_, e)| e.uid), Some(1));
+        assert!(
+            st.claim(&ka).is_none(),
+            "one server copy stands for one archived copy"
+        );
+        assert_eq!(st.claim(&kn).map(|(_, e)| e.uid), Some(2));
+        // Unambiguous ids go by Message-ID + size; LF archives match CRLF servers.
+        let lf = b"Message-ID: <u@x>\n\nbody\n".to_vec();
+        let k = key(&lf, &amb, None);
+        assert!(!k.by_bytes);
+        let mut st = Census::new(vec![ex(7, crlf_len(&lf), Some("u@x"))]);
+        assert_eq!(st.claim(&k).map(|(_, e)| e.uid), Some(7));
+        let mut st = Census::new(vec![ex(7, 3, Some("u@x"))]);
+        assert!(
+            st.claim(&k).is_none(),
+            "same id, other size: not this message"
+        );
+        // A body the server re-encoded: found by header and INTERNALDATE.
+        let bin = b"Subject: b\r\n\r\nraw\0bytes\r\n".to_vec();
+        let reenc = b"Subject: b\r\n\r\ncmF3AGJ5dGVz\r\n".to_vec();
+        let k = key(&bin, &amb, Some(1000));
+        let mut e = ex(9, reenc.len() as u64, None);
+        e.date = Some(1000);
+        let mut st = Census::new(vec![e]);
+        st.set_bytes(9, &reenc);
+        assert_eq!(st.claim(&k).map(|(_, e)| e.uid), Some(9));
+    }
+
+    /// Three messages share a Message-ID, two have none and share their headers: each
+    /// archived copy pairs with its own server copy, whatever the order.
+    #[test]
+    fn collisions_pair_each_with_its_own() {
+        let msgs: Vec<Vec<u8>> = vec![
+            b"Message-ID: <s@x>\r\n\r\none\r\n".to_vec(),
+            b"Message-ID: <s@x>\r\n\r\ntwo two\r\n".to_vec(),
+            b"Message-ID: <s@x>\r\n\r\nthree 3\r\n".to_vec(),
+            b"Subject: same\r\n\r\nA\r\n".to_vec(),
+            b"Subject: same\r\n\r\nBB\r\n".to_vec(),
+        ];
+        let shas: Vec<String> = msgs.iter().map(|m| hex::encode(sha(m))).collect();
+        let amb = ambiguous_ids(msgs.iter().zip(&shas).map(|(m, s)| {
+            (
+                if m.starts_with(b"Message") {
+                    Some("<s@x>")
+                } else {
+                    None
+                },
+                s.as_str(),
+            )
+        }));
+        let keys: Vec<MsgKey> = msgs.iter().map(|m| key(m, &amb, None)).collect();
+        // The server holds them in another order, under other UIDs.
+        let order = [4usize, 2, 0, 3, 1];
+        let mut c = Census::new(
+            order
+                .iter()
+                .enumerate()
+                .map(|(u, &i)| held(u as u32 + 10, &msgs[i]))
+                .collect(),
+        );
+        for uid in c.need_bytes(&amb) {
+            let i = order[(uid - 10) as usize];
+            c.set_bytes(uid, &msgs[i]);
+        }
+        let refs: Vec<&MsgKey> = keys.iter().collect();
+        let r = reconcile(&refs, &mut c, |_, _| true);
+        assert!(r.missing.is_empty() && r.extra.is_empty(), "{r:?}");
+        for p in &r.pairs {
+            assert_eq!(order[(p.uid - 10) as usize], p.rec, "{r:?}");
+            assert_eq!(p.how, Match::Exact);
+        }
+    }
+
+    /// What the server lacks and what the archive lacks come out as such.
+    #[test]
+    fn missing_and_extra() {
+        let amb = HashSet::new();
+        let a = b"Message-ID: <a@x>\r\n\r\na\r\n".to_vec();
+        let b = b"Message-ID: <b@x>\r\n\r\nb\r\n".to_vec();
+        let z = b"Message-ID: <z@x>\r\n\r\nz\r\n".to_vec();
+        let (ka, kb) = (key(&a, &amb, None), key(&b, &amb, None));
+        let mut c = Census::new(vec![held(1, &a), held(2, &z)]);
+        let r = reconcile(&[&ka, &kb], &mut c, |_, _| true);
+        assert_eq!(
+            r,
+            Reconciliation {
+                pairs: vec![Pair {
+                    rec: 0,
+                    uid: 1,
+                    how: Match::MessageId
+                }],
+                missing: vec![1],
+                extra: vec![2],
+            }
+        );
+    }
+
+    /// A loose match never takes the server copy an archived message matches exactly:
+    /// two messages without Message-ID that differ only in an 8-bit byte share their
+    /// canonical hash.
+    #[test]
+    fn exact_beats_altered_across_the_folder() {
+        let amb = HashSet::new();
+        let e1 = "Subject: s\r\n\r\ncaf\u{e9}\r\n".as_bytes().to_vec();
+        let e2 = "Subject: s\r\n\r\ncaf\u{e8}\r\n".as_bytes().to_vec();
+        let (k1, k2) = (key(&e1, &amb, None), key(&e2, &amb, None));
+        assert_eq!(k1.forms, k2.forms);
+        let mut c = Census::new(vec![held(1, &e1), held(2, &e2)]);
+        c.set_bytes(1, &e1);
+        c.set_bytes(2, &e2);
+        let r = reconcile(&[&k2, &k1], &mut c, |_, _| true);
+        assert_eq!(r.pairs[0].uid, 2);
+        assert_eq!(r.pairs[1].uid, 1);
+        assert!(r.pairs.iter().all(|p| p.how == Match::Exact));
+    }
+
+    /// The server altered the bytes: CRs before a LF collapsed, NUL stored as 0x80
+    /// (Dovecot), 8-bit header bytes
+    /// as `X` (Cyrus), bare CR deleted and a final CRLF added (Courier, on a CR-only
+    /// message whose Message-ID the server then cannot see). Each is found by form.
+    #[test]
+    fn altered_bytes_are_recognised() {
+        let amb = HashSet::new();
+        let cases: [(&[u8], &[u8]); 4] = [
+            (
+                b"Message-ID: <d@x>\r\n\r\nline\r\r\nnext\r\n",
+                b"Message-ID: <d@x>\r\n\r\nline\r\nnext\r\n",
+            ),
+            (
+                b"Message-ID: <n@x>\r\n\r\nbin\0ary\r\n",
+                b"Message-ID: <n@x>\r\n\r\nbin\x80ary\r\n",
+            ),
+            (
+                b"Subject: \xe3\x81\x82\r\n\r\nbody\r\n",
+                b"Subject: XXX\r\n\r\nbody\r\n",
+            ),
+            (
+                b"Subject: cr\rMessage-ID: <cr@x>\r\rbody\rline",
+                b"Subject: crMessage-ID: <cr@x>bodyline\r\n",
+            ),
+        ];
+        for (archived, stored) in cases {
+            let k = key(archived, &amb, None);
+            let mut c = Census::new(vec![held(5, stored)]);
+            for uid in c.need_bytes(&amb) {
+                c.set_bytes(uid, stored);
+            }
+            // Dovecot and Cyrus see the Message-ID (same size): no bytes needed; the
+            // Courier form hides it, so its bytes are read and compared by form.
+            let got = c.claim(&k).map(|(how, e)| (how, e.uid));
+            assert!(
+                matches!(got, Some((Match::MessageId | Match::Altered, 5))),
+                "{archived:?}: {got:?}"
+            );
+        }
+        // The Courier form is its own: without it the CR-only message is not found.
+        let cr = b"Subject: cr\rMessage-ID: <cr@x>\r\rbody\rline";
+        let courier = b"Subject: crMessage-ID: <cr@x>bodyline\r\n";
+        assert_ne!(canonical_sha256(cr), canonical_sha256(courier));
+        assert!(key(cr, &amb, None).is_form(&canonical_sha256(courier)));
+        // Different bytes are not a form.
+        let mut c = Census::new(vec![held(6, b"Subject: other\r\n\r\nx\r\n")]);
+        c.set_bytes(6, b"Subject: other\r\n\r\nx\r\n");
+        assert!(c.claim(&key(cr, &amb, None)).is_none());
+    }
+
+    #[test]
+    fn flag_gaps() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let (missing, extra) = flag_gap(&v(&["\\Seen", "$A"]), &v(&["\\seen", "\\Recent", "$B"]));
+        assert_eq!(missing, v(&["$A"]));
+        assert_eq!(extra, v(&["$B"]));
+    }
+}
