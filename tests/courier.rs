@@ -7,8 +7,10 @@ mod common;
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 
+use common::*;
 use support::courier::{session_members, Courier};
 
 /// One line-by-line session: each command is sent only after the previous answer
@@ -134,5 +136,121 @@ fn harness_logs_in_on_all_four_ports_and_leaves_nothing_behind() {
                 e.path().display()
             );
         }
+    }
+}
+
+// ---- helpers for the end-to-end tests ----
+
+/// Every message file of an archive, read with plain `tar --zstd` (not mailark), sorted.
+fn archived_messages(archive: &Path) -> Vec<Vec<u8>> {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Command::new("tar")
+        .arg("--zstd")
+        .arg("-xf")
+        .arg(archive)
+        .arg("-C")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar --zstd -xf {}", archive.display());
+    let mut v: Vec<Vec<u8>> = read_tree(&dir.path().join("maildir"))
+        .into_iter()
+        .filter(|(p, _)| p.contains("/cur/"))
+        .map(|(_, b)| b)
+        .collect();
+    v.sort();
+    v
+}
+
+fn json(o: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", stdout(o), stderr(o)))
+}
+
+/// `mailark export URL -o OUT` as `user`, trusting the harness's certificate.
+fn export(c: &Courier, url: &str, user: &str, out: &Path, extra: &[&str]) -> Output {
+    let pw = c.password_file(user);
+    let ca = c.ca_file();
+    let mut args = vec![
+        "export",
+        url,
+        "-o",
+        out.to_str().unwrap(),
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--tls-ca-file",
+        ca.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+/// A message whose headers are raw UTF-8 (RFC 6532), as mail from an SMTPUTF8 sender
+/// is stored.
+fn utf8_header_message() -> Vec<u8> {
+    "From: Jörg Müller <jörg@bücher.example>\r\n\
+     To: 山田太郎 <山田@例え.jp>\r\n\
+     Subject: 日本語の件名とÜmlaute\r\n\
+     Date: Tue, 05 Mar 2024 10:00:00 +0900\r\n\
+     Message-ID: <utf8-1@bücher.example>\r\n\
+     MIME-Version: 1.0\r\n\
+     Content-Type: text/plain; charset=utf-8\r\n\
+     Content-Transfer-Encoding: 8bit\r\n\
+     \r\n\
+     本文です。\r\n\
+     .a line with a leading dot\r\n"
+        .as_bytes()
+        .to_vec()
+}
+
+// ---- POP3: the mail, not a stand-in (issue 9, defect 3) ----
+
+/// Courier's pop3d replaces a message with raw UTF-8 headers by a generated notice
+/// unless the client sends `UTF8` (RFC 6856). Over POP3 (STLS) and POP3S the archive
+/// must hold the mail as it was delivered, byte for byte.
+#[test]
+fn pop3_export_of_raw_utf8_headers_is_byte_exact() {
+    let c = Courier::start();
+    let ascii =
+        b"From: a@example.org\r\nSubject: plain\r\nMessage-ID: <a-1@example.org>\r\n\r\nhello\r\n"
+            .to_vec();
+    let seeded = vec![utf8_header_message(), ascii];
+    let mut imap = c.raw("alice");
+    for m in &seeded {
+        let r = imap.append("INBOX", "", None, m);
+        assert!(r.ok(), "APPEND: {}", r.status);
+    }
+    imap.logout();
+    let mut want = seeded.clone();
+    want.sort();
+    let scratch = tempfile::tempdir().unwrap();
+    for (name, url) in [
+        ("pop3", c.pop3_url("alice")),
+        ("pop3s", c.pop3s_url("alice")),
+    ] {
+        let out = scratch.path().join(format!("{name}.tar.zst"));
+        let o = export(&c, &url, "alice", &out, &["--json"]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{name}: {}\n{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        let j = json(&o);
+        assert_eq!(j["messages"], 2, "{name}: {j}");
+        assert_eq!(j["server"]["utf8"], true, "{name}: {j}");
+        assert_eq!(j["size_differences"], serde_json::json!([]), "{name}: {j}");
+        let got = archived_messages(&out);
+        assert!(
+            !got.iter()
+                .any(|m| String::from_utf8_lossy(m).contains("Cannot display Unicode content")),
+            "{name}: the archive holds Courier's stand-in"
+        );
+        assert_eq!(
+            got, want,
+            "{name}: archived bytes differ from the seeded mail"
+        );
+        run_ok(&["verify", out.to_str().unwrap()]);
     }
 }
