@@ -12,6 +12,7 @@ use std::process::{Command, Output, Stdio};
 
 use common::*;
 use support::courier::{session_members, Courier};
+use support::raw::mutf7;
 
 /// One line-by-line session: each command is sent only after the previous answer
 /// arrived (Courier's login process hands the connection to the mail process, so
@@ -252,5 +253,163 @@ fn pop3_export_of_raw_utf8_headers_is_byte_exact() {
             "{name}: archived bytes differ from the seeded mail"
         );
         run_ok(&["verify", out.to_str().unwrap()]);
+    }
+}
+
+// ---- IMAP export, verify, verify --against the source ----
+
+/// The seeded account's folders: UTF-8 names under `INBOX.` with `.` levels.
+const FOLDERS: [&str; 4] = ["INBOX", "受信箱", "受信箱.取引先", "Archive.2019"];
+
+/// A folder's name as Courier lists it (and as the archive records it).
+fn listed_name(f: &str) -> String {
+    if f == "INBOX" {
+        f.into()
+    } else {
+        format!("INBOX.{f}")
+    }
+}
+
+/// The fixture messages spread over `FOLDERS` as Courier stores mail (Maildir++ files),
+/// with flags and dates varying. `keep` picks fixtures by file name.
+fn seed_fixtures(c: &Courier, user: &str, keep: impl Fn(&str) -> bool) -> usize {
+    let mut per_folder: Vec<Vec<(Vec<u8>, &str, i64)>> = vec![Vec::new(); FOLDERS.len()];
+    let flags = ["S", "", "FS", "R", "S", "DS"];
+    let mut n = 0;
+    for (i, (name, bytes)) in fixtures().into_iter().enumerate() {
+        if !keep(&name) {
+            continue;
+        }
+        per_folder[i % FOLDERS.len()].push((
+            bytes,
+            flags[i % flags.len()],
+            1_500_000_000 + i as i64 * 3600,
+        ));
+        n += 1;
+    }
+    for (f, msgs) in FOLDERS.iter().zip(&per_folder) {
+        c.seed_maildir(user, f, msgs);
+    }
+    n
+}
+
+/// (folder, SHA-256, flags without \Recent) of every message, as the server serves it
+/// to a plain IMAP client, sorted.
+fn server_messages(c: &Courier, user: &str) -> Vec<(String, String, Vec<String>)> {
+    let mut imap = c.raw(user);
+    let mut out = Vec::new();
+    for f in FOLDERS {
+        let wire = if f == "INBOX" {
+            f.to_string()
+        } else {
+            format!("INBOX.{}", mutf7(f))
+        };
+        for (_, flags, body) in imap.fetch_all(&wire) {
+            out.push((
+                listed_name(f),
+                sha256_hex(&body),
+                flag_list(flags.split_whitespace()),
+            ));
+        }
+    }
+    imap.logout();
+    out.sort();
+    out
+}
+
+fn flag_list<'a>(it: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut v: Vec<String> = it
+        .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+/// The same triple for every message of an archive, from `mailark ls --json`.
+fn archived_index(archives: &[&Path]) -> Vec<(String, String, Vec<String>)> {
+    let mut out: Vec<_> = ls_json(archives)
+        .iter()
+        .map(|m| {
+            (
+                m["folder"].as_str().unwrap().to_string(),
+                m["sha256"].as_str().unwrap().to_string(),
+                flag_list(
+                    m["flags"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|f| f.as_str().unwrap()),
+                ),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// `mailark verify ARCHIVES --against URL --json` as `user`.
+fn verify_against(c: &Courier, archives: &[&Path], url: &str, user: &str) -> Output {
+    let pw = c.password_file(user);
+    let ca = c.ca_file();
+    let mut args: Vec<&str> = vec!["verify"];
+    args.extend(archives.iter().map(|p| p.to_str().unwrap()));
+    args.extend([
+        "--against",
+        url,
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--tls-ca-file",
+        ca.to_str().unwrap(),
+        "--json",
+    ]);
+    run(&args)
+}
+
+/// (code, level) of every finding of `verify --json`.
+fn findings(o: &Output) -> Vec<(String, String)> {
+    json(o)["findings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no findings: {}\n{}", stdout(o), stderr(o)))
+        .iter()
+        .map(|f| {
+            (
+                f["code"].as_str().unwrap().to_string(),
+                f["level"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Export over IMAP (STARTTLS) and IMAPS of an account with Japanese folder names and
+/// every edge fixture (the two that share a Message-ID kept in different folders; see
+/// the test below for them together): the archive holds what the server serves, with
+/// its flags, and verifies alone and against the source.
+#[test]
+fn imap_export_verify_and_verify_against_the_source() {
+    let c = Courier::start();
+    let n = seed_fixtures(&c, "alice", |_| true);
+    let want = server_messages(&c, "alice");
+    assert_eq!(want.len(), n);
+    let scratch = tempfile::tempdir().unwrap();
+    for (name, url) in [
+        ("imap", c.imap_url("alice")),
+        ("imaps", c.imaps_url("alice")),
+    ] {
+        let ar = scratch.path().join(format!("{name}.tar.zst"));
+        let o = export(&c, &url, "alice", &ar, &["--json"]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{name}: {}\n{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        assert_eq!(json(&o)["messages"], n as u64, "{name}");
+        assert_eq!(archived_index(&[&ar]), want, "{name}");
+        run_ok(&["verify", ar.to_str().unwrap()]);
+        let v = verify_against(&c, &[&ar], &url, "alice");
+        assert_eq!(findings(&v), vec![], "{name}: {}", stdout(&v));
+        assert_eq!(v.status.code(), Some(0), "{name}: {}", stderr(&v));
     }
 }

@@ -251,24 +251,21 @@ impl Courier {
 
     /// Writes messages straight into a Maildir++ folder and subscribes it. `folder` is
     /// the name under `INBOX.` in UTF-8 with `.` between levels (`Archive.2019`), or
-    /// `INBOX` itself; levels above it are created too, as Courier's CREATE would.
-    /// Messages are stored as Courier stores them (LF line ends; it serves CRLF), each
-    /// with its `:2,` flags and mtime (= INTERNALDATE).
+    /// `INBOX` itself. Courier 5 keeps folder names in UTF-8 on disk and in
+    /// `courierimapsubscribed` (it speaks modified UTF-7 only on the wire), and makes
+    /// no directory for a level above a folder (LIST shows it `\Noselect`). Messages
+    /// are stored as Courier stores them (LF line ends; it serves CRLF), each with its
+    /// `:2,` flags and mtime (= INTERNALDATE).
     pub fn seed_maildir(&self, user: &str, folder: &str, msgs: &[(Vec<u8>, &str, i64)]) {
         let root = self.maildir(user);
         let dir = if folder == "INBOX" {
             root.clone()
         } else {
-            let wire = super::raw::mutf7(folder);
-            let mut level = String::new();
-            for part in wire.split('.') {
-                level.push('.');
-                level.push_str(part);
-                make_maildir(&root.join(&level));
-                std::fs::write(root.join(&level).join("maildirfolder"), b"").unwrap();
-            }
-            subscribe(&root, &format!("INBOX.{wire}"));
-            root.join(&level)
+            let dir = root.join(format!(".{folder}"));
+            make_maildir(&dir);
+            std::fs::write(dir.join("maildirfolder"), b"").unwrap();
+            subscribe(&root, &format!("INBOX.{folder}"));
+            dir
         };
         for (i, (bytes, flags, mtime)) in msgs.iter().enumerate() {
             let stored = stored_form(bytes);
@@ -525,11 +522,11 @@ fn make_maildir(d: &Path) {
     }
 }
 
-fn subscribe(root: &Path, wire: &str) {
+fn subscribe(root: &Path, name: &str) {
     let p = root.join("courierimapsubscribed");
     let mut s = std::fs::read_to_string(&p).unwrap_or_default();
-    if !s.lines().any(|l| l == wire) {
-        s.push_str(wire);
+    if !s.lines().any(|l| l == name) {
+        s.push_str(name);
         s.push('\n');
         std::fs::write(p, s).unwrap();
     }
