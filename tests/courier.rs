@@ -419,8 +419,11 @@ fn imap_export_verify_and_verify_against_the_source() {
 }
 
 /// Two different messages sharing one Message-ID in one folder: the archive holds both
-/// and `verify --against` the unchanged source finds nothing.
+/// and `verify --against` the unchanged source finds nothing. Fails about 1 run in 5
+/// today: run it repeatedly.
 #[test]
+#[ignore = "issue 9 defect 1: verify --against reports a false size-differs when two \
+            messages share a Message-ID (pairs them the wrong way round now and then)"]
 fn verify_against_the_source_with_a_shared_message_id() {
     let c = Courier::start();
     let pair: Vec<(Vec<u8>, &str, i64)> = fixtures()
@@ -513,4 +516,337 @@ fn pop3_export_of_every_fixture() {
         assert_eq!(archived_messages(&out), want, "{name}");
         run_ok(&["verify", out.to_str().unwrap()]);
     }
+}
+
+// ---- import into Courier, rerun, verify --against the destination ----
+
+/// A source folder: name (`/` levels) and (file name with `:2,` flags, bytes) pairs.
+type SrcFolder<'a> = (&'a str, Vec<(String, Vec<u8>)>);
+
+/// An archive made with `mailark export maildir:` from a Maildir tree (`/` levels)
+/// holding `folders`, every folder subscribed.
+fn maildir_archive(dir: &Path, folders: &[SrcFolder]) -> std::path::PathBuf {
+    let src = dir.join("src");
+    for (name, msgs) in folders {
+        write_maildir_folder(&src.join(name), msgs);
+    }
+    let subs: String = folders.iter().map(|(n, _)| format!("{n}\n")).collect();
+    std::fs::write(src.join("subscriptions"), subs).unwrap();
+    let ar = dir.join("a.tar.zst");
+    run_ok(&[
+        "export",
+        &format!("maildir:{}", src.display()),
+        "-o",
+        ar.to_str().unwrap(),
+    ]);
+    ar
+}
+
+/// `mailark import ARCHIVES --to URL --json` as `user`: the output and its report.
+fn import(c: &Courier, archives: &[&Path], url: &str, user: &str) -> (Output, serde_json::Value) {
+    let pw = c.password_file(user);
+    let ca = c.ca_file();
+    let mut args: Vec<&str> = vec!["import"];
+    args.extend(archives.iter().map(|p| p.to_str().unwrap()));
+    args.extend([
+        "--to",
+        url,
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--tls-ca-file",
+        ca.to_str().unwrap(),
+        "--json",
+    ]);
+    let o = run(&args);
+    let rep = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}), exit {:?}\n{}\n{}",
+            o.status.code(),
+            stdout(&o),
+            stderr(&o)
+        )
+    });
+    (o, rep)
+}
+
+/// (message, reason) of every failure in an import report.
+fn import_failures(rep: &serde_json::Value) -> Vec<(String, String)> {
+    rep["folders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f["failed"].as_array().unwrap().iter())
+        .map(|x| {
+            (
+                x["id"].as_str().unwrap().to_string(),
+                x["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The fixtures holding a CR not followed by LF.
+fn has_bare_cr(name: &str) -> bool {
+    name.contains("bare-cr") || name.contains("mixed-endings")
+}
+
+/// Messages Courier cannot take unaltered or at all, by a word of their Message-ID or
+/// name: an empty message (no APPEND of nothing), NUL bytes (no BINARY), and no final
+/// newline (Courier adds CRLF, which the verification sees).
+fn expected_import_failures(fails: &[(String, String)]) {
+    let find = |what: &str| {
+        fails
+            .iter()
+            .filter(|(id, _)| id.contains(what))
+            .map(|(_, r)| r.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(fails.len(), 3, "{fails:#?}");
+    assert!(
+        fails.iter().any(|(_, r)| r.contains("empty message")),
+        "{fails:#?}"
+    );
+    assert!(
+        find("<nul@").iter().all(|r| r.contains("NUL")) && find("<nul@").len() == 1,
+        "{fails:#?}"
+    );
+    assert!(
+        find("<no-eol@").len() == 1 && find("<no-eol@")[0].contains("altered"),
+        "{fails:#?}"
+    );
+}
+
+/// A Courier-to-Courier move: alice's account (every fixture but the two with bare CRs,
+/// which Courier deletes on APPEND; see `import_rerun_of_messages_courier_altered`) exported, imported into bob's, a rerun
+/// appends nothing, and `verify --against` bob's account finds every message.
+#[test]
+fn import_from_courier_into_courier_rerun_and_verify_against_the_destination() {
+    let c = Courier::start();
+    let n = seed_fixtures(&c, "alice", |name| !has_bare_cr(name));
+    let t = tempfile::tempdir().unwrap();
+    let ar = t.path().join("alice.tar.zst");
+    let o = export(&c, &c.imaps_url("alice"), "alice", &ar, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let archived = archived_index(&[&ar]);
+    assert_eq!(archived.len(), n);
+
+    let url = c.imaps_url("bob");
+    let (o, rep) = import(&c, &[&ar], &url, "bob");
+    expected_import_failures(&import_failures(&rep));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    // Empty and NUL are not sent; the one without final newline is, and stays.
+    assert_eq!(rep["appended"], n as u64 - 2, "{rep}");
+    assert_eq!(rep["verified"], n as u64 - 3, "{rep}");
+    // Bob holds every other message byte for byte, in the same folder, same flags.
+    let on_bob = server_messages(&c, "bob", &FOLDERS);
+    let failed_sha: Vec<&String> = archived
+        .iter()
+        .filter(|(_, sha, _)| !on_bob.iter().any(|(_, s, _)| s == sha))
+        .map(|(_, sha, _)| sha)
+        .collect();
+    assert_eq!(failed_sha.len(), 3, "{on_bob:#?}");
+    for m in &archived {
+        if !failed_sha.contains(&&m.1) {
+            assert!(
+                on_bob.contains(m),
+                "{m:?} not on bob's account: {on_bob:#?}"
+            );
+        }
+    }
+
+    let (o, rep2) = import(&c, &[&ar], &url, "bob");
+    assert_eq!(rep2["appended"], 0, "{rep2}");
+    assert_eq!(o.status.code(), Some(1), "the same problems remain");
+    assert_eq!(server_messages(&c, "bob", &FOLDERS), on_bob);
+
+    // What verify finds is what the import reported: the two messages Courier could
+    // not take are not there, the one it took with a CRLF added differs in size (an
+    // error: the archive holds CRLF lines already, so no line-end conversion explains it).
+    let v = verify_against(&c, &[&ar], &url, "bob");
+    assert_eq!(v.status.code(), Some(1), "{}", stderr(&v));
+    let mut f = findings(&v);
+    f.sort();
+    let pair = |c: &str, l: &str| (c.to_string(), l.to_string());
+    assert_eq!(
+        f,
+        vec![
+            pair("gone-from-server", "error"),
+            pair("gone-from-server", "error"),
+            pair("size-differs", "error")
+        ],
+        "{}",
+        stdout(&v)
+    );
+    let fails = import_failures(&rep);
+    for g in json(&v)["findings"].as_array().unwrap() {
+        let member = g["message"]
+            .as_str()
+            .unwrap()
+            .split("member ")
+            .nth(1)
+            .unwrap();
+        let member = member.split(',').next().unwrap();
+        assert!(
+            fails.iter().any(|(id, _)| id.contains(member)),
+            "{member} was not reported by the import: {fails:#?}"
+        );
+    }
+}
+
+/// An archive from a Maildir tree (`/` levels, no prefix) imported into Courier: every
+/// folder lands under `INBOX.` with `.` levels, the messages arrive, a rerun appends
+/// nothing.
+#[test]
+fn import_of_a_slash_named_archive_lands_under_the_inbox_prefix() {
+    let c = Courier::start();
+    let t = tempfile::tempdir().unwrap();
+    let (ar, n) = slash_archive(t.path());
+    let url = c.imaps_url("bob");
+    let (o, rep) = import(&c, &[&ar], &url, "bob");
+    expected_import_failures(&import_failures(&rep));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(rep["verified"], n as u64 - 3, "{rep}");
+    let dest: Vec<(String, String)> = rep["folders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["folder"].as_str().unwrap().to_string(),
+                f["destination"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (src, want) in [
+        ("INBOX", "INBOX"),
+        ("受信箱", "INBOX.受信箱"),
+        ("受信箱/取引先", "INBOX.受信箱.取引先"),
+        ("Archive/2019", "INBOX.Archive.2019"),
+    ] {
+        assert!(dest.contains(&(src.into(), want.into())), "{dest:?}");
+    }
+    let on_bob = server_messages(&c, "bob", &FOLDERS);
+    assert_eq!(on_bob.len(), n - 2, "{on_bob:#?}");
+    let (_, rep2) = import(&c, &[&ar], &url, "bob");
+    assert_eq!(rep2["appended"], 0, "{rep2}");
+    assert_eq!(server_messages(&c, "bob", &FOLDERS), on_bob);
+}
+
+/// The fixtures without bare CRs in a Maildir tree with `/` levels, exported: the
+/// archive and its message count.
+fn slash_archive(dir: &Path) -> (std::path::PathBuf, usize) {
+    let names = ["INBOX", "受信箱", "受信箱/取引先", "Archive/2019"];
+    let mut folders: Vec<SrcFolder> = names.iter().map(|n| (*n, Vec::new())).collect();
+    let mut n = 0;
+    for (i, (name, b)) in fixtures().into_iter().enumerate() {
+        if has_bare_cr(&name) {
+            continue;
+        }
+        let flags = if i % 2 == 0 { "S" } else { "FS" };
+        folders[i % names.len()]
+            .1
+            .push((format!("{}.M{i}.x:2,{flags}", 1_500_000_000 + i * 3600), b));
+        n += 1;
+    }
+    (maildir_archive(dir, &folders), n)
+}
+
+/// `verify --against` the Courier account an archive with `/` names was imported into
+/// must pair each archived folder with the one import put it in.
+#[test]
+#[ignore = "issue 9 (found with Courier, no defect number yet): verify --against pairs \
+            folders by archived name only, so Archive/2019 is not matched with the \
+            INBOX.Archive.2019 that import created"]
+fn verify_against_a_courier_destination_of_a_slash_named_archive() {
+    let c = Courier::start();
+    let t = tempfile::tempdir().unwrap();
+    let (ar, _) = slash_archive(t.path());
+    let url = c.imaps_url("bob");
+    import(&c, &[&ar], &url, "bob");
+    let v = verify_against(&c, &[&ar], &url, "bob");
+    let f = findings(&v);
+    assert!(
+        !f.iter()
+            .any(|(code, _)| code == "folder-missing-on-server" || code == "folder-not-archived"),
+        "{}",
+        stdout(&v)
+    );
+}
+
+/// Messages with bare CRs, which Courier deletes on APPEND: the import reports them
+/// altered, and a rerun must not append them again.
+#[test]
+#[ignore = "issue 9 defect 4: a rerun appends again the bare-CR messages Courier altered"]
+fn import_rerun_of_messages_courier_altered() {
+    let c = Courier::start();
+    let msgs: Vec<(Vec<u8>, &str, i64)> = fixtures()
+        .into_iter()
+        .filter(|(n, _)| has_bare_cr(n))
+        .map(|(_, b)| (b, "S", 1_500_000_000))
+        .collect();
+    assert_eq!(msgs.len(), 2);
+    c.seed_maildir("alice", "INBOX", &msgs);
+    let t = tempfile::tempdir().unwrap();
+    let ar = t.path().join("a.tar.zst");
+    let o = export(&c, &c.imaps_url("alice"), "alice", &ar, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let url = c.imaps_url("bob");
+    let (_, rep) = import(&c, &[&ar], &url, "bob");
+    let fails = import_failures(&rep);
+    assert_eq!(fails.len(), 2, "{fails:#?}");
+    assert!(
+        fails.iter().all(|(_, r)| r.contains("altered")),
+        "{fails:#?}"
+    );
+    let on_bob = server_messages(&c, "bob", &["INBOX"]);
+    assert_eq!(on_bob.len(), 2);
+    let (_, rep2) = import(&c, &[&ar], &url, "bob");
+    assert_eq!(rep2["appended"], 0, "{rep2}");
+    assert_eq!(server_messages(&c, "bob", &["INBOX"]), on_bob);
+}
+
+/// Two different messages sharing one Message-ID moved from one Courier account to
+/// another: both arrive once, and a rerun appends nothing. Returns the Courier, the
+/// archive (in `t`) and bob's URL.
+fn move_shared_message_id_pair(t: &Path) -> (Courier, std::path::PathBuf, String) {
+    let c = Courier::start();
+    let pair: Vec<(Vec<u8>, &str, i64)> = fixtures()
+        .into_iter()
+        .filter(|(n, _)| n.contains("same-msgid"))
+        .map(|(_, b)| (b, "S", 1_500_000_000))
+        .collect();
+    c.seed_maildir("alice", "INBOX", &pair);
+    let ar = t.join("a.tar.zst");
+    let o = export(&c, &c.imaps_url("alice"), "alice", &ar, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let url = c.imaps_url("bob");
+    let (o, rep) = import(&c, &[&ar], &url, "bob");
+    assert_eq!(o.status.code(), Some(0), "{rep}");
+    assert_eq!(rep["appended"], 2, "{rep}");
+    assert_eq!(
+        server_messages(&c, "bob", &["INBOX"]),
+        server_messages(&c, "alice", &["INBOX"])
+    );
+    let (_, rep2) = import(&c, &[&ar], &url, "bob");
+    assert_eq!(rep2["appended"], 0, "{rep2}");
+    (c, ar, url)
+}
+
+#[test]
+fn import_of_a_shared_message_id_pair_and_rerun() {
+    let t = tempfile::tempdir().unwrap();
+    move_shared_message_id_pair(t.path());
+}
+
+/// `verify --against` the destination of that move (other UIDVALIDITY, so compared by
+/// content) finds nothing. Fails about 1 run in 5 today: run it repeatedly.
+#[test]
+#[ignore = "issue 9 defect 1: verify --against reports a false size-differs when two \
+            messages share a Message-ID (pairs them the wrong way round now and then)"]
+fn verify_against_the_destination_with_a_shared_message_id() {
+    let t = tempfile::tempdir().unwrap();
+    let (c, ar, url) = move_shared_message_id_pair(t.path());
+    let v = verify_against(&c, &[&ar], &url, "bob");
+    assert_eq!(findings(&v), vec![], "{}", stdout(&v));
+    assert_eq!(v.status.code(), Some(0));
 }
