@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use common::*;
-use support::courier::{session_members, Courier};
+use support::courier::{session_members, Courier, CourierOptions};
 use support::raw::mutf7;
 
 /// One line-by-line session: each command is sent only after the previous answer
@@ -899,4 +899,104 @@ fn import_from_courier_into_dovecot_leaves_the_inbox_prefix_behind() {
     ] {
         assert!(dest.contains(&(src.into(), want.into())), "{dest:?}");
     }
+}
+
+// ---- Courier's limits: no keywords (IMAP_KEYWORDS=0), MAXPERIP ----
+
+/// With `IMAP_KEYWORDS=0` Courier refuses any APPEND that carries a keyword. The
+/// messages must still arrive (system flags kept), the keywords reported as dropped,
+/// and a rerun append nothing.
+#[test]
+fn import_into_courier_without_keywords() {
+    let c = Courier::start_with(CourierOptions {
+        extra_imapd: "IMAP_KEYWORDS=0\n".into(),
+        ..Default::default()
+    });
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    let msgs: Vec<(String, Vec<u8>)> = (0..4)
+        .map(|i| {
+            (
+                format!(
+                    "{}.M{i}.x:2,{}",
+                    1_500_000_000 + i,
+                    if i % 2 == 0 { "aS" } else { "bF" }
+                ),
+                format!("Subject: kw {i}\r\nMessage-ID: <kw-{i}@test>\r\n\r\nbody {i}\r\n")
+                    .into_bytes(),
+            )
+        })
+        .collect();
+    write_maildir_folder(&src.join("INBOX"), &msgs);
+    std::fs::write(src.join("INBOX/dovecot-keywords"), "0 $Label1\n1 Work\n").unwrap();
+    let ar = t.path().join("a.tar.zst");
+    run_ok(&[
+        "export",
+        &format!("maildir:{}", src.display()),
+        "-o",
+        ar.to_str().unwrap(),
+    ]);
+    let url = c.imaps_url("bob");
+    let (o, rep) = import(&c, &[&ar], &url, "bob");
+    assert_eq!(o.status.code(), Some(0), "{rep}\n{}", stderr(&o));
+    assert_eq!(rep["appended"], 4, "{rep}");
+    assert_eq!(rep["verified"], 4, "{rep}");
+    let dropped = rep["folders"][0]["dropped_keywords"].to_string();
+    assert!(
+        dropped.contains("$Label1") && dropped.contains("Work"),
+        "{rep}"
+    );
+    let on_bob = server_messages(&c, "bob", &["INBOX"]);
+    let flags: Vec<&Vec<String>> = on_bob.iter().map(|m| &m.2).collect();
+    assert_eq!(
+        flags
+            .iter()
+            .filter(|f| f.contains(&"\\Seen".to_string()))
+            .count(),
+        2
+    );
+    assert_eq!(
+        flags
+            .iter()
+            .filter(|f| f.contains(&"\\Flagged".to_string()))
+            .count(),
+        2
+    );
+    let (_, rep2) = import(&c, &[&ar], &url, "bob");
+    assert_eq!(rep2["appended"], 0, "{rep2}");
+}
+
+/// More connections asked for than Courier's MAXPERIP allows from one address: the
+/// import goes on with the ones it got and says so.
+#[test]
+fn import_with_more_jobs_than_maxperip() {
+    let c = Courier::start_with(CourierOptions {
+        extra_imapd: "MAXPERIP=3\n".into(),
+        ..Default::default()
+    });
+    let t = tempfile::tempdir().unwrap();
+    let (ar, n) = slash_archive(t.path());
+    let url = c.imaps_url("bob");
+    let pw = c.password_file("bob");
+    let ca = c.ca_file();
+    let o = run(&[
+        "import",
+        ar.to_str().unwrap(),
+        "--to",
+        &url,
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--tls-ca-file",
+        ca.to_str().unwrap(),
+        "--json",
+        "--jobs",
+        "6",
+    ]);
+    let rep = json(&o);
+    assert_eq!(rep["verified"], n as u64 - 3, "{rep}\n{}", stderr(&o));
+    expected_import_failures(&import_failures(&rep));
+    assert!(
+        rep["notes"].to_string().contains("connections opened"),
+        "{rep}"
+    );
 }
