@@ -23,7 +23,7 @@ use crate::progress::Progress;
 use crate::source::imap::dest::{AppendRequest, DestCaps};
 use crate::source::imap::{parse_internaldate, ImapError, ImapSession};
 use crate::source::net::{Credentials, Endpoint, TlsOptions};
-use plan::{DestFolder, DestLayout, Existing, FolderState, MsgKey, Plan, PlanOptions, Reason};
+use plan::{DestLayout, Existing, FolderState, MsgKey, Plan, PlanOptions, Reason};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -484,26 +484,7 @@ pub async fn import(
     let caps: DestCaps = sessions[0].dest_caps();
     let list = sessions[0].list().await?;
     let ns = sessions[0].namespace().await?;
-    // A server that names no delimiter gets '/': levels must not run together.
-    let delimiter = ns
-        .as_ref()
-        .and_then(|n| n.1)
-        .or_else(|| list.iter().find_map(|m| m.delimiter))
-        .or(Some('/'));
-    let layout = DestLayout {
-        delimiter,
-        prefix: ns.map(|n| n.0).unwrap_or_default(),
-        folders: list
-            .iter()
-            .map(|m| DestFolder {
-                name: m.name.clone(),
-                raw_name: m.raw_name.clone(),
-                special_use: m.special_use.clone(),
-                selectable: m.selectable,
-            })
-            .collect(),
-        create_special_use: caps.create_special_use,
-    };
+    let layout = DestLayout::from_listing(&list, ns, caps.create_special_use);
     let plan: Plan = plan::plan_folders(&folders, &layout, &opts.plan)?;
 
     // Destination folders (distinct), and the records that go into each.
