@@ -170,20 +170,37 @@ impl Courier {
         // Reaped in Drop by PID.
         std::mem::forget(child);
         let gam_socket = format!("@/tmp/fam-nobody-{gam_id}");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if c.run_dir().join("courier/authdaemon/socket").exists()
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(15) {
+            // A couriertcpd that could not bind its port (taken since free_port) exits at
+            // once, and a connect would then reach whoever holds the port: count them.
+            let listeners = c.processes_named("couriertcpd");
+            if listeners == 4
+                && c.run_dir().join("courier/authdaemon/socket").exists()
                 && abstract_socket_listens(&gam_socket)
                 && ports.iter().all(|&p| greets(p))
             {
                 return Ok(c);
             }
-            if !super::child_alive(c.sid) {
+            if !super::child_alive(c.sid)
+                || (listeners < 4 && started.elapsed() > Duration::from_secs(5))
+            {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         Err(format!("no greeting on 127.0.0.1:{ports:?}: {}", c.log()))
+    }
+
+    /// How many of the instance's processes run `comm`.
+    fn processes_named(&self, comm: &str) -> usize {
+        session_members(self.sid as i32)
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim_end() == comm)
+            })
+            .count()
     }
 
     fn run_dir(&self) -> PathBuf {
