@@ -17,8 +17,9 @@ use support::raw::mutf7;
 /// One line-by-line session: each command is sent only after the previous answer
 /// arrived (Courier's login process hands the connection to the mail process, so
 /// anything pipelined after LOGIN or PASS would be lost), and the answers are returned.
-/// An IMAP command's answer ends with its tag; a POP3 one is a single line.
-fn converse(r: &mut impl BufRead, w: &mut impl Write, cmds: &[String]) -> String {
+/// An IMAP command's answer ends with its tag (the command's first word); a POP3 one is
+/// a single line.
+fn converse(r: &mut impl BufRead, w: &mut impl Write, imap: bool, cmds: &[String]) -> String {
     let mut out = String::new();
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
@@ -27,7 +28,6 @@ fn converse(r: &mut impl BufRead, w: &mut impl Write, cmds: &[String]) -> String
         w.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
         w.flush().unwrap();
         let tag = cmd.split(' ').next().unwrap();
-        let imap = tag.len() == 1;
         loop {
             line.clear();
             if r.read_line(&mut line).unwrap() == 0 {
@@ -43,7 +43,7 @@ fn converse(r: &mut impl BufRead, w: &mut impl Write, cmds: &[String]) -> String
 }
 
 /// `converse` over TLS with `openssl s_client`, trusting only the harness's certificate.
-fn tls_converse(c: &Courier, port: u16, cmds: &[String]) -> String {
+fn tls_converse(c: &Courier, port: u16, imap: bool, cmds: &[String]) -> String {
     let mut child = Command::new("openssl")
         .args(["s_client", "-quiet", "-verify_return_error", "-CAfile"])
         .arg(c.ca_file())
@@ -56,88 +56,96 @@ fn tls_converse(c: &Courier, port: u16, cmds: &[String]) -> String {
         .expect("openssl");
     let mut w = child.stdin.take().unwrap();
     let mut r = BufReader::new(child.stdout.take().unwrap());
-    let out = converse(&mut r, &mut w, cmds);
+    let out = converse(&mut r, &mut w, imap, cmds);
     drop(w);
     let _ = child.kill();
     let _ = child.wait();
     out
 }
 
-fn tcp_converse(port: u16, cmds: &[String]) -> String {
+fn tcp_converse(port: u16, imap: bool, cmds: &[String]) -> String {
     let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .unwrap();
     let mut r = BufReader::new(s.try_clone().unwrap());
     let mut w = s;
-    converse(&mut r, &mut w, cmds)
+    converse(&mut r, &mut w, imap, cmds)
+}
+
+/// Processes whose mount table names `needle` (a path only an instance's mounts hold).
+fn mounting(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("mountinfo")).is_ok_and(|m| m.contains(needle))
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 #[test]
 fn harness_logs_in_on_all_four_ports_and_leaves_nothing_behind() {
     let c = Courier::start();
-    let sid;
-    {
-        c.seed_maildir(
-            "alice",
-            "Archive.2019",
-            &[(b"Subject: a\r\n\r\none\r\n".to_vec(), "S", 1_500_000_000)],
-        );
-        c.seed_maildir(
-            "alice",
-            "INBOX",
-            &[(b"Subject: b\r\n\r\ntwo\r\n".to_vec(), "", 1_500_000_000)],
-        );
-        let mut imap = c.raw("alice");
-        let list = imap.must("LIST \"\" \"*\"").text();
-        assert!(list.contains("\"INBOX.Archive.2019\""), "{list}");
-        let lsub = imap.must("LSUB \"\" \"*\"").text();
-        assert!(lsub.contains("\"INBOX.Archive.2019\""), "{lsub}");
-        let got = imap.fetch_all("INBOX.Archive.2019");
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].2, b"Subject: a\r\n\r\none\r\n");
-        assert!(got[0].1.contains("\\Seen"), "{}", got[0].1);
-        imap.logout();
+    c.seed_maildir(
+        "alice",
+        "Archive.2019",
+        &[(b"Subject: a\r\n\r\none\r\n".to_vec(), "S", 1_500_000_000)],
+    );
+    c.seed_maildir(
+        "alice",
+        "INBOX",
+        &[(b"Subject: b\r\n\r\ntwo\r\n".to_vec(), "", 1_500_000_000)],
+    );
+    let mut imap = c.raw("alice");
+    let list = imap.must("LIST \"\" \"*\"").text();
+    assert!(list.contains("\"INBOX.Archive.2019\""), "{list}");
+    let lsub = imap.must("LSUB \"\" \"*\"").text();
+    assert!(lsub.contains("\"INBOX.Archive.2019\""), "{lsub}");
+    let got = imap.fetch_all("INBOX.Archive.2019");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].2, b"Subject: a\r\n\r\none\r\n");
+    assert!(got[0].1.contains("\\Seen"), "{}", got[0].1);
+    imap.logout();
 
-        let pw = c.password("alice");
-        let imaps = tls_converse(
-            &c,
-            c.imaps_port,
-            &[
-                format!("a LOGIN alice {}", support::raw::quote(pw)),
-                "b SELECT INBOX".into(),
-                "c LOGOUT".into(),
-            ],
-        );
-        assert!(imaps.contains("a OK LOGIN"), "{imaps}");
-        assert!(imaps.contains("* 1 EXISTS"), "{imaps}");
-        let script = [
-            "USER alice".to_string(),
-            format!("PASS {pw}"),
-            "STAT".into(),
-            "QUIT".into(),
-        ];
-        let pop3 = tcp_converse(c.pop3_port, &script);
-        assert!(pop3.contains("+OK 1 "), "{pop3}");
-        let pop3s = tls_converse(&c, c.pop3s_port, &script);
-        assert!(pop3s.contains("+OK 1 "), "{pop3s}");
-        sid = c.session_id();
-        assert!(session_members(sid).len() >= 6, "{}", c.log());
-    }
+    let pw = c.password("alice");
+    let imaps = tls_converse(
+        &c,
+        c.imaps_port,
+        true,
+        &[
+            format!("a LOGIN alice {}", support::raw::quote(pw)),
+            "b SELECT INBOX".into(),
+            "c LOGOUT".into(),
+        ],
+    );
+    assert!(imaps.contains("a OK LOGIN"), "{imaps}");
+    assert!(imaps.contains("* 1 EXISTS"), "{imaps}");
+    let script = [
+        "USER alice".to_string(),
+        format!("PASS {pw}"),
+        "STAT".into(),
+        "QUIT".into(),
+    ];
+    let pop3 = tcp_converse(c.pop3_port, false, &script);
+    assert!(pop3.contains("+OK 1 "), "{pop3}");
+    let pop3s = tls_converse(&c, c.pop3s_port, false, &script);
+    assert!(pop3s.contains("+OK 1 "), "{pop3s}");
+
+    let sid = c.session_id();
+    assert!(session_members(sid).len() >= 6, "{}", c.log());
+    // The instance's overlays and bind mount are seen by its processes only.
     let dir = c.dir.path().to_path_buf();
+    let needle = dir.to_string_lossy().into_owned();
+    // Members first: processes may end meanwhile, none starts (no connection is open).
+    let members: Vec<String> = session_members(sid).iter().map(i32::to_string).collect();
+    let seen_by = mounting(&needle);
+    assert!(!seen_by.is_empty());
+    assert!(seen_by.iter().all(|p| members.contains(p)), "{seen_by:?}");
     drop(c);
     assert_eq!(session_members(sid), Vec::<i32>::new());
     assert!(!dir.exists());
-    // Its mounts lived only in its namespace; no process anywhere still sees them.
-    let needle = dir.to_string_lossy().into_owned();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(m) = std::fs::read_to_string(e.path().join("mountinfo")) {
-            assert!(
-                !m.contains(&needle),
-                "{} still mounts {needle}",
-                e.path().display()
-            );
-        }
-    }
+    assert_eq!(mounting(&needle), Vec::<String>::new());
 }
 
 // ---- helpers for the end-to-end tests ----
