@@ -1019,3 +1019,20 @@ fn import_with_more_jobs_than_maxperip() {
         "{rep}"
     );
 }
+
+/// IMAP has no stand-in: Courier serves raw UTF-8 headers to a client that did not
+/// ENABLE UTF8=ACCEPT, and the archive holds the message as delivered.
+#[test]
+fn imap_export_of_raw_utf8_headers_is_byte_exact() {
+    let c = Courier::start();
+    c.seed_maildir(
+        "alice",
+        "INBOX",
+        &[(utf8_header_message(), "", 1_500_000_000)],
+    );
+    let t = tempfile::tempdir().unwrap();
+    let ar = t.path().join("a.tar.zst");
+    let o = export(&c, &c.imaps_url("alice"), "alice", &ar, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(archived_messages(&ar), vec![utf8_header_message()]);
+}
