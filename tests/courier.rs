@@ -874,7 +874,7 @@ fn verify_against_the_destination_with_a_shared_message_id() {
 /// Courier's `INBOX.` is its personal namespace, not a folder, so `INBOX.受信箱.取引先`
 /// must become `受信箱/取引先`, not a folder nested under INBOX.
 #[test]
-#[ignore = "issue 9 defect 5: folders from Courier's INBOX. namespace are nested under \\
+#[ignore = "issue 9 defect 5: folders from Courier's INBOX. namespace are nested under \
             INBOX/ on a destination whose personal namespace has no prefix"]
 fn import_from_courier_into_dovecot_leaves_the_inbox_prefix_behind() {
     let c = Courier::start();
