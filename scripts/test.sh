@@ -31,6 +31,19 @@ if [ ! -x "$cyrus_dir/root/usr/lib/cyrus/bin/master" ]; then
   for deb in "$cyrus_dir"/*.deb; do dpkg-deb -x "$deb" "$cyrus_dir/root"; done
 fi
 
+# Courier-IMAP and Courier POP3 conflict with Dovecot's packages too: downloaded and
+# unpacked under target/courier-debs, where tests/support/courier.rs runs them in a
+# private mount namespace (needs root and util-linux's unshare).
+courier_dir=target/courier-debs
+courier_debs=(courier-base courier-imap courier-pop courier-authlib courier-authdaemon
+  courier-authlib-userdb libcourier-unicode4 libgamin0 gamin libidn12 libltdl7)
+if [ ! -x "$courier_dir/root/usr/lib/courier/courier/imaplogin" ]; then
+  mkdir -p "$courier_dir/root"
+  (cd "$courier_dir" && apt-get download "${courier_debs[@]}" >/dev/null 2>&1 \
+    || { SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"; $SUDO apt-get update -qq && apt-get download "${courier_debs[@]}" >/dev/null; })
+  for deb in "$courier_dir"/*.deb; do dpkg-deb -x "$deb" "$courier_dir/root"; done
+fi
+
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 2; }
 
 

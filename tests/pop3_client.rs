@@ -165,8 +165,8 @@ where
 /// Only commands that leave the maildrop as it was may ever be sent.
 fn assert_read_only(got: &[String]) {
     const ALLOWED: &[&str] = &[
-        "CAPA", "STLS", "USER", "PASS", "AUTH", "STAT", "LIST", "UIDL", "RETR", "TOP", "NOOP",
-        "QUIT",
+        "CAPA", "STLS", "UTF8", "USER", "PASS", "AUTH", "STAT", "LIST", "UIDL", "RETR", "TOP",
+        "NOOP", "QUIT",
     ];
     for l in got {
         let word = l.split(' ').next().unwrap();
@@ -325,6 +325,48 @@ async fn user_pass_session_streams_exact_bytes() {
     assert_eq!(info.sha256_hex(), hex::encode(sha(b"")));
     c.quit().await.unwrap();
     assert_read_only(&h.await.unwrap());
+}
+
+/// RFC 6856: UTF8 is asked for before login when CAPA offers it (Courier serves a
+/// stand-in for raw UTF-8 mail otherwise); a refusal is not fatal, and a server that
+/// does not offer it never sees the command.
+#[tokio::test]
+async fn asks_for_utf8_before_login_only_when_offered() {
+    for accept in [true, false] {
+        let (ep, h) = serve(move |mut p| async move {
+            p.hello("USER\r\nUTF8 USER\r\n").await;
+            p.expect("UTF8").await;
+            p.send(if accept {
+                "+OK UTF8 enabled\r\n"
+            } else {
+                "-ERR not now\r\n"
+            })
+            .await;
+            p.user_pass("secret", "USER\r\nUTF8 USER\r\n").await;
+            p.drain().await;
+            p
+        })
+        .await;
+        let c = Pop3Client::connect_with(&ep, &password("secret"), &plaintext_ok(), &quick(5))
+            .await
+            .unwrap();
+        assert_eq!(c.utf8_mode(), accept);
+        drop(c);
+        assert_read_only(&h.await.unwrap());
+    }
+    let (ep, h) = serve(|mut p| async move {
+        p.hello("USER\r\n").await;
+        p.user_pass("secret", "USER\r\n").await;
+        p.drain().await;
+        p
+    })
+    .await;
+    let c = Pop3Client::connect_with(&ep, &password("secret"), &plaintext_ok(), &quick(5))
+        .await
+        .unwrap();
+    assert!(!c.utf8_mode());
+    drop(c);
+    assert!(!h.await.unwrap().iter().any(|l| l == "UTF8"));
 }
 
 #[tokio::test]

@@ -840,6 +840,9 @@ struct Extras {
     /// that has no body, and refuses TOP for message `top_refuse`.
     top: bool,
     top_refuse: Option<u32>,
+    /// LIST (and STAT) announce this message 7 bytes longer than what RETR sends, as
+    /// a server does that serves something else in its place.
+    list_longer: Option<u32>,
 }
 
 impl OldServer {
@@ -900,6 +903,8 @@ fn serve_old(
     let mut rd = BufReader::new(s.try_clone().unwrap());
     let mut w = s;
     let _ = w.write_all(b"+OK old POP3 server ready\r\n");
+    let listed =
+        |n: usize| msgs[n - 1].len() + 7 * usize::from(extras.list_longer == Some(n as u32));
     let mut line = String::new();
     loop {
         line.clear();
@@ -916,13 +921,13 @@ fn serve_old(
             "STAT" => format!(
                 "+OK {} {}\r\n",
                 msgs.len(),
-                msgs.iter().map(|m| m.len()).sum::<usize>()
+                (1..=msgs.len()).map(listed).sum::<usize>()
             )
             .into_bytes(),
             "LIST" => {
                 let mut r = b"+OK\r\n".to_vec();
-                for (i, m) in msgs.iter().enumerate() {
-                    r.extend(format!("{} {}\r\n", i + 1, m.len()).bytes());
+                for i in 1..=msgs.len() {
+                    r.extend(format!("{i} {}\r\n", listed(i)).bytes());
                 }
                 r.extend_from_slice(b".\r\n");
                 r
@@ -1075,6 +1080,7 @@ fn top_that_is_not_whole_falls_back_to_retr_for_that_message_only() {
         Extras {
             top: true,
             top_refuse: Some(4),
+            ..Extras::default()
         },
     );
     let out = scratch.path().join("fallback.tar.zst");
@@ -1126,6 +1132,69 @@ fn top_that_is_not_whole_falls_back_to_retr_for_that_message_only() {
     want.sort();
     assert_eq!(archived_messages(&out, scratch.path()), want);
     assert_eq!(j["size_differences"].as_array().unwrap().len(), 0, "{j}");
+}
+
+/// A message that arrives with another size than LIST announced (and not the known
+/// final-CRLF case) is archived as it came, but the export says so and exits 1: the
+/// server may have sent a stand-in for the mail.
+#[test]
+fn size_other_than_list_is_an_error() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pw = scratch.path().join("pw");
+    std::fs::write(&pw, "old-pw\n").unwrap();
+    let msgs: Vec<Vec<u8>> = (1..=3)
+        .map(|i| format!("Subject: m{i}\r\n\r\nbody {i}\r\n").into_bytes())
+        .collect();
+    let srv = OldServer::start_with(
+        msgs.clone(),
+        None,
+        Extras {
+            list_longer: Some(2),
+            ..Extras::default()
+        },
+    );
+    let out = scratch.path().join("sizes.tar.zst");
+    let o = export(
+        &Run {
+            url: format!("pop3://u@127.0.0.1:{}", srv.port),
+            out: out.clone(),
+            extra: vec!["--allow-plaintext", "--json"],
+        },
+        &pw,
+        None,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
+    let j = json(&o);
+    let d = j["size_differences"].as_array().unwrap();
+    assert_eq!(d.len(), 1, "{j}");
+    assert_eq!(d[0]["msgno"], 2);
+    assert_eq!(d[0]["list_size"], msgs[1].len() as u64 + 7);
+    assert_eq!(d[0]["retr_size"], msgs[1].len() as u64);
+    assert!(d[0]["explanation"].is_null(), "{j}");
+    let mut want = msgs.clone();
+    want.sort();
+    assert_eq!(archived_messages(&out, scratch.path()), want);
+
+    // The human report names it as a problem, too.
+    let o = export(
+        &Run {
+            url: format!("pop3://u@127.0.0.1:{}", srv.port),
+            out: scratch.path().join("sizes2.tar.zst"),
+            extra: vec!["--allow-plaintext"],
+        },
+        &pw,
+        None,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!(
+            "size: message 2: LIST said {}, the server sent {}",
+            msgs[1].len() + 7,
+            msgs[1].len()
+        )),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]

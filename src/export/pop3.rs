@@ -99,6 +99,8 @@ pub struct ServerFacts {
     pub tls: bool,
     /// How the login was made (PLAIN, USER/PASS, APOP, XOAUTH2, OAUTHBEARER).
     pub login: String,
+    /// The session is in RFC 6856 UTF-8 mode (mail with raw UTF-8 headers as stored).
+    pub utf8: bool,
 }
 
 /// `--since` bookkeeping.
@@ -121,7 +123,8 @@ pub struct SizeDifference {
     pub list_size: u64,
     /// What arrived (by TOP or RETR; the name predates TOP).
     pub retr_size: u64,
-    /// Why, when the difference is a known server habit.
+    /// Why, when the difference is a known server habit; without one the difference is
+    /// a problem (exit 1).
     pub explanation: Option<String>,
 }
 
@@ -156,10 +159,16 @@ pub struct RetrFallback {
 }
 
 impl Pop3Report {
-    /// Some message on the server is neither in this archive nor in the chain, or the
-    /// counts do not add up.
+    /// Some message on the server is neither in this archive nor in the chain, the
+    /// counts do not add up, or a message arrived with another size than LIST announced
+    /// for no known reason (the server may have sent something else in its place).
     pub fn problems(&self) -> bool {
-        self.export.skipped() > 0 || !self.count_differences.is_empty()
+        self.export.skipped() > 0
+            || !self.count_differences.is_empty()
+            || self
+                .size_differences
+                .iter()
+                .any(|d| d.explanation.is_none())
     }
 }
 
@@ -480,6 +489,7 @@ pub fn export_pop3(
                 top: client.capabilities().top(),
                 tls: client.is_tls(),
                 login: client.auth_mechanism().to_string(),
+                utf8: client.utf8_mode(),
             };
             let mut diffs = Vec::new();
             if server.list_messages != server.stat_messages {

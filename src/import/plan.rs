@@ -22,6 +22,38 @@ pub struct DestLayout {
     pub create_special_use: bool,
 }
 
+impl DestLayout {
+    /// The layout of a logged-in account from its LIST and NAMESPACE answers. Import
+    /// plans with it, and `verify --against` pairs archived folders with it, so both
+    /// name a folder the same way.
+    pub fn from_listing(
+        list: &[crate::source::imap::MailboxInfo],
+        namespace: Option<(String, Option<char>)>,
+        create_special_use: bool,
+    ) -> DestLayout {
+        // A server that names no delimiter gets '/': levels must not run together.
+        let delimiter = namespace
+            .as_ref()
+            .and_then(|n| n.1)
+            .or_else(|| list.iter().find_map(|m| m.delimiter))
+            .or(Some('/'));
+        DestLayout {
+            delimiter,
+            prefix: namespace.map(|n| n.0).unwrap_or_default(),
+            folders: list
+                .iter()
+                .map(|m| DestFolder {
+                    name: m.name.clone(),
+                    raw_name: m.raw_name.clone(),
+                    special_use: m.special_use.clone(),
+                    selectable: m.selectable,
+                })
+                .collect(),
+            create_special_use,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DestFolder {
     pub name: String,

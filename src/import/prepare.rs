@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::plan::{DestFolder, DestLayout, Plan};
+use super::plan::{DestLayout, Plan};
 use super::{DestState, ImportOptions, ImportReport, Rec, St};
 use crate::archive::{Archive, FolderRecord};
 use crate::mail::identity;
@@ -79,26 +79,7 @@ pub(super) async fn dest_layout(
 ) -> Result<DestLayout, ImapError> {
     let list = s.list().await?;
     let ns = s.namespace().await?;
-    // A server that names no delimiter gets '/': levels must not run together.
-    let delimiter = ns
-        .as_ref()
-        .and_then(|n| n.1)
-        .or_else(|| list.iter().find_map(|m| m.delimiter))
-        .or(Some('/'));
-    let layout = DestLayout {
-        delimiter,
-        prefix: ns.map(|n| n.0).unwrap_or_default(),
-        folders: list
-            .iter()
-            .map(|m| DestFolder {
-                name: m.name.clone(),
-                raw_name: m.raw_name.clone(),
-                special_use: m.special_use.clone(),
-                selectable: m.selectable,
-            })
-            .collect(),
-        create_special_use: caps.create_special_use,
-    };
+    let layout = DestLayout::from_listing(&list, ns, caps.create_special_use);
     Ok(layout)
 }
 

@@ -186,10 +186,16 @@ pub fn altered_forms(b: &[u8]) -> Vec<[u8; 32]> {
     out
 }
 
-/// Sizes of the CR-deleting server forms (Courier's, Dovecot's): with them an
-/// unambiguous Message-ID finds a message a server altered so without reading its bytes.
+/// Sizes of the server forms whose size the CRLF conversion does not give: the
+/// CR-deleting ones (Courier's, Dovecot's), and Courier's final CRLF added to a message
+/// that ends without a line end. With them an unambiguous Message-ID finds a message a
+/// server altered so without reading its bytes.
 pub fn altered_sizes(b: &[u8]) -> Vec<u64> {
     let mut v: Vec<u64> = cr_altered_forms(b).iter().map(|f| f.len() as u64).collect();
+    if !b.is_empty() && !b.ends_with(b"\n") {
+        v.push(courier_form(b).len() as u64);
+    }
+    v.sort_unstable();
     v.dedup();
     v
 }
@@ -348,7 +354,7 @@ impl MsgKey {
             } else {
                 Vec::new()
             },
-            altered_sizes: if bare {
+            altered_sizes: if bare || !bytes.ends_with(b"\n") {
                 altered_sizes(bytes)
             } else {
                 Vec::new()
@@ -507,6 +513,18 @@ mod tests {
     }
 
     /// The server-altered forms are the transformations the servers apply.
+    #[test]
+    fn courier_adds_a_final_crlf_to_a_message_without_one() {
+        let m = b"Subject: x\r\nMessage-ID: <n@t>\r\n\r\nlast line";
+        assert_eq!(altered_sizes(m), vec![m.len() as u64 + 2]);
+        let k = MsgKey::of(m, [0; 32], &HashSet::new(), None);
+        assert_eq!(k.altered_sizes, vec![m.len() as u64 + 2]);
+        assert!(altered_sizes(b"Subject: x\r\n\r\nends\r\n").is_empty());
+        // LF-only and unterminated: the CRLF form plus the final CRLF.
+        let lf = b"Subject: x\n\nlast";
+        assert_eq!(altered_sizes(lf), vec![crlf_len(lf) + 2]);
+    }
+
     #[test]
     fn server_altered_forms() {
         // Courier: bare CR deleted, bare LF made CRLF, a final CRLF added.

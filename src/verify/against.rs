@@ -1,5 +1,7 @@
 //! `verify --against URL`: an archive chain compared with a live IMAP server, read-only
-//! (EXAMINE, `BODY.PEEK`). Folders pair up by name, else by special-use role. Where the
+//! (EXAMINE, `BODY.PEEK`). Folders pair up by name, else by special-use role, else by
+//! the name `import` gives them on this server (another delimiter, an `INBOX.` prefix,
+//! as on Courier), so a restored destination pairs up as it was filled. Where the
 //! server folder still has the UIDVALIDITY the archive recorded, messages pair up by UID
 //! (the source account); otherwise — a restored destination, a recreated folder — by
 //! identity, through [`crate::reconcile`], the engine the importer uses: Message-ID and
@@ -19,7 +21,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{message_identity, Finding, Level};
-use crate::archive::{Archive, MessageRecord, SourceRef};
+use crate::archive::{Archive, FolderRecord, MessageRecord, SourceRef};
+use crate::import::plan::{plan_folders, source_namespace, DestLayout, PlanOptions};
 use crate::mail::flags;
 use crate::mail::identity::{self, MsgKey};
 use crate::progress::Progress;
@@ -108,8 +111,12 @@ pub async fn verify_against(
     let mut out = Vec::new();
     // The chain's folders, newest facts last.
     let mut folders: Vec<ArchFolder> = Vec::new();
+    let mut records: Vec<FolderRecord> = Vec::new();
     for a in archives {
         for f in a.index.folders.iter().filter(|f| f.selectable) {
+            if !records.iter().any(|r| r.name == f.name) {
+                records.push(f.clone());
+            }
             match folders.iter_mut().find(|x| x.name == f.name) {
                 Some(x) => {
                     if f.uidvalidity.is_some() {
@@ -143,12 +150,9 @@ pub async fn verify_against(
     sum.archive_messages = folders.iter().map(|f| f.recs.len() as u64).sum();
 
     let mut s = ImapSession::connect_with_timeout(ep, creds, tls, opts.timeout).await?;
-    let listed: Vec<MailboxInfo> = s
-        .list()
-        .await?
-        .into_iter()
-        .filter(|m| m.selectable)
-        .collect();
+    let all = s.list().await?;
+    let namespace = s.namespace().await?;
+    let listed: Vec<MailboxInfo> = all.iter().filter(|m| m.selectable).cloned().collect();
     // Pair folders: by name first, then by role for what is left.
     let mut pairs: Vec<(usize, Option<MailboxInfo>)> = Vec::new();
     let mut used: HashSet<String> = HashSet::new();
@@ -175,6 +179,31 @@ pub async fn verify_against(
         }) {
             used.insert(m.raw_name.clone());
             *p = Some(m.clone());
+        }
+    }
+    if pairs.iter().any(|(_, p)| p.is_none()) {
+        let layout = DestLayout::from_listing(&all, namespace, false);
+        // A plan that cannot be made (a name no server could hold) pairs nothing more;
+        // those folders are reported missing below.
+        let source_ns = source_namespace(
+            archives
+                .iter()
+                .find_map(|a| a.index.header.namespace.as_ref()),
+            &records,
+        );
+        if let Ok(plan) = plan_folders(&records, &source_ns, &layout, &PlanOptions::default()) {
+            for (i, p) in pairs.iter_mut().filter(|(_, p)| p.is_none()) {
+                let Some(fp) = plan.for_source(&folders[*i].name) else {
+                    continue;
+                };
+                if let Some(m) = listed
+                    .iter()
+                    .find(|m| !used.contains(&m.raw_name) && m.name == fp.dest)
+                {
+                    used.insert(m.raw_name.clone());
+                    *p = Some(m.clone());
+                }
+            }
         }
     }
     let last = archives

@@ -52,63 +52,7 @@ pub fn cyrus_root() -> PathBuf {
     if let Some(p) = std::env::var_os("MAILARK_CYRUS_ROOT") {
         return PathBuf::from(p);
     }
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/cyrus-debs");
-    let root = base.join("root");
-    if root.join("usr/lib/cyrus/bin/master").exists() {
-        return root;
-    }
-    // Several test binaries may race here: unpack into a private dir, then rename.
-    std::fs::create_dir_all(&base).unwrap();
-    let have_debs = |dir: &Path| {
-        DEBS.iter().all(|d| {
-            std::fs::read_dir(dir).is_ok_and(|rd| {
-                rd.flatten().any(|e| {
-                    let n = e.file_name().to_string_lossy().into_owned();
-                    n.starts_with(&format!("{d}_")) && n.ends_with(".deb")
-                })
-            })
-        })
-    };
-    if !have_debs(&base) {
-        let out = Command::new("apt-get")
-            .arg("download")
-            .args(DEBS)
-            .current_dir(&base)
-            .output()
-            .expect("apt-get (Debian) to download the Cyrus packages");
-        assert!(
-            out.status.success() && have_debs(&base),
-            "apt-get download {DEBS:?} failed (run scripts/test.sh, which fetches them): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let tmp = tempfile::Builder::new()
-        .prefix("unpack.")
-        .tempdir_in(&base)
-        .unwrap();
-    for e in std::fs::read_dir(&base).unwrap().flatten() {
-        let p = e.path();
-        if p.extension().is_some_and(|x| x == "deb") {
-            let st = Command::new("dpkg-deb")
-                .arg("-x")
-                .arg(&p)
-                .arg(tmp.path())
-                .status()
-                .expect("dpkg-deb");
-            assert!(st.success(), "dpkg-deb -x {}", p.display());
-        }
-    }
-    let unpacked = tmp.keep();
-    if std::fs::rename(&unpacked, &root).is_err() {
-        // Another test won the race; its copy is as good.
-        let _ = std::fs::remove_dir_all(&unpacked);
-    }
-    assert!(
-        root.join("usr/lib/cyrus/bin/master").exists(),
-        "Cyrus master not found under {}",
-        root.display()
-    );
-    root
+    super::unpacked_debs("cyrus-debs", &DEBS, "usr/lib/cyrus/bin/master")
 }
 
 fn require(bin: &str) -> PathBuf {

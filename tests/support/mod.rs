@@ -1,10 +1,11 @@
-//! Test support for the network tests: a real Dovecot (`dovecot`) and a real Cyrus
-//! (`cyrus`) started per test in a temp dir, a fault-injecting proxy (`proxy`), and a tiny
-//! synchronous IMAP client (`raw`) for seeding and inspecting a server without any of
-//! mailark's own code. What the server harnesses share (ports, certificate, stopping a
-//! server by its PID) is here.
+//! Test support for the network tests: a real Dovecot (`dovecot`), Cyrus (`cyrus`) and
+//! Courier (`courier`) started per test in a temp dir, a fault-injecting proxy
+//! (`proxy`), and a tiny synchronous IMAP client (`raw`) for seeding and inspecting a
+//! server without any of mailark's own code. What the server harnesses share (ports, certificate, stopping a
+//! server by its PID, unpacking Debian packages that cannot be installed) is here.
 #![allow(dead_code)]
 
+pub mod courier;
 pub mod cyrus;
 pub mod dovecot;
 pub mod proxy;
@@ -98,4 +99,71 @@ pub fn stop_child(pid: u32) {
         let mut status = 0;
         libc::waitpid(pid as i32, &mut status, 0);
     }
+}
+
+/// `target/DIR/root`: Debian packages that conflict with the installed Dovecot, fetched
+/// with `apt-get download` into `target/DIR` (scripts/test.sh does it beforehand) and
+/// unpacked there, never installed. `marker` (a path inside the root) says the unpacking
+/// is complete.
+pub fn unpacked_debs(dir: &str, debs: &[&str], marker: &str) -> PathBuf {
+    use std::process::Command;
+    let base = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(dir);
+    let root = base.join("root");
+    if root.join(marker).exists() {
+        return root;
+    }
+    // Several test binaries may race here: unpack into a private dir, then rename.
+    std::fs::create_dir_all(&base).unwrap();
+    let have_debs = |dir: &Path| {
+        debs.iter().all(|d| {
+            std::fs::read_dir(dir).is_ok_and(|rd| {
+                rd.flatten().any(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    n.starts_with(&format!("{d}_")) && n.ends_with(".deb")
+                })
+            })
+        })
+    };
+    if !have_debs(&base) {
+        let out = Command::new("apt-get")
+            .arg("download")
+            .args(debs)
+            .current_dir(&base)
+            .output()
+            .expect("apt-get (Debian) to download packages");
+        assert!(
+            out.status.success() && have_debs(&base),
+            "apt-get download {debs:?} failed (run scripts/test.sh, which fetches them): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("unpack.")
+        .tempdir_in(&base)
+        .unwrap();
+    for e in std::fs::read_dir(&base).unwrap().flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "deb") {
+            let st = Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(&p)
+                .arg(tmp.path())
+                .status()
+                .expect("dpkg-deb");
+            assert!(st.success(), "dpkg-deb -x {}", p.display());
+        }
+    }
+    let unpacked = tmp.keep();
+    if std::fs::rename(&unpacked, &root).is_err() {
+        // Another test won the race; its copy is as good.
+        let _ = std::fs::remove_dir_all(&unpacked);
+    }
+    assert!(
+        root.join(marker).exists(),
+        "{marker} not found under {}",
+        root.display()
+    );
+    root
 }

@@ -335,6 +335,8 @@ pub struct Pop3Client {
     /// Set once the stream is out of step (I/O failure, timeout, garbage): every later
     /// call fails fast instead of misreading the next answer.
     dead: bool,
+    /// The server agreed to RFC 6856 UTF-8 mode.
+    utf8: bool,
 }
 
 impl std::fmt::Debug for Pop3Client {
@@ -400,6 +402,7 @@ impl Pop3Client {
             apop_timestamp: None,
             list_sizes: HashMap::new(),
             dead: false,
+            utf8: false,
         };
         let greeting = c.read_response("greeting", None).await?;
         let greeting = c.expect_ok(greeting, "greeting", None)?;
@@ -420,6 +423,11 @@ impl Pop3Client {
             }
         }
         c.caps = caps.unwrap_or_default();
+        if c.caps.utf8() {
+            // RFC 6856 asks for UTF-8 mode before login. A refusal is not fatal: a
+            // stand-in served in its place shows as a size difference from LIST.
+            c.utf8 = c.command(Command::Utf8, None).await?.is_ok();
+        }
         c.login(creds, ep).await?;
         // Capabilities may differ once logged in (RFC 2449 §5); PIPELINING and UIDL
         // matter only from here on.
@@ -484,6 +492,7 @@ impl Pop3Client {
             apop_timestamp,
             list_sizes: HashMap::new(),
             dead: false,
+            utf8: false,
         })
     }
 
@@ -760,6 +769,11 @@ impl Pop3Client {
     /// What the server advertised after login (empty when it has no CAPA).
     pub fn capabilities(&self) -> &Capabilities {
         &self.caps
+    }
+
+    /// Whether the session is in RFC 6856 UTF-8 mode.
+    pub fn utf8_mode(&self) -> bool {
+        self.utf8
     }
 
     /// How the login was made: `PLAIN`, `USER/PASS`, `APOP`, `XOAUTH2` or `OAUTHBEARER`.

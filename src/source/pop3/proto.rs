@@ -254,6 +254,13 @@ impl Capabilities {
         self.has("USER")
     }
 
+    /// RFC 6856: the server has a UTF-8 mode. Without it, a server may replace a message
+    /// whose headers are raw UTF-8 with a stand-in (Courier does), since such mail is
+    /// not for clients that do not ask for UTF8.
+    pub fn utf8(&self) -> bool {
+        self.has("UTF8")
+    }
+
     pub fn resp_codes(&self) -> bool {
         self.has("RESP-CODES")
     }
@@ -335,6 +342,8 @@ pub fn parse_stat(text: &str) -> Result<(u32, u64), ProtoError> {
 pub enum Command<'a> {
     Capa,
     Stls,
+    /// RFC 6856 UTF-8 mode, asked for before logging in.
+    Utf8,
     User(&'a str),
     /// The password: never shown by `Debug`/`Display`.
     Pass(&'a str),
@@ -370,6 +379,7 @@ impl Command<'_> {
         match self {
             Command::Capa => "CAPA",
             Command::Stls => "STLS",
+            Command::Utf8 => "UTF8",
             Command::User(_) => "USER",
             Command::Pass(_) => "PASS",
             Command::Apop { .. } => "APOP",
@@ -829,6 +839,15 @@ mod tests {
         assert_eq!(c.args("expire").unwrap(), ["0"]);
         assert_eq!(c.implementation().unwrap(), "Blurdybloop Server v1");
         assert!(Capabilities::parse(b"").is_empty());
+        assert!(!c.utf8());
+
+        // Courier 5.0 (pop3d), before and after login alike.
+        let c = Capabilities::parse(
+            b"STLS\r\nTOP\r\nUSER\r\nLOGIN-DELAY 10\r\nPIPELINING\r\nUIDL\r\n\
+              UTF8 USER\r\nIMPLEMENTATION Courier Mail Server\r\n",
+        );
+        assert!(c.utf8() && c.top() && c.stls());
+        assert_eq!(c.args("utf8").unwrap(), ["USER"]);
         assert_eq!(
             Capabilities::parse(b"top\r\n").names().collect::<Vec<_>>(),
             ["TOP"]
@@ -887,6 +906,7 @@ mod tests {
     fn commands_encode_and_hide_secrets() {
         assert_eq!(Command::Retr(42).encode().unwrap(), b"RETR 42\r\n");
         assert_eq!(Command::Capa.encode().unwrap(), b"CAPA\r\n");
+        assert_eq!(Command::Utf8.encode().unwrap(), b"UTF8\r\n");
         assert_eq!(Command::User("alice").encode().unwrap(), b"USER alice\r\n");
         assert_eq!(Command::Pass("pw").encode().unwrap(), b"PASS pw\r\n");
         let auth = Command::Auth {
