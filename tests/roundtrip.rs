@@ -482,7 +482,7 @@ fn non_utf8_and_colliding_folder_names_stay_distinct() {
         "extract",
         ar.to_str().unwrap(),
         "--to",
-        &format!("maildir:{}", x.display()),
+        &format!("maildir-fs:{}", x.display()),
     ]);
     let cur = x.join(os(b"Caf\xe9")).join("cur");
     let mut files: Vec<Vec<u8>> = std::fs::read_dir(&cur)
