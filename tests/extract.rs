@@ -506,6 +506,20 @@ fn full_disk_leaves_no_cut_file_and_a_rerun_completes() {
             all.len() as u64,
             "{target}: {rep}"
         );
+        // Once complete, a rerun finds everything there and writes nothing.
+        let again = json(&run_ok(&[
+            "extract",
+            ar.to_str().unwrap(),
+            "--to",
+            &to,
+            "--json",
+        ]));
+        assert_eq!(again["messages"], 0, "{target}: {again}");
+        assert_eq!(
+            again["already_present"],
+            all.len() as u64,
+            "{target}: {again}"
+        );
         if target != "mbox" {
             assert!(
                 rep["already_present"].as_u64().unwrap() > 0,
