@@ -168,7 +168,7 @@ fn plan_folders<'a>(
     target: &Target,
     filter: &FolderFilter,
 ) -> (HashMap<String, OutFolder>, Vec<&'a FolderRecord>) {
-    let mut dirs = layout::Dirs::new(target);
+    let mut dirs = layout::Dirs::new(target, archives);
     let mut outs = HashMap::new();
     let mut records = Vec::new();
     for a in archives {

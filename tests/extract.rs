@@ -535,3 +535,124 @@ fn full_disk_leaves_no_cut_file_and_a_rerun_completes() {
         std::fs::remove_dir_all(&out).unwrap();
     }
 }
+
+/// A Courier-style account (`INBOX.` namespace, `.` separator) extracts as Courier's own
+/// Maildir++ tree: `.Archive.2019`, not `.INBOX.Archive.2019`, and a default Dovecot
+/// serves the folders under their names below the namespace.
+#[test]
+fn courier_namespace_is_not_a_maildirpp_level() {
+    let t = tempfile::tempdir().unwrap();
+    let src = Dovecot::start_with(DovecotOptions {
+        separator: '.',
+        prefix: "INBOX.".into(),
+        special: vec![],
+        ..Default::default()
+    });
+    let folders = [
+        "INBOX",
+        "INBOX.Archive",
+        "INBOX.Archive.2019",
+        "INBOX.送信済みメール",
+    ];
+    let mut c = src.raw("alice");
+    for (i, f) in folders.iter().enumerate() {
+        if *f != "INBOX" {
+            c.must(&format!("CREATE {}", quote(&mutf7(f))));
+        }
+        let r = c.append(&mutf7(f), "\\Seen", None, &message(f, i, 100));
+        assert!(r.ok(), "{f}: {}", r.status);
+    }
+    c.logout();
+    let ar = t.path().join("courier.tar.zst");
+    let (pw, ca) = (src.password_file("alice"), src.ca_file());
+    run_ok(&[
+        "export",
+        &src.imaps_url("alice"),
+        "-o",
+        ar.to_str().unwrap(),
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--tls-ca-file",
+        ca.to_str().unwrap(),
+    ]);
+    let out = t.path().join("Maildir");
+    run_ok(&[
+        "extract",
+        ar.to_str().unwrap(),
+        "--to",
+        &format!("maildir:{}", out.display()),
+    ]);
+    let mut dirs: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    dirs.sort();
+    let mut want = vec![
+        ".Archive".to_string(),
+        ".Archive.2019".to_string(),
+        format!(".{}", mutf7("送信済みメール")),
+    ];
+    want.sort();
+    assert_eq!(dirs, want);
+    assert_eq!(read_tree(&out.join("cur")).len(), 1, "INBOX is the root");
+    chown_nobody(&out);
+    let d = Dovecot::start_with(DovecotOptions {
+        extra_conf: carol_conf(t.path(), &out),
+        ..Default::default()
+    });
+    let mut c = login_carol(&d);
+    for (i, f) in folders.iter().enumerate() {
+        let name = f.strip_prefix("INBOX.").unwrap_or(f).replace('.', "/");
+        let got = c.fetch_all(&mutf7(&name));
+        assert_eq!(got.len(), 1, "{name}");
+        assert_eq!(got[0].2, served_form(&message(f, i, 100)), "{name}");
+    }
+}
+
+/// `--folder` and `--exclude` are the globs of `export` (`*` also crosses levels).
+#[test]
+fn folder_and_exclude_globs() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    source_tree(
+        &src,
+        &[
+            ("INBOX", 1),
+            ("Trash", 1),
+            ("Trash/Old", 1),
+            ("Work", 1),
+            ("Work/Sub", 1),
+        ],
+        50,
+    );
+    let ar = t.path().join("a.tar.zst");
+    export(&src, &ar);
+    let folders_of = |n: &str, filter: &[&str]| -> Vec<String> {
+        let out = t.path().join(n);
+        let to = format!("eml:{}", out.display());
+        let mut args = vec!["extract", ar.to_str().unwrap(), "--to", &to, "--json"];
+        args.extend_from_slice(filter);
+        let rep = json(&run_ok(&args));
+        let mut dirs: Vec<String> = read_tree(&out)
+            .into_iter()
+            .map(|(p, _)| p.rsplit_once('/').unwrap().0.to_string())
+            .collect();
+        dirs.sort();
+        assert_eq!(rep["folders"], dirs.len() as u64, "{rep}");
+        assert_eq!(rep["messages"], dirs.len() as u64, "{rep}");
+        dirs
+    };
+    assert_eq!(
+        folders_of("a", &["--exclude", "Trash*"]),
+        ["INBOX", "Work", "Work/Sub"]
+    );
+    assert_eq!(
+        folders_of("b", &["--folder", "Work*", "--exclude", "*/Sub"]),
+        ["Work"]
+    );
+    assert_eq!(
+        folders_of("c", &["--folder", "*Old", "--folder", "INBOX"]),
+        ["INBOX", "Trash/Old"]
+    );
+}
