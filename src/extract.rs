@@ -305,7 +305,11 @@ fn extract_archive(
     // Damaged archive data ends the stream; what was not reached yet is unreadable.
     let cut = match streamed {
         Ok(_) => None,
-        Err(ExtractError::Read(e @ ReadError::Data { .. })) => Some(e.to_string()),
+        Err(ExtractError::Read(ReadError::Data {
+            members, detail, ..
+        })) => Some(format!(
+            "the archive data is damaged after {members} members ({detail})"
+        )),
         Err(e) => return Err(e),
     };
     for (i, m) in a.index.messages.iter().enumerate() {
