@@ -1,5 +1,6 @@
-//! `mailark extract`: a Maildir++ tree a default Dovecot serves as is, damaged archives
-//! whose intact mail is all extracted, and a full disk that leaves no cut file behind.
+//! `mailark extract`: a Maildir++ tree a default Dovecot serves and mbsync reads as is
+//! (a Courier account's included), damaged archives whose intact mail is all extracted,
+//! a full disk that leaves no cut file behind, and the folder globs.
 
 mod common;
 mod support;
@@ -701,4 +702,80 @@ fn damaged_compressed_data_lists_what_was_not_reached() {
     );
     assert_eq!(debris(&out, &want), Vec::<String>::new());
     assert_eq!(read_tree(&out).len() as u64, written);
+}
+
+/// mbsync (`SubFolders Maildir++`) reads the extracted tree as is: pushed into an empty
+/// IMAP account, every folder arrives under its name with its messages.
+#[test]
+fn mbsync_pushes_the_extracted_maildir_as_is() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    let folders = [
+        ("INBOX", 3),
+        ("受信箱", 2),
+        ("受信箱/取引先", 2),
+        ("Archive/2019", 2),
+    ];
+    let all = source_tree(&src, &folders, 200);
+    let ar = t.path().join("a.tar.zst");
+    export(&src, &ar);
+    let out = t.path().join("Maildir");
+    run_ok(&[
+        "extract",
+        ar.to_str().unwrap(),
+        "--to",
+        &format!("maildir:{}", out.display()),
+    ]);
+    let d = Dovecot::start_with(DovecotOptions {
+        special: vec![],
+        ..Default::default()
+    });
+    let conf = t.path().join("mbsyncrc");
+    std::fs::write(
+        &conf,
+        format!(
+            "IMAPAccount dst\nHost localhost\nPort {port}\nUser bob\nPass {pw}\n\
+             SSLType IMAPS\nCertificateFile {ca}\n\n\
+             IMAPStore far\nAccount dst\n\n\
+             MaildirStore near\nInbox {dir}\nSubFolders Maildir++\n\n\
+             Channel push\nFar :far:\nNear :near:\nPatterns *\nCreate Far\nSync Push\n\
+             SyncState {state}/\n",
+            port = d.imaps_port,
+            pw = d.password("bob"),
+            ca = d.ca_file().display(),
+            dir = out.display(),
+            state = t.path().display(),
+        ),
+    )
+    .unwrap();
+    let st = std::process::Command::new("mbsync")
+        .arg("-c")
+        .arg(&conf)
+        .arg("push")
+        .output()
+        .expect("mbsync (Debian isync) must be installed: scripts/test.sh installs it");
+    assert!(
+        st.status.success(),
+        "mbsync: {}{}",
+        String::from_utf8_lossy(&st.stdout),
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let mut c = d.raw("bob");
+    for (folder, n) in folders {
+        let got = c.fetch_all(&mutf7(folder));
+        assert_eq!(got.len(), n, "{folder}");
+        for g in &got {
+            // mbsync adds its own X-TUID header line to what it uploads.
+            let text = String::from_utf8(g.2.clone()).unwrap();
+            let body: String = text
+                .split_inclusive("\r\n")
+                .filter(|l| !l.starts_with("X-TUID: "))
+                .collect();
+            assert!(
+                all.iter()
+                    .any(|(f, b)| f == folder && served_form(b) == body.as_bytes()),
+                "{folder}: a message not byte-exact: {text:?}"
+            );
+        }
+    }
 }
