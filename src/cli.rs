@@ -108,10 +108,20 @@ Exit 0 clean, 1 problems found (each one listed), 2 unusable input.")]
     /// Write the messages of archives out as Maildir, mbox or .eml files.
     #[command(after_help = "Examples:
   mailark extract alice.tar.zst --to maildir:/srv/mail/alice
-  mailark extract alice.tar.zst --to eml:out --folder 'INBOX*'
+  mailark extract full.tar.zst delta1.tar.zst --to maildir:Maildir --exclude 'Trash*'
+  mailark extract alice.tar.zst --to eml:out --folder 'INBOX*' --json
+  mailark extract alice.tar.zst --to mbox:out
+  mailark extract alice.tar.zst --to maildir-fs:/srv/mail/alice
 
-The Maildir output is a Dovecot LAYOUT=fs tree with UTF-8 names:
-  mail_location = maildir:DIR:LAYOUT=fs:UTF-8:INBOX=DIR/INBOX")]
+maildir:DIR is Maildir++ (INBOX in DIR itself, .Folder.Sub in modified UTF-7), read as
+is by Dovecot's and Courier's default maildir:~/Maildir, mbsync and mutt. maildir-fs:DIR
+is a Dovecot LAYOUT=fs tree that keeps names that are not UTF-8 as their bytes:
+  mail_location = maildir:DIR:LAYOUT=fs:UTF-8:INBOX=DIR/INBOX
+
+Files appear only whole (written under a temporary name, then moved). A rerun keeps the
+files an earlier run wrote and writes the rest; a file with other content is never
+overwritten. Exit 0: every message extracted. 1: some could not be read (each one
+listed; all others extracted). 2: the job could not be done (e.g. disk full).")]
     Extract(ExtractArgs),
     /// Put archived mail into an IMAP account, skipping what is already there, then
     /// check every message on the server.
@@ -383,12 +393,15 @@ struct ExtractArgs {
     /// Archives to extract; a chain (full + deltas) is extracted together.
     #[arg(required = true)]
     archives: Vec<PathBuf>,
-    /// maildir:DIR, mbox:DIR or eml:DIR.
+    /// maildir:DIR (Maildir++), maildir-fs:DIR (Dovecot LAYOUT=fs), mbox:DIR or eml:DIR.
     #[arg(long)]
     to: String,
-    /// Only folders matching this glob (repeatable).
+    /// Only folders matching this glob (repeatable; `*` also crosses levels).
     #[arg(long = "folder", value_name = "GLOB")]
     folders: Vec<String>,
+    /// Leave out folders matching this glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -963,28 +976,53 @@ fn run_extract(cli: &Cli, a: &ExtractArgs) -> Result<u8, Fatal> {
         archives.push(res?);
     }
     let chain = Chain::new(archives, Completeness::Whole)?;
-    let filter = FolderFilter::new(&a.folders, &[])?;
+    let filter = FolderFilter::new(&a.folders, &a.exclude)?;
     let progress = Progress::bytes(0, !cli.quiet && !a.json);
     let rep = extract::extract(chain.archives(), &target, &filter, &progress)?;
     progress.finish();
+    for u in &rep.unreadable {
+        say_err!(
+            "mailark: {}: {:?}: {}: not extracted: {}",
+            u.archive,
+            u.folder,
+            u.id,
+            u.reason
+        );
+    }
     if a.json {
         print_json(&rep)?;
     } else if !cli.quiet {
-        say!(
-            "extracted {} messages ({}) in {} folders to {}",
-            rep.messages,
-            human_bytes(rep.bytes),
-            rep.folders,
-            a.to
-        );
-        if rep.eol_added > 0 {
-            say!(
-                "note: {} messages had no final newline; mbox stores them with one added",
-                rep.eol_added
-            );
-        }
+        print_extract_summary(&rep, &a.to);
     }
-    Ok(0)
+    Ok(if rep.unreadable.is_empty() { 0 } else { 1 })
+}
+
+fn print_extract_summary(rep: &extract::ExtractReport, to: &str) {
+    say!(
+        "extracted {} messages ({}) in {} folders to {to} ({})",
+        rep.messages,
+        human_bytes(rep.bytes),
+        rep.folders,
+        rep.layout
+    );
+    if rep.already_present > 0 {
+        say!(
+            "{} messages were already there, identical, from an earlier run",
+            rep.already_present
+        );
+    }
+    if rep.eol_added > 0 {
+        say!(
+            "note: {} messages had no final newline; mbox stores them with one added",
+            rep.eol_added
+        );
+    }
+    if !rep.unreadable.is_empty() {
+        say!(
+            "{} messages could not be read and were not extracted (listed above)",
+            rep.unreadable.len()
+        );
+    }
 }
 
 fn run_import(cli: &Cli, a: &ImportArgs) -> Result<u8, Fatal> {
@@ -1137,7 +1175,7 @@ fn print_import(rep: &crate::import::ImportReport) {
             say!("    failed {}: {}", x.id, x.reason);
         }
         for x in &f.differing {
-            println!("    present, differs {}: {}", x.id, x.detail);
+            say!("    present, differs {}: {}", x.id, x.detail);
         }
     }
     for n in &rep.notes {

@@ -1,45 +1,82 @@
-//! Extraction: archives (or a chain) → a Maildir tree Dovecot can serve as is, mboxrd
-//! files, or one `.eml` per message. Output paths are built from the index by
-//! `archive::names`, never from member names, so nothing can be written outside the
-//! target; existing files are never overwritten.
+//! Extraction: archives (or a chain) → a Maildir++ tree a default Dovecot, Courier,
+//! mbsync or mutt read as is, a Dovecot `LAYOUT=fs` tree, mboxrd files, or one `.eml`
+//! per message. Output paths are built from the index, never from member names, so
+//! nothing can be written outside the target.
+//!
+//! Every file appears under its final name only when it is whole: it is written under a
+//! temporary name (registered with [`crate::interrupt::Unfinished`]) and linked into
+//! place, and removed if writing fails. A file already there with the same bytes is kept
+//! and counted (`already_present`), so a rerun after a failure completes the job; one
+//! with other bytes is never overwritten.
+//!
+//! A message that cannot be read (its bytes fail the index SHA-256, its member is
+//! missing, the archive data is damaged before it) is listed and the rest are extracted.
+
+mod files;
+mod layout;
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::archive::names::{split_raw, DirAllocator};
 use crate::archive::reader::Member;
 use crate::archive::{Archive, FolderRecord, MessageRecord, ReadError};
 use crate::export::FolderFilter;
 use crate::mail::{flags, mboxrd};
-use std::os::unix::ffi::OsStrExt;
+use files::{write_whole, MboxOut, Written};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
+    /// Maildir++: INBOX at the root, `.Folder.Sub` in modified UTF-7.
     Maildir(PathBuf),
+    /// Dovecot `LAYOUT=fs:UTF-8` with INBOX in a subfolder; raw names keep their bytes.
+    MaildirFs(PathBuf),
     Mbox(PathBuf),
     Eml(PathBuf),
 }
+
+const TARGETS: &str = "use maildir:DIR, maildir-fs:DIR, mbox:DIR or eml:DIR";
 
 impl std::str::FromStr for Target {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let (kind, dir) = s
             .split_once(':')
-            .ok_or_else(|| format!("bad target {s:?}: use maildir:DIR, mbox:DIR or eml:DIR"))?;
+            .ok_or_else(|| format!("bad target {s:?}: {TARGETS}"))?;
         let dir = PathBuf::from(dir);
         match kind {
             "maildir" => Ok(Target::Maildir(dir)),
+            "maildir-fs" => Ok(Target::MaildirFs(dir)),
             "mbox" => Ok(Target::Mbox(dir)),
             "eml" => Ok(Target::Eml(dir)),
-            _ => Err(format!(
-                "bad target {s:?}: use maildir:DIR, mbox:DIR or eml:DIR"
-            )),
+            _ => Err(format!("bad target {s:?}: {TARGETS}")),
         }
+    }
+}
+
+impl Target {
+    fn root(&self) -> &Path {
+        match self {
+            Target::Maildir(d) | Target::MaildirFs(d) | Target::Mbox(d) | Target::Eml(d) => d,
+        }
+    }
+
+    /// The name the report gives the output layout.
+    pub fn layout(&self) -> &'static str {
+        match self {
+            Target::Maildir(_) => "maildir++",
+            Target::MaildirFs(_) => "maildir-fs",
+            Target::Mbox(_) => "mbox",
+            Target::Eml(_) => "eml",
+        }
+    }
+
+    fn is_maildir(&self) -> bool {
+        matches!(self, Target::Maildir(_) | Target::MaildirFs(_))
     }
 }
 
@@ -49,24 +86,35 @@ pub enum ExtractError {
     Read(#[from] ReadError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("{path} already exists; extraction never overwrites")]
+    #[error("{path} already exists with other content; extraction never overwrites")]
     Exists { path: PathBuf },
-    #[error(
-        "{archive}: message {id} does not match its index SHA-256; nothing damaged is extracted"
-    )]
-    Damaged { archive: String, id: String },
+}
+
+/// A message the archive names but whose bytes could not be had.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unreadable {
+    pub archive: String,
+    pub folder: String,
+    pub id: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct ExtractReport {
+    /// `maildir++`, `maildir-fs`, `mbox` or `eml`.
+    pub layout: &'static str,
+    /// Messages written by this run.
     pub messages: u64,
+    /// Messages whose file was already there with the same bytes (an earlier run).
+    pub already_present: u64,
     pub bytes: u64,
     pub folders: u64,
     /// mbox output only: messages that gained a final LF (mbox cannot store their last byte).
     pub eol_added: u64,
+    pub unreadable: Vec<Unreadable>,
 }
 
-fn ioe(path: &Path) -> impl FnOnce(io::Error) -> ExtractError + '_ {
+pub(crate) fn ioe(path: &Path) -> impl FnOnce(io::Error) -> ExtractError + '_ {
     move |source| ExtractError::Io {
         path: path.to_path_buf(),
         source,
@@ -75,8 +123,11 @@ fn ioe(path: &Path) -> impl FnOnce(io::Error) -> ExtractError + '_ {
 
 struct OutFolder {
     dir: PathBuf,
+    subscription: String,
     keywords: Vec<String>,
-    mbox: Option<BufWriter<File>>,
+    mbox: Option<MboxOut>,
+    /// Messages of the folder met so far, readable or not, so names stay the same on a
+    /// rerun whatever was damaged.
     count: u64,
 }
 
@@ -86,31 +137,51 @@ pub fn extract(
     filter: &FolderFilter,
     progress: &crate::progress::Progress,
 ) -> Result<ExtractReport, ExtractError> {
-    let (root, suffix) = match target {
-        Target::Maildir(d) | Target::Eml(d) => (d, ""),
-        Target::Mbox(d) => (d, ".sbd"),
-    };
+    let root = target.root();
     fs::create_dir_all(root).map_err(ioe(root))?;
-    // One output folder per folder name across the whole chain.
-    let mut alloc = DirAllocator::default();
-    let mut outs: HashMap<String, OutFolder> = HashMap::new();
-    let mut records: Vec<&FolderRecord> = Vec::new();
+    let (mut outs, records) = plan_folders(archives, target, filter);
+    collect_keywords(archives, &mut outs);
+    make_folders(target, &records, &outs)?;
+    let mut rep = ExtractReport {
+        layout: target.layout(),
+        folders: records.len() as u64,
+        ..Default::default()
+    };
+    for a in archives {
+        extract_archive(a, target, &mut outs, &mut rep, progress)?;
+    }
+    for o in outs.values_mut() {
+        if let Some(m) = o.mbox.take() {
+            let n = m.messages;
+            if m.finish()? == Written::AlreadyThere {
+                rep.messages -= n;
+                rep.already_present += n;
+            }
+        }
+    }
+    Ok(rep)
+}
+
+/// One output folder per folder name across the whole chain.
+fn plan_folders<'a>(
+    archives: &'a [Archive],
+    target: &Target,
+    filter: &FolderFilter,
+) -> (HashMap<String, OutFolder>, Vec<&'a FolderRecord>) {
+    let mut dirs = layout::Dirs::new(target, archives);
+    let mut outs = HashMap::new();
+    let mut records = Vec::new();
     for a in archives {
         for f in &a.index.folders {
             if !filter.matches(&f.name) || outs.contains_key(&f.name) {
                 continue;
             }
-            let delimiter = f.delimiter.as_deref().and_then(|d| d.chars().next());
-            // A name that was not UTF-8 at the source goes back as the bytes it had.
-            let rel = match f.raw_name_hex.as_deref().and_then(|h| hex::decode(h).ok()) {
-                Some(raw) => alloc.allocate_raw(&split_raw(&raw, delimiter), suffix),
-                None => alloc.allocate(&f.name, delimiter, suffix).into_bytes(),
-            };
-            let dir = root.join(std::ffi::OsStr::from_bytes(&rel));
+            let place = dirs.allocate(f);
             outs.insert(
                 f.name.clone(),
                 OutFolder {
-                    dir,
+                    dir: target.root().join(place.rel),
+                    subscription: place.subscription,
                     keywords: Vec::new(),
                     mbox: None,
                     count: 0,
@@ -119,7 +190,11 @@ pub fn extract(
             records.push(f);
         }
     }
-    // Keyword letters must be known before the first file name is made.
+    (outs, records)
+}
+
+/// Keyword letters must be known before the first file name is made.
+fn collect_keywords(archives: &[Archive], outs: &mut HashMap<String, OutFolder>) {
     for a in archives {
         for m in &a.index.messages {
             if let Some(o) = outs.get_mut(&m.folder) {
@@ -134,88 +209,129 @@ pub fn extract(
             }
         }
     }
-    for f in &records {
+}
+
+fn make_folders(
+    target: &Target,
+    records: &[&FolderRecord],
+    outs: &HashMap<String, OutFolder>,
+) -> Result<(), ExtractError> {
+    let mkdir = |d: &Path| fs::create_dir_all(d).map_err(ioe(d));
+    for f in records {
         let o = &outs[&f.name];
         match target {
-            Target::Maildir(_) => {
-                if f.selectable {
-                    for sub in ["cur", "new", "tmp"] {
-                        let d = o.dir.join(sub);
-                        fs::create_dir_all(&d).map_err(ioe(&d))?;
-                    }
-                    if !o.keywords.is_empty() {
-                        let p = o.dir.join("dovecot-keywords");
-                        let text: String = o
-                            .keywords
-                            .iter()
-                            .enumerate()
-                            .map(|(i, k)| format!("{i} {k}\n"))
-                            .collect();
-                        write_new(&p, text.as_bytes(), None)?;
-                    }
-                } else {
-                    fs::create_dir_all(&o.dir).map_err(ioe(&o.dir))?;
+            Target::Maildir(_) | Target::MaildirFs(_) if f.selectable => {
+                for sub in ["cur", "new", "tmp"] {
+                    mkdir(&o.dir.join(sub))?;
+                }
+                if !o.keywords.is_empty() {
+                    let text: String = o
+                        .keywords
+                        .iter()
+                        .enumerate()
+                        .map(|(i, k)| format!("{i} {k}\n"))
+                        .collect();
+                    write_whole(&o.dir.join("dovecot-keywords"), text.as_bytes(), None)?;
                 }
             }
-            Target::Eml(_) => fs::create_dir_all(&o.dir).map_err(ioe(&o.dir))?,
+            // A Maildir++ parent exists through its children's names alone.
+            Target::Maildir(_) => {}
+            Target::MaildirFs(_) | Target::Eml(_) => mkdir(&o.dir)?,
             Target::Mbox(_) => {
                 if let Some(parent) = o.dir.parent() {
-                    fs::create_dir_all(parent).map_err(ioe(parent))?;
+                    mkdir(parent)?;
                 }
             }
         }
     }
-    if let Target::Maildir(_) = target {
+    if target.is_maildir() {
         // Dovecot reads its subscriptions from this file at the root of the tree.
         let subs: String = records
             .iter()
             .filter(|f| f.subscribed)
-            .map(|f| format!("{}\n", f.name))
+            .map(|f| format!("{}\n", outs[&f.name].subscription))
             .collect();
-        let p = root.join("subscriptions");
-        if !subs.is_empty() && !p.exists() {
-            write_new(&p, subs.as_bytes(), None)?;
+        if !subs.is_empty() {
+            write_whole(&target.root().join("subscriptions"), subs.as_bytes(), None)?;
         }
     }
-    let mut rep = ExtractReport {
-        folders: records.len() as u64,
-        ..Default::default()
-    };
-    for a in archives {
-        progress.inc_length(a.index.end.message_bytes);
-        let mut seq = 0u64;
-        a.stream(|member| -> Result<(), ExtractError> {
-            let Member::Message { record, bytes } = member else {
+    Ok(())
+}
+
+fn extract_archive(
+    a: &Archive,
+    target: &Target,
+    outs: &mut HashMap<String, OutFolder>,
+    rep: &mut ExtractReport,
+    progress: &crate::progress::Progress,
+) -> Result<(), ExtractError> {
+    progress.inc_length(a.index.end.message_bytes);
+    let archive = a.path.display().to_string();
+    let mut seen = vec![false; a.index.messages.len()];
+    let mut seq = 0u64;
+    let streamed = a.stream(|member| -> Result<(), ExtractError> {
+        let (record, bytes) = match member {
+            Member::Message { record, bytes } => (record, Ok(bytes)),
+            Member::MboxDamaged { record, detail } => (record, Err(detail)),
+            _ => return Ok(()),
+        };
+        seen[record] = true;
+        let m = &a.index.messages[record];
+        let Some(o) = outs.get_mut(&m.folder) else {
+            return Ok(());
+        };
+        seq += 1;
+        o.count += 1;
+        let bytes = match bytes {
+            Ok(b) if crate::archive::sha256_hex(b) == m.sha256 => b,
+            Ok(_) => {
+                rep.unreadable
+                    .push(unreadable(&archive, m, "does not match its index SHA-256"));
                 return Ok(());
-            };
-            let m = &a.index.messages[record];
-            let Some(o) = outs.get_mut(&m.folder) else {
-                return Ok(());
-            };
-            if crate::archive::sha256_hex(bytes) != m.sha256 {
-                return Err(ExtractError::Damaged {
-                    archive: a.path.display().to_string(),
-                    id: crate::verify::message_identity(m),
-                });
             }
-            seq += 1;
-            o.count += 1;
-            rep.messages += 1;
-            rep.bytes += bytes.len() as u64;
-            progress.inc(bytes.len() as u64);
-            write_message(target, o, m, bytes, seq, &mut rep)
-        })?;
-    }
-    for o in outs.values_mut() {
-        if let Some(w) = o.mbox.take() {
-            let f = w.into_inner().map_err(|e| ExtractError::Io {
-                path: o.dir.clone(),
-                source: e.into_error(),
-            })?;
-            f.sync_all().map_err(ioe(&o.dir))?;
+            Err(detail) => {
+                rep.unreadable.push(unreadable(&archive, m, &detail));
+                return Ok(());
+            }
+        };
+        progress.inc(bytes.len() as u64);
+        rep.bytes += bytes.len() as u64;
+        match write_message(target, o, m, bytes, seq, rep)? {
+            Written::New => rep.messages += 1,
+            Written::AlreadyThere => rep.already_present += 1,
         }
+        Ok(())
+    });
+    // Damaged archive data ends the stream; what was not reached yet is unreadable.
+    let cut = match streamed {
+        Ok(_) => None,
+        Err(ExtractError::Read(ReadError::Data {
+            members, detail, ..
+        })) => Some(format!(
+            "the archive data is damaged after {members} members ({detail})"
+        )),
+        Err(e) => return Err(e),
+    };
+    for (i, m) in a.index.messages.iter().enumerate() {
+        if seen[i] || !outs.contains_key(&m.folder) {
+            continue;
+        }
+        let why = match &cut {
+            Some(e) => format!("not reached: {e}"),
+            None => format!("member {} is missing from the archive", m.path),
+        };
+        rep.unreadable.push(unreadable(&archive, m, &why));
     }
-    Ok(rep)
+    Ok(())
+}
+
+fn unreadable(archive: &str, m: &MessageRecord, reason: &str) -> Unreadable {
+    Unreadable {
+        archive: archive.to_string(),
+        folder: m.folder.clone(),
+        id: crate::verify::message_identity(m),
+        reason: reason.to_string(),
+    }
 }
 
 fn internaldate(m: &MessageRecord) -> Option<DateTime<Utc>> {
@@ -232,48 +348,20 @@ fn write_message(
     bytes: &[u8],
     seq: u64,
     rep: &mut ExtractReport,
-) -> Result<(), ExtractError> {
+) -> Result<Written, ExtractError> {
     let when = internaldate(m);
     match target {
-        Target::Maildir(_) => {
+        Target::Maildir(_) | Target::MaildirFs(_) => {
             let info = flags::maildir_info(&m.flags, &o.keywords);
             let t = when.map_or(0, |w| w.timestamp().max(0));
             let name = format!("{t}.M{seq}C{}.mailark:2,{info}", o.count);
-            // Deliver through tmp/ as Maildir readers expect: a file appears in cur/ whole.
-            let tmp = o.dir.join("tmp").join(&name);
-            let cur = o.dir.join("cur").join(&name);
-            if cur.exists() {
-                return Err(ExtractError::Exists { path: cur });
-            }
-            let _unfinished = crate::interrupt::Unfinished::new(&tmp);
-            write_new(&tmp, bytes, when)?;
-            fs::rename(&tmp, &cur).map_err(ioe(&cur))?;
+            files::deliver_maildir(&o.dir, &name, bytes, when)
         }
-        Target::Eml(_) => {
-            let p = o.dir.join(format!("{:06}.eml", o.count));
-            write_new(&p, bytes, when)?;
-        }
+        Target::Eml(_) => write_whole(&o.dir.join(format!("{:06}.eml", o.count)), bytes, when),
         Target::Mbox(_) => {
             if o.mbox.is_none() {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&o.dir)
-                    .map_err(|e| {
-                        if e.kind() == io::ErrorKind::AlreadyExists {
-                            ExtractError::Exists {
-                                path: o.dir.clone(),
-                            }
-                        } else {
-                            ExtractError::Io {
-                                path: o.dir.clone(),
-                                source: e,
-                            }
-                        }
-                    })?;
-                o.mbox = Some(BufWriter::new(f));
+                o.mbox = Some(MboxOut::create(&o.dir)?);
             }
-            let w = o.mbox.as_mut().unwrap();
             let from = format!(
                 "From MAILER-DAEMON {}\n",
                 when.unwrap_or_default().format("%a %b %e %H:%M:%S %Y")
@@ -285,35 +373,8 @@ fn write_message(
                 rep.eol_added += 1;
             }
             out.push(b'\n');
-            w.write_all(&out).map_err(ioe(&o.dir))?;
+            o.mbox.as_mut().unwrap().append(&out)?;
+            Ok(Written::New)
         }
     }
-    Ok(())
-}
-
-fn write_new(path: &Path, data: &[u8], mtime: Option<DateTime<Utc>>) -> Result<(), ExtractError> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                ExtractError::Exists {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                ExtractError::Io {
-                    path: path.to_path_buf(),
-                    source: e,
-                }
-            }
-        })?;
-    f.write_all(data).map_err(ioe(path))?;
-    if let Some(t) = mtime {
-        // Dovecot takes INTERNALDATE from the file's mtime.
-        let st =
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.timestamp().max(0) as u64);
-        f.set_modified(st).map_err(ioe(path))?;
-    }
-    Ok(())
 }

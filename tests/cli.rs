@@ -127,21 +127,32 @@ fn extract_never_overwrites() {
         ar.to_str().unwrap(),
     ]);
     let out_dir = t.path().join("eml");
-    run_ok(&[
-        "extract",
-        ar.to_str().unwrap(),
-        "--to",
-        &format!("eml:{}", out_dir.display()),
-    ]);
+    let extract = || {
+        run(&[
+            "extract",
+            ar.to_str().unwrap(),
+            "--to",
+            &format!("eml:{}", out_dir.display()),
+            "--json",
+        ])
+    };
+    let first = extract();
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
     let before = read_tree(&out_dir);
-    let out = run(&[
-        "extract",
-        ar.to_str().unwrap(),
-        "--to",
-        &format!("eml:{}", out_dir.display()),
-    ]);
-    one_line_error(&out, 2, "already exists");
+    // A rerun finds every file there, identical, and writes nothing.
+    let again = extract();
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    let v: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(v["messages"], 0, "{v}");
+    assert_eq!(v["already_present"], before.len() as u64, "{v}");
     assert_eq!(read_tree(&out_dir), before);
+    // A file with other content is never overwritten.
+    let (victim, _) = &before[0];
+    std::fs::write(out_dir.join(victim), b"changed by hand\n").unwrap();
+    let changed = read_tree(&out_dir);
+    let out = extract();
+    one_line_error(&out, 2, "already exists");
+    assert_eq!(read_tree(&out_dir), changed);
 }
 
 #[test]

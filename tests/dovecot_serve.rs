@@ -54,7 +54,7 @@ fn harness_serves_imap_and_pop3() {
 }
 
 #[test]
-fn extracted_maildir_is_served_by_dovecot_as_is() {
+fn extracted_maildir_fs_is_served_by_dovecot_with_layout_fs() {
     let t = tempfile::tempdir().unwrap();
     // A LAYOUT=fs source tree with nested, Japanese, dotted and space names.
     let src = t.path().join("src");
@@ -94,7 +94,7 @@ fn extracted_maildir_is_served_by_dovecot_as_is() {
         "extract",
         ar.to_str().unwrap(),
         "--to",
-        &format!("maildir:{}", root.display()),
+        &format!("maildir-fs:{}", root.display()),
     ]);
     support::dovecot::chown_nobody(&root);
     let mut c = d.raw("alice");

@@ -102,7 +102,7 @@ fn corpus_through_maildir_both_layouts() {
         "--to",
         &format!("maildir:{}", mdx.display()),
     ]);
-    let files: Vec<Vec<u8>> = read_tree(&mdx.join("INBOX/cur"))
+    let files: Vec<Vec<u8>> = read_tree(&mdx.join("cur"))
         .into_iter()
         .map(|(_, b)| b)
         .collect();

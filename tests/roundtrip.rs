@@ -482,7 +482,7 @@ fn non_utf8_and_colliding_folder_names_stay_distinct() {
         "extract",
         ar.to_str().unwrap(),
         "--to",
-        &format!("maildir:{}", x.display()),
+        &format!("maildir-fs:{}", x.display()),
     ]);
     let cur = x.join(os(b"Caf\xe9")).join("cur");
     let mut files: Vec<Vec<u8>> = std::fs::read_dir(&cur)
@@ -509,6 +509,44 @@ fn non_utf8_and_colliding_folder_names_stay_distinct() {
     };
     assert_eq!(shas(&back), shas(&got));
     assert_eq!(back.len(), got.len());
+    // Maildir++ holds modified UTF-7 names only: the index's distinct UTF-8 names are
+    // written, and each folder keeps its own messages.
+    let pp = t.path().join("pp");
+    run_ok(&[
+        "extract",
+        ar.to_str().unwrap(),
+        "--to",
+        &format!("maildir:{}", pp.display()),
+    ]);
+    let again = t.path().join("pp.tar.zst");
+    run_ok(&[
+        "export",
+        &format!("maildir:{}", pp.display()),
+        "-o",
+        again.to_str().unwrap(),
+    ]);
+    let back = folders_by_raw(&again);
+    assert!(
+        back.keys().all(|k| k.is_ascii()),
+        "{:?}",
+        back.keys()
+            .map(|k| String::from_utf8_lossy(k))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(back.len(), got.len());
+    let per_folder = |m: &BTreeMap<Vec<u8>, (String, Vec<String>)>| {
+        let mut v: Vec<Vec<String>> = m
+            .values()
+            .map(|f| {
+                let mut s = f.1.clone();
+                s.sort();
+                s
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(per_folder(&back), per_folder(&got));
 }
 
 /// mbox files whose names are Latin-1 bytes or map to the same folder (`Inbox` and
