@@ -205,6 +205,12 @@ struct ImportArgs {
     /// tend to rewrite), full (every message's bytes too), none.
     #[arg(long, default_value = "quick", value_name = "quick|full|none")]
     verify: String,
+    /// Count a message the destination already holds as another delivery of the same
+    /// mail (same Message-ID, header and body; only trace fields such as Received
+    /// differ) as there: mail that reached both servers during an MX change is not
+    /// doubled. Reads the bytes of the server copies it must compare. (migrate: always.)
+    #[arg(long)]
+    other_deliveries: bool,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -1055,6 +1061,7 @@ fn run_import(cli: &Cli, a: &ImportArgs) -> Result<u8, Fatal> {
         jobs: a.jobs,
         verify,
         dest,
+        other_deliveries: a.other_deliveries,
     };
     let total: u64 = chain
         .archives()
@@ -1157,6 +1164,12 @@ fn print_import(rep: &crate::import::ImportReport) {
                 f.appended,
                 verified,
                 f.failed.len()
+            );
+        }
+        if f.other_deliveries > 0 {
+            say!(
+                "    {} of those already there as another delivery of the same mail (only Received and similar trace fields differ)",
+                f.other_deliveries
             );
         }
         if f.sent_as_crlf > 0 {

@@ -158,6 +158,7 @@ fn passes_steps(
     let imp = import_chain(archives, acct, &dst_creds, opts).map_err(|e| (Step::Import, e))?;
     rec.imported = imp.appended;
     rec.already_there = imp.already_there;
+    rec.same_mail_other_delivery = imp.other_deliveries;
     rec.verified = imp.verified;
     rec.missing = imp.archived.saturating_sub(imp.verified);
     if imp.failed > 0 {
@@ -170,8 +171,13 @@ fn passes_steps(
         ));
     }
     log(&format!(
-        "pass {}: imported {}, {} already there, {} of {} verified",
-        rec.pass, imp.appended, imp.already_there, imp.verified, imp.archived
+        "pass {}: imported {}, {} already there ({} as another delivery of the same mail), {} of {} verified",
+        rec.pass,
+        imp.appended,
+        imp.already_there,
+        imp.other_deliveries,
+        imp.verified,
+        imp.archived
     ));
 
     let census = count_destination(&acct.destination, &dst_creds, &opts.destination_tls, &imp)
@@ -279,6 +285,8 @@ fn import_chain(
         dry_run: false,
         jobs: opts.connections,
         verify: VerifyMode::Quick,
+        // Mail that reached both servers during the MX change is imported once.
+        other_deliveries: true,
     };
     // The account's files must form one chain (full first, each delta on the one
     // before); anything else is refused here, before the destination is touched.
