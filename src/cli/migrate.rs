@@ -405,7 +405,8 @@ struct LiveReporter {
     overall: ProgressBar,
     lines: Mutex<Vec<(String, ProgressBar)>>,
     started: Instant,
-    messages: Mutex<u64>,
+    /// Messages and bytes archived so far, for the rates.
+    moved: Mutex<(u64, u64)>,
 }
 
 impl LiveReporter {
@@ -422,7 +423,7 @@ impl LiveReporter {
             overall,
             lines: Mutex::new(Vec::new()),
             started: Instant::now(),
-            messages: Mutex::new(0),
+            moved: Mutex::new((0, 0)),
         }
     }
 }
@@ -458,13 +459,17 @@ impl Reporter for LiveReporter {
             o.status.state.as_str(),
             crate::text::printable(&o.status.why)
         ));
-        let mut m = self.messages.lock().unwrap();
+        let mut m = self.moved.lock().unwrap();
         if let Some(p) = &o.pass {
-            *m += p.new_messages + p.imported;
+            m.0 += p.new_messages;
+            m.1 += p.new_bytes;
         }
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        self.overall
-            .set_message(format!("{:.0} messages/s", *m as f64 / secs));
+        self.overall.set_message(format!(
+            "{:.0} messages/s, {:.1} MB/s",
+            m.0 as f64 / secs,
+            m.1 as f64 / secs / 1e6
+        ));
         self.overall.inc(1);
     }
 }

@@ -119,6 +119,7 @@ fn passes_steps(
         export_pass(acct, &src_creds, chain, &out, opts).map_err(|e| (Step::Export, e))?;
     rec.source_messages = exported.folders.iter().map(|f| f.source_messages).sum();
     rec.new_messages = exported.folders.iter().map(|f| f.new).sum();
+    rec.new_bytes = exported.bytes;
     let mut problems = exported.problems.clone();
 
     let mut archives: Vec<Archive> = chain
@@ -191,6 +192,7 @@ fn passes_steps(
 
 struct Exported {
     folders: Vec<FolderCounts>,
+    bytes: u64,
     /// Messages or folders the export could not archive, as sentences.
     problems: Vec<String>,
 }
@@ -238,7 +240,11 @@ fn export_pass(
                 .then(|| format!("{} message(s) or folder(s) not archived", rep.problems()))
                 .into_iter()
                 .collect();
-            Ok(Exported { folders, problems })
+            Ok(Exported {
+                folders,
+                bytes: rep.message_bytes,
+                problems,
+            })
         }
         Scheme::Pop3 | Scheme::Pop3s => {
             let job = export::pop3::Pop3Job {
@@ -266,7 +272,11 @@ fn export_pass(
             if rep.export.skipped() > 0 {
                 problems.push(format!("{} message(s) not archived", rep.export.skipped()));
             }
-            Ok(Exported { folders, problems })
+            Ok(Exported {
+                folders,
+                bytes: rep.export.message_bytes,
+                problems,
+            })
         }
     }
 }

@@ -45,6 +45,9 @@ pub struct PassRecord {
     pub archive: Option<String>,
     pub source_messages: u64,
     pub new_messages: u64,
+    /// Bytes of those messages.
+    #[serde(default)]
+    pub new_bytes: u64,
     /// Messages in the whole chain after this pass.
     pub chain_messages: u64,
     pub imported: u64,
