@@ -171,14 +171,17 @@ fn passes_steps(
             imp.verified, imp.archived
         ));
     }
+    let other = if imp.other_deliveries > 0 {
+        format!(
+            " ({} as another delivery of the same mail)",
+            imp.other_deliveries
+        )
+    } else {
+        String::new()
+    };
     log(&format!(
-        "pass {}: imported {}, {} already there ({} as another delivery of the same mail), {} of {} verified",
-        rec.pass,
-        imp.appended,
-        imp.already_there,
-        imp.other_deliveries,
-        imp.verified,
-        imp.archived
+        "pass {}: imported {}, {} already there{other}, {} of {} verified",
+        rec.pass, imp.appended, imp.already_there, imp.verified, imp.archived
     ));
 
     let census = count_destination(&acct.destination, &dst_creds, &opts.destination_tls, &imp)
