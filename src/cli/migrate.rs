@@ -418,6 +418,7 @@ impl LiveReporter {
         ) {
             overall.set_style(s);
         }
+        overall.enable_steady_tick(Duration::from_millis(500));
         LiveReporter {
             multi,
             overall,
