@@ -41,7 +41,7 @@ pub fn escape_component(name: &str) -> String {
     }
     if lower.ends_with(".sbd") && out.len() > 4 {
         let cut = out.len() - 4;
-        out = format!("{}%2Esbd", &out[..cut]);
+        out = format!("{}%2E{}", &out[..cut], &out[cut + 1..]);
     }
     if out.len() > MAX_COMPONENT {
         let digest = crate::archive::sha256_hex(name.as_bytes());
@@ -60,7 +60,8 @@ pub fn escape_component(name: &str) -> String {
     out
 }
 
-/// Reverses [`escape_component`] for names that were not cut for length.
+/// Reverses [`escape_component`] for names that were not cut for length, except the
+/// empty name, which is written `%00empty` (spec §4) so that a level is never empty.
 pub fn unescape_component(s: &str) -> String {
     crate::text::percent_decode(s)
 }
@@ -142,6 +143,9 @@ mod tests {
             ("cur", "%63ur"),
             ("New", "%4Eew"),
             ("x.sbd", "x%2Esbd"),
+            // Found by fuzzing: the suffix is matched in any case and must keep it.
+            ("tmp.sBd", "tmp%2EsBd"),
+            ("X.SBD", "X%2ESBD"),
             ("100%", "100%25"),
             ("tab\there", "tab%09here"),
             ("日本語", "日本語"),
