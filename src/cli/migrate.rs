@@ -215,7 +215,7 @@ pub(super) fn run_migrate(quiet: bool, a: &MigrateArgs) -> Result<u8, Fatal> {
     std::fs::create_dir_all(&a.dir)
         .map_err(|e| Fatal(format!("cannot create {}: {e}", a.dir.display())))?;
     if a.insecure {
-        eprintln!("mailark: warning: --insecure: the servers' certificates are not checked");
+        say_err!("mailark: warning: --insecure: the servers' certificates are not checked");
     }
     let tls = |side: &Option<PathBuf>| TlsOptions {
         ca_file: side.clone().or_else(|| a.tls_ca_file.clone()),
@@ -248,7 +248,7 @@ pub(super) fn run_migrate(quiet: bool, a: &MigrateArgs) -> Result<u8, Fatal> {
         let last_round = watch.is_none() || STOP.load(Ordering::SeqCst);
         if last_round {
             if STOP.load(Ordering::SeqCst) {
-                eprintln!(
+                say_err!(
                     "mailark: interrupted after round {round}: every finished pass is recorded \
                      in {}",
                     a.dir.display()
@@ -260,7 +260,7 @@ pub(super) fn run_migrate(quiet: bool, a: &MigrateArgs) -> Result<u8, Fatal> {
             print_outcomes(&outcomes);
         }
         if sleep_unless_stopped(watch.unwrap_or_default()) {
-            eprintln!(
+            say_err!(
                 "mailark: interrupted while waiting: {} passes recorded in {}",
                 round,
                 a.dir.display()
@@ -277,7 +277,7 @@ fn finish(a: &MigrateArgs, quiet: bool, outcomes: &[AccountOutcome]) -> Result<u
         print_outcomes(outcomes);
     } else {
         for o in outcomes.iter().filter(|o| o.status.state == State::Failed) {
-            eprintln!("mailark: {}: {}", o.status.name, o.status.why);
+            say_err!("mailark: {}: {}", o.status.name, o.status.why);
         }
     }
     let nothing_ran = outcomes.iter().all(|o| {
@@ -341,7 +341,7 @@ fn print_outcomes(outcomes: &[AccountOutcome]) {
         .map(|p| p.new_messages)
         .sum();
     let failed = rows.iter().filter(|r| r.state == State::Failed).count();
-    println!(
+    say!(
         "{} account(s): {new} new message(s) archived, {imported} imported; {failed} failed",
         rows.len()
     );
@@ -355,7 +355,7 @@ fn print_rows(rows: &[StatusRow]) {
         .max()
         .unwrap_or(7);
     let pad = |s: &str| format!("{s}{}", " ".repeat(w.saturating_sub(display_width(s))));
-    println!(
+    say!(
         "{}  {:<14} {:>7} {:>8} {:>8} {:>7}  {:<16}  {:<16}  note",
         pad("account"),
         "state",
@@ -370,7 +370,7 @@ fn print_rows(rows: &[StatusRow]) {
         t.map_or("-".to_string(), |t| t.format("%Y-%m-%d %H:%M").to_string())
     };
     for r in rows {
-        println!(
+        say!(
             "{}  {:<14} {:>7} {:>8} {:>8} {:>7}  {:<16}  {:<16}  {}",
             pad(&crate::text::printable(&r.name)),
             r.state.as_str(),
@@ -393,17 +393,17 @@ struct LogReporter {
 impl Reporter for LogReporter {
     fn started(&self, name: &str) {
         if !self.quiet {
-            eprintln!("mailark: {name}: pass started");
+            say_err!("mailark: {name}: pass started");
         }
     }
     fn line(&self, name: &str, msg: &str) {
         if !self.quiet {
-            eprintln!("mailark: {name}: {msg}");
+            say_err!("mailark: {name}: {msg}");
         }
     }
     fn finished(&self, name: &str, o: &AccountOutcome) {
         if !self.quiet {
-            eprintln!(
+            say_err!(
                 "mailark: {name}: {}: {}",
                 o.status.state.as_str(),
                 o.status.why
