@@ -23,5 +23,6 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(scan(&bytes), whole, "byte at a time");
     for line in data.split(|&b| b == b'\n') {
         mailark::source::imap::session::fuzz_line_parsers(line);
+        mailark::source::imap::dest::fuzz_line_parsers(line);
     }
 });
