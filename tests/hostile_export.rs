@@ -125,3 +125,79 @@ fn a_pop3_message_that_never_ends_stops_the_export_with_bounded_memory() {
     assert!(took < Duration::from_secs(20), "{took:?}");
     assert!(peak < CHILD_PEAK_LIMIT, "child peak RSS {peak} bytes");
 }
+
+/// An IMAP server that logs in, then answers LIST with `list` and floods `flood_with`.
+fn hostile_imap(list: &'static [u8], flood_with: &'static [u8]) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut rd = BufReader::new(s.try_clone().unwrap());
+                let _ = s.write_all(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] scripted\r\n");
+                let mut line = String::new();
+                let mut auth_tag: Option<String> = None;
+                while rd.read_line(&mut line).unwrap_or(0) > 0 {
+                    let l = line.trim_end().to_string();
+                    line.clear();
+                    if let Some(t) = auth_tag.take() {
+                        let _ = s.write_all(format!("{t} OK logged in\r\n").as_bytes());
+                        continue;
+                    }
+                    let (tag, cmd) = l.split_once(' ').unwrap_or((&l, ""));
+                    let up = cmd.to_ascii_uppercase();
+                    if up.starts_with("AUTHENTICATE") {
+                        auth_tag = Some(tag.to_string());
+                        let _ = s.write_all(b"+ \r\n");
+                    } else if up.starts_with("CAPABILITY") {
+                        let _ = s.write_all(
+                            format!("* CAPABILITY IMAP4rev1\r\n{tag} OK\r\n").as_bytes(),
+                        );
+                    } else if up.starts_with("LIST") {
+                        let _ = s.write_all(list);
+                        flood(&mut s, flood_with);
+                        return;
+                    } else {
+                        let _ = s.write_all(format!("{tag} OK\r\n").as_bytes());
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn an_endless_imap_line_or_a_100_gb_literal_stops_the_export_with_bounded_memory() {
+    for (list, flood_with, want) in [
+        (&b"* LIST () \"/\" "[..], &b"a"[..], "line longer than"),
+        (
+            &b"* LIST () \"/\" {107374182400}\r\n"[..],
+            &b"0123456789"[..],
+            "107374182400",
+        ),
+    ] {
+        let port = hostile_imap(list, flood_with);
+        let t = tempfile::tempdir().unwrap();
+        let pw = t.path().join("pw");
+        std::fs::write(&pw, "pw\n").unwrap();
+        let ar = t.path().join("a.tar.zst");
+        let (code, text, peak, took) = run_measured(
+            &[
+                "export",
+                &format!("imap://alice@127.0.0.1:{port}"),
+                "-o",
+                ar.to_str().unwrap(),
+                "--password-file",
+                pw.to_str().unwrap(),
+                "--allow-plaintext",
+            ],
+            Duration::from_secs(90),
+        );
+        assert!(matches!(code, Some(1) | Some(2)), "exit {code:?}: {text}");
+        assert!(text.contains(want), "{text}");
+        assert!(took < Duration::from_secs(30), "{took:?}");
+        assert!(peak < CHILD_PEAK_LIMIT, "child peak RSS {peak} bytes");
+    }
+}
