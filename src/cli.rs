@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use unicode_width::UnicodeWidthStr;
 
 /// Prints one line for people. Everything such a line shows may come from a server, a
 /// message or an archive (folder names, subjects, ids, server words), so any control
@@ -1108,11 +1109,11 @@ fn print_import(rep: &crate::import::ImportReport) {
         .collect();
     let w = names
         .iter()
-        .map(|n| display_width(n))
+        .map(|n| n.width())
         .chain([20])
         .max()
         .unwrap_or(20);
-    let pad = |s: &str| format!("{s}{}", " ".repeat(w.saturating_sub(display_width(s))));
+    let pad = |s: &str| format!("{s}{}", " ".repeat(w.saturating_sub(s.width())));
     if rep.dry_run {
         say!(
             "{} {:>8} {:>8} {:>9} {:>6}",
@@ -1211,24 +1212,6 @@ fn print_import(rep: &crate::import::ImportReport) {
             rep.failed
         );
     }
-}
-
-/// Terminal columns of `s`: East Asian wide characters take two.
-pub(crate) fn display_width(s: &str) -> usize {
-    s.chars()
-        .map(|c| {
-            let u = c as u32;
-            let wide = matches!(u,
-                0x1100..=0x115F | 0x2E80..=0x303E | 0x3041..=0x33FF | 0x3400..=0x4DBF
-                | 0x4E00..=0x9FFF | 0xA000..=0xA4CF | 0xAC00..=0xD7A3 | 0xF900..=0xFAFF
-                | 0xFE30..=0xFE4F | 0xFF00..=0xFF60 | 0xFFE0..=0xFFE6 | 0x20000..=0x3FFFD);
-            if wide {
-                2
-            } else {
-                1
-            }
-        })
-        .sum()
 }
 
 pub fn human_bytes(n: u64) -> String {
