@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::BinaryBytes;
 use unicode_width::UnicodeWidthStr;
 
 /// Prints one line for people. Everything such a line shows may come from a server, a
@@ -526,8 +527,8 @@ fn run_export(cli: &Cli, a: &ExportArgs) -> Result<u8, Fatal> {
             "wrote {} ({} messages, {} of mail, {} on disk)",
             rep.archive,
             rep.messages,
-            human_bytes(rep.message_bytes),
-            human_bytes(rep.file_bytes)
+            BinaryBytes(rep.message_bytes),
+            BinaryBytes(rep.file_bytes)
         );
     }
     Ok(if problems { 1 } else { 0 })
@@ -646,8 +647,8 @@ fn print_imap_report(rep: &export::imap::ImapExportReport) {
         "wrote {} ({} messages, {} of mail, {} on disk){}",
         rep.archive,
         rep.messages,
-        human_bytes(rep.message_bytes),
-        human_bytes(rep.file_bytes),
+        BinaryBytes(rep.message_bytes),
+        BinaryBytes(rep.file_bytes),
         rep.parent
             .as_ref()
             .map(|p| format!(
@@ -708,7 +709,7 @@ fn run_export_pop3(
         say!(
             "{ep}: STAT {} messages ({}), UIDL {}, PIPELINING {}, TOP {}, {}, login {}",
             s.stat_messages,
-            human_bytes(s.stat_octets),
+            BinaryBytes(s.stat_octets),
             if s.uidl { "yes" } else { "no" },
             if s.pipelining { "yes" } else { "no" },
             if s.top { "yes" } else { "no" },
@@ -779,8 +780,8 @@ fn run_export_pop3(
             "wrote {} ({} messages, {} of mail, {} on disk)",
             rep.export.archive,
             rep.export.messages,
-            human_bytes(rep.export.message_bytes),
-            human_bytes(rep.export.file_bytes)
+            BinaryBytes(rep.export.message_bytes),
+            BinaryBytes(rep.export.file_bytes)
         );
     }
     Ok(if rep.problems() { 1 } else { 0 })
@@ -934,7 +935,7 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
                 "{state}: {} archive(s), {} messages ({}) checked, {} problem(s)",
                 rep.archives.len(),
                 rep.messages_checked,
-                human_bytes(rep.bytes_checked),
+                BinaryBytes(rep.bytes_checked),
                 rep.errors()
             );
             if let Some(s) = &against {
@@ -1002,7 +1003,7 @@ fn print_extract_summary(rep: &extract::ExtractReport, to: &str) {
     say!(
         "extracted {} messages ({}) in {} folders to {to} ({})",
         rep.messages,
-        human_bytes(rep.bytes),
+        BinaryBytes(rep.bytes),
         rep.folders,
         rep.layout
     );
@@ -1208,23 +1209,8 @@ fn print_import(rep: &crate::import::ImportReport) {
             rep.archived,
             rep.already_there,
             rep.appended,
-            human_bytes(rep.bytes_appended),
+            BinaryBytes(rep.bytes_appended),
             rep.failed
         );
-    }
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", U[i])
     }
 }

@@ -1,9 +1,10 @@
 //! `mailark folders URL`: the account's folders as a table or JSON.
 
 use clap::Args;
+use indicatif::BinaryBytes;
 use unicode_width::UnicodeWidthStr;
 
-use super::{human_bytes, print_json, Fatal, NetArgs};
+use super::{print_json, Fatal, NetArgs};
 use crate::source::net::{Endpoint, Scheme};
 
 pub(super) const HELP: &str = "Examples:
@@ -73,7 +74,7 @@ pub(super) fn run(quiet: bool, a: &FoldersArgs) -> Result<u8, Fatal> {
             _ => "-".into(),
         };
         let (msgs, size) = if f.selectable {
-            (f.messages.to_string(), human_bytes(f.bytes))
+            (f.messages.to_string(), BinaryBytes(f.bytes).to_string())
         } else {
             ("-".into(), "\\Noselect".into())
         };
@@ -98,7 +99,7 @@ pub(super) fn run(quiet: bool, a: &FoldersArgs) -> Result<u8, Fatal> {
         c.server,
         c.folders.len(),
         c.messages,
-        human_bytes(c.bytes),
+        BinaryBytes(c.bytes),
         ns,
         if c.tls { "TLS" } else { "no TLS" }
     );
