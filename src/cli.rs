@@ -190,8 +190,9 @@ struct ImportArgs {
     /// The destination account: imaps://USER@HOST[:PORT] or imap://USER@HOST (STARTTLS).
     #[arg(long, value_name = "URL")]
     to: String,
-    /// Put source folders matching SRC (glob, '*' matches anything) at DST ('*' in DST
-    /// takes what '*' matched). Repeatable; the first match wins.
+    /// Put source folders matching the glob SRC at DST; each `*` in DST takes what the
+    /// matching `*` of SRC matched. Levels are joined by `/` on both sides. Repeatable;
+    /// the first match wins. Glob: `*` any characters, levels included; `?` one; `[a-z]`, `[!a-z]`; case-sensitive.
     #[arg(long = "map", value_name = "SRC=DST")]
     maps: Vec<String>,
     /// Put every folder under this folder.
@@ -233,10 +234,10 @@ struct ExportArgs {
     /// Replace an existing archive.
     #[arg(long)]
     force: bool,
-    /// Only folders matching this glob (repeatable).
+    /// Only folders matching this glob (repeatable). Glob: `*` any characters, levels included; `?` one; `[a-z]`, `[!a-z]`; case-sensitive.
     #[arg(long = "folder", value_name = "GLOB")]
     folders: Vec<String>,
-    /// Skip folders matching this glob (repeatable).
+    /// Skip folders matching this glob (repeatable; the glob of --folder).
     #[arg(long = "exclude", value_name = "GLOB")]
     excludes: Vec<String>,
     /// How the mbox source quoted `From ` lines: mboxrd, mboxo, mboxcl, mboxcl2.
@@ -363,7 +364,7 @@ struct LsArgs {
     /// Archives to list (a chain lists every part).
     #[arg(required = true)]
     archives: Vec<PathBuf>,
-    /// Only folders matching this glob (repeatable).
+    /// Only folders matching this glob (repeatable). Glob: `*` any characters, levels included; `?` one; `[a-z]`, `[!a-z]`; case-sensitive.
     #[arg(long = "folder", value_name = "GLOB")]
     folders: Vec<String>,
     /// One JSON array, one object per message.
@@ -398,10 +399,10 @@ struct ExtractArgs {
     /// maildir:DIR (Maildir++), maildir-fs:DIR (Dovecot LAYOUT=fs), mbox:DIR or eml:DIR.
     #[arg(long)]
     to: String,
-    /// Only folders matching this glob (repeatable; `*` also crosses levels).
+    /// Only folders matching this glob (repeatable). Glob: `*` any characters, levels included; `?` one; `[a-z]`, `[!a-z]`; case-sensitive.
     #[arg(long = "folder", value_name = "GLOB")]
     folders: Vec<String>,
-    /// Leave out folders matching this glob (repeatable).
+    /// Leave out folders matching this glob (repeatable; the glob of --folder).
     #[arg(long, value_name = "GLOB")]
     exclude: Vec<String>,
     /// Print the report as JSON on stdout.
@@ -465,9 +466,23 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Fatal> {
     Ok(())
 }
 
+/// A folder pattern that selected nothing is most likely a typo: said on stderr, one
+/// line each, after a run that got as far as listing folders.
+fn warn_unmatched(patterns: Vec<String>) {
+    for p in patterns {
+        say_err!("mailark: warning: {p} matches no folder");
+    }
+}
+
 fn run_export(cli: &Cli, a: &ExportArgs) -> Result<u8, Fatal> {
-    let spec: SourceSpec = a.source.parse()?;
     let filter = FolderFilter::new(&a.folders, &a.excludes)?;
+    let code = export_filtered(cli, a, &filter)?;
+    warn_unmatched(filter.unmatched());
+    Ok(code)
+}
+
+fn export_filtered(cli: &Cli, a: &ExportArgs, filter: &FolderFilter) -> Result<u8, Fatal> {
+    let spec: SourceSpec = a.source.parse()?;
     let mut wopts = WriterOptions {
         layout: match a.layout {
             LayoutArg::Maildir => Layout::Maildir,
@@ -486,8 +501,8 @@ fn run_export(cli: &Cli, a: &ExportArgs) -> Result<u8, Fatal> {
         SourceSpec::Eml(p) => Box::new(crate::source::eml::EmlSource::open(p)?),
         SourceSpec::Net(ep) => {
             return match ep.scheme {
-                Scheme::Imap | Scheme::Imaps => run_export_imap(cli, a, ep, wopts, &filter),
-                Scheme::Pop3 | Scheme::Pop3s => run_export_pop3(cli, a, ep, wopts, &filter),
+                Scheme::Imap | Scheme::Imaps => run_export_imap(cli, a, ep, wopts, filter),
+                Scheme::Pop3 | Scheme::Pop3s => run_export_pop3(cli, a, ep, wopts, filter),
             }
         }
     };
@@ -498,7 +513,7 @@ fn run_export(cli: &Cli, a: &ExportArgs) -> Result<u8, Fatal> {
         ));
     }
     let progress = Progress::bytes(src.total_bytes(), !cli.quiet);
-    let rep = export::export_local(src.as_ref(), &a.output, wopts, &filter, &progress)?;
+    let rep = export::export_local(src.as_ref(), &a.output, wopts, filter, &progress)?;
     let problems = rep.skipped() > 0 || !rep.count_mismatches().is_empty();
     if a.json {
         print_json(&rep)?;
@@ -982,6 +997,7 @@ fn run_extract(cli: &Cli, a: &ExtractArgs) -> Result<u8, Fatal> {
     let progress = Progress::bytes(0, !cli.quiet && !a.json);
     let rep = extract::extract(chain.archives(), &target, &filter, &progress)?;
     progress.finish();
+    warn_unmatched(filter.unmatched());
     for u in &rep.unreadable {
         say_err!(
             "mailark: {}: {:?}: {}: not extracted: {}",
@@ -1069,6 +1085,12 @@ fn run_import(cli: &Cli, a: &ImportArgs) -> Result<u8, Fatal> {
         .build()?;
     let rep = rt.block_on(import::import(chain, &opts, &progress))?;
     progress.finish();
+    warn_unmatched(
+        rep.unmatched_maps
+            .iter()
+            .map(|m| format!("--map {m:?}"))
+            .collect(),
+    );
     if a.json {
         print_json(&rep)?;
     } else if !cli.quiet {
