@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use unicode_width::UnicodeWidthStr;
 
-use super::{display_width, print_json, Fatal};
+use super::{print_json, Fatal};
 use crate::migrate::accounts::{self, Account, SecretRef, Shard};
 use crate::migrate::pass::PassOptions;
 use crate::migrate::state::{parse_duration, State};
@@ -337,11 +338,11 @@ fn print_outcomes(outcomes: &[AccountOutcome]) {
 fn print_rows(rows: &[StatusRow]) {
     let w = rows
         .iter()
-        .map(|r| display_width(&r.name))
+        .map(|r| r.name.width())
         .chain([7])
         .max()
         .unwrap_or(7);
-    let pad = |s: &str| format!("{s}{}", " ".repeat(w.saturating_sub(display_width(s))));
+    let pad = |s: &str| format!("{s}{}", " ".repeat(w.saturating_sub(s.width())));
     say!(
         "{}  {:<14} {:>7} {:>8} {:>8} {:>7}  {:<16}  {:<16}  note",
         pad("account"),

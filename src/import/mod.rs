@@ -179,6 +179,8 @@ pub struct ImportReport {
     pub differing: u64,
     pub bytes_appended: u64,
     pub notes: Vec<String>,
+    /// `--map` rules that matched no archived folder (`SRC=DST`).
+    pub unmatched_maps: Vec<String>,
     /// Wall-clock seconds of each phase (connect and plan, learn what the destination
     /// holds, append, verify), so a slow import shows where its time went.
     pub seconds: PhaseSeconds,
@@ -307,6 +309,7 @@ pub async fn import(
         &folders,
     );
     let plan: Plan = plan::plan_folders(&folders, &source_ns, &layout, &opts.plan)?;
+    rep.unmatched_maps = plan.unmatched_maps.clone();
 
     let Records {
         mut dests,
