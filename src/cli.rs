@@ -419,6 +419,7 @@ impl<E: std::fmt::Display> From<E> for Fatal {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::log::set_level(cli.verbose);
     // Before any thread starts: they inherit the blocked signals.
     crate::interrupt::install(cli.cmd.name());
     let res = match &cli.cmd {

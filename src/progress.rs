@@ -34,6 +34,7 @@ impl Progress {
         if let Ok(style) = ProgressStyle::with_template(tmpl) {
             bar.set_style(style);
         }
+        crate::log::show_bar(Some(bar.clone()));
         Progress { bar: Some(bar) }
     }
 
@@ -58,6 +59,7 @@ impl Progress {
     pub fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
+            crate::log::show_bar(None);
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::archive::{
     ArchiveWriter, Chain, ChainError, Completeness, FolderInfo, MessageInfo, Namespace, ParentRef,
     SourceRef, WriteError, WriteSummary, WriterOptions,
 };
+use crate::log::event;
 use crate::progress::Progress;
 use crate::source::imap::session::uid_set;
 use crate::source::imap::{
@@ -600,6 +601,15 @@ async fn export_folder(ctx: &Ctx, sess: &mut Option<ImapSession>, plan: &Plan) -
         && r.skipped.is_empty()
         && run.pending.is_empty()
         && accounted == r.listed;
+    match &r.error {
+        None => event!(
+            "{}: done, {} archived, {} not archived",
+            r.folder,
+            r.archived,
+            r.skipped.len()
+        ),
+        Some(e) => event!("{}: stopped: {e}", r.folder),
+    }
     if r.error.is_some() {
         for uid in run.pending.keys() {
             r.skipped.push(Skipped {
@@ -627,6 +637,13 @@ async fn backoff(ctx: &Ctx, run: &mut FolderRun, e: &ImapError) -> bool {
         return false;
     }
     let pause = ctx.opts.backoff * 2u32.pow(run.failures.min(6) - 1);
+    event!(
+        "{}: {e}; reconnecting in {:.1} s (attempt {} of {})",
+        run.rep.folder,
+        pause.as_secs_f64(),
+        run.failures + 1,
+        ctx.opts.max_retries + 1
+    );
     tokio::time::sleep(pause).await;
     true
 }
@@ -715,6 +732,14 @@ async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Ste
         }
         ctx.progress.inc_length(bytes);
         run.started = true;
+        event!(
+            "{}: {} messages on the server, {} to fetch ({}), {} already archived",
+            run.rep.folder,
+            st.exists,
+            run.pending.len(),
+            crate::cli::human_bytes(bytes),
+            run.rep.already_archived
+        );
         if run.rep.listed < u64::from(st.exists) {
             // Messages expunged during the census are no gap: a second count tells.
             let recount = s.examine(&raw).await.map_or(st.exists, |n| n.exists);

@@ -693,6 +693,11 @@ pub fn export_pop3(
                     return Ok(());
                 }
                 reconnects += 1;
+                crate::log::event!(
+                    "{}: {err}; reconnecting ({reconnects} of at most {})",
+                    job.endpoint,
+                    job.retry.max_reconnects
+                );
                 match connect(job, false).await {
                     Ok(c) => client = c,
                     Err(e) => {

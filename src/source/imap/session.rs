@@ -510,7 +510,7 @@ impl ImapSession {
             }
         }
         let tls_used = stream.is_tls();
-        let client = async_imap::Client::new(Bounded::new(stream));
+        let client = async_imap::Client::new(Bounded::new(stream, &epn));
         let login_err = |e: async_imap::error::Error| match e {
             async_imap::error::Error::No(s) | async_imap::error::Error::Bad(s) => {
                 ImapError::Login {

@@ -17,6 +17,7 @@ use super::proto::{
     MAX_STATUS_LINE,
 };
 use super::sasl;
+use crate::log::{Protocol, WireTrace};
 use crate::source::net::{self, Auth, Credentials, Endpoint, Scheme, Stream, TlsOptions};
 
 /// How long any single step (connect, handshake, one read, one write) may take.
@@ -209,12 +210,14 @@ struct Conn {
     start: usize,
     end: usize,
     timeout: Duration,
+    trace: Option<WireTrace>,
 }
 
 impl Conn {
-    fn new(stream: Stream, timeout: Duration) -> Conn {
+    fn new(stream: Stream, timeout: Duration, trace: Option<WireTrace>) -> Conn {
         Conn {
             stream,
+            trace,
             buf: vec![0; READ_BUF].into_boxed_slice(),
             start: 0,
             end: 0,
@@ -223,6 +226,9 @@ impl Conn {
     }
 
     async fn send(&mut self, bytes: &[u8]) -> Result<(), Fail> {
+        if let Some(t) = &mut self.trace {
+            t.sent(bytes);
+        }
         let io = async {
             self.stream.write_all(bytes).await?;
             self.stream.flush().await
@@ -276,6 +282,9 @@ impl Conn {
                 let stop = self.start + scanned + p + 1;
                 let line = self.buf[self.start..stop].to_vec();
                 self.start = stop;
+                if let Some(t) = &mut self.trace {
+                    t.received(&line);
+                }
                 return Ok(line);
             }
             scanned = self.end - self.start;
@@ -310,6 +319,9 @@ impl Conn {
                 match fed {
                     Some(n) => {
                         self.start += n;
+                        if let Some(t) = &mut self.trace {
+                            t.received_body(received);
+                        }
                         return Ok(());
                     }
                     None => self.start = self.end,
@@ -394,7 +406,11 @@ impl Pop3Client {
             Stream::Plain(tcp)
         };
         let mut c = Pop3Client {
-            conn: Conn::new(stream, opts.timeout),
+            conn: Conn::new(
+                stream,
+                opts.timeout,
+                WireTrace::new(Protocol::Pop3, &endpoint),
+            ),
             caps: Capabilities::default(),
             endpoint,
             mechanism: "",
@@ -484,7 +500,7 @@ impl Pop3Client {
         };
         let stream = Self::handshake(connector, ep, tcp, opts.timeout, &endpoint).await?;
         Ok(Pop3Client {
-            conn: Conn::new(stream, opts.timeout),
+            conn: Conn::new(stream, opts.timeout, conn.trace),
             caps: Capabilities::default(),
             endpoint,
             mechanism: "",
