@@ -178,6 +178,21 @@ impl Cmd {
             Cmd::Man { .. } => "man",
         }
     }
+
+    /// Whether the report goes to stdout as JSON (an error then does too).
+    fn json(&self) -> bool {
+        match self {
+            Cmd::Export(a) => a.json,
+            Cmd::Ls(a) => a.json,
+            Cmd::Verify(a) => a.json,
+            Cmd::Extract(a) => a.json,
+            Cmd::Import(a) => a.json,
+            Cmd::Migrate(a) => a.json,
+            Cmd::Status(a) => a.json,
+            Cmd::Folders(a) => a.json,
+            Cmd::Completions { .. } | Cmd::Man { .. } => false,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -443,6 +458,14 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(Fatal(msg)) => {
             say_err!("mailark: error: {msg}");
+            if cli.cmd.json() {
+                // A script reading stdout gets an answer it can parse, not nothing.
+                let _ = print_json(&serde_json::json!({
+                    "error": printable(&msg),
+                    "exit": 2,
+                    "schema": 1,
+                }));
+            }
             ExitCode::from(2)
         }
     }
@@ -908,6 +931,13 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
             rep: &rep,
             against: against.clone(),
         })?;
+        // The report says why the job could not be done; stderr says it too, as for
+        // every other command that cannot do its job.
+        for f in rep.findings.iter().filter(|_| rep.unusable) {
+            if matches!(f.level, Level::Error) {
+                say_err!("mailark: error: {}: [{}]: {}", f.archive, f.code, f.detail);
+            }
+        }
     } else {
         for f in &rep.findings {
             let lvl = match f.level {
@@ -922,7 +952,11 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
                 line.push_str(&format!(" {m}"));
             }
             line.push_str(&format!(": {}", f.detail));
-            say!("{line}");
+            if rep.unusable && matches!(f.level, Level::Error) {
+                say_err!("mailark: {line}");
+            } else {
+                say!("{line}");
+            }
         }
         if !cli.quiet {
             let state = if rep.errors() == 0 {

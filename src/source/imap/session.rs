@@ -446,7 +446,7 @@ impl ImapSession {
         let mut stream = if ep.scheme.implicit_tls() {
             let conn = net::tls_connector(tls)?;
             Stream::Tls(Box::new(
-                timeout(t, net::tls_handshake(&conn, &ep.host, tcp))
+                timeout(t, net::tls_handshake(&conn, ep, tcp))
                     .await
                     .map_err(|_| ImapError::Timeout {
                         endpoint: epn.clone(),
@@ -496,7 +496,7 @@ impl ImapSession {
                 };
                 let conn = net::tls_connector(tls)?;
                 stream = Stream::Tls(Box::new(
-                    timeout(t, net::tls_handshake(&conn, &ep.host, tcp))
+                    timeout(t, net::tls_handshake(&conn, ep, tcp))
                         .await
                         .map_err(|_| ImapError::Timeout {
                             endpoint: epn.clone(),

@@ -460,12 +460,16 @@ impl Pop3Client {
         limit: Duration,
         endpoint: &str,
     ) -> Result<Stream, Pop3Error> {
-        match timeout(limit, net::tls_handshake(connector, &ep.host, tcp)).await {
+        match timeout(limit, net::tls_handshake(connector, ep, tcp)).await {
             Err(_) => Err(Pop3Error::Timeout {
                 endpoint: endpoint.to_string(),
                 during: "TLS handshake".into(),
                 msgno: None,
                 after: limit,
+            }),
+            Ok(Err(net::NetError::Handshake { detail, .. })) => Err(Pop3Error::Tls {
+                endpoint: endpoint.to_string(),
+                detail: format!("handshake failed: {detail}"),
             }),
             Ok(Err(e)) => Err(Pop3Error::Tls {
                 endpoint: endpoint.to_string(),
