@@ -570,7 +570,7 @@ fn run_export_imap(
         since: a.since.clone(),
         ..Default::default()
     };
-    let progress = Progress::bytes(0, !cli.quiet && !a.json);
+    let progress = Progress::messages(!cli.quiet && !a.json);
     let rep =
         export::imap::export_imap(ep, &creds, &tls, &a.output, wopts, filter, opts, &progress)?;
     if a.json {
