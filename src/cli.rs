@@ -519,7 +519,8 @@ fn run_export(cli: &Cli, a: &ExportArgs) -> Result<u8, Fatal> {
                 .into(),
         ));
     }
-    let progress = Progress::bytes(src.total_bytes(), !cli.quiet);
+    let total = export::bytes_to_read(src.as_ref(), &filter);
+    let progress = Progress::bytes(total, !cli.quiet);
     let rep = export::export_local(src.as_ref(), &a.output, wopts, &filter, &progress)?;
     let problems = rep.skipped() > 0 || !rep.count_mismatches().is_empty();
     if a.json {

@@ -145,6 +145,8 @@ impl Progress {
         if let Ok(style) = ProgressStyle::with_template(tmpl) {
             bar.set_style(style);
         }
+        // While the caller waits (on zstd workers, a server) the clock still moves.
+        bar.enable_steady_tick(Duration::from_millis(200));
         crate::log::show_bar(Some(bar.clone()));
         Progress {
             bar: Some(bar),
