@@ -192,6 +192,59 @@ fn v_tells_folders_but_no_protocol() {
         );
     }
 
+    // POP3 export, import and verify --against tell their folders too.
+    let pop = dir.path().join("p.tar.zst").display().to_string();
+    let o = run(&[
+        "-v",
+        "export",
+        &d.pop3s_url("alice"),
+        "-o",
+        &pop,
+        "--password-file",
+        &alice_pw,
+        "--tls-ca-file",
+        &ca,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("mailark: INBOX: 2 messages on the server"),
+        "{err}"
+    );
+    let bob_pw = d.password_file("bob").display().to_string();
+    let o = run(&[
+        "-v",
+        "import",
+        &out,
+        "--to",
+        &d.imaps_url("bob"),
+        "--password-file",
+        &bob_pw,
+        "--tls-ca-file",
+        &ca,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
+    let err = stderr(&o);
+    assert!(err.contains("mailark: folder \"Archive\" created"), "{err}");
+    assert!(!err.contains(" C: "), "-v must not trace:\n{err}");
+    let o = run(&[
+        "-v",
+        "verify",
+        &out,
+        "--against",
+        &d.imaps_url("bob"),
+        "--password-file",
+        &bob_pw,
+        "--tls-ca-file",
+        &ca,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("mailark: INBOX: comparing 2 archived message(s)"),
+        "{err}"
+    );
+
     // Without -v: no events at all.
     let out2 = dir.path().join("b.tar.zst").display().to_string();
     let o = run(&[

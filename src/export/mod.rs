@@ -206,6 +206,11 @@ pub fn export_local(
         for item in rx {
             match item {
                 Item::Folder(f) => {
+                    crate::log::event!(
+                        "{}: reading {} message(s)",
+                        f.name,
+                        f.source_count.map_or("?".into(), |n| n.to_string())
+                    );
                     progress.set_message(f.name.clone());
                     writer.add_folder(f)?;
                 }

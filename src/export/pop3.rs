@@ -579,6 +579,12 @@ pub fn export_pop3(
     }
 
     let total: u64 = plans.iter().map(|p| p.list_size).sum();
+    crate::log::event!(
+        "{FOLDER}: {} messages on the server, {} to fetch ({}), {uidl_matched} already archived",
+        server.stat_messages,
+        plans.len(),
+        crate::cli::human_bytes(total)
+    );
     let progress = &Progress::bytes(total, show_progress);
     progress.set_message(FOLDER);
 
