@@ -180,6 +180,21 @@ impl Cmd {
             Cmd::Man { .. } => "man",
         }
     }
+
+    /// Whether the report goes to stdout as JSON (an error then does too).
+    fn json(&self) -> bool {
+        match self {
+            Cmd::Export(a) => a.json,
+            Cmd::Ls(a) => a.json,
+            Cmd::Verify(a) => a.json,
+            Cmd::Extract(a) => a.json,
+            Cmd::Import(a) => a.json,
+            Cmd::Migrate(a) => a.json,
+            Cmd::Status(a) => a.json,
+            Cmd::Folders(a) => a.json,
+            Cmd::Completions { .. } | Cmd::Man { .. } => false,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -428,6 +443,7 @@ impl<E: std::fmt::Display> From<E> for Fatal {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::log::set_level(cli.verbose);
     // Before any thread starts: they inherit the blocked signals.
     crate::interrupt::install(cli.cmd.name());
     let res = match &cli.cmd {
@@ -451,6 +467,14 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(Fatal(msg)) => {
             say_err!("mailark: error: {msg}");
+            if cli.cmd.json() {
+                // A script reading stdout gets an answer it can parse, not nothing.
+                let _ = print_json(&serde_json::json!({
+                    "error": printable(&msg),
+                    "exit": 2,
+                    "schema": 1,
+                }));
+            }
             ExitCode::from(2)
         }
     }
@@ -518,7 +542,8 @@ fn export_filtered(cli: &Cli, a: &ExportArgs, filter: &FolderFilter) -> Result<u
                 .into(),
         ));
     }
-    let progress = Progress::bytes(src.total_bytes(), !cli.quiet);
+    let total = export::bytes_to_read(src.as_ref(), filter);
+    let progress = Progress::bytes(total, !cli.quiet);
     let rep = export::export_local(src.as_ref(), &a.output, wopts, filter, &progress)?;
     let problems = rep.skipped() > 0 || !rep.count_mismatches().is_empty();
     if a.json {
@@ -569,7 +594,7 @@ fn run_export_imap(
         since: a.since.clone(),
         ..Default::default()
     };
-    let progress = Progress::bytes(0, !cli.quiet && !a.json);
+    let progress = Progress::messages(!cli.quiet && !a.json);
     let rep =
         export::imap::export_imap(ep, &creds, &tls, &a.output, wopts, filter, opts, &progress)?;
     if a.json {
@@ -930,6 +955,13 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
             rep: &rep,
             against: against.clone(),
         })?;
+        // The report says why the job could not be done; stderr says it too, as for
+        // every other command that cannot do its job.
+        for f in rep.findings.iter().filter(|_| rep.unusable) {
+            if matches!(f.level, Level::Error) {
+                say_err!("mailark: error: {}: [{}]: {}", f.archive, f.code, f.detail);
+            }
+        }
     } else {
         for f in &rep.findings {
             let lvl = match f.level {
@@ -944,7 +976,11 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
                 line.push_str(&format!(" {m}"));
             }
             line.push_str(&format!(": {}", f.detail));
-            say!("{line}");
+            if rep.unusable && matches!(f.level, Level::Error) {
+                say_err!("mailark: {line}");
+            } else {
+                say!("{line}");
+            }
         }
         if !cli.quiet {
             let state = if rep.errors() == 0 {
