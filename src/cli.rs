@@ -442,7 +442,10 @@ impl<E: std::fmt::Display> From<E> for Fatal {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     crate::log::set_level(cli.verbose);
     // Before any thread starts: they inherit the blocked signals.
     crate::interrupt::install(cli.cmd.name());
@@ -478,6 +481,41 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// A command line clap refuses: its message on stderr, exit 2, and with `--json` the
+/// same JSON error object every other exit-2 failure prints (help and version are not
+/// errors and print as usual).
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let _ = e.print();
+    if std::env::args().any(|a| a == "--json") {
+        // clap's message up to its usage block, as one line.
+        let text = e.to_string();
+        let first = text
+            .lines()
+            .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+            .trim_start_matches("error: ")
+            .to_string();
+        let _ = print_json(&serde_json::json!({
+            "error": printable(&first),
+            "exit": 2,
+            "schema": 1,
+        }));
+    }
+    ExitCode::from(2)
 }
 
 fn write_man_pages(dir: &std::path::Path) -> Result<u8, Fatal> {

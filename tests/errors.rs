@@ -120,3 +120,22 @@ fn json_runs_that_cannot_be_done_print_one_error_object() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stdout(&o).is_empty(), "{}", stdout(&o));
 }
+
+#[test]
+fn a_refused_command_line_with_json_prints_the_json_error_too() {
+    let o = run(&["export", "--json"]);
+    assert_eq!(o.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(&o)));
+    assert_eq!(v["exit"], 2);
+    assert_eq!(v["schema"], 1);
+    let msg = v["error"].as_str().unwrap();
+    assert!(
+        msg.contains("required arguments") && msg.contains("--output"),
+        "{msg}"
+    );
+    assert!(stderr(&o).contains("required arguments"), "{}", stderr(&o));
+    // Without --json, stdout stays empty; help is not an error.
+    assert!(run(&["export"]).stdout.is_empty());
+    assert_eq!(run(&["export", "--help"]).status.code(), Some(0));
+}
