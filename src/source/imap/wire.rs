@@ -378,7 +378,7 @@ fn literal_at_end(line: &[u8]) -> Option<Marker> {
     Some(Marker { len, tilde })
 }
 
-/// One session's tags: `A1`, `A2`, … Every command of a session, login included, takes
+/// One session's tags: `A0001`, `A0002`, … Every command of a session, login included, takes
 /// its tag here, so no two commands in flight can share one.
 #[derive(Debug, Default)]
 pub struct Tags(u64);
@@ -386,7 +386,7 @@ pub struct Tags(u64);
 impl Tags {
     pub fn next_tag(&mut self) -> String {
         self.0 += 1;
-        format!("A{}", self.0)
+        format!("A{:04}", self.0)
     }
 }
 
@@ -600,6 +600,9 @@ A6 NO [TRYCREATE] Mailbox does not exist\r\nA7 BAD Missing required argument\r\n
     #[test]
     fn tags_are_unique_per_session() {
         let mut t = Tags::default();
-        assert_eq!((t.next_tag(), t.next_tag()), ("A1".into(), "A2".into()));
+        assert_eq!(
+            (t.next_tag(), t.next_tag()),
+            ("A0001".into(), "A0002".into())
+        );
     }
 }
