@@ -597,6 +597,44 @@ A6 NO [TRYCREATE] Mailbox does not exist\r\nA7 BAD Missing required argument\r\n
         assert_eq!(f.pending(), 0);
     }
 
+    /// A fuzz target's property without a fuzzer (no `fuzz/` on this branch): for
+    /// pseudo-random byte soups built from the wire's own tokens, every split gives the
+    /// same frames, the frames are the input's prefix, byte for byte, and each literal
+    /// range lies inside its frame.
+    #[test]
+    fn arbitrary_bytes_frame_the_same_at_every_split() {
+        let tokens: [&[u8]; 12] = [
+            b"* ", b"A1 OK ", b"+ ", b"{3}", b"~{2}", b"{0+}", b"\r\n", b"\n", b"x", b"}", b"{",
+            b"\0",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let (mut with_literal, mut with_literal8, mut continuations) = (0, 0, 0);
+        for _ in 0..300 {
+            let mut wire = Vec::new();
+            for _ in 0..24 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                wire.extend_from_slice(tokens[(seed % tokens.len() as u64) as usize]);
+            }
+            let (frames, err) = at_every_split(&wire);
+            assert_eq!(err, None, "{wire:?}");
+            let joined: Vec<u8> = frames.iter().flat_map(|f| f.raw.clone()).collect();
+            assert!(wire.starts_with(&joined), "{wire:?}");
+            for f in &frames {
+                assert!(f.raw.ends_with(b"\n"));
+                assert!(f.literals.iter().all(|r| r.end <= f.raw.len()));
+                assert!(f.literal8.iter().all(|&t| f.raw[t] == b'~'));
+                let _ = (f.status(), f.plain_literals());
+                with_literal += usize::from(!f.literals.is_empty());
+                with_literal8 += usize::from(!f.literal8.is_empty());
+                continuations += usize::from(f.kind() == Kind::Continuation);
+            }
+        }
+        // The soups reached the cases they are for.
+        assert!(with_literal > 50 && with_literal8 > 10 && continuations > 10);
+    }
+
     #[test]
     fn tags_are_unique_per_session() {
         let mut t = Tags::default();
