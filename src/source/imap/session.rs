@@ -273,7 +273,9 @@ impl Conn {
     }
 
     async fn read_frame(&mut self) -> Result<Frame, ImapError> {
-        let mut chunk = vec![0u8; 64 * 1024];
+        // Allocated only when the framer needs bytes: most frames of a pipelined fetch
+        // are already in its buffer.
+        let mut chunk = Vec::new();
         loop {
             match self.framer.next_frame() {
                 Ok(Some(f)) => return Ok(f),
@@ -285,6 +287,7 @@ impl Conn {
                     })
                 }
             }
+            chunk.resize(64 * 1024, 0);
             let n = self
                 .stream
                 .read(&mut chunk)
