@@ -21,6 +21,9 @@ use crate::source::net::{self, Auth, Credentials, Endpoint, NetError, Stream, Tl
 
 /// How long one read or write may take before the link is considered dead.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// The slowest rate, in bytes per second, at which a literal's time is granted on top
+/// of the step timeout.
+const SLOWEST_LITERAL_RATE: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImapError {
@@ -262,17 +265,13 @@ impl Conn {
         }
     }
 
-    /// The next whole response; the step timeout covers the whole of it, so a server
-    /// trickling bytes without ever finishing a response still times out.
+    /// The next whole response. The step timeout covers the whole of it, so a server
+    /// trickling bytes without ever finishing a response still times out; each literal
+    /// it announces adds the time it takes at [`SLOWEST_LITERAL_RATE`], so a large
+    /// message on a slow but working link is still read.
     pub(super) async fn frame(&mut self) -> Result<Frame, ImapError> {
         let t = self.timeout;
-        match timeout(t, self.read_frame()).await {
-            Err(_) => Err(self.timeout_err(t)),
-            Ok(r) => r,
-        }
-    }
-
-    async fn read_frame(&mut self) -> Result<Frame, ImapError> {
+        let start = tokio::time::Instant::now();
         // Allocated only when the framer needs bytes: most frames of a pipelined fetch
         // are already in its buffer.
         let mut chunk = Vec::new();
@@ -288,11 +287,14 @@ impl Conn {
                 }
             }
             chunk.resize(64 * 1024, 0);
-            let n = self
-                .stream
-                .read(&mut chunk)
-                .await
-                .map_err(|e| lost(&self.endpoint, e))?;
+            let allowance = Duration::from_secs(self.framer.literal_bytes() / SLOWEST_LITERAL_RATE);
+            let n =
+                match tokio::time::timeout_at(start + t + allowance, self.stream.read(&mut chunk))
+                    .await
+                {
+                    Err(_) => return Err(self.timeout_err(t)),
+                    Ok(r) => r.map_err(|e| lost(&self.endpoint, e))?,
+                };
             if n == 0 {
                 return Err(ImapError::ConnectionLost {
                     endpoint: self.endpoint.clone(),

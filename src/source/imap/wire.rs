@@ -251,11 +251,19 @@ pub struct Framer {
     literal8: Vec<usize>,
     /// Bytes outside literals in the frame so far (completed lines).
     text: usize,
+    /// Bytes of literals announced in the frame so far.
+    literal_bytes: u64,
 }
 
 impl Framer {
     pub fn new() -> Framer {
         Framer::default()
+    }
+
+    /// The literal bytes the frame being read has announced so far: what it will take
+    /// to read beyond its text.
+    pub fn literal_bytes(&self) -> u64 {
+        self.literal_bytes
     }
 
     /// Bytes received and not yet handed out as a frame.
@@ -320,6 +328,7 @@ impl Framer {
                     if let Some(t) = m.tilde {
                         self.literal8.push(self.line_start + t - self.start);
                     }
+                    self.literal_bytes += m.len;
                     let n = m.len as usize;
                     self.literals.push(eol - self.start..eol - self.start + n);
                     self.literal_end = Some(eol + n);
@@ -344,6 +353,7 @@ impl Framer {
         self.scan = self.start;
         self.line_start = self.start;
         self.text = 0;
+        self.literal_bytes = 0;
         Frame {
             raw,
             literals: std::mem::take(&mut self.literals),
