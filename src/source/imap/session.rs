@@ -454,6 +454,7 @@ impl Conn {
     }
 }
 
+/// A response the parser cannot read: the stream can no longer be trusted.
 fn unreadable(ep: &str, f: &Frame) -> ImapError {
     ImapError::Protocol {
         endpoint: ep.to_string(),
@@ -462,7 +463,7 @@ fn unreadable(ep: &str, f: &Frame) -> ImapError {
 }
 
 /// A failed read or write.
-pub(super) fn lost(ep: &str, e: std::io::Error) -> ImapError {
+fn lost(ep: &str, e: std::io::Error) -> ImapError {
     ImapError::ConnectionLost {
         endpoint: ep.to_string(),
         detail: e.to_string(),
