@@ -3,6 +3,7 @@
 //! names that are not valid modified UTF-7, a server that stalls and one that trickles
 //! a byte at a time. Each must end in a clear error within a few seconds, and the whole
 //! test process must stay small while the servers flood it (its peak RSS is checked).
+//! A large literal arriving slowly but steadily is read past the step timeout.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ enum Script {
     BadUtf7Names,
     Stall,
     Trickle,
+    SlowLiteral,
 }
 
 /// Writes `pattern` repeatedly until the client stops reading; returns the bytes sent.
@@ -106,6 +108,21 @@ async fn break_list(script: Script, tag: &str, w: &mut tokio::net::tcp::OwnedWri
             w.write_all(out.as_bytes()).await.unwrap();
         }
         Script::Stall => tokio::time::sleep(Duration::from_secs(60)).await,
+        Script::SlowLiteral => {
+            // 3 MiB at about 1.5 MiB/s: a large message on a slow link, which takes
+            // longer than the step timeout but keeps coming at a useful rate.
+            let n = 3 << 20;
+            w.write_all(format!("* LIST () \"/\" {{{n}}}\r\n").as_bytes())
+                .await
+                .unwrap();
+            for _ in 0..n / (64 << 10) {
+                w.write_all(&[b'a'; 64 << 10]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+            w.write_all(format!("\r\n{tag} OK\r\n").as_bytes())
+                .await
+                .unwrap();
+        }
         Script::Trickle => {
             for b in b"* LIST () \"/\" INBOX\r\n".iter().cycle().take(120) {
                 if w.write_all(&[*b]).await.is_err() {
@@ -204,6 +221,17 @@ async fn a_server_trickling_a_byte_at_a_time_times_out() {
     let (err, took, _) = list_against(Script::Trickle).await;
     assert!(matches!(err, ImapError::Timeout { .. }), "{err:?}");
     assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[tokio::test]
+async fn a_literal_arriving_slowly_but_steadily_is_read_past_the_step_timeout() {
+    let (ep, _h) = serve(Script::SlowLiteral).await;
+    let mut s = login(&ep, Duration::from_secs(1)).await;
+    let t0 = Instant::now();
+    let got = s.list().await.unwrap();
+    assert!(t0.elapsed() > Duration::from_secs(1), "{:?}", t0.elapsed());
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].raw_name.len(), 3 << 20);
 }
 
 #[tokio::test]

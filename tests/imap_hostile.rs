@@ -2,7 +2,8 @@
 //! a tagged `NO` on `UID FETCH` for one message (reported with folder, UID and the
 //! server's words; the other messages archived; exit 1), and a throttling `NO [LIMIT]`
 //! that is waited out, and a server that refuses connections beyond the first (a
-//! per-user limit). Everything a real server does is tested against Dovecot elsewhere.
+//! per-user limit), and responses queued after a STARTTLS OK before the handshake.
+//! Everything a real server does is tested against Dovecot elsewhere.
 
 mod common;
 
@@ -355,4 +356,46 @@ fn messages_examine_counts_but_fetch_never_lists_are_a_reported_gap() {
     let e = f["error"].as_str().unwrap();
     assert!(e.contains("5") && e.contains("3"), "{e}");
     assert_eq!(ls_json(&[&ar]).len(), 3);
+}
+
+/// Bytes a server sends after its STARTTLS OK, before the handshake, would be read as if
+/// TLS protected them (a command-injection of responses): the session ends there, and
+/// no credentials are sent.
+#[test]
+fn responses_queued_before_the_tls_handshake_end_the_session() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen2 = seen.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut rd = BufReader::new(s.try_clone().unwrap());
+            let _ = s.write_all(b"* OK [CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN] hi\r\n");
+            let mut line = String::new();
+            while rd.read_line(&mut line).unwrap_or(0) > 0 {
+                seen2.lock().unwrap().push(line.clone());
+                let tag = line.split(' ').next().unwrap_or("*").to_string();
+                // One write: the OK and a forged capability line arrive together.
+                let _ = s.write_all(
+                    format!("{tag} OK Begin TLS\r\n* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n")
+                        .as_bytes(),
+                );
+                line.clear();
+            }
+        }
+    });
+    let t = tempfile::tempdir().unwrap();
+    let out = export_from(port, &t.path().join("a.tar.zst"));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("after its STARTTLS answer"),
+        "{}",
+        stderr(&out)
+    );
+    let seen = seen.lock().unwrap().join("");
+    assert!(
+        seen.contains("STARTTLS") && !seen.contains("AUTHENTICATE"),
+        "{seen}"
+    );
 }

@@ -918,6 +918,7 @@ async fn fetch_pending(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> R
                 ok,
                 status,
                 text,
+                ..
             } => {
                 let Some(pos) = inflight.iter().position(|(t, _)| *t == tag) else {
                     continue;

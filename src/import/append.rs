@@ -11,7 +11,7 @@ use super::learn::learn;
 use super::{ImportOptions, Rec, St};
 use crate::mail::identity::{self, MsgKey};
 use crate::progress::Progress;
-use crate::source::imap::dest::{AppendRequest, DestCaps};
+use crate::source::imap::dest::{AppendRequest, Completion, DestCaps};
 use crate::source::imap::ImapSession;
 
 /// One message to APPEND.
@@ -234,7 +234,7 @@ async fn worker(
                         let (_, jobs) = inflight.remove(p).expect("valid position");
                         inflight_msgs -= jobs.len();
                         inflight_bytes -= jobs.iter().map(|(j, _)| j.bytes.len()).sum::<usize>();
-                        settle_command(jobs, c.ok, &c.text, &out, &mut retry, &progress).await;
+                        settle_command(jobs, &c, &out, &mut retry, &progress).await;
                     }
                 }
                 Err(_) => {
@@ -307,7 +307,7 @@ async fn worker(
                 inflight_bytes += batch.iter().map(|(j, _)| j.bytes.len()).sum::<usize>();
                 inflight.push_back((tag, batch));
             }
-            Ok(Err(c)) => settle_command(batch, c.ok, &c.text, &out, &mut retry, &progress).await,
+            Ok(Err(c)) => settle_command(batch, &c, &out, &mut retry, &progress).await,
             Err(_) => {
                 lost.extend(inflight.drain(..).flat_map(|(_, jobs)| jobs));
                 lost.extend(batch);
@@ -323,29 +323,28 @@ async fn worker(
 /// refusal (too big, over quota) stays with the message it is about.
 async fn settle_command(
     mut jobs: Vec<(Job, u32)>,
-    ok: bool,
-    text: &str,
+    c: &Completion,
     out: &mpsc::UnboundedSender<(usize, Outcome)>,
     retry: &mut VecDeque<(Job, u32)>,
     progress: &Progress,
 ) {
     if jobs.len() == 1 {
         let (job, attempt) = jobs.pop().expect("one job");
-        return settle(job, attempt, ok, text, out, retry, progress).await;
+        return settle(job, attempt, c, out, retry, progress).await;
     }
-    if !ok {
+    if !c.ok {
         for (mut job, attempt) in jobs.into_iter().rev() {
             job.alone = true;
             retry.push_front((job, attempt));
         }
         return;
     }
-    let uids = crate::source::imap::dest::appenduid(text).filter(|(_, u)| u.len() == jobs.len());
+    let uids = c.appenduid.as_ref().filter(|a| a.uids.len() == jobs.len());
     for (i, (job, _)) in jobs.into_iter().enumerate() {
         progress.inc(job.bytes.len() as u64);
-        let uid = uids.as_ref().map(|(v, u)| AppendUid {
-            uidvalidity: *v,
-            uid: u[i],
+        let uid = uids.map(|a| AppendUid {
+            uidvalidity: a.uidvalidity,
+            uid: a.uids[i],
         });
         let _ = out.send((job.gid, Outcome::appended(&job, uid)));
     }
@@ -354,18 +353,18 @@ async fn settle_command(
 async fn settle(
     job: Job,
     attempt: u32,
-    ok: bool,
-    text: &str,
+    c: &Completion,
     out: &mpsc::UnboundedSender<(usize, Outcome)>,
     retry: &mut VecDeque<(Job, u32)>,
     progress: &Progress,
 ) {
-    if ok {
+    let text = c.text.as_str();
+    if c.ok {
         progress.inc(job.bytes.len() as u64);
-        let uid = crate::source::imap::dest::appenduid(text).and_then(|(v, u)| {
-            (u.len() == 1).then(|| AppendUid {
-                uidvalidity: v,
-                uid: u[0],
+        let uid = c.appenduid.as_ref().and_then(|a| {
+            (a.uids.len() == 1).then(|| AppendUid {
+                uidvalidity: a.uidvalidity,
+                uid: a.uids[0],
             })
         });
         let _ = out.send((job.gid, Outcome::appended(&job, uid)));

@@ -72,6 +72,12 @@ pub enum EndpointError {
 }
 
 impl Endpoint {
+    /// The same mailbox: the same user on the same host, whatever the scheme or port
+    /// (IMAPS and STARTTLS reach one account).
+    pub fn same_account(&self, other: &Endpoint) -> bool {
+        self.user == other.user && self.host.eq_ignore_ascii_case(&other.host)
+    }
+
     pub fn parse(url: &str) -> Result<Endpoint, EndpointError> {
         let (scheme, rest) = url
             .split_once("://")
@@ -440,6 +446,16 @@ impl AsyncWrite for Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_account_ignores_scheme_port_and_host_case() {
+        let p = |u: &str| Endpoint::parse(u).unwrap();
+        assert!(
+            p("imaps://alice@Mail.Example.jp").same_account(&p("imap://alice@mail.example.jp:143"))
+        );
+        assert!(!p("imaps://alice@h").same_account(&p("imaps://bob@h")));
+        assert!(!p("imaps://alice@h").same_account(&p("imaps://alice@g")));
+    }
 
     #[test]
     fn parses_urls() {

@@ -74,6 +74,10 @@ struct ArchFolder<'a> {
     special_use: Option<String>,
     uidvalidity: Option<u32>,
     recs: Vec<Rec<'a>>,
+    /// The server is the account the archive was made from: only there can equal
+    /// UIDVALIDITYs mean the same folder (another account may have one by chance:
+    /// Dovecot and Courier derive them from the clock).
+    at_source: bool,
 }
 
 fn finding(
@@ -109,6 +113,9 @@ pub async fn verify_against(
         ..Default::default()
     };
     let mut out = Vec::new();
+    let at_source = archives
+        .iter()
+        .any(|a| Endpoint::parse(&a.index.header.source).is_ok_and(|s| s.same_account(ep)));
     // The chain's folders, newest facts last.
     let mut folders: Vec<ArchFolder> = Vec::new();
     let mut records: Vec<FolderRecord> = Vec::new();
@@ -129,6 +136,7 @@ pub async fn verify_against(
                     special_use: f.special_use.clone(),
                     uidvalidity: f.uidvalidity,
                     recs: Vec::new(),
+                    at_source,
                 }),
             }
         }
@@ -420,7 +428,8 @@ async fn compare_folder(
             .get(&x.uid)
             .is_none_or(|&i| x.message_id == f.recs[i].key.message_id)
     });
-    let source_mode = st.uidvalidity.is_some()
+    let source_mode = f.at_source
+        && st.uidvalidity.is_some()
         && uids_agree
         && (!by_uid_recs.is_empty() || (f.recs.is_empty() && f.uidvalidity == st.uidvalidity));
     if !source_mode {

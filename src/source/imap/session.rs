@@ -1,30 +1,29 @@
-//! The one place in mailark that knows which IMAP crate is used (async-imap on tokio).
-//! It logs in (implicit TLS, STARTTLS, or plaintext only when allowed; LOGIN, AUTHENTICATE
-//! PLAIN, XOAUTH2, OAUTHBEARER), lists and opens folders, and streams `UID FETCH`
-//! responses as plain events. It checks every tagged status itself, because async-imap's
-//! own fetch stream drops a tagged `NO`/`BAD` and a failed fetch would look like an empty
-//! folder. Nothing here changes mail: folders are opened with EXAMINE and bodies are read
-//! with `BODY.PEEK[]`.
+//! The one place in mailark that knows which IMAP crate is used: imap-proto parses the
+//! data responses the client acts on (FETCH, LIST, EXISTS, ...); every byte read comes
+//! through the [`wire`](super::wire) framer, which bounds it and parses status lines and
+//! their codes. It logs in (implicit TLS, STARTTLS, or plaintext only when allowed;
+//! LOGIN, AUTHENTICATE PLAIN, XOAUTH2, OAUTHBEARER), lists and opens folders, and
+//! streams `UID FETCH` responses as plain events, checking every tagged status itself so
+//! a failed fetch never looks like an empty folder. Nothing here changes mail: folders
+//! are opened with EXAMINE and bodies are read with `BODY.PEEK[]`.
 
 use std::collections::HashSet;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use async_imap::imap_proto::{
-    AttributeValue, MailboxDatum, NameAttribute, Response, ResponseCode, Status, UidSetMember,
-};
 use chrono::{DateTime, FixedOffset};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use imap_proto::{AttributeValue, MailboxDatum, NameAttribute, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
-use super::bounds::{BoundError, Bounded, MAX_LINE};
+use super::wire::{AppendUid, Code, Frame, Framer, Kind, Status, StatusWord, Tags};
 use crate::source::net::{self, Auth, Credentials, Endpoint, NetError, Stream, TlsOptions};
-
-/// The byte stream of a logged-in session: every read is checked against the bounds.
-pub(super) type Wire = Bounded<Stream>;
 
 /// How long one read or write may take before the link is considered dead.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// The slowest rate, in bytes per second, at which a literal's time is granted on top
+/// of the step timeout.
+const SLOWEST_LITERAL_RATE: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImapError {
@@ -199,7 +198,11 @@ pub enum Event {
         ok: bool,
         status: String,
         text: String,
+        /// Where an APPEND put its messages, when the server said (`[APPENDUID]`).
+        appenduid: Option<AppendUid>,
     },
+    /// A `+` continuation request: the server waits for a literal.
+    Continuation,
     Exists(u32),
     Expunge(u32),
     Vanished(Vec<RangeInclusive<u32>>),
@@ -213,10 +216,8 @@ pub enum Event {
 
 /// A logged-in IMAP connection.
 pub struct ImapSession {
-    pub(super) inner: async_imap::Session<Wire>,
+    pub(super) conn: Conn,
     caps: HashSet<String>,
-    endpoint: String,
-    timeout: Duration,
     namespace: Option<(String, Option<char>)>,
     selected: Option<String>,
     tls: bool,
@@ -225,103 +226,346 @@ pub struct ImapSession {
 impl std::fmt::Debug for ImapSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ImapSession")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.conn.endpoint)
             .field("selected", &self.selected)
             .finish()
     }
 }
 
-/// Reads one CRLF-terminated line straight off the stream (before async-imap owns it),
-/// a byte at a time so nothing past the line is consumed.
-async fn raw_line<S: AsyncRead + Unpin>(
-    s: &mut S,
-    ep: &str,
-    t: Duration,
-) -> Result<Vec<u8>, ImapError> {
-    let mut line = Vec::with_capacity(128);
-    loop {
-        let b = match timeout(t, s.read_u8()).await {
-            Err(_) => {
-                return Err(ImapError::Timeout {
-                    endpoint: ep.to_string(),
-                    secs: t.as_secs(),
-                })
-            }
-            Ok(Err(e)) => return Err(lost(ep, e)),
-            Ok(Ok(b)) => b,
-        };
-        line.push(b);
-        if b == b'\n' {
-            return Ok(line);
-        }
-        if line.len() > MAX_LINE {
-            return Err(ImapError::Protocol {
-                endpoint: ep.to_string(),
-                detail: BoundError::LongLine.to_string(),
-            });
-        }
-    }
+/// The thin I/O loop around the [`wire`](super::wire) framer: the stream, the one
+/// framer every byte read goes through, and the session's one tag generator. Used from
+/// the greeting on, so the bounds hold before login as after.
+pub(super) struct Conn {
+    stream: Stream,
+    framer: Framer,
+    tags: Tags,
+    pub(super) endpoint: String,
+    pub(super) timeout: Duration,
+    /// The `-vv` protocol trace (redacted), when asked for: fed every byte read and
+    /// written, here where all of them pass.
+    trace: Option<crate::log::WireTrace>,
 }
 
-async fn raw_send<S: AsyncWrite + Unpin>(
-    s: &mut S,
-    ep: &str,
-    t: Duration,
-    line: &str,
-) -> Result<(), ImapError> {
-    let fut = async {
-        s.write_all(line.as_bytes()).await?;
-        s.write_all(b"\r\n").await?;
-        s.flush().await
-    };
-    match timeout(t, fut).await {
-        Err(_) => Err(ImapError::Timeout {
-            endpoint: ep.to_string(),
+impl Conn {
+    fn new(stream: Stream, endpoint: String, timeout: Duration) -> Conn {
+        Conn {
+            stream,
+            framer: Framer::new(),
+            tags: Tags::default(),
+            trace: crate::log::WireTrace::new(crate::log::Protocol::Imap, &endpoint),
+            endpoint,
+            timeout,
+        }
+    }
+
+    pub(super) fn next_tag(&mut self) -> String {
+        self.tags.next_tag()
+    }
+
+    fn timeout_err(&self, t: Duration) -> ImapError {
+        ImapError::Timeout {
+            endpoint: self.endpoint.clone(),
             secs: t.as_secs(),
-        }),
-        Ok(r) => r.map_err(|e| lost(ep, e)),
-    }
-}
-
-/// Sends a tagged command on the raw stream and returns the untagged lines and the
-/// tagged status line (without the tag).
-async fn raw_command<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut S,
-    ep: &str,
-    t: Duration,
-    tag: &str,
-    cmd: &str,
-) -> Result<(Vec<Vec<u8>>, String), ImapError> {
-    raw_send(s, ep, t, &format!("{tag} {cmd}")).await?;
-    let mut data = Vec::new();
-    loop {
-        let l = raw_line(s, ep, t).await?;
-        if let Some(rest) = l.strip_prefix(format!("{tag} ").as_bytes()) {
-            return Ok((data, String::from_utf8_lossy(rest).trim_end().to_string()));
         }
-        if l.starts_with(b"* BYE") {
-            return Err(ImapError::Bye {
-                endpoint: ep.to_string(),
-                text: printable(&String::from_utf8_lossy(&l[5..])),
+    }
+
+    /// The next whole response. The step timeout covers the whole of it, so a server
+    /// trickling bytes without ever finishing a response still times out; each literal
+    /// it announces adds the time it takes at [`SLOWEST_LITERAL_RATE`], so a large
+    /// message on a slow but working link is still read.
+    pub(super) async fn frame(&mut self) -> Result<Frame, ImapError> {
+        let t = self.timeout;
+        let start = tokio::time::Instant::now();
+        // Allocated only when the framer needs bytes: most frames of a pipelined fetch
+        // are already in its buffer.
+        let mut chunk = Vec::new();
+        loop {
+            match self.framer.next_frame() {
+                Ok(Some(f)) => return Ok(f),
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(ImapError::Protocol {
+                        endpoint: self.endpoint.clone(),
+                        detail: e.to_string(),
+                    })
+                }
+            }
+            chunk.resize(64 * 1024, 0);
+            let allowance = Duration::from_secs(self.framer.literal_bytes() / SLOWEST_LITERAL_RATE);
+            let n =
+                match tokio::time::timeout_at(start + t + allowance, self.stream.read(&mut chunk))
+                    .await
+                {
+                    Err(_) => return Err(self.timeout_err(t)),
+                    Ok(r) => r.map_err(|e| lost(&self.endpoint, e))?,
+                };
+            if n == 0 {
+                return Err(ImapError::ConnectionLost {
+                    endpoint: self.endpoint.clone(),
+                    detail: "the server closed the connection".into(),
+                });
+            }
+            if let Some(tr) = &mut self.trace {
+                tr.received(&chunk[..n]);
+            }
+            self.framer.push(&chunk[..n]);
+        }
+    }
+
+    /// Writes `parts` and flushes, within `t`. The stream is unbuffered: each write
+    /// becomes its own TLS record and syscall. An APPEND is a 60-byte head, the message
+    /// and a CRLF; written apart, the server decrypts three records per message. Up to
+    /// 1 MiB the parts go as one write.
+    pub(super) async fn write(&mut self, parts: &[&[u8]], t: Duration) -> Result<(), ImapError> {
+        if let Some(tr) = &mut self.trace {
+            for p in parts {
+                tr.sent(p);
+            }
+        }
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let joined = (parts.len() > 1 && total <= 1 << 20).then(|| parts.concat());
+        let s = &mut self.stream;
+        let fut = async {
+            match &joined {
+                Some(j) => s.write_all(j).await?,
+                None => {
+                    for p in parts {
+                        s.write_all(p).await?;
+                    }
+                }
+            }
+            s.flush().await
+        };
+        match timeout(t, fut).await {
+            Err(_) => Err(self.timeout_err(t)),
+            Ok(r) => r.map_err(|e| lost(&self.endpoint, e)),
+        }
+    }
+
+    /// Sends `cmd` under a new tag; returns the tag.
+    pub(super) async fn send(&mut self, cmd: &str) -> Result<String, ImapError> {
+        let tag = self.next_tag();
+        let t = self.timeout;
+        self.write(&[tag.as_bytes(), b" ", cmd.as_bytes(), b"\r\n"], t)
+            .await?;
+        Ok(tag)
+    }
+
+    /// Runs a command that takes no literal to its end: the untagged responses and the
+    /// tagged status. An untagged BYE ends the session.
+    async fn simple(&mut self, cmd: &str) -> Result<(Vec<Frame>, Status), ImapError> {
+        let tag = self.send(cmd).await?;
+        let mut data = Vec::new();
+        loop {
+            let f = self.frame().await?;
+            if let Some(st) = self.ending(&f, &tag)? {
+                return Ok((data, st));
+            }
+            data.push(f);
+        }
+    }
+
+    /// The status of `f` when it ends the command tagged `tag`; an untagged BYE is the
+    /// server closing the session.
+    fn ending(&self, f: &Frame, tag: &str) -> Result<Option<Status>, ImapError> {
+        let st = f.status();
+        match (f.kind(), st) {
+            (Kind::Tagged(t), Some(st)) if t == tag => Ok(Some(st)),
+            (Kind::Tagged(t), None) if t == tag => Err(unreadable(&self.endpoint, f)),
+            (Kind::Untagged, Some(st)) if st.word == StatusWord::Bye => Err(ImapError::Bye {
+                endpoint: self.endpoint.clone(),
+                text: printable(&st.text),
+            }),
+            _ => Ok(None),
+        }
+    }
+
+    /// CAPABILITY, whose answer replaces what was known.
+    async fn capabilities(&mut self) -> Result<HashSet<String>, ImapError> {
+        let (data, st) = self.simple("CAPABILITY").await?;
+        if st.word != StatusWord::Ok {
+            return Err(self.command_err("CAPABILITY", &st));
+        }
+        Ok(data
+            .iter()
+            .find_map(|f| caps_from_line(f.first_line()))
+            .unwrap_or_default())
+    }
+
+    fn command_err(&self, command: &str, st: &Status) -> ImapError {
+        ImapError::Command {
+            endpoint: self.endpoint.clone(),
+            command: command.into(),
+            status: st.word.as_str().into(),
+            text: printable(&st.text),
+        }
+    }
+
+    /// STARTTLS, then the handshake on the same connection. Bytes the server sent after
+    /// its OK would be read as if protected by TLS (an injection): they end the session.
+    async fn starttls(mut self, ep: &Endpoint, tls: &TlsOptions) -> Result<Conn, ImapError> {
+        let (_, st) = self.simple("STARTTLS").await?;
+        if st.word != StatusWord::Ok {
+            return Err(self.command_err("STARTTLS", &st));
+        }
+        if self.framer.pending() > 0 {
+            return Err(ImapError::Protocol {
+                endpoint: self.endpoint,
+                detail: "the server sent data after its STARTTLS answer, before TLS".into(),
             });
         }
-        data.push(l);
+        let Stream::Plain(tcp) = self.stream else {
+            unreachable!("STARTTLS is sent only on a clear-text stream")
+        };
+        let conn = net::tls_connector(tls)?;
+        let tls = timeout(self.timeout, net::tls_handshake(&conn, ep, tcp))
+            .await
+            .map_err(|_| ImapError::Timeout {
+                endpoint: self.endpoint.clone(),
+                secs: self.timeout.as_secs(),
+            })??;
+        Ok(Conn {
+            stream: Stream::Tls(Box::new(tls)),
+            ..self
+        })
+    }
+
+    /// LOGIN or AUTHENTICATE to its end: a refusal is a login error in the server's
+    /// words. `sasl` answers the first continuation with the initial response and any
+    /// later one (an OAuth error document) with an empty line, which gets the tagged NO.
+    async fn authenticate(
+        &mut self,
+        cmd: &str,
+        mut sasl: Option<Vec<u8>>,
+        user: &str,
+    ) -> Result<(), ImapError> {
+        use base64::Engine as _;
+        let tag = self.send(cmd).await?;
+        loop {
+            let f = self.frame().await?;
+            if f.kind() == Kind::Continuation {
+                let answer = match sasl.take() {
+                    Some(r) => base64::engine::general_purpose::STANDARD.encode(r),
+                    None => String::new(),
+                };
+                let t = self.timeout;
+                self.write(&[answer.as_bytes(), b"\r\n"], t).await?;
+                continue;
+            }
+            if let Some(st) = self.ending(&f, &tag)? {
+                if st.word == StatusWord::Ok {
+                    return Ok(());
+                }
+                return Err(ImapError::Login {
+                    endpoint: self.endpoint.clone(),
+                    user: user.to_string(),
+                    text: printable(&st.text),
+                });
+            }
+        }
     }
 }
 
-/// A failed read or write; one that broke a [`bounds`](super::bounds) limit is the
-/// server's protocol error, not a lost link.
-pub(super) fn lost(ep: &str, e: std::io::Error) -> ImapError {
-    if let Some(b) = e.get_ref().and_then(|i| i.downcast_ref::<BoundError>()) {
-        return ImapError::Protocol {
-            endpoint: ep.to_string(),
-            detail: b.to_string(),
-        };
+/// A response the parser cannot read: the stream can no longer be trusted.
+fn unreadable(ep: &str, f: &Frame) -> ImapError {
+    ImapError::Protocol {
+        endpoint: ep.to_string(),
+        detail: printable(&String::from_utf8_lossy(f.first_line())),
     }
+}
+
+/// A failed read or write.
+fn lost(ep: &str, e: std::io::Error) -> ImapError {
     ImapError::ConnectionLost {
         endpoint: ep.to_string(),
         detail: e.to_string(),
     }
+}
+
+/// An untagged response as the session's commands see it.
+enum Untagged<'a> {
+    Status(Status),
+    Data(Response<'a>),
+    /// A response this client never acts on (NAMESPACE, ENABLED, ...), kept unparsed.
+    Other,
+}
+
+/// Reads an untagged frame as the commands see it: status responses from the wire
+/// module, the data responses this client acts on through the IMAP parser.
+fn untagged<'a>(ep: &str, f: &Frame, bytes: &'a [u8]) -> Result<Untagged<'a>, ImapError> {
+    if let Some(st) = f.status() {
+        if st.word == StatusWord::Bye {
+            return Err(ImapError::Bye {
+                endpoint: ep.to_string(),
+                text: printable(&st.text),
+            });
+        }
+        return Ok(Untagged::Status(st));
+    }
+    if !parsed_keyword(f.first_line()) {
+        return Ok(Untagged::Other);
+    }
+    match imap_proto::parser::parse_response(bytes) {
+        Ok((&[], r)) => Ok(Untagged::Data(r)),
+        _ => Err(unreadable(ep, f)),
+    }
+}
+
+/// What a response means to a command in flight.
+fn event(ep: &str, f: &Frame) -> Result<Event, ImapError> {
+    match f.kind() {
+        Kind::Continuation => return Ok(Event::Continuation),
+        Kind::Tagged(tag) => {
+            let st = f.status().ok_or_else(|| unreadable(ep, f))?;
+            let appenduid = match st.code {
+                Some(Code::AppendUid(a)) => Some(a),
+                _ => None,
+            };
+            return Ok(Event::Done {
+                tag: tag.to_string(),
+                ok: st.word == StatusWord::Ok,
+                status: st.word.as_str().to_string(),
+                text: printable(&st.text),
+                appenduid,
+            });
+        }
+        Kind::Untagged => {}
+    }
+    let bytes = f.plain_literals();
+    Ok(match untagged(ep, f, &bytes)? {
+        Untagged::Status(st) => match st.word {
+            StatusWord::PreAuth => Event::Other,
+            w => Event::Notice {
+                status: w.as_str().to_string(),
+                text: printable(&st.text),
+            },
+        },
+        Untagged::Data(Response::Fetch(seq, attrs)) => Event::Fetch(fetched(seq, &attrs)),
+        Untagged::Data(Response::MailboxData(MailboxDatum::Exists(n))) => Event::Exists(n),
+        Untagged::Data(Response::Expunge(n)) => Event::Expunge(n),
+        Untagged::Data(Response::Vanished { uids, .. }) => Event::Vanished(uids),
+        _ => Event::Other,
+    })
+}
+
+/// Which untagged data responses are parsed: those the client acts on. Anything else is
+/// passed over, so a response the parser does not know cannot end a session.
+fn parsed_keyword(line: &[u8]) -> bool {
+    let mut words = line.split(|&b| b == b' ').skip(1);
+    let w = match words.next() {
+        Some(w) if w.iter().all(u8::is_ascii_digit) && !w.is_empty() => words.next(),
+        w => w,
+    };
+    let w = w.unwrap_or_default().to_ascii_uppercase();
+    [
+        &b"FETCH"[..],
+        b"EXISTS",
+        b"EXPUNGE",
+        b"VANISHED",
+        b"LIST",
+        b"LSUB",
+    ]
+    .contains(&&w[..])
 }
 
 /// Server text for a message: control characters dropped, length capped (a parse error
@@ -368,17 +612,6 @@ fn caps_from_line(line: &[u8]) -> Option<HashSet<String>> {
     )
 }
 
-/// Cleans async-imap's `code: Some(..), info: Some("...")` error strings into the
-/// server's own words.
-fn server_words(s: &str) -> String {
-    if let Some(i) = s.find("info: Some(\"") {
-        let rest = &s[i + "info: Some(\"".len()..];
-        let end = rest.rfind("\")").unwrap_or(rest.len());
-        return printable(&rest[..end].replace("\\\"", "\""));
-    }
-    printable(s)
-}
-
 /// Quotes a mailbox name (or any string) for a command.
 pub fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
@@ -402,22 +635,6 @@ fn unescape(s: &str) -> String {
         }
     }
     out
-}
-
-/// SASL initial responses; each carries a secret.
-struct Sasl(Vec<u8>, bool);
-
-impl async_imap::Authenticator for &mut Sasl {
-    type Response = Vec<u8>;
-    fn process(&mut self, _challenge: &[u8]) -> Vec<u8> {
-        // The first continuation gets the credentials; a second one is the OAuth error
-        // document, which must be answered with an empty response to get the tagged NO.
-        if self.1 {
-            return Vec::new();
-        }
-        self.1 = true;
-        std::mem::take(&mut self.0)
-    }
 }
 
 fn no_ctl(s: &str) -> bool {
@@ -455,7 +672,7 @@ impl ImapSession {
             }
             Ok(r) => r?,
         };
-        let mut stream = if ep.scheme.implicit_tls() {
+        let stream = if ep.scheme.implicit_tls() {
             let conn = net::tls_connector(tls)?;
             Stream::Tls(Box::new(
                 timeout(t, net::tls_handshake(&conn, ep, tcp))
@@ -468,198 +685,143 @@ impl ImapSession {
         } else {
             Stream::Plain(tcp)
         };
-        let greeting = raw_line(&mut stream, &epn, t).await?;
-        let g = String::from_utf8_lossy(&greeting).to_string();
-        if let Some(rest) = g.strip_prefix("* BYE") {
-            return Err(ImapError::Bye {
-                endpoint: epn,
-                text: printable(rest),
-            });
-        }
-        if g.to_ascii_uppercase().starts_with("* PREAUTH") {
-            return Err(ImapError::Unsupported {
-                endpoint: epn,
-                detail: "the server logged us in before authentication (PREAUTH); refusing an unauthenticated session".into(),
-            });
-        }
-        if !g.starts_with("* OK") {
-            return Err(ImapError::Protocol {
-                endpoint: epn,
-                detail: format!("not an IMAP greeting: {}", printable(&g)),
-            });
-        }
-        let mut caps = match caps_from_line(&greeting) {
-            Some(c) => c,
-            None => Self::raw_caps(&mut stream, &epn, t, "m0").await?,
-        };
-        if !stream.is_tls() {
+        let mut conn = Conn::new(stream, epn, t);
+        let mut caps = Self::greeting(&mut conn).await?;
+        if !conn.stream.is_tls() {
             if caps.contains("STARTTLS") {
-                let (_, st) = raw_command(&mut stream, &epn, t, "m1", "STARTTLS").await?;
-                if !st.to_ascii_uppercase().starts_with("OK") {
-                    return Err(ImapError::Command {
-                        endpoint: epn,
-                        command: "STARTTLS".into(),
-                        status: st.split(' ').next().unwrap_or("").to_string(),
-                        text: printable(st.split_once(' ').map_or("", |x| x.1)),
-                    });
-                }
-                let Stream::Plain(tcp) = stream else {
-                    unreachable!("checked is_tls above")
-                };
-                let conn = net::tls_connector(tls)?;
-                stream = Stream::Tls(Box::new(
-                    timeout(t, net::tls_handshake(&conn, ep, tcp))
-                        .await
-                        .map_err(|_| ImapError::Timeout {
-                            endpoint: epn.clone(),
-                            secs: t.as_secs(),
-                        })??,
-                ));
+                conn = conn.starttls(ep, tls).await?;
                 // Capabilities learnt in clear text may have been tampered with.
-                caps = Self::raw_caps(&mut stream, &epn, t, "m2").await?;
+                caps = conn.capabilities().await?;
             } else if !tls.allow_plaintext {
-                return Err(ImapError::PlaintextRefused { endpoint: epn });
+                return Err(ImapError::PlaintextRefused {
+                    endpoint: conn.endpoint,
+                });
             }
         }
-        let tls_used = stream.is_tls();
-        let client = async_imap::Client::new(Bounded::new(stream, &epn));
-        let login_err = |e: async_imap::error::Error| match e {
-            async_imap::error::Error::No(s) | async_imap::error::Error::Bad(s) => {
-                ImapError::Login {
-                    endpoint: epn.clone(),
-                    user: creds.user.clone(),
-                    text: server_words(&s),
-                }
-            }
-            async_imap::error::Error::Io(e) => lost(&epn, e),
-            async_imap::error::Error::ConnectionLost => ImapError::ConnectionLost {
-                endpoint: epn.clone(),
-                detail: "during login".into(),
-            },
-            other => ImapError::Login {
-                endpoint: epn.clone(),
-                user: creds.user.clone(),
-                // Validation and parse errors never quote the secret, only a character
-                // or the server's bytes.
-                text: printable(&other.to_string()),
-            },
-        };
-        let user = creds.user.as_str();
-        let login = async {
-            match &creds.auth {
-                Auth::OAuth2(tok) => {
-                    let tok = tok.expose();
-                    if !no_ctl(user) || !no_ctl(tok) {
-                        return Err(ImapError::Unsupported {
-                            endpoint: epn.clone(),
-                            detail: "the user name or token holds a control character".into(),
-                        });
-                    }
-                    let (mech, payload) = if caps.contains("AUTH=OAUTHBEARER") {
-                        let u = user.replace('=', "=3D").replace(',', "=2C");
-                        (
-                            "OAUTHBEARER",
-                            format!(
-                                "n,a={u},\x01host={}\x01port={}\x01auth=Bearer {tok}\x01\x01",
-                                ep.host, ep.port
-                            ),
-                        )
-                    } else if caps.contains("AUTH=XOAUTH2") {
-                        (
-                            "XOAUTH2",
-                            format!("user={user}\x01auth=Bearer {tok}\x01\x01"),
-                        )
-                    } else {
-                        return Err(ImapError::Unsupported {
-                            endpoint: epn.clone(),
-                            detail: "the server offers neither AUTH=OAUTHBEARER nor AUTH=XOAUTH2 for an OAuth2 token".into(),
-                        });
-                    };
-                    let mut sasl = Sasl(payload.into_bytes(), false);
-                    client
-                        .authenticate(mech, &mut sasl)
-                        .await
-                        .map_err(|(e, _)| login_err(e))
-                }
-                Auth::Password(pw) => {
-                    let pw = pw.expose();
-                    if caps.contains("AUTH=PLAIN") && no_ctl(user) && no_ctl(pw) {
-                        let mut sasl = Sasl(format!("\0{user}\0{pw}").into_bytes(), false);
-                        client
-                            .authenticate("PLAIN", &mut sasl)
-                            .await
-                            .map_err(|(e, _)| login_err(e))
-                    } else if caps.contains("LOGINDISABLED") {
-                        Err(ImapError::Unsupported {
-                            endpoint: epn.clone(),
-                            detail: "the server disables LOGIN and offers no AUTH=PLAIN".into(),
-                        })
-                    } else {
-                        client.login(user, pw).await.map_err(|(e, _)| login_err(e))
-                    }
-                }
-            }
-        };
-        let inner = match timeout(t, login).await {
-            Err(_) => {
-                return Err(ImapError::Timeout {
-                    endpoint: epn,
-                    secs: t.as_secs(),
-                })
-            }
-            Ok(r) => r?,
-        };
+        Self::login(&mut conn, ep, creds, &caps).await?;
+        let tls_used = conn.stream.is_tls();
         let mut s = ImapSession {
-            inner,
+            conn,
             caps,
-            endpoint: epn,
-            timeout: t,
             namespace: None,
             selected: None,
             tls: tls_used,
         };
-        // Capabilities change after login; NAMESPACE is asked once here because the IMAP
-        // parser underneath does not know its response, so it is read off the raw stream
-        // while nothing else is pending.
-        let (data, st) = raw_command(s.inner.as_mut(), &s.endpoint, t, "m3", "CAPABILITY").await?;
-        if st.to_ascii_uppercase().starts_with("OK") {
-            if let Some(c) = data.iter().find_map(|l| caps_from_line(l)) {
+        // Capabilities change after login.
+        let (data, st) = s.conn.simple("CAPABILITY").await?;
+        if st.word == StatusWord::Ok {
+            if let Some(c) = data.iter().find_map(|f| caps_from_line(f.first_line())) {
                 s.caps = c;
             }
         }
         if s.caps.contains("NAMESPACE") {
-            let (data, st) =
-                raw_command(s.inner.as_mut(), &s.endpoint, t, "m4", "NAMESPACE").await?;
-            if st.to_ascii_uppercase().starts_with("OK") {
-                s.namespace = data.iter().find_map(|l| parse_namespace(l));
+            let (data, st) = s.conn.simple("NAMESPACE").await?;
+            if st.word == StatusWord::Ok {
+                s.namespace = data.iter().find_map(|f| parse_namespace(f.first_line()));
             }
         }
         Ok(s)
     }
 
-    async fn raw_caps(
-        s: &mut Stream,
-        ep: &str,
-        t: Duration,
-        tag: &str,
-    ) -> Result<HashSet<String>, ImapError> {
-        let (data, st) = raw_command(s, ep, t, tag, "CAPABILITY").await?;
-        if !st.to_ascii_uppercase().starts_with("OK") {
-            return Err(ImapError::Command {
-                endpoint: ep.to_string(),
-                command: "CAPABILITY".into(),
-                status: st.split(' ').next().unwrap_or("").to_string(),
-                text: printable(st.split_once(' ').map_or("", |x| x.1)),
-            });
+    /// Reads the greeting; returns the capabilities it names, or asks for them.
+    async fn greeting(conn: &mut Conn) -> Result<HashSet<String>, ImapError> {
+        let g = conn.frame().await?;
+        let word = g
+            .status()
+            .filter(|_| g.kind() == Kind::Untagged)
+            .map(|s| (s.word, s.text));
+        match word {
+            Some((StatusWord::Ok, _)) => {}
+            Some((StatusWord::Bye, text)) => {
+                return Err(ImapError::Bye {
+                    endpoint: conn.endpoint.clone(),
+                    text: printable(&text),
+                })
+            }
+            Some((StatusWord::PreAuth, _)) => {
+                return Err(ImapError::Unsupported {
+                    endpoint: conn.endpoint.clone(),
+                    detail: "the server logged us in before authentication (PREAUTH); refusing an unauthenticated session".into(),
+                })
+            }
+            _ => {
+                return Err(ImapError::Protocol {
+                    endpoint: conn.endpoint.clone(),
+                    detail: format!(
+                        "not an IMAP greeting: {}",
+                        printable(&String::from_utf8_lossy(g.first_line()))
+                    ),
+                })
+            }
         }
-        Ok(data
-            .iter()
-            .find_map(|l| caps_from_line(l))
-            .unwrap_or_default())
+        match caps_from_line(g.first_line()) {
+            Some(c) => Ok(c),
+            None => conn.capabilities().await,
+        }
+    }
+
+    /// AUTHENTICATE OAUTHBEARER / XOAUTH2 for a token; AUTHENTICATE PLAIN, else LOGIN,
+    /// for a password. The whole login shares the step timeout.
+    async fn login(
+        conn: &mut Conn,
+        ep: &Endpoint,
+        creds: &Credentials,
+        caps: &HashSet<String>,
+    ) -> Result<(), ImapError> {
+        let user = creds.user.as_str();
+        let unsupported = |detail: &str| ImapError::Unsupported {
+            endpoint: conn.endpoint.clone(),
+            detail: detail.into(),
+        };
+        let (cmd, sasl) = match &creds.auth {
+            Auth::OAuth2(tok) => {
+                let tok = tok.expose();
+                if !no_ctl(user) || !no_ctl(tok) {
+                    return Err(unsupported(
+                        "the user name or token holds a control character",
+                    ));
+                }
+                if caps.contains("AUTH=OAUTHBEARER") {
+                    let u = user.replace('=', "=3D").replace(',', "=2C");
+                    let p = format!(
+                        "n,a={u},\x01host={}\x01port={}\x01auth=Bearer {tok}\x01\x01",
+                        ep.host, ep.port
+                    );
+                    ("AUTHENTICATE OAUTHBEARER".to_string(), Some(p.into_bytes()))
+                } else if caps.contains("AUTH=XOAUTH2") {
+                    let p = format!("user={user}\x01auth=Bearer {tok}\x01\x01");
+                    ("AUTHENTICATE XOAUTH2".to_string(), Some(p.into_bytes()))
+                } else {
+                    return Err(unsupported("the server offers neither AUTH=OAUTHBEARER nor AUTH=XOAUTH2 for an OAuth2 token"));
+                }
+            }
+            Auth::Password(pw) => {
+                let pw = pw.expose();
+                if caps.contains("AUTH=PLAIN") && no_ctl(user) && no_ctl(pw) {
+                    let p = format!("\0{user}\0{pw}").into_bytes();
+                    ("AUTHENTICATE PLAIN".to_string(), Some(p))
+                } else if caps.contains("LOGINDISABLED") {
+                    return Err(unsupported(
+                        "the server disables LOGIN and offers no AUTH=PLAIN",
+                    ));
+                } else if [user, pw].iter().any(|s| s.contains(['\r', '\n', '\0'])) {
+                    return Err(unsupported(
+                        "the user name or password holds a line break or NUL, which LOGIN cannot send",
+                    ));
+                } else {
+                    (format!("LOGIN {} {}", quote(user), quote(pw)), None)
+                }
+            }
+        };
+        let t = conn.timeout;
+        match timeout(t, conn.authenticate(&cmd, sasl, user)).await {
+            Err(_) => Err(conn.timeout_err(t)),
+            Ok(r) => r,
+        }
     }
 
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        &self.conn.endpoint
     }
 
     /// False when the session runs in clear text (`--allow-plaintext` on a server
@@ -681,7 +843,7 @@ impl ImapSession {
     }
 
     pub fn set_timeout(&mut self, t: Duration) {
-        self.timeout = t;
+        self.conn.timeout = t;
     }
 
     /// The folder opened last, if any.
@@ -689,143 +851,36 @@ impl ImapSession {
         self.selected.as_deref()
     }
 
-    fn timeout_err(&self) -> ImapError {
-        ImapError::Timeout {
-            endpoint: self.endpoint.clone(),
-            secs: self.timeout.as_secs(),
-        }
-    }
-
     /// Sends a tagged command; returns its tag.
     async fn send(&mut self, cmd: &str) -> Result<String, ImapError> {
-        match timeout(self.timeout, self.inner.run_command(cmd)).await {
-            Err(_) => Err(self.timeout_err()),
-            Ok(Ok(id)) => Ok(id.0),
-            Ok(Err(e)) => Err(self.map_err(e)),
-        }
-    }
-
-    fn map_err(&self, e: async_imap::error::Error) -> ImapError {
-        match e {
-            async_imap::error::Error::Io(e) => self.io_err(e),
-            async_imap::error::Error::ConnectionLost => ImapError::ConnectionLost {
-                endpoint: self.endpoint.clone(),
-                detail: "the server closed the connection".into(),
-            },
-            other => ImapError::Protocol {
-                endpoint: self.endpoint.clone(),
-                detail: printable(&other.to_string()),
-            },
-        }
-    }
-
-    fn io_err(&self, e: std::io::Error) -> ImapError {
-        let s = e.to_string();
-        if s.contains("during parsing of") {
-            // The parser quotes the whole buffer; keep only the start.
-            ImapError::Protocol {
-                endpoint: self.endpoint.clone(),
-                detail: printable(&s),
-            }
-        } else {
-            lost(&self.endpoint, e)
-        }
-    }
-
-    /// One response read with the step timeout (generic because the client crate does
-    /// not export its response type): a silent server is a timeout, a closed connection
-    /// is `ConnectionLost`.
-    fn arrived<T>(
-        &self,
-        r: Result<Option<std::io::Result<T>>, tokio::time::error::Elapsed>,
-    ) -> Result<T, ImapError> {
-        match r {
-            Err(_) => Err(self.timeout_err()),
-            Ok(None) => Err(ImapError::ConnectionLost {
-                endpoint: self.endpoint.clone(),
-                detail: "the server closed the connection".into(),
-            }),
-            Ok(Some(Err(e))) => Err(self.io_err(e)),
-            Ok(Some(Ok(r))) => Ok(r),
-        }
+        self.conn.send(cmd).await
     }
 
     /// Reads the next response and turns it into an [`Event`].
     pub async fn next_event(&mut self) -> Result<Event, ImapError> {
-        let got = timeout(self.timeout, self.inner.read_response()).await;
-        let r = self.arrived(got)?;
-        Ok(match r.parsed() {
-            Response::Fetch(seq, attrs) => Event::Fetch(fetched(*seq, attrs)),
-            Response::Done {
-                tag,
-                status,
-                code,
-                information,
-            } => Event::Done {
-                tag: tag.0.clone(),
-                ok: *status == Status::Ok,
-                status: status_word(status).to_string(),
-                text: resp_text(code.as_ref(), information.as_deref()),
-            },
-            Response::MailboxData(MailboxDatum::Exists(n)) => Event::Exists(*n),
-            Response::Expunge(n) => Event::Expunge(*n),
-            Response::Vanished { uids, .. } => Event::Vanished(uids.clone()),
-            Response::Data {
-                status: Status::Bye,
-                code,
-                information,
-            } => {
-                return Err(ImapError::Bye {
-                    endpoint: self.endpoint.clone(),
-                    text: resp_text(code.as_ref(), information.as_deref()),
-                })
-            }
-            Response::Data {
-                status,
-                code,
-                information,
-            } => Event::Notice {
-                status: status_word(status).to_string(),
-                text: resp_text(code.as_ref(), information.as_deref()),
-            },
-            _ => Event::Other,
-        })
+        let f = self.conn.frame().await?;
+        event(&self.conn.endpoint, &f)
     }
 
     /// Runs a command to its tagged end, handing each untagged response to `each`.
     /// Returns (ok, status, text).
     async fn run<F>(&mut self, cmd: &str, mut each: F) -> Result<(bool, String, String), ImapError>
     where
-        F: FnMut(&Response<'_>),
+        F: FnMut(&Untagged<'_>),
     {
         let tag = self.send(cmd).await?;
         loop {
-            let got = timeout(self.timeout, self.inner.read_response()).await;
-            let r = self.arrived(got)?;
-            match r.parsed() {
-                Response::Done {
-                    tag: t,
-                    status,
-                    code,
-                    information,
-                } if t.0 == tag => {
-                    return Ok((
-                        *status == Status::Ok,
-                        status_word(status).to_string(),
-                        resp_text(code.as_ref(), information.as_deref()),
-                    ))
-                }
-                Response::Data {
-                    status: Status::Bye,
-                    code,
-                    information,
-                } => {
-                    return Err(ImapError::Bye {
-                        endpoint: self.endpoint.clone(),
-                        text: resp_text(code.as_ref(), information.as_deref()),
-                    })
-                }
-                other => each(other),
+            let f = self.conn.frame().await?;
+            if let Some(st) = self.conn.ending(&f, &tag)? {
+                return Ok((
+                    st.word == StatusWord::Ok,
+                    st.word.as_str().to_string(),
+                    printable(&st.text),
+                ));
+            }
+            if f.kind() == Kind::Untagged {
+                let bytes = f.plain_literals();
+                each(&untagged(&self.conn.endpoint, &f, &bytes)?);
             }
         }
     }
@@ -846,11 +901,11 @@ impl ImapSession {
         let mut out: Vec<MailboxInfo> = Vec::new();
         let (ok, status, text) = self
             .run(&cmd, |r| {
-                if let Response::MailboxData(MailboxDatum::List {
+                if let Untagged::Data(Response::MailboxData(MailboxDatum::List {
                     name_attributes,
                     delimiter,
                     name,
-                }) = r
+                })) = r
                 {
                     out.push(mailbox_info(name_attributes, delimiter.as_deref(), name));
                 }
@@ -858,7 +913,7 @@ impl ImapSession {
             .await?;
         if !ok {
             return Err(ImapError::Command {
-                endpoint: self.endpoint.clone(),
+                endpoint: self.conn.endpoint.clone(),
                 command: cmd,
                 status,
                 text,
@@ -868,7 +923,10 @@ impl ImapSession {
             let mut subs: HashSet<String> = HashSet::new();
             let (ok, _, _) = self
                 .run("LSUB \"\" \"*\"", |r| {
-                    if let Response::MailboxData(MailboxDatum::List { name, .. }) = r {
+                    if let Untagged::Data(Response::MailboxData(MailboxDatum::List {
+                        name, ..
+                    })) = r
+                    {
                         subs.insert(unescape(name));
                     }
                 })
@@ -913,16 +971,14 @@ impl ImapSession {
         let mut st = FolderStatus::default();
         let (ok, status, text) = self
             .run(&cmd, |r| match r {
-                Response::MailboxData(MailboxDatum::Exists(n)) => st.exists = *n,
-                Response::Data {
+                Untagged::Data(Response::MailboxData(MailboxDatum::Exists(n))) => st.exists = *n,
+                Untagged::Status(Status {
                     code: Some(code), ..
-                } => match code {
-                    ResponseCode::UidValidity(v) => st.uidvalidity = Some(*v),
-                    ResponseCode::UidNext(v) => st.uidnext = Some(*v),
-                    ResponseCode::HighestModSeq(v) => st.highestmodseq = Some(*v),
-                    ResponseCode::PermanentFlags(f) => {
-                        st.permanent_flags = f.iter().map(|s| s.to_string()).collect()
-                    }
+                }) => match code {
+                    Code::UidValidity(v) => st.uidvalidity = Some(*v),
+                    Code::UidNext(v) => st.uidnext = Some(*v),
+                    Code::HighestModSeq(v) => st.highestmodseq = Some(*v),
+                    Code::PermanentFlags(f) => st.permanent_flags = f.clone(),
                     _ => {}
                 },
                 _ => {}
@@ -930,7 +986,7 @@ impl ImapSession {
             .await?;
         if !ok {
             return Err(ImapError::Folder {
-                endpoint: self.endpoint.clone(),
+                endpoint: self.conn.endpoint.clone(),
                 folder: crate::mail::utf7::decode(raw_name).unwrap_or_else(|_| raw_name.into()),
                 command: verb.to_string(),
                 status,
@@ -969,13 +1025,14 @@ impl ImapSession {
                     ok,
                     status,
                     text,
+                    ..
                 } if t == tag => {
                     if ok {
                         return Ok(out);
                     }
                     let folder = self.selected.clone().unwrap_or_default();
                     return Err(ImapError::Folder {
-                        endpoint: self.endpoint.clone(),
+                        endpoint: self.conn.endpoint.clone(),
                         folder: crate::mail::utf7::decode(&folder).unwrap_or(folder),
                         command: format!("UID FETCH {uid_set}"),
                         status,
@@ -994,7 +1051,7 @@ impl ImapSession {
             Ok(())
         } else {
             Err(ImapError::Command {
-                endpoint: self.endpoint.clone(),
+                endpoint: self.conn.endpoint.clone(),
                 command: "NOOP".into(),
                 status,
                 text,
@@ -1003,53 +1060,19 @@ impl ImapSession {
     }
 
     pub async fn logout(mut self) -> Result<(), ImapError> {
-        match timeout(self.timeout, self.inner.logout()).await {
-            Err(_) => Err(self.timeout_err()),
-            Ok(Ok(())) => Ok(()),
-            // A server that hangs up right after BYE is doing what LOGOUT asked.
-            Ok(Err(async_imap::error::Error::ConnectionLost)) => Ok(()),
-            Ok(Err(e)) => Err(self.map_err(e)),
+        let tag = self.send("LOGOUT").await?;
+        loop {
+            let f = match self.conn.frame().await {
+                Ok(f) => f,
+                // A server that hangs up right after BYE is doing what LOGOUT asked.
+                Err(ImapError::ConnectionLost { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            if f.kind() == Kind::Tagged(&tag) {
+                return Ok(());
+            }
         }
     }
-}
-
-fn status_word(s: &Status) -> &'static str {
-    match s {
-        Status::Ok => "OK",
-        Status::No => "NO",
-        Status::Bad => "BAD",
-        Status::PreAuth => "PREAUTH",
-        Status::Bye => "BYE",
-    }
-}
-
-fn resp_text(code: Option<&ResponseCode<'_>>, info: Option<&str>) -> String {
-    let mut t = String::new();
-    if let Some(c) = code {
-        let c = match c {
-            ResponseCode::Alert => "[ALERT] ".to_string(),
-            ResponseCode::Parse => "[PARSE] ".to_string(),
-            ResponseCode::TryCreate => "[TRYCREATE] ".to_string(),
-            ResponseCode::ReadOnly => "[READ-ONLY] ".to_string(),
-            ResponseCode::ReadWrite => "[READ-WRITE] ".to_string(),
-            // Importers learn where messages went (RFC 4315): one UID per message, in
-            // order, for a MULTIAPPEND.
-            ResponseCode::AppendUid(v, set) => {
-                let set: Vec<String> = set
-                    .iter()
-                    .map(|m| match m {
-                        UidSetMember::Uid(u) => u.to_string(),
-                        UidSetMember::UidRange(r) => format!("{}:{}", r.start(), r.end()),
-                    })
-                    .collect();
-                format!("[APPENDUID {v} {}] ", set.join(","))
-            }
-            _ => String::new(),
-        };
-        t.push_str(&c);
-    }
-    t.push_str(info.unwrap_or(""));
-    printable(&t)
 }
 
 fn fetched(seq: u32, attrs: &[AttributeValue<'_>]) -> FetchedMessage {
@@ -1186,6 +1209,62 @@ pub fn uid_set(uids: &[u32]) -> String {
 mod tests {
     use super::*;
 
+    /// The events of a transcript, each frame read as the session reads it.
+    fn events(wire: &[u8]) -> Vec<Result<Event, ImapError>> {
+        let mut f = Framer::new();
+        f.push(wire);
+        std::iter::from_fn(|| f.next_frame().unwrap())
+            .map(|fr| event("test", &fr))
+            .collect()
+    }
+
+    #[test]
+    fn fetches_with_literal8_codes_and_unknown_responses() {
+        let ev = events(
+            b"* 1 FETCH (UID 9 FLAGS (\\Seen) BODY[] ~{4}\r\na\0\r\n RFC822.SIZE 4)\r\n\
+* 2 FETCH (UID 10 BODY[HEADER] {2}\r\n\r\n)\r\n\
+* ENABLED UTF8=ACCEPT\r\n* ID (\"name\" \"x\" {3}\r\n)(\r\n* OK [LIMIT] slow down\r\n+ Ready\r\n\
+A5 OK [APPENDUID 7 3:4] Completed\r\n",
+        );
+        let ev: Vec<Event> = ev.into_iter().map(Result::unwrap).collect();
+        let Event::Fetch(m) = &ev[0] else {
+            panic!("{ev:?}")
+        };
+        assert_eq!((m.uid, m.size), (Some(9), Some(4)));
+        assert_eq!(m.body.as_deref(), Some(&b"a\0\r\n"[..]));
+        assert_eq!(m.flags, Some(vec!["\\Seen".to_string()]));
+        let Event::Fetch(m) = &ev[1] else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(m.header_fields.as_deref(), Some(&b"\r\n"[..]));
+        assert_eq!(ev[2], Event::Other);
+        assert_eq!(ev[3], Event::Other);
+        assert!(matches!(&ev[4], Event::Notice { text, .. } if is_throttle_text(text)));
+        assert_eq!(ev[5], Event::Continuation);
+        assert_eq!(
+            ev[6],
+            Event::Done {
+                tag: "A5".into(),
+                ok: true,
+                status: "OK".into(),
+                text: "[APPENDUID 7 3:4] Completed".into(),
+                appenduid: Some(AppendUid {
+                    uidvalidity: 7,
+                    uids: vec![3, 4]
+                }),
+            }
+        );
+    }
+
+    #[test]
+    fn a_broken_fetch_and_a_bye_end_the_session() {
+        let ev = events(b"* 1 FETCH (UID x)\r\n* BYE going away\r\n");
+        assert!(
+            matches!(&ev[0], Err(ImapError::Protocol { detail, .. }) if detail.contains("UID x"))
+        );
+        assert!(matches!(&ev[1], Err(ImapError::Bye { text, .. }) if text == "going away"));
+    }
+
     #[test]
     fn namespace_lines() {
         assert_eq!(
@@ -1223,13 +1302,7 @@ mod tests {
     }
 
     #[test]
-    fn server_words_are_extracted() {
-        assert_eq!(
-            server_words(
-                r#"code: None, info: Some("[AUTHENTICATIONFAILED] Authentication failed.")"#
-            ),
-            "[AUTHENTICATIONFAILED] Authentication failed."
-        );
+    fn quoted_names_and_throttling() {
         assert_eq!(unescape(r#"a\"b\\c"#), r#"a"b\c"#);
         assert!(is_throttle_text("[THROTTLED] slow down"));
         assert!(!is_throttle_text("[NONEXISTENT] no such mailbox"));
