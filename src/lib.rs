@@ -10,6 +10,7 @@ pub mod export;
 pub mod extract;
 pub mod import;
 pub mod interrupt;
+mod json;
 pub mod mail;
 pub mod migrate;
 pub mod progress;

@@ -516,7 +516,7 @@ fn incremental_takes_only_new_mail() {
     );
     // The delta names the newest archive of the chain as its parent, and the chain
     // verifies as a whole.
-    let d0_id = json(&run_ok(&["ls", d0_s, "--json"]))
+    let d0_id = json(&run_ok(&["ls", d0_s, "--json"]))["messages"]
         .as_array()
         .map(|_| ())
         .is_some();

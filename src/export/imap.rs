@@ -140,6 +140,8 @@ pub struct ImapExportReport {
     pub source: String,
     pub parent: Option<ParentRef>,
     pub messages: u64,
+    /// Bytes of mail archived (`bytes` in JSON, as in every report).
+    #[serde(rename = "bytes")]
     pub message_bytes: u64,
     pub file_bytes: u64,
     /// Message bodies downloaded (0 on an incremental run with no new mail).

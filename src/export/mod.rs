@@ -88,6 +88,8 @@ pub struct ExportReport {
     pub index_sha256: String,
     pub source: String,
     pub messages: u64,
+    /// Bytes of mail archived (`bytes` in JSON, as in every report).
+    #[serde(rename = "bytes")]
     pub message_bytes: u64,
     pub file_bytes: u64,
     pub folders: Vec<FolderReport>,

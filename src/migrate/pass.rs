@@ -279,6 +279,7 @@ fn import_chain(
         dry_run: false,
         jobs: opts.connections,
         verify: VerifyMode::Quick,
+        filter: Default::default(),
     };
     // The account's files must form one chain (full first, each delta on the one
     // before); anything else is refused here, before the destination is touched.

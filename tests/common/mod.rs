@@ -128,11 +128,9 @@ pub fn ls_json(archives: &[&Path]) -> Vec<serde_json::Value> {
     args.push("--json".into());
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = run_ok(&a);
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
+    let v = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap();
+    assert_eq!(v["schema"], 1, "{v:#}");
+    v["messages"].as_array().unwrap().clone()
 }
 
 /// All files below `dir`, relative path → bytes.
