@@ -498,7 +498,12 @@ fn incremental_takes_only_new_mail() {
     let mark = d.log().len();
     let d1 = t.path().join("d1.tar.zst");
     let d0_s = d0.to_str().unwrap();
-    let out = export(&d, "alice", &d1, &["--json", "--since", full_s, d0_s]);
+    let out = export(
+        &d,
+        "alice",
+        &d1,
+        &["--json", "--since", full_s, "--since", d0_s],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let rep = json(&out);
     assert_eq!(rep["messages"], 3);
@@ -808,7 +813,7 @@ fn since_takes_only_a_whole_chain_in_any_order() {
         &d,
         "alice",
         &two,
-        &["--since", full_s, other.to_str().unwrap()],
+        &["--since", full_s, "--since", other.to_str().unwrap()],
     );
     assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
     assert!(
@@ -820,7 +825,12 @@ fn since_takes_only_a_whole_chain_in_any_order() {
 
     // Newest first works as well as oldest first: the parent is the chain's tip.
     let d1 = path("d1.tar.zst");
-    let out = export(&d, "alice", &d1, &["--json", "--since", d0_s, full_s]);
+    let out = export(
+        &d,
+        "alice",
+        &d1,
+        &["--json", "--since", d0_s, "--since", full_s],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json(&out)["parent"]["archive_id"], archive_id(&d0));
     assert_eq!(json(&out)["messages"], 0);

@@ -577,6 +577,7 @@ fn incremental_with_zero_then_n_new_messages() {
                 "--json",
                 "--since",
                 full.to_str().unwrap(),
+                "--since",
                 d0.to_str().unwrap(),
             ],
         },
@@ -1347,7 +1348,7 @@ fn since_parent_is_the_chain_tip_in_any_order() {
     assert_eq!(go(&full, vec![]).status.code(), Some(0));
     let o = go(&d0, vec!["--since", full_s]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let o = go(&d1, vec!["--since", d0_s, full_s]);
+    let o = go(&d1, vec!["--since", d0_s, "--since", full_s]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(
         header_of(&d1)["parent"]["archive_id"],
