@@ -16,85 +16,6 @@ use common::*;
 use serde_json::Value;
 use support::{Dovecot, DovecotOptions};
 
-/// Names the scheme replaced; none may come back.
-const OLD_NAMES: [&str; 4] = [
-    "message_bytes",
-    "messages_checked",
-    "bytes_checked",
-    "unreadable",
-];
-
-/// Checks the scheme on a whole document: `schema` 1, then every object below.
-fn check_doc(what: &str, v: &Value, wanted: &[&str]) {
-    assert_eq!(v["schema"], 1, "{what}: no schema 1: {v:#}");
-    for k in wanted {
-        assert!(v.get(k).is_some(), "{what}: no {k:?}: {v:#}");
-    }
-    check_fields(what, "", v);
-}
-
-fn check_fields(what: &str, at: &str, v: &Value) {
-    match v {
-        Value::Object(m) => {
-            for (k, x) in m {
-                let here = format!("{at}.{k}");
-                assert!(!OLD_NAMES.contains(&k.as_str()), "{what}: {here}: old name");
-                match k.as_str() {
-                    "messages" => assert!(
-                        x.is_u64() || x.is_array(),
-                        "{what}: {here} is a count (or ls's list): {x}"
-                    ),
-                    "bytes" => assert!(x.is_u64(), "{what}: {here} is not a count: {x}"),
-                    "folders" => assert!(x.is_array(), "{what}: {here} is not a list: {x}"),
-                    // A count; the list, where the object has one, is `failures`
-                    // (import's top level counts what its folders list).
-                    "failed" => {
-                        assert!(x.is_u64(), "{what}: {here} is not a count: {x}");
-                        if let Some(list) = m.get("failures") {
-                            let n = list.as_array().map(Vec::len);
-                            assert_eq!(x.as_u64(), n.map(|n| n as u64), "{what}: {here}");
-                        }
-                    }
-                    "failures" => assert!(
-                        m.get("failed").is_some_and(Value::is_u64),
-                        "{what}: {here} without the failed count beside it"
-                    ),
-                    "schema" => assert!(at.is_empty(), "{what}: schema at {here}"),
-                    _ => {}
-                }
-                if let Some(s) = x.as_str() {
-                    check_date(what, &here, s);
-                }
-                check_fields(what, &here, x);
-            }
-        }
-        Value::Array(a) => {
-            for (i, x) in a.iter().enumerate() {
-                check_fields(what, &format!("{at}[{i}]"), x);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// A value that reads as an RFC 3339 date is in UTC with `Z`.
-fn check_date(what: &str, at: &str, s: &str) {
-    let b = s.as_bytes();
-    let looks = b.len() >= 20
-        && b[..4].iter().all(u8::is_ascii_digit)
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b[10] == b'T';
-    if looks {
-        assert!(
-            s.ends_with('Z'),
-            "{what}: {at} = {s:?} is not in UTC with Z"
-        );
-        chrono::DateTime::parse_from_rfc3339(s)
-            .unwrap_or_else(|e| panic!("{what}: {at} = {s:?}: {e}"));
-    }
-}
-
 fn doc(o: &std::process::Output) -> Value {
     serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(o), stderr(o)))
@@ -145,24 +66,24 @@ fn local_commands_share_the_scheme() {
     let a = ar.to_str().unwrap();
     let src = format!("eml:{}", t.path().join("src").display());
     let exp = doc(&run_ok(&["export", &src, "-o", a, "--json"]));
-    check_doc("export", &exp, &["messages", "bytes", "folders", "archive"]);
+    check_json_scheme("export", &exp, &["messages", "bytes", "folders", "archive"]);
     assert_eq!(exp["messages"], 6);
 
     let ls = doc(&run_ok(&["ls", a, "--json"]));
-    check_doc("ls", &ls, &["messages"]);
+    check_json_scheme("ls", &ls, &["messages"]);
     let msgs = ls["messages"].as_array().unwrap();
     assert_eq!(msgs.len(), 6);
     // 10:00 in Tokyo is 01:00 UTC.
     assert_eq!(msgs[0]["internaldate"], "2026-03-02T01:00:00Z", "{ls:#}");
 
     let ver = doc(&run_ok(&["verify", a, "--json"]));
-    check_doc("verify", &ver, &["messages", "bytes", "findings"]);
+    check_json_scheme("verify", &ver, &["messages", "bytes", "findings"]);
     assert_eq!(ver["messages"], 6);
     assert_eq!(ver["bytes"], exp["bytes"]);
 
     let out = format!("maildir:{}", t.path().join("out").display());
     let ext = doc(&run_ok(&["extract", a, "--to", &out, "--json"]));
-    check_doc(
+    check_json_scheme(
         "extract",
         &ext,
         &["messages", "bytes", "folders", "failed", "failures"],
@@ -184,7 +105,7 @@ fn a_document_that_breaks_the_scheme_is_caught() {
         serde_json::json!({"schema": 1, "x": {"when": "2026-03-02T10:00:00+09:00"}}),
     ];
     for v in bad {
-        let r = std::panic::catch_unwind(|| check_doc("test", &v, &[]));
+        let r = std::panic::catch_unwind(|| check_json_scheme("test", &v, &[]));
         assert!(r.is_err(), "accepted {v}");
     }
 }
@@ -416,7 +337,7 @@ fn server_with_archive(t: &Path) -> (Dovecot, std::path::PathBuf) {
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v = doc(&o);
-    check_doc("export imap", &v, &["messages", "bytes", "folders"]);
+    check_json_scheme("export imap", &v, &["messages", "bytes", "folders"]);
     assert_eq!(v["messages"], 5, "{v:#}");
     (d, ar)
 }
@@ -443,7 +364,7 @@ fn server_commands_share_the_scheme_and_take_folder_filters() {
         "alice",
         &["folders", &d.imaps_url("alice"), "--json"],
     ));
-    check_doc("folders", &f, &["messages", "bytes", "folders"]);
+    check_json_scheme("folders", &f, &["messages", "bytes", "folders"]);
 
     let pop = t.path().join("pop.tar.zst");
     let o = net(
@@ -458,7 +379,7 @@ fn server_commands_share_the_scheme_and_take_folder_filters() {
         ],
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    check_doc("export pop3", &doc(&o), &["messages", "bytes", "folders"]);
+    check_json_scheme("export pop3", &doc(&o), &["messages", "bytes", "folders"]);
 
     // verify --against: the whole account matches; without Trash on either side too.
     let o = net(
@@ -468,7 +389,7 @@ fn server_commands_share_the_scheme_and_take_folder_filters() {
     );
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     let v = doc(&o);
-    check_doc(
+    check_json_scheme(
         "verify --against",
         &v,
         &["messages", "bytes", "findings", "against"],
@@ -523,7 +444,7 @@ fn server_commands_share_the_scheme_and_take_folder_filters() {
     );
     assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
     let v = doc(&o);
-    check_doc("import", &v, &["folders", "failed"]);
+    check_json_scheme("import", &v, &["folders", "failed"]);
     let mut got: Vec<&str> = v["folders"]
         .as_array()
         .unwrap()

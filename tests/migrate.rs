@@ -116,7 +116,7 @@ impl Move {
 fn rows(o: &Output) -> Vec<serde_json::Value> {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)));
-    assert_eq!(v["schema"], 1, "{v:#}");
+    check_json_scheme("migrate/status", &v, &["accounts"]);
     v["accounts"]
         .as_array()
         .unwrap_or_else(|| panic!("no accounts list: {v:#}"))
