@@ -40,7 +40,6 @@ use crate::progress::Progress;
 use crate::source::local::LocalSource;
 use crate::source::net::{Auth, Credentials, Endpoint, Scheme, Secret, TlsOptions};
 use crate::source::{maildir::MaildirSource, mbox::MboxSource, mbox::Quoting, SourceSpec};
-use crate::text::printable;
 use crate::verify::{self, Level};
 
 const EXAMPLES: &str = "\
@@ -887,7 +886,6 @@ fn run_ls(a: &LsArgs) -> Result<u8, Fatal> {
                 m.from.clone().unwrap_or_else(|| "-".into()),
                 m.subject.clone().unwrap_or_else(|| "-".into()),
             ]
-            .map(|c| printable(&c))
         })
         .collect();
     let header = ["date", "size", "flags", "folder", "from", "subject"].map(String::from);

@@ -1,7 +1,9 @@
 //! Tables for people: columns padded by terminal width ([`display_width`]), so a row
-//! with Japanese or Chinese names lines up with the others.
+//! with Japanese or Chinese names lines up with the others. Cells are measured as they
+//! are printed: with control characters escaped ([`printable`]).
 
 use super::display_width;
+use crate::text::printable;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Align {
@@ -9,19 +11,24 @@ pub(super) enum Align {
     Right,
 }
 
-/// `s` padded with spaces to `w` terminal columns (never cut).
+/// `s` as printed, padded with spaces to `w` terminal columns (never cut).
 pub(super) fn pad(s: &str, w: usize) -> String {
-    format!("{s}{}", " ".repeat(w.saturating_sub(display_width(s))))
+    let s = printable(s);
+    format!("{s}{}", " ".repeat(w.saturating_sub(display_width(&s))))
 }
 
-/// `s` padded on the left to `w` terminal columns.
-pub(super) fn pad_left(s: &str, w: usize) -> String {
-    format!("{}{s}", " ".repeat(w.saturating_sub(display_width(s))))
+/// `s` as printed, padded on the left to `w` terminal columns.
+fn pad_left(s: &str, w: usize) -> String {
+    let s = printable(s);
+    format!("{}{s}", " ".repeat(w.saturating_sub(display_width(&s))))
 }
 
-/// The widest `names` (at least `min`): the width of a table's name column.
+/// The widest of `names` as printed (at least `min`): a table's name column.
 pub(super) fn column_width<'a>(names: impl IntoIterator<Item = &'a str>, min: usize) -> usize {
-    names.into_iter().map(display_width).fold(min, usize::max)
+    names
+        .into_iter()
+        .map(|n| display_width(&printable(n)))
+        .fold(min, usize::max)
 }
 
 /// `s` cut to at most `w` terminal columns, `…` marking the cut.
@@ -76,7 +83,10 @@ impl Table {
             .map(|r| {
                 r.iter()
                     .zip(&self.max)
-                    .map(|(c, m)| m.map_or_else(|| c.clone(), |w| fit(c, w)))
+                    .map(|(c, m)| {
+                        let c = printable(c);
+                        m.map_or_else(|| c.clone(), |w| fit(&c, w))
+                    })
                     .collect()
             })
             .collect();
@@ -117,6 +127,20 @@ mod tests {
         );
         let widths: Vec<usize> = lines.iter().map(|l| display_width(l)).collect();
         assert_eq!(widths, vec![10, 10, 10], "{lines:?}");
+    }
+
+    #[test]
+    fn control_characters_are_measured_escaped() {
+        let t = Table::new(&[Align::Left, Align::Left]);
+        let lines = t.render(
+            &["folder".into(), "n".into()],
+            &[
+                ["a\x1b".into(), "1".into()],
+                ["abcdefghij".into(), "2".into()],
+            ],
+        );
+        assert_eq!(lines[1], "a\\u{1b}     1", "{lines:?}");
+        assert_eq!(pad("\x07", 8), "\\u{7}   ");
     }
 
     #[test]
