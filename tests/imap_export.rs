@@ -87,7 +87,8 @@ fn check_export(d: &Dovecot, sep: char) {
         assert_eq!(f["source_count"], want.len(), "{n}: {f:#}");
         assert_eq!(f["archived"], want.len(), "{n}");
         assert_eq!(f["complete"], true, "{n}");
-        assert!(f["skipped"].as_array().unwrap().is_empty());
+        assert_eq!(f["failed"], 0);
+        assert!(f["failures"].as_array().unwrap().is_empty());
         assert!(f["uidvalidity"].as_u64().is_some());
         for m in want {
             let rec = index
@@ -648,7 +649,7 @@ fn an_unreadable_message_is_reported_and_the_rest_archived() {
     let rep = json(&out);
     let f = folder(&rep, "INBOX");
     assert_eq!(f["archived"], 5, "{f:#}");
-    let sk = f["skipped"].as_array().unwrap();
+    let sk = f["failures"].as_array().unwrap();
     assert_eq!(sk.len(), 1, "{f:#}");
     assert!(
         sk[0]["reason"].as_str().unwrap().contains("FETCH failed"),

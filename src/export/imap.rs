@@ -105,7 +105,9 @@ pub struct ImapFolderReport {
     pub already_archived: u64,
     /// The folder's UIDVALIDITY differs from the chain's: matched by SHA-256 instead.
     pub uidvalidity_changed: bool,
-    /// Messages that could not be archived, with the reason.
+    /// Messages that could not be archived, with the reason. In JSON: `failed` (how
+    /// many) and `failures` (each with why), as in every report.
+    #[serde(flatten, serialize_with = "crate::json::count_and_list")]
     pub skipped: Vec<Skipped>,
     /// UIDs expunged on the server while the run was reading the folder.
     pub vanished: Vec<u32>,

@@ -78,6 +78,9 @@ pub struct FolderReport {
     pub source_count: Option<u64>,
     pub archived: u64,
     pub bytes: u64,
+    /// Messages not archived. In JSON: `failed` (how many) and `failures` (each with
+    /// why), as in every report.
+    #[serde(flatten, serialize_with = "crate::json::count_and_list")]
     pub skipped: Vec<Skipped>,
 }
 
