@@ -272,6 +272,37 @@ fn ls_takes_folder_and_exclude() {
 }
 
 #[test]
+fn export_takes_folder_and_exclude() {
+    let t = tempfile::tempdir().unwrap();
+    eml_tree(&t.path().join("src"));
+    let src = format!("eml:{}", t.path().join("src").display());
+    let ar = t.path().join("f.tar.zst");
+    let a = ar.to_str().unwrap();
+    let rep = doc(&run_ok(&[
+        "export",
+        &src,
+        "-o",
+        a,
+        "--json",
+        "--folder",
+        "*",
+        "--exclude",
+        "受信箱",
+        "--exclude",
+        "Trash",
+    ]));
+    let mut got: Vec<&str> = rep["folders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["folder"].as_str().unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["INBOX", "プロジェクト/会議"], "{rep:#}");
+    assert_eq!(folders_of(&doc(&run_ok(&["ls", a, "--json"]))), got);
+}
+
+#[test]
 fn since_takes_one_archive_per_flag() {
     let t = tempfile::tempdir().unwrap();
     let ar = export_eml(t.path());
