@@ -132,6 +132,7 @@ listed; all others extracted). 2: the job could not be done (e.g. disk full).")]
   mailark import full.tar.zst delta1.tar.zst --to imaps://a@host --dry-run
   mailark import a.tar.zst --to imap://a@host --map 'Old/*=Archive/*' --prefix Imported
   mailark import a.tar.zst --to imaps://a@host --verify full --json
+  mailark import a.tar.zst --to imaps://a@host --folder 'INBOX*' --exclude 'INBOX/Old*'
 
 Folder names use '/' between levels in --map and --prefix, whatever the server's
 delimiter. Special-use folders (Sent, Drafts, Trash, Junk, Archive) go to the
