@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # mailark demo, end to end on one machine (fresh Debian, as root or with sudo):
-#   a local Dovecot with two accounts → sample mail for alice (Japanese folder names,
+#   a local Dovecot with three accounts → sample mail for alice (Japanese folder names,
 #   ISO-2022-JP and Shift_JIS subjects, flags, keywords) → export alice over IMAPS →
 #   verify the archive → import it into bob → verify the archive against both servers
-#   → a summary. Nothing outside a temp dir is touched; Dovecot is stopped on exit.
+#   → migrate alice to carol in one command → status (safe to cancel?) → a summary. Nothing outside a temp dir is touched; Dovecot is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,7 +42,7 @@ import socket
 ss = [socket.socket() for _ in range(2)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
-mkdir -p "$T"/{run,state,mail/alice,mail/bob,home/alice,home/bob}
+mkdir -p "$T"/{run,state,mail/alice,mail/bob,mail/carol,home/alice,home/bob,home/carol}
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
   -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
   -addext basicConstraints=critical,CA:TRUE \
@@ -50,10 +50,12 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
 chmod 644 "$T/key.pem"
 printf 'alice-demo-pw\n' > "$T/alice.pw"
 printf 'bob-demo-pw\n' > "$T/bob.pw"
+printf 'carol-demo-pw\n' > "$T/carol.pw"
 chmod 600 "$T"/*.pw
 cat > "$T/passwd" <<EOF
 alice:{PLAIN}alice-demo-pw::::::
 bob:{PLAIN}bob-demo-pw::::::
+carol:{PLAIN}carol-demo-pw::::::
 EOF
 cat > "$T/dovecot.conf" <<EOF
 base_dir = $T/run
@@ -194,7 +196,23 @@ else
   echo "(this build has no 'verify --against'; skipped)"
 fi
 
-n=$("$MAILARK" ls "$AR" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+echo
+echo "== 8. the whole move in one command: migrate alice to carol (archive first, import, verify)"
+MOVE="$T/move"
+"$MAILARK" migrate --from "$A" --to "imaps://carol@127.0.0.1:$IMAPS_PORT" --name alice \
+  --from-password-file "$T/alice.pw" --to-password-file "$T/carol.pw" --tls-ca-file "$T/cert.pem" \
+  --dir "$MOVE" --quiet-for 2s
+sleep 2
+echo "   (a later pass: nothing new on the old server)"
+"$MAILARK" -q migrate --from "$A" --to "imaps://carol@127.0.0.1:$IMAPS_PORT" --name alice \
+  --from-password-file "$T/alice.pw" --to-password-file "$T/carol.pw" --tls-ca-file "$T/cert.pem" \
+  --dir "$MOVE" --quiet-for 2s || true
+echo
+echo "== 9. status: is the old server safe to cancel? (quiet period shortened to 2s for the demo)"
+"$MAILARK" status --dir "$MOVE" --quiet-for 2s
+migrate_state=$("$MAILARK" status --dir "$MOVE" --quiet-for 2s --json | python3 -c 'import json,sys; d=json.load(sys.stdin); rows=d["accounts"] if isinstance(d,dict) else d; print(rows[0]["state"])')
+
+n=$("$MAILARK" ls "$AR" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d["messages"] if isinstance(d,dict) else d))')
 echo
 echo "== summary"
 echo "  archive:        $AR ($(du -h "$AR" | cut -f1), $n messages)"
@@ -202,4 +220,5 @@ echo "  export:         alice over IMAPS, archive verified"
 echo "  import:         into bob, every message verified on the server"
 echo "  second import:  $again"
 echo "  verify against: alice and bob: $against_ok"
+echo "  migrate:        alice → carol, chain in $MOVE/alice/, status: $migrate_state"
 echo "  Japanese folder names and ISO-2022-JP/Shift_JIS subjects came through as shown by 'mailark ls' above."

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::BinaryBytes;
+use unicode_width::UnicodeWidthStr;
 
 /// Prints one line for people. Everything such a line shows may come from a server, a
 /// message or an archive (folder names, subjects, ids, server words), so any control
@@ -191,8 +193,9 @@ struct ImportArgs {
     /// The destination account: imaps://USER@HOST[:PORT] or imap://USER@HOST (STARTTLS).
     #[arg(long, value_name = "URL")]
     to: String,
-    /// Put source folders matching SRC (glob, '*' matches anything) at DST ('*' in DST
-    /// takes what '*' matched). Repeatable; the first match wins.
+    /// Put source folders matching the glob SRC at DST; each `*` in DST takes what the
+    /// matching `*` of SRC matched. Levels are joined by `/` on both sides. Repeatable;
+    /// the first match wins. Glob: `*` any characters, levels included; `?` one; `[a-z]`, `[!a-z]`; case-sensitive.
     #[arg(long = "map", value_name = "SRC=DST")]
     maps: Vec<String>,
     /// Put every folder under this folder.
@@ -214,6 +217,12 @@ struct ImportArgs {
     /// tend to rewrite), full (every message's bytes too), none.
     #[arg(long, default_value = "quick", value_name = "quick|full|none")]
     verify: String,
+    /// Count a message the destination already holds as another delivery of the same
+    /// mail (same Message-ID, header and body; only trace fields such as Received
+    /// differ) as there: mail that reached both servers during an MX change is not
+    /// doubled. Reads the bytes of the server copies it must compare. (migrate: always.)
+    #[arg(long)]
+    other_deliveries: bool,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -240,10 +249,10 @@ struct ExportArgs {
     /// Replace an existing archive.
     #[arg(long)]
     force: bool,
-    /// Only folders matching this glob (repeatable).
+    /// Only folders matching this glob (repeatable). Glob: `*` any characters, levels included; `?` one; `[a-z]`, `[!a-z]`; case-sensitive.
     #[arg(long = "folder", value_name = "GLOB")]
     folders: Vec<String>,
-    /// Skip folders matching this glob (repeatable).
+    /// Skip folders matching this glob (repeatable; the glob of --folder).
     #[arg(long = "exclude", value_name = "GLOB")]
     excludes: Vec<String>,
     /// How the mbox source quoted `From ` lines: mboxrd, mboxo, mboxcl, mboxcl2.
@@ -371,7 +380,7 @@ struct LsArgs {
     /// Archives to list (a chain lists every part).
     #[arg(required = true)]
     archives: Vec<PathBuf>,
-    /// Only folders matching this glob (repeatable).
+    /// Only folders matching this glob (repeatable). Glob: `*` any characters, levels included; `?` one; `[a-z]`, `[!a-z]`; case-sensitive.
     #[arg(long = "folder", value_name = "GLOB")]
     folders: Vec<String>,
     /// Leave out folders matching this glob (repeatable).
@@ -415,10 +424,10 @@ struct ExtractArgs {
     /// maildir:DIR (Maildir++), maildir-fs:DIR (Dovecot LAYOUT=fs), mbox:DIR or eml:DIR.
     #[arg(long)]
     to: String,
-    /// Only folders matching this glob (repeatable; `*` also crosses levels).
+    /// Only folders matching this glob (repeatable). Glob: `*` any characters, levels included; `?` one; `[a-z]`, `[!a-z]`; case-sensitive.
     #[arg(long = "folder", value_name = "GLOB")]
     folders: Vec<String>,
-    /// Leave out folders matching this glob (repeatable).
+    /// Leave out folders matching this glob (repeatable; the glob of --folder).
     #[arg(long, value_name = "GLOB")]
     exclude: Vec<String>,
     /// Print the report as JSON on stdout.
@@ -505,9 +514,23 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Fatal> {
     }
 }
 
+/// A folder pattern that selected nothing is most likely a typo: said on stderr, one
+/// line each, after a run that got as far as listing folders.
+fn warn_unmatched(patterns: Vec<String>) {
+    for p in patterns {
+        say_err!("mailark: warning: {p} matches no folder");
+    }
+}
+
 fn run_export(cli: &Cli, a: &ExportArgs) -> Result<u8, Fatal> {
-    let spec: SourceSpec = a.source.parse()?;
     let filter = FolderFilter::new(&a.folders, &a.excludes)?;
+    let code = export_filtered(cli, a, &filter)?;
+    warn_unmatched(filter.unmatched());
+    Ok(code)
+}
+
+fn export_filtered(cli: &Cli, a: &ExportArgs, filter: &FolderFilter) -> Result<u8, Fatal> {
+    let spec: SourceSpec = a.source.parse()?;
     let mut wopts = WriterOptions {
         layout: match a.layout {
             LayoutArg::Maildir => Layout::Maildir,
@@ -526,8 +549,8 @@ fn run_export(cli: &Cli, a: &ExportArgs) -> Result<u8, Fatal> {
         SourceSpec::Eml(p) => Box::new(crate::source::eml::EmlSource::open(p)?),
         SourceSpec::Net(ep) => {
             return match ep.scheme {
-                Scheme::Imap | Scheme::Imaps => run_export_imap(cli, a, ep, wopts, &filter),
-                Scheme::Pop3 | Scheme::Pop3s => run_export_pop3(cli, a, ep, wopts, &filter),
+                Scheme::Imap | Scheme::Imaps => run_export_imap(cli, a, ep, wopts, filter),
+                Scheme::Pop3 | Scheme::Pop3s => run_export_pop3(cli, a, ep, wopts, filter),
             }
         }
     };
@@ -538,7 +561,7 @@ fn run_export(cli: &Cli, a: &ExportArgs) -> Result<u8, Fatal> {
         ));
     }
     let progress = Progress::bytes(src.total_bytes(), !cli.quiet);
-    let rep = export::export_local(src.as_ref(), &a.output, wopts, &filter, &progress)?;
+    let rep = export::export_local(src.as_ref(), &a.output, wopts, filter, &progress)?;
     let problems = rep.skipped() > 0 || !rep.count_mismatches().is_empty();
     if a.json {
         print_json(&rep)?;
@@ -568,8 +591,8 @@ fn run_export(cli: &Cli, a: &ExportArgs) -> Result<u8, Fatal> {
             "wrote {} ({} messages, {} of mail, {} on disk)",
             rep.archive,
             rep.messages,
-            human_bytes(rep.message_bytes),
-            human_bytes(rep.file_bytes)
+            BinaryBytes(rep.message_bytes),
+            BinaryBytes(rep.file_bytes)
         );
     }
     Ok(if problems { 1 } else { 0 })
@@ -689,8 +712,8 @@ fn print_imap_report(rep: &export::imap::ImapExportReport) {
         "wrote {} ({} messages, {} of mail, {} on disk){}",
         rep.archive,
         rep.messages,
-        human_bytes(rep.message_bytes),
-        human_bytes(rep.file_bytes),
+        BinaryBytes(rep.message_bytes),
+        BinaryBytes(rep.file_bytes),
         rep.parent
             .as_ref()
             .map(|p| format!(
@@ -751,7 +774,7 @@ fn run_export_pop3(
         say!(
             "{ep}: STAT {} messages ({}), UIDL {}, PIPELINING {}, TOP {}, {}, login {}",
             s.stat_messages,
-            human_bytes(s.stat_octets),
+            BinaryBytes(s.stat_octets),
             if s.uidl { "yes" } else { "no" },
             if s.pipelining { "yes" } else { "no" },
             if s.top { "yes" } else { "no" },
@@ -823,8 +846,8 @@ fn run_export_pop3(
             "wrote {} ({} messages, {} of mail, {} on disk)",
             rep.export.archive,
             rep.export.messages,
-            human_bytes(rep.export.message_bytes),
-            human_bytes(rep.export.file_bytes)
+            BinaryBytes(rep.export.message_bytes),
+            BinaryBytes(rep.export.file_bytes)
         );
     }
     Ok(if rep.problems() { 1 } else { 0 })
@@ -996,6 +1019,7 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
         ))?;
         rep.findings.extend(findings);
         against = Some(summary);
+        warn_unmatched(opts.filter.unmatched());
     }
     progress.finish();
     if a.json {
@@ -1035,7 +1059,7 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
                 "{state}: {} archive(s), {} messages ({}) checked, {} problem(s)",
                 rep.archives.len(),
                 rep.messages_checked,
-                human_bytes(rep.bytes_checked),
+                BinaryBytes(rep.bytes_checked),
                 rep.errors()
             );
             if let Some(s) = &against {
@@ -1082,6 +1106,7 @@ fn run_extract(cli: &Cli, a: &ExtractArgs) -> Result<u8, Fatal> {
     let progress = Progress::bytes(0, !cli.quiet && !a.json);
     let rep = extract::extract(chain.archives(), &target, &filter, &progress)?;
     progress.finish();
+    warn_unmatched(filter.unmatched());
     for u in &rep.unreadable {
         say_err!(
             "mailark: {}: {:?}: {}: not extracted: {}",
@@ -1103,7 +1128,7 @@ fn print_extract_summary(rep: &extract::ExtractReport, to: &str) {
     say!(
         "extracted {} messages ({}) in {} folders to {to} ({})",
         rep.messages,
-        human_bytes(rep.bytes),
+        BinaryBytes(rep.bytes),
         rep.folders.len(),
         rep.layout
     );
@@ -1158,6 +1183,7 @@ fn run_import(cli: &Cli, a: &ImportArgs) -> Result<u8, Fatal> {
         verify,
         dest,
         filter: FolderFilter::new(&a.folders, &a.exclude)?,
+        other_deliveries: a.other_deliveries,
     };
     let total: u64 = chain
         .archives()
@@ -1170,6 +1196,13 @@ fn run_import(cli: &Cli, a: &ImportArgs) -> Result<u8, Fatal> {
         .build()?;
     let rep = rt.block_on(import::import(chain, &opts, &progress))?;
     progress.finish();
+    warn_unmatched(
+        rep.unmatched_maps
+            .iter()
+            .map(|m| format!("--map {m:?}"))
+            .chain(opts.filter.unmatched())
+            .collect(),
+    );
     if a.json {
         print_json(&rep)?;
     } else if !cli.quiet {
@@ -1211,11 +1244,11 @@ fn print_import(rep: &crate::import::ImportReport) {
         .collect();
     let w = names
         .iter()
-        .map(|n| display_width(n))
+        .map(|n| n.width())
         .chain([20])
         .max()
         .unwrap_or(20);
-    let pad = |s: &str| format!("{s}{}", " ".repeat(w.saturating_sub(display_width(s))));
+    let pad = |s: &str| format!("{s}{}", " ".repeat(w.saturating_sub(s.width())));
     if rep.dry_run {
         say!(
             "{} {:>8} {:>8} {:>9} {:>6}",
@@ -1260,6 +1293,12 @@ fn print_import(rep: &crate::import::ImportReport) {
                 f.appended,
                 verified,
                 f.failed.len()
+            );
+        }
+        if f.other_deliveries > 0 {
+            say!(
+                "    {} of those already there as another delivery of the same mail (only Received and similar trace fields differ)",
+                f.other_deliveries
             );
         }
         if f.sent_as_crlf > 0 {
@@ -1310,41 +1349,8 @@ fn print_import(rep: &crate::import::ImportReport) {
             rep.archived,
             rep.already_there,
             rep.appended,
-            human_bytes(rep.bytes_appended),
+            BinaryBytes(rep.bytes_appended),
             rep.failed
         );
-    }
-}
-
-/// Terminal columns of `s`: East Asian wide characters take two.
-pub(crate) fn display_width(s: &str) -> usize {
-    s.chars()
-        .map(|c| {
-            let u = c as u32;
-            let wide = matches!(u,
-                0x1100..=0x115F | 0x2E80..=0x303E | 0x3041..=0x33FF | 0x3400..=0x4DBF
-                | 0x4E00..=0x9FFF | 0xA000..=0xA4CF | 0xAC00..=0xD7A3 | 0xF900..=0xFAFF
-                | 0xFE30..=0xFE4F | 0xFF00..=0xFF60 | 0xFFE0..=0xFFE6 | 0x20000..=0x3FFFD);
-            if wide {
-                2
-            } else {
-                1
-            }
-        })
-        .sum()
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", U[i])
     }
 }

@@ -31,6 +31,8 @@ pub struct Held {
     pub sha: Option<[u8; 32]>,
     pub canonical: Option<[u8; 32]>,
     pub head_canonical: Option<[u8; 32]>,
+    /// [`crate::mail::identity::trace_free_sha256`] of the bytes, when they were read.
+    pub trace_free: Option<[u8; 32]>,
 }
 
 /// Why an archived message and a server message were paired, surest first.
@@ -48,14 +50,19 @@ pub enum Match {
     /// The same INTERNALDATE and Message-ID (or header section): a message whose body
     /// the server re-encoded.
     Rewritten,
+    /// The same Message-ID, header and body but for the trace fields the receiving
+    /// servers add: the same mail, delivered to the destination on its own (dual
+    /// delivery during an MX change). Tried only for keys that carry a trace-free hash.
+    OtherDelivery,
 }
 
 /// The levels [`Census::claim`] tries, in order.
-const LEVELS: [Match; 4] = [
+const LEVELS: [Match; 5] = [
     Match::MessageId,
     Match::Exact,
     Match::Altered,
     Match::Rewritten,
+    Match::OtherDelivery,
 ];
 
 /// What a server folder holds, and which of its messages are already accounted for.
@@ -96,15 +103,25 @@ impl Census {
     }
 
     /// UIDs whose bytes must be read before `claim` can decide: messages without a
-    /// Message-ID and those with an ambiguous one.
-    pub fn need_bytes(&self, ambiguous: &HashSet<String>) -> Vec<u32> {
+    /// Message-ID and those with an ambiguous one; and, where other deliveries count,
+    /// those whose Message-ID an archived message has at a size it cannot be
+    /// (`sizes_by_id`: the archived sizes, archived and as the source announced them).
+    pub fn need_bytes(
+        &self,
+        ambiguous: &HashSet<String>,
+        sizes_by_id: &HashMap<String, Vec<u64>>,
+    ) -> Vec<u32> {
         self.msgs
             .iter()
             .filter(|m| {
                 m.sha.is_none()
-                    && m.message_id
-                        .as_ref()
-                        .is_none_or(|id| ambiguous.contains(id))
+                    && match &m.message_id {
+                        None => true,
+                        Some(id) => {
+                            ambiguous.contains(id)
+                                || sizes_by_id.get(id).is_some_and(|s| !s.contains(&m.size))
+                        }
+                    }
             })
             .map(|m| m.uid)
             .collect()
@@ -124,6 +141,7 @@ impl Census {
         m.head_canonical = Some(canonical_sha256(crate::mail::headers::header_section(
             bytes,
         )));
+        m.trace_free = Some(crate::mail::identity::trace_free_sha256(bytes));
         let m = m.clone();
         self.index_bytes(i, &m);
     }
@@ -217,6 +235,15 @@ impl Census {
                 })
                 .collect(),
             Match::Rewritten => Vec::new(),
+            Match::OtherDelivery => match (&k.message_id, k.trace_free) {
+                (Some(id), Some(tf)) => self.by_id.get(id).map_or(Vec::new(), |v| {
+                    v.iter()
+                        .copied()
+                        .filter(|i| free(i) && msgs[*i].trace_free == Some(tf))
+                        .collect()
+                }),
+                _ => Vec::new(),
+            },
         };
         cands
             .iter()
@@ -324,6 +351,7 @@ mod tests {
             sha: None,
             canonical: None,
             head_canonical: None,
+            trace_free: None,
         }
     }
 
@@ -333,6 +361,31 @@ mod tests {
             b.len() as u64,
             crate::mail::identity::message_id_of(b).as_deref(),
         )
+    }
+
+    #[test]
+    fn another_delivery_is_claimed_only_when_asked_and_only_by_its_bytes() {
+        let archived = b"Received: from a by old; Mon, 1 Jan 2024 09:00:05 +0900\r\nMessage-ID: <d@x>\r\nSubject: s\r\n\r\ntext\r\n";
+        let there = b"Received: from a by new; Mon, 1 Jan 2024 09:00:07 +0900\r\nReceived: from b by new; Mon, 1 Jan 2024 09:00:06 +0900\r\nMessage-ID: <d@x>\r\nSubject: s\r\n\r\ntext\r\n";
+        let other = b"Received: from a by new; Mon, 1 Jan 2024 09:00:07 +0900\r\nMessage-ID: <d@x>\r\nSubject: s\r\n\r\nother text\r\n";
+        let amb = HashSet::new();
+        let mut sizes = HashMap::new();
+        sizes.insert("d@x".to_string(), vec![archived.len() as u64]);
+        let mut c = Census::new(vec![held(1, other), held(2, there)]);
+        // Both server copies have the Message-ID at another size: their bytes are read.
+        assert_eq!(c.need_bytes(&amb, &sizes), vec![1, 2]);
+        assert!(c.need_bytes(&amb, &HashMap::new()).is_empty());
+        c.set_bytes(1, other);
+        c.set_bytes(2, there);
+        let mut k = key(archived, &amb, None);
+        assert!(
+            c.claim(&k).is_none(),
+            "without the trace-free hash nothing matches"
+        );
+        k.trace_free = Some(crate::mail::identity::trace_free_sha256(archived));
+        let (how, m) = c.claim(&k).unwrap();
+        assert_eq!((how, m.uid), (Match::OtherDelivery, 2));
+        assert!(c.claim(&k).is_none(), "the other text is other mail");
     }
 
     #[test]
@@ -356,7 +409,7 @@ mod tests {
             ex(1, a.len() as u64, Some("same@x")),
             ex(2, n.len() as u64, None),
         ]);
-        assert_eq!(st.need_bytes(&amb), vec![1, 2]);
+        assert_eq!(st.need_bytes(&amb, &HashMap::new()), vec![1, 2]);
         st.set_bytes(1, &a);
         st.set_bytes(2, &n);
         assert!(
@@ -423,7 +476,7 @@ mod tests {
                 .map(|(u, &i)| held(u as u32 + 10, &msgs[i]))
                 .collect(),
         );
-        for uid in c.need_bytes(&amb) {
+        for uid in c.need_bytes(&amb, &HashMap::new()) {
             let i = order[(uid - 10) as usize];
             c.set_bytes(uid, &msgs[i]);
         }
@@ -507,7 +560,7 @@ mod tests {
         for (archived, stored) in cases {
             let k = key(archived, &amb, None);
             let mut c = Census::new(vec![held(5, stored)]);
-            for uid in c.need_bytes(&amb) {
+            for uid in c.need_bytes(&amb, &HashMap::new()) {
                 c.set_bytes(uid, stored);
             }
             // Dovecot and Cyrus see the Message-ID (same size): no bytes needed; the

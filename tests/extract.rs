@@ -666,6 +666,77 @@ fn folder_and_exclude_globs() {
     );
 }
 
+/// Lines of `out`'s stderr that warn of a pattern matching no folder.
+fn unmatched_warnings(out: &std::process::Output) -> Vec<String> {
+    stderr(out)
+        .lines()
+        .filter(|l| l.ends_with("matches no folder"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// One dialect for export and extract (`?`, classes, case-sensitive), and a pattern
+/// that selects nothing is one warning line naming it; the run goes on.
+#[test]
+fn patterns_that_match_nothing_are_warned_about() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    source_tree(
+        &src,
+        &[("INBOX", 1), ("Trash", 1), ("Work", 1), ("Work/Sub", 1)],
+        50,
+    );
+    let ar = t.path().join("a.tar.zst");
+    let from = format!("maildir:{}", src.display());
+    let out = run_ok(&[
+        "export",
+        &from,
+        "-o",
+        ar.to_str().unwrap(),
+        "--json",
+        "--folder",
+        "W?rk*",
+        "--folder",
+        "Nothing*",
+        "--folder",
+        "[ST]rash",
+        "--exclude",
+        "*/[!x]ub",
+        "--exclude",
+        "work",
+    ]);
+    let rep = json(&out);
+    let names: Vec<&str> = rep["folders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["folder"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Trash", "Work"], "{rep}");
+    assert_eq!(
+        unmatched_warnings(&out),
+        [
+            "mailark: warning: --folder \"Nothing*\" matches no folder",
+            "mailark: warning: --exclude \"work\" matches no folder"
+        ],
+        "{}",
+        stderr(&out)
+    );
+    let to = format!("eml:{}", t.path().join("x").display());
+    let out = run_ok(&[
+        "extract",
+        ar.to_str().unwrap(),
+        "--to",
+        &to,
+        "--exclude",
+        "INBOX",
+    ]);
+    assert_eq!(
+        unmatched_warnings(&out),
+        ["mailark: warning: --exclude \"INBOX\" matches no folder"]
+    );
+}
+
 /// Compressed data damaged mid-archive: what comes before is extracted, the messages
 /// the damage keeps out of reach are listed as not reached, exit 1.
 #[test]

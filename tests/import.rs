@@ -442,8 +442,28 @@ fn dovecot_dot_delimiter_inbox_prefix_map_and_dry_run() {
     assert!(before.contains("INBOX.Sent"), "{before}");
 
     // The dry run plans everything and changes nothing.
-    let (out, rep) = dest.import(&[&ar], &["--dry-run", "--map", "Old/*=Archive/*"]);
+    let (out, rep) = dest.import(
+        &[&ar],
+        &[
+            "--dry-run",
+            "--map",
+            "Old/*=Archive/*",
+            "--map",
+            "old/*=x/*",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Patterns are case-sensitive: the second rule matches nothing, which is said once.
+    let err = stderr(&out);
+    let warned: Vec<&str> = err
+        .lines()
+        .filter(|l| l.ends_with("matches no folder"))
+        .collect();
+    assert_eq!(
+        warned,
+        ["mailark: warning: --map \"old/*=x/*\" matches no folder"]
+    );
+    assert_eq!(rep["unmatched_maps"], serde_json::json!(["old/*=x/*"]));
     assert_eq!(n(&rep, "to_append"), fx.len() as u64, "{rep}");
     assert_eq!(n(&rep, "appended"), 0);
     assert_eq!(

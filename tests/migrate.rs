@@ -545,3 +545,83 @@ fn the_example_accounts_csv_parses() {
         "{e}"
     );
 }
+
+#[test]
+fn dual_deliveries_land_once_and_different_mail_sharing_a_message_id_lands_twice() {
+    let m = Move::start(&["alice"]);
+    let mail = |received: &str, id: &str, subject: &str, body: &str| {
+        format!(
+            "Received: {received}\r\nReturn-Path: <s@example.com>\r\nMessage-ID: {id}\r\n\
+             From: s@example.com\r\nSubject: {subject}\r\nDate: Mon, 01 Jan 2024 09:00:00 +0900\r\n\r\n{body}\r\n"
+        )
+        .into_bytes()
+    };
+    let old_hop = "from mx.partner by mail.old-host.example.jp; Mon, 1 Jan 2024 09:00:05 +0900";
+    let new_hop = "from mx.partner by imap.new.example.net; Mon, 1 Jan 2024 09:00:07 +0900";
+    // The same mail, delivered to both servers while the MX change spread.
+    let dual_old = mail(old_hop, "<dual@x>", "quote", "the same text");
+    let mut dual_new = b"Authentication-Results: imap.new.example.net; spf=pass\r\n".to_vec();
+    dual_new.extend(mail(new_hop, "<dual@x>", "quote", "the same text"));
+    // Different mail that happens to share a Message-ID: both stay.
+    let clash_old = mail(old_hop, "<clash@x>", "invoice", "old server's invoice");
+    let clash_new = mail(new_hop, "<clash@x>", "invoice", "a different invoice");
+    // Two different messages on the old server sharing one Message-ID: both land.
+    let twin_a = mail(old_hop, "<twin@x>", "twin", "first");
+    let twin_b = mail(old_hop, "<twin@x>", "twin", "second");
+    let mut oc = m.old.raw("alice");
+    // Each server dates its delivery by its own clock.
+    for b in [&dual_old, &clash_old, &twin_a, &twin_b] {
+        assert!(oc
+            .append("INBOX", "", Some("01-Jan-2024 09:00:05 +0900"), b)
+            .ok());
+    }
+    let mut nc = m.new.raw("alice");
+    for b in [&dual_new, &clash_new] {
+        assert!(nc
+            .append("INBOX", "", Some("01-Jan-2024 09:00:07 +0900"), b)
+            .ok());
+    }
+    let csv = m.csv(&["alice"], &[]);
+    let o = m.migrate(&["--accounts", csv.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let r = rows(&o);
+    let a = row(&r, "alice");
+    assert_eq!(a["pass"]["same_mail_other_delivery"], 1, "{a:#}");
+    assert_eq!(a["pass"]["imported"], 3, "{a:#}");
+    assert_eq!(a["state"], "verified");
+    let bodies = |c: &mut RawImap| -> Vec<String> {
+        let mut v: Vec<String> = c
+            .fetch_all("INBOX")
+            .into_iter()
+            .map(|(_, _, b)| {
+                let s = String::from_utf8_lossy(&b).into_owned();
+                s.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_string()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        bodies(&mut nc),
+        [
+            "a different invoice",
+            "first",
+            "old server's invoice",
+            "second",
+            "the same text"
+        ]
+    );
+    // The copy kept is the destination's own delivery.
+    let kept = nc
+        .fetch_all("INBOX")
+        .into_iter()
+        .find(|(_, _, b)| String::from_utf8_lossy(b).contains("<dual@x>"))
+        .unwrap();
+    assert_eq!(kept.2, dual_new);
+    // A second pass changes nothing.
+    let o = m.migrate(&["--accounts", csv.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let r = rows(&o);
+    assert_eq!(row(&r, "alice")["pass"]["imported"], 0);
+    assert_eq!(bodies(&mut nc).len(), 5);
+}

@@ -72,7 +72,8 @@ pub fn escape_bytes(name: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Reverses [`escape_component`] for names that were not cut for length.
+/// Reverses [`escape_component`] for names that were not cut for length, except the
+/// empty name, which is written `%00empty` (spec §4) so that a level is never empty.
 pub fn unescape_component(s: &str) -> String {
     crate::text::percent_decode(s)
 }
@@ -283,6 +284,8 @@ mod tests {
             ("New", "%4Eew"),
             ("x.sbd", "x%2Esbd"),
             ("x.SBD", "x%2ESBD"),
+            // Found by fuzzing: the suffix is matched in any case and must keep it.
+            ("tmp.sBd", "tmp%2EsBd"),
             ("100%", "100%25"),
             ("tab\there", "tab%09here"),
             ("日本語", "日本語"),

@@ -1,8 +1,10 @@
 //! `mailark folders URL`: the account's folders as a table or JSON.
 
 use clap::Args;
+use indicatif::BinaryBytes;
+use unicode_width::UnicodeWidthStr;
 
-use super::{display_width, human_bytes, print_json, Fatal, NetArgs};
+use super::{print_json, Fatal, NetArgs};
 use crate::source::net::{Endpoint, Scheme};
 
 pub(super) const HELP: &str = "Examples:
@@ -53,11 +55,11 @@ pub(super) fn run(quiet: bool, a: &FoldersArgs) -> Result<u8, Fatal> {
         .collect();
     let w = names
         .iter()
-        .map(|n| display_width(n))
+        .map(|n| n.width())
         .chain([6])
         .max()
         .unwrap_or(6);
-    let pad = |s: &str| format!("{s}{}", " ".repeat(w.saturating_sub(display_width(s))));
+    let pad = |s: &str| format!("{s}{}", " ".repeat(w.saturating_sub(s.width())));
     say!(
         "{}  {:>8} {:>10}  {:<18} subscribed",
         pad("folder"),
@@ -72,7 +74,7 @@ pub(super) fn run(quiet: bool, a: &FoldersArgs) -> Result<u8, Fatal> {
             _ => "-".into(),
         };
         let (msgs, size) = if f.selectable {
-            (f.messages.to_string(), human_bytes(f.bytes))
+            (f.messages.to_string(), BinaryBytes(f.bytes).to_string())
         } else {
             ("-".into(), "\\Noselect".into())
         };
@@ -97,7 +99,7 @@ pub(super) fn run(quiet: bool, a: &FoldersArgs) -> Result<u8, Fatal> {
         c.server,
         c.folders.len(),
         c.messages,
-        human_bytes(c.bytes),
+        BinaryBytes(c.bytes),
         ns,
         if c.tls { "TLS" } else { "no TLS" }
     );

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use unicode_width::UnicodeWidthStr;
 
-use super::{display_width, print_json, Fatal};
+use super::{print_json, Fatal};
 use crate::migrate::accounts::{self, Account, SecretRef, Shard};
 use crate::migrate::pass::PassOptions;
 use crate::migrate::state::{parse_duration, State};
@@ -343,11 +344,11 @@ fn print_outcomes(outcomes: &[AccountOutcome]) {
 fn print_rows(rows: &[StatusRow]) {
     let w = rows
         .iter()
-        .map(|r| display_width(&r.name))
+        .map(|r| r.name.width())
         .chain([7])
         .max()
         .unwrap_or(7);
-    let pad = |s: &str| format!("{s}{}", " ".repeat(w.saturating_sub(display_width(s))));
+    let pad = |s: &str| format!("{s}{}", " ".repeat(w.saturating_sub(s.width())));
     say!(
         "{}  {:<14} {:>7} {:>8} {:>8} {:>7}  {:<16}  {:<16}  note",
         pad("account"),
@@ -411,7 +412,8 @@ struct LiveReporter {
     overall: ProgressBar,
     lines: Mutex<Vec<(String, ProgressBar)>>,
     started: Instant,
-    messages: Mutex<u64>,
+    /// Messages and bytes archived so far, for the rates.
+    moved: Mutex<(u64, u64)>,
 }
 
 impl LiveReporter {
@@ -423,12 +425,13 @@ impl LiveReporter {
         ) {
             overall.set_style(s);
         }
+        overall.enable_steady_tick(Duration::from_millis(500));
         LiveReporter {
             multi,
             overall,
             lines: Mutex::new(Vec::new()),
             started: Instant::now(),
-            messages: Mutex::new(0),
+            moved: Mutex::new((0, 0)),
         }
     }
 }
@@ -464,13 +467,17 @@ impl Reporter for LiveReporter {
             o.status.state.as_str(),
             crate::text::printable(&o.status.why)
         ));
-        let mut m = self.messages.lock().unwrap();
+        let mut m = self.moved.lock().unwrap();
         if let Some(p) = &o.pass {
-            *m += p.new_messages + p.imported;
+            m.0 += p.new_messages;
+            m.1 += p.new_bytes;
         }
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        self.overall
-            .set_message(format!("{:.0} messages/s", *m as f64 / secs));
+        self.overall.set_message(format!(
+            "{:.0} messages/s, {:.1} MB/s",
+            m.0 as f64 / secs,
+            m.1 as f64 / secs / 1e6
+        ));
         self.overall.inc(1);
     }
 }

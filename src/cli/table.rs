@@ -1,9 +1,15 @@
-//! Tables for people: columns padded by terminal width ([`display_width`]), so a row
+//! Tables for people: columns padded by terminal width (Unicode East Asian Width), so a row
 //! with Japanese or Chinese names lines up with the others. Cells are measured as they
 //! are printed: with control characters escaped ([`printable`]).
 
-use super::display_width;
+use unicode_width::UnicodeWidthStr;
+
 use crate::text::printable;
+
+/// Terminal columns of `s`: East Asian wide characters take two.
+fn display_width(s: &str) -> usize {
+    s.width()
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Align {

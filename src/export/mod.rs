@@ -5,62 +5,88 @@
 pub mod imap;
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 
 use crate::archive::{
     ArchiveWriter, FolderInfo, MessageInfo, WriteError, WriteSummary, WriterOptions,
 };
+use crate::mail::glob::Glob;
 use crate::progress::Progress;
 use crate::source::local::LocalSource;
 
 pub mod pop3;
 
-/// `--folder` / `--exclude` globs over UTF-8 folder names (`*` also crosses levels).
+pub use crate::mail::glob::PatternError;
+
+/// `--folder` / `--exclude` over UTF-8 folder names, in the dialect of `mail::glob`
+/// (`*` also crosses levels). It remembers which patterns matched some folder, so a
+/// pattern that matched none can be reported after the run.
 #[derive(Debug, Clone, Default)]
 pub struct FolderFilter {
-    include: Option<GlobSet>,
-    exclude: Option<GlobSet>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("bad folder pattern {pattern:?}: {detail}")]
-pub struct PatternError {
-    pub pattern: String,
-    pub detail: String,
-}
-
-fn build_set(pats: &[String]) -> Result<Option<GlobSet>, PatternError> {
-    if pats.is_empty() {
-        return Ok(None);
-    }
-    let mut b = GlobSetBuilder::new();
-    for p in pats {
-        let g = Glob::new(p).map_err(|e| PatternError {
-            pattern: p.clone(),
-            detail: e.to_string(),
-        })?;
-        b.add(g);
-    }
-    b.build().map(Some).map_err(|e| PatternError {
-        pattern: pats.join(" "),
-        detail: e.to_string(),
-    })
+    include: Vec<Glob>,
+    exclude: Vec<Glob>,
+    /// One per pattern, include then exclude; shared by clones (the reader thread's).
+    hit: Arc<Vec<AtomicBool>>,
 }
 
 impl FolderFilter {
     pub fn new(include: &[String], exclude: &[String]) -> Result<FolderFilter, PatternError> {
+        let compile = |v: &[String]| {
+            v.iter()
+                .map(|p| Glob::new(p))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let (include, exclude) = (compile(include)?, compile(exclude)?);
+        let hit = (0..include.len() + exclude.len())
+            .map(|_| AtomicBool::new(false))
+            .collect();
         Ok(FolderFilter {
-            include: build_set(include)?,
-            exclude: build_set(exclude)?,
+            include,
+            exclude,
+            hit: Arc::new(hit),
         })
     }
 
+    /// Whether `glob` (pattern `i` of the filter) matches, noting a match.
+    fn test(&self, i: usize, glob: &Glob, folder: &str) -> bool {
+        let yes = glob.is_match(folder);
+        if yes {
+            self.hit[i].store(true, Ordering::Relaxed);
+        }
+        yes
+    }
+
     pub fn matches(&self, folder: &str) -> bool {
-        self.include.as_ref().is_none_or(|s| s.is_match(folder))
-            && !self.exclude.as_ref().is_some_and(|s| s.is_match(folder))
+        // Every pattern is tried, not just up to the first match, so each one's use is known.
+        let n = self.include.len();
+        let inc = self
+            .include
+            .iter()
+            .enumerate()
+            .fold(self.include.is_empty(), |acc, (i, g)| {
+                self.test(i, g, folder) | acc
+            });
+        let exc = self
+            .exclude
+            .iter()
+            .enumerate()
+            .fold(false, |acc, (i, g)| self.test(n + i, g, folder) | acc);
+        inc && !exc
+    }
+
+    /// The patterns that have matched no folder so far, as the flags that gave them
+    /// (`--folder "x"`).
+    pub fn unmatched(&self) -> Vec<String> {
+        let flags = self.include.iter().map(|g| ("--folder", g));
+        let flags = flags.chain(self.exclude.iter().map(|g| ("--exclude", g)));
+        flags
+            .zip(self.hit.iter())
+            .filter(|(_, hit)| !hit.load(Ordering::Relaxed))
+            .map(|((flag, g), _)| format!("{flag} {:?}", g.as_str()))
+            .collect()
     }
 }
 

@@ -663,9 +663,19 @@ pub fn export_pop3(
                     Err(e @ Pop3Error::Sink { .. }) => return Err(e),
                     Err(e) => e,
                 };
+                // A message longer than its LIST size allows would be as long again.
+                if let Pop3Error::TooLong { msgno: Some(n), .. } = &err {
+                    if let Some(i) = pending.iter().position(|p| p.msgno == *n) {
+                        let p = pending.remove(i);
+                        tally.skipped.push(Skipped {
+                            id: p.id(),
+                            reason: err.to_string(),
+                        });
+                    }
+                }
                 // A message that breaks the link every time it is sent (a server that
                 // crashes on it) must not cost the rest: after a few tries it is skipped.
-                if let Some(i) = err
+                else if let Some(i) = err
                     .msgno()
                     .and_then(|n| pending.iter().position(|p| p.msgno == n))
                 {
@@ -875,6 +885,8 @@ async fn remap(
     server_uidl: bool,
     tally: &mut Tally,
 ) -> Result<(), Pop3Error> {
+    // This session's own LIST: it bounds what each of its answers may bring.
+    client.list().await?;
     if server_uidl {
         let now: HashMap<String, u32> = client
             .uidl()

@@ -428,7 +428,7 @@ async fn reconnect(
                 .iter()
                 .filter_map(|(j, _)| j.key.message_id.clone())
                 .collect();
-            match learn(&mut s, &jobs[0].0.mailbox, &amb, false).await {
+            match learn(&mut s, &jobs[0].0.mailbox, &amb, &Default::default(), false).await {
                 Ok((mut st, _)) => {
                     for (j, a) in jobs {
                         let mut k = j.key.clone();

@@ -26,6 +26,8 @@ pub(super) enum Verdict {
     There {
         uid: u32,
         fix_flags: Vec<String>,
+        /// It is there as another delivery of the same mail (see `Match::OtherDelivery`).
+        other_delivery: bool,
     },
     Append,
     Fail(String),
@@ -84,7 +86,10 @@ pub(super) fn decide(
         .as_deref()
         .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
         .map(|d| d.timestamp());
-    let key = MsgKey::of(bytes, sha, &d.ambiguous, date);
+    let mut key = MsgKey::of(bytes, sha, &d.ambiguous, date);
+    if d.other_deliveries && key.message_id.is_some() {
+        key.trace_free = Some(identity::trace_free_sha256(bytes));
+    }
     let binary = memchr::memchr(0, bytes).is_some();
     let head = (key.at_risk && mode == VerifyMode::Quick && !binary)
         .then(|| identity::header_forms(bytes))
@@ -93,7 +98,8 @@ pub(super) fn decide(
     let there = d
         .state
         .claim_pref(&key, |e| plan::same_flags(&flags, &e.flags))
-        .map(|(_, e)| Verdict::There {
+        .map(|(how, e)| Verdict::There {
+            other_delivery: how == crate::reconcile::Match::OtherDelivery,
             uid: e.uid,
             fix_flags: crate::reconcile::flag_gap(&flags, &e.flags).0,
         });
@@ -218,9 +224,14 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
             rec.key = dec.key;
             // Keywords count as dropped for every message not already there.
             match dec.verdict {
-                Verdict::There { uid, fix_flags } => {
+                Verdict::There {
+                    uid,
+                    fix_flags,
+                    other_delivery,
+                } => {
                     rec.st = St::There(uid);
                     rec.fix_flags = fix_flags;
+                    rec.other_delivery = other_delivery;
                 }
                 v => {
                     for k in dec.dropped {
@@ -309,6 +320,8 @@ mod tests {
         DestState {
             raw: "INBOX".into(),
             ambiguous: HashSet::new(),
+            sizes_by_id: Default::default(),
+            other_deliveries: false,
             state: Census::new(held),
             permanent: None,
             broken: None,
@@ -326,6 +339,7 @@ mod tests {
             sha: None,
             canonical: None,
             head_canonical: None,
+            trace_free: None,
         }
     }
 
@@ -347,7 +361,8 @@ mod tests {
             dec.verdict,
             Verdict::There {
                 uid: 7,
-                fix_flags: vec!["\\Flagged".into()]
+                fix_flags: vec!["\\Flagged".into()],
+                other_delivery: false,
             }
         );
         // The one server copy is taken: the same message again is appended.

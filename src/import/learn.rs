@@ -1,7 +1,7 @@
 //! The learn phase: what each destination folder holds (its census), read before
 //! anything is appended, and again for verification.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use std::sync::Arc;
 
@@ -15,6 +15,7 @@ pub(super) async fn learn(
     s: &mut ImapSession,
     raw: &str,
     ambiguous: &HashSet<String>,
+    sizes_by_id: &HashMap<String, Vec<u64>>,
     read_only: bool,
 ) -> Result<(Census, Option<Vec<String>>), ImapError> {
     let st = if read_only {
@@ -22,7 +23,7 @@ pub(super) async fn learn(
     } else {
         s.select(raw).await?
     };
-    let state = read_census(s, st.exists, ambiguous, true).await?;
+    let state = read_census(s, st.exists, ambiguous, sizes_by_id, true).await?;
     if !read_only {
         s.unselect().await?;
     }
@@ -40,7 +41,7 @@ pub(super) async fn learn_for_verify(
     with_ids: bool,
 ) -> Result<(Census, Option<u32>), ImapError> {
     let st = s.examine(raw).await?;
-    let state = read_census(s, st.exists, ambiguous, with_ids).await?;
+    let state = read_census(s, st.exists, ambiguous, &HashMap::new(), with_ids).await?;
     Ok((state, st.uidvalidity))
 }
 
@@ -51,6 +52,7 @@ pub(crate) async fn read_census(
     s: &mut ImapSession,
     exists: u32,
     ambiguous: &HashSet<String>,
+    sizes_by_id: &HashMap<String, Vec<u64>>,
     with_ids: bool,
 ) -> Result<Census, ImapError> {
     let ids = if with_ids {
@@ -75,12 +77,13 @@ pub(crate) async fn read_census(
                 sha: None,
                 canonical: None,
                 head_canonical: None,
+                trace_free: None,
             })
         })
         .collect();
     let mut state = Census::new(msgs);
     if with_ids {
-        let need = state.need_bytes(ambiguous);
+        let need = state.need_bytes(ambiguous, sizes_by_id);
         s.fetch_bodies(&need, |uid, b| state.set_bytes(uid, b))
             .await?;
     }
@@ -158,7 +161,14 @@ pub(super) async fn learn_all(
     let (sessions, learned) = over_folders(opts, sessions, to_learn, move |mut s, di| {
         let fs = fs.clone();
         async move {
-            let r = learn(&mut s, &fs[di].raw, &fs[di].ambiguous, dry).await;
+            let r = learn(
+                &mut s,
+                &fs[di].raw,
+                &fs[di].ambiguous,
+                &fs[di].sizes_by_id,
+                dry,
+            )
+            .await;
             (s, r)
         }
     })

@@ -86,6 +86,10 @@ pub struct ImportOptions {
     pub verify: VerifyMode,
     /// `--folder`/`--exclude`: archived folders left out are not imported.
     pub filter: crate::export::FolderFilter,
+    /// A message the destination holds as another delivery of the same mail (same
+    /// Message-ID, header and body; only trace fields such as `Received` differ) counts
+    /// as already there (dual delivery while an MX change spreads).
+    pub other_deliveries: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +143,9 @@ pub struct FolderReport {
     pub created: bool,
     pub archived: u64,
     pub already_there: u64,
+    /// Of those, messages there as another delivery of the same mail (only trace
+    /// fields differ; `--other-deliveries`).
+    pub other_deliveries: u64,
     pub appended: u64,
     /// `--dry-run`: messages that would be appended.
     pub to_append: u64,
@@ -167,6 +174,7 @@ pub struct ImportReport {
     pub folders: Vec<FolderReport>,
     pub archived: u64,
     pub already_there: u64,
+    pub other_deliveries: u64,
     pub appended: u64,
     pub to_append: u64,
     pub verified: u64,
@@ -175,6 +183,8 @@ pub struct ImportReport {
     pub differing: u64,
     pub bytes_appended: u64,
     pub notes: Vec<String>,
+    /// `--map` rules that matched no archived folder (`SRC=DST`).
+    pub unmatched_maps: Vec<String>,
     /// Wall-clock seconds of each phase (connect and plan, learn what the destination
     /// holds, append, verify), so a slow import shows where its time went.
     pub seconds: PhaseSeconds,
@@ -240,6 +250,8 @@ struct Rec {
     verified: Option<Checked>,
     /// Sent in CRLF form (the server refused the archived bare line ends).
     crlf_sent: bool,
+    /// Found on the destination as another delivery of the same mail.
+    other_delivery: bool,
 }
 
 /// What a task needs to read one destination folder: its wire name, and the
@@ -248,12 +260,20 @@ struct Rec {
 struct DestRef {
     raw: String,
     ambiguous: HashSet<String>,
+    /// See [`DestState::sizes_by_id`].
+    sizes_by_id: std::collections::HashMap<String, Vec<u64>>,
 }
 
 /// A destination folder (several source folders may land in one).
 struct DestState {
     raw: String,
     ambiguous: HashSet<String>,
+    /// With `--other-deliveries`: the archived sizes of each Message-ID of the folder's
+    /// archived messages. A server copy with that Message-ID at another size may be
+    /// another delivery of the same mail; its bytes are read to tell (empty otherwise).
+    sizes_by_id: std::collections::HashMap<String, Vec<u64>>,
+    /// Another delivery of the same mail stands for an archived message.
+    other_deliveries: bool,
     state: Census,
     permanent: Option<Vec<String>>,
     broken: Option<String>,
@@ -294,6 +314,7 @@ pub async fn import(
         &folders,
     );
     let plan: Plan = plan::plan_folders(&folders, &source_ns, &layout, &opts.plan)?;
+    rep.unmatched_maps = plan.unmatched_maps.clone();
 
     let Records {
         mut dests,
@@ -301,7 +322,7 @@ pub async fn import(
         mut recs,
         gid_of,
         unplaced,
-    } = records(&archives, &plan);
+    } = records(&archives, &plan, opts.other_deliveries);
 
     let created = make_folders(
         &mut sessions[0],
@@ -336,6 +357,7 @@ pub async fn import(
             .map(|d| DestRef {
                 raw: d.raw.clone(),
                 ambiguous: d.ambiguous.clone(),
+                sizes_by_id: d.sizes_by_id.clone(),
             })
             .collect(),
     );

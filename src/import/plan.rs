@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::archive::{FolderRecord, Namespace};
+use crate::mail::glob::{Glob, PatternError};
 use crate::mail::{roles, utf7};
 
 /// What the destination told us about itself.
@@ -64,13 +65,14 @@ pub struct DestFolder {
     pub selectable: bool,
 }
 
-/// `--map SRC=DST`: globs over source names (`/` separates levels, `*` matches any run of
-/// characters, levels included); each `*` of DST takes what the matching `*` of SRC
-/// matched, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `--map SRC=DST`: SRC is a glob (the dialect of `mail::glob`) over source names with
+/// `/` between levels; each `*` of DST takes what the matching `*` of SRC matched, in
+/// order.
+#[derive(Debug, Clone)]
 pub struct MapRule {
     pub src: String,
     pub dst: String,
+    glob: Glob,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -79,6 +81,8 @@ pub enum PlanError {
     BadMap(String),
     #[error("bad --map {0:?}: DST has more '*' than SRC")]
     MapStars(String),
+    #[error("bad --map: {0}")]
+    MapPattern(#[from] PatternError),
     #[error("--prefix must not be empty")]
     EmptyPrefix,
 }
@@ -93,45 +97,22 @@ impl std::str::FromStr for MapRule {
         if src.is_empty() || dst.is_empty() {
             return Err(PlanError::BadMap(s.to_string()));
         }
-        if dst.matches('*').count() > src.matches('*').count() {
+        let glob = Glob::new(src)?;
+        if dst.matches('*').count() > glob.stars() {
             return Err(PlanError::MapStars(s.to_string()));
         }
         Ok(MapRule {
             src: src.to_string(),
             dst: dst.to_string(),
+            glob,
         })
     }
-}
-
-/// Matches `pat` (with `*`) against `s`, returning what each `*` matched.
-pub fn glob_captures(pat: &str, s: &str) -> Option<Vec<String>> {
-    fn go(p: &[char], s: &[char], caps: &mut Vec<String>) -> bool {
-        match p.split_first() {
-            None => s.is_empty(),
-            Some(('*', rest)) => {
-                // Shortest match first, so `a*b*` splits at the first `b`.
-                for i in 0..=s.len() {
-                    caps.push(s[..i].iter().collect());
-                    if go(rest, &s[i..], caps) {
-                        return true;
-                    }
-                    caps.pop();
-                }
-                false
-            }
-            Some((c, rest)) => s.first() == Some(c) && go(rest, &s[1..], caps),
-        }
-    }
-    let p: Vec<char> = pat.chars().collect();
-    let sc: Vec<char> = s.chars().collect();
-    let mut caps = Vec::new();
-    go(&p, &sc, &mut caps).then_some(caps)
 }
 
 impl MapRule {
     /// The destination (levels joined by `/`) for a source name in `/` form, if it matches.
     pub fn apply(&self, src_slash: &str) -> Option<String> {
-        let caps = glob_captures(&self.src, src_slash)?;
+        let caps = self.glob.captures(src_slash)?;
         let mut out = String::new();
         let mut it = caps.into_iter();
         for c in self.dst.chars() {
@@ -209,6 +190,8 @@ pub struct Plan {
     /// Parents to create first, outermost first.
     pub parents: Vec<ParentPlan>,
     pub folders: Vec<FolderPlan>,
+    /// `--map` rules whose SRC matched no archived folder, as given (`SRC=DST`).
+    pub unmatched_maps: Vec<String>,
 }
 
 impl Plan {
@@ -440,9 +423,14 @@ pub fn plan_folders(
     // source folder of one role goes to one destination folder.
     let mut role_folder: HashMap<String, usize> = HashMap::new();
     let mut planned: HashSet<String> = HashSet::new();
+    let mut map_used = vec![false; opts.maps.len()];
     for f in folders {
         let rel = relative_levels(f, source_ns);
         let rel_slash = rel.join("/");
+        // Every rule is tried, not just up to the first match, so each one's use is known.
+        for (used, r) in map_used.iter_mut().zip(&opts.maps) {
+            *used |= r.glob.is_match(&rel_slash);
+        }
         let mut renamed = Vec::new();
         let mut create_role = None;
         let (levels, reason) = if let Some((rule, to)) = opts
@@ -514,6 +502,10 @@ pub fn plan_folders(
             renamed_levels: renamed,
         });
     }
+    plan.unmatched_maps = (opts.maps.iter().zip(&map_used))
+        .filter(|(_, &used)| !used)
+        .map(|(r, _)| format!("{}={}", r.src, r.dst))
+        .collect();
     // A parent that is itself an archived folder is created as that folder, in order.
     let folder_names: HashSet<&str> = plan
         .folders
@@ -723,6 +715,21 @@ mod tests {
         let p = plan_folders(&src, &SourceNamespace::default(), &d, &opts).unwrap();
         assert_eq!(p.folders[1].dest, "Archive.2019.Q1");
         assert_eq!(p.folders[2].dest, "Sent", "--map beats the role mapping");
+        assert!(p.unmatched_maps.is_empty());
+        let opts = PlanOptions {
+            maps: vec![
+                "*=Everything/*".parse().unwrap(),
+                "Old/*=Archive/*".parse().unwrap(),
+                "old/*=x/*".parse().unwrap(),
+            ],
+            prefix: None,
+        };
+        let p = plan_folders(&src, &SourceNamespace::default(), &d, &opts).unwrap();
+        assert_eq!(
+            p.unmatched_maps,
+            ["old/*=x/*"],
+            "a rule shadowed by an earlier one still matched; case counts"
+        );
         let opts = PlanOptions {
             maps: vec![],
             prefix: Some("Imported/2024".into()),
@@ -739,7 +746,10 @@ mod tests {
         );
         assert!("nothing".parse::<MapRule>().is_err());
         assert!("a=*".parse::<MapRule>().is_err());
-        assert_eq!(glob_captures("a*b*", "axxbyyb").unwrap(), vec!["xx", "yyb"]);
+        assert!(matches!(
+            "Old/[x=Archive".parse::<MapRule>(),
+            Err(PlanError::MapPattern(_))
+        ));
     }
 
     fn ns(prefix: &str, delim: char) -> SourceNamespace {

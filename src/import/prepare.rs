@@ -102,7 +102,7 @@ pub(super) struct Records {
     pub(super) unplaced: Vec<MemberRef>,
 }
 
-pub(super) fn records(archives: &[Archive], plan: &Plan) -> Records {
+pub(super) fn records(archives: &[Archive], plan: &Plan, other_deliveries: bool) -> Records {
     // Destination folders (distinct), and the records that go into each.
     let mut dests: Vec<DestState> = Vec::new();
     let mut folder_dest: Vec<usize> = Vec::new();
@@ -113,6 +113,8 @@ pub(super) fn records(archives: &[Archive], plan: &Plan) -> Records {
                 dests.push(DestState {
                     raw: fp.dest_raw.clone(),
                     ambiguous: HashSet::new(),
+                    sizes_by_id: HashMap::new(),
+                    other_deliveries,
                     state: Census::default(),
                     permanent: None,
                     broken: None,
@@ -165,6 +167,7 @@ pub(super) fn records(archives: &[Archive], plan: &Plan) -> Records {
                 size: m.size,
                 verified: None,
                 crlf_sent: false,
+                other_delivery: false,
             });
         }
     }
@@ -173,6 +176,16 @@ pub(super) fn records(archives: &[Archive], plan: &Plan) -> Records {
             let m = &archives[r.arch].index.messages[r.idx];
             (m.message_id.as_deref(), m.sha256.as_str())
         }));
+        if other_deliveries {
+            for r in recs.iter().filter(|r| r.dest == di) {
+                let m = &archives[r.arch].index.messages[r.idx];
+                if let Some(id) = m.message_id.as_deref().and_then(identity::norm_message_id) {
+                    let sizes = d.sizes_by_id.entry(id).or_default();
+                    sizes.push(m.size);
+                    sizes.extend(m.source_size);
+                }
+            }
+        }
     }
 
     Records {

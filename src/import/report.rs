@@ -81,7 +81,12 @@ pub(super) fn fill_report(
             fr.archived += 1;
             let id = || msg_id(&archives[r.arch], r.idx);
             match &r.st {
-                St::There(_) => fr.already_there += 1,
+                St::There(_) => {
+                    fr.already_there += 1;
+                    if r.other_delivery {
+                        fr.other_deliveries += 1;
+                    }
+                }
                 St::Appended(_) => {
                     fr.appended += 1;
                     if r.crlf_sent {
@@ -115,6 +120,7 @@ pub(super) fn fill_report(
         }
         rep.archived += fr.archived;
         rep.already_there += fr.already_there;
+        rep.other_deliveries += fr.other_deliveries;
         rep.appended += fr.appended;
         rep.to_append += fr.to_append;
         rep.verified += fr.verified;

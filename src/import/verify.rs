@@ -72,7 +72,10 @@ pub(super) fn verify_item(gid: usize, r: &Rec, m: &MessageRecord, mode: VerifyMo
         _ => (None, None),
     };
     let key = r.key.clone().expect("decided messages have a key");
-    let bytes_too = mode == VerifyMode::Full || (key.at_risk && r.head.is_none());
+    // Another delivery differs in its trace fields: decide matched it by bytes already,
+    // and its own bytes are not the archived ones.
+    let bytes_too =
+        !r.other_delivery && (mode == VerifyMode::Full || (key.at_risk && r.head.is_none()));
     VerifyItem {
         gid,
         uid,
@@ -85,6 +88,7 @@ pub(super) fn verify_item(gid: usize, r: &Rec, m: &MessageRecord, mode: VerifyMo
             .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
             .map(|d| d.timestamp()),
         present: matches!(r.st, St::There(_)),
+        other_delivery: r.other_delivery,
         date_text: m.internaldate.clone(),
         bytes_too,
         head: if mode == VerifyMode::Full {
@@ -239,6 +243,8 @@ pub(super) struct VerifyItem {
     /// Compare the header section only (see `Rec::head`); a mismatch falls back to the
     /// whole message.
     pub(super) head: Option<[[u8; 32]; 3]>,
+    /// Already there as another delivery of the same mail: its size is its own.
+    pub(super) other_delivery: bool,
 }
 
 /// Checks each archived message of one destination folder against what it holds now.
@@ -394,13 +400,18 @@ struct Metadata {
 
 fn compare_metadata(it: &VerifyItem, e: &Held) -> Metadata {
     let mut problems = Vec::new();
-    if !it.key.sizes.contains(&e.size) {
+    let mut notes = Vec::new();
+    if it.other_delivery {
+        notes.push(format!(
+            "another delivery of the same mail ({} bytes; archived {}): only trace fields such as Received differ",
+            e.size, it.key.sizes[0]
+        ));
+    } else if !it.key.sizes.contains(&e.size) {
         problems.push(format!(
             "the server stores it altered: size differs (archived {} bytes, CRLF form {}, server {})",
             it.key.sizes[0], it.key.sizes[1], e.size
         ));
     }
-    let mut notes = Vec::new();
     let (missing, extra) = crate::reconcile::flag_gap(&it.flags, &e.flags);
     if it.present {
         if !missing.is_empty() {
@@ -614,6 +625,7 @@ mod tests {
             present,
             date_text: Some("2020-09-13T12:26:40+00:00".into()),
             head: None,
+            other_delivery: false,
         }
     }
 
@@ -628,6 +640,7 @@ mod tests {
             sha: None,
             canonical: None,
             head_canonical: None,
+            trace_free: None,
         }
     }
 

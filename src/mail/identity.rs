@@ -200,6 +200,55 @@ pub fn altered_sizes(b: &[u8]) -> Vec<u64> {
     v
 }
 
+/// Header fields the receiving servers add on delivery. Two deliveries of one mail (to
+/// the old server and the new one while the MX change spreads, or a partner's retry)
+/// differ only in these.
+const TRACE_FIELDS: [&str; 9] = [
+    "received",
+    "return-path",
+    "delivered-to",
+    "x-original-to",
+    "envelope-to",
+    "authentication-results",
+    "received-spf",
+    "x-envelope-from",
+    "x-envelope-to",
+];
+const TRACE_PREFIXES: [&str; 3] = ["arc-", "x-spam-", "x-virus-"];
+
+fn is_trace_field(name: &[u8]) -> bool {
+    let n = String::from_utf8_lossy(name).trim().to_ascii_lowercase();
+    TRACE_FIELDS.contains(&n.as_str()) || TRACE_PREFIXES.iter().any(|p| n.starts_with(p))
+}
+
+/// Canonical hash ([`canonical_sha256`]) of the message without its trace header
+/// fields ([`TRACE_FIELDS`], `ARC-*`, `X-Spam-*`, `X-Virus-*`, each with its
+/// continuation lines): equal for two deliveries of the same mail, different as soon as
+/// any other header field or the body differs.
+pub fn trace_free_sha256(b: &[u8]) -> [u8; 32] {
+    let head = crate::mail::headers::header_section(b);
+    let mut out = Vec::with_capacity(b.len());
+    let mut skipping = false;
+    let mut rest = head;
+    while !rest.is_empty() {
+        let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+        let line = &rest[..end];
+        rest = &rest[end..];
+        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        if !continuation {
+            skipping = line
+                .iter()
+                .position(|&c| c == b':')
+                .is_some_and(|i| is_trace_field(&line[..i]));
+        }
+        if !skipping {
+            out.extend_from_slice(line);
+        }
+    }
+    out.extend_from_slice(&b[head.len()..]);
+    canonical_sha256(&out)
+}
+
 /// SHA-256 of a message's header section including the blank line that ends it, as it
 /// is, in CRLF form, and with only bare LF made CRLF (the forms a server may store).
 /// `None` when the message has no blank line (no body): such a header cannot be told
@@ -319,6 +368,9 @@ pub struct MsgKey {
     pub by_bytes: bool,
     /// Holds bytes servers are known to rewrite (see [`at_risk`]).
     pub at_risk: bool,
+    /// [`trace_free_sha256`], set only where another delivery of the same mail may
+    /// stand for this message (import with `--other-deliveries`, migrate).
+    pub trace_free: Option<[u8; 32]>,
 }
 
 impl MsgKey {
@@ -364,6 +416,7 @@ impl MsgKey {
             by_bytes,
             at_risk,
             message_id,
+            trace_free: None,
         }
     }
 
@@ -513,6 +566,28 @@ mod tests {
     }
 
     /// The server-altered forms are the transformations the servers apply.
+    #[test]
+    fn another_delivery_differs_only_in_trace_fields() {
+        let a = b"Received: from mx1 by old.example.jp; Mon, 1 Jan 2024 09:00:00 +0900\r\n\
+Return-Path: <s@example.com>\r\nDelivered-To: t@example.jp\r\nX-Spam-Score: 0.1\r\n\
+Message-ID: <m@x>\r\nSubject: hello\r\nARC-Seal: i=1;\r\n a=rsa-sha256\r\n\r\nbody\r\n";
+        let b = b"Received: from mx9 by new.example.net; Mon, 1 Jan 2024 09:00:03 +0900\r\n\
+Received: from relay; Mon, 1 Jan 2024 09:00:02 +0900\r\n\
+Authentication-Results: new.example.net; spf=pass\r\n\
+Message-ID: <m@x>\r\nSubject: hello\r\n\r\nbody\r\n";
+        assert_eq!(trace_free_sha256(a), trace_free_sha256(b));
+        let other_subject = b"Message-ID: <m@x>\r\nSubject: hello again\r\n\r\nbody\r\n";
+        assert_ne!(trace_free_sha256(a), trace_free_sha256(other_subject));
+        let other_body = b"Message-ID: <m@x>\r\nSubject: hello\r\n\r\nbody!\r\n";
+        assert_ne!(trace_free_sha256(a), trace_free_sha256(other_body));
+        // A "Received" line in the body is body, not trace.
+        let in_body = b"Message-ID: <m@x>\r\nSubject: hello\r\n\r\nReceived: x\r\nbody\r\n";
+        assert_ne!(
+            trace_free_sha256(in_body),
+            trace_free_sha256(b"Message-ID: <m@x>\r\nSubject: hello\r\n\r\nbody\r\n")
+        );
+    }
+
     #[test]
     fn courier_adds_a_final_crlf_to_a_message_without_one() {
         let m = b"Subject: x\r\nMessage-ID: <n@t>\r\n\r\nlast line";

@@ -4,7 +4,19 @@
 //! between `&` and `-`. Decoding is strict, so a name that is not valid modified UTF-7
 //! can be kept as it is instead of being mangled.
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
+use base64::alphabet::IMAP_MUTF7;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+
+/// RFC 3501's base64: `,` for `/`, never padded. Decoding also refuses non-zero leftover
+/// bits (the engine's default), which the RFC forbids too.
+const MUTF7: GeneralPurpose = GeneralPurpose::new(
+    &IMAP_MUTF7,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone),
+);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not valid modified UTF-7: {0:?}")]
@@ -37,14 +49,7 @@ fn flush(run: &mut Vec<u16>, out: &mut String) {
     }
     let bytes: Vec<u8> = run.iter().flat_map(|u| u.to_be_bytes()).collect();
     out.push('&');
-    for chunk in bytes.chunks(3) {
-        let n = (chunk[0] as u32) << 16
-            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
-            | *chunk.get(2).unwrap_or(&0) as u32;
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
+    MUTF7.encode_string(&bytes, out);
     out.push('-');
     run.clear();
 }
@@ -72,23 +77,15 @@ pub fn decode(s: &str) -> Result<String, Utf7Error> {
             i = end + 1;
             continue;
         }
-        let mut bits: u32 = 0;
-        let mut nbits = 0;
-        let mut units: Vec<u16> = Vec::new();
-        for &d in &b[i + 1..end] {
-            let v = ALPHABET.iter().position(|&a| a == d).ok_or_else(err)? as u32;
-            bits = bits << 6 | v;
-            nbits += 6;
-            if nbits >= 16 {
-                nbits -= 16;
-                units.push((bits >> nbits) as u16);
-                bits &= (1 << nbits) - 1;
-            }
-        }
-        // Leftover bits must be fewer than 6 and zero.
-        if nbits >= 6 || bits != 0 || units.is_empty() {
+        let bytes = MUTF7.decode(&b[i + 1..end]).map_err(|_| err())?;
+        // Whole UTF-16 units only: an odd byte means bits were left over.
+        if bytes.len() % 2 != 0 {
             return Err(err());
         }
+        let units: Vec<u16> = bytes
+            .chunks_exact(2)
+            .map(|p| u16::from_be_bytes([p[0], p[1]]))
+            .collect();
         let text = String::from_utf16(&units).map_err(|_| err())?;
         if text.chars().any(|c| (' '..='~').contains(&c)) {
             return Err(err());
@@ -129,7 +126,21 @@ mod tests {
 
     #[test]
     fn refuses_invalid() {
-        for bad in ["&", "&Jjo", "&AGE-", "a\u{e9}", "&U,BTF-", "&2D0-"] {
+        // Besides the old cases: odd byte counts (4 and 7 digits), non-zero leftover
+        // bits (`&ZeV-`), padding, and `/` from plain base64 instead of `,`.
+        for bad in [
+            "&",
+            "&Jjo",
+            "&AGE-",
+            "a\u{e9}",
+            "&U,BTF-",
+            "&ZeVn-",
+            "&ZeVnLIq-",
+            "&ZeV-",
+            "&2D0-",
+            "&ZeU=-",
+            "&U/BTFw-",
+        ] {
             assert!(decode(bad).is_err(), "{bad:?}");
         }
     }

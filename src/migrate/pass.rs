@@ -119,6 +119,7 @@ fn passes_steps(
         export_pass(acct, &src_creds, chain, &out, opts).map_err(|e| (Step::Export, e))?;
     rec.source_messages = exported.folders.iter().map(|f| f.source_messages).sum();
     rec.new_messages = exported.folders.iter().map(|f| f.new).sum();
+    rec.new_bytes = exported.bytes;
     let mut problems = exported.problems.clone();
 
     let mut archives: Vec<Archive> = chain
@@ -158,6 +159,7 @@ fn passes_steps(
     let imp = import_chain(archives, acct, &dst_creds, opts).map_err(|e| (Step::Import, e))?;
     rec.imported = imp.appended;
     rec.already_there = imp.already_there;
+    rec.same_mail_other_delivery = imp.other_deliveries;
     rec.verified = imp.verified;
     rec.missing = imp.archived.saturating_sub(imp.verified);
     if imp.failed > 0 {
@@ -169,8 +171,16 @@ fn passes_steps(
             imp.verified, imp.archived
         ));
     }
+    let other = if imp.other_deliveries > 0 {
+        format!(
+            " ({} as another delivery of the same mail)",
+            imp.other_deliveries
+        )
+    } else {
+        String::new()
+    };
     log(&format!(
-        "pass {}: imported {}, {} already there, {} of {} verified",
+        "pass {}: imported {}, {} already there{other}, {} of {} verified",
         rec.pass, imp.appended, imp.already_there, imp.verified, imp.archived
     ));
 
@@ -185,6 +195,7 @@ fn passes_steps(
 
 struct Exported {
     folders: Vec<FolderCounts>,
+    bytes: u64,
     /// Messages or folders the export could not archive, as sentences.
     problems: Vec<String>,
 }
@@ -232,7 +243,11 @@ fn export_pass(
                 .then(|| format!("{} message(s) or folder(s) not archived", rep.problems()))
                 .into_iter()
                 .collect();
-            Ok(Exported { folders, problems })
+            Ok(Exported {
+                folders,
+                bytes: rep.message_bytes,
+                problems,
+            })
         }
         Scheme::Pop3 | Scheme::Pop3s => {
             let job = export::pop3::Pop3Job {
@@ -260,7 +275,11 @@ fn export_pass(
             if rep.export.skipped() > 0 {
                 problems.push(format!("{} message(s) not archived", rep.export.skipped()));
             }
-            Ok(Exported { folders, problems })
+            Ok(Exported {
+                folders,
+                bytes: rep.export.message_bytes,
+                problems,
+            })
         }
     }
 }
@@ -280,6 +299,8 @@ fn import_chain(
         jobs: opts.connections,
         verify: VerifyMode::Quick,
         filter: Default::default(),
+        // Mail that reached both servers during the MX change is imported once.
+        other_deliveries: true,
     };
     // The account's files must form one chain (full first, each delta on the one
     // before); anything else is refused here, before the destination is touched.

@@ -45,6 +45,9 @@ pub struct PassRecord {
     pub archive: Option<String>,
     pub source_messages: u64,
     pub new_messages: u64,
+    /// Bytes of those messages.
+    #[serde(default)]
+    pub new_bytes: u64,
     /// Messages in the whole chain after this pass.
     pub chain_messages: u64,
     pub imported: u64,
@@ -102,7 +105,9 @@ impl AccountState {
     }
 
     pub fn record(&mut self, pass: PassRecord) {
-        if pass.new_messages > 0 || self.passes.is_empty() {
+        // The first archive starts the clock (the mail in it reached the server before
+        // then); a pass that could not look at the server observed nothing.
+        if pass.new_messages > 0 || (self.last_new_mail.is_none() && pass.archive.is_some()) {
             self.last_new_mail = Some(pass.started);
         }
         self.passes.push(pass);
@@ -238,6 +243,7 @@ mod tests {
 
     fn pass(n: u32, at: i64, new: u64, clean: bool) -> PassRecord {
         PassRecord {
+            archive: (n == 1).then(|| "pass-0001.tar.zst".to_string()),
             pass: n,
             started: t(at),
             finished: t(at + 5),
@@ -283,6 +289,19 @@ mod tests {
         st.record(pass(6, 90_000, 0, false));
         let v = verdict(Some(&st), q);
         assert_eq!((v.state, v.why.as_str()), (State::Failed, "cannot log in"));
+    }
+
+    #[test]
+    fn a_pass_that_could_not_look_starts_no_clock() {
+        let mut st = AccountState::default();
+        let mut failed = pass(1, 0, 0, false);
+        failed.archive = None;
+        st.record(failed);
+        assert_eq!(st.last_new_mail, None);
+        let mut first = pass(2, 100, 0, true);
+        first.archive = Some("pass-0002.tar.zst".into());
+        st.record(first);
+        assert_eq!(st.last_new_mail, Some(t(100)));
     }
 
     #[test]

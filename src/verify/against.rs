@@ -338,6 +338,7 @@ fn key_from_index(m: &MessageRecord) -> MsgKey {
         head_loose: [0; 32],
         date: None,
         at_risk: false,
+        trace_free: None,
     }
 }
 
@@ -363,7 +364,8 @@ async fn census(
         .filter(|r| r.key.by_bytes)
         .filter_map(|r| r.key.message_id.clone())
         .collect();
-    let mut census = crate::import::read_census(s, exists, &ambiguous, true).await?;
+    let mut census =
+        crate::import::read_census(s, exists, &ambiguous, &Default::default(), true).await?;
     if opts.full {
         let want: Vec<(u32, u64)> = census
             .msgs

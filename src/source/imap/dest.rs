@@ -469,6 +469,15 @@ impl RawReader {
     }
 }
 
+/// The raw reader's pure parsers on one arbitrary line, for the fuzz targets only.
+#[doc(hidden)]
+pub fn fuzz_line_parsers(line: &[u8]) {
+    if let Some((_, start)) = literal_len(line) {
+        assert!(start < line.len());
+    }
+    let _ = appenduid(&String::from_utf8_lossy(line));
+}
+
 /// `{N}`, `{N+}` or `~{N}` at the end of a line: (N, where the marker starts).
 fn literal_len(line: &[u8]) -> Option<(usize, usize)> {
     let l = line.strip_suffix(b"}")?;

@@ -336,6 +336,18 @@ fn printable(s: &str) -> String {
     t
 }
 
+/// The session's pure line parsers on one arbitrary line: the fuzz targets' only way
+/// in (they must not panic, whatever a server sends).
+#[doc(hidden)]
+pub fn fuzz_line_parsers(line: &[u8]) {
+    let _ = caps_from_line(line);
+    let _ = parse_namespace(line);
+    let s = String::from_utf8_lossy(line);
+    let _ = unescape(&s);
+    let _ = printable(&s);
+    let _ = parse_internaldate(&s);
+}
+
 fn caps_from_line(line: &[u8]) -> Option<HashSet<String>> {
     let s = String::from_utf8_lossy(line);
     let up = s.to_ascii_uppercase();

@@ -131,6 +131,15 @@ pub enum Pop3Error {
         msgno: Option<u32>,
         after: Duration,
     },
+    /// An answer longer than its bound ([`proto::BodyLimit`]): the client stopped
+    /// reading it, so the session is gone; the same message will be as long next time.
+    #[error("{endpoint}: {during}: {detail}")]
+    TooLong {
+        endpoint: String,
+        during: String,
+        msgno: Option<u32>,
+        detail: String,
+    },
     #[error("{endpoint}: protocol error during {during}: {detail}")]
     Protocol {
         endpoint: String,
@@ -188,7 +197,8 @@ impl Pop3Error {
         match self {
             Pop3Error::Server { msgno, .. }
             | Pop3Error::ConnectionLost { msgno, .. }
-            | Pop3Error::Timeout { msgno, .. } => *msgno,
+            | Pop3Error::Timeout { msgno, .. }
+            | Pop3Error::TooLong { msgno, .. } => *msgno,
             Pop3Error::Sink { msgno, .. } => Some(*msgno),
             _ => None,
         }
@@ -200,6 +210,7 @@ enum Fail {
     Lost(io::Error),
     Timeout,
     Protocol(String),
+    TooLong(String),
 }
 
 /// The byte stream with a read buffer. Only this touches the socket.
@@ -306,7 +317,7 @@ impl Conn {
                 });
                 limit
                     .check(received)
-                    .map_err(|e| Fail::Protocol(e.to_string()))?;
+                    .map_err(|e| Fail::TooLong(e.to_string()))?;
                 match fed {
                     Some(n) => {
                         self.start += n;
@@ -661,6 +672,12 @@ impl Pop3Client {
             Fail::Protocol(detail) => Pop3Error::Protocol {
                 endpoint,
                 during,
+                detail,
+            },
+            Fail::TooLong(detail) => Pop3Error::TooLong {
+                endpoint,
+                during,
+                msgno,
                 detail,
             },
         }
