@@ -16,9 +16,34 @@ use common::*;
 use serde_json::Value;
 use support::{Dovecot, DovecotOptions};
 
+/// The document `o` printed. Every field name in it must be in docs/json.md, so a new
+/// field cannot go undocumented.
 fn doc(o: &std::process::Output) -> Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(o), stderr(o)))
+    let v: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(o), stderr(o)));
+    let spec = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/json.md"))
+        .unwrap();
+    let mut missing = Vec::new();
+    undocumented(&v, &spec, &mut missing);
+    missing.sort();
+    missing.dedup();
+    assert!(missing.is_empty(), "not in docs/json.md: {missing:?}");
+    v
+}
+
+fn undocumented(v: &Value, spec: &str, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                if !spec.contains(&format!("`{k}`")) && !spec.contains(&format!("`{k}[]`")) {
+                    out.push(k.clone());
+                }
+                undocumented(x, spec, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| undocumented(x, spec, out)),
+        _ => {}
+    }
 }
 
 fn message(subject: &str, date: &str) -> Vec<u8> {
