@@ -39,6 +39,7 @@ use crate::archive::{Archive, Chain, Completeness, Layout, WriterOptions};
 use crate::export::{self, FolderFilter};
 use crate::extract::{self, Target};
 use crate::progress::Progress;
+use crate::text::printable;
 use crate::source::local::LocalSource;
 use crate::source::net::{Auth, Credentials, Endpoint, Scheme, Secret, TlsOptions};
 use crate::source::{maildir::MaildirSource, mbox::MboxSource, mbox::Quoting, SourceSpec};
@@ -181,6 +182,21 @@ impl Cmd {
             Cmd::Folders(_) => "folders",
             Cmd::Completions { .. } => "completions",
             Cmd::Man { .. } => "man",
+        }
+    }
+
+    /// Whether the report goes to stdout as JSON (an error then does too).
+    fn json(&self) -> bool {
+        match self {
+            Cmd::Export(a) => a.json,
+            Cmd::Ls(a) => a.json,
+            Cmd::Verify(a) => a.json,
+            Cmd::Extract(a) => a.json,
+            Cmd::Import(a) => a.json,
+            Cmd::Migrate(a) => a.json,
+            Cmd::Status(a) => a.json,
+            Cmd::Folders(a) => a.json,
+            Cmd::Completions { .. } | Cmd::Man { .. } => false,
         }
     }
 }
@@ -446,7 +462,11 @@ impl<E: std::fmt::Display> From<E> for Fatal {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    crate::log::set_level(cli.verbose);
     // Before any thread starts: they inherit the blocked signals.
     crate::interrupt::install(cli.cmd.name());
     let res = match &cli.cmd {
@@ -470,9 +490,50 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(Fatal(msg)) => {
             say_err!("mailark: error: {msg}");
+            if cli.cmd.json() {
+                // A script reading stdout gets an answer it can parse, not nothing.
+                let _ = print_json(&serde_json::json!({
+                    "error": printable(&msg),
+                    "exit": 2,
+                }));
+            }
             ExitCode::from(2)
         }
     }
+}
+
+/// A command line clap refuses: its message on stderr, exit 2, and with `--json` the
+/// same JSON error object every other exit-2 failure prints (help and version are not
+/// errors and print as usual).
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let _ = e.print();
+    if std::env::args().any(|a| a == "--json") {
+        // clap's message up to its usage block, as one line.
+        let text = e.to_string();
+        let first = text
+            .lines()
+            .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+            .trim_start_matches("error: ")
+            .to_string();
+        let _ = print_json(&serde_json::json!({
+            "error": printable(&first),
+            "exit": 2,
+        }));
+    }
+    ExitCode::from(2)
 }
 
 fn write_man_pages(dir: &std::path::Path) -> Result<u8, Fatal> {
@@ -560,7 +621,8 @@ fn export_filtered(cli: &Cli, a: &ExportArgs, filter: &FolderFilter) -> Result<u
                 .into(),
         ));
     }
-    let progress = Progress::bytes(src.total_bytes(), !cli.quiet);
+    let total = export::bytes_to_read(src.as_ref(), filter);
+    let progress = Progress::bytes(total, !cli.quiet);
     let rep = export::export_local(src.as_ref(), &a.output, wopts, filter, &progress)?;
     let problems = rep.skipped() > 0 || !rep.count_mismatches().is_empty();
     if a.json {
@@ -612,7 +674,7 @@ fn run_export_imap(
         since: a.since.clone(),
         ..Default::default()
     };
-    let progress = Progress::bytes(0, !cli.quiet && !a.json);
+    let progress = Progress::messages(!cli.quiet && !a.json);
     let rep =
         export::imap::export_imap(ep, &creds, &tls, &a.output, wopts, filter, opts, &progress)?;
     if a.json {
@@ -1033,6 +1095,13 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
             rep: &rep,
             against: against.clone(),
         })?;
+        // The report says why the job could not be done; stderr says it too, as for
+        // every other command that cannot do its job.
+        for f in rep.findings.iter().filter(|_| rep.unusable) {
+            if matches!(f.level, Level::Error) {
+                say_err!("mailark: error: {}: [{}]: {}", f.archive, f.code, f.detail);
+            }
+        }
     } else {
         for f in &rep.findings {
             let lvl = match f.level {
@@ -1047,7 +1116,11 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
                 line.push_str(&format!(" {m}"));
             }
             line.push_str(&format!(": {}", f.detail));
-            say!("{line}");
+            if rep.unusable && matches!(f.level, Level::Error) {
+                say_err!("mailark: {line}");
+            } else {
+                say!("{line}");
+            }
         }
         if !cli.quiet {
             let state = if rep.errors() == 0 {

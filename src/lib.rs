@@ -11,6 +11,7 @@ pub mod extract;
 pub mod import;
 pub mod interrupt;
 mod json;
+pub mod log;
 pub mod mail;
 pub mod migrate;
 pub mod progress;

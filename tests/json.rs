@@ -534,3 +534,31 @@ fn server_commands_share_the_scheme_and_take_folder_filters() {
     assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
     assert_eq!(doc(&o)["appended"], 1, "{}", stdout(&o));
 }
+
+#[test]
+fn a_failure_answers_with_one_error_object_in_the_scheme() {
+    let t = tempfile::tempdir().unwrap();
+    let missing = t.path().join("missing.tar.zst");
+    for args in [
+        vec!["ls", missing.to_str().unwrap(), "--json"],
+        vec![
+            "verify",
+            missing.to_str().unwrap(),
+            "--json",
+            "--no-such-flag",
+        ],
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        // One schema field, not one from the report and one from the error.
+        assert_eq!(
+            stdout(&o).matches("\"schema\"").count(),
+            1,
+            "{}",
+            stdout(&o)
+        );
+        let v = doc(&o);
+        check_json_scheme("error", &v, &["error", "exit"]);
+        assert_eq!(v["exit"], 2);
+    }
+}

@@ -22,7 +22,7 @@ pub(super) struct FoldersArgs {
     url: String,
     /// Print the census as JSON on stdout.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     #[command(flatten)]
     net: NetArgs,
 }

@@ -80,7 +80,7 @@ pub(super) struct MigrateArgs {
     shard: Option<String>,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     #[arg(long, value_name = "FILE")]
     from_password_file: Option<PathBuf>,
     #[arg(long, value_name = "VAR")]
@@ -119,7 +119,7 @@ pub(super) struct StatusArgs {
     quiet_for: String,
     /// One JSON array, one object per account.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 fn side_secret(

@@ -26,6 +26,7 @@ use crate::archive::{
     ArchiveWriter, Chain, ChainError, Completeness, FolderInfo, MessageInfo, Namespace, ParentRef,
     SourceRef, WriteError, WriteSummary, WriterOptions,
 };
+use crate::log::event;
 use crate::progress::Progress;
 use crate::source::imap::session::uid_set;
 use crate::source::imap::{
@@ -197,10 +198,38 @@ struct Ctx {
     progress: Progress,
 }
 
+/// The folders to read, each counted with EXAMINE when a progress bar is shown, so
+/// it can give messages n/N and an ETA from the start (a folder's census corrects its
+/// count later).
+async fn count_folders(
+    s: &mut ImapSession,
+    selected: &[MailboxInfo],
+    progress: &Progress,
+) -> Vec<Plan> {
+    let mut plans = Vec::with_capacity(selected.len());
+    for m in selected {
+        let mut expected = 0;
+        if progress.is_shown() {
+            // A failure here is met again, and handled, when the folder is read.
+            if let Ok(st) = s.examine(&m.raw_name).await {
+                expected = u64::from(st.exists);
+            }
+        }
+        plans.push(Plan {
+            info: m.clone(),
+            expected,
+        });
+    }
+    progress.set_totals(plans.iter().map(|p| p.expected).sum(), plans.len() as u64);
+    plans
+}
+
 /// A folder to read, in LIST order.
 #[derive(Debug, Clone)]
 struct Plan {
     info: MailboxInfo,
+    /// Messages the folder held when counted for the progress bar.
+    expected: u64,
 }
 
 /// Exports an IMAP account into `dest`.
@@ -309,9 +338,8 @@ async fn run(
         bodies: AtomicU64::new(0),
         progress: progress.clone(),
     });
-    let queue: Arc<Mutex<VecDeque<Plan>>> = Arc::new(Mutex::new(
-        selected.iter().map(|m| Plan { info: m.clone() }).collect(),
-    ));
+    let plans = count_folders(&mut first, &selected, progress).await;
+    let queue: Arc<Mutex<VecDeque<Plan>>> = Arc::new(Mutex::new(plans.into()));
     let results: Arc<Mutex<Vec<ImapFolderReport>>> = Arc::new(Mutex::new(Vec::new()));
     let jobs = opts.jobs.clamp(1, selected.len().max(1));
     let mut handles = Vec::new();
@@ -347,7 +375,7 @@ async fn run(
             loop {
                 let plan = queue.lock().unwrap().pop_front();
                 let Some(plan) = plan else { break };
-                ctx.progress.set_message(plan.info.name.clone());
+                ctx.progress.folder_started(&plan.info.name);
                 let rep = export_folder(&ctx, &mut sess, &plan).await;
                 results.lock().unwrap().push(rep);
             }
@@ -521,6 +549,10 @@ struct FolderRun {
     /// UID → times the connection died while that UID was being fetched on its own.
     /// Twice means the message itself kills the session: it is skipped and reported.
     killers: HashMap<u32, (u32, Vec<String>)>,
+    /// Messages this folder stands for in the progress bar's total, and how many of
+    /// them the bar has counted.
+    bar_len: u64,
+    bar_pos: u64,
 }
 
 enum Step {
@@ -554,6 +586,8 @@ async fn export_folder(ctx: &Ctx, sess: &mut Option<ImapSession>, plan: &Plan) -
         census_failures: 0,
         examine_failures: 0,
         killers: HashMap::new(),
+        bar_len: plan.expected,
+        bar_pos: 0,
     };
     loop {
         if ctx.writer_failed.load(Ordering::SeqCst) {
@@ -604,6 +638,24 @@ async fn export_folder(ctx: &Ctx, sess: &mut Option<ImapSession>, plan: &Plan) -
         && r.skipped.is_empty()
         && run.pending.is_empty()
         && accounted == r.listed;
+    // Whatever was not fetched (gone, skipped, the folder given up) is settled, so the
+    // bar ends at its total.
+    if run.bar_pos <= run.bar_len {
+        ctx.progress.messages_settled(run.bar_len - run.bar_pos);
+    } else {
+        ctx.progress
+            .adjust_total((run.bar_pos - run.bar_len) as i64);
+    }
+    ctx.progress.folder_done();
+    match &r.error {
+        None => event!(
+            "{}: done, {} archived, {} not archived",
+            r.folder,
+            r.archived,
+            r.skipped.len()
+        ),
+        Some(e) => event!("{}: stopped: {e}", r.folder),
+    }
     if r.error.is_some() {
         for uid in run.pending.keys() {
             r.skipped.push(Skipped {
@@ -631,6 +683,13 @@ async fn backoff(ctx: &Ctx, run: &mut FolderRun, e: &ImapError) -> bool {
         return false;
     }
     let pause = ctx.opts.backoff * 2u32.pow(run.failures.min(6) - 1);
+    event!(
+        "{}: {e}; reconnecting in {:.1} s (attempt {} of {})",
+        run.rep.folder,
+        pause.as_secs_f64(),
+        run.failures + 1,
+        ctx.opts.max_retries + 1
+    );
     tokio::time::sleep(pause).await;
     true
 }
@@ -717,8 +776,21 @@ async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Ste
             bytes += size;
             run.pending.insert(uid, Meta { size });
         }
-        ctx.progress.inc_length(bytes);
+        let listed = u64::from(st.exists);
+        ctx.progress
+            .adjust_total(listed as i64 - run.bar_len as i64);
+        run.bar_len = listed;
+        ctx.progress.messages_settled(run.rep.already_archived);
+        run.bar_pos += run.rep.already_archived;
         run.started = true;
+        event!(
+            "{}: {} messages on the server, {} to fetch ({}), {} already archived",
+            run.rep.folder,
+            st.exists,
+            run.pending.len(),
+            indicatif::BinaryBytes(bytes),
+            run.rep.already_archived
+        );
         if run.rep.listed < u64::from(st.exists) {
             // Messages expunged during the census are no gap: a second count tells.
             let recount = s.examine(&raw).await.map_or(st.exists, |n| n.exists);
@@ -944,8 +1016,9 @@ async fn archive_message(ctx: &Ctx, run: &mut FolderRun, m: FetchedMessage) -> R
     run.failures = 0;
     let body = m.body.unwrap_or_default();
     ctx.bodies.fetch_add(1, Ordering::Relaxed);
-    ctx.progress.inc(meta.size);
     let len = body.len() as u64;
+    ctx.progress.message_done(len);
+    run.bar_pos += 1;
     let announced = m.size.map(u64::from).unwrap_or(meta.size);
     if announced != len {
         run.rep.size_mismatches.push(SizeMismatch {
@@ -1039,6 +1112,8 @@ mod tests {
             census_failures: 0,
             examine_failures: 0,
             killers: HashMap::new(),
+            bar_len: 0,
+            bar_pos: 0,
         }
     }
 

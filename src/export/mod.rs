@@ -172,6 +172,18 @@ enum Item {
     Skip(String, Skipped),
 }
 
+fn chosen_folders(src: &(dyn LocalSource + Sync), filter: &FolderFilter) -> Vec<FolderInfo> {
+    let all = src.folders().into_iter();
+    all.filter(|f| filter.matches(&f.name)).collect()
+}
+
+/// The bytes [`export_local`] will read: the progress bar's total. Only the chosen
+/// folders count, or a bar for two folders of three would stop at 67 %.
+pub fn bytes_to_read(src: &(dyn LocalSource + Sync), filter: &FolderFilter) -> u64 {
+    let chosen = chosen_folders(src, filter);
+    chosen.iter().map(|f| src.folder_bytes(&f.name)).sum()
+}
+
 /// Exports a local source into `dest`.
 pub fn export_local(
     src: &(dyn LocalSource + Sync),
@@ -181,11 +193,7 @@ pub fn export_local(
     progress: &Progress,
 ) -> Result<ExportReport, ExportError> {
     wopts.source = src.describe();
-    let folders: Vec<FolderInfo> = src
-        .folders()
-        .into_iter()
-        .filter(|f| filter.matches(&f.name))
-        .collect();
+    let folders = chosen_folders(src, filter);
     if folders.is_empty() {
         return Err(ExportError::NoFolders);
     }
@@ -229,6 +237,11 @@ pub fn export_local(
         for item in rx {
             match item {
                 Item::Folder(f) => {
+                    crate::log::event!(
+                        "{}: reading {} message(s)",
+                        f.name,
+                        f.source_count.map_or("?".into(), |n| n.to_string())
+                    );
                     progress.set_message(f.name.clone());
                     writer.add_folder(f)?;
                 }

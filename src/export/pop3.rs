@@ -579,6 +579,12 @@ pub fn export_pop3(
     }
 
     let total: u64 = plans.iter().map(|p| p.list_size).sum();
+    crate::log::event!(
+        "{FOLDER}: {} messages on the server, {} to fetch ({}), {uidl_matched} already archived",
+        server.stat_messages,
+        plans.len(),
+        indicatif::BinaryBytes(total)
+    );
     let progress = &Progress::bytes(total, show_progress);
     progress.set_message(FOLDER);
 
@@ -703,6 +709,11 @@ pub fn export_pop3(
                     return Ok(());
                 }
                 reconnects += 1;
+                crate::log::event!(
+                    "{}: {err}; reconnecting ({reconnects} of at most {})",
+                    job.endpoint,
+                    job.retry.max_reconnects
+                );
                 match connect(job, false).await {
                     Ok(c) => client = c,
                     Err(e) => {

@@ -407,6 +407,12 @@ async fn reconnect(
     progress: &Progress,
 ) -> Option<(ImapSession, Vec<(Job, u32)>)> {
     for attempt in 0..3u32 {
+        crate::log::event!(
+            "{}: connection lost with {} message(s) in flight; reconnecting (attempt {} of 3)",
+            ctx.opts.dest,
+            lost.len(),
+            attempt + 1
+        );
         tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
         let Ok(mut s) = ImapSession::connect(&ctx.opts.dest, &ctx.opts.creds, &ctx.opts.tls).await
         else {

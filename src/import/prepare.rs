@@ -234,6 +234,15 @@ pub(super) async fn make_folders(
                 ));
             }
         }
+        crate::log::event!(
+            "folder {:?}{}",
+            fp.dest,
+            match (fp.create, dry_run) {
+                (true, true) => " would be created",
+                (true, false) => " created",
+                (false, _) => " exists on the server",
+            }
+        );
         if fp.create {
             created.insert(fi);
         }

@@ -441,14 +441,16 @@ fn compare_metadata(it: &VerifyItem, e: &Held) -> Metadata {
     if let Some(want) = it.date {
         let got = e.internaldate.as_deref().and_then(parse_internaldate);
         let server = e.internaldate.as_deref().unwrap_or("none");
+        let archived = it.date_text.as_deref().unwrap_or("none");
         if got.map(|g| g.timestamp()) == Some(want) {
         } else if it.present {
             notes.push(format!(
-                "INTERNALDATE differs: archived {}, server {server} (IMAP cannot change the date of a message already there)",
-                it.date_text.as_deref().unwrap_or("none")
+                "INTERNALDATE differs: archived {archived}, server {server} (IMAP cannot change the date of a message already there)"
             ));
         } else {
-            problems.push(format!("INTERNALDATE differs: server {server}"));
+            problems.push(format!(
+                "INTERNALDATE differs: archived {archived}, server {server}"
+            ));
         }
     }
     Metadata { problems, notes }
@@ -657,6 +659,24 @@ mod tests {
         let m = compare_metadata(&it, &held(&["\\Seen", "\\Flagged", "$X"], OTHER));
         assert_eq!(m.problems.len(), 2, "{m:?}");
         assert!(m.notes.is_empty());
+    }
+
+    #[test]
+    fn a_failure_names_both_values() {
+        let it = item(false);
+        let mut h = held(&["\\Seen", "\\Flagged"], OTHER);
+        h.size = 99;
+        let m = compare_metadata(&it, &h);
+        let date = m.problems.iter().find(|p| p.contains("INTERNALDATE"));
+        assert!(
+            date.is_some_and(|p| p.contains("2001") && p.contains("2020")),
+            "{m:?}"
+        );
+        let size = m.problems.iter().find(|p| p.contains("size"));
+        assert!(
+            size.is_some_and(|p| p.contains("99") && p.contains(&it.key.sizes[0].to_string())),
+            "{m:?}"
+        );
     }
 
     #[test]

@@ -27,7 +27,6 @@ struct Folder {
 pub struct EmlSource {
     root: PathBuf,
     folders: Vec<Folder>,
-    total: u64,
 }
 
 fn is_eml(p: &Path) -> bool {
@@ -89,28 +88,23 @@ impl EmlSource {
                 })
                 .collect::<Vec<_>>(),
         );
-        let mut total = 0;
         let folders = found
             .into_iter()
             .zip(names)
-            .map(|((raw, files), name)| {
-                total += files.iter().map(|f| f.1).sum::<u64>();
-                Folder {
-                    info: FolderInfo {
-                        special_use: guess_special_use(&name, Some('/')),
-                        source_count: Some(files.len() as u64),
-                        raw_name: String::from_utf8_lossy(&raw).into_owned(),
-                        raw_bytes: std::str::from_utf8(&raw).is_err().then(|| raw.clone()),
-                        ..FolderInfo::simple(&name, Some('/'))
-                    },
-                    files,
-                }
+            .map(|((raw, files), name)| Folder {
+                info: FolderInfo {
+                    special_use: guess_special_use(&name, Some('/')),
+                    source_count: Some(files.len() as u64),
+                    raw_name: String::from_utf8_lossy(&raw).into_owned(),
+                    raw_bytes: std::str::from_utf8(&raw).is_err().then(|| raw.clone()),
+                    ..FolderInfo::simple(&name, Some('/'))
+                },
+                files,
             })
             .collect();
         Ok(EmlSource {
             root: root.to_path_buf(),
             folders,
-            total,
         })
     }
 }
@@ -125,8 +119,9 @@ impl LocalSource for EmlSource {
         self.folders.iter().map(|f| f.info.clone()).collect()
     }
 
-    fn total_bytes(&self) -> u64 {
-        self.total
+    fn folder_bytes(&self, folder: &str) -> u64 {
+        let f = self.folders.iter().find(|f| f.info.name == folder);
+        f.map_or(0, |f| f.files.iter().map(|(_, n)| n).sum())
     }
 
     fn messages(

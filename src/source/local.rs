@@ -41,8 +41,8 @@ pub trait LocalSource {
         folder: &str,
         each: &mut MessageSink<'_>,
     ) -> Result<(), crate::archive::WriteError>;
-    /// Bytes the source will read, for progress (best effort).
-    fn total_bytes(&self) -> u64;
+    /// Bytes the source will read for `folder`, for progress (best effort).
+    fn folder_bytes(&self, folder: &str) -> u64;
 }
 
 /// Guesses a special-use role from a folder's last level (local stores carry no flags).

@@ -19,12 +19,12 @@ use std::os::unix::ffi::OsStrExt;
 struct Folder {
     info: FolderInfo,
     dir: PathBuf,
+    bytes: u64,
 }
 
 pub struct MaildirSource {
     root: PathBuf,
     folders: Vec<Folder>,
-    total: u64,
 }
 
 fn is_maildir(p: &Path) -> bool {
@@ -123,13 +123,12 @@ impl MaildirSource {
                 })
                 .collect::<Vec<_>>(),
         );
-        let mut total = 0;
         let mut folders = Vec::new();
         for ((raw_bytes, delim, dir), name) in found.into_iter().zip(names) {
             let raw = String::from_utf8_lossy(&raw_bytes).into_owned();
             let files = list_messages(&dir)?;
-            total += files.iter().map(|f| f.2).sum::<u64>();
             folders.push(Folder {
+                bytes: files.iter().map(|f| f.2).sum::<u64>(),
                 info: FolderInfo {
                     special_use: guess_special_use(&name, delim),
                     subscribed: subscriptions
@@ -151,7 +150,6 @@ impl MaildirSource {
         Ok(MaildirSource {
             root: root.to_path_buf(),
             folders,
-            total,
         })
     }
 }
@@ -252,8 +250,9 @@ impl LocalSource for MaildirSource {
         self.folders.iter().map(|f| f.info.clone()).collect()
     }
 
-    fn total_bytes(&self) -> u64 {
-        self.total
+    fn folder_bytes(&self, folder: &str) -> u64 {
+        let f = self.folders.iter().find(|f| f.info.name == folder);
+        f.map_or(0, |f| f.bytes)
     }
 
     fn messages(

@@ -58,7 +58,6 @@ pub struct MboxSource {
     root: PathBuf,
     files: Vec<MboxFile>,
     quoting: Quoting,
-    total: u64,
 }
 
 /// Names mail clients give their sidecar files, which sit beside mbox files.
@@ -164,15 +163,10 @@ impl MboxSource {
                 f.name = name;
             }
         }
-        let total = files
-            .iter()
-            .map(|f| fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0))
-            .sum();
         Ok(MboxSource {
             root: path.to_path_buf(),
             files,
             quoting,
-            total,
         })
     }
 }
@@ -195,8 +189,10 @@ impl LocalSource for MboxSource {
             .collect()
     }
 
-    fn total_bytes(&self) -> u64 {
-        self.total
+    fn folder_bytes(&self, folder: &str) -> u64 {
+        let f = self.files.iter().find(|f| f.name == folder);
+        f.and_then(|f| fs::metadata(&f.path).ok())
+            .map_or(0, |m| m.len())
     }
 
     fn messages(

@@ -269,8 +269,8 @@ pub enum NetError {
     CaParse { path: PathBuf, detail: String },
     #[error("TLS setup failed: {0}")]
     TlsSetup(String),
-    #[error("TLS handshake with {host} failed: {detail}")]
-    Handshake { host: String, detail: String },
+    #[error("TLS handshake with {url} failed: {detail}")]
+    Handshake { url: String, detail: String },
 }
 
 /// Builds the TLS connector for `opts`.
@@ -360,16 +360,29 @@ pub async fn tcp_connect(ep: &Endpoint) -> Result<TcpStream, NetError> {
 
 pub async fn tls_handshake(
     connector: &tokio_native_tls::TlsConnector,
-    host: &str,
+    ep: &Endpoint,
     tcp: TcpStream,
 ) -> Result<tokio_native_tls::TlsStream<TcpStream>, NetError> {
     connector
-        .connect(host, tcp)
+        .connect(&ep.host, tcp)
         .await
         .map_err(|e| NetError::Handshake {
-            host: host.to_string(),
-            detail: e.to_string(),
+            url: ep.to_string(),
+            detail: handshake_detail(&e.to_string()),
         })
+}
+
+/// The TLS library's words, and for a certificate it could not check (self-signed, an
+/// unknown CA, a wrong host name) the way out, which its words do not tell.
+fn handshake_detail(tls: &str) -> String {
+    if tls.contains("certificate verify failed") || tls.contains("certificate is not trusted") {
+        format!(
+            "{tls}; the server's certificate is not trusted: add --tls-ca-file PEM with the \
+             CA that signed it (or --insecure to skip the check)"
+        )
+    } else {
+        tls.to_string()
+    }
 }
 
 /// A connection that is plain TCP or TLS, so STARTTLS/STLS can upgrade in place and the

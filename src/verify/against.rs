@@ -251,6 +251,12 @@ pub async fn verify_against(
             continue;
         };
         progress.set_message(f.name.clone());
+        crate::log::event!(
+            "{}: comparing {} archived message(s) with {} on {server}",
+            f.name,
+            f.recs.len(),
+            m.raw_name
+        );
         compare_folder(&mut s, f, m, opts, &server, progress, &mut out, &mut sum).await?;
         sum.folders_compared += 1;
     }

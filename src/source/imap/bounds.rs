@@ -139,13 +139,16 @@ fn literal_at_end(line: &[u8]) -> Option<u64> {
 pub struct Bounded<S> {
     inner: S,
     scan: ResponseScan,
+    trace: Option<crate::log::WireTrace>,
 }
 
 impl<S> Bounded<S> {
-    pub fn new(inner: S) -> Bounded<S> {
+    /// `endpoint` names the connection in the `-vv` trace.
+    pub fn new(inner: S, endpoint: &str) -> Bounded<S> {
         Bounded {
             inner,
             scan: ResponseScan::new(),
+            trace: crate::log::WireTrace::new(crate::log::Protocol::Imap, endpoint),
         }
     }
 
@@ -164,6 +167,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Bounded<S> {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
+                if let Some(t) = &mut this.trace {
+                    t.received(&buf.filled()[before..]);
+                }
                 let r = this.scan.feed(&buf.filled()[before..]);
                 Poll::Ready(r.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)))
             }
@@ -178,7 +184,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Bounded<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let (Some(t), Poll::Ready(Ok(n))) = (&mut this.trace, &r) {
+            t.sent(&buf[..*n]);
+        }
+        r
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_flush(cx)

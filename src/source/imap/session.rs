@@ -458,7 +458,7 @@ impl ImapSession {
         let mut stream = if ep.scheme.implicit_tls() {
             let conn = net::tls_connector(tls)?;
             Stream::Tls(Box::new(
-                timeout(t, net::tls_handshake(&conn, &ep.host, tcp))
+                timeout(t, net::tls_handshake(&conn, ep, tcp))
                     .await
                     .map_err(|_| ImapError::Timeout {
                         endpoint: epn.clone(),
@@ -508,7 +508,7 @@ impl ImapSession {
                 };
                 let conn = net::tls_connector(tls)?;
                 stream = Stream::Tls(Box::new(
-                    timeout(t, net::tls_handshake(&conn, &ep.host, tcp))
+                    timeout(t, net::tls_handshake(&conn, ep, tcp))
                         .await
                         .map_err(|_| ImapError::Timeout {
                             endpoint: epn.clone(),
@@ -522,7 +522,7 @@ impl ImapSession {
             }
         }
         let tls_used = stream.is_tls();
-        let client = async_imap::Client::new(Bounded::new(stream));
+        let client = async_imap::Client::new(Bounded::new(stream, &epn));
         let login_err = |e: async_imap::error::Error| match e {
             async_imap::error::Error::No(s) | async_imap::error::Error::Bad(s) => {
                 ImapError::Login {

@@ -17,6 +17,7 @@ use super::proto::{
     MAX_STATUS_LINE,
 };
 use super::sasl;
+use crate::log::{Protocol, WireTrace};
 use crate::source::net::{self, Auth, Credentials, Endpoint, Scheme, Stream, TlsOptions};
 
 /// How long any single step (connect, handshake, one read, one write) may take.
@@ -220,12 +221,14 @@ struct Conn {
     start: usize,
     end: usize,
     timeout: Duration,
+    trace: Option<WireTrace>,
 }
 
 impl Conn {
-    fn new(stream: Stream, timeout: Duration) -> Conn {
+    fn new(stream: Stream, timeout: Duration, trace: Option<WireTrace>) -> Conn {
         Conn {
             stream,
+            trace,
             buf: vec![0; READ_BUF].into_boxed_slice(),
             start: 0,
             end: 0,
@@ -234,6 +237,9 @@ impl Conn {
     }
 
     async fn send(&mut self, bytes: &[u8]) -> Result<(), Fail> {
+        if let Some(t) = &mut self.trace {
+            t.sent(bytes);
+        }
         let io = async {
             self.stream.write_all(bytes).await?;
             self.stream.flush().await
@@ -287,6 +293,9 @@ impl Conn {
                 let stop = self.start + scanned + p + 1;
                 let line = self.buf[self.start..stop].to_vec();
                 self.start = stop;
+                if let Some(t) = &mut self.trace {
+                    t.received(&line);
+                }
                 return Ok(line);
             }
             scanned = self.end - self.start;
@@ -321,6 +330,9 @@ impl Conn {
                 match fed {
                     Some(n) => {
                         self.start += n;
+                        if let Some(t) = &mut self.trace {
+                            t.received_body(received);
+                        }
                         return Ok(());
                     }
                     None => self.start = self.end,
@@ -405,7 +417,11 @@ impl Pop3Client {
             Stream::Plain(tcp)
         };
         let mut c = Pop3Client {
-            conn: Conn::new(stream, opts.timeout),
+            conn: Conn::new(
+                stream,
+                opts.timeout,
+                WireTrace::new(Protocol::Pop3, &endpoint),
+            ),
             caps: Capabilities::default(),
             endpoint,
             mechanism: "",
@@ -455,12 +471,16 @@ impl Pop3Client {
         limit: Duration,
         endpoint: &str,
     ) -> Result<Stream, Pop3Error> {
-        match timeout(limit, net::tls_handshake(connector, &ep.host, tcp)).await {
+        match timeout(limit, net::tls_handshake(connector, ep, tcp)).await {
             Err(_) => Err(Pop3Error::Timeout {
                 endpoint: endpoint.to_string(),
                 during: "TLS handshake".into(),
                 msgno: None,
                 after: limit,
+            }),
+            Ok(Err(net::NetError::Handshake { detail, .. })) => Err(Pop3Error::Tls {
+                endpoint: endpoint.to_string(),
+                detail: format!("handshake failed: {detail}"),
             }),
             Ok(Err(e)) => Err(Pop3Error::Tls {
                 endpoint: endpoint.to_string(),
@@ -495,7 +515,7 @@ impl Pop3Client {
         };
         let stream = Self::handshake(connector, ep, tcp, opts.timeout, &endpoint).await?;
         Ok(Pop3Client {
-            conn: Conn::new(stream, opts.timeout),
+            conn: Conn::new(stream, opts.timeout, conn.trace),
             caps: Capabilities::default(),
             endpoint,
             mechanism: "",

@@ -1,0 +1,262 @@
+//! `-v` and `-vv` against a real Dovecot: `-v` tells per-folder events, `-vv` traces the
+//! IMAP and POP3 conversation, and nothing printed at either level holds the password
+//! (plain or as a SASL PLAIN blob) or a message body.
+
+mod common;
+mod support;
+
+use base64::Engine;
+use common::*;
+use support::{Dovecot, DovecotOptions};
+
+const SECRET: &str = "Tr4ce-Secret-ZQX-Ω";
+const BODY_MARK: &str = "body-mark-7f3a9c";
+
+fn server() -> Dovecot {
+    let d = Dovecot::start_with(DovecotOptions {
+        users: vec![
+            ("alice".into(), SECRET.into()),
+            ("bob".into(), format!("{SECRET}-bob")),
+        ],
+        ..Default::default()
+    });
+    let msg = |n: u32| {
+        (
+            format!("Subject: m{n}\r\nMessage-ID: <m{n}@t>\r\n\r\n{BODY_MARK} {n}\r\n")
+                .into_bytes(),
+            "S",
+            1_600_000_000 + n as i64,
+        )
+    };
+    d.seed_maildir("alice", "INBOX", &[msg(1), msg(2)]);
+    d.seed_maildir("alice", "Archive", &[msg(3)]);
+    d
+}
+
+/// Everything the run printed, both streams.
+fn all_output(o: &std::process::Output) -> String {
+    format!("{}{}", stdout(o), stderr(o))
+}
+
+fn assert_nothing_secret(o: &std::process::Output, what: &str) {
+    let out = all_output(o);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for user in ["alice", "bob"] {
+        let pw = if user == "alice" {
+            SECRET.to_string()
+        } else {
+            format!("{SECRET}-bob")
+        };
+        let plain = b64.encode(format!("\0{user}\0{pw}"));
+        assert!(!out.contains(&pw), "{what}: password shown:\n{out}");
+        assert!(!out.contains(&plain), "{what}: SASL blob shown:\n{out}");
+    }
+    assert!(
+        !out.contains(SECRET.split('-').nth(1).unwrap()),
+        "{what}: part of the password shown:\n{out}"
+    );
+    assert!(!out.contains(BODY_MARK), "{what}: a body shown:\n{out}");
+}
+
+fn traced(o: &std::process::Output, line_has: &[&str]) {
+    let err = stderr(o);
+    for want in line_has {
+        assert!(
+            err.lines().any(|l| l.contains(want)),
+            "no trace line with {want:?}:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn vv_traces_imap_and_pop3_without_secrets_or_bodies() {
+    let d = server();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = d.ca_file().display().to_string();
+    let alice_pw = d.password_file("alice").display().to_string();
+    let bob_pw = d.password_file("bob").display().to_string();
+    let imap_out = dir.path().join("imap.tar.zst").display().to_string();
+    let pop_out = dir.path().join("pop.tar.zst").display().to_string();
+
+    // IMAP export over STARTTLS (AUTHENTICATE PLAIN).
+    let o = run(&[
+        "-vv",
+        "export",
+        &d.imap_url("alice"),
+        "-o",
+        &imap_out,
+        "--password-file",
+        &alice_pw,
+        "--tls-ca-file",
+        &ca,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_nothing_secret(&o, "imap export");
+    traced(
+        &o,
+        &[
+            " C: ",
+            " S: ",
+            "LIST",
+            "UID FETCH",
+            "AUTHENTICATE PLAIN",
+            "+ ***",
+            " bytes}",
+        ],
+    );
+
+    // POP3 export (USER/PASS once STLS is up).
+    let o = run(&[
+        "-vv",
+        "export",
+        &d.pop3_url("alice"),
+        "-o",
+        &pop_out,
+        "--password-file",
+        &alice_pw,
+        "--tls-ca-file",
+        &ca,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_nothing_secret(&o, "pop3 export");
+    traced(
+        &o,
+        &["pop3#", " C: TOP 1 ", " C: UIDL", " S: +OK", " bytes}"],
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains(" C: PASS ***") || err.contains(" C: AUTH PLAIN ***"),
+        "no hidden login in the POP3 trace:\n{err}"
+    );
+
+    // Import into bob, then verify bob against the archive.
+    let o = run(&[
+        "-vv",
+        "import",
+        &imap_out,
+        "--to",
+        &d.imaps_url("bob"),
+        "--password-file",
+        &bob_pw,
+        "--tls-ca-file",
+        &ca,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
+    assert_nothing_secret(&o, "import");
+    traced(&o, &["APPEND", "{", " bytes}"]);
+
+    let o = run(&[
+        "-vv",
+        "verify",
+        &imap_out,
+        "--against",
+        &d.imaps_url("bob"),
+        "--full",
+        "--password-file",
+        &bob_pw,
+        "--tls-ca-file",
+        &ca,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
+    assert_nothing_secret(&o, "verify --against");
+    traced(&o, &["FETCH", "EXAMINE"]);
+}
+
+#[test]
+fn v_tells_folders_but_no_protocol() {
+    let d = server();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = d.ca_file().display().to_string();
+    let alice_pw = d.password_file("alice").display().to_string();
+    let out = dir.path().join("a.tar.zst").display().to_string();
+    let o = run(&[
+        "-v",
+        "export",
+        &d.imaps_url("alice"),
+        "-o",
+        &out,
+        "--password-file",
+        &alice_pw,
+        "--tls-ca-file",
+        &ca,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_nothing_secret(&o, "-v export");
+    let err = stderr(&o);
+    assert!(!err.contains(" C: "), "-v must not trace:\n{err}");
+    for folder in ["INBOX", "Archive"] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with("mailark: ") && l.contains(folder)),
+            "no event for {folder}:\n{err}"
+        );
+    }
+
+    // POP3 export, import and verify --against tell their folders too.
+    let pop = dir.path().join("p.tar.zst").display().to_string();
+    let o = run(&[
+        "-v",
+        "export",
+        &d.pop3s_url("alice"),
+        "-o",
+        &pop,
+        "--password-file",
+        &alice_pw,
+        "--tls-ca-file",
+        &ca,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("mailark: INBOX: 2 messages on the server"),
+        "{err}"
+    );
+    let bob_pw = d.password_file("bob").display().to_string();
+    let o = run(&[
+        "-v",
+        "import",
+        &out,
+        "--to",
+        &d.imaps_url("bob"),
+        "--password-file",
+        &bob_pw,
+        "--tls-ca-file",
+        &ca,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
+    let err = stderr(&o);
+    assert!(err.contains("mailark: folder \"Archive\" created"), "{err}");
+    assert!(!err.contains(" C: "), "-v must not trace:\n{err}");
+    let o = run(&[
+        "-v",
+        "verify",
+        &out,
+        "--against",
+        &d.imaps_url("bob"),
+        "--password-file",
+        &bob_pw,
+        "--tls-ca-file",
+        &ca,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("mailark: INBOX: comparing 2 archived message(s)"),
+        "{err}"
+    );
+
+    // Without -v: no events at all.
+    let out2 = dir.path().join("b.tar.zst").display().to_string();
+    let o = run(&[
+        "export",
+        &d.imaps_url("alice"),
+        "-o",
+        &out2,
+        "--password-file",
+        &alice_pw,
+        "--tls-ca-file",
+        &ca,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+}
