@@ -26,7 +26,6 @@ pub struct FolderCensus {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Census {
-    pub schema: u32,
     pub server: String,
     pub tls: bool,
     /// The personal namespace: prefix and delimiter.
@@ -84,7 +83,6 @@ pub async fn imap_census(
         folders.push(f);
     }
     let c = Census {
-        schema: 1,
         server: ep.to_string(),
         tls: s.is_tls(),
         namespace,

@@ -31,15 +31,18 @@ macro_rules! say_err {
 
 mod folders;
 mod migrate;
+mod table;
+
+use table::{column_width, pad, Align, Table};
 
 use crate::archive::{Archive, Chain, Completeness, Layout, WriterOptions};
 use crate::export::{self, FolderFilter};
 use crate::extract::{self, Target};
 use crate::progress::Progress;
+use crate::text::printable;
 use crate::source::local::LocalSource;
 use crate::source::net::{Auth, Credentials, Endpoint, Scheme, Secret, TlsOptions};
 use crate::source::{maildir::MaildirSource, mbox::MboxSource, mbox::Quoting, SourceSpec};
-use crate::text::printable;
 use crate::verify::{self, Level};
 
 const EXAMPLES: &str = "\
@@ -93,7 +96,7 @@ Exit 0: every message archived. 1: the archive was written but something is miss
     /// List the messages of archives (reads only the index).
     #[command(after_help = "Examples:
   mailark ls alice.tar.zst
-  mailark ls full.tar.zst delta1.tar.zst --json | jq '.[].subject'")]
+  mailark ls full.tar.zst delta1.tar.zst --json | jq '.messages[].subject'")]
     Ls(LsArgs),
     /// Check archives: every hash, index against members, index checksum, chain.
     #[command(after_help = "Examples:
@@ -132,6 +135,7 @@ listed; all others extracted). 2: the job could not be done (e.g. disk full).")]
   mailark import full.tar.zst delta1.tar.zst --to imaps://a@host --dry-run
   mailark import a.tar.zst --to imap://a@host --map 'Old/*=Archive/*' --prefix Imported
   mailark import a.tar.zst --to imaps://a@host --verify full --json
+  mailark import a.tar.zst --to imaps://a@host --folder 'INBOX*' --exclude 'INBOX/Old*'
 
 Folder names use '/' between levels in --map and --prefix, whatever the server's
 delimiter. Special-use folders (Sent, Drafts, Trash, Junk, Archive) go to the
@@ -213,6 +217,12 @@ struct ImportArgs {
     /// Put every folder under this folder.
     #[arg(long, value_name = "FOLDER")]
     prefix: Option<String>,
+    /// Only archived folders matching this glob (repeatable).
+    #[arg(long = "folder", value_name = "GLOB")]
+    folders: Vec<String>,
+    /// Leave out archived folders matching this glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
     /// Print the plan (folders to create, messages to append or skip); change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -270,8 +280,9 @@ struct ExportArgs {
     /// Parallel server connections (IMAP: folders fetched side by side).
     #[arg(long, default_value_t = 4)]
     jobs: usize,
-    /// Incremental: archive only messages not already in these archives (a chain).
-    #[arg(long, value_name = "PREV.tar.zst", num_args = 1..)]
+    /// Incremental: archive only messages not already in this archive; repeat for each
+    /// archive of a chain (`--since full.tar.zst --since delta1.tar.zst`).
+    #[arg(long, value_name = "PREV.tar.zst")]
     since: Vec<PathBuf>,
     #[command(flatten)]
     net: NetArgs,
@@ -388,7 +399,10 @@ struct LsArgs {
     /// Only folders matching this glob (repeatable). Glob: `*` any characters, levels included; `?` one; `[a-z]`, `[!a-z]`; case-sensitive.
     #[arg(long = "folder", value_name = "GLOB")]
     folders: Vec<String>,
-    /// One JSON array, one object per message.
+    /// Leave out folders matching this glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Print `{"schema":1,"messages":[...]}` on stdout (docs/json.md).
     #[arg(long)]
     json: bool,
 }
@@ -408,6 +422,12 @@ struct VerifyArgs {
     /// With --against: download every message again and compare SHA-256.
     #[arg(long, requires = "against")]
     full: bool,
+    /// With --against: compare only folders matching this glob (repeatable).
+    #[arg(long = "folder", value_name = "GLOB", requires = "against")]
+    folders: Vec<String>,
+    /// With --against: leave out folders matching this glob (repeatable).
+    #[arg(long, value_name = "GLOB", requires = "against")]
+    exclude: Vec<String>,
     #[command(flatten)]
     net: NetArgs,
 }
@@ -475,7 +495,6 @@ pub fn main() -> ExitCode {
                 let _ = print_json(&serde_json::json!({
                     "error": printable(&msg),
                     "exit": 2,
-                    "schema": 1,
                 }));
             }
             ExitCode::from(2)
@@ -512,7 +531,6 @@ fn usage_error(e: clap::Error) -> ExitCode {
         let _ = print_json(&serde_json::json!({
             "error": printable(&first),
             "exit": 2,
-            "schema": 1,
         }));
     }
     ExitCode::from(2)
@@ -527,11 +545,34 @@ fn write_man_pages(dir: &std::path::Path) -> Result<u8, Fatal> {
     Ok(0)
 }
 
+/// The version of every `--json` document (docs/json.md). It changes when a field
+/// changes meaning or goes away; new fields keep it.
+pub(crate) const JSON_SCHEMA: u32 = 1;
+
+/// A `--json` document: `schema` first, then the report's own fields.
+#[derive(serde::Serialize)]
+struct JsonDoc<'a, T: serde::Serialize> {
+    schema: u32,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+/// Prints `v` (a struct: its fields join `schema`) as the command's JSON document. A
+/// reader that stops early (`| head`) is not an error: the rest is not wanted.
 fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Fatal> {
+    let doc = JsonDoc {
+        schema: JSON_SCHEMA,
+        body: v,
+    };
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, v)?;
-    writeln!(out)?;
-    Ok(())
+    let res = serde_json::to_writer_pretty(&mut out, &doc)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out))
+        .and_then(|()| out.flush());
+    match res {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// A folder pattern that selected nothing is most likely a typo: said on stderr, one
@@ -587,9 +628,10 @@ fn export_filtered(cli: &Cli, a: &ExportArgs, filter: &FolderFilter) -> Result<u
     if a.json {
         print_json(&rep)?;
     } else if !cli.quiet {
+        let w = column_width(rep.folders.iter().map(|f| f.folder.as_str()), 40);
         say!(
-            "{:<40} {:>8} {:>9} {:>8}",
-            "folder",
+            "{} {:>8} {:>9} {:>8}",
+            pad("folder", w),
             "source",
             "archived",
             "skipped"
@@ -597,8 +639,8 @@ fn export_filtered(cli: &Cli, a: &ExportArgs, filter: &FolderFilter) -> Result<u
         for f in &rep.folders {
             let src = f.source_count.map_or("-".to_string(), |c| c.to_string());
             say!(
-                "{:<40} {:>8} {:>9} {:>8}",
-                f.folder,
+                "{} {:>8} {:>9} {:>8}",
+                pad(&f.folder, w),
                 src,
                 f.archived,
                 f.skipped.len()
@@ -658,9 +700,10 @@ fn run_export_imap(
 }
 
 fn print_imap_report(rep: &export::imap::ImapExportReport) {
+    let w = column_width(rep.folders.iter().map(|f| f.folder.as_str()), 34);
     say!(
-        "{:<34} {:>8} {:>9} {:>8} {:>8}  notes",
-        "folder",
+        "{} {:>8} {:>9} {:>8} {:>8}  notes",
+        pad("folder", w),
         "server",
         "archived",
         "before",
@@ -669,8 +712,8 @@ fn print_imap_report(rep: &export::imap::ImapExportReport) {
     for f in &rep.folders {
         if !f.selectable {
             say!(
-                "{:<34} {:>8} {:>9} {:>8} {:>8}  no messages (\\Noselect)",
-                f.folder,
+                "{} {:>8} {:>9} {:>8} {:>8}  no messages (\\Noselect)",
+                pad(&f.folder, w),
                 "-",
                 "-",
                 "-",
@@ -704,8 +747,8 @@ fn print_imap_report(rep: &export::imap::ImapExportReport) {
             notes.push(format!("{} reconnect(s)", f.reconnects));
         }
         say!(
-            "{:<34} {:>8} {:>9} {:>8} {:>8}  {}",
-            f.folder,
+            "{} {:>8} {:>9} {:>8} {:>8}  {}",
+            pad(&f.folder, w),
             f.source_count.map_or("-".to_string(), |c| c.to_string()),
             f.archived,
             f.already_archived,
@@ -800,9 +843,10 @@ fn run_export_pop3(
             if s.tls { "TLS" } else { "no TLS" },
             s.login
         );
+        let w = column_width(rep.export.folders.iter().map(|f| f.folder.as_str()), 40);
         say!(
-            "{:<40} {:>8} {:>9} {:>8} {:>8}",
-            "folder",
+            "{} {:>8} {:>9} {:>8} {:>8}",
+            pad("folder", w),
             "source",
             "archived",
             "skipped",
@@ -815,8 +859,8 @@ fn run_export_pop3(
         for f in &rep.export.folders {
             let src = f.source_count.map_or("-".to_string(), |c| c.to_string());
             say!(
-                "{:<40} {:>8} {:>9} {:>8} {:>8}",
-                f.folder,
+                "{} {:>8} {:>9} {:>8} {:>8}",
+                pad(&f.folder, w),
                 src,
                 f.archived,
                 f.skipped.len(),
@@ -876,66 +920,122 @@ fn open_chain(paths: &[PathBuf], completeness: Completeness) -> Result<Chain, Fa
 }
 
 #[derive(serde::Serialize)]
-struct LsItem<'a> {
+struct LsItem {
     archive: String,
     #[serde(flatten)]
-    m: &'a crate::archive::MessageRecord,
+    m: crate::archive::MessageRecord,
+}
+
+#[derive(serde::Serialize)]
+struct LsDoc {
+    messages: Vec<LsItem>,
 }
 
 fn run_ls(a: &LsArgs) -> Result<u8, Fatal> {
     // Listing shows what the files hold, so a delta may be listed without its parent.
     let chain = open_chain(&a.archives, Completeness::Tail)?;
-    let archives = chain.archives();
-    let filter = FolderFilter::new(&a.folders, &[])?;
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        let items: Vec<LsItem> = archives
-            .iter()
-            .flat_map(|ar| {
-                ar.index
-                    .messages
-                    .iter()
-                    .filter(|m| filter.matches(&m.folder))
-                    .map(move |m| LsItem {
-                        archive: ar.path.display().to_string(),
-                        m,
-                    })
-            })
-            .collect();
-        serde_json::to_writer_pretty(&mut out, &items)?;
-        writeln!(out)?;
-        return Ok(0);
-    }
-    for ar in archives {
-        for m in ar
-            .index
+    let filter = FolderFilter::new(&a.folders, &a.exclude)?;
+    let listed = chain.archives().iter().flat_map(|ar| {
+        ar.index
             .messages
             .iter()
             .filter(|m| filter.matches(&m.folder))
-        {
+            .map(move |m| (ar, m))
+    });
+    if a.json {
+        let messages = listed
+            .map(|(ar, m)| {
+                let mut m = m.clone();
+                m.internaldate = m.internaldate.map(|d| utc_rfc3339(&d));
+                m.date = m.date.map(|d| utc_rfc3339(&d));
+                LsItem {
+                    archive: ar.path.display().to_string(),
+                    m,
+                }
+            })
+            .collect();
+        print_json(&LsDoc { messages })?;
+        return Ok(0);
+    }
+    let rows: Vec<[String; 6]> = listed
+        .map(|(_, m)| {
             let date = m
                 .internaldate
                 .as_deref()
                 .map(|d| d.get(..16).unwrap_or(d).replace('T', " "))
                 .unwrap_or_else(|| "-".into());
-            let r = writeln!(
-                out,
-                "{}",
-                printable(&format!(
-                    "{date:<16}  {:>9}  {}  {}  {}",
-                    m.size,
-                    m.folder,
-                    m.from.as_deref().unwrap_or("-"),
-                    m.subject.as_deref().unwrap_or("-")
-                ))
-            );
-            if r.is_err() {
-                // A closed pipe (`| head`) is not an error worth a message.
-                return Ok(0);
-            }
+            [
+                date,
+                m.size.to_string(),
+                flag_letters(&m.flags),
+                m.folder.clone(),
+                m.from.clone().unwrap_or_else(|| "-".into()),
+                m.subject.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let header = ["date", "size", "flags", "folder", "from", "subject"].map(String::from);
+    let table = Table::new(&[
+        Align::Left,
+        Align::Right,
+        Align::Left,
+        Align::Left,
+        Align::Left,
+        Align::Left,
+    ])
+    .max_width(4, 32);
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`| head`) ends the listing quietly: the rest is not wanted.
+    for line in table.render(&header, &rows) {
+        if writeln!(out, "{line}").is_err() {
+            return Ok(0);
         }
     }
+    let _ = out.flush();
     Ok(0)
+}
+
+/// An RFC 3339 date in UTC with `Z`, as every `--json` date is; a value that is not
+/// RFC 3339 is shown as stored (verify reports it).
+fn utc_rfc3339(d: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(d)
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        })
+        .unwrap_or_else(|_| d.to_string())
+}
+
+/// IMAP flags as mutt shows them: D(raft) F(lagged) R(eplied) S(een) T(rashed), then
+/// keywords; `-` for none.
+fn flag_letters(flags: &[String]) -> String {
+    let mut letters = String::new();
+    for (flag, l) in [
+        ("\\Draft", 'D'),
+        ("\\Flagged", 'F'),
+        ("\\Answered", 'R'),
+        ("\\Seen", 'S'),
+        ("\\Deleted", 'T'),
+    ] {
+        if flags.iter().any(|f| f.eq_ignore_ascii_case(flag)) {
+            letters.push(l);
+        }
+    }
+    let keywords: Vec<&str> = flags
+        .iter()
+        .filter(|f| !f.starts_with('\\'))
+        .map(String::as_str)
+        .collect();
+    if !keywords.is_empty() {
+        if !letters.is_empty() {
+            letters.push(' ');
+        }
+        letters.push_str(&keywords.join(","));
+    }
+    if letters.is_empty() {
+        letters.push('-');
+    }
+    letters
 }
 
 fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
@@ -965,6 +1065,7 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
         let chain = open_chain(&a.archives, Completeness::Whole)?;
         let opts = verify::against::AgainstOptions {
             full: a.full,
+            filter: FolderFilter::new(&a.folders, &a.exclude)?,
             ..Default::default()
         };
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -980,6 +1081,7 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
         ))?;
         rep.findings.extend(findings);
         against = Some(summary);
+        warn_unmatched(opts.filter.unmatched());
     }
     progress.finish();
     if a.json {
@@ -1100,7 +1202,7 @@ fn print_extract_summary(rep: &extract::ExtractReport, to: &str) {
         "extracted {} messages ({}) in {} folders to {to} ({})",
         rep.messages,
         BinaryBytes(rep.bytes),
-        rep.folders,
+        rep.folders.len(),
         rep.layout
     );
     if rep.already_present > 0 {
@@ -1153,6 +1255,7 @@ fn run_import(cli: &Cli, a: &ImportArgs) -> Result<u8, Fatal> {
         jobs: a.jobs,
         verify,
         dest,
+        filter: FolderFilter::new(&a.folders, &a.exclude)?,
         other_deliveries: a.other_deliveries,
     };
     let total: u64 = chain
@@ -1170,6 +1273,7 @@ fn run_import(cli: &Cli, a: &ImportArgs) -> Result<u8, Fatal> {
         rep.unmatched_maps
             .iter()
             .map(|m| format!("--map {m:?}"))
+            .chain(opts.filter.unmatched())
             .collect(),
     );
     if a.json {

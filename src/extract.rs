@@ -99,6 +99,13 @@ pub struct Unreadable {
     pub reason: String,
 }
 
+/// A folder of the archive and the directory (or mbox file) it was written to.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExtractedFolder {
+    pub folder: String,
+    pub path: String,
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct ExtractReport {
     /// `maildir++`, `maildir-fs`, `mbox` or `eml`.
@@ -108,9 +115,12 @@ pub struct ExtractReport {
     /// Messages whose file was already there with the same bytes (an earlier run).
     pub already_present: u64,
     pub bytes: u64,
-    pub folders: u64,
+    /// The folders written, each with where it went.
+    pub folders: Vec<ExtractedFolder>,
     /// mbox output only: messages that gained a final LF (mbox cannot store their last byte).
     pub eol_added: u64,
+    /// In JSON: `failed` (how many) and `failures` (each with why), as in every report.
+    #[serde(flatten, serialize_with = "crate::json::count_and_list")]
     pub unreadable: Vec<Unreadable>,
 }
 
@@ -144,7 +154,13 @@ pub fn extract(
     make_folders(target, &records, &outs)?;
     let mut rep = ExtractReport {
         layout: target.layout(),
-        folders: records.len() as u64,
+        folders: records
+            .iter()
+            .map(|f| ExtractedFolder {
+                folder: f.name.clone(),
+                path: outs[&f.name].dir.display().to_string(),
+            })
+            .collect(),
         ..Default::default()
     };
     for a in archives {

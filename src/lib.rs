@@ -10,6 +10,7 @@ pub mod export;
 pub mod extract;
 pub mod import;
 pub mod interrupt;
+mod json;
 pub mod log;
 pub mod mail;
 pub mod migrate;

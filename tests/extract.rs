@@ -337,7 +337,8 @@ fn damaged_and_missing_messages_are_listed_and_the_rest_extracted() {
         assert_eq!(res.status.code(), Some(1), "{target}: {}", stderr(&res));
         let rep = json(&res);
         assert_eq!(rep["messages"], all.len() as u64 - 2, "{target}: {rep}");
-        let un = rep["unreadable"].as_array().unwrap();
+        assert_eq!(rep["failed"], 2, "{target}: {rep}");
+        let un = rep["failures"].as_array().unwrap();
         assert_eq!(un.len(), 2, "{target}: {rep}");
         let find = |m: &str| {
             un.iter()
@@ -643,7 +644,11 @@ fn folder_and_exclude_globs() {
             .map(|(p, _)| p.rsplit_once('/').unwrap().0.to_string())
             .collect();
         dirs.sort();
-        assert_eq!(rep["folders"], dirs.len() as u64, "{rep}");
+        assert_eq!(
+            rep["folders"].as_array().unwrap().len(),
+            dirs.len(),
+            "{rep}"
+        );
         assert_eq!(rep["messages"], dirs.len() as u64, "{rep}");
         dirs
     };
@@ -759,7 +764,8 @@ fn damaged_compressed_data_lists_what_was_not_reached() {
     ]);
     assert_eq!(res.status.code(), Some(1), "{}", stderr(&res));
     let rep = json(&res);
-    let un = rep["unreadable"].as_array().unwrap();
+    let un = rep["failures"].as_array().unwrap();
+    assert_eq!(rep["failed"], un.len(), "{rep}");
     let written = rep["messages"].as_u64().unwrap();
     assert!(
         written > 0,

@@ -63,6 +63,7 @@ fn lists_counts_sizes_roles_and_subscriptions() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    check_json_scheme("folders", &v, &["folders", "messages", "bytes"]);
     let f = |name: &str| {
         v["folders"]
             .as_array()

@@ -195,7 +195,7 @@ fn a_tagged_no_on_fetch_is_a_reported_error() {
     assert_eq!(f["source_count"], 3);
     assert_eq!(f["archived"], 2, "{f:#}");
     assert_eq!(f["complete"], false);
-    let sk = &f["skipped"][0];
+    let sk = &f["failures"][0];
     assert_eq!(sk["id"], "UID 2");
     let reason = sk["reason"].as_str().unwrap();
     assert!(

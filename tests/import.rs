@@ -132,7 +132,7 @@ fn failures(rep: &serde_json::Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|f| f["failed"].as_array().unwrap().iter())
+        .flat_map(|f| f["failures"].as_array().unwrap().iter())
         .map(|x| {
             (
                 x["id"].as_str().unwrap().to_string(),

@@ -297,7 +297,8 @@ fn throttled_appends_are_retried_and_over_quota_is_reported() {
     );
     assert_eq!(rep["appended"], 4, "{rep}");
     assert_eq!(rep["verified"], 4, "{rep}");
-    let failed = &rep["folders"][0]["failed"];
+    assert_eq!(rep["folders"][0]["failed"], 1, "{rep}");
+    let failed = &rep["folders"][0]["failures"];
     assert_eq!(failed.as_array().unwrap().len(), 1, "{rep}");
     assert!(
         failed[0]["reason"].as_str().unwrap().contains("quota"),
@@ -357,7 +358,8 @@ fn refused_multiappend_is_retried_one_message_at_a_time() {
     assert_eq!(bodies.len(), 39, "nothing doubled");
     assert_eq!(rep["appended"], 39, "{rep}");
     assert_eq!(rep["verified"], 39, "{rep}");
-    let failed = &rep["folders"][0]["failed"];
+    assert_eq!(rep["folders"][0]["failed"], 1, "{rep}");
+    let failed = &rep["folders"][0]["failures"];
     assert_eq!(failed.as_array().unwrap().len(), 1, "{rep}");
     assert!(
         failed[0]["id"].as_str().unwrap().contains("m7@t"),
@@ -391,7 +393,8 @@ fn server_without_literal_plus_gets_one_append_at_a_time() {
     assert_eq!(s.msgs.len(), 5);
     assert_eq!(rep["appended"], 5, "{rep}");
     assert_eq!(rep["verified"], 5, "{rep}");
-    let failed = &rep["folders"][0]["failed"];
+    assert_eq!(rep["folders"][0]["failed"], 1, "{rep}");
+    let failed = &rep["folders"][0]["failures"];
     assert_eq!(failed.as_array().unwrap().len(), 1, "{rep}");
     assert!(
         failed[0]["id"].as_str().unwrap().contains("m2@t"),

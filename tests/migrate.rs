@@ -112,9 +112,15 @@ impl Move {
     }
 }
 
+/// The `accounts` of a `migrate --json` or `status --json` document (schema 1).
 fn rows(o: &Output) -> Vec<serde_json::Value> {
-    serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout)
-        .unwrap_or_else(|e| panic!("not a JSON array ({e}): {}", stdout(o)))
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)));
+    check_json_scheme("migrate/status", &v, &["accounts"]);
+    v["accounts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no accounts list: {v:#}"))
+        .clone()
 }
 
 fn row<'a>(rows: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {

@@ -577,6 +577,7 @@ fn incremental_with_zero_then_n_new_messages() {
                 "--json",
                 "--since",
                 full.to_str().unwrap(),
+                "--since",
                 d0.to_str().unwrap(),
             ],
         },
@@ -690,7 +691,7 @@ fn cut_connection_mid_retr_reconnects_and_completes() {
     assert_eq!(j["reconnects"], 2, "{j}");
     assert!(proxy.connections() >= 3);
     assert_eq!(j["messages"], msgs.len() as u64);
-    assert_eq!(j["folders"][0]["skipped"].as_array().unwrap().len(), 0);
+    assert_eq!(j["folders"][0]["failures"].as_array().unwrap().len(), 0);
     let mut want: Vec<Vec<u8>> = msgs.iter().map(|m| pop3_form(m)).collect();
     want.sort();
     assert!(
@@ -733,7 +734,7 @@ fn message_that_always_breaks_the_link_is_skipped_not_the_rest() {
     let j = json(&o);
     assert_eq!(j["reconnects"], 3, "{j}");
     assert_eq!(j["messages"], 10);
-    let skipped = j["folders"][0]["skipped"].as_array().unwrap();
+    let skipped = j["folders"][0]["failures"].as_array().unwrap();
     assert_eq!(skipped.len(), 1, "{skipped:?}");
     assert!(skipped[0]["id"].as_str().unwrap().starts_with("message "));
     assert!(
@@ -1012,7 +1013,7 @@ fn server_without_uidl_capa_or_pipelining() {
             .any(|n| n.contains("no TOP") && n.contains("may mark them as seen")),
         "{notes:?}"
     );
-    let skipped = j["folders"][0]["skipped"].as_array().unwrap();
+    let skipped = j["folders"][0]["failures"].as_array().unwrap();
     assert_eq!(skipped.len(), 1);
     assert_eq!(skipped[0]["id"], "message 3");
     assert!(skipped[0]["reason"]
@@ -1347,7 +1348,7 @@ fn since_parent_is_the_chain_tip_in_any_order() {
     assert_eq!(go(&full, vec![]).status.code(), Some(0));
     let o = go(&d0, vec!["--since", full_s]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let o = go(&d1, vec!["--since", d0_s, full_s]);
+    let o = go(&d1, vec!["--since", d0_s, "--since", full_s]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(
         header_of(&d1)["parent"]["archive_id"],

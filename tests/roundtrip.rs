@@ -204,7 +204,7 @@ fn mbox_layout_keeps_every_byte() {
     ]);
     let out = run_ok(&["verify", ar.to_str().unwrap(), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["messages_checked"], fx.len() as u64 + 1);
+    assert_eq!(v["messages"], fx.len() as u64 + 1);
     assert_eq!(v["findings"].as_array().unwrap().len(), 0);
     let eml = t.path().join("eml");
     run_ok(&[

@@ -38,7 +38,7 @@ could run (bad arguments, unreadable CSV, every account failed before archiving)
 
 pub(super) const STATUS_HELP: &str = "Examples:
   mailark status --dir move
-  mailark status --dir move --quiet-for 48h --json | jq '.[] | select(.state != \"safe-to-cancel\")'
+  mailark status --dir move --quiet-for 48h --json | jq '.accounts[] | select(.state != \"safe-to-cancel\")'
 
 States: failed (the last pass found a problem, shown), in-progress (no pass finished yet),
 verified (the destination holds the whole chain; the old server is not yet quiet for
@@ -258,9 +258,15 @@ pub(super) fn run_migrate(quiet: bool, a: &MigrateArgs) -> Result<u8, Fatal> {
     }
 }
 
+/// `migrate --json` and `status --json`: one object per account (docs/json.md).
+#[derive(serde::Serialize)]
+struct Accounts<'a, T: serde::Serialize> {
+    accounts: &'a [T],
+}
+
 fn finish(a: &MigrateArgs, quiet: bool, outcomes: &[AccountOutcome]) -> Result<u8, Fatal> {
     if a.json {
-        print_json(&outcomes)?;
+        print_json(&Accounts { accounts: outcomes })?;
     } else if !quiet {
         print_outcomes(outcomes);
     } else {
@@ -304,7 +310,7 @@ pub(super) fn run_status(a: &StatusArgs) -> Result<u8, Fatal> {
         )));
     }
     if a.json {
-        print_json(&rows)?;
+        print_json(&Accounts { accounts: &rows })?;
     } else {
         print_rows(&rows);
     }

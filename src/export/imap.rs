@@ -106,7 +106,9 @@ pub struct ImapFolderReport {
     pub already_archived: u64,
     /// The folder's UIDVALIDITY differs from the chain's: matched by SHA-256 instead.
     pub uidvalidity_changed: bool,
-    /// Messages that could not be archived, with the reason.
+    /// Messages that could not be archived, with the reason. In JSON: `failed` (how
+    /// many) and `failures` (each with why), as in every report.
+    #[serde(flatten, serialize_with = "crate::json::count_and_list")]
     pub skipped: Vec<Skipped>,
     /// UIDs expunged on the server while the run was reading the folder.
     pub vanished: Vec<u32>,
@@ -141,6 +143,8 @@ pub struct ImapExportReport {
     pub source: String,
     pub parent: Option<ParentRef>,
     pub messages: u64,
+    /// Bytes of mail archived (`bytes` in JSON, as in every report).
+    #[serde(rename = "bytes")]
     pub message_bytes: u64,
     pub file_bytes: u64,
     /// Message bodies downloaded (0 on an incremental run with no new mail).

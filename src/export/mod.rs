@@ -104,6 +104,9 @@ pub struct FolderReport {
     pub source_count: Option<u64>,
     pub archived: u64,
     pub bytes: u64,
+    /// Messages not archived. In JSON: `failed` (how many) and `failures` (each with
+    /// why), as in every report.
+    #[serde(flatten, serialize_with = "crate::json::count_and_list")]
     pub skipped: Vec<Skipped>,
 }
 
@@ -114,6 +117,8 @@ pub struct ExportReport {
     pub index_sha256: String,
     pub source: String,
     pub messages: u64,
+    /// Bytes of mail archived (`bytes` in JSON, as in every report).
+    #[serde(rename = "bytes")]
     pub message_bytes: u64,
     pub file_bytes: u64,
     pub folders: Vec<FolderReport>,

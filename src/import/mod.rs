@@ -84,6 +84,8 @@ pub struct ImportOptions {
     pub dry_run: bool,
     pub jobs: usize,
     pub verify: VerifyMode,
+    /// `--folder`/`--exclude`: archived folders left out are not imported.
+    pub filter: crate::export::FolderFilter,
     /// A message the destination holds as another delivery of the same mail (same
     /// Message-ID, header and body; only trace fields such as `Received` differ) counts
     /// as already there (dual delivery while an MX change spreads).
@@ -111,7 +113,7 @@ pub enum ImportError {
         tries: u32,
         source: ImapError,
     },
-    #[error("the archives hold no folder to import")]
+    #[error("the archives hold no folder to import (or none matches --folder/--exclude)")]
     Empty,
 }
 
@@ -148,6 +150,8 @@ pub struct FolderReport {
     /// `--dry-run`: messages that would be appended.
     pub to_append: u64,
     pub verified: u64,
+    /// In JSON: `failed` (how many) and `failures` (each with why), as in every report.
+    #[serde(flatten, serialize_with = "crate::json::count_and_list")]
     pub failed: Vec<Failure>,
     /// Present messages whose metadata differs (notes, not failures).
     pub differing: Vec<Differing>,
@@ -284,7 +288,8 @@ pub async fn import(
 ) -> Result<ImportReport, ImportError> {
     let started = std::time::Instant::now();
     let archives = Arc::new(chain.into_archives());
-    let folders = chain_folders(&archives);
+    let mut folders = chain_folders(&archives);
+    folders.retain(|f| opts.filter.matches(&f.name));
     if folders.is_empty() {
         return Err(ImportError::Empty);
     }

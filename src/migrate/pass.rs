@@ -298,6 +298,7 @@ fn import_chain(
         dry_run: false,
         jobs: opts.connections,
         verify: VerifyMode::Quick,
+        filter: Default::default(),
         // Mail that reached both servers during the MX change is imported once.
         other_deliveries: true,
     };

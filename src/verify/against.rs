@@ -37,6 +37,8 @@ pub struct AgainstOptions {
     pub timeout: Duration,
     /// Most announced bytes per `UID FETCH` when downloading.
     pub batch_bytes: u64,
+    /// `--folder`/`--exclude`: folders compared, by archive name and by server name.
+    pub filter: crate::export::FolderFilter,
 }
 
 impl Default for AgainstOptions {
@@ -45,6 +47,7 @@ impl Default for AgainstOptions {
             full: false,
             timeout: crate::source::imap::session::DEFAULT_TIMEOUT,
             batch_bytes: 16 << 20,
+            filter: Default::default(),
         }
     }
 }
@@ -120,7 +123,12 @@ pub async fn verify_against(
     let mut folders: Vec<ArchFolder> = Vec::new();
     let mut records: Vec<FolderRecord> = Vec::new();
     for a in archives {
-        for f in a.index.folders.iter().filter(|f| f.selectable) {
+        for f in a
+            .index
+            .folders
+            .iter()
+            .filter(|f| f.selectable && opts.filter.matches(&f.name))
+        {
             if !records.iter().any(|r| r.name == f.name) {
                 records.push(f.clone());
             }
@@ -160,7 +168,11 @@ pub async fn verify_against(
     let mut s = ImapSession::connect_with_timeout(ep, creds, tls, opts.timeout).await?;
     let all = s.list().await?;
     let namespace = s.namespace().await?;
-    let listed: Vec<MailboxInfo> = all.iter().filter(|m| m.selectable).cloned().collect();
+    let listed: Vec<MailboxInfo> = all
+        .iter()
+        .filter(|m| m.selectable && opts.filter.matches(&m.name))
+        .cloned()
+        .collect();
     // Pair folders: by name first, then by role for what is left.
     let mut pairs: Vec<(usize, Option<MailboxInfo>)> = Vec::new();
     let mut used: HashSet<String> = HashSet::new();

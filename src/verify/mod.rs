@@ -38,7 +38,10 @@ pub struct Finding {
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct VerifyReport {
     pub archives: Vec<String>,
+    /// Messages whose bytes were checked (`messages` in JSON, as in every report).
+    #[serde(rename = "messages")]
     pub messages_checked: u64,
+    #[serde(rename = "bytes")]
     pub bytes_checked: u64,
     pub findings: Vec<Finding>,
     /// Some input could not be used at all (missing file, not an archive).

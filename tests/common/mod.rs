@@ -128,11 +128,9 @@ pub fn ls_json(archives: &[&Path]) -> Vec<serde_json::Value> {
     args.push("--json".into());
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = run_ok(&a);
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
+    let v = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap();
+    assert_eq!(v["schema"], 1, "{v:#}");
+    v["messages"].as_array().unwrap().clone()
 }
 
 /// All files below `dir`, relative path → bytes.
@@ -248,4 +246,86 @@ pub fn tampered(
         .unwrap()
         .write_all(&file)
         .unwrap();
+}
+
+/// Names the scheme replaced; none may come back.
+const OLD_JSON_NAMES: [&str; 4] = [
+    "message_bytes",
+    "messages_checked",
+    "bytes_checked",
+    "unreadable",
+];
+
+/// Checks the `--json` scheme of docs/json.md on a whole document: `schema` 1, then every object below.
+pub fn check_json_scheme(what: &str, v: &serde_json::Value, wanted: &[&str]) {
+    assert_eq!(v["schema"], 1, "{what}: no schema 1: {v:#}");
+    for k in wanted {
+        assert!(v.get(k).is_some(), "{what}: no {k:?}: {v:#}");
+    }
+    check_fields(what, "", v);
+}
+
+fn check_fields(what: &str, at: &str, v: &serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                let here = format!("{at}.{k}");
+                assert!(
+                    !OLD_JSON_NAMES.contains(&k.as_str()),
+                    "{what}: {here}: old name"
+                );
+                match k.as_str() {
+                    "messages" => assert!(
+                        x.is_u64() || x.is_array(),
+                        "{what}: {here} is a count (or ls's list): {x}"
+                    ),
+                    "bytes" => assert!(x.is_u64(), "{what}: {here} is not a count: {x}"),
+                    "folders" => assert!(x.is_array(), "{what}: {here} is not a list: {x}"),
+                    // A count; the list, where the object has one, is `failures`
+                    // (import's top level counts what its folders list).
+                    "failed" => {
+                        assert!(x.is_u64(), "{what}: {here} is not a count: {x}");
+                        if let Some(list) = m.get("failures") {
+                            let n = list.as_array().map(Vec::len);
+                            assert_eq!(x.as_u64(), n.map(|n| n as u64), "{what}: {here}");
+                        }
+                    }
+                    "failures" => assert!(
+                        m.get("failed").is_some_and(serde_json::Value::is_u64),
+                        "{what}: {here} without the failed count beside it"
+                    ),
+                    "schema" => assert!(at.is_empty(), "{what}: schema at {here}"),
+                    _ => {}
+                }
+                if let Some(s) = x.as_str() {
+                    check_date(what, &here, s);
+                }
+                check_fields(what, &here, x);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                check_fields(what, &format!("{at}[{i}]"), x);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A value that reads as an RFC 3339 date is in UTC with `Z`.
+fn check_date(what: &str, at: &str, s: &str) {
+    let b = s.as_bytes();
+    let looks = b.len() >= 20
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T';
+    if looks {
+        assert!(
+            s.ends_with('Z'),
+            "{what}: {at} = {s:?} is not in UTC with Z"
+        );
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap_or_else(|e| panic!("{what}: {at} = {s:?}: {e}"));
+    }
 }
