@@ -39,10 +39,10 @@ use crate::archive::{Archive, Chain, Completeness, Layout, WriterOptions};
 use crate::export::{self, FolderFilter};
 use crate::extract::{self, Target};
 use crate::progress::Progress;
-use crate::text::printable;
 use crate::source::local::LocalSource;
 use crate::source::net::{Auth, Credentials, Endpoint, Scheme, Secret, TlsOptions};
 use crate::source::{maildir::MaildirSource, mbox::MboxSource, mbox::Quoting, SourceSpec};
+use crate::text::printable;
 use crate::verify::{self, Level};
 
 const EXAMPLES: &str = "\
