@@ -935,6 +935,11 @@ fn run_ls(a: &LsArgs) -> Result<u8, Fatal> {
     // Listing shows what the files hold, so a delta may be listed without its parent.
     let chain = open_chain(&a.archives, Completeness::Tail)?;
     let filter = FolderFilter::new(&a.folders, &a.exclude)?;
+    // Patterns are judged against the folders (empty ones too), not the messages.
+    for f in chain.archives().iter().flat_map(|ar| &ar.index.folders) {
+        filter.matches(&f.name);
+    }
+    warn_unmatched(filter.unmatched());
     let listed = chain.archives().iter().flat_map(|ar| {
         ar.index
             .messages

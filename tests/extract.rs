@@ -735,6 +735,20 @@ fn patterns_that_match_nothing_are_warned_about() {
         unmatched_warnings(&out),
         ["mailark: warning: --exclude \"INBOX\" matches no folder"]
     );
+    // ls judges patterns against the folders too; one that names a folder lists quietly.
+    let out = run_ok(&[
+        "ls",
+        ar.to_str().unwrap(),
+        "--folder",
+        "Gone*",
+        "--folder",
+        "Trash",
+    ]);
+    assert_eq!(
+        unmatched_warnings(&out),
+        ["mailark: warning: --folder \"Gone*\" matches no folder"]
+    );
+    assert!(stdout(&out).contains("Trash"), "{}", stdout(&out));
 }
 
 /// Compressed data damaged mid-archive: what comes before is extracted, the messages
