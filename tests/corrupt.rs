@@ -4,6 +4,7 @@
 //! target.
 
 mod common;
+mod support;
 use common::*;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -380,4 +381,114 @@ fn lenient_index_faults_are_errors() {
         &[],
     );
     has(&p, "bad-internaldate");
+}
+
+/// Import of an archive whose compressed data is damaged part-way: every message the
+/// damage keeps out of reach is listed as failed with the reason, what comes before it
+/// is appended, the report (`--json` here) is printed and the exit is 1, never a bare
+/// error with exit 2, wherever the damage sits. A rerun appends nothing more.
+#[test]
+fn import_of_a_damaged_archive_reports_what_it_could_not_read() {
+    let d = support::Dovecot::start();
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    let msgs: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| {
+            let mut b = format!("Subject: m{i}\r\nMessage-ID: <m{i}@t>\r\n\r\n").into_bytes();
+            let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ i as u64;
+            // Text noise (no NUL or 8-bit bytes, which a server may rewrite) that zstd
+            // cannot squeeze much.
+            const B64: &[u8; 64] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            for n in 0..(32 << 10) / 8 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b.extend((0..8).map(|k| B64[((x >> (k * 6)) & 63) as usize]));
+                if n % 9 == 8 {
+                    b.extend_from_slice(b"\r\n");
+                }
+            }
+            b.extend_from_slice(b"\r\n");
+            (format!("{}.x{i}:2,S", 1_700_000_000 + i), b)
+        })
+        .collect();
+    write_maildir_folder(&src.join("INBOX"), &msgs);
+    let ar = t.path().join("a.tar.zst");
+    run_ok(&[
+        "export",
+        &format!("maildir:{}", src.display()),
+        "-o",
+        ar.to_str().unwrap(),
+        "-q",
+    ]);
+    let good = std::fs::read(&ar).unwrap();
+    let import = |bad: &Path, extra: &[&str]| {
+        bin()
+            .args([
+                "import",
+                bad.to_str().unwrap(),
+                "--to",
+                &d.imaps_url("bob"),
+                "--json",
+            ])
+            .args(extra)
+            .arg("--password-file")
+            .arg(d.password_file("bob"))
+            .arg("--tls-ca-file")
+            .arg(d.ca_file())
+            .output()
+            .unwrap()
+    };
+    // Damage at several places (a run of garbage, then a few flipped bytes) in the
+    // message data, which is the first 90 % of the file; the index stays readable.
+    for (k, tenth) in [1usize, 3, 5, 7, 8].iter().enumerate() {
+        let mut bytes = good.clone();
+        let at = bytes.len() * tenth / 10;
+        let len = if k % 2 == 0 { 4096 } else { 8 };
+        for b in &mut bytes[at..at + len] {
+            *b = if k % 2 == 0 { 0xff } else { *b ^ 0x5a };
+        }
+        let bad = t.path().join(format!("bad{k}.tar.zst"));
+        std::fs::write(&bad, &bytes).unwrap();
+        let o = import(&bad, &["--dry-run"]);
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "damage at {tenth}/10: {}",
+            stderr(&o)
+        );
+        let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!("damage at {tenth}/10: no JSON report ({e}): {}", stderr(&o))
+        });
+        let (to_append, failed) = (
+            rep["to_append"].as_u64().unwrap(),
+            rep["failed"].as_u64().unwrap(),
+        );
+        assert!(failed > 0, "damage at {tenth}/10: {rep:#}");
+        assert_eq!(to_append + failed, 40, "damage at {tenth}/10: {rep:#}");
+        let reasons: Vec<&str> = rep["folders"][0]["failures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["reason"].as_str().unwrap())
+            .collect();
+        assert!(
+            reasons.iter().all(|r| r.contains("damaged in the archive")
+                || r.contains("could not be read from the archive")),
+            "{reasons:?}"
+        );
+    }
+    // For real, once: what could be read is appended and verified; a rerun adds nothing.
+    let bad = t.path().join("bad0.tar.zst");
+    let o = import(&bad, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let appended = rep["appended"].as_u64().unwrap();
+    assert!(appended > 0, "{rep:#}");
+    assert_eq!(rep["verified"].as_u64().unwrap(), appended, "{rep:#}");
+    let mut c = d.raw("bob");
+    assert_eq!(c.fetch_all("INBOX").len() as u64, appended);
+    let again: serde_json::Value = serde_json::from_slice(&import(&bad, &[]).stdout).unwrap();
+    assert_eq!(again["appended"], 0, "{again:#}");
 }

@@ -164,7 +164,9 @@ pub(super) struct Decided {
     pub(super) recs: Vec<Rec>,
     pub(super) dests: Vec<DestState>,
     pub(super) dropped: HashMap<(usize, String), u64>,
-    pub(super) err: Option<ReadError>,
+    /// Archives whose data could not be read to the end, with why; their messages past
+    /// the damage are failed, the rest of the import goes on.
+    pub(super) damaged: Vec<String>,
 }
 
 /// Streams the archives one message at a time (blocking: run on a blocking thread),
@@ -186,7 +188,7 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
         progress,
     } = r;
     let mut dropped: HashMap<(usize, String), u64> = HashMap::new();
-    let mut err = None;
+    let mut damaged = Vec::new();
     // The record the previous member decided: counted when the next one comes
     // (or the archive ends), so every way a decision returns is counted once.
     let mut deciding: Option<usize> = None;
@@ -274,8 +276,21 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
             sealer.decided(g, &recs, &archives, verify_mode);
         }
         if let Err(e) = r {
-            err = Some(e);
-            break;
+            // What the damage keeps out of reach fails, each message named; the other
+            // archives and what was read before it go on.
+            let why = format!("could not be read from the archive: {e}");
+            let mut lost = 0;
+            for rec in recs
+                .iter_mut()
+                .filter(|r| r.arch == ai && r.st == St::Pending)
+            {
+                rec.st = St::Failed(why.clone());
+                progress.inc(rec.size);
+                lost += 1;
+            }
+            damaged.push(format!(
+                "{e} ({lost} message(s) after the damage not imported)"
+            ));
         }
     }
     drop(router);
@@ -284,7 +299,7 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
         recs,
         dests,
         dropped,
-        err,
+        damaged,
     }
 }
 

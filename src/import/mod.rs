@@ -419,7 +419,7 @@ pub async fn import(
         mut recs,
         mut dests,
         dropped,
-        err,
+        damaged,
     } = streamer.await.expect("archive reader panicked");
     for w in workers {
         if let Some(s) = w.await.expect("append worker panicked") {
@@ -430,9 +430,7 @@ pub async fn import(
     for (gid, res) in early.values().flatten() {
         recs[*gid].verified = Some(res.clone());
     }
-    if let Some(e) = err {
-        return Err(e.into());
-    }
+    rep.notes.extend(damaged);
     rep.bytes_appended = apply_outcomes(&mut recs, outcomes, opts.dry_run);
     progress.finish();
 
