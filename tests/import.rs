@@ -570,42 +570,49 @@ fn dovecot_killed_mid_import_then_resumed() {
     let d = Dovecot::start();
     let dest = Dest::dovecot(&d, "bob");
     let mut c = d.raw("bob");
-    let mut child = bin()
-        .args(dest.args(&[&ar], &["--jobs", "2"]))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Kill it once some mail is in, with APPENDs surely in flight.
-    let mut at_kill = 0;
-    for _ in 0..100_000 {
-        at_kill = status_messages(&mut c, "INBOX");
-        if at_kill >= 300 {
-            break;
+    // Killed at several points: at once (connecting, learning), then with some mail in
+    // and APPENDs surely in flight, three times over; each kill resumes the last.
+    let mut after_kill = 0;
+    for target in [0, 300, 1200, 2100] {
+        let mut child = bin()
+            .args(dest.args(&[&ar], &["--jobs", "2"]))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut at_kill = 0;
+        if target == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        if child.try_wait().unwrap().is_some() {
-            break;
+        for _ in 0..100_000 {
+            at_kill = status_messages(&mut c, "INBOX");
+            if at_kill >= target {
+                break;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        // The server goes on with APPENDs whose literal it had already read when the
+        // client died; the rerun starts once the count stops moving, as a person would
+        // rerun later (if it started earlier those would arrive twice: no client can
+        // know about commands still running in another session).
+        after_kill = status_messages(&mut c, "INBOX");
+        let mut same = 0;
+        while same < 20 {
+            std::thread::sleep(std::time::Duration::from_millis(25));
+            let now = status_messages(&mut c, "INBOX");
+            same = if now == after_kill { same + 1 } else { 0 };
+            after_kill = now;
+        }
+        assert!(
+            after_kill < N as u64,
+            "the import finished before it could be killed ({at_kill} at the kill)"
+        );
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    // The server goes on with APPENDs whose literal it had already read when the
-    // client died; the rerun starts once the count stops moving, as a person would
-    // rerun later (if it started earlier those would arrive twice: no client can
-    // know about commands still running in another session).
-    let mut after_kill = status_messages(&mut c, "INBOX");
-    let mut same = 0;
-    while same < 20 {
-        std::thread::sleep(std::time::Duration::from_millis(25));
-        let now = status_messages(&mut c, "INBOX");
-        same = if now == after_kill { same + 1 } else { 0 };
-        after_kill = now;
-    }
-    assert!(
-        after_kill < N as u64,
-        "the import finished before it could be killed ({at_kill} at the kill)"
-    );
 
     c.logout();
     let (out, rep) = dest.import(&[&ar], &["--jobs", "2"]);
