@@ -97,6 +97,9 @@ fn vv_traces_imap_and_pop3_without_secrets_or_bodies() {
         &[
             " C: ",
             " S: ",
+            // From the greeting on, STARTTLS included: every byte passes one reader.
+            " S: * OK ",
+            " C: A0001 STARTTLS",
             "LIST",
             "UID FETCH",
             "AUTHENTICATE PLAIN",
