@@ -36,9 +36,8 @@ impl Dirs {
                     a.index.header.namespace.as_ref(),
                     &a.index.folders,
                 );
-                split_folder(&ns.prefix, ns.delimiter)
+                crate::import::plan::prefix_levels(&ns.prefix, ns.delimiter)
                     .into_iter()
-                    .filter(|l| !l.is_empty())
                     .map(str::to_string)
                     .collect()
             })
@@ -127,13 +126,7 @@ pub(crate) fn maildirpp_name(levels: &[&str]) -> String {
 /// The levels of a name below the namespace (`INBOX.Archive.2019` below `INBOX.` is
 /// `Archive/2019`); INBOX itself and names outside it keep every level.
 fn below<'a, 'b>(levels: &'b [&'a str], namespace: &[String]) -> &'b [&'a str] {
-    let inside = !namespace.is_empty()
-        && levels.len() > namespace.len()
-        && levels
-            .iter()
-            .zip(namespace)
-            .all(|(l, n)| l == n || (n.eq_ignore_ascii_case("INBOX") && l.eq_ignore_ascii_case(n)));
-    if inside {
+    if crate::import::plan::inside_namespace(levels, namespace) {
         &levels[namespace.len()..]
     } else {
         levels

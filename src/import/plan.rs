@@ -222,7 +222,7 @@ fn source_levels(f: &FolderRecord) -> Vec<String> {
 }
 
 /// Levels of a namespace prefix: `INBOX.` is `["INBOX"]`, `""` none.
-fn prefix_levels(prefix: &str, delimiter: Option<char>) -> Vec<&str> {
+pub(crate) fn prefix_levels(prefix: &str, delimiter: Option<char>) -> Vec<&str> {
     match delimiter {
         Some(d) => prefix.split(d).filter(|s| !s.is_empty()).collect(),
         None if prefix.is_empty() => Vec::new(),
@@ -230,13 +230,22 @@ fn prefix_levels(prefix: &str, delimiter: Option<char>) -> Vec<&str> {
     }
 }
 
+/// A name (its levels) lies below the namespace `prefix` (its levels): INBOX itself and
+/// a name outside the namespace do not. The one rule import, `verify --against` and
+/// extract's Maildir++ names follow.
+pub(crate) fn inside_namespace<L: AsRef<str>, P: AsRef<str>>(levels: &[L], prefix: &[P]) -> bool {
+    !prefix.is_empty()
+        && levels.len() > prefix.len()
+        && levels
+            .iter()
+            .zip(prefix)
+            .all(|(a, b)| same_level(a.as_ref(), b.as_ref()))
+}
+
 /// The levels of a name below a namespace: `INBOX.Archive.2019` below `INBOX.` is
 /// `Archive/2019`. INBOX itself, and a name outside the namespace, keep every level.
 fn below_namespace(levels: Vec<String>, prefix: &[&str]) -> Vec<String> {
-    let inside = !prefix.is_empty()
-        && levels.len() > prefix.len()
-        && levels.iter().zip(prefix).all(|(a, b)| same_level(a, b));
-    if inside {
+    if inside_namespace(&levels, prefix) {
         levels[prefix.len()..].to_vec()
     } else {
         levels
