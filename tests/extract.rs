@@ -8,7 +8,7 @@ mod support;
 use common::*;
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use support::dovecot::{chown_nobody, served_form, DovecotOptions};
 use support::raw::{mutf7, quote};
 use support::Dovecot;
@@ -403,44 +403,6 @@ fn damaged_and_missing_messages_are_listed_and_the_rest_extracted() {
         "{}",
         stdout(&res)
     );
-}
-
-/// A small tmpfs, unmounted when dropped (also when the test fails).
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(dir).unwrap();
-        let st = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .expect("run mount");
-        assert!(
-            st.success(),
-            "mount -t tmpfs on {} (tests run as root)",
-            dir.display()
-        );
-        Tmpfs(dir.to_path_buf())
-    }
-
-    fn resize(&self, size: &str) {
-        let st = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
 }
 
 /// Files under `dir` that are not whole copies of a wanted message, or that sit under a

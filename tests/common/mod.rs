@@ -329,3 +329,85 @@ fn check_date(what: &str, at: &str, s: &str) {
             .unwrap_or_else(|e| panic!("{what}: {at} = {s:?}: {e}"));
     }
 }
+
+/// Runs `cmd` to its end with stdout and stderr captured (read on threads, so a chatty
+/// child never blocks on a full pipe) and returns its output and peak RSS in bytes (its
+/// own `wait4` rusage, not the test process's).
+pub fn output_and_peak(cmd: &mut Command) -> (Output, u64) {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run mailark");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let mut status = 0;
+    // SAFETY: rusage is plain data; zeroed is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, which `child` has not reaped.
+    let r = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru) };
+    assert_eq!(r, child.id() as libc::pid_t, "wait4");
+    let o = Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    };
+    (o, ru.ru_maxrss as u64 * 1024)
+}
+
+/// A crash is never an answer: no Rust panic (exit 101, "panicked" on stderr) and no
+/// death by a signal.
+pub fn assert_no_crash(o: &Output, what: &str) {
+    let err = stderr(o);
+    assert!(
+        o.status.code().is_some() && o.status.code() != Some(101) && !err.contains("panicked"),
+        "{what}: crashed ({:?}): {err}",
+        o.status
+    );
+}
+
+/// A tmpfs of `size` mounted on `dir` (tests run as root), unmounted when dropped: a
+/// disk that fills up on demand.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(
+            st.success(),
+            "mount -t tmpfs on {} (tests run as root)",
+            dir.display()
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+
+    pub fn resize(&self, size: &str) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
