@@ -919,6 +919,22 @@ fn open_chain(paths: &[PathBuf], completeness: Completeness) -> Result<Chain, Fa
     Ok(Chain::open(paths, completeness)?)
 }
 
+/// The whole chain for the commands that restore mail (extract, import): a damaged
+/// trailer or index frame must not keep mail locked in, so an archive whose trailer
+/// fails is read through to its index (with a warning); each message is still checked
+/// against the index's SHA-256 as it is read.
+fn open_chain_recovering(paths: &[PathBuf]) -> Result<Chain, Fatal> {
+    let mut archives = Vec::new();
+    for p in paths {
+        let (res, first) = Archive::open_or_scan(p);
+        if let Some(e) = first {
+            say_err!("mailark: warning: {e}; found the index by reading the whole archive");
+        }
+        archives.push(res?);
+    }
+    Ok(Chain::new(archives, Completeness::Whole)?)
+}
+
 #[derive(serde::Serialize)]
 struct LsItem {
     archive: String,
@@ -1170,16 +1186,7 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
 
 fn run_extract(cli: &Cli, a: &ExtractArgs) -> Result<u8, Fatal> {
     let target: Target = a.to.parse()?;
-    // Extraction is also recovery: a damaged trailer should not keep mail locked in.
-    let mut archives = Vec::new();
-    for p in &a.archives {
-        let (res, first) = Archive::open_or_scan(p);
-        if let Some(e) = first {
-            say_err!("mailark: warning: {e}; found the index by reading the whole archive");
-        }
-        archives.push(res?);
-    }
-    let chain = Chain::new(archives, Completeness::Whole)?;
+    let chain = open_chain_recovering(&a.archives)?;
     let filter = FolderFilter::new(&a.folders, &a.exclude)?;
     let progress = Progress::bytes(0, !cli.quiet && !a.json);
     let rep = extract::extract(chain.archives(), &target, &filter, &progress)?;
@@ -1247,7 +1254,7 @@ fn run_import(cli: &Cli, a: &ImportArgs) -> Result<u8, Fatal> {
     if a.jobs == 0 {
         return Err(Fatal("--jobs must be at least 1".into()));
     }
-    let chain = open_chain(&a.archives, Completeness::Whole)?;
+    let chain = open_chain_recovering(&a.archives)?;
     let creds = a.net.credentials(&dest)?;
     let opts = ImportOptions {
         tls: a.net.tls(),
