@@ -353,6 +353,65 @@ namespace inbox {{
     }
 }
 
+/// A user's mail as it lies on disk: every file below the Maildir tree but Dovecot's own
+/// indexes and caches (which any session may rewrite), path → bytes. Two snapshots
+/// equal means no message, flag (a `:2,` name), keyword list or folder changed.
+pub type MailSnapshot = std::collections::BTreeMap<String, Vec<u8>>;
+
+impl Dovecot {
+    pub fn mail_snapshot(&self, user: &str) -> MailSnapshot {
+        let root = self.maildir(user);
+        walkdir::WalkDir::new(&root)
+            .into_iter()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_type().is_file())
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy();
+                !(n.starts_with("dovecot.")
+                    || n.starts_with("dovecot-uidlist")
+                    || n.starts_with("dovecot-uidvalidity"))
+            })
+            .map(|e| {
+                let rel = e.path().strip_prefix(&root).unwrap();
+                (
+                    rel.to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// Panics, naming the first difference, unless `user`'s mail is still `before`.
+    /// One file may appear: Dovecot writes the folders its config subscribes
+    /// (`auto = subscribe`) to `subscriptions` the first time a client asks which folders
+    /// are subscribed; the set a client sees is the same before and after.
+    pub fn assert_mail_unchanged(&self, user: &str, before: &MailSnapshot, what: &str) {
+        let mut now = self.mail_snapshot(user);
+        if !before.contains_key("subscriptions") {
+            let mut auto = "V\t2\n\n".to_string();
+            for (name, _) in &self.opts.special {
+                auto.push_str(&format!("{name}\n"));
+            }
+            if now.get("subscriptions").map(Vec::as_slice) == Some(auto.as_bytes()) {
+                now.remove("subscriptions");
+            }
+        }
+        for (p, b) in before {
+            match now.get(p) {
+                None => panic!("{what}: {p} is gone from {user}'s mail"),
+                Some(n) => assert!(n == b, "{what}: {p} changed in {user}'s mail"),
+            }
+        }
+        for (p, b) in &now {
+            assert!(
+                before.contains_key(p),
+                "{what}: {p} appeared in {user}'s mail: {:?}",
+                String::from_utf8_lossy(&b[..b.len().min(200)])
+            );
+        }
+    }
+}
+
 impl Drop for Dovecot {
     fn drop(&mut self) {
         super::stop_child(self.pid);
