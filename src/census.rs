@@ -40,8 +40,9 @@ pub async fn imap_census(
     ep: &Endpoint,
     creds: &Credentials,
     tls: &TlsOptions,
+    timeout: std::time::Duration,
 ) -> Result<Census, ImapError> {
-    let mut s = ImapSession::connect(ep, creds, tls).await?;
+    let mut s = ImapSession::connect_with_timeout(ep, creds, tls, timeout).await?;
     let namespace = s.namespace().await?;
     let prefix = namespace
         .as_ref()

@@ -315,9 +315,19 @@ pub struct NetArgs {
     /// Allow a password to cross an unencrypted link when the server offers no STARTTLS.
     #[arg(long)]
     pub allow_plaintext: bool,
+    /// Give up on a connection when the server has not finished one step (a response,
+    /// the login, a write) within SECS seconds; the run reconnects or reports what is
+    /// left. Default 120 for IMAP, 60 for POP3.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
 }
 
 impl NetArgs {
+    /// The step timeout: `--timeout`, else the protocol's `default`.
+    pub fn step_timeout(&self, default: std::time::Duration) -> std::time::Duration {
+        self.timeout.map_or(default, std::time::Duration::from_secs)
+    }
+
     pub fn tls(&self) -> TlsOptions {
         if self.insecure {
             say_err!("mailark: warning: --insecure: the server's certificate is not checked");
@@ -672,6 +682,9 @@ fn run_export_imap(
     let opts = export::imap::ImapExportOptions {
         jobs: a.jobs.max(1),
         since: a.since.clone(),
+        timeout: a
+            .net
+            .step_timeout(crate::source::imap::session::DEFAULT_TIMEOUT),
         ..Default::default()
     };
     let progress = Progress::messages(!cli.quiet && !a.json);
@@ -805,7 +818,10 @@ fn run_export_pop3(
     // RFC 2384 POP URLs name the login method after the user: `;AUTH=+APOP` asks for
     // APOP, `;AUTH=*` for whatever the server offers.
     let mut ep = ep.clone();
-    let mut client = Pop3Options::default();
+    let mut client = Pop3Options {
+        timeout: a.net.step_timeout(crate::source::pop3::DEFAULT_TIMEOUT),
+        ..Default::default()
+    };
     if let Some(i) = ep.user.to_ascii_uppercase().rfind(";AUTH=") {
         let how = ep.user[i + ";AUTH=".len()..].to_string();
         ep.user.truncate(i);
@@ -1087,6 +1103,9 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
         let opts = verify::against::AgainstOptions {
             full: a.full,
             filter: FolderFilter::new(&a.folders, &a.exclude)?,
+            timeout: a
+                .net
+                .step_timeout(crate::source::imap::session::DEFAULT_TIMEOUT),
             ..Default::default()
         };
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -1269,6 +1288,9 @@ fn run_import(cli: &Cli, a: &ImportArgs) -> Result<u8, Fatal> {
         dest,
         filter: FolderFilter::new(&a.folders, &a.exclude)?,
         other_deliveries: a.other_deliveries,
+        timeout: a
+            .net
+            .step_timeout(crate::source::imap::session::DEFAULT_TIMEOUT),
     };
     let total: u64 = chain
         .archives()

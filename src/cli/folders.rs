@@ -40,7 +40,13 @@ pub(super) fn run(quiet: bool, a: &FoldersArgs) -> Result<u8, Fatal> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let c = rt.block_on(crate::census::imap_census(&ep, &creds, &tls))?;
+    let c = rt.block_on(crate::census::imap_census(
+        &ep,
+        &creds,
+        &tls,
+        a.net
+            .step_timeout(crate::source::imap::session::DEFAULT_TIMEOUT),
+    ))?;
     if a.json {
         print_json(&c)?;
         return Ok(0);

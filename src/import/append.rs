@@ -413,7 +413,13 @@ async fn reconnect(
             attempt + 1
         );
         tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
-        let Ok(mut s) = ImapSession::connect(&ctx.opts.dest, &ctx.opts.creds, &ctx.opts.tls).await
+        let Ok(mut s) = ImapSession::connect_with_timeout(
+            &ctx.opts.dest,
+            &ctx.opts.creds,
+            &ctx.opts.tls,
+            ctx.opts.timeout,
+        )
+        .await
         else {
             continue;
         };

@@ -113,7 +113,14 @@ where
         loop {
             let s = match cur.take() {
                 Some(s) => s,
-                None => match ImapSession::connect(&opts.dest, &opts.creds, &opts.tls).await {
+                None => match ImapSession::connect_with_timeout(
+                    &opts.dest,
+                    &opts.creds,
+                    &opts.tls,
+                    opts.timeout,
+                )
+                .await
+                {
                     Ok(s) => s,
                     Err(e) => {
                         results.push((i, Err(e)));

@@ -90,6 +90,8 @@ pub struct ImportOptions {
     /// Message-ID, header and body; only trace fields such as `Received` differ) counts
     /// as already there (dual delivery while an MX change spreads).
     pub other_deliveries: bool,
+    /// The step timeout of every connection (`--timeout`).
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]

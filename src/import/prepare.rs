@@ -30,7 +30,9 @@ pub(super) async fn connect_many(
     opts: &ImportOptions,
     n: usize,
 ) -> Result<Vec<ImapSession>, ImapError> {
-    let futs = (0..n.max(1)).map(|_| ImapSession::connect(&opts.dest, &opts.creds, &opts.tls));
+    let futs = (0..n.max(1)).map(|_| {
+        ImapSession::connect_with_timeout(&opts.dest, &opts.creds, &opts.tls, opts.timeout)
+    });
     let res = futures::future::join_all(futs).await;
     let mut out = Vec::new();
     let mut first_err = None;

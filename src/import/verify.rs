@@ -190,7 +190,14 @@ pub(super) async fn early_verify(
             continue;
         }
         if s.is_none() && !gave_up {
-            match ImapSession::connect(&opts.dest, &opts.creds, &opts.tls).await {
+            match ImapSession::connect_with_timeout(
+                &opts.dest,
+                &opts.creds,
+                &opts.tls,
+                opts.timeout,
+            )
+            .await
+            {
                 Ok(c) => s = Some(c),
                 Err(_) => gave_up = true,
             }

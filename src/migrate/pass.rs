@@ -301,6 +301,7 @@ fn import_chain(
         filter: Default::default(),
         // Mail that reached both servers during the MX change is imported once.
         other_deliveries: true,
+        timeout: crate::source::imap::session::DEFAULT_TIMEOUT,
     };
     // The account's files must form one chain (full first, each delta on the one
     // before); anything else is refused here, before the destination is touched.
