@@ -876,8 +876,9 @@ fn seeded_damage_anywhere_is_named_and_the_rest_recovered() {
         });
         outcomes.push((label.clone(), bytes.clone(), got));
     }
-    // Damage in the message data spoils at most what lies after it: across the flips
-    // there, most messages are still recovered.
+    // Damage in the message data spoils the message it hits or, where it breaks the
+    // decoder, what follows it in that frame: across these cases (seed 0x5eed...10,
+    // 0x5eed...20) 95 % of the messages came out; below three quarters is a regression.
     let (mut recovered, mut flips) = (0, 0);
     for (label, _, got) in &outcomes {
         if label.contains("message frames") || label.contains("message bytes") {
@@ -898,7 +899,7 @@ fn seeded_damage_anywhere_is_named_and_the_rest_recovered() {
         peak >> 20
     );
     assert!(
-        recovered * 2 > flips * intact.total,
+        recovered * 4 > flips * intact.total * 3,
         "only {recovered} messages recovered over {flips} damaged archives of {}",
         intact.total
     );

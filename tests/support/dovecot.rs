@@ -388,11 +388,20 @@ impl Dovecot {
     pub fn assert_mail_unchanged(&self, user: &str, before: &MailSnapshot, what: &str) {
         let mut now = self.mail_snapshot(user);
         if !before.contains_key("subscriptions") {
-            let mut auto = "V\t2\n\n".to_string();
-            for (name, _) in &self.opts.special {
-                auto.push_str(&format!("{name}\n"));
-            }
-            if now.get("subscriptions").map(Vec::as_slice) == Some(auto.as_bytes()) {
+            let mut auto: Vec<String> = self.opts.special.iter().map(|s| s.0.clone()).collect();
+            auto.sort();
+            let listed = now.get("subscriptions").map(|b| {
+                let text = String::from_utf8_lossy(b).into_owned();
+                let mut names: Vec<String> = text
+                    .strip_prefix("V\t2\n\n")
+                    .unwrap_or("?")
+                    .lines()
+                    .map(str::to_string)
+                    .collect();
+                names.sort();
+                names
+            });
+            if listed == Some(auto) {
                 now.remove("subscriptions");
             }
         }
