@@ -72,6 +72,10 @@ const BATCH_MSGS: usize = 32;
 const BATCH_BYTES: usize = 4 << 20;
 /// Attempts for an APPEND the server asked us to retry later.
 const RETRIES: u32 = 4;
+/// Connections lost one after another with no APPEND answered in between: past this a
+/// link that dies at the same step every time (a server or proxy that stops answering
+/// after login) would be reconnected for ever, so the connection's messages fail instead.
+const LOSSES_WITHOUT_PROGRESS: u32 = 3;
 
 struct WorkerCtx {
     opts: ImportOptions,
@@ -169,35 +173,36 @@ async fn worker(
     let mut held: Option<Job> = None;
     let mut selected: Option<Arc<str>> = None;
     let mut drain = false;
+    // Losses since an APPEND was last answered, and why the last one happened.
+    let (mut losses, mut last_loss) = (0u32, String::new());
     loop {
         if s.is_none() {
             selected = None;
             retry.extend(held.take().map(|j| (j, 0)));
+            losses += 1;
             // What was in flight may or may not have reached the server.
-            match reconnect(&ctx, &mut lost, &out, &progress).await {
+            let again = if losses > LOSSES_WITHOUT_PROGRESS {
+                None
+            } else {
+                reconnect(&ctx, &mut lost, &out, &progress).await
+            };
+            match again {
                 Some((sess, again)) => {
                     s = Some(sess);
                     retry.extend(again);
                 }
                 None => {
+                    let reason = format!(
+                        "connection to the server lost ({last_loss}); rerun the import to finish"
+                    );
                     for (j, _) in lost.drain(..).chain(retry.drain(..)) {
-                        let _ = out.send((
-                            j.gid,
-                            Outcome::Failed(
-                                "connection to the server lost; rerun the import to finish".into(),
-                            ),
-                        ));
+                        let _ = out.send((j.gid, Outcome::Failed(reason.clone())));
                     }
                     // What is still queued here fails too; the router sends the rest
                     // of these folders to the other connections.
                     rx.close();
                     while let Ok(j) = rx.try_recv() {
-                        let _ = out.send((
-                            j.gid,
-                            Outcome::Failed(
-                                "connection to the server lost; rerun the import to finish".into(),
-                            ),
-                        ));
+                        let _ = out.send((j.gid, Outcome::Failed(reason.clone())));
                     }
                     return None;
                 }
@@ -230,6 +235,7 @@ async fn worker(
             }
             match sess.wait_append().await {
                 Ok(c) => {
+                    losses = 0;
                     if let Some(p) = inflight.iter().position(|(t, _)| *t == c.tag) {
                         let (_, jobs) = inflight.remove(p).expect("valid position");
                         inflight_msgs -= jobs.len();
@@ -237,7 +243,8 @@ async fn worker(
                         settle_command(jobs, &c, &out, &mut retry, &progress).await;
                     }
                 }
-                Err(_) => {
+                Err(e) => {
+                    last_loss = e.to_string();
                     lost.extend(inflight.drain(..).flat_map(|(_, jobs)| jobs));
                     (inflight_msgs, inflight_bytes) = (0, 0);
                     s = None;
@@ -257,6 +264,7 @@ async fn worker(
             match sess.select(&job.mailbox).await {
                 Ok(_) => selected = Some(job.mailbox.clone()),
                 Err(e) if e.is_connection_lost() => {
+                    last_loss = e.to_string();
                     lost.push((job, attempt));
                     s = None;
                     continue;
@@ -307,8 +315,12 @@ async fn worker(
                 inflight_bytes += batch.iter().map(|(j, _)| j.bytes.len()).sum::<usize>();
                 inflight.push_back((tag, batch));
             }
-            Ok(Err(c)) => settle_command(batch, &c, &out, &mut retry, &progress).await,
-            Err(_) => {
+            Ok(Err(c)) => {
+                losses = 0;
+                settle_command(batch, &c, &out, &mut retry, &progress).await
+            }
+            Err(e) => {
+                last_loss = e.to_string();
                 lost.extend(inflight.drain(..).flat_map(|(_, jobs)| jobs));
                 lost.extend(batch);
                 (inflight_msgs, inflight_bytes) = (0, 0);
