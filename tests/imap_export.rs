@@ -69,9 +69,11 @@ fn check_export(d: &Dovecot, sep: char) {
         .collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let before = server_state(d, "alice", &names);
+    let disk = d.mail_snapshot("alice");
     let t = tempfile::tempdir().unwrap();
     let ar = t.path().join("alice.tar.zst");
     let out = export(d, "alice", &ar, &["--json", "--jobs", "3"]);
+    d.assert_mail_unchanged("alice", &disk, "export");
     assert!(
         out.status.success(),
         "export failed: {} {}",
@@ -687,6 +689,7 @@ fn a_cut_connection_resumes_where_it_stopped() {
         .collect();
     d.seed_maildir("alice", "INBOX", &msgs);
     let before = server_state(&d, "alice", &["INBOX"]);
+    let disk = d.mail_snapshot("alice");
     // The first two connections drop after ~300 KB from the server: mid-fetch.
     let proxy = support::proxy::FaultProxy::start(d.imap_port, 300_000, 2);
     let t = tempfile::tempdir().unwrap();
@@ -731,6 +734,7 @@ fn a_cut_connection_resumes_where_it_stopped() {
     for m in &before["INBOX"] {
         assert!(idx.iter().any(|r| r["sha256"] == sha256_hex(&m.body)));
     }
+    d.assert_mail_unchanged("alice", &disk, "export through cut connections");
     // \Seen untouched on the server.
     let after = server_state(&d, "alice", &["INBOX"]);
     let seen = |v: &Vec<ServerMsg>| {

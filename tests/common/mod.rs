@@ -333,6 +333,8 @@ fn check_date(what: &str, at: &str, s: &str) {
 /// Runs `cmd` to its end with stdout and stderr captured (read on threads, so a chatty
 /// child never blocks on a full pipe) and returns its output and peak RSS in bytes (its
 /// own `wait4` rusage, not the test process's).
+// The child is reaped by `wait4` (for its rusage), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 pub fn output_and_peak(cmd: &mut Command) -> (Output, u64) {
     use std::io::Read;
     use std::os::unix::process::ExitStatusExt;
