@@ -26,8 +26,8 @@ use serde::Serialize;
 use crate::archive::reader::Member;
 use crate::archive::{Archive, FolderRecord, MessageRecord, ReadError};
 use crate::export::FolderFilter;
-use crate::mail::{flags, mboxrd};
-use files::{write_whole, MboxOut, Written};
+use crate::mail::flags;
+use files::{write_whole, Copied, MboxOut, Written};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -286,36 +286,44 @@ fn extract_archive(
     let mut seen = vec![false; a.index.messages.len()];
     let mut seq = 0u64;
     let streamed = a.stream(|member| -> Result<(), ExtractError> {
-        let (record, bytes) = match member {
-            Member::Message { record, bytes } => (record, Ok(bytes)),
+        let (record, body) = match member {
+            Member::Message { record, body } => (record, Ok(body)),
             Member::MboxDamaged { record, detail } => (record, Err(detail)),
             _ => return Ok(()),
         };
-        seen[record] = true;
         let m = &a.index.messages[record];
         let Some(o) = outs.get_mut(&m.folder) else {
+            seen[record] = true;
             return Ok(());
         };
-        seq += 1;
-        o.count += 1;
-        let bytes = match bytes {
-            Ok(b) if crate::archive::sha256_hex(b) == m.sha256 => b,
-            Ok(_) => {
-                rep.unreadable
-                    .push(unreadable(&archive, m, "does not match its index SHA-256"));
-                return Ok(());
-            }
+        let mut body = match body {
+            Ok(b) => b,
             Err(detail) => {
+                seen[record] = true;
+                o.count += 1;
                 rep.unreadable.push(unreadable(&archive, m, &detail));
                 return Ok(());
             }
         };
-        progress.inc(bytes.len() as u64);
-        rep.bytes += bytes.len() as u64;
-        match write_message(target, o, m, bytes, seq, rep)? {
-            Written::New => rep.messages += 1,
-            Written::AlreadyThere => rep.already_present += 1,
+        seq += 1;
+        o.count += 1;
+        match write_message(target, o, m, &mut body, seq, rep)? {
+            Copied::Done { written, len } => {
+                progress.inc(len);
+                rep.bytes += len;
+                match written {
+                    Written::New => rep.messages += 1,
+                    Written::AlreadyThere => rep.already_present += 1,
+                }
+            }
+            Copied::Damaged => rep
+                .unreadable
+                .push(unreadable(&archive, m, "does not match its index SHA-256")),
+            // The archive data failed under it: the stream ends with that damage, and
+            // this message is listed with what was not reached.
+            Copied::Unread => return Ok(()),
         }
+        seen[record] = true;
         Ok(())
     });
     // Damaged archive data ends the stream; what was not reached yet is unreadable.
@@ -357,23 +365,29 @@ fn internaldate(m: &MessageRecord) -> Option<DateTime<Utc>> {
         .map(|d| d.with_timezone(&Utc))
 }
 
+/// Writes one message where the target wants it, streaming its bytes from the archive.
 fn write_message(
     target: &Target,
     o: &mut OutFolder,
     m: &MessageRecord,
-    bytes: &[u8],
+    body: &mut dyn io::Read,
     seq: u64,
     rep: &mut ExtractReport,
-) -> Result<Written, ExtractError> {
+) -> Result<Copied, ExtractError> {
     let when = internaldate(m);
     match target {
         Target::Maildir(_) | Target::MaildirFs(_) => {
             let info = flags::maildir_info(&m.flags, &o.keywords);
             let t = when.map_or(0, |w| w.timestamp().max(0));
             let name = format!("{t}.M{seq}C{}.mailark:2,{info}", o.count);
-            files::deliver_maildir(&o.dir, &name, bytes, when)
+            files::deliver_maildir(&o.dir, &name, body, &m.sha256, when)
         }
-        Target::Eml(_) => write_whole(&o.dir.join(format!("{:06}.eml", o.count)), bytes, when),
+        Target::Eml(_) => files::stream_whole(
+            &o.dir.join(format!("{:06}.eml", o.count)),
+            body,
+            &m.sha256,
+            when,
+        ),
         Target::Mbox(_) => {
             if o.mbox.is_none() {
                 o.mbox = Some(MboxOut::create(&o.dir)?);
@@ -382,15 +396,12 @@ fn write_message(
                 "From MAILER-DAEMON {}\n",
                 when.unwrap_or_default().format("%a %b %e %H:%M:%S %Y")
             );
-            let mut out = from.into_bytes();
-            mboxrd::quote_into(bytes, &mut out);
-            if !bytes.ends_with(b"\n") {
-                out.push(b'\n');
+            let mbox = o.mbox.as_mut().expect("created above");
+            let (copied, eol_added) = mbox.append_message(from.as_bytes(), body, &m.sha256)?;
+            if eol_added {
                 rep.eol_added += 1;
             }
-            out.push(b'\n');
-            o.mbox.as_mut().unwrap().append(&out)?;
-            Ok(Written::New)
+            Ok(copied)
         }
     }
 }

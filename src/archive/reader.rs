@@ -50,8 +50,13 @@ pub fn is_meta_member(path: &str) -> bool {
 /// One thing met while streaming an archive.
 #[derive(Debug)]
 pub enum Member<'a> {
-    /// A message, with its exact bytes (already un-quoted for the mbox layout).
-    Message { record: usize, bytes: &'a [u8] },
+    /// A message: a reader of its exact bytes (already un-quoted for the mbox layout).
+    /// Its length is the record's `size` unless the archive is damaged: readers compare
+    /// the length and SHA-256 they see with the index.
+    Message {
+        record: usize,
+        body: MessageBody<'a>,
+    },
     /// Metadata or a directory the format defines.
     Meta { path: String },
     /// A member the index does not name.
@@ -68,6 +73,79 @@ pub enum Member<'a> {
     /// A member that is not a file or directory (a link, device or FIFO): it holds no
     /// message, and extracting it would create something other than a file.
     NotAFile { path: String, kind: &'static str },
+}
+
+/// The bytes of one message, read from the archive as they are asked for.
+pub struct MessageBody<'a>(&'a mut (dyn Read + 'a));
+
+impl Read for MessageBody<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl std::fmt::Debug for MessageBody<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MessageBody")
+    }
+}
+
+impl MessageBody<'_> {
+    /// Reads the whole message into memory: only for messages known to be small
+    /// (callers check the record's size first).
+    pub fn into_vec(mut self, size_hint: u64) -> io::Result<Vec<u8>> {
+        let mut v = Vec::with_capacity(size_hint.min(64 << 20) as usize);
+        self.read_to_end(&mut v)?;
+        Ok(v)
+    }
+}
+
+/// A member's bytes being read: counts them and keeps the first error, which the
+/// stream reports once the visitor is done (the visitor may have swallowed it).
+struct Tracked<R> {
+    inner: R,
+    read: u64,
+    failed: Option<io::Error>,
+}
+
+impl<R: Read> Tracked<R> {
+    fn new(inner: R) -> Tracked<R> {
+        Tracked {
+            inner,
+            read: 0,
+            failed: None,
+        }
+    }
+
+    /// Reads what the visitor left, and returns the first error met on the way.
+    fn drain(&mut self) -> io::Result<()> {
+        if self.failed.is_none() {
+            let _ = io::copy(self, &mut io::sink());
+        }
+        match self.failed.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<R: Read> Read for Tracked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(e) = &self.failed {
+            return Err(io::Error::new(e.kind(), e.to_string()));
+        }
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.read += n as u64;
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                self.failed = Some(io::Error::new(e.kind(), e.to_string()));
+                Err(e)
+            }
+        }
+    }
 }
 
 /// The name of a tar entry type no archive of ours holds, or None for files and
@@ -161,9 +239,12 @@ impl Archive {
         self.index.header.layout
     }
 
-    /// Streams every member, handing messages with their exact bytes to `visit`.
-    /// Memory: one message (Maildir layout) or one message at a time out of an mbox
-    /// member.
+    /// Streams every member, handing each message to `visit` as a reader of its exact
+    /// bytes (un-quoted for the mbox layout) straight out of the decompressor: memory
+    /// does not follow the size of a message. What the visitor leaves unread is read
+    /// past here. When the archive data fails under a message the stream ends with
+    /// [`ReadError::Data`] after the visit (the visitor saw a read error), and that
+    /// record is not counted as seen.
     pub fn stream<E: From<ReadError>>(
         &self,
         mut visit: impl FnMut(Member<'_>) -> Result<(), E>,
@@ -198,7 +279,6 @@ impl Archive {
             detail: e.to_string(),
         };
         let entries = ar.entries().map_err(|e| data_err(0, e))?;
-        let mut buf = Vec::new();
         for entry in entries {
             let mut entry = entry.map_err(|e| data_err(out.members, e))?;
             out.members += 1;
@@ -228,23 +308,19 @@ impl Archive {
             };
             match self.layout() {
                 Layout::Maildir => {
-                    buf.clear();
-                    entry
-                        .read_to_end(&mut buf)
-                        .map_err(|e| data_err(out.members, e))?;
-                    for (k, &r) in recs.iter().enumerate() {
+                    let mut body = Tracked::new(&mut entry);
+                    visit(Member::Message {
+                        record: recs[0],
+                        body: MessageBody(&mut body),
+                    })?;
+                    body.drain().map_err(|e| data_err(out.members, e))?;
+                    out.seen[recs[0]] = true;
+                    for &r in &recs[1..] {
                         out.seen[r] = true;
-                        if k == 0 {
-                            visit(Member::Message {
-                                record: r,
-                                bytes: &buf,
-                            })?;
-                        } else {
-                            visit(Member::Shared {
-                                record: r,
-                                path: name.clone(),
-                            })?;
-                        }
+                        visit(Member::Shared {
+                            record: r,
+                            path: name.clone(),
+                        })?;
                     }
                 }
                 Layout::Mbox => {
@@ -269,25 +345,17 @@ impl Archive {
                         }
                         io::copy(&mut (&mut entry).take(loc.offset - pos), &mut io::sink())
                             .map_err(|e| data_err(out.members, e))?;
-                        buf.clear();
-                        (&mut entry)
-                            .take(loc.length)
-                            .read_to_end(&mut buf)
-                            .map_err(|e| data_err(out.members, e))?;
-                        pos = loc.offset + buf.len() as u64;
-                        if (buf.len() as u64) < loc.length {
-                            visit(Member::MboxDamaged {
-                                record: r,
-                                detail: "mbox member ends early".into(),
-                            })?;
-                            continue;
-                        }
-                        let bytes = mboxrd::unquote(&buf);
-                        out.seen[r] = true;
+                        let mut span = Tracked::new((&mut entry).take(loc.length));
                         visit(Member::Message {
                             record: r,
-                            bytes: &bytes,
+                            body: MessageBody(&mut mboxrd::Unquote::new(&mut span)),
                         })?;
+                        span.drain().map_err(|e| data_err(out.members, e))?;
+                        pos = loc.offset + span.read;
+                        // The offsets were checked against the member's size: a span
+                        // that ends early is a member whose data ended early. The
+                        // visitor saw fewer bytes than the index's size.
+                        out.seen[r] = true;
                     }
                 }
             }

@@ -5,13 +5,15 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::fs::File;
+
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::learn::learn;
 use super::{ImportOptions, Rec, St};
 use crate::mail::identity::{self, MsgKey};
 use crate::progress::Progress;
-use crate::source::imap::dest::{AppendRequest, Completion, DestCaps};
+use crate::source::imap::dest::{AppendRequest, Completion, DestCaps, Literal};
 use crate::source::imap::ImapSession;
 
 /// One message to APPEND.
@@ -20,7 +22,7 @@ pub(super) struct Job {
     pub(super) mailbox: Arc<str>,
     pub(super) flags: Vec<String>,
     pub(super) date: Option<String>,
-    pub(super) bytes: Vec<u8>,
+    pub(super) body: Payload,
     pub(super) binary: bool,
     pub(super) key: MsgKey,
     pub(super) dest: usize,
@@ -29,6 +31,89 @@ pub(super) struct Job {
     /// Sent in an APPEND of its own (a MULTIAPPEND holding it was refused).
     pub(super) alone: bool,
     pub(super) _permit: OwnedSemaphorePermit,
+}
+
+/// A message's bytes on their way to the server: in memory, or (over
+/// [`identity::IN_MEMORY_MAX`]) in an unnamed temporary file the literal is read
+/// from as it is sent, so memory does not follow the message's size.
+pub(super) enum Payload {
+    Mem(Vec<u8>),
+    Spooled {
+        file: File,
+        len: u64,
+        /// Holds bare line ends (see [`identity::crlf_len`]).
+        bare: bool,
+        /// [`identity::altered_forms`], computed while it streamed.
+        forms: Vec<[u8; 32]>,
+    },
+}
+
+impl Payload {
+    pub(super) fn spooled(file: File, s: &identity::Streamed) -> Payload {
+        Payload::Spooled {
+            file,
+            len: s.len,
+            bare: s.key.sizes[1] != s.len,
+            forms: s.all_forms.clone(),
+        }
+    }
+
+    pub(super) fn len(&self) -> u64 {
+        match self {
+            Payload::Mem(b) => b.len() as u64,
+            Payload::Spooled { len, .. } => *len,
+        }
+    }
+
+    /// What it takes of the queue's memory budget.
+    pub(super) fn budget_kib(&self) -> u32 {
+        match self {
+            Payload::Mem(b) => (b.len() >> 10) as u32 + 1,
+            Payload::Spooled { .. } => 1,
+        }
+    }
+
+    fn literal(&self) -> Literal<'_> {
+        match self {
+            Payload::Mem(b) => Literal::Bytes(b),
+            Payload::Spooled { file, len, .. } => Literal::File(file, *len),
+        }
+    }
+
+    fn bare(&self) -> bool {
+        match self {
+            Payload::Mem(b) => identity::crlf_len(b) != b.len() as u64,
+            Payload::Spooled { bare, .. } => *bare,
+        }
+    }
+
+    fn altered_forms(&self) -> Vec<[u8; 32]> {
+        match self {
+            Payload::Mem(b) => identity::altered_forms(b),
+            Payload::Spooled { forms, .. } => forms.clone(),
+        }
+    }
+
+    /// The CRLF form (what a server refusing bare line ends takes).
+    fn to_crlf(&self) -> std::io::Result<Payload> {
+        match self {
+            Payload::Mem(b) => {
+                let mut v = Vec::with_capacity(b.len() + 1024);
+                identity::crlf_form(b, &mut v);
+                Ok(Payload::Mem(v))
+            }
+            Payload::Spooled { file, forms, .. } => {
+                let mut out = std::io::BufWriter::new(tempfile::tempfile()?);
+                let len = identity::crlf_stream(&mut std::io::BufReader::new(file), &mut out)?;
+                Ok(Payload::Spooled {
+                    file: out.into_inner().map_err(|e| e.into_error())?,
+                    len,
+                    bare: false,
+                    forms: forms.clone(),
+                })
+            }
+        }
+    }
 }
 
 /// Where the server put an appended message (`APPENDUID`, RFC 4315).
@@ -53,7 +138,7 @@ pub(super) enum Outcome {
 impl Outcome {
     fn appended(job: &Job, uid: Option<AppendUid>) -> Outcome {
         Outcome::Appended {
-            bytes: job.bytes.len() as u64,
+            bytes: job.body.len(),
             crlf: job.crlf,
             uid,
         }
@@ -239,7 +324,7 @@ async fn worker(
                     if let Some(p) = inflight.iter().position(|(t, _)| *t == c.tag) {
                         let (_, jobs) = inflight.remove(p).expect("valid position");
                         inflight_msgs -= jobs.len();
-                        inflight_bytes -= jobs.iter().map(|(j, _)| j.bytes.len()).sum::<usize>();
+                        inflight_bytes -= jobs.iter().map(|(j, _)| j.body.len() as usize).sum::<usize>();
                         settle_command(jobs, &c, &out, &mut retry, &progress).await;
                     }
                 }
@@ -277,16 +362,16 @@ async fn worker(
         // join this one's APPEND: the server saves them as one transaction. Dovecot
         // saved 10,000 messages about 4× faster in batches of 50 than one by one.
         let mut batch = vec![(job, attempt)];
-        let batchable = |j: &Job| !j.alone && !j.binary;
+        let batchable = |j: &Job| !j.alone && !j.binary && matches!(j.body, Payload::Mem(_));
         if ctx.literal_plus && ctx.multiappend && batchable(&batch[0].0) {
-            let mut bytes = batch[0].0.bytes.len();
+            let mut bytes = batch[0].0.body.len() as usize;
             while batch.len() < BATCH_MSGS && bytes < BATCH_BYTES {
                 let Ok(j) = rx.try_recv() else { break };
                 if j.mailbox != batch[0].0.mailbox || !batchable(&j) {
                     held = Some(j);
                     break;
                 }
-                bytes += j.bytes.len();
+                bytes += j.body.len() as usize;
                 batch.push((j, 0));
             }
         }
@@ -297,7 +382,7 @@ async fn worker(
                     mailbox_raw: &j.mailbox,
                     flags: &j.flags,
                     internaldate: j.date.as_deref(),
-                    bytes: &j.bytes,
+                    body: j.body.literal(),
                     binary: j.binary,
                 })
                 .collect();
@@ -312,7 +397,7 @@ async fn worker(
         match sent {
             Ok(Ok(tag)) => {
                 inflight_msgs += batch.len();
-                inflight_bytes += batch.iter().map(|(j, _)| j.bytes.len()).sum::<usize>();
+                inflight_bytes += batch.iter().map(|(j, _)| j.body.len() as usize).sum::<usize>();
                 inflight.push_back((tag, batch));
             }
             Ok(Err(c)) => {
@@ -353,7 +438,7 @@ async fn settle_command(
     }
     let uids = c.appenduid.as_ref().filter(|a| a.uids.len() == jobs.len());
     for (i, (job, _)) in jobs.into_iter().enumerate() {
-        progress.inc(job.bytes.len() as u64);
+        progress.inc(job.body.len());
         let uid = uids.map(|a| AppendUid {
             uidvalidity: a.uidvalidity,
             uid: a.uids[i],
@@ -372,7 +457,7 @@ async fn settle(
 ) {
     let text = c.text.as_str();
     if c.ok {
-        progress.inc(job.bytes.len() as u64);
+        progress.inc(job.body.len());
         let uid = c.appenduid.as_ref().and_then(|a| {
             (a.uids.len() == 1).then(|| AppendUid {
                 uidvalidity: a.uidvalidity,
@@ -383,17 +468,22 @@ async fn settle(
         return;
     }
     let t = text.to_ascii_lowercase();
-    let bare = identity::crlf_len(&job.bytes) != job.bytes.len() as u64;
     if !job.crlf
-        && bare
+        && job.body.bare()
         && (t.contains("bare") || t.contains("newline") || t.contains("invalid header"))
     {
         // The server wants CRLF line ends (Cyrus: "Message contains bare newlines"):
         // send the CRLF form, which is what a server serves and verification compares.
         let mut job = job;
-        let mut v = Vec::with_capacity(job.bytes.len() + 1024);
-        identity::crlf_form(&job.bytes, &mut v);
-        job.bytes = v;
+        match job.body.to_crlf() {
+            Ok(b) => job.body = b,
+            Err(e) => {
+                let why = format!("the server wants CRLF line ends and the CRLF form could not be spooled: {e}");
+                progress.inc(job.body.len());
+                let _ = out.send((job.gid, Outcome::Failed(why)));
+                return;
+            }
+        }
         job.crlf = true;
         retry.push_front((job, attempt));
         return;
@@ -405,7 +495,7 @@ async fn settle(
         retry.push_back((job, attempt + 1));
         return;
     }
-    progress.inc(job.bytes.len() as u64);
+    progress.inc(job.body.len());
     let _ = out.send((job.gid, Outcome::Failed(reason)));
 }
 
@@ -456,9 +546,9 @@ async fn reconnect(
                     for (j, a) in jobs {
                         let mut k = j.key.clone();
                         k.by_bytes = true;
-                        k.forms = identity::altered_forms(&j.bytes);
+                        k.forms = j.body.altered_forms();
                         if st.claim(&k).is_some() {
-                            progress.inc(j.bytes.len() as u64);
+                            progress.inc(j.body.len());
                             let _ = out.send((j.gid, Outcome::appended(&j, None)));
                         } else {
                             again.push((j, a));

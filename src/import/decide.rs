@@ -8,13 +8,16 @@ use std::sync::Arc;
 use chrono::DateTime;
 use tokio::sync::Semaphore;
 
-use super::append::{Job, Router, QUEUE_BUDGET_KIB};
+use std::fs::File;
+use std::io::{self, Read as _, Write};
+
+use super::append::{Job, Payload, Router, QUEUE_BUDGET_KIB};
 use super::prepare::MemberRef;
 use super::verify::Sealer;
 use super::{plan, DestState, Rec, St, VerifyMode};
-use crate::archive::reader::Member;
+use crate::archive::reader::{Member, MessageBody};
 use crate::archive::{Archive, MessageRecord, ReadError};
-use crate::mail::identity::{self, MsgKey};
+use crate::mail::identity::{self, KeyStream, MsgKey, Streamed};
 use crate::progress::Progress;
 use crate::source::imap::dest::DestCaps;
 
@@ -62,11 +65,18 @@ impl Decision {
     }
 }
 
-/// Decides `m` (its `bytes`, whose index SHA-256 is `sha`) against destination folder
+/// A message as decide sees it: its bytes, or (for a message too large to hold) what
+/// streaming it learnt.
+pub(super) enum Msg<'a> {
+    Bytes(&'a [u8]),
+    Streamed(&'a Streamed),
+}
+
+/// Decides `m` (its bytes, whose index SHA-256 is `sha`) against destination folder
 /// `d`, claiming the server copy it finds there.
 pub(super) fn decide(
     m: &MessageRecord,
-    bytes: &[u8],
+    msg: Msg<'_>,
     sha: [u8; 32],
     d: &mut DestState,
     caps: &DestCaps,
@@ -75,7 +85,11 @@ pub(super) fn decide(
     if let Some(b) = &d.broken {
         return Decision::fail(b.clone());
     }
-    if crate::archive::sha256_hex(bytes) != m.sha256 {
+    let sha_ok = match msg {
+        Msg::Bytes(b) => crate::archive::sha256_hex(b) == m.sha256,
+        Msg::Streamed(s) => s.sha256 == sha && hex::encode(sha) == m.sha256,
+    };
+    if !sha_ok {
         return Decision::fail("damaged in the archive (SHA-256 differs from the index)");
     }
     if let Err(e) = m.parsed_internaldate() {
@@ -86,14 +100,28 @@ pub(super) fn decide(
         .as_deref()
         .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
         .map(|d| d.timestamp());
-    let mut key = MsgKey::of(bytes, sha, &d.ambiguous, date);
+    let (mut key, len, binary) = match msg {
+        Msg::Bytes(b) => (
+            MsgKey::of(b, sha, &d.ambiguous, date),
+            b.len() as u64,
+            memchr::memchr(0, b).is_some(),
+        ),
+        Msg::Streamed(s) => (s.key.clone(), s.len, s.nul),
+    };
     if d.other_deliveries && key.message_id.is_some() {
-        key.trace_free = Some(identity::trace_free_sha256(bytes));
+        key.trace_free = Some(match msg {
+            Msg::Bytes(b) => identity::trace_free_sha256(b),
+            Msg::Streamed(s) => s.trace_free.expect("streamed with trace fields wanted"),
+        });
     }
-    let binary = memchr::memchr(0, bytes).is_some();
-    let head = (key.at_risk && mode == VerifyMode::Quick && !binary)
-        .then(|| identity::header_forms(bytes))
-        .flatten();
+    let head = if key.at_risk && mode == VerifyMode::Quick && !binary {
+        match msg {
+            Msg::Bytes(b) => identity::header_forms(b),
+            Msg::Streamed(s) => s.head,
+        }
+    } else {
+        None
+    };
     let (flags, dropped) = plan::split_flags(&m.flags, d.permanent.as_deref());
     let there = d
         .state
@@ -108,13 +136,12 @@ pub(super) fn decide(
             Verdict::Fail(
                 "holds NUL bytes and the server offers no BINARY: not importable without altering it".into(),
             )
-        } else if caps.appendlimit.is_some_and(|l| bytes.len() as u64 > l) {
+        } else if caps.appendlimit.is_some_and(|l| len > l) {
             Verdict::Fail(format!(
-                "{} bytes is over the server's APPENDLIMIT of {}",
-                bytes.len(),
+                "{len} bytes is over the server's APPENDLIMIT of {}",
                 caps.appendlimit.unwrap_or_default()
             ))
-        } else if bytes.is_empty() {
+        } else if len == 0 {
             Verdict::Fail("an empty message cannot be appended".into())
         } else {
             Verdict::Append
@@ -128,6 +155,64 @@ pub(super) fn decide(
         head,
         binary,
     }
+}
+
+/// A message read out of the archive for deciding.
+enum Read {
+    Bytes(Vec<u8>),
+    /// Keyed while streaming; the spool holding it when it may be appended.
+    Streamed(Streamed, Option<File>),
+    SpoolFailed(io::Error),
+}
+
+/// Reads one message: into memory when small, else streamed through [`KeyStream`]
+/// into a temporary file (or nowhere, in a dry run). Err is an archive read error.
+fn read_payload(
+    m: &MessageRecord,
+    body: &mut MessageBody<'_>,
+    d: &DestState,
+    dry: bool,
+) -> io::Result<Read> {
+    if m.size <= identity::IN_MEMORY_MAX {
+        let mut v = Vec::with_capacity(m.size as usize);
+        body.read_to_end(&mut v)?;
+        return Ok(Read::Bytes(v));
+    }
+    let mut ks = KeyStream::new(d.other_deliveries);
+    let mut spool = if dry {
+        None
+    } else {
+        match tempfile::tempfile() {
+            Ok(f) => Some(io::BufWriter::with_capacity(1 << 20, f)),
+            Err(e) => return Ok(Read::SpoolFailed(e)),
+        }
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        ks.feed(&buf[..n]);
+        if let Some(w) = &mut spool {
+            if let Err(e) = w.write_all(&buf[..n]) {
+                return Ok(Read::SpoolFailed(e));
+            }
+        }
+    }
+    let file = match spool.map(|w| w.into_inner()) {
+        None => None,
+        Some(Ok(f)) => Some(f),
+        Some(Err(e)) => return Ok(Read::SpoolFailed(e.into_error())),
+    };
+    let date = m
+        .internaldate
+        .as_deref()
+        .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
+        .map(|d| d.timestamp());
+    Ok(Read::Streamed(ks.finish(&d.ambiguous, date), file))
 }
 
 /// An RFC 3339 time as an IMAP date-time (for APPEND).
@@ -197,7 +282,7 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
             if let Some(g) = deciding.take() {
                 sealer.decided(g, &recs, &archives, verify_mode);
             }
-            let Member::Message { record, bytes } = member else {
+            let Member::Message { record, mut body } = member else {
                 return Ok(());
             };
             let Some(&gid) = gid_of.get(&MemberRef {
@@ -206,16 +291,44 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
             }) else {
                 return Ok(());
             };
+            if recs[gid].st != St::Pending {
+                return Ok(());
+            }
+            let m = &a.index.messages[record];
+            let d = &dests[recs[gid].dest];
+            // A read error is damaged archive data: the stream ends with it and what
+            // is left pending fails with it below.
+            let Ok(payload) = read_payload(m, &mut body, d, dry) else {
+                return Ok(());
+            };
             let rec = &mut recs[gid];
             if rec.st != St::Pending {
                 return Ok(());
             }
             deciding = Some(gid);
-            let m = &a.index.messages[record];
             progress.set_message(plan_names[rec.folder].clone());
+            let (payload, streamed) = match payload {
+                Read::Bytes(b) => (Payload::Mem(b), None),
+                Read::Streamed(s, file) => {
+                    let p = file.map(|f| Payload::spooled(f, &s));
+                    (p.unwrap_or(Payload::Mem(Vec::new())), Some(s))
+                }
+                Read::SpoolFailed(e) => {
+                    rec.st = St::Failed(format!(
+                        "too large to hold in memory, and it could not be written to a temporary file: {e}"
+                    ));
+                    progress.inc(rec.size);
+                    return Ok(());
+                }
+            };
+            let msg = match (&payload, &streamed) {
+                (_, Some(s)) => Msg::Streamed(s),
+                (Payload::Mem(b), None) => Msg::Bytes(b),
+                (Payload::Spooled { .. }, None) => unreachable!("a spooled message was streamed"),
+            };
             let dec = decide(
                 m,
-                bytes,
+                msg,
                 rec.raw_sha,
                 &mut dests[rec.dest],
                 &caps,
@@ -251,7 +364,7 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
             }
             let binary = dec.binary;
             let key = rec.key.clone().expect("a message to append has a key");
-            let kib = ((bytes.len() >> 10) as u32 + 1).min(QUEUE_BUDGET_KIB);
+            let kib = payload.budget_kib().min(QUEUE_BUDGET_KIB);
             let permit = futures::executor::block_on(budget.clone().acquire_many_owned(kib))
                 .expect("budget semaphore never closes");
             let job = Job {
@@ -259,7 +372,7 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
                 mailbox: dest_raw[rec.dest].clone(),
                 flags: rec.flags.clone(),
                 date: m.internaldate.as_deref().and_then(imap_date),
-                bytes: bytes.to_vec(),
+                body: payload,
                 binary,
                 key,
                 dest: rec.dest,
@@ -366,7 +479,7 @@ mod tests {
         let mut d = dest(vec![held(7, MSG, &["\\Seen", "$Other"])]);
         let dec = decide(
             &m,
-            MSG,
+            Msg::Bytes(MSG),
             sha,
             &mut d,
             &DestCaps::default(),
@@ -383,7 +496,7 @@ mod tests {
         // The one server copy is taken: the same message again is appended.
         let dec = decide(
             &m,
-            MSG,
+            Msg::Bytes(MSG),
             sha,
             &mut d,
             &DestCaps::default(),
@@ -405,7 +518,14 @@ mod tests {
         ];
         for (bytes, why) in cases {
             let (m, sha) = record(bytes, &[]);
-            let dec = decide(&m, bytes, sha, &mut dest(vec![]), &caps, VerifyMode::Quick);
+            let dec = decide(
+                &m,
+                Msg::Bytes(bytes),
+                sha,
+                &mut dest(vec![]),
+                &caps,
+                VerifyMode::Quick,
+            );
             assert!(
                 matches!(&dec.verdict, Verdict::Fail(r) if r.contains(why)),
                 "{why}: {:?}",
@@ -416,7 +536,7 @@ mod tests {
         let (m, sha) = record(MSG, &[]);
         let dec = decide(
             &m,
-            b"other",
+            Msg::Bytes(b"other"),
             sha,
             &mut dest(vec![]),
             &caps,
@@ -425,7 +545,7 @@ mod tests {
         assert!(matches!(&dec.verdict, Verdict::Fail(r) if r.contains("damaged")));
         let mut d = dest(vec![held(1, MSG, &[])]);
         d.broken = Some("cannot create folder".into());
-        let dec = decide(&m, MSG, sha, &mut d, &caps, VerifyMode::Quick);
+        let dec = decide(&m, Msg::Bytes(MSG), sha, &mut d, &caps, VerifyMode::Quick);
         assert_eq!(dec.verdict, Verdict::Fail("cannot create folder".into()));
     }
 
@@ -436,7 +556,7 @@ mod tests {
         d.permanent = Some(vec!["\\Seen".into()]);
         let dec = decide(
             &m,
-            MSG,
+            Msg::Bytes(MSG),
             sha,
             &mut d,
             &DestCaps::default(),

@@ -19,7 +19,7 @@ pub struct Summary {
 
 /// A header section larger than this is cut for summary purposes only (the message bytes
 /// are never touched).
-const MAX_HEADER: usize = 256 * 1024;
+pub(crate) const MAX_HEADER: usize = 256 * 1024;
 
 /// Returns the header section: up to and including the first empty line (CRLF, LF or CR
 /// line ends), or the whole message when it has no body.

@@ -23,6 +23,9 @@ use std::collections::{HashMap, HashSet};
 
 use sha2::{Digest, Sha256};
 
+mod stream;
+pub use stream::{crlf_stream, KeyStream, Streamed, IN_MEMORY_MAX};
+
 /// Bytes in the form servers serve them: every line ending CRLF (bare LF and bare CR
 /// become CRLF), which is what RFC822.SIZE counts and BODY[] returns on Dovecot.
 pub fn crlf_len(b: &[u8]) -> u64 {
@@ -227,7 +230,14 @@ fn is_trace_field(name: &[u8]) -> bool {
 /// any other header field or the body differs.
 pub fn trace_free_sha256(b: &[u8]) -> [u8; 32] {
     let head = crate::mail::headers::header_section(b);
-    let mut out = Vec::with_capacity(b.len());
+    let mut out = without_trace_fields(head);
+    out.extend_from_slice(&b[head.len()..]);
+    canonical_sha256(&out)
+}
+
+/// A header section without its trace fields and their continuation lines.
+fn without_trace_fields(head: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(head.len());
     let mut skipping = false;
     let mut rest = head;
     while !rest.is_empty() {
@@ -245,8 +255,7 @@ pub fn trace_free_sha256(b: &[u8]) -> [u8; 32] {
             out.extend_from_slice(line);
         }
     }
-    out.extend_from_slice(&b[head.len()..]);
-    canonical_sha256(&out)
+    out
 }
 
 /// SHA-256 of a message's header section including the blank line that ends it, as it

@@ -329,7 +329,7 @@ fn keys_of(a: &Archive, folders: &[ArchFolder]) -> HashMap<usize, MsgKey> {
     let none = HashSet::new();
     let mut out = HashMap::new();
     let _ = a.stream(|member| -> Result<(), crate::archive::ReadError> {
-        if let crate::archive::reader::Member::Message { record, bytes } = member {
+        if let crate::archive::reader::Member::Message { record, mut body } = member {
             let m = &a.index.messages[record];
             let mut sha = [0u8; 32];
             if !folders.iter().any(|f| f.name == m.folder)
@@ -343,11 +343,38 @@ fn keys_of(a: &Archive, folders: &[ArchFolder]) -> HashMap<usize, MsgKey> {
                 .as_deref()
                 .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
                 .map(|d| d.timestamp());
-            out.insert(record, MsgKey::of(bytes, sha, amb, date));
+            // A message that cannot be read is keyed from the index below.
+            if let Ok(key) = key_of_body(&mut body, m.size, sha, amb, date) {
+                out.insert(record, key);
+            }
         }
         Ok(())
     });
     out
+}
+
+/// The key of a message streamed out of the archive: in memory when small, else
+/// hashed as it streams so memory does not follow its size.
+fn key_of_body(
+    body: &mut impl std::io::Read,
+    size: u64,
+    sha: [u8; 32],
+    amb: &HashSet<String>,
+    date: Option<i64>,
+) -> std::io::Result<MsgKey> {
+    if size <= identity::IN_MEMORY_MAX {
+        let mut v = Vec::with_capacity(size as usize);
+        body.read_to_end(&mut v)?;
+        return Ok(MsgKey::of(&v, sha, amb, date));
+    }
+    let mut ks = identity::KeyStream::new(false);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match body.read(&mut buf)? {
+            0 => return Ok(ks.finish(amb, date).key),
+            n => ks.feed(&buf[..n]),
+        }
+    }
 }
 
 /// A key from the index alone, for a record whose bytes could not be read (the

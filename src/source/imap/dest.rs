@@ -20,9 +20,30 @@ pub struct AppendRequest<'a> {
     pub flags: &'a [String],
     /// `dd-Mon-yyyy hh:mm:ss +zzzz`.
     pub internaldate: Option<&'a str>,
-    pub bytes: &'a [u8],
+    pub body: Literal<'a>,
     /// Send as `literal8` (RFC 3516): the message holds NUL.
     pub binary: bool,
+}
+
+/// The bytes of an APPEND literal: in memory, or the first `len` bytes of a file,
+/// read as they are sent so that memory does not follow the message's size.
+#[derive(Debug, Clone, Copy)]
+pub enum Literal<'a> {
+    Bytes(&'a [u8]),
+    File(&'a std::fs::File, u64),
+}
+
+impl Literal<'_> {
+    pub fn len(&self) -> u64 {
+        match self {
+            Literal::Bytes(b) => b.len() as u64,
+            Literal::File(_, n) => *n,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// How a tagged command ended.
@@ -53,7 +74,7 @@ fn message_part(req: &AppendRequest<'_>, literal_plus: bool) -> String {
     }
     let tilde = if req.binary { "~" } else { "" };
     let plus = if literal_plus { "+" } else { "" };
-    part.push_str(&format!(" {tilde}{{{}{plus}}}\r\n", req.bytes.len()));
+    part.push_str(&format!(" {tilde}{{{}{plus}}}\r\n", req.body.len()));
     part
 }
 
@@ -72,6 +93,37 @@ pub struct DestCaps {
 impl ImapSession {
     async fn write_raw(&mut self, parts: &[&[u8]]) -> Result<(), ImapError> {
         self.conn.write(parts, IO_TIMEOUT).await
+    }
+
+    /// Writes a literal's bytes and the CRLF after them.
+    async fn write_literal(&mut self, lit: Literal<'_>) -> Result<(), ImapError> {
+        let (file, len) = match lit {
+            Literal::Bytes(b) => return self.write_raw(&[b, b"\r\n"]).await,
+            Literal::File(f, len) => (f, len),
+        };
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0u64;
+        while at < len {
+            let want = (len - at).min(buf.len() as u64) as usize;
+            // The spool is a local file the page cache mostly holds: reading it here
+            // blocks no longer than the write that follows.
+            // A literal cut short leaves the connection unusable: it is dropped, and
+            // the APPEND is settled as one whose answer was lost.
+            let cut = |detail: String| ImapError::ConnectionLost {
+                endpoint: self.endpoint().to_string(),
+                detail: format!("the message being sent could not be read: {detail}"),
+            };
+            let n = file
+                .read_at(&mut buf[..want], at)
+                .map_err(|e| cut(e.to_string()))?;
+            if n == 0 {
+                return Err(cut(format!("its spool ends after {at} of {len} bytes")));
+            }
+            self.write_raw(&[&buf[..n]]).await?;
+            at += n as u64;
+        }
+        self.write_raw(&[b"\r\n"]).await
     }
 
     /// Reads responses until the tagged end of `tag`.
@@ -168,8 +220,12 @@ impl ImapSession {
             message_part(req, literal_plus)
         );
         if literal_plus {
-            self.write_raw(&[head.as_bytes(), req.bytes, b"\r\n"])
-                .await?;
+            if let Literal::Bytes(b) = req.body {
+                self.write_raw(&[head.as_bytes(), b, b"\r\n"]).await?;
+            } else {
+                self.write_raw(&[head.as_bytes()]).await?;
+                self.write_literal(req.body).await?;
+            }
             return Ok(Ok(tag));
         }
         self.write_raw(&[head.as_bytes()]).await?;
@@ -194,7 +250,7 @@ impl ImapSession {
                 _ => {}
             }
         }
-        self.write_raw(&[req.bytes, b"\r\n"]).await?;
+        self.write_literal(req.body).await?;
         Ok(Ok(tag))
     }
 
@@ -207,11 +263,15 @@ impl ImapSession {
         reqs: &[AppendRequest<'_>],
     ) -> Result<String, ImapError> {
         let tag = self.conn.next_tag();
-        let mut out = Vec::with_capacity(reqs.iter().map(|r| r.bytes.len() + 80).sum());
+        let mut out = Vec::with_capacity(reqs.iter().map(|r| r.body.len() as usize + 80).sum());
         out.extend_from_slice(format!("{tag} APPEND {}", quote(mailbox_raw)).as_bytes());
         for r in reqs {
             out.extend_from_slice(message_part(r, true).as_bytes());
-            out.extend_from_slice(r.bytes);
+            match r.body {
+                Literal::Bytes(b) => out.extend_from_slice(b),
+                // The import batches only messages held in memory.
+                Literal::File(..) => unreachable!("a spooled message goes alone"),
+            }
         }
         out.extend_from_slice(b"\r\n");
         self.write_raw(&[&out]).await?;
