@@ -316,9 +316,10 @@ fn extract_archive(
                     Written::AlreadyThere => rep.already_present += 1,
                 }
             }
-            Copied::Damaged => rep
-                .unreadable
-                .push(unreadable(&archive, m, "does not match its index SHA-256")),
+            Copied::Damaged => {
+                rep.unreadable
+                    .push(unreadable(&archive, m, "does not match its index SHA-256"))
+            }
             // The archive data failed under it: the stream ends with that damage, and
             // this message is listed with what was not reached.
             Copied::Unread => return Ok(()),

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 
 use super::{ioe, ExtractError};
 use crate::archive::{copy_hashed, CopyError};
-use crate::mail::mboxrd;
 use crate::interrupt::Unfinished;
+use crate::mail::mboxrd;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Written {
@@ -64,7 +64,10 @@ pub(crate) fn deliver_maildir(
 /// What became of a message streamed out of the archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Copied {
-    Done { written: Written, len: u64 },
+    Done {
+        written: Written,
+        len: u64,
+    },
     /// Its bytes do not match the index SHA-256: nothing was kept.
     Damaged,
     /// The archive data failed under it (the stream reports the damage).

@@ -324,7 +324,10 @@ async fn worker(
                     if let Some(p) = inflight.iter().position(|(t, _)| *t == c.tag) {
                         let (_, jobs) = inflight.remove(p).expect("valid position");
                         inflight_msgs -= jobs.len();
-                        inflight_bytes -= jobs.iter().map(|(j, _)| j.body.len() as usize).sum::<usize>();
+                        inflight_bytes -= jobs
+                            .iter()
+                            .map(|(j, _)| j.body.len() as usize)
+                            .sum::<usize>();
                         settle_command(jobs, &c, &out, &mut retry, &progress).await;
                     }
                 }
@@ -397,7 +400,10 @@ async fn worker(
         match sent {
             Ok(Ok(tag)) => {
                 inflight_msgs += batch.len();
-                inflight_bytes += batch.iter().map(|(j, _)| j.body.len() as usize).sum::<usize>();
+                inflight_bytes += batch
+                    .iter()
+                    .map(|(j, _)| j.body.len() as usize)
+                    .sum::<usize>();
                 inflight.push_back((tag, batch));
             }
             Ok(Err(c)) => {
@@ -478,7 +484,9 @@ async fn settle(
         match job.body.to_crlf() {
             Ok(b) => job.body = b,
             Err(e) => {
-                let why = format!("the server wants CRLF line ends and the CRLF form could not be spooled: {e}");
+                let why = format!(
+                    "the server wants CRLF line ends and the CRLF form could not be spooled: {e}"
+                );
                 progress.inc(job.body.len());
                 let _ = out.send((job.gid, Outcome::Failed(why)));
                 return;

@@ -64,8 +64,13 @@ pub fn unquote_mboxo(data: &[u8]) -> Vec<u8> {
 #[derive(Debug, Clone, Copy)]
 enum LineStart {
     /// Not at a line start, or the line start was decided.
-    Decided { line_start: bool },
-    Open { gts: u64, from: usize },
+    Decided {
+        line_start: bool,
+    },
+    Open {
+        gts: u64,
+        from: usize,
+    },
 }
 
 const FROM: &[u8; 5] = b"From ";
@@ -125,7 +130,10 @@ impl Quoter {
                             w.write_all(FROM)?;
                             self.state = LineStart::Decided { line_start: false };
                         } else {
-                            self.state = LineStart::Open { gts, from: from + 1 };
+                            self.state = LineStart::Open {
+                                gts,
+                                from: from + 1,
+                            };
                         }
                     } else {
                         // Not a From line: what was held goes out as it was, and this
@@ -194,7 +202,10 @@ impl<R: Read> Unquote<R> {
                 self.out_from = FROM;
                 self.state = LineStart::Decided { line_start: false };
             } else {
-                self.state = LineStart::Open { gts, from: from + 1 };
+                self.state = LineStart::Open {
+                    gts,
+                    from: from + 1,
+                };
             }
         } else {
             self.out_gts = gts;
@@ -294,7 +305,9 @@ mod tests {
         for _ in 0..300 {
             let mut m = Vec::new();
             for _ in 0..(seed % 40) {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 m.extend_from_slice(parts[(seed >> 33) as usize % parts.len()]);
             }
             out.push(m);

@@ -188,8 +188,7 @@ fn verify_one(a: &Archive, rep: &mut VerifyReport, progress: &crate::progress::P
                 let m = &idx.messages[record];
                 // A read error is damaged archive data: the stream ends with it, and
                 // the finding names it.
-                let Ok((len, sum)) = crate::archive::copy_hashed(&mut body, &mut io::sink())
-                else {
+                let Ok((len, sum)) = crate::archive::copy_hashed(&mut body, &mut io::sink()) else {
                     return Ok(());
                 };
                 checked += 1;

@@ -443,8 +443,19 @@ mod tests {
 
     fn corpus() -> Vec<Vec<u8>> {
         let parts: [&[u8]; 14] = [
-            b"\r", b"\n", b"\r\n", b"\r\r\n", b"x", b"\0", b"\xe3\x81\x82", b"\r\r", b"\n\n",
-            b"Message-ID: <a@b>\r\n", b"Received: from x\r\n", b" cont\r\n", b"Subject: s\n",
+            b"\r",
+            b"\n",
+            b"\r\n",
+            b"\r\r\n",
+            b"x",
+            b"\0",
+            b"\xe3\x81\x82",
+            b"\r\r",
+            b"\n\n",
+            b"Message-ID: <a@b>\r\n",
+            b"Received: from x\r\n",
+            b" cont\r\n",
+            b"Subject: s\n",
             b"body line\r\n",
         ];
         let mut out: Vec<Vec<u8>> = vec![
