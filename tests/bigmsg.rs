@@ -31,13 +31,23 @@ fn big_size() -> u64 {
 }
 
 /// Writes the large message to `path` (LF line ends, as a Maildir file holds them);
-/// returns its size and SHA-256.
-fn write_big(path: &Path, size: u64) -> (u64, String) {
+/// returns its size and SHA-256, and those of its CRLF form (what a server serves).
+fn write_big(path: &Path, size: u64) -> (u64, String, u64, String) {
     let mut w = BufWriter::new(std::fs::File::create(path).unwrap());
     let mut h = Sha256::new();
+    let mut crlf = (0u64, Sha256::new());
     let mut put = |b: &[u8], w: &mut BufWriter<std::fs::File>| {
         h.update(b);
         w.write_all(b).unwrap();
+        for line in b.split_inclusive(|&c| c == b'\n') {
+            let text = line.strip_suffix(b"\n").unwrap_or(line);
+            crlf.1.update(text);
+            crlf.0 += text.len() as u64;
+            if text.len() < line.len() {
+                crlf.1.update(b"\r\n");
+                crlf.0 += 2;
+            }
+        }
         b.len() as u64
     };
     let mut n = put(
@@ -56,7 +66,12 @@ fn write_big(path: &Path, size: u64) -> (u64, String) {
         i += 1;
     }
     w.flush().unwrap();
-    (n, hex(h.finalize().as_slice()))
+    (
+        n,
+        hex(h.finalize().as_slice()),
+        crlf.0,
+        hex(crlf.1.finalize().as_slice()),
+    )
 }
 
 fn hex(b: &[u8]) -> String {
@@ -146,7 +161,7 @@ fn run_bounded(what: &str, args: &[&str], scratch: &Path, size: u64) -> String {
 fn big_archive(dir: &Path, size: u64, layout: &str) -> (PathBuf, u64, String) {
     let src = dir.join("src");
     write_maildir_folder(&src, &[("1.small:2,S".into(), SMALL.to_vec())]);
-    let (len, sha) = write_big(&src.join("cur/2.big:2,"), size);
+    let (len, sha, _, _) = write_big(&src.join("cur/2.big:2,"), size);
     let ar = dir.join(format!("{layout}.tar.zst"));
     run_ok(&[
         "export",
@@ -293,4 +308,42 @@ fn import_of_a_large_message_into_dovecot_in_bounded_memory() {
             .count(),
         1
     );
+}
+
+#[test]
+fn imap_export_of_a_large_message_from_dovecot_in_bounded_memory() {
+    let size = big_size();
+    let d = Dovecot::start();
+    let t = tempfile::tempdir().unwrap();
+    // Delivered into the Maildir directly, as a server's own delivery would.
+    let inbox = d.maildir("alice").join("INBOX");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(inbox.join(sub)).unwrap();
+    }
+    let (_, _, served_len, served_sha) = write_big(&inbox.join("cur/1600000000.M1.big:2,S"), size);
+    support::dovecot::chown_nobody(&d.maildir("alice"));
+    let ar = t.path().join("a.tar.zst");
+    let url = d.imaps_url("alice");
+    let pw = d.password_file("alice");
+    let ca = d.ca_file();
+    let args = [
+        "export",
+        &url,
+        "-o",
+        ar.to_str().unwrap(),
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--tls-ca-file",
+        ca.to_str().unwrap(),
+        "--json",
+    ];
+    let out = run_bounded("IMAP export", &args, t.path(), size);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["messages"], 1, "{v}");
+    // The archive holds the bytes the server serves, and they verify.
+    let ls = ls_json(&[&ar]);
+    assert_eq!(ls.len(), 1);
+    assert_eq!(ls[0]["size"], served_len);
+    assert_eq!(ls[0]["sha256"], served_sha.as_str());
+    run_bounded("verify", &["verify", ar.to_str().unwrap()], t.path(), size);
 }

@@ -283,12 +283,26 @@ impl ArchiveWriter {
         info: MessageInfo,
         body: &[u8],
     ) -> Result<MessageRecord, WriteError> {
+        let head = &body[..body.len().min(headers::MAX_HEADER)];
+        self.add_message_from(info, head, &mut &body[..], body.len() as u64)
+    }
+
+    /// Adds one message of `len` bytes read from `body`, whose first bytes are `head`
+    /// (at least its header section, or the whole message): the bytes stream into the
+    /// archive, so memory does not follow the message's size. A body that gives other
+    /// than `len` bytes is an error (the tar header already said `len`).
+    pub fn add_message_from(
+        &mut self,
+        info: MessageInfo,
+        head: &[u8],
+        body: &mut dyn Read,
+        len: u64,
+    ) -> Result<MessageRecord, WriteError> {
         if !self.by_name.contains_key(&info.folder) {
             self.add_folder(FolderInfo::simple(&info.folder, Some('/')))?;
         }
         let fi = self.by_name[&info.folder];
-        let sha = hex::encode(Sha256::digest(body));
-        let summary = headers::summarize(body);
+        let summary = headers::summarize(head);
         let msg_flags = flags::normalize(&info.flags);
         self.seq += 1;
         let seq = self.seq;
@@ -300,26 +314,23 @@ impl ArchiveWriter {
                 folder.keywords.push(f.clone());
             }
         }
-        let (path, mbox) = match self.opts.layout {
+        let io_err = |dest: &Path, source| WriteError::Io {
+            path: dest.to_path_buf(),
+            source,
+        };
+        let (path, mbox, sha) = match self.opts.layout {
             Layout::Maildir => {
                 let info_letters = flags::maildir_info(&msg_flags, &folder.keywords);
                 let path = format!("{}/cur/{mtime}.M{seq}.mailark:2,{info_letters}", folder.dir);
                 let enc = self.enc.as_mut().unwrap();
-                tarfmt::write_header(
-                    enc,
-                    &path,
-                    body.len() as u64,
-                    mtime,
-                    tar::EntryType::Regular,
-                )
-                .and_then(|_| enc.write_all(body))
-                .and_then(|_| tarfmt::write_padding(enc, body.len() as u64))
-                .and_then(|_| writeln!(self.sums, "{sha}  {path}"))
-                .map_err(|e| WriteError::Io {
-                    path: self.dest.clone(),
-                    source: e,
-                })?;
-                (path, None)
+                let sha = tarfmt::write_header(enc, &path, len, mtime, tar::EntryType::Regular)
+                    .and_then(|_| copy_exact(body, enc, len))
+                    .and_then(|sha| tarfmt::write_padding(enc, len).map(|_| sha))
+                    .and_then(|sha| {
+                        writeln!(self.sums, "{}  {path}", hex::encode(sha)).map(|_| sha)
+                    })
+                    .map_err(|e| io_err(&self.dest, e))?;
+                (path, None, sha)
             }
             Layout::Mbox => {
                 let dir = std::env::temp_dir();
@@ -329,10 +340,7 @@ impl ArchiveWriter {
                         .parent()
                         .filter(|p| !p.as_os_str().is_empty())
                         .unwrap_or(&dir);
-                    let f = tempfile::tempfile_in(spool_dir).map_err(|e| WriteError::Io {
-                        path: self.dest.clone(),
-                        source: e,
-                    })?;
+                    let f = tempfile::tempfile_in(spool_dir).map_err(|e| io_err(&self.dest, e))?;
                     folder.mbox = Some(BufWriter::new(f));
                 }
                 let when = info
@@ -343,26 +351,12 @@ impl ArchiveWriter {
                     "From MAILER-DAEMON {}\n",
                     when.format("%a %b %e %H:%M:%S %Y")
                 );
-                let mut quoted = Vec::with_capacity(body.len() + from_line.len() + 2);
-                quoted.extend_from_slice(from_line.as_bytes());
-                let offset = folder.mbox_len + quoted.len() as u64;
-                mboxrd::quote_into(body, &mut quoted);
-                let length = (quoted.len() - from_line.len()) as u64;
-                let eol_added = !body.ends_with(b"\n");
-                if eol_added {
-                    quoted.push(b'\n');
-                }
-                quoted.push(b'\n');
-                folder
-                    .mbox
-                    .as_mut()
-                    .unwrap()
-                    .write_all(&quoted)
-                    .map_err(|e| WriteError::Io {
-                        path: self.dest.clone(),
-                        source: e,
-                    })?;
-                folder.mbox_len += quoted.len() as u64;
+                let offset = folder.mbox_len + from_line.len() as u64;
+                let out = folder.mbox.as_mut().unwrap();
+                let (length, sha, eol_added) =
+                    quote_exact(&from_line, body, out, len).map_err(|e| io_err(&self.dest, e))?;
+                let written = from_line.len() as u64 + length + 1 + u64::from(eol_added);
+                folder.mbox_len += written;
                 (
                     folder.dir.clone(),
                     Some(MboxLoc {
@@ -370,15 +364,17 @@ impl ArchiveWriter {
                         length,
                         eol_added,
                     }),
+                    sha,
                 )
             }
         };
+        let sha = hex::encode(sha);
         folder.messages += 1;
-        self.bytes += body.len() as u64;
+        self.bytes += len;
         let rec = MessageRecord {
             folder: info.folder,
             path,
-            size: body.len() as u64,
+            size: len,
             sha256: sha,
             flags: msg_flags,
             internaldate: info.internaldate.map(|d| d.to_rfc3339()),
@@ -559,6 +555,83 @@ enum FinishError {
 impl From<io::Error> for FinishError {
     fn from(e: io::Error) -> Self {
         FinishError::Io(e)
+    }
+}
+
+/// Copies exactly `len` bytes of `body` to `w`; returns their SHA-256.
+fn copy_exact(body: &mut dyn Read, w: &mut impl Write, len: u64) -> io::Result<[u8; 32]> {
+    let (n, sha) = crate::archive::copy_hashed(&mut body.take(len), w).map_err(|e| match e {
+        crate::archive::CopyError::Read(e) | crate::archive::CopyError::Write(e) => e,
+    })?;
+    if n != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the message gave {n} of the {len} bytes announced"),
+        ));
+    }
+    Ok(sha)
+}
+
+/// Writes one mbox entry: `from_line`, exactly `len` bytes of `body` mboxrd-quoted, a
+/// final LF when the message lacks one, and the blank line. Returns the quoted length,
+/// the message's SHA-256 and whether a final LF was added.
+fn quote_exact(
+    from_line: &str,
+    body: &mut dyn Read,
+    w: &mut impl Write,
+    len: u64,
+) -> io::Result<(u64, [u8; 32], bool)> {
+    w.write_all(from_line.as_bytes())?;
+    let mut q = mboxrd::Quoter::default();
+    let mut out = QuotedCount { q: &mut q, w, n: 0 };
+    let sha = copy_exact(body, &mut out, len)?;
+    let mut n = out.n;
+    let mut counted = CountOnly { w, n: 0 };
+    q.finish(&mut counted)?;
+    n += counted.n;
+    let eol_added = q.last != Some(b'\n');
+    if eol_added {
+        w.write_all(b"\n")?;
+    }
+    w.write_all(b"\n")?;
+    Ok((n, sha, eol_added))
+}
+
+/// Quotes what is written to it into `w`, counting the quoted bytes.
+struct QuotedCount<'a, W> {
+    q: &'a mut mboxrd::Quoter,
+    w: &'a mut W,
+    n: u64,
+}
+
+impl<W: Write> Write for QuotedCount<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut c = CountOnly {
+            w: &mut *self.w,
+            n: 0,
+        };
+        self.q.feed(buf, &mut c)?;
+        self.n += c.n;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}
+
+struct CountOnly<'a, W> {
+    w: &'a mut W,
+    n: u64,
+}
+
+impl<W: Write> Write for CountOnly<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let k = self.w.write(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
     }
 }
 

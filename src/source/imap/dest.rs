@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use super::session::{quote, uid_set, Event, FetchWhat, FetchedMessage, ImapError, ImapSession};
+use super::session::{
+    quote, uid_set, Event, FetchWhat, FetchedMessage, ImapError, ImapSession, SpooledBody,
+};
 use super::wire::AppendUid;
 
 /// How long writing one APPEND may take before the link counts as dead.
@@ -93,6 +95,27 @@ pub struct DestCaps {
 impl ImapSession {
     async fn write_raw(&mut self, parts: &[&[u8]]) -> Result<(), ImapError> {
         self.conn.write(parts, IO_TIMEOUT).await
+    }
+
+    /// A spooled message read back into memory, for the comparisons that need its
+    /// bytes at once (up to the size they always took; larger is an error, as before
+    /// large messages were spooled).
+    fn spooled_in_memory(&self, sp: &SpooledBody) -> Result<Vec<u8>, ImapError> {
+        const LIMIT: u64 = 512 << 20;
+        let err = |detail: String| ImapError::Protocol {
+            endpoint: self.endpoint().to_string(),
+            detail,
+        };
+        if sp.len > LIMIT {
+            return Err(err(format!(
+                "a message of {} bytes is more than the {LIMIT} compared in memory",
+                sp.len
+            )));
+        }
+        let mut v = vec![0u8; sp.len as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&*sp.file, &mut v, 0)
+            .map_err(|e| err(format!("cannot read a spooled message: {e}")))?;
+        Ok(v)
     }
 
     /// Writes a literal's bytes and the CRLF after them.
@@ -346,7 +369,11 @@ impl ImapSession {
             loop {
                 match self.next_event().await? {
                     Event::Fetch(m) => {
-                        if let (Some(uid), Some(b)) = (m.uid, m.body.or(m.header_fields)) {
+                        let body = match &m.spooled {
+                            Some(sp) => Some(self.spooled_in_memory(sp)?),
+                            None => m.body.or(m.header_fields),
+                        };
+                        if let (Some(uid), Some(b)) = (m.uid, body) {
                             each(uid, &b);
                         }
                     }

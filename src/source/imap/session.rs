@@ -181,11 +181,29 @@ pub struct FetchedMessage {
     pub internaldate: Option<String>,
     pub size: Option<u32>,
     pub modseq: Option<u64>,
-    /// The message bytes (`BODY[]`).
+    /// The message bytes (`BODY[]`); empty when they were spooled.
     pub body: Option<Vec<u8>>,
+    /// A `BODY[]` too large to hold ([`super::wire::MAX_HELD_LITERAL`]): its bytes, in
+    /// an unnamed temporary file.
+    pub spooled: Option<SpooledBody>,
     /// A header section that was asked for (`BODY[HEADER.FIELDS (...)]`).
     pub header_fields: Option<Vec<u8>>,
 }
+
+/// A literal the session wrote to an unnamed temporary file as it came.
+#[derive(Debug, Clone)]
+pub struct SpooledBody {
+    pub file: std::sync::Arc<std::fs::File>,
+    pub len: u64,
+}
+
+impl PartialEq for SpooledBody {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.file, &other.file)
+    }
+}
+
+impl Eq for SpooledBody {}
 
 /// Something the server said while commands were in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,6 +262,9 @@ pub(super) struct Conn {
     /// The `-vv` protocol trace (redacted), when asked for: fed every byte read and
     /// written, here where all of them pass.
     trace: Option<crate::log::WireTrace>,
+    /// The diverted literal being written, and those of the frame being read.
+    spool: Option<std::io::BufWriter<std::fs::File>>,
+    spooled: Vec<SpooledBody>,
 }
 
 impl Conn {
@@ -255,6 +276,8 @@ impl Conn {
             trace: crate::log::WireTrace::new(crate::log::Protocol::Imap, &endpoint),
             endpoint,
             timeout,
+            spool: None,
+            spooled: Vec::new(),
         }
     }
 
@@ -276,6 +299,10 @@ impl Conn {
     pub(super) async fn frame(&mut self) -> Result<Frame, ImapError> {
         let t = self.timeout;
         let start = tokio::time::Instant::now();
+        self.spooled.clear();
+        // Bytes of diverted literals read: a literal over the held bound gets time at
+        // the slowest rate for what arrived, so a trickle still times out.
+        let mut diverted = 0u64;
         // Allocated only when the framer needs bytes: most frames of a pipelined fetch
         // are already in its buffer.
         let mut chunk = Vec::new();
@@ -290,8 +317,18 @@ impl Conn {
                     })
                 }
             }
+            if self.framer.diverting() > 0 {
+                let before = self.framer.diverting();
+                self.spool_diverted()?;
+                diverted += before - self.framer.diverting();
+                if self.framer.diverting() == 0 {
+                    continue;
+                }
+            }
             chunk.resize(64 * 1024, 0);
-            let allowance = Duration::from_secs(self.framer.literal_bytes() / SLOWEST_LITERAL_RATE);
+            let allowance = Duration::from_secs(
+                (self.framer.literal_bytes() + diverted) / SLOWEST_LITERAL_RATE,
+            );
             let n =
                 match tokio::time::timeout_at(start + t + allowance, self.stream.read(&mut chunk))
                     .await
@@ -310,6 +347,33 @@ impl Conn {
             }
             self.framer.push(&chunk[..n]);
         }
+    }
+
+    /// Writes what the framer holds of a diverted literal to the spool (made at its
+    /// first bytes); a whole literal's spool joins the frame's.
+    fn spool_diverted(&mut self) -> Result<(), ImapError> {
+        let spool_err = |e: std::io::Error| ImapError::Protocol {
+            endpoint: self.endpoint.clone(),
+            detail: format!("cannot spool a large message to a temporary file: {e}"),
+        };
+        let w = match &mut self.spool {
+            Some(w) => w,
+            None => self.spool.insert(std::io::BufWriter::with_capacity(
+                1 << 20,
+                tempfile::tempfile().map_err(spool_err)?,
+            )),
+        };
+        std::io::Write::write_all(w, &self.framer.take_diverted()).map_err(spool_err)?;
+        if self.framer.diverting() == 0 {
+            let w = self.spool.take().expect("spool in use");
+            let mut file = w.into_inner().map_err(|e| spool_err(e.into_error()))?;
+            let len = std::io::Seek::stream_position(&mut file).map_err(spool_err)?;
+            self.spooled.push(SpooledBody {
+                file: std::sync::Arc::new(file),
+                len,
+            });
+        }
+        Ok(())
     }
 
     /// Writes `parts` and flushes, within `t`. The stream is unbuffered: each write
@@ -859,7 +923,13 @@ impl ImapSession {
     /// Reads the next response and turns it into an [`Event`].
     pub async fn next_event(&mut self) -> Result<Event, ImapError> {
         let f = self.conn.frame().await?;
-        event(&self.conn.endpoint, &f)
+        let mut ev = event(&self.conn.endpoint, &f)?;
+        // A diverted literal of a FETCH is its BODY[]: no other item comes near the
+        // bound.
+        if let Event::Fetch(m) = &mut ev {
+            m.spooled = self.conn.spooled.pop();
+        }
+        Ok(ev)
     }
 
     /// Runs a command to its tagged end, handing each untagged response to `each`.

@@ -17,8 +17,13 @@ pub const MAX_LINE: usize = 1 << 20;
 /// carries literals).
 pub const MAX_RESPONSE_TEXT: usize = 4 << 20;
 /// The largest literal taken; a server announcing more is refused at once, with the
-/// size it announced.
-pub const MAX_LITERAL: u64 = 512 << 20;
+/// size it announced. No mail server stores a message near it.
+pub const MAX_LITERAL: u64 = 64 << 30;
+/// The largest literal held in memory. A larger one (a large message's `BODY[]`) is
+/// diverted: the frame keeps an empty literal in its place and the session writes the
+/// bytes to a spool file as they come ([`Framer::take_diverted`]), so memory does not
+/// follow a message's size.
+pub const MAX_HELD_LITERAL: u64 = 16 << 20;
 /// The most UIDs an `[APPENDUID]` range may stand for: more is no answer to any APPEND
 /// we send.
 const MAX_APPENDUID_UIDS: usize = 1 << 20;
@@ -44,6 +49,9 @@ pub struct Frame {
     pub literals: Vec<Range<usize>>,
     /// Where the `~` of each `literal8` marker lies in `raw`.
     pub literal8: Vec<usize>,
+    /// The literals over [`MAX_HELD_LITERAL`] (index in `literals`, announced length):
+    /// empty in `raw`, their bytes went to the session's spool.
+    pub diverted: Vec<(usize, u64)>,
 }
 
 /// What kind of response a frame is.
@@ -251,8 +259,11 @@ pub struct Framer {
     literal8: Vec<usize>,
     /// Bytes outside literals in the frame so far (completed lines).
     text: usize,
-    /// Bytes of literals announced in the frame so far.
+    /// Bytes of literals announced in the frame so far (held ones).
     literal_bytes: u64,
+    /// Bytes of a diverted literal still to come.
+    diverting: u64,
+    diverted: Vec<(usize, u64)>,
 }
 
 impl Framer {
@@ -287,6 +298,9 @@ impl Framer {
     /// stream cannot be trusted: the session ends.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, BoundError> {
         loop {
+            if self.diverting > 0 {
+                return Ok(None);
+            }
             if let Some(end) = self.literal_end {
                 if self.buf.len() < end {
                     return Ok(None);
@@ -324,6 +338,17 @@ impl Framer {
             };
             match marker {
                 Some(m) if m.len > MAX_LITERAL => return Err(BoundError::HugeLiteral(m.len)),
+                Some(m) if m.len > MAX_HELD_LITERAL => {
+                    let eol = self.empty_marker(eol);
+                    if let Some(t) = m.tilde {
+                        self.literal8.push(self.line_start + t - self.start);
+                    }
+                    self.literals.push(eol - self.start..eol - self.start);
+                    self.diverted.push((self.literals.len() - 1, m.len));
+                    self.diverting = m.len;
+                    self.scan = eol;
+                    self.line_start = eol;
+                }
                 Some(m) => {
                     if let Some(t) = m.tilde {
                         self.literal8.push(self.line_start + t - self.start);
@@ -337,6 +362,29 @@ impl Framer {
                 None => return Ok(Some(self.take_frame(eol))),
             }
         }
+    }
+
+    /// Bytes of a diverted literal still to come.
+    pub fn diverting(&self) -> u64 {
+        self.diverting
+    }
+
+    /// The bytes of the diverted literal received so far and not yet taken: the caller
+    /// writes them to its spool. The frame goes on once all of them were taken.
+    pub fn take_diverted(&mut self) -> Vec<u8> {
+        let k = (self.buf.len() - self.scan).min(self.diverting as usize);
+        self.diverting -= k as u64;
+        self.buf.drain(self.scan..self.scan + k).collect()
+    }
+
+    /// Rewrites the literal marker ending the line that ends at `eol` as `{0}`;
+    /// returns where the line now ends.
+    fn empty_marker(&mut self, eol: usize) -> usize {
+        let line = &self.buf[self.line_start..eol];
+        let close = self.line_start + line.iter().rposition(|&b| b == b'}').expect("a marker");
+        let open = self.line_start + line.iter().rposition(|&b| b == b'{').expect("a marker");
+        self.buf.splice(open + 1..close, *b"0");
+        eol - (close - open - 1) + 1
     }
 
     fn take_frame(&mut self, end: usize) -> Frame {
@@ -358,6 +406,7 @@ impl Framer {
             raw,
             literals: std::mem::take(&mut self.literals),
             literal8: std::mem::take(&mut self.literal8),
+            diverted: std::mem::take(&mut self.diverted),
         }
     }
 }
@@ -430,6 +479,43 @@ mod tests {
             }
         }
         (out, None)
+    }
+
+    #[test]
+    fn a_literal_over_the_held_bound_is_diverted_whole() {
+        let n = MAX_HELD_LITERAL as usize + 5;
+        let body: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        for marker in ["{N}", "{N+}", "~{N}"] {
+            let marker = marker.replace('N', &n.to_string());
+            let mut wire = format!("* 1 FETCH (UID 7 BODY[] {marker}\r\n").into_bytes();
+            wire.extend_from_slice(&body);
+            wire.extend_from_slice(b")\r\nA1 OK done\r\n");
+            for chunk in [1000, 65536, 3 << 20] {
+                let mut f = Framer::new();
+                let (mut got, mut frames) = (Vec::new(), Vec::new());
+                for c in wire.chunks(chunk) {
+                    f.push(c);
+                    loop {
+                        got.extend(f.take_diverted());
+                        assert!(
+                            f.pending() <= 2 * chunk + 64,
+                            "the framer holds the literal"
+                        );
+                        match f.next_frame().unwrap() {
+                            Some(fr) => frames.push(fr),
+                            None => break,
+                        }
+                    }
+                }
+                assert!(got == body, "{marker} in chunks of {chunk}");
+                assert_eq!(frames.len(), 2);
+                let tilde = if marker.starts_with('~') { "~" } else { "" };
+                let want = format!("* 1 FETCH (UID 7 BODY[] {tilde}{{0}}\r\n)\r\n");
+                assert_eq!(frames[0].raw, want.as_bytes());
+                assert_eq!(frames[0].diverted, vec![(0, n as u64)]);
+                assert_eq!(frames[0].literal(0), Some(&b""[..]));
+            }
+        }
     }
 
     fn frames(wire: &[u8]) -> Vec<Frame> {
