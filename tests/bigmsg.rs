@@ -310,12 +310,13 @@ fn import_of_a_large_message_into_dovecot_in_bounded_memory() {
     );
 }
 
-#[test]
-fn imap_export_of_a_large_message_from_dovecot_in_bounded_memory() {
+/// Exports a Dovecot account holding only the large message (delivered into its
+/// Maildir directly, as the server's own delivery would) over `scheme`, with the peak
+/// RSS bound, and checks the archive holds the bytes the server serves.
+fn export_of_a_large_message(scheme: &str) {
     let size = big_size();
     let d = Dovecot::start();
     let t = tempfile::tempdir().unwrap();
-    // Delivered into the Maildir directly, as a server's own delivery would.
     let inbox = d.maildir("alice").join("INBOX");
     for sub in ["cur", "new", "tmp"] {
         std::fs::create_dir_all(inbox.join(sub)).unwrap();
@@ -323,7 +324,11 @@ fn imap_export_of_a_large_message_from_dovecot_in_bounded_memory() {
     let (_, _, served_len, served_sha) = write_big(&inbox.join("cur/1600000000.M1.big:2,S"), size);
     support::dovecot::chown_nobody(&d.maildir("alice"));
     let ar = t.path().join("a.tar.zst");
-    let url = d.imaps_url("alice");
+    let url = if scheme == "imaps" {
+        d.imaps_url("alice")
+    } else {
+        d.pop3s_url("alice")
+    };
     let pw = d.password_file("alice");
     let ca = d.ca_file();
     let args = [
@@ -337,7 +342,7 @@ fn imap_export_of_a_large_message_from_dovecot_in_bounded_memory() {
         ca.to_str().unwrap(),
         "--json",
     ];
-    let out = run_bounded("IMAP export", &args, t.path(), size);
+    let out = run_bounded(&format!("{scheme} export"), &args, t.path(), size);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["messages"], 1, "{v}");
     // The archive holds the bytes the server serves, and they verify.
@@ -346,4 +351,14 @@ fn imap_export_of_a_large_message_from_dovecot_in_bounded_memory() {
     assert_eq!(ls[0]["size"], served_len);
     assert_eq!(ls[0]["sha256"], served_sha.as_str());
     run_bounded("verify", &["verify", ar.to_str().unwrap()], t.path(), size);
+}
+
+#[test]
+fn imap_export_of_a_large_message_from_dovecot_in_bounded_memory() {
+    export_of_a_large_message("imaps");
+}
+
+#[test]
+fn pop3_export_of_a_large_message_from_dovecot_in_bounded_memory() {
+    export_of_a_large_message("pop3s");
 }

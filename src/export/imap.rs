@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{mpsc, Semaphore};
 
+use super::spool::Body;
 use super::{FolderFilter, PatternError, Skipped};
 use crate::archive::names::{distinct_names, split_raw, SourceName};
 use crate::archive::{
@@ -28,7 +29,7 @@ use crate::archive::{
 };
 use crate::log::event;
 use crate::progress::Progress;
-use crate::source::imap::session::{uid_set, SpooledBody};
+use crate::source::imap::session::uid_set;
 use crate::source::imap::{
     parse_internaldate, Event, FetchWhat, FetchedMessage, FolderStatus, ImapError, ImapSession,
     MailboxInfo,
@@ -183,73 +184,6 @@ enum Item {
     /// A message with its bytes (in memory, or spooled by the session when too large
     /// to hold), and the budget permits it holds.
     Message(MessageInfo, Body, u32),
-}
-
-enum Body {
-    Mem(Vec<u8>),
-    Spooled(SpooledBody),
-}
-
-impl Body {
-    fn len(&self) -> u64 {
-        match self {
-            Body::Mem(b) => b.len() as u64,
-            Body::Spooled(s) => s.len,
-        }
-    }
-
-    fn sha256_hex(&self) -> std::io::Result<String> {
-        match self {
-            Body::Mem(b) => Ok(crate::archive::sha256_hex(b)),
-            Body::Spooled(s) => {
-                let (_, sha) =
-                    crate::archive::copy_hashed(&mut At::new(&s.file), &mut std::io::sink())
-                        .map_err(|e| match e {
-                            crate::archive::CopyError::Read(e)
-                            | crate::archive::CopyError::Write(e) => e,
-                        })?;
-                Ok(hex::encode(sha))
-            }
-        }
-    }
-
-    /// Adds the message to the archive, reading a spooled one as it is written.
-    fn add_to(&self, w: &mut ArchiveWriter, info: MessageInfo) -> Result<(), WriteError> {
-        match self {
-            Body::Mem(b) => w.add_message(info, b).map(|_| ()),
-            Body::Spooled(s) => {
-                let io = |source| WriteError::Io {
-                    path: "(spooled message)".into(),
-                    source,
-                };
-                let mut head =
-                    vec![0u8; s.len.min(crate::mail::headers::MAX_HEADER as u64) as usize];
-                std::os::unix::fs::FileExt::read_exact_at(&*s.file, &mut head, 0).map_err(io)?;
-                w.add_message_from(info, &head, &mut At::new(&s.file), s.len)
-                    .map(|_| ())
-            }
-        }
-    }
-}
-
-/// Reads a shared file from its start by position, whoever else holds it.
-struct At<'a> {
-    file: &'a std::fs::File,
-    pos: u64,
-}
-
-impl<'a> At<'a> {
-    fn new(file: &'a std::fs::File) -> At<'a> {
-        At { file, pos: 0 }
-    }
-}
-
-impl std::io::Read for At<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
 }
 
 /// Shared by every connection of one run.
@@ -1085,7 +1019,7 @@ async fn archive_message(ctx: &Ctx, run: &mut FolderRun, m: FetchedMessage) -> R
     run.isolate.remove(&uid);
     run.failures = 0;
     let body = match m.spooled {
-        Some(s) => Body::Spooled(s),
+        Some(s) => Body::Spooled(s.file, s.len),
         None => Body::Mem(m.body.unwrap_or_default()),
     };
     ctx.bodies.fetch_add(1, Ordering::Relaxed);
@@ -1124,8 +1058,7 @@ async fn archive_message(ctx: &Ctx, run: &mut FolderRun, m: FetchedMessage) -> R
         source_size: Some(announced),
     };
     // A spooled message holds no memory.
-    let held = if matches!(body, Body::Mem(_)) { len } else { 0 };
-    let permits = (held.div_ceil(1024) as u32).clamp(1, ctx.budget_permits);
+    let permits = (body.held().div_ceil(1024) as u32).clamp(1, ctx.budget_permits);
     match ctx.budget.acquire_many(permits).await {
         Ok(p) => p.forget(),
         Err(_) => return Err(Step::Fail("the archive writer stopped".into())),

@@ -18,6 +18,7 @@ use crate::progress::Progress;
 use crate::source::local::LocalSource;
 
 pub mod pop3;
+mod spool;
 
 pub use crate::mail::glob::PatternError;
 

@@ -23,12 +23,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::spool::{Body, HOLD_MAX};
 use super::{ExportReport, FolderFilter, FolderReport, Skipped};
 use crate::archive::{
     ArchiveWriter, Chain, ChainError, Completeness, FolderInfo, MessageInfo, ParentRef, SourceRef,
     WriteError, WriterOptions,
 };
-use crate::mail::headers::delivery_date;
+use crate::mail::headers::{delivery_date, MAX_HEADER};
 use crate::progress::Progress;
 use crate::source::net::{Credentials, Endpoint, TlsOptions};
 use crate::source::pop3::{
@@ -274,6 +275,76 @@ struct Tally {
     fallbacks: Vec<RetrFallback>,
 }
 
+/// The message being received: in memory, or (LIST size over [`HOLD_MAX`]) written to
+/// an unnamed temporary file as it comes, keeping its first bytes (its header section)
+/// and its last four.
+enum Current {
+    Mem(Vec<u8>),
+    Spool {
+        w: std::io::BufWriter<std::fs::File>,
+        len: u64,
+        head: Vec<u8>,
+        tail: Vec<u8>,
+    },
+}
+
+impl Current {
+    fn new(list_size: u64) -> std::io::Result<Current> {
+        if list_size <= HOLD_MAX {
+            return Ok(Current::Mem(Vec::with_capacity(
+                list_size.min(MAX_PREALLOC) as usize + 64,
+            )));
+        }
+        Ok(Current::Spool {
+            w: std::io::BufWriter::with_capacity(1 << 20, tempfile::tempfile()?),
+            len: 0,
+            head: Vec::new(),
+            tail: Vec::new(),
+        })
+    }
+
+    fn push(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        match self {
+            Current::Mem(v) => v.extend_from_slice(chunk),
+            Current::Spool { w, len, head, tail } => {
+                std::io::Write::write_all(w, chunk)?;
+                *len += chunk.len() as u64;
+                let room = MAX_HEADER.saturating_sub(head.len()).min(chunk.len());
+                head.extend_from_slice(&chunk[..room]);
+                tail.extend_from_slice(&chunk[chunk.len().saturating_sub(4)..]);
+                let cut = tail.len().saturating_sub(4);
+                tail.drain(..cut);
+            }
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            Current::Mem(v) => v.len() as u64,
+            Current::Spool { len, .. } => *len,
+        }
+    }
+
+    /// The first bytes (the whole message when held) and the last four.
+    fn head_and_tail(&self) -> (&[u8], &[u8]) {
+        match self {
+            Current::Mem(v) => (v, &v[v.len().saturating_sub(4)..]),
+            Current::Spool { head, tail, .. } => (head, tail),
+        }
+    }
+
+    fn into_body(self) -> std::io::Result<Body> {
+        match self {
+            Current::Mem(v) => Ok(Body::Mem(v)),
+            Current::Spool { w, len, .. } => {
+                let f = w.into_inner().map_err(|e| e.into_error())?;
+                Ok(Body::Spooled(std::sync::Arc::new(f), len))
+            }
+        }
+    }
+}
+
 /// Receives TOP or RETR output for one batch and forwards whole messages to the writer.
 struct Sink<'a> {
     plans: HashMap<u32, Plan>,
@@ -282,8 +353,8 @@ struct Sink<'a> {
     done: HashSet<u32>,
     /// TOP answers that are not what RETR would give: msgno → why; read again by RETR.
     redo: HashMap<u32, String>,
-    cur: Vec<u8>,
-    tx: &'a mpsc::Sender<(MessageInfo, Vec<u8>)>,
+    cur: Current,
+    tx: &'a mpsc::Sender<(MessageInfo, Body)>,
     budget: &'a Budget,
     tally: &'a mut Tally,
     known: &'a mut Known,
@@ -298,12 +369,12 @@ impl RetrSink for Sink<'_> {
         let size = self.plans.get(&msgno).map_or(0, |p| p.list_size);
         // A fresh buffer: the previous one went to the writer, or held a message cut
         // short by a dropped link, which must not leak into the next one.
-        self.cur = Vec::with_capacity(size.min(MAX_PREALLOC) as usize + 64);
+        self.cur = Current::new(size)?;
         Ok(())
     }
 
     fn data(&mut self, chunk: &[u8]) -> std::io::Result<()> {
-        self.cur.extend_from_slice(chunk);
+        self.cur.push(chunk)?;
         self.progress.inc(chunk.len() as u64);
         Ok(())
     }
@@ -315,19 +386,19 @@ impl RetrSink for Sink<'_> {
                 info.msgno
             )));
         };
-        let bytes = std::mem::take(&mut self.cur);
+        let cur = std::mem::replace(&mut self.cur, Current::Mem(Vec::new()));
+        let len = cur.len();
+        let (head, tail) = cur.head_and_tail();
         if self.how == Retrieve::Top {
-            let tail = &bytes[bytes.len().saturating_sub(4)..];
-            if judge_top(plan.list_size, bytes.len() as u64, tail) == TopVerdict::Differs {
+            if judge_top(plan.list_size, len, tail) == TopVerdict::Differs {
                 // Counted once more when RETR sends it again.
-                self.progress.inc_length(bytes.len() as u64);
+                self.progress.inc_length(len);
                 self.redo.insert(
                     info.msgno,
                     format!(
                         "TOP gave {} bytes where LIST announced {}; only RETR is sure to \
                          give the whole message",
-                        bytes.len(),
-                        plan.list_size
+                        len, plan.list_size
                     ),
                 );
                 return Ok(());
@@ -336,18 +407,17 @@ impl RetrSink for Sink<'_> {
             self.tally.by_retr += 1;
         }
         self.done.insert(info.msgno);
-        if bytes.len() as u64 != plan.list_size {
-            let explanation =
-                (bytes.len() as u64 == plan.list_size + 2 && bytes.ends_with(b"\r\n")).then(|| {
-                    "the stored message has no final newline; POP3 cannot send one without, \
+        if len != plan.list_size {
+            let explanation = (len == plan.list_size + 2 && tail.ends_with(b"\r\n")).then(|| {
+                "the stored message has no final newline; POP3 cannot send one without, \
                  so the server added CRLF"
-                        .to_string()
-                });
+                    .to_string()
+            });
             self.tally.sizes.push(SizeDifference {
                 msgno: plan.msgno,
                 uidl: plan.uidl.clone(),
                 list_size: plan.list_size,
-                retr_size: bytes.len() as u64,
+                retr_size: len,
                 explanation,
             });
         }
@@ -366,11 +436,10 @@ impl RetrSink for Sink<'_> {
                 return Ok(());
             }
         }
-        let n = bytes.len() as u64;
         let minfo = MessageInfo {
             folder: FOLDER.to_string(),
             flags: Vec::new(),
-            internaldate: delivery_date(&bytes),
+            internaldate: delivery_date(head),
             source: SourceRef::Pop3 {
                 uidl: plan.uidl.clone(),
                 msgno: plan.msgno,
@@ -378,12 +447,13 @@ impl RetrSink for Sink<'_> {
             source_size: Some(plan.list_size),
         };
         let gone = || std::io::Error::other("archive writer stopped");
-        if !self.budget.acquire(n) {
+        let body = cur.into_body()?;
+        if !self.budget.acquire(body.held()) {
             return Err(gone());
         }
-        self.tx.send((minfo, bytes)).map_err(|_| gone())?;
+        self.tx.send((minfo, body)).map_err(|_| gone())?;
         self.tally.archived += 1;
-        self.tally.bytes += n;
+        self.tally.bytes += len;
         Ok(())
     }
 
@@ -589,7 +659,7 @@ pub fn export_pop3(
     progress.set_message(FOLDER);
 
     let budget = Budget::new();
-    let (tx, rx) = mpsc::channel::<(MessageInfo, Vec<u8>)>();
+    let (tx, rx) = mpsc::channel::<(MessageInfo, Body)>();
     let folder = FolderInfo {
         source_count: Some(server.stat_messages),
         ..FolderInfo::simple(FOLDER, Some('/'))
@@ -600,10 +670,10 @@ pub fn export_pop3(
             let mut writer = writer;
             let r = (|| {
                 writer.add_folder(folder)?;
-                for (info, bytes) in rx {
-                    let n = bytes.len() as u64;
-                    writer.add_message(info, &bytes)?;
-                    drop(bytes);
+                for (info, body) in rx {
+                    let n = body.held();
+                    body.add_to(&mut writer, info)?;
+                    drop(body);
                     budget.release(n);
                 }
                 Ok(())
@@ -629,7 +699,7 @@ pub fn export_pop3(
                     how,
                     done: HashSet::new(),
                     redo: HashMap::new(),
-                    cur: Vec::new(),
+                    cur: Current::Mem(Vec::new()),
                     tx: &tx,
                     budget,
                     tally: &mut tally,
