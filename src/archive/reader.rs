@@ -1,6 +1,7 @@
 //! Reading archives: the fast path (trailer → index frame, no mail decompressed) for
-//! `ls`, and a streaming pass over every member for `verify` and `extract`, which hands
-//! each message's exact bytes to a visitor together with its index record.
+//! `ls`, and a streaming pass over every member for `verify`, `extract` and `import`,
+//! which hands each message to a visitor as a reader of its exact bytes, together with
+//! its index record: memory does not follow a message's size.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -87,16 +88,6 @@ impl Read for MessageBody<'_> {
 impl std::fmt::Debug for MessageBody<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("MessageBody")
-    }
-}
-
-impl MessageBody<'_> {
-    /// Reads the whole message into memory: only for messages known to be small
-    /// (callers check the record's size first).
-    pub fn into_vec(mut self, size_hint: u64) -> io::Result<Vec<u8>> {
-        let mut v = Vec::with_capacity(size_hint.min(64 << 20) as usize);
-        self.read_to_end(&mut v)?;
-        Ok(v)
     }
 }
 

@@ -1,7 +1,8 @@
 //! The archive writer (spec §6, write order): messages stream into one zstd frame as tar
 //! members while their index records spool to a temp file; `finish` appends the index
 //! frame and the trailer, fsyncs, and only then renames the temp file to its final name.
-//! Memory stays bounded by the largest single message, whatever the mailbox size.
+//! Memory stays bounded by the largest message held in memory, whatever the mailbox size;
+//! a large message is streamed in ([`ArchiveWriter::add_message_from`]).
 
 use std::collections::HashMap;
 use std::fs::File;

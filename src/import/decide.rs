@@ -161,7 +161,7 @@ pub(super) fn decide(
 enum Read {
     Bytes(Vec<u8>),
     /// Keyed while streaming; the spool holding it when it may be appended.
-    Streamed(Streamed, Option<File>),
+    Streamed(Box<Streamed>, Option<File>),
     SpoolFailed(io::Error),
 }
 
@@ -212,7 +212,7 @@ fn read_payload(
         .as_deref()
         .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
         .map(|d| d.timestamp());
-    Ok(Read::Streamed(ks.finish(&d.ambiguous, date), file))
+    Ok(Read::Streamed(Box::new(ks.finish(&d.ambiguous, date)), file))
 }
 
 /// An RFC 3339 time as an IMAP date-time (for APPEND).
