@@ -65,12 +65,10 @@ impl Payload {
         }
     }
 
-    /// What it takes of the queue's memory budget.
+    /// What it takes of the queue's budget: its size for a spooled message too, so
+    /// large messages wait their turn and the spools on disk stay few.
     pub(super) fn budget_kib(&self) -> u32 {
-        match self {
-            Payload::Mem(b) => (b.len() >> 10) as u32 + 1,
-            Payload::Spooled { .. } => 1,
-        }
+        (self.len() >> 10).min(u32::MAX as u64 - 1) as u32 + 1
     }
 
     fn literal(&self) -> Literal<'_> {

@@ -212,7 +212,10 @@ fn read_payload(
         .as_deref()
         .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
         .map(|d| d.timestamp());
-    Ok(Read::Streamed(Box::new(ks.finish(&d.ambiguous, date)), file))
+    Ok(Read::Streamed(
+        Box::new(ks.finish(&d.ambiguous, date)),
+        file,
+    ))
 }
 
 /// An RFC 3339 time as an IMAP date-time (for APPEND).
