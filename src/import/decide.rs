@@ -305,9 +305,6 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
                 return Ok(());
             };
             let rec = &mut recs[gid];
-            if rec.st != St::Pending {
-                return Ok(());
-            }
             deciding = Some(gid);
             progress.set_message(plan_names[rec.folder].clone());
             let (payload, streamed) = match payload {
