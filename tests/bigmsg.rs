@@ -1,7 +1,8 @@
 //! Memory does not follow message size: an archive holding one large message (300 MiB
 //! by default; `MAILARK_BIGMSG_MIB` sets it) is verified, extracted (Maildir and
-//! mbox), imported with `--dry-run` and imported for real into Dovecot, and each child
-//! process's peak RSS (its `wait4` maxrss) must stay far below the message's size.
+//! mbox), imported with `--dry-run` and imported for real into Dovecot, and exported
+//! from Dovecot over IMAP and POP3; each child process's peak RSS (its `wait4` maxrss)
+//! must stay far below the message's size.
 //! The message is generated here, line by line, never stored in the repository; its
 //! lines differ, so it compresses well but not to nothing.
 
@@ -10,7 +11,6 @@ mod support;
 
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use common::*;
 use sha2::{Digest, Sha256};
@@ -93,60 +93,21 @@ fn sha_of_file(path: &Path) -> (u64, String) {
     }
 }
 
-/// Runs mailark with `args` (killed after `limit`); (exit code, stdout, stderr, peak
-/// RSS in bytes). Output goes to files, so a chatty child never blocks on a pipe.
-// The child is reaped by `wait4` (for its rusage), which clippy cannot see.
-#[allow(clippy::zombie_processes)]
-fn run_measured(
-    args: &[&str],
-    scratch: &Path,
-    limit: Duration,
-) -> (Option<i32>, String, String, u64) {
-    let (out_p, err_p) = (scratch.join("child.out"), scratch.join("child.err"));
-    let child = bin()
-        .args(args)
-        .stdout(std::fs::File::create(&out_p).unwrap())
-        .stderr(std::fs::File::create(&err_p).unwrap())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as libc::pid_t;
-    let t0 = Instant::now();
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: waits for our own child; status and rusage are valid out-pointers.
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
-        if r == pid {
-            break;
-        }
-        if t0.elapsed() > limit {
-            // SAFETY: our own child, not yet reaped.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::wait4(pid, &mut status, 0, &mut ru);
-            }
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-    let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned();
-    (code, read(&out_p), read(&err_p), ru.ru_maxrss as u64 * 1024)
-}
-
-/// Runs `args`, asserting exit 0 and the peak RSS bound; returns stdout.
-fn run_bounded(what: &str, args: &[&str], scratch: &Path, size: u64) -> String {
-    let (code, out, err, peak) = run_measured(args, scratch, Duration::from_secs(600));
+/// Runs `args`, asserting exit 0 and the peak RSS bound (the child's own `wait4`
+/// maxrss); returns stdout.
+fn run_bounded(what: &str, args: &[&str], size: u64) -> String {
+    let (o, peak) = output_and_peak(bin().args(args));
     eprintln!(
         "{what}: peak RSS {} MiB for a {} MiB message",
         peak >> 20,
         size >> 20
     );
     assert_eq!(
-        code,
+        o.status.code(),
         Some(0),
-        "{what}: exit {code:?}\nstdout: {out}\nstderr: {err}"
+        "{what}\nstdout: {}\nstderr: {}",
+        stdout(&o),
+        stderr(&o)
     );
     assert!(
         peak < PEAK_LIMIT && peak < size / 2,
@@ -154,7 +115,7 @@ fn run_bounded(what: &str, args: &[&str], scratch: &Path, size: u64) -> String {
         peak >> 20,
         size >> 20
     );
-    out
+    stdout(&o)
 }
 
 /// An archive (in `layout`) of a Maildir holding the large message and a small one.
@@ -203,30 +164,20 @@ fn read_archive_bounded(layout: &str) {
     let t = tempfile::tempdir().unwrap();
     let (ar, len, sha) = big_archive(t.path(), size, layout);
     let a = ar.to_str().unwrap();
-    let out = run_bounded("verify", &["verify", a, "--json"], t.path(), size);
+    let out = run_bounded("verify", &["verify", a, "--json"], size);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["messages"], 2, "{v}");
     assert_eq!(v["bytes"].as_u64(), Some(len + SMALL.len() as u64), "{v}");
 
     let md = t.path().join("md");
     let target = format!("maildir:{}", md.display());
-    run_bounded(
-        "extract to Maildir",
-        &["extract", a, "--to", &target],
-        t.path(),
-        size,
-    );
+    run_bounded("extract to Maildir", &["extract", a, "--to", &target], size);
     assert_eq!(sha_of_file(&the_big_file(&md, len)), (len, sha.clone()));
     std::fs::remove_dir_all(&md).unwrap();
 
     let mb = t.path().join("mb");
     let target = format!("mbox:{}", mb.display());
-    run_bounded(
-        "extract to mbox",
-        &["extract", a, "--to", &target],
-        t.path(),
-        size,
-    );
+    run_bounded("extract to mbox", &["extract", a, "--to", &target], size);
     // The mbox file holds the message quoted: export it back and compare the bytes.
     let back = t.path().join("back.tar.zst");
     run_ok(&[
@@ -276,7 +227,7 @@ fn import_of_a_large_message_into_dovecot_in_bounded_memory() {
         "--json",
     ];
     let dry: Vec<&str> = base.iter().copied().chain(["--dry-run"]).collect();
-    let out = run_bounded("import --dry-run", &dry, t.path(), size);
+    let out = run_bounded("import --dry-run", &dry, size);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["failed"], 0, "{v}");
     assert_eq!(v["to_append"], 2, "{v}");
@@ -284,7 +235,7 @@ fn import_of_a_large_message_into_dovecot_in_bounded_memory() {
         .iter()
         .all(|p| std::fs::metadata(p).unwrap().len() < len));
 
-    let out = run_bounded("import", &base, t.path(), size);
+    let out = run_bounded("import", &base, size);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["failed"], 0, "{v}");
     assert_eq!(v["appended"], 2, "{v}");
@@ -296,7 +247,7 @@ fn import_of_a_large_message_into_dovecot_in_bounded_memory() {
     assert!(n >= len, "stored {n} bytes of {len}");
 
     // A rerun recognises it: nothing is appended twice.
-    let out = run_bounded("import again", &base, t.path(), size);
+    let out = run_bounded("import again", &base, size);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["failed"], 0, "{v}");
     assert_eq!(v["appended"], 0, "{v}");
@@ -342,7 +293,7 @@ fn export_of_a_large_message(scheme: &str) {
         ca.to_str().unwrap(),
         "--json",
     ];
-    let out = run_bounded(&format!("{scheme} export"), &args, t.path(), size);
+    let out = run_bounded(&format!("{scheme} export"), &args, size);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["messages"], 1, "{v}");
     // The archive holds the bytes the server serves, and they verify.
@@ -350,7 +301,7 @@ fn export_of_a_large_message(scheme: &str) {
     assert_eq!(ls.len(), 1);
     assert_eq!(ls[0]["size"], served_len);
     assert_eq!(ls[0]["sha256"], served_sha.as_str());
-    run_bounded("verify", &["verify", ar.to_str().unwrap()], t.path(), size);
+    run_bounded("verify", &["verify", ar.to_str().unwrap()], size);
 }
 
 #[test]
