@@ -267,6 +267,21 @@ namespace inbox {{
         std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()
     }
 
+    /// The log once `holds` is true of it. Dovecot's log process writes what the login
+    /// and mail processes send it a moment later, so a line can still be on its way when
+    /// the client has finished: a test looking for a line that must be there waits for
+    /// it (up to 20 s) instead of reading once.
+    pub fn log_when(&self, holds: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let log = self.log();
+            if holds(&log) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     pub fn conf(&self) -> PathBuf {
         self.dir.path().join("dovecot.conf")
     }
