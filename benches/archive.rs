@@ -3,7 +3,9 @@
 //! - write throughput: `mailark export maildir:` vs `tar --zstd -cf` of the same Maildir
 //!   (zstd level 3 both; mailark also hashes and indexes every message);
 //! - peak RSS of the export, which must not grow with the mailbox;
-//! - `mailark ls` latency on the resulting archive (index frame only) vs `tar --zstd -tf`.
+//! - `mailark ls` latency on the resulting archive (index frame only) vs `tar --zstd -tf`;
+//! - hand-off: `export --encrypt-to` (age) and `--encrypt-to --sign` against a plain
+//!   export of the same Maildir, interleaved, and `ls` of the encrypted archive.
 //!
 //! Run: `cargo bench --bench archive` (MAILARK_BENCH_MB sets the mailbox size, default
 //! 2048; MAILARK_BENCH_DIR the scratch directory, default a temp dir).
@@ -112,4 +114,99 @@ fn main() {
     for r in rows {
         println!("{r}");
     }
+    seal_bench(bin, &md, scratch.path());
+}
+
+/// Encrypted (and signed) export against a plain one of the same Maildir: three runs
+/// of each, interleaved, medians and ratios.
+fn seal_bench(bin: &str, md: &std::path::Path, scratch: &std::path::Path) {
+    use age::secrecy::ExposeSecret;
+    let id = age::x25519::Identity::generate();
+    let key = scratch.join("key.txt");
+    std::fs::write(&key, format!("{}\n", id.to_string().expose_secret())).unwrap();
+    let recipient = id.to_public().to_string();
+    let sign_key = scratch.join("signer");
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&sign_key)
+        .status();
+    assert!(keygen.is_ok_and(|s| s.success()), "ssh-keygen (openssh-client) is needed");
+    let out = scratch.join("seal.tar.zst");
+    let sig = scratch.join("seal.tar.zst.sig");
+    let ways: [(&str, Vec<String>); 3] = [
+        ("plain export", vec![]),
+        ("--encrypt-to (age X25519)", vec!["--encrypt-to".into(), recipient.clone()]),
+        (
+            "--encrypt-to --sign (ed25519)",
+            vec![
+                "--encrypt-to".into(),
+                recipient,
+                "--sign".into(),
+                sign_key.display().to_string(),
+            ],
+        ),
+    ];
+    let mut walls: Vec<Vec<f64>> = vec![Vec::new(); ways.len()];
+    let mut rss = vec![0u64; ways.len()];
+    for round in 0..3 {
+        for k in 0..ways.len() {
+            let i = (k + round) % ways.len();
+            let _ = std::fs::remove_file(&out);
+            let _ = std::fs::remove_file(&sig);
+            let m = measure(
+                Command::new(bin)
+                    .args(["export", &format!("maildir:{}", md.display()), "-q", "-o"])
+                    .arg(&out)
+                    .args(&ways[i].1)
+                    .stdout(Stdio::null()),
+            );
+            assert!(m.ok, "mailark export {} failed", ways[i].0);
+            walls[i].push(m.wall.as_secs_f64());
+            rss[i] = rss[i].max(m.peak_rss_kib);
+        }
+    }
+    // The last export left is the signed, encrypted one: time ls through age.
+    let mut ls: Vec<f64> = (0..5)
+        .map(|_| {
+            measure(
+                Command::new(bin)
+                    .arg("ls")
+                    .arg(&out)
+                    .arg("-i")
+                    .arg(&key)
+                    .arg("--json")
+                    .stdout(Stdio::null()),
+            )
+            .wall
+            .as_secs_f64()
+                * 1000.0
+        })
+        .collect();
+    ls.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    let meds: Vec<f64> = walls.iter_mut().map(median).collect();
+    println!("\n## hand-off: encrypted export vs plain export (same Maildir, {:.0} MiB, interleaved, median of 3)\n", mib(dir_bytes(md)));
+    println!("| export | wall | vs plain | peak RSS |");
+    println!("|---|---:|---:|---:|");
+    for (i, (name, _)) in ways.iter().enumerate() {
+        println!(
+            "| {name} | {:.2} s | {:.2}× | {:.1} MiB |",
+            meds[i],
+            meds[i] / meds[0],
+            rss[i] as f64 / 1024.0
+        );
+    }
+    println!("\nmailark ls -i KEY of the encrypted archive (median of 5): {:.1} ms", ls[2]);
+}
+
+fn dir_bytes(p: &std::path::Path) -> u64 {
+    walkdir::WalkDir::new(p)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.metadata().map_or(0, |m| m.len()))
+        .sum()
 }

@@ -31,6 +31,8 @@ macro_rules! say_err {
 
 mod folders;
 mod migrate;
+mod receipt;
+mod seal;
 mod table;
 
 use table::{column_width, pad, Align, Table};
@@ -154,6 +156,10 @@ differs, 2 when the import could not run.")]
     /// Log in and list an IMAP account's folders: messages, size, role, subscription.
     #[command(after_help = folders::HELP)]
     Folders(folders::FoldersArgs),
+    /// Check archives and write a self-contained HTML page about them for the person
+    /// who receives them: source, chain, folders, verification, signature, a chart.
+    #[command(after_help = receipt::HELP)]
+    Receipt(receipt::ReceiptArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     #[command(after_help = "Examples:
   mailark completions bash > /etc/bash_completion.d/mailark
@@ -180,6 +186,7 @@ impl Cmd {
             Cmd::Migrate(_) => "migrate",
             Cmd::Status(_) => "status",
             Cmd::Folders(_) => "folders",
+            Cmd::Receipt(_) => "receipt",
             Cmd::Completions { .. } => "completions",
             Cmd::Man { .. } => "man",
         }
@@ -196,6 +203,7 @@ impl Cmd {
             Cmd::Migrate(a) => a.json,
             Cmd::Status(a) => a.json,
             Cmd::Folders(a) => a.json,
+            Cmd::Receipt(_) => false,
             Cmd::Completions { .. } | Cmd::Man { .. } => false,
         }
     }
@@ -244,6 +252,8 @@ struct ImportArgs {
     json: bool,
     #[command(flatten)]
     net: NetArgs,
+    #[command(flatten)]
+    ids: seal::IdentityArgs,
 }
 
 #[derive(Args, Debug)]
@@ -286,6 +296,11 @@ struct ExportArgs {
     since: Vec<PathBuf>,
     #[command(flatten)]
     net: NetArgs,
+    #[command(flatten)]
+    seal: seal::SealArgs,
+    /// Keys for --since archives that are encrypted (repeatable).
+    #[command(flatten)]
+    ids: seal::IdentityArgs,
 }
 
 /// How to log in to a server and how to secure the link; shared by every command that
@@ -415,6 +430,8 @@ struct LsArgs {
     /// Print `{"schema":1,"messages":[...]}` on stdout (docs/json.md).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    ids: seal::IdentityArgs,
 }
 
 #[derive(Args, Debug)]
@@ -438,8 +455,14 @@ struct VerifyArgs {
     /// With --against: leave out folders matching this glob (repeatable).
     #[arg(long, value_name = "GLOB", requires = "against")]
     exclude: Vec<String>,
+    /// Check each archive's signature A.sig against these public keys: an
+    /// allowed_signers file or SSH public key lines. A missing or bad signature is an error.
+    #[arg(long, value_name = "PUBKEY_OR_ALLOWED_SIGNERS")]
+    signer: Option<PathBuf>,
     #[command(flatten)]
     net: NetArgs,
+    #[command(flatten)]
+    ids: seal::IdentityArgs,
 }
 
 #[derive(Args, Debug)]
@@ -459,6 +482,8 @@ struct ExtractArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    ids: seal::IdentityArgs,
 }
 
 /// A failure that ends the command: printed as one line, exit code 2.
@@ -488,6 +513,7 @@ pub fn main() -> ExitCode {
         Cmd::Migrate(a) => migrate::run_migrate(cli.quiet, a),
         Cmd::Status(a) => migrate::run_status(a),
         Cmd::Folders(a) => folders::run(cli.quiet, a),
+        Cmd::Receipt(a) => receipt::run(cli.quiet, a),
         Cmd::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
@@ -597,6 +623,9 @@ fn run_export(cli: &Cli, a: &ExportArgs) -> Result<u8, Fatal> {
     let filter = FolderFilter::new(&a.folders, &a.excludes)?;
     let code = export_filtered(cli, a, &filter)?;
     warn_unmatched(filter.unmatched());
+    if !cli.quiet && !a.json {
+        seal::say_sealed(&a.seal, &a.output);
+    }
     Ok(code)
 }
 
@@ -614,6 +643,7 @@ fn export_filtered(cli: &Cli, a: &ExportArgs, filter: &FolderFilter) -> Result<u
     if let Some(t) = a.threads {
         wopts.threads = t;
     }
+    a.seal.apply(&mut wopts)?;
     let src: Box<dyn LocalSource + Sync> = match &spec {
         SourceSpec::Maildir(p) => Box::new(MaildirSource::open(p)?),
         SourceSpec::Mbox(p) => Box::new(MboxSource::open(p, a.mbox_format.parse::<Quoting>()?)?),
@@ -685,6 +715,7 @@ fn run_export_imap(
         timeout: a
             .net
             .step_timeout(crate::source::imap::session::DEFAULT_TIMEOUT),
+        since_keys: a.ids.load()?,
         ..Default::default()
     };
     let progress = Progress::messages(!cli.quiet && !a.json);
@@ -843,6 +874,7 @@ fn run_export_pop3(
         client,
         retry: RetryPolicy::default(),
         since: a.since.clone(),
+        since_keys: a.ids.load()?,
     };
     let rep = export_pop3(&job, &a.output, wopts, filter, !cli.quiet && !a.json)?;
     if a.json {
@@ -931,18 +963,23 @@ fn run_export_pop3(
     Ok(if rep.problems() { 1 } else { 0 })
 }
 
-fn open_chain(paths: &[PathBuf], completeness: Completeness) -> Result<Chain, Fatal> {
-    Ok(Chain::open(paths, completeness)?)
+fn open_chain(
+    paths: &[PathBuf],
+    completeness: Completeness,
+    ids: &seal::IdentityArgs,
+) -> Result<Chain, Fatal> {
+    Ok(Chain::open_with(paths, completeness, &ids.load()?)?)
 }
 
 /// The whole chain for the commands that restore mail (extract, import): a damaged
 /// trailer or index frame must not keep mail locked in, so an archive whose trailer
 /// fails is read through to its index (with a warning); each message is still checked
 /// against the index's SHA-256 as it is read.
-fn open_chain_recovering(paths: &[PathBuf]) -> Result<Chain, Fatal> {
+fn open_chain_recovering(paths: &[PathBuf], ids: &seal::IdentityArgs) -> Result<Chain, Fatal> {
     let mut archives = Vec::new();
+    let keys = ids.load()?;
     for p in paths {
-        let (res, first) = Archive::open_or_scan(p);
+        let (res, first) = Archive::open_or_scan(p, &keys);
         if let Some(e) = first {
             say_err!("mailark: warning: {e}; found the index by reading the whole archive");
         }
@@ -965,7 +1002,7 @@ struct LsDoc {
 
 fn run_ls(a: &LsArgs) -> Result<u8, Fatal> {
     // Listing shows what the files hold, so a delta may be listed without its parent.
-    let chain = open_chain(&a.archives, Completeness::Tail)?;
+    let chain = open_chain(&a.archives, Completeness::Tail, &a.ids)?;
     let filter = FolderFilter::new(&a.folders, &a.exclude)?;
     // Patterns are judged against the folders (empty ones too), not the messages.
     for f in chain.archives().iter().flat_map(|ar| &ar.index.folders) {
@@ -1090,8 +1127,12 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
         }
         None => None,
     };
+    let inputs = verify::VerifyInputs {
+        keys: a.ids.load()?,
+        signers: seal::load_signers(a.signer.as_ref())?,
+    };
     let progress = Progress::bytes(0, !cli.quiet && !a.json);
-    let mut rep = verify::verify_archives(&a.archives, &progress);
+    let mut rep = verify::verify_archives_with(&a.archives, &inputs, &progress);
     let mut against = None;
     if let Some((ep, creds, tls)) = remote {
         if rep.unusable {
@@ -1099,7 +1140,7 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
                 "cannot compare with the server: an archive is unusable (see above)".into(),
             ));
         }
-        let chain = open_chain(&a.archives, Completeness::Whole)?;
+        let chain = open_chain(&a.archives, Completeness::Whole, &a.ids)?;
         let opts = verify::against::AgainstOptions {
             full: a.full,
             filter: FolderFilter::new(&a.folders, &a.exclude)?,
@@ -1162,6 +1203,18 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
                 say!("{line}");
             }
         }
+        for s in &rep.signatures {
+            if let crate::archive::sign::SigStatus::Good {
+                signer,
+                fingerprint,
+            } = &s.status
+            {
+                say!(
+                    "signature: {}: good, by {signer} ({fingerprint})",
+                    s.signature
+                );
+            }
+        }
         if !cli.quiet {
             let state = if rep.errors() == 0 {
                 "OK"
@@ -1205,7 +1258,7 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
 
 fn run_extract(cli: &Cli, a: &ExtractArgs) -> Result<u8, Fatal> {
     let target: Target = a.to.parse()?;
-    let chain = open_chain_recovering(&a.archives)?;
+    let chain = open_chain_recovering(&a.archives, &a.ids)?;
     let filter = FolderFilter::new(&a.folders, &a.exclude)?;
     let progress = Progress::bytes(0, !cli.quiet && !a.json);
     let rep = extract::extract(chain.archives(), &target, &filter, &progress)?;
@@ -1273,7 +1326,7 @@ fn run_import(cli: &Cli, a: &ImportArgs) -> Result<u8, Fatal> {
     if a.jobs == 0 {
         return Err(Fatal("--jobs must be at least 1".into()));
     }
-    let chain = open_chain_recovering(&a.archives)?;
+    let chain = open_chain_recovering(&a.archives, &a.ids)?;
     let creds = a.net.credentials(&dest)?;
     let opts = ImportOptions {
         tls: a.net.tls(),

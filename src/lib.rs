@@ -15,6 +15,7 @@ pub mod log;
 pub mod mail;
 pub mod migrate;
 pub mod progress;
+pub mod receipt;
 pub mod reconcile;
 pub mod source;
 pub mod text;

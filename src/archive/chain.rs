@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::index::{MessageRecord, ParentRef, SourceRef};
 use super::reader::{Archive, ReadError};
+use super::seal::Identities;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
@@ -107,11 +108,20 @@ pub struct Chain {
 }
 
 impl Chain {
-    /// Opens `paths` through their trailers and checks they form one chain.
+    /// Opens plain archives `paths` through their trailers and checks they form one chain.
     pub fn open(paths: &[PathBuf], completeness: Completeness) -> Result<Chain, ChainError> {
+        Chain::open_with(paths, completeness, &Identities::none())
+    }
+
+    /// [`Chain::open`] for archives that may be encrypted to one of `keys`.
+    pub fn open_with(
+        paths: &[PathBuf],
+        completeness: Completeness,
+        keys: &Identities,
+    ) -> Result<Chain, ChainError> {
         let archives = paths
             .iter()
-            .map(|p| Archive::open(p))
+            .map(|p| Archive::open_with(p, keys))
             .collect::<Result<Vec<_>, _>>()?;
         Chain::new(archives, completeness)
     }
@@ -317,6 +327,8 @@ mod tests {
                 },
             },
             file_len: 0,
+            keys: Default::default(),
+            tap: None,
         }
     }
 

@@ -8,6 +8,8 @@ pub mod footer;
 pub mod index;
 pub mod names;
 pub mod reader;
+pub mod seal;
+pub mod sign;
 pub mod tarfmt;
 pub mod writer;
 

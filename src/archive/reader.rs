@@ -4,13 +4,13 @@
 //! its index record: memory does not follow a message's size.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::footer::{Footer, FooterError, FOOTER_LEN};
 use super::index::{Index, IndexError, Layout, MessageRecord};
 use super::names::is_safe_member_path;
+use super::seal::{self, FileHash, Identities, SealError};
 use crate::mail::mboxrd;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,8 @@ pub enum ReadError {
     NoIndex { path: PathBuf },
     #[error("{path}: {source}")]
     Index { path: PathBuf, source: IndexError },
+    #[error(transparent)]
+    Seal(#[from] SealError),
     #[error("{path}: the archive data is damaged after {members} members: {detail}")]
     Data {
         path: PathBuf,
@@ -38,8 +40,12 @@ pub enum ReadError {
 pub struct Archive {
     pub path: PathBuf,
     pub index: Index,
-    /// Total size of the file.
+    /// Total size of the archive's bytes (the plaintext of an encrypted file).
     pub file_len: u64,
+    /// The keys that opened it, to open it again for a full pass.
+    pub keys: Identities,
+    /// When set, the next full pass also hashes the file's bytes (a signature check).
+    pub tap: Option<FileHash>,
 }
 
 /// Names of members that carry metadata, not mail.
@@ -161,15 +167,21 @@ pub struct StreamOutcome {
 }
 
 impl Archive {
-    /// Opens an archive through its trailer: reads only the index frame.
+    /// Opens a plain archive through its trailer: reads only the index frame.
     pub fn open(path: &Path) -> Result<Archive, ReadError> {
+        Archive::open_with(path, &Identities::none())
+    }
+
+    /// Opens an archive, plain or encrypted to one of `keys`, through its trailer.
+    pub fn open_with(path: &Path, keys: &Identities) -> Result<Archive, ReadError> {
         let io_err = |source| ReadError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let mut f = File::open(path).map_err(io_err)?;
-        let file_len = f.metadata().map_err(io_err)?.len();
-        let footer = read_footer(&mut f, file_len).map_err(|e| match e {
+        let src = seal::open(path, keys, None)?;
+        let mut f = src.reader;
+        let file_len = src.len.unwrap_or_default();
+        let footer = read_footer(f.as_mut(), file_len).map_err(|e| match e {
             Either::Io(source) => ReadError::Io {
                 path: path.to_path_buf(),
                 source,
@@ -195,34 +207,42 @@ impl Archive {
             path: path.to_path_buf(),
             index,
             file_len,
+            keys: keys.clone(),
+            tap: None,
         })
     }
 
     /// Finds the index by reading the whole stream: the slow path when the trailer is
     /// missing or damaged.
-    pub fn scan(path: &Path) -> Result<Archive, ReadError> {
+    pub fn scan(path: &Path, keys: &Identities) -> Result<Archive, ReadError> {
         let io_err = |source| ReadError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let f = File::open(path).map_err(io_err)?;
-        let file_len = f.metadata().map_err(io_err)?.len();
-        let dec = zstd::stream::read::Decoder::new(BufReader::new(f)).map_err(io_err)?;
+        let src = seal::open(path, keys, None)?;
+        let file_len = src.len.unwrap_or_default();
+        let dec = zstd::stream::read::Decoder::new(BufReader::new(src.reader)).map_err(io_err)?;
         let index = find_index(dec, path)?;
         Ok(Archive {
             path: path.to_path_buf(),
             index,
             file_len,
+            keys: keys.clone(),
+            tap: None,
         })
     }
 
     /// Opens through the trailer, falling back to a scan; the first error is returned
-    /// alongside so a verifier can report it.
-    pub fn open_or_scan(path: &Path) -> (Result<Archive, ReadError>, Option<ReadError>) {
-        match Archive::open(path) {
+    /// alongside so a verifier can report it. A file that cannot be opened at all (or
+    /// decrypted) is not scanned.
+    pub fn open_or_scan(
+        path: &Path,
+        keys: &Identities,
+    ) -> (Result<Archive, ReadError>, Option<ReadError>) {
+        match Archive::open_with(path, keys) {
             Ok(a) => (Ok(a), None),
-            Err(e @ ReadError::Io { .. }) => (Err(e), None),
-            Err(first) => (Archive::scan(path), Some(first)),
+            Err(e @ (ReadError::Io { .. } | ReadError::Seal(_))) => (Err(e), None),
+            Err(first) => (Archive::scan(path, keys), Some(first)),
         }
     }
 
@@ -245,7 +265,9 @@ impl Archive {
             path: path.clone(),
             source,
         };
-        let f = File::open(path).map_err(io_err)?;
+        let f = seal::open(path, &self.keys, self.tap.as_ref())
+            .map_err(ReadError::from)?
+            .reader;
         let dec = zstd::stream::read::Decoder::new(BufReader::with_capacity(1 << 20, f))
             .map_err(io_err)?;
         let msgs = &self.index.messages;
@@ -364,7 +386,7 @@ enum Either {
     Footer(FooterError),
 }
 
-fn read_footer(f: &mut File, file_len: u64) -> Result<Footer, Either> {
+fn read_footer(f: &mut dyn seal::ReadSeek, file_len: u64) -> Result<Footer, Either> {
     if file_len < FOOTER_LEN as u64 {
         return Err(Either::Footer(FooterError::TooShort));
     }

@@ -15,6 +15,8 @@ use sha2::{Digest, Sha256};
 use super::footer::Footer;
 use super::index::*;
 use super::names::DirAllocator;
+use super::seal::{Output, Recipients};
+use super::sign::{self, SigningKey};
 use super::tarfmt;
 use crate::mail::{flags, headers, mboxrd};
 
@@ -72,6 +74,10 @@ pub struct WriterOptions {
     pub namespace: Option<Namespace>,
     /// Replace an existing file at the destination.
     pub force: bool,
+    /// Encrypt the whole file with age to these recipients (spec §10).
+    pub encrypt_to: Option<Recipients>,
+    /// Write `DEST.sig`, an SSH signature over the file as written (spec §10.3).
+    pub sign_with: Option<SigningKey>,
 }
 
 impl Default for WriterOptions {
@@ -84,6 +90,8 @@ impl Default for WriterOptions {
             parent: None,
             namespace: None,
             force: false,
+            encrypt_to: None,
+            sign_with: None,
         }
     }
 }
@@ -98,6 +106,8 @@ pub enum WriteError {
     Io { path: PathBuf, source: io::Error },
     #[error("zstd level {0} is out of range (1..=19, or up to 22 for --ultra use)")]
     Level(i32),
+    #[error("{0}")]
+    Sign(#[from] sign::SignError),
 }
 
 /// Counts bytes and, when asked, hashes them; the trailer needs the index frame's
@@ -122,7 +132,7 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-type Sink = Counting<BufWriter<File>>;
+type Sink = Counting<Output>;
 
 struct FolderState {
     info: FolderInfo,
@@ -143,7 +153,10 @@ pub struct WriteSummary {
     pub folders: u64,
     pub messages: u64,
     pub message_bytes: u64,
+    /// Bytes on disk (with age's header and tags when encrypted).
     pub file_bytes: u64,
+    /// `DEST.sig`, when the archive was signed.
+    pub signature: Option<PathBuf>,
 }
 
 pub struct ArchiveWriter {
@@ -191,8 +204,12 @@ impl ArchiveWriter {
             .map_err(temp_err)?;
         let file = tmp.reopen().map_err(temp_err)?;
         let unfinished = crate::interrupt::Unfinished::new(tmp.path());
+        // Offsets (`count`) are of the archive's own bytes, above the age layer: the
+        // trailer's offsets are plaintext offsets, as a reader of the plaintext sees.
+        let out = Output::new(file, opts.encrypt_to.as_ref(), opts.sign_with.is_some())
+            .map_err(temp_err)?;
         let sink = Counting {
-            inner: BufWriter::with_capacity(1 << 20, file),
+            inner: out,
             count: 0,
             hash: None,
         };
@@ -518,10 +535,15 @@ impl ArchiveWriter {
             index_frame_sha256: digest,
         };
         sink.write_all(&footer.encode())?;
-        let file_bytes = sink.count;
-        let file = sink.inner.into_inner().map_err(|e| e.into_error())?;
+        let (file, digest) = sink.inner.finish()?;
         file.sync_all()?;
+        let file_bytes = file.metadata()?.len();
         drop(file);
+        // Signed before anything gets a final name: a key that cannot sign leaves nothing.
+        let signature = match (&self.opts.sign_with, digest) {
+            (Some(key), Some(d)) => Some(key.sign(&d).map_err(WriteError::from)?),
+            _ => None,
+        };
 
         let tmp = self.tmp.take().unwrap();
         if self.opts.force {
@@ -535,6 +557,10 @@ impl ArchiveWriter {
                 }
             })?;
         }
+        let sig_path = match signature {
+            Some(pem) => Some(self.write_signature(&pem)?),
+            None => None,
+        };
         sync_parent_dir(&self.dest);
         Ok(WriteSummary {
             path: self.dest.clone(),
@@ -544,13 +570,45 @@ impl ArchiveWriter {
             messages: self.seq,
             message_bytes: self.bytes,
             file_bytes,
+            signature: sig_path,
         })
+    }
+
+    /// Puts `DEST.sig` in place like the archive (temp file, fsync, rename). If that
+    /// fails the archive goes too: an archive asked to be signed is never left unsigned.
+    fn write_signature(&self, pem: &str) -> Result<PathBuf, FinishError> {
+        let path = sign::sig_path(&self.dest);
+        let r = (|| -> io::Result<()> {
+            let dir = self.dest.parent().filter(|p| !p.as_os_str().is_empty());
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".mailark-sig.")
+                .suffix(".part")
+                .tempfile_in(dir.unwrap_or(Path::new(".")))?;
+            tmp.write_all(pem.as_bytes())?;
+            tmp.as_file().sync_all()?;
+            tmp.persist(&path).map_err(|e| e.error)?;
+            Ok(())
+        })();
+        if let Err(e) = r {
+            let _ = std::fs::remove_file(&self.dest);
+            return Err(FinishError::Io(io::Error::new(
+                e.kind(),
+                format!("writing the signature {}: {e}", path.display()),
+            )));
+        }
+        Ok(path)
     }
 }
 
 enum FinishError {
     Io(io::Error),
     Write(WriteError),
+}
+
+impl From<WriteError> for FinishError {
+    fn from(e: WriteError) -> Self {
+        FinishError::Write(e)
+    }
 }
 
 impl From<io::Error> for FinishError {

@@ -43,6 +43,8 @@ pub struct ImapExportOptions {
     /// Archives already holding this account's mail (a chain): only what they lack is
     /// archived.
     pub since: Vec<PathBuf>,
+    /// Keys for `since` archives that are encrypted.
+    pub since_keys: crate::archive::seal::Identities,
     /// Most messages in one `UID FETCH`.
     pub batch_messages: usize,
     /// Most announced bytes in one `UID FETCH`.
@@ -64,6 +66,7 @@ impl Default for ImapExportOptions {
         ImapExportOptions {
             jobs: 4,
             since: Vec::new(),
+            since_keys: Default::default(),
             batch_messages: 500,
             batch_bytes: 16 << 20,
             in_flight: 3,
@@ -250,7 +253,11 @@ pub fn export_imap(
     let prev = if opts.since.is_empty() {
         None
     } else {
-        Some(Chain::open(&opts.since, Completeness::Whole)?)
+        Some(Chain::open_with(
+            &opts.since,
+            Completeness::Whole,
+            &opts.since_keys,
+        )?)
     };
     wopts.source = ep.to_string();
     wopts.parent = prev.as_ref().map(Chain::tip);

@@ -83,6 +83,8 @@ pub struct Pop3Job {
     /// `--since`: the archives already made of this account (a whole chain, in any
     /// order); its newest is the parent of the new delta.
     pub since: Vec<PathBuf>,
+    /// Keys for `since` archives that are encrypted.
+    pub since_keys: crate::archive::seal::Identities,
 }
 
 /// What the server announced.
@@ -481,11 +483,14 @@ impl RetrSink for Sink<'_> {
 
 /// What the `--since` chain holds in the maildrop, the delta's parent, and the sources
 /// the chain was made from.
-fn load_chain(paths: &[PathBuf]) -> Result<(Known, Option<ParentRef>, Vec<String>), ChainError> {
+fn load_chain(
+    paths: &[PathBuf],
+    keys: &crate::archive::seal::Identities,
+) -> Result<(Known, Option<ParentRef>, Vec<String>), ChainError> {
     if paths.is_empty() {
         return Ok((Known::default(), None, Vec::new()));
     }
-    let chain = Chain::open(paths, Completeness::Whole)?;
+    let chain = Chain::open_with(paths, Completeness::Whole, keys)?;
     let known = chain
         .holdings(FOLDER)
         .map(|h| Known {
@@ -510,7 +515,7 @@ pub fn export_pop3(
         return Err(Pop3ExportError::NoFolders);
     }
     let incremental = !job.since.is_empty();
-    let (mut known, parent, since_sources) = load_chain(&job.since)?;
+    let (mut known, parent, since_sources) = load_chain(&job.since, &job.since_keys)?;
     let source = job.endpoint.to_string();
     wopts.source = source.clone();
     wopts.parent = parent;

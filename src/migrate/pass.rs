@@ -257,6 +257,7 @@ fn export_pass(
                 client: Default::default(),
                 retry: Default::default(),
                 since: chain.to_vec(),
+                since_keys: Default::default(),
             };
             let rep = export::pop3::export_pop3(&job, out, wopts, &filter, false)
                 .map_err(|e| e.to_string())?;

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::archive::reader::Member;
+use crate::archive::seal::{self, FileHash, Identities};
+use crate::archive::sign::{self, SigStatus, Signers};
 use crate::archive::{Archive, Chain, Completeness, MessageRecord, ReadError, SourceRef};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
@@ -46,6 +48,25 @@ pub struct VerifyReport {
     pub findings: Vec<Finding>,
     /// Some input could not be used at all (missing file, not an archive).
     pub unusable: bool,
+    /// With `--signer`: each archive's signature (`A.sig`) and what its check found.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<SignatureCheck>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SignatureCheck {
+    pub archive: String,
+    pub signature: String,
+    #[serde(flatten)]
+    pub status: SigStatus,
+}
+
+/// What opens and vouches for the archives: keys for encrypted ones, and the public
+/// keys trusted to have signed them (`A.sig` is then required for each).
+#[derive(Debug, Clone, Default)]
+pub struct VerifyInputs {
+    pub keys: Identities,
+    pub signers: Option<Signers>,
 }
 
 impl VerifyReport {
@@ -71,16 +92,18 @@ pub fn message_identity(m: &MessageRecord) -> String {
     format!("{src}, member {}", m.path)
 }
 
-fn is_zstd(path: &Path) -> bool {
-    let mut b = [0u8; 4];
-    std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .is_ok_and(|_| u32::from_le_bytes(b) == 0xFD2F_B528)
-}
-
 /// Verifies each archive fully (every hash, index ↔ members both ways, index checksum)
 /// and, when several are given, the chain between them.
 pub fn verify_archives(paths: &[PathBuf], progress: &crate::progress::Progress) -> VerifyReport {
+    verify_archives_with(paths, &VerifyInputs::default(), progress)
+}
+
+/// [`verify_archives`] for archives that may be encrypted or signed.
+pub fn verify_archives_with(
+    paths: &[PathBuf],
+    inputs: &VerifyInputs,
+    progress: &crate::progress::Progress,
+) -> VerifyReport {
     let mut rep = VerifyReport::default();
     let mut opened: Vec<Archive> = Vec::new();
     for p in paths {
@@ -101,16 +124,16 @@ pub fn verify_archives(paths: &[PathBuf], progress: &crate::progress::Progress) 
             rep.unusable = true;
             continue;
         }
-        if !is_zstd(p) {
+        if !matches!(seal::kind(p), Ok(seal::Kind::Zstd | seal::Kind::Age)) {
             add(
                 Level::Error,
                 "not-an-archive",
-                format!("{name}: not a zstd stream, so not a mailark archive"),
+                format!("{name}: neither a zstd stream nor an age file, so not a mailark archive"),
             );
             rep.unusable = true;
             continue;
         }
-        let (res, first) = Archive::open_or_scan(p);
+        let (res, first) = Archive::open_or_scan(p, &inputs.keys);
         if let Some(e) = first {
             add(
                 Level::Error,
@@ -118,17 +141,79 @@ pub fn verify_archives(paths: &[PathBuf], progress: &crate::progress::Progress) 
                 format!("{e}; the index was looked for by reading the whole archive"),
             );
         }
+        let tap = inputs.signers.as_ref().map(|_| FileHash::new());
         match res {
-            Ok(a) => {
+            Ok(mut a) => {
                 progress.inc_length(a.index.end.message_bytes);
+                a.tap = tap.clone();
                 verify_one(&a, &mut rep, progress);
+                a.tap = None;
                 opened.push(a);
             }
+            Err(ReadError::Seal(e)) => {
+                add(Level::Error, seal_code(&e), e.to_string());
+                rep.unusable = true;
+            }
             Err(e) => add(Level::Error, "no-index", e.to_string()),
+        }
+        if let (Some(signers), Some(tap)) = (&inputs.signers, tap) {
+            check_signature(p, tap, signers, &mut rep);
         }
     }
     verify_chain(opened, &mut rep);
     rep
+}
+
+fn seal_code(e: &seal::SealError) -> &'static str {
+    match e {
+        seal::SealError::HeaderTampered { .. } => "tampered",
+        seal::SealError::NeedsIdentity { .. } | seal::SealError::WrongIdentity { .. } => {
+            "no-identity"
+        }
+        _ => "unreadable",
+    }
+}
+
+/// Checks `A.sig` against the SHA-512 of `A`'s bytes: those the full pass read, plus
+/// the rest of the file (the whole file when the pass never ran).
+fn check_signature(path: &Path, tap: FileHash, signers: &Signers, rep: &mut VerifyReport) {
+    let name = path.display().to_string();
+    let sig_path = sign::sig_path(path);
+    let digest = tap
+        .finish(path)
+        .and_then(|d| match d {
+            Some(d) => Ok(d),
+            None => FileHash::new().finish(path).map(Option::unwrap),
+        })
+        .map_err(|e| format!("cannot read {name} to check its signature: {e}"));
+    let status = match (digest, std::fs::read_to_string(&sig_path)) {
+        (Err(detail), _) => SigStatus::Bad { detail },
+        (_, Err(e)) if e.kind() == std::io::ErrorKind::NotFound => SigStatus::Missing,
+        (_, Err(e)) => SigStatus::Bad {
+            detail: format!("cannot read {}: {e}", sig_path.display()),
+        },
+        (Ok(d), Ok(pem)) => sign::check(&pem, &d, signers),
+    };
+    let problem = match &status {
+        SigStatus::Good { .. } => None,
+        SigStatus::Missing => Some(format!("no signature: {} does not exist", sig_path.display())),
+        SigStatus::Bad { detail } => Some(format!("signature {}: {detail}", sig_path.display())),
+    };
+    if let Some(detail) = problem {
+        rep.findings.push(Finding {
+            level: Level::Error,
+            code: "signature",
+            archive: name.clone(),
+            folder: None,
+            message: None,
+            detail,
+        });
+    }
+    rep.signatures.push(SignatureCheck {
+        archive: name,
+        signature: sig_path.display().to_string(),
+        status,
+    });
 }
 
 fn verify_one(a: &Archive, rep: &mut VerifyReport, progress: &crate::progress::Progress) {
