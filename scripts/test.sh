@@ -11,7 +11,8 @@ need_pkgs=(dovecot-imapd dovecot-pop3d openssl zstd tar python3
 # Peers the benchmarks measure in the same run (benches/pop3.rs, imap.rs, import.rs).
 need_pkgs+=(getmail6 fetchmail isync offlineimap3)
 # Hand-off tests (tests/seal.rs): the receiving side's tools and a browser for the receipt.
-need_pkgs+=(age openssh-client chromium)
+# (fonts-ipafont-gothic: Japanese glyphs in the receipt's screenshot)
+need_pkgs+=(age openssh-client chromium fonts-ipafont-gothic)
 missing=()
 for p in "${need_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

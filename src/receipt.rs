@@ -73,6 +73,7 @@ pub fn render(parts: &[Part<'_>], rep: &VerifyReport, generated: DateTime<Utc>) 
     let mut folders: BTreeMap<String, FolderRow> = BTreeMap::new();
     let mut months: BTreeMap<(i32, u32), u64> = BTreeMap::new();
     let mut undated = 0u64;
+    let mut newest: Vec<(DateTime<Utc>, &crate::archive::MessageRecord)> = Vec::new();
     for p in parts {
         for f in &p.archive.index.folders {
             let row = folders.entry(f.name.clone()).or_default();
@@ -89,6 +90,7 @@ pub fn render(parts: &[Part<'_>], rep: &VerifyReport, generated: DateTime<Utc>) 
                     row.first = Some(row.first.map_or(t, |f| f.min(t)));
                     row.last = Some(row.last.map_or(t, |l| l.max(t)));
                     *months.entry((t.year(), t.month())).or_default() += 1;
+                    keep_newest(&mut newest, t, m);
                 }
                 None => undated += 1,
             }
@@ -146,6 +148,7 @@ pub fn render(parts: &[Part<'_>], rep: &VerifyReport, generated: DateTime<Utc>) 
     signatures(&mut h, rep);
     chain(&mut h, parts);
     folder_table(&mut h, &folders, total, total_bytes);
+    latest(&mut h, &newest);
     h.push_str("<h2>Messages per month</h2>\n");
     h.push_str(&chart(&months));
     if undated > 0 {
@@ -158,6 +161,41 @@ pub fn render(parts: &[Part<'_>], rep: &VerifyReport, generated: DateTime<Utc>) 
         generated.format("%Y-%m-%d %H:%M UTC")
     );
     h
+}
+
+const NEWEST: usize = 10;
+
+/// Keeps the [`NEWEST`] latest messages, newest first, without sorting them all.
+fn keep_newest<'a>(
+    v: &mut Vec<(DateTime<Utc>, &'a crate::archive::MessageRecord)>,
+    t: DateTime<Utc>,
+    m: &'a crate::archive::MessageRecord,
+) {
+    if v.len() == NEWEST && v.last().is_some_and(|l| l.0 >= t) {
+        return;
+    }
+    let at = v.partition_point(|x| x.0 >= t);
+    v.insert(at, (t, m));
+    v.truncate(NEWEST);
+}
+
+/// The last mail archived: what a receiver recognises the mailbox by.
+fn latest(h: &mut String, newest: &[(DateTime<Utc>, &crate::archive::MessageRecord)]) {
+    if newest.is_empty() {
+        return;
+    }
+    let _ = writeln!(h, "<h2>Latest messages ({} newest)</h2>\n<table id=\"latest\">\n<tr><th>date (UTC)</th><th>folder</th><th>from</th><th>subject</th></tr>", newest.len());
+    for (t, m) in newest {
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            t.format("%Y-%m-%d %H:%M"),
+            esc(&m.folder),
+            esc(m.from.as_deref().unwrap_or("")),
+            esc(m.subject.as_deref().unwrap_or(""))
+        );
+    }
+    h.push_str("</table>\n");
 }
 
 fn signatures(h: &mut String, rep: &VerifyReport) {
@@ -249,8 +287,8 @@ fn chart(months: &BTreeMap<(i32, u32), u64>) -> String {
         (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
     }
     let max = bars.iter().map(|b| b.1).max().unwrap_or(1).max(1);
-    let (w, ht, left, bottom) = (960.0_f64, 220.0_f64, 40.0_f64, 30.0_f64);
-    let step = (w - left) / bars.len() as f64;
+    let (w, ht, left, right, bottom) = (960.0_f64, 220.0_f64, 40.0_f64, 30.0_f64, 30.0_f64);
+    let step = (w - left - right) / bars.len() as f64;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -259,7 +297,8 @@ fn chart(months: &BTreeMap<(i32, u32), u64>) -> String {
     );
     let _ = writeln!(
         s,
-        "<line x1=\"{left}\" y1=\"{ht}\" x2=\"{w}\" y2=\"{ht}\" stroke=\"#444\"/><text x=\"{}\" y=\"12\" text-anchor=\"end\" class=\"ax\">{max}</text>",
+        "<line x1=\"{left}\" y1=\"{ht}\" x2=\"{}\" y2=\"{ht}\" stroke=\"#444\"/><text x=\"{}\" y=\"12\" text-anchor=\"end\" class=\"ax\">{max}</text>",
+        w - right,
         left - 4.0
     );
     let label_every = (bars.len() / 12).max(1);
@@ -294,7 +333,7 @@ const HEAD: &str = "<!DOCTYPE html>
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">
 <title>Mail archive receipt</title>
 <style>
-body { font-family: \"Noto Sans\", \"Noto Sans CJK JP\", \"IPAexGothic\", sans-serif; margin: 2em auto; max-width: 70em; color: #222; padding: 0 1em; }
+body { font-family: \"Noto Sans\", \"DejaVu Sans\", \"Liberation Sans\", sans-serif, \"Noto Sans CJK JP\", \"IPAGothic\", \"IPAexGothic\"; margin: 2em auto; max-width: 70em; color: #222; padding: 0 1em; }
 h1 { font-size: 1.6em; margin-bottom: 0.2em; }
 h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
 .lead { font-size: 1.1em; }
@@ -326,6 +365,29 @@ mod tests {
             "&lt;script&gt;&quot;x&quot; &amp; &#39;y&#39;\\u{1b}"
         );
         assert_eq!(esc("送信済みメール"), "送信済みメール");
+    }
+
+    #[test]
+    fn keeps_the_ten_newest_newest_first() {
+        let recs: Vec<crate::archive::MessageRecord> = (0..25)
+            .map(|i| {
+                serde_json::from_value(serde_json::json!({
+                    "folder": "INBOX", "path": format!("p{i}"), "size": 1, "sha256": "",
+                    "flags": [], "internaldate": null, "message_id": null, "date": null,
+                    "from": null, "subject": format!("s{i}"),
+                    "source": {"kind": "local", "path": "x"}, "source_size": null
+                }))
+                .unwrap()
+            })
+            .collect();
+        let mut v = Vec::new();
+        for (i, m) in recs.iter().enumerate() {
+            // Out of order: 0, 7, 14, 21, 3, ...
+            let k = (i * 7) % 25;
+            keep_newest(&mut v, DateTime::from_timestamp(k as i64 * 1000, 0).unwrap(), m);
+        }
+        let times: Vec<i64> = v.iter().map(|x| x.0.timestamp() / 1000).collect();
+        assert_eq!(times, (15..25).rev().collect::<Vec<i64>>());
     }
 
     #[test]

@@ -336,7 +336,7 @@ fn ssh_ed25519_recipient_round_trip_and_the_age_cli_both_ways() {
 #[test]
 fn a_wrong_identity_and_a_flipped_byte_are_named() {
     let t = tempfile::tempdir().unwrap();
-    let src = maildir(t.path(), 40);
+    let src = maildir(t.path(), 60);
     let (key, recipient) = age_key(t.path(), "key.txt");
     let (stranger, _) = age_key(t.path(), "stranger.txt");
     let enc = t.path().join("a.tar.zst.age");
@@ -360,7 +360,7 @@ fn a_wrong_identity_and_a_flipped_byte_are_named() {
     let mut b = good.clone();
     b[good.len() / 3] ^= 0x01;
     std::fs::write(&mid, &b).unwrap();
-    assert_eq!(ls_count(&[&mid], &key), 40);
+    assert_eq!(ls_count(&[&mid], &key), 60);
     let o = mailark(&["verify", mid.to_str().unwrap(), "-i", key.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("age authentication failed"), "{}", stdout(&o));
@@ -502,6 +502,8 @@ fn the_receipt_renders_in_chromium_with_the_counts_and_japanese_names() {
     assert!(dom.contains("id=\"problems\">0<"));
     assert!(dom.contains("good: signed by archivist@example"));
     assert!(dom.contains("age-encrypted"));
+    // Subjects from mail are shown as text, escaped (the newest ten are listed).
+    assert!(dom.contains("請求書 &lt;script&gt;alert(1)&lt;/script&gt;"), "{dom}");
     // Ten of the thirty messages are in the Japanese folder.
     assert!(dom.contains("<td>取引先</td><td></td><td class=\"n\">10</td>"), "{dom}");
 

@@ -30,7 +30,7 @@ pub enum SealError {
     Io { path: PathBuf, source: io::Error },
     #[error("{path} is encrypted with age: give the key with --identity FILE")]
     NeedsIdentity { path: PathBuf },
-    #[error("{path} is encrypted with age to other recipients: no --identity given ({tried}) opens it")]
+    #[error("{path} is encrypted with age to other recipients: none of the keys given ({tried}) opens it")]
     WrongIdentity { path: PathBuf, tried: String },
     #[error("{path}: the age header does not authenticate (its MAC does not match): the file was altered")]
     HeaderTampered { path: PathBuf },
