@@ -130,12 +130,18 @@ fn seal_bench(bin: &str, md: &std::path::Path, scratch: &std::path::Path) {
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
         .arg(&sign_key)
         .status();
-    assert!(keygen.is_ok_and(|s| s.success()), "ssh-keygen (openssh-client) is needed");
+    assert!(
+        keygen.is_ok_and(|s| s.success()),
+        "ssh-keygen (openssh-client) is needed"
+    );
     let out = scratch.join("seal.tar.zst");
     let sig = scratch.join("seal.tar.zst.sig");
     let ways: [(&str, Vec<String>); 3] = [
         ("plain export", vec![]),
-        ("--encrypt-to (age X25519)", vec!["--encrypt-to".into(), recipient.clone()]),
+        (
+            "--encrypt-to (age X25519)",
+            vec!["--encrypt-to".into(), recipient.clone()],
+        ),
         (
             "--encrypt-to --sign (ed25519)",
             vec![
@@ -147,7 +153,7 @@ fn seal_bench(bin: &str, md: &std::path::Path, scratch: &std::path::Path) {
         ),
     ];
     let mut walls: Vec<Vec<f64>> = vec![Vec::new(); ways.len()];
-    let mut rss = vec![0u64; ways.len()];
+    let mut rss = vec![0i64; ways.len()];
     for round in 0..3 {
         for k in 0..ways.len() {
             let i = (k + round) % ways.len();
@@ -199,7 +205,10 @@ fn seal_bench(bin: &str, md: &std::path::Path, scratch: &std::path::Path) {
             rss[i] as f64 / 1024.0
         );
     }
-    println!("\nmailark ls -i KEY of the encrypted archive (median of 5): {:.1} ms", ls[2]);
+    println!(
+        "\nmailark ls -i KEY of the encrypted archive (median of 5): {:.1} ms",
+        ls[2]
+    );
 }
 
 fn dir_bytes(p: &std::path::Path) -> u64 {

@@ -152,7 +152,10 @@ pub fn render(parts: &[Part<'_>], rep: &VerifyReport, generated: DateTime<Utc>) 
     h.push_str("<h2>Messages per month</h2>\n");
     h.push_str(&chart(&months));
     if undated > 0 {
-        let _ = writeln!(h, "<p class=\"note\">{undated} message(s) carry no date and are not in the chart.</p>");
+        let _ = writeln!(
+            h,
+            "<p class=\"note\">{undated} message(s) carry no date and are not in the chart.</p>"
+        );
     }
     let _ = write!(
         h,
@@ -201,7 +204,9 @@ fn latest(h: &mut String, newest: &[(DateTime<Utc>, &crate::archive::MessageReco
 fn signatures(h: &mut String, rep: &VerifyReport) {
     h.push_str("<h2>Signature</h2>\n");
     if rep.signatures.is_empty() {
-        h.push_str("<p id=\"signature\">Not checked: no signer was given (<code>--signer</code>).</p>\n");
+        h.push_str(
+            "<p id=\"signature\">Not checked: no signer was given (<code>--signer</code>).</p>\n",
+        );
         return;
     }
     h.push_str("<ul id=\"signature\">\n");
@@ -214,11 +219,7 @@ fn signatures(h: &mut String, rep: &VerifyReport) {
             SigStatus::Bad { detail } => format!("BAD: {}", esc(detail)),
             SigStatus::Missing => "MISSING: no signature file".into(),
         };
-        let _ = writeln!(
-            h,
-            "<li><code>{}</code>: {text}</li>",
-            esc(&s.signature)
-        );
+        let _ = writeln!(h, "<li><code>{}</code>: {text}</li>", esc(&s.signature));
     }
     h.push_str("</ul>\n");
 }
@@ -384,7 +385,11 @@ mod tests {
         for (i, m) in recs.iter().enumerate() {
             // Out of order: 0, 7, 14, 21, 3, ...
             let k = (i * 7) % 25;
-            keep_newest(&mut v, DateTime::from_timestamp(k as i64 * 1000, 0).unwrap(), m);
+            keep_newest(
+                &mut v,
+                DateTime::from_timestamp(k as i64 * 1000, 0).unwrap(),
+                m,
+            );
         }
         let times: Vec<i64> = v.iter().map(|x| x.0.timestamp() / 1000).collect();
         assert_eq!(times, (15..25).rev().collect::<Vec<i64>>());

@@ -31,12 +31,7 @@ fn sh(cmd: &str) -> Output {
 
 fn sh_ok(cmd: &str) -> Output {
     let o = sh(cmd);
-    assert!(
-        o.status.success(),
-        "{cmd}: {}\n{}",
-        stdout(&o),
-        stderr(&o)
-    );
+    assert!(o.status.success(), "{cmd}: {}\n{}", stdout(&o), stderr(&o));
     o
 }
 
@@ -61,7 +56,16 @@ fn age_key(dir: &Path, name: &str) -> (PathBuf, String) {
 fn ssh_key(dir: &Path, name: &str) -> (PathBuf, String) {
     let key = dir.join(name);
     let o = Command::new(tool("ssh-keygen"))
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "archivist@example", "-f"])
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "archivist@example",
+            "-f",
+        ])
         .arg(&key)
         .output()
         .unwrap();
@@ -72,11 +76,15 @@ fn ssh_key(dir: &Path, name: &str) -> (PathBuf, String) {
 
 /// Text that zstd cannot shrink much, so messages span many age chunks.
 fn noise(seed: u64, len: usize) -> String {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let abc = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::with_capacity(len + len / 76);
     for i in 0..len {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         s.push(abc[(x >> 58) as usize] as char);
         if i % 76 == 75 {
             s.push_str("\r\n");
@@ -108,8 +116,10 @@ fn maildir(dir: &Path, n: usize) -> PathBuf {
         target.push((format!("{t}.M{i}.test:2,S"), message(i, &subject, 6000), t));
     }
     for (dir, msgs) in [(root.clone(), inbox), (root.join(".取引先"), jp)] {
-        let files: Vec<(String, Vec<u8>)> =
-            msgs.iter().map(|(n, b, _)| (n.clone(), b.clone())).collect();
+        let files: Vec<(String, Vec<u8>)> = msgs
+            .iter()
+            .map(|(n, b, _)| (n.clone(), b.clone()))
+            .collect();
         write_maildir_folder(&dir, &files);
         for (name, _, t) in &msgs {
             let p = dir.join("cur").join(name);
@@ -166,7 +176,10 @@ fn ssh_keygen_verify(allowed: &Path, archive: &Path) -> Output {
 fn seed_alice(d: &Dovecot, first: usize, n: usize) {
     let mut c = d.raw("alice");
     if first == 0 {
-        c.must(&format!("CREATE {}", support::raw::quote(&mutf7("取引先/請求"))));
+        c.must(&format!(
+            "CREATE {}",
+            support::raw::quote(&mutf7("取引先/請求"))
+        ));
     }
     for i in first..first + n {
         let folder = ["INBOX", "Sent", &mutf7("取引先/請求")][i % 3].to_string();
@@ -208,8 +221,14 @@ fn x25519_round_trip_from_dovecot_signed_then_an_encrypted_delta_and_import() {
     assert!(o.status.success(), "{}", stderr(&o));
     let bytes = std::fs::read(&full).unwrap();
     assert!(bytes.starts_with(b"age-encryption.org/v1\n"));
-    assert!(!contains(&bytes, "見積もり".as_bytes()), "plaintext mail in the file");
-    assert!(!contains(&bytes, b"index.jsonl"), "plaintext index in the file");
+    assert!(
+        !contains(&bytes, "見積もり".as_bytes()),
+        "plaintext mail in the file"
+    );
+    assert!(
+        !contains(&bytes, b"index.jsonl"),
+        "plaintext index in the file"
+    );
 
     // Without a key: a clear refusal naming the file.
     let o = mailark(&["ls", full.to_str().unwrap()]);
@@ -226,7 +245,10 @@ fn x25519_round_trip_from_dovecot_signed_then_an_encrypted_delta_and_import() {
         full.display(),
         x.display()
     ));
-    sh_ok(&format!("cd '{}' && sha256sum -c --quiet SHA256SUMS", x.display()));
+    sh_ok(&format!(
+        "cd '{}' && sha256sum -c --quiet SHA256SUMS",
+        x.display()
+    ));
     let allowed = allowed_signers(t.path(), &sign_pub);
     let o = ssh_keygen_verify(&allowed, &full);
     assert!(o.status.success(), "ssh-keygen -Y verify: {}", stderr(&o));
@@ -251,7 +273,9 @@ fn x25519_round_trip_from_dovecot_signed_then_an_encrypted_delta_and_import() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(json(&o)["messages"], 2, "{}", stdout(&o));
-    assert!(std::fs::read(&delta).unwrap().starts_with(b"age-encryption.org/v1\n"));
+    assert!(std::fs::read(&delta)
+        .unwrap()
+        .starts_with(b"age-encryption.org/v1\n"));
     assert_eq!(ls_count(&[&full, &delta], &key), 11);
     let o = mailark(&[
         "verify",
@@ -293,7 +317,12 @@ fn ssh_ed25519_recipient_round_trip_and_the_age_cli_both_ways() {
     let o = export_local(&src, &enc, &["--encrypt-to", &sshpub]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(ls_count(&[&enc], &sshkey), 30);
-    let o = mailark(&["verify", enc.to_str().unwrap(), "-i", sshkey.to_str().unwrap()]);
+    let o = mailark(&[
+        "verify",
+        enc.to_str().unwrap(),
+        "-i",
+        sshkey.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     // Debian's age opens it with the same SSH key.
     let o = sh_ok(&format!(
@@ -343,13 +372,31 @@ fn a_wrong_identity_and_a_flipped_byte_are_named() {
     assert!(export_local(&src, &enc, &["--encrypt-to", &recipient])
         .status
         .success());
-    let o = mailark(&["ls", enc.to_str().unwrap(), "-i", stranger.to_str().unwrap()]);
+    let o = mailark(&[
+        "ls",
+        enc.to_str().unwrap(),
+        "-i",
+        stranger.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
-    assert!(e.contains("a.tar.zst.age") && e.contains("stranger.txt"), "{e}");
-    let o = mailark(&["verify", enc.to_str().unwrap(), "-i", stranger.to_str().unwrap()]);
+    assert!(
+        e.contains("a.tar.zst.age") && e.contains("stranger.txt"),
+        "{e}"
+    );
+    let o = mailark(&[
+        "verify",
+        enc.to_str().unwrap(),
+        "-i",
+        stranger.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
-    let o = mailark(&["ls", enc.to_str().unwrap(), "-i", t.path().join("none").to_str().unwrap()]);
+    let o = mailark(&[
+        "ls",
+        enc.to_str().unwrap(),
+        "-i",
+        t.path().join("none").to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("none"), "{}", stderr(&o));
 
@@ -363,7 +410,11 @@ fn a_wrong_identity_and_a_flipped_byte_are_named() {
     assert_eq!(ls_count(&[&mid], &key), 60);
     let o = mailark(&["verify", mid.to_str().unwrap(), "-i", key.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stdout(&o).contains("age authentication failed"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("age authentication failed"),
+        "{}",
+        stdout(&o)
+    );
     // One byte near the end (index frame, trailer): ls refuses, naming it.
     let end = t.path().join("end.tar.zst.age");
     let mut b = good.clone();
@@ -372,14 +423,23 @@ fn a_wrong_identity_and_a_flipped_byte_are_named() {
     std::fs::write(&end, &b).unwrap();
     let o = mailark(&["ls", end.to_str().unwrap(), "-i", key.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("age authentication failed"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("age authentication failed"),
+        "{}",
+        stderr(&o)
+    );
     // One byte in the header (a recipient stanza): the header MAC catches it.
     let head = t.path().join("head.tar.zst.age");
     let mut b = good.clone();
     let at = b.windows(4).position(|w| w == b"\n---").unwrap() - 3;
     b[at] ^= 0x01;
     std::fs::write(&head, &b).unwrap();
-    let o = mailark(&["verify", head.to_str().unwrap(), "-i", key.to_str().unwrap()]);
+    let o = mailark(&[
+        "verify",
+        head.to_str().unwrap(),
+        "-i",
+        key.to_str().unwrap(),
+    ]);
     assert_ne!(o.status.code(), Some(0));
     let all = format!("{}{}", stdout(&o), stderr(&o));
     assert!(all.contains("head.tar.zst.age"), "{all}");
@@ -399,14 +459,25 @@ fn a_signature_is_checked_by_ssh_keygen_and_verify_and_refused_for_a_changed_fil
         .starts_with("-----BEGIN SSH SIGNATURE-----"));
     let allowed = allowed_signers(t.path(), &sign_pub);
     assert!(ssh_keygen_verify(&allowed, &ar).status.success());
-    let o = mailark(&["verify", ar.to_str().unwrap(), "--signer", allowed.to_str().unwrap(), "--json"]);
+    let o = mailark(&[
+        "verify",
+        ar.to_str().unwrap(),
+        "--signer",
+        allowed.to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     let v = json(&o);
     assert_eq!(v["signatures"][0]["status"], "good", "{v}");
     assert_eq!(v["signatures"][0]["signer"], "archivist@example");
     // A bare public key line is a signer list too.
     let pubfile = t.path().join("signer.pub");
-    let o = mailark(&["verify", ar.to_str().unwrap(), "--signer", pubfile.to_str().unwrap()]);
+    let o = mailark(&[
+        "verify",
+        ar.to_str().unwrap(),
+        "--signer",
+        pubfile.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(stdout(&o).contains("good"), "{}", stdout(&o));
 
@@ -414,7 +485,12 @@ fn a_signature_is_checked_by_ssh_keygen_and_verify_and_refused_for_a_changed_fil
     let (_, other_pub) = ssh_key(t.path(), "other");
     let other = t.path().join("other_signers");
     std::fs::write(&other, format!("x@example {other_pub}\n")).unwrap();
-    let o = mailark(&["verify", ar.to_str().unwrap(), "--signer", other.to_str().unwrap()]);
+    let o = mailark(&[
+        "verify",
+        ar.to_str().unwrap(),
+        "--signer",
+        other.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("[signature]"), "{}", stdout(&o));
 
@@ -424,7 +500,13 @@ fn a_signature_is_checked_by_ssh_keygen_and_verify_and_refused_for_a_changed_fil
     b[at] ^= 0x20;
     std::fs::write(&ar, &b).unwrap();
     assert!(!ssh_keygen_verify(&allowed, &ar).status.success());
-    let o = mailark(&["verify", ar.to_str().unwrap(), "--signer", allowed.to_str().unwrap(), "--json"]);
+    let o = mailark(&[
+        "verify",
+        ar.to_str().unwrap(),
+        "--signer",
+        allowed.to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let v = json(&o);
     assert_eq!(v["signatures"][0]["status"], "bad", "{v}");
@@ -435,7 +517,12 @@ fn a_signature_is_checked_by_ssh_keygen_and_verify_and_refused_for_a_changed_fil
 
     // No signature file at all, when one is asked for.
     std::fs::remove_file(&sig).unwrap();
-    let o = mailark(&["verify", ar.to_str().unwrap(), "--signer", allowed.to_str().unwrap()]);
+    let o = mailark(&[
+        "verify",
+        ar.to_str().unwrap(),
+        "--signer",
+        allowed.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("no signature"), "{}", stdout(&o));
 }
@@ -450,7 +537,12 @@ fn the_receipt_renders_in_chromium_with_the_counts_and_japanese_names() {
     let o = export_local(
         &src,
         &ar,
-        &["--encrypt-to", &recipient, "--sign", sign_key.to_str().unwrap()],
+        &[
+            "--encrypt-to",
+            &recipient,
+            "--sign",
+            sign_key.to_str().unwrap(),
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let allowed = allowed_signers(t.path(), &sign_pub);
@@ -496,16 +588,25 @@ fn the_receipt_renders_in_chromium_with_the_counts_and_japanese_names() {
     let o = chromium(&["--dump-dom"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let dom = stdout(&o);
-    assert!(dom.contains("取引先"), "Japanese folder name missing from the DOM");
+    assert!(
+        dom.contains("取引先"),
+        "Japanese folder name missing from the DOM"
+    );
     assert!(dom.contains("id=\"total\">30<"), "total count missing");
     assert!(dom.contains("id=\"checked\">30<"), "checked count missing");
     assert!(dom.contains("id=\"problems\">0<"));
     assert!(dom.contains("good: signed by archivist@example"));
     assert!(dom.contains("age-encrypted"));
     // Subjects from mail are shown as text, escaped (the newest ten are listed).
-    assert!(dom.contains("請求書 &lt;script&gt;alert(1)&lt;/script&gt;"), "{dom}");
+    assert!(
+        dom.contains("請求書 &lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{dom}"
+    );
     // Ten of the thirty messages are in the Japanese folder.
-    assert!(dom.contains("<td>取引先</td><td></td><td class=\"n\">10</td>"), "{dom}");
+    assert!(
+        dom.contains("<td>取引先</td><td></td><td class=\"n\">10</td>"),
+        "{dom}"
+    );
 
     let shot = t.path().join("receipt.png");
     let o = chromium(&[&format!("--screenshot={}", shot.display())]);

@@ -141,7 +141,8 @@ fn load_identity_file(path: &Path) -> Result<Vec<BoxedIdentity>, SealError> {
     let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
     let name = Some(path.display().to_string());
     if text.starts_with(b"-----BEGIN") {
-        let id = age::ssh::Identity::from_buffer(&text[..], name).map_err(|e| bad(e.to_string()))?;
+        let id =
+            age::ssh::Identity::from_buffer(&text[..], name).map_err(|e| bad(e.to_string()))?;
         return match id {
             age::ssh::Identity::Unencrypted(_) => {
                 Ok(vec![Box::new(id.with_callbacks(age::NoCallbacks))])
@@ -202,10 +203,12 @@ impl Recipients {
         let mut list: Vec<Box<dyn age::Recipient + Send + Sync>> = Vec::new();
         let mut shown = Vec::new();
         for (what, line) in lines {
-            list.push(parse_recipient(&line).map_err(|detail| SealError::Recipient {
-                what: what.clone(),
-                detail,
-            })?);
+            list.push(
+                parse_recipient(&line).map_err(|detail| SealError::Recipient {
+                    what: what.clone(),
+                    detail,
+                })?,
+            );
             shown.push(line);
         }
         Ok(Recipients {
@@ -570,7 +573,10 @@ mod tests {
         let ids = Identities::load(&[key]).unwrap();
         let mut p = open(&path, &ids, None).unwrap();
         let err = io::copy(&mut p.reader, &mut io::sink()).unwrap_err();
-        assert!(err.to_string().contains("age authentication failed"), "{err}");
+        assert!(
+            err.to_string().contains("age authentication failed"),
+            "{err}"
+        );
 
         let other = tempfile::tempdir().unwrap();
         let (stranger, _) = key_file(other.path());

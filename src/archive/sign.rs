@@ -150,10 +150,7 @@ fn is_key_type(w: &str) -> bool {
 #[serde(tag = "status", rename_all = "kebab-case")]
 pub enum SigStatus {
     /// Signed by a trusted key over exactly these bytes.
-    Good {
-        signer: String,
-        fingerprint: String,
-    },
+    Good { signer: String, fingerprint: String },
     /// There is a signature, and it does not hold (changed file, other key, namespace).
     Bad { detail: String },
     /// No `A.sig` beside the archive.
@@ -193,7 +190,9 @@ pub fn check(sig_pem: &str, digest: &[u8; 64], signers: &Signers) -> SigStatus {
             signer: who.clone(),
             fingerprint: key.fingerprint(HashAlg::Sha256).to_string(),
         },
-        Err(_) => bad("does not match the file: the archive was changed after it was signed".into()),
+        Err(_) => {
+            bad("does not match the file: the archive was changed after it was signed".into())
+        }
     }
 }
 

@@ -33,7 +33,9 @@ impl SealArgs {
         if !self.encrypt_to.is_empty() || !self.encrypt_to_file.is_empty() {
             let r = Recipients::parse(&self.encrypt_to, &self.encrypt_to_file)?;
             if r.is_empty() {
-                return Err(Fatal("--encrypt-to-file: the files name no recipient".into()));
+                return Err(Fatal(
+                    "--encrypt-to-file: the files name no recipient".into(),
+                ));
             }
             w.encrypt_to = Some(r);
         }

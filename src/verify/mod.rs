@@ -196,7 +196,10 @@ fn check_signature(path: &Path, tap: FileHash, signers: &Signers, rep: &mut Veri
     };
     let problem = match &status {
         SigStatus::Good { .. } => None,
-        SigStatus::Missing => Some(format!("no signature: {} does not exist", sig_path.display())),
+        SigStatus::Missing => Some(format!(
+            "no signature: {} does not exist",
+            sig_path.display()
+        )),
         SigStatus::Bad { detail } => Some(format!("signature {}: {detail}", sig_path.display())),
     };
     if let Some(detail) = problem {
