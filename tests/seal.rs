@@ -428,6 +428,10 @@ fn a_wrong_identity_and_a_flipped_byte_are_named() {
         "{}",
         stderr(&o)
     );
+    let o = mailark(&["verify", end.to_str().unwrap(), "-i", key.to_str().unwrap()]);
+    assert_ne!(o.status.code(), Some(0));
+    let all = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(all.contains("age authentication failed"), "{all}");
     // One byte in the header (a recipient stanza): the header MAC catches it.
     let head = t.path().join("head.tar.zst.age");
     let mut b = good.clone();

@@ -180,7 +180,16 @@ impl Archive {
         };
         let src = seal::open(path, keys, None)?;
         let mut f = src.reader;
-        let file_len = src.len.unwrap_or_default();
+        let Some(file_len) = src.len else {
+            // Not an Io error: the reader may still scan what comes before.
+            return Err(ReadError::IndexFrame {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "the end of the encrypted file does not decrypt: {}",
+                    src.end_damage.map_or_else(String::new, |e| e.to_string())
+                ),
+            });
+        };
         let footer = read_footer(f.as_mut(), file_len).map_err(|e| match e {
             Either::Io(source) => ReadError::Io {
                 path: path.to_path_buf(),

@@ -16,7 +16,7 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use sha2::{Digest, Sha512};
+use sha2::{Digest, Sha256, Sha512};
 
 /// What every age file begins with (the age v1 header's version line).
 const AGE_MAGIC: &[u8] = b"age-encryption.org/v1\n";
@@ -249,6 +249,8 @@ pub struct Plain {
     /// file, since finding it reads the file's end out of order.
     pub len: Option<u64>,
     pub encrypted: bool,
+    /// Why the end of an age file could not be read (so its length is unknown).
+    pub end_damage: Option<io::Error>,
 }
 
 /// Opens `path` for reading its archive bytes: the file itself, or the plaintext of an
@@ -275,24 +277,36 @@ pub fn open(path: &Path, ids: &Identities, tap: Option<&FileHash>) -> Result<Pla
                     path: path.to_path_buf(),
                 });
             }
-            let dec = age::Decryptor::new(file).map_err(|e| decrypt_error(path, ids, e))?;
-            let stream = dec
-                .decrypt(ids.all())
-                .map_err(|e| decrypt_error(path, ids, e))?;
-            let mut reader = Authenticated(stream);
-            // Finding the length decrypts (and so authenticates) the last chunk.
-            let len = match tap {
-                Some(_) => None,
-                None => {
-                    let len = reader.seek(SeekFrom::End(0)).map_err(io_err)?;
+            let mut reader = decrypting(path, ids, file)?;
+            if tap.is_some() {
+                return Ok(Plain {
+                    reader: Box::new(reader),
+                    len: None,
+                    encrypted: true,
+                    end_damage: None,
+                });
+            }
+            // Finding the length decrypts (and so authenticates) the last chunk. When
+            // that fails the chunks before it may still be read (a scan recovers them),
+            // from a fresh reader: age's is left mid-seek.
+            let (reader, len, end_damage) = match reader.seek(SeekFrom::End(0)) {
+                Ok(len) => {
                     reader.rewind().map_err(io_err)?;
-                    Some(len)
+                    (reader, Some(len), None)
+                }
+                Err(e) => {
+                    let file = Tapped {
+                        inner: File::open(path).map_err(io_err)?,
+                        tap: None,
+                    };
+                    (decrypting(path, ids, file)?, None, Some(e))
                 }
             };
             Ok(Plain {
                 reader: Box::new(reader),
                 len,
                 encrypted: true,
+                end_damage,
             })
         }
         Kind::Zstd | Kind::Other => {
@@ -300,10 +314,23 @@ pub fn open(path: &Path, ids: &Identities, tap: Option<&FileHash>) -> Result<Pla
             Ok(Plain {
                 reader: Box::new(file),
                 len,
+                end_damage: None,
                 encrypted: false,
             })
         }
     }
+}
+
+fn decrypting(
+    path: &Path,
+    ids: &Identities,
+    file: Tapped,
+) -> Result<Authenticated<Tapped>, SealError> {
+    let dec = age::Decryptor::new(file).map_err(|e| decrypt_error(path, ids, e))?;
+    let stream = dec
+        .decrypt(ids.all())
+        .map_err(|e| decrypt_error(path, ids, e))?;
+    Ok(Authenticated(stream))
 }
 
 fn decrypt_error(path: &Path, ids: &Identities, e: age::DecryptError) -> SealError {
@@ -352,14 +379,46 @@ impl<R: Read + Seek> Seek for Authenticated<R> {
     }
 }
 
-/// SHA-512 of a file's bytes, fed by a reader as it reads them in order. Shared, so an
-/// opened archive's reader can feed it while its owner keeps a handle.
-#[derive(Clone, Default)]
+/// The hash of a signature: SSHSIG allows sha256 and sha512.
+pub use ssh_key::HashAlg;
+
+/// A running SHA-256 or SHA-512.
+#[derive(Clone)]
+pub enum Hasher {
+    Sha256(Sha256),
+    Sha512(Sha512),
+}
+
+impl Hasher {
+    pub fn new(alg: HashAlg) -> Hasher {
+        match alg {
+            HashAlg::Sha256 => Hasher::Sha256(Sha256::new()),
+            _ => Hasher::Sha512(Sha512::new()),
+        }
+    }
+
+    pub fn update(&mut self, b: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(b),
+            Hasher::Sha512(h) => h.update(b),
+        }
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        match self {
+            Hasher::Sha256(h) => h.finalize().to_vec(),
+            Hasher::Sha512(h) => h.finalize().to_vec(),
+        }
+    }
+}
+
+/// The hash of a file's bytes, fed by a reader as it reads them in order. Shared, so
+/// an opened archive's reader can feed it while its owner keeps a handle.
+#[derive(Clone)]
 pub struct FileHash(Arc<Mutex<HashState>>);
 
-#[derive(Default)]
 struct HashState {
-    hash: Sha512,
+    hash: Option<Hasher>,
     /// Bytes hashed, all from the start of the file; None once a read was out of order.
     pos: Option<u64>,
 }
@@ -371,9 +430,9 @@ impl fmt::Debug for FileHash {
 }
 
 impl FileHash {
-    pub fn new() -> FileHash {
+    pub fn new(alg: HashAlg) -> FileHash {
         FileHash(Arc::new(Mutex::new(HashState {
-            hash: Sha512::new(),
+            hash: Some(Hasher::new(alg)),
             pos: Some(0),
         })))
     }
@@ -381,11 +440,12 @@ impl FileHash {
     /// Hashes what the reader did not reach (the trailer, the end of an age file) and
     /// returns the digest of the whole file. None when the reads were not one pass
     /// from the start.
-    pub fn finish(&self, path: &Path) -> io::Result<Option<[u8; 64]>> {
+    pub fn finish(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
         let mut st = self.0.lock().unwrap();
-        let Some(pos) = st.pos else {
+        let (Some(pos), Some(mut hash)) = (st.pos, st.hash.take()) else {
             return Ok(None);
         };
+        st.pos = None;
         let mut f = File::open(path)?;
         f.seek(SeekFrom::Start(pos))?;
         let mut rest = BufReader::new(f);
@@ -395,10 +455,9 @@ impl FileHash {
             if n == 0 {
                 break;
             }
-            st.hash.update(&buf[..n]);
+            hash.update(&buf[..n]);
         }
-        st.pos = None;
-        Ok(Some(std::mem::take(&mut st.hash).finalize().into()))
+        Ok(Some(hash.finish()))
     }
 }
 
@@ -413,9 +472,9 @@ impl Read for Tapped {
         let n = self.inner.read(buf)?;
         if let Some(t) = &self.tap {
             let mut st = t.0.lock().unwrap();
-            if st.pos.is_some() {
-                st.hash.update(&buf[..n]);
-                st.pos = st.pos.map(|p| p + n as u64);
+            if let (Some(p), Some(h)) = (st.pos, st.hash.as_mut()) {
+                h.update(&buf[..n]);
+                st.pos = Some(p + n as u64);
             }
         }
         Ok(n)
@@ -437,20 +496,30 @@ impl Seek for Tapped {
 }
 
 /// Where the writer's bytes go: the file, optionally through age, with the bytes that
-/// reach the file optionally hashed (for a signature over the file as written).
+/// reach the file optionally hashed (for a signature over the file as written). When
+/// it encrypts or hashes, that work runs on a thread of its own behind a bounded queue
+/// of buffers, so it overlaps with compression instead of adding to it.
 pub struct Output {
     inner: OutputInner,
 }
 
 enum OutputInner {
-    Plain(HashingWriter),
-    Age(age::stream::StreamWriter<HashingWriter>),
+    Plain(io::BufWriter<File>),
+    Sealed {
+        buf: Vec<u8>,
+        tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+        worker: Option<std::thread::JoinHandle<io::Result<(File, Option<Vec<u8>>)>>>,
+    },
 }
 
+/// Bytes handed to the sealing thread at a time, and buffers that may wait for it.
+const SEAL_BUF: usize = 1 << 20;
+const SEAL_QUEUE: usize = 4;
+
 /// Hashes the bytes it passes on to the file, exactly as written.
-pub struct HashingWriter {
+struct HashingWriter {
     inner: io::BufWriter<File>,
-    hash: Option<Sha512>,
+    hash: Option<Hasher>,
 }
 
 impl Write for HashingWriter {
@@ -466,50 +535,129 @@ impl Write for HashingWriter {
     }
 }
 
+enum Layer {
+    Hashed(HashingWriter),
+    Age(age::stream::StreamWriter<HashingWriter>),
+}
+
+impl Layer {
+    fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
+        match self {
+            Layer::Hashed(w) => w.write_all(b),
+            Layer::Age(w) => w.write_all(b),
+        }
+    }
+
+    fn finish(self) -> io::Result<(File, Option<Vec<u8>>)> {
+        let w = match self {
+            Layer::Hashed(w) => w,
+            Layer::Age(s) => s.finish()?,
+        };
+        let file = w.inner.into_inner().map_err(|e| e.into_error())?;
+        Ok((file, w.hash.map(Hasher::finish)))
+    }
+}
+
 impl Output {
     /// Starts writing `file`: encrypted to `to` when given, the written bytes hashed
-    /// with SHA-512 when `hash` is set.
-    pub fn new(file: File, to: Option<&Recipients>, hash: bool) -> io::Result<Output> {
+    /// with `hash` when given.
+    pub fn new(file: File, to: Option<&Recipients>, hash: Option<HashAlg>) -> io::Result<Output> {
+        let file = io::BufWriter::with_capacity(1 << 20, file);
+        if to.is_none() && hash.is_none() {
+            return Ok(Output {
+                inner: OutputInner::Plain(file),
+            });
+        }
         let w = HashingWriter {
-            inner: io::BufWriter::with_capacity(1 << 20, file),
-            hash: hash.then(Sha512::new),
+            inner: file,
+            hash: hash.map(Hasher::new),
         };
-        let inner = match to {
-            None => OutputInner::Plain(w),
+        let mut layer = match to {
+            None => Layer::Hashed(w),
             Some(r) => {
                 let enc = age::Encryptor::with_recipients(
                     r.list.iter().map(|b| b.as_ref() as &dyn age::Recipient),
                 )
                 .map_err(|e| io::Error::other(format!("age: {e}")))?;
-                OutputInner::Age(enc.wrap_output(w)?)
+                Layer::Age(enc.wrap_output(w)?)
             }
         };
-        Ok(Output { inner })
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(SEAL_QUEUE);
+        let worker = std::thread::Builder::new()
+            .name("mailark-seal".into())
+            .spawn(move || {
+                for b in rx {
+                    layer.write_all(&b)?;
+                }
+                layer.finish()
+            })?;
+        Ok(Output {
+            inner: OutputInner::Sealed {
+                buf: Vec::with_capacity(SEAL_BUF),
+                tx: Some(tx),
+                worker: Some(worker),
+            },
+        })
     }
 
     /// Ends the age stream (its last chunk), flushes, and gives back the file and the
-    /// SHA-512 of every byte written to it.
-    pub fn finish(self) -> io::Result<(File, Option<[u8; 64]>)> {
-        let w = match self.inner {
-            OutputInner::Plain(w) => w,
-            OutputInner::Age(s) => s.finish()?,
-        };
-        let file = w.inner.into_inner().map_err(|e| e.into_error())?;
-        Ok((file, w.hash.map(|h| h.finalize().into())))
+    /// hash of every byte written to it.
+    pub fn finish(self) -> io::Result<(File, Option<Vec<u8>>)> {
+        match self.inner {
+            OutputInner::Plain(f) => Ok((f.into_inner().map_err(|e| e.into_error())?, None)),
+            OutputInner::Sealed { buf, tx, worker } => {
+                let sent = tx.as_ref().map(|t| t.send(buf));
+                drop(tx);
+                let joined = worker
+                    .ok_or_else(|| io::Error::other("the sealing thread stopped"))?
+                    .join()
+                    .map_err(|_| io::Error::other("the sealing thread panicked"))?;
+                // The thread's own error says more than a closed queue does.
+                let out = joined?;
+                if let Some(Err(_)) = sent {
+                    return Err(io::Error::other("the sealing thread stopped early"));
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Hands a full buffer to the sealing thread; if it stopped, its error.
+    fn send(
+        buf: &mut Vec<u8>,
+        tx: &Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+        worker: &mut Option<std::thread::JoinHandle<io::Result<(File, Option<Vec<u8>>)>>>,
+    ) -> io::Result<()> {
+        let full = std::mem::replace(buf, Vec::with_capacity(SEAL_BUF));
+        if tx.as_ref().is_some_and(|t| t.send(full).is_ok()) {
+            return Ok(());
+        }
+        match worker.take().map(|w| w.join()) {
+            Some(Ok(Err(e))) => Err(e),
+            _ => Err(io::Error::other("the sealing thread stopped")),
+        }
     }
 }
 
 impl Write for Output {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
         match &mut self.inner {
-            OutputInner::Plain(w) => w.write(buf),
-            OutputInner::Age(w) => w.write(buf),
+            OutputInner::Plain(w) => w.write(b),
+            OutputInner::Sealed { buf, tx, worker } => {
+                let n = b.len().min(SEAL_BUF - buf.len());
+                buf.extend_from_slice(&b[..n]);
+                if buf.len() == SEAL_BUF {
+                    Output::send(buf, tx, worker)?;
+                }
+                Ok(n)
+            }
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match &mut self.inner {
             OutputInner::Plain(w) => w.flush(),
-            OutputInner::Age(w) => w.flush(),
+            // Durability comes from finish's fsync; a flush need not wait for the thread.
+            OutputInner::Sealed { .. } => Ok(()),
         }
     }
 }
@@ -526,8 +674,8 @@ mod tests {
         (p, id.to_public().to_string())
     }
 
-    fn write(path: &Path, to: Option<&Recipients>, data: &[u8]) -> [u8; 64] {
-        let mut out = Output::new(File::create(path).unwrap(), to, true).unwrap();
+    fn write(path: &Path, to: Option<&Recipients>, data: &[u8]) -> Vec<u8> {
+        let mut out = Output::new(File::create(path).unwrap(), to, Some(HashAlg::Sha512)).unwrap();
         out.write_all(data).unwrap();
         let (_, h) = out.finish().unwrap();
         h.unwrap()
@@ -589,18 +737,38 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_last_chunk_leaves_the_earlier_chunks_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, public) = key_file(dir.path());
+        let to = Recipients::parse(&[public], &[]).unwrap();
+        let data: Vec<u8> = (0..150_000u32).map(|i| (i % 253) as u8).collect();
+        let path = dir.path().join("a.age");
+        write(&path, Some(&to), &data);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 10] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let mut p = open(&path, &Identities::load(&[key]).unwrap(), None).unwrap();
+        assert_eq!(p.len, None);
+        assert!(p.end_damage.unwrap().to_string().contains("authentication"));
+        let mut first = vec![0u8; 100_000];
+        p.reader.read_exact(&mut first).unwrap();
+        assert_eq!(first, &data[..100_000]);
+    }
+
+    #[test]
     fn the_read_tap_hashes_a_one_pass_read_plus_what_it_did_not_reach() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plain");
         let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
         std::fs::write(&path, &data).unwrap();
-        let tap = FileHash::new();
+        let tap = FileHash::new(HashAlg::Sha256);
         let mut p = open(&path, &Identities::none(), Some(&tap)).unwrap();
         let mut half = vec![0u8; 60_000];
         p.reader.read_exact(&mut half).unwrap();
         drop(p);
         let h = tap.finish(&path).unwrap().unwrap();
-        assert_eq!(h.as_slice(), Sha512::digest(&data).as_slice());
+        assert_eq!(h.as_slice(), Sha256::digest(&data).as_slice());
     }
 
     #[test]

@@ -206,8 +206,8 @@ impl ArchiveWriter {
         let unfinished = crate::interrupt::Unfinished::new(tmp.path());
         // Offsets (`count`) are of the archive's own bytes, above the age layer: the
         // trailer's offsets are plaintext offsets, as a reader of the plaintext sees.
-        let out = Output::new(file, opts.encrypt_to.as_ref(), opts.sign_with.is_some())
-            .map_err(temp_err)?;
+        let hash = opts.sign_with.as_ref().map(|_| sign::HASH);
+        let out = Output::new(file, opts.encrypt_to.as_ref(), hash).map_err(temp_err)?;
         let sink = Counting {
             inner: out,
             count: 0,

@@ -141,7 +141,12 @@ pub fn verify_archives_with(
                 format!("{e}; the index was looked for by reading the whole archive"),
             );
         }
-        let tap = inputs.signers.as_ref().map(|_| FileHash::new());
+        // The signature names its hash; the file is hashed with it in the full pass.
+        let sig = inputs.signers.as_ref().map(|_| read_signature(p));
+        let tap = sig.as_ref().map(|s| {
+            let alg = s.as_ref().ok().and_then(|pem| sign::hash_of(pem));
+            FileHash::new(alg.unwrap_or(sign::HASH))
+        });
         match res {
             Ok(mut a) => {
                 progress.inc_length(a.index.end.message_bytes);
@@ -156,8 +161,8 @@ pub fn verify_archives_with(
             }
             Err(e) => add(Level::Error, "no-index", e.to_string()),
         }
-        if let (Some(signers), Some(tap)) = (&inputs.signers, tap) {
-            check_signature(p, tap, signers, &mut rep);
+        if let (Some(signers), Some(tap), Some(sig)) = (&inputs.signers, tap, sig) {
+            check_signature(p, sig, tap, signers, &mut rep);
         }
     }
     verify_chain(opened, &mut rep);
@@ -174,25 +179,44 @@ fn seal_code(e: &seal::SealError) -> &'static str {
     }
 }
 
-/// Checks `A.sig` against the SHA-512 of `A`'s bytes: those the full pass read, plus
-/// the rest of the file (the whole file when the pass never ran).
-fn check_signature(path: &Path, tap: FileHash, signers: &Signers, rep: &mut VerifyReport) {
+/// `A.sig`, read before the pass over `A` (it names the hash to compute).
+fn read_signature(path: &Path) -> std::io::Result<String> {
+    std::fs::read_to_string(sign::sig_path(path))
+}
+
+/// Checks `A.sig` against the hash of `A`'s bytes: those the full pass read, plus the
+/// rest of the file (the whole file when the pass never ran).
+fn check_signature(
+    path: &Path,
+    sig: std::io::Result<String>,
+    tap: FileHash,
+    signers: &Signers,
+    rep: &mut VerifyReport,
+) {
     let name = path.display().to_string();
     let sig_path = sign::sig_path(path);
-    let digest = tap
-        .finish(path)
-        .and_then(|d| match d {
-            Some(d) => Ok(d),
-            None => FileHash::new().finish(path).map(Option::unwrap),
-        })
-        .map_err(|e| format!("cannot read {name} to check its signature: {e}"));
-    let status = match (digest, std::fs::read_to_string(&sig_path)) {
-        (Err(detail), _) => SigStatus::Bad { detail },
-        (_, Err(e)) if e.kind() == std::io::ErrorKind::NotFound => SigStatus::Missing,
-        (_, Err(e)) => SigStatus::Bad {
+    let status = match sig {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => SigStatus::Missing,
+        Err(e) => SigStatus::Bad {
             detail: format!("cannot read {}: {e}", sig_path.display()),
         },
-        (Ok(d), Ok(pem)) => sign::check(&pem, &d, signers),
+        Ok(pem) => match tap.finish(path) {
+            Ok(Some(d)) => sign::check(&pem, &d, signers),
+            // The pass was not one read from the start: hash the file on its own.
+            Ok(None) => {
+                let alg = sign::hash_of(&pem).unwrap_or(sign::HASH);
+                match FileHash::new(alg).finish(path) {
+                    Ok(Some(d)) => sign::check(&pem, &d, signers),
+                    Ok(None) => unreachable!("a new hash starts at the start"),
+                    Err(e) => SigStatus::Bad {
+                        detail: format!("cannot read {name} to check its signature: {e}"),
+                    },
+                }
+            }
+            Err(e) => SigStatus::Bad {
+                detail: format!("cannot read {name} to check its signature: {e}"),
+            },
+        },
     };
     let problem = match &status {
         SigStatus::Good { .. } => None,
