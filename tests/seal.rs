@@ -485,6 +485,26 @@ fn a_signature_is_checked_by_ssh_keygen_and_verify_and_refused_for_a_changed_fil
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(stdout(&o).contains("good"), "{}", stdout(&o));
 
+    // A signature OpenSSH made itself (sha512) checks too.
+    let theirs = t.path().join("theirs.tar.zst");
+    std::fs::copy(&ar, &theirs).unwrap();
+    let o = Command::new(tool("ssh-keygen"))
+        .args(["-Y", "sign", "-n", "mailark", "-f"])
+        .arg(&sign_key)
+        .arg(&theirs)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = mailark(&[
+        "verify",
+        theirs.to_str().unwrap(),
+        "--signer",
+        allowed.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(json(&o)["signatures"][0]["status"], "good");
+
     // Someone else's key is not a signer.
     let (_, other_pub) = ssh_key(t.path(), "other");
     let other = t.path().join("other_signers");
