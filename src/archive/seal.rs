@@ -508,9 +508,12 @@ enum OutputInner {
     Sealed {
         buf: Vec<u8>,
         tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-        worker: Option<std::thread::JoinHandle<io::Result<(File, Option<Vec<u8>>)>>>,
+        worker: Option<Sealer>,
     },
 }
+
+/// The sealing thread: it ends with the file and the hash of what it wrote.
+type Sealer = std::thread::JoinHandle<io::Result<(File, Option<Vec<u8>>)>>;
 
 /// Bytes handed to the sealing thread at a time, and buffers that may wait for it.
 const SEAL_BUF: usize = 1 << 20;
@@ -626,7 +629,7 @@ impl Output {
     fn send(
         buf: &mut Vec<u8>,
         tx: &Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-        worker: &mut Option<std::thread::JoinHandle<io::Result<(File, Option<Vec<u8>>)>>>,
+        worker: &mut Option<Sealer>,
     ) -> io::Result<()> {
         let full = std::mem::replace(buf, Vec::with_capacity(SEAL_BUF));
         if tx.as_ref().is_some_and(|t| t.send(full).is_ok()) {
