@@ -203,7 +203,7 @@ impl Cmd {
             Cmd::Migrate(a) => a.json,
             Cmd::Status(a) => a.json,
             Cmd::Folders(a) => a.json,
-            Cmd::Receipt(_) => false,
+            Cmd::Receipt(a) => a.json,
             Cmd::Completions { .. } | Cmd::Man { .. } => false,
         }
     }

@@ -580,8 +580,12 @@ fn the_receipt_renders_in_chromium_with_the_counts_and_japanese_names() {
         allowed.to_str().unwrap(),
         "-o",
         page.to_str().unwrap(),
+        "--json",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let v = json(&o);
+    check_json_scheme("receipt", &v, &["receipt", "messages", "findings"]);
+    assert_eq!(v["messages"], 30);
     let html = std::fs::read_to_string(&page).unwrap();
     // Self-contained and safe: no script, no external reference, subjects escaped.
     assert!(!html.contains("<script"), "unescaped markup from mail");

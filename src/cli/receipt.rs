@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::seal::{load_signers, IdentityArgs};
-use super::Fatal;
+use super::{print_json, Fatal};
 use crate::archive::seal::{self as sealed, Kind};
 use crate::archive::{Archive, Chain, Completeness};
 use crate::progress::Progress;
@@ -39,6 +39,9 @@ pub(super) struct ReceiptArgs {
     /// Replace an existing page.
     #[arg(long)]
     force: bool,
+    /// Print verify's report, and `receipt` (the page written), as JSON on stdout.
+    #[arg(long)]
+    pub(super) json: bool,
     #[command(flatten)]
     ids: IdentityArgs,
 }
@@ -54,7 +57,7 @@ pub(super) fn run(quiet: bool, a: &ReceiptArgs) -> Result<u8, Fatal> {
         keys: a.ids.load()?,
         signers: load_signers(a.signer.as_ref())?,
     };
-    let progress = Progress::bytes(0, !quiet);
+    let progress = Progress::bytes(0, !quiet && !a.json);
     let rep = verify::verify_archives_with(&a.archives, &inputs, &progress);
     progress.finish();
     // The page shows what the indexes hold; archives that would not open are in the
@@ -78,7 +81,18 @@ pub(super) fn run(quiet: bool, a: &ReceiptArgs) -> Result<u8, Fatal> {
         .collect();
     let html = receipt::render(&parts, &rep, chrono::Utc::now());
     write_page(&a.output, html.as_bytes(), a.force)?;
-    if !quiet {
+    if a.json {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            receipt: String,
+            #[serde(flatten)]
+            rep: &'a verify::VerifyReport,
+        }
+        print_json(&Out {
+            receipt: a.output.display().to_string(),
+            rep: &rep,
+        })?;
+    } else if !quiet {
         say!(
             "wrote {}: {} archive(s), {} messages checked, {} problem(s)",
             a.output.display(),
