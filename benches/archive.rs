@@ -153,6 +153,7 @@ fn seal_bench(bin: &str, md: &std::path::Path, scratch: &std::path::Path) {
         ),
     ];
     let mut walls: Vec<Vec<f64>> = vec![Vec::new(); ways.len()];
+    let mut cpus: Vec<Vec<f64>> = vec![Vec::new(); ways.len()];
     let mut rss = vec![0i64; ways.len()];
     for round in 0..3 {
         for k in 0..ways.len() {
@@ -168,6 +169,7 @@ fn seal_bench(bin: &str, md: &std::path::Path, scratch: &std::path::Path) {
             );
             assert!(m.ok, "mailark export {} failed", ways[i].0);
             walls[i].push(m.wall.as_secs_f64());
+            cpus[i].push(m.cpu.as_secs_f64());
             rss[i] = rss[i].max(m.peak_rss_kib);
         }
     }
@@ -194,14 +196,17 @@ fn seal_bench(bin: &str, md: &std::path::Path, scratch: &std::path::Path) {
         v[v.len() / 2]
     };
     let meds: Vec<f64> = walls.iter_mut().map(median).collect();
+    let cpu: Vec<f64> = cpus.iter_mut().map(median).collect();
     println!("\n## hand-off: encrypted export vs plain export (same Maildir, {:.0} MiB, interleaved, median of 3)\n", mib(dir_bytes(md)));
-    println!("| export | wall | vs plain | peak RSS |");
-    println!("|---|---:|---:|---:|");
+    println!("| export | wall | wall vs plain | client CPU | CPU vs plain | peak RSS |");
+    println!("|---|---:|---:|---:|---:|---:|");
     for (i, (name, _)) in ways.iter().enumerate() {
         println!(
-            "| {name} | {:.2} s | {:.2}× | {:.1} MiB |",
+            "| {name} | {:.2} s | {:.2}× | {:.2} s | {:.2}× | {:.1} MiB |",
             meds[i],
             meds[i] / meds[0],
+            cpu[i],
+            cpu[i] / cpu[0],
             rss[i] as f64 / 1024.0
         );
     }
