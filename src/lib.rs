@@ -17,6 +17,7 @@ pub mod migrate;
 pub mod progress;
 pub mod receipt;
 pub mod reconcile;
+pub(crate) mod scratch;
 pub mod source;
 pub mod text;
 pub mod verify;

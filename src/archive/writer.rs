@@ -4,6 +4,7 @@
 //! Memory stays bounded by the largest message held in memory, whatever the mailbox size;
 //! a large message is streamed in ([`ArchiveWriter::add_message_from`]).
 
+use crate::scratch::Scratch;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, Write};
@@ -140,7 +141,7 @@ struct FolderState {
     keywords: Vec<String>,
     messages: u64,
     /// mbox layout: the folder's mbox text so far, spooled to disk.
-    mbox: Option<BufWriter<File>>,
+    mbox: Option<BufWriter<Scratch>>,
     mbox_len: u64,
 }
 
@@ -169,8 +170,8 @@ pub struct ArchiveWriter {
     folders: Vec<FolderState>,
     by_name: HashMap<String, usize>,
     dirs: DirAllocator,
-    spool: BufWriter<File>,
-    sums: BufWriter<File>,
+    spool: BufWriter<Scratch>,
+    sums: BufWriter<Scratch>,
     seq: u64,
     bytes: u64,
     header: ArchiveHeader,
@@ -214,8 +215,8 @@ impl ArchiveWriter {
             hash: None,
         };
         let enc = new_encoder(sink, &opts).map_err(temp_err)?;
-        let spool = BufWriter::new(tempfile::tempfile_in(&dir).map_err(temp_err)?);
-        let sums = BufWriter::new(tempfile::tempfile_in(&dir).map_err(temp_err)?);
+        let spool = BufWriter::new(Scratch::new_in(&dir).map_err(temp_err)?);
+        let sums = BufWriter::new(Scratch::new_in(&dir).map_err(temp_err)?);
         let mut id = [0u8; 16];
         getrandom::getrandom(&mut id).map_err(|e| temp_err(io::Error::other(e.to_string())))?;
         let header = ArchiveHeader {
@@ -358,7 +359,7 @@ impl ArchiveWriter {
                         .parent()
                         .filter(|p| !p.as_os_str().is_empty())
                         .unwrap_or(&dir);
-                    let f = tempfile::tempfile_in(spool_dir).map_err(|e| io_err(&self.dest, e))?;
+                    let f = Scratch::new_in(spool_dir).map_err(|e| io_err(&self.dest, e))?;
                     folder.mbox = Some(BufWriter::new(f));
                 }
                 let when = info
@@ -442,8 +443,7 @@ impl ArchiveWriter {
         sink.hash = Some(Sha256::new());
 
         // The index file is assembled on disk first: a tar header needs its size.
-        let mut index_file =
-            tempfile::tempfile_in(self.tmp.as_ref().unwrap().path().parent().unwrap())?;
+        let mut index_file = Scratch::new_in(self.tmp.as_ref().unwrap().path().parent().unwrap())?;
         let mut iw = IndexWriter::new(BufWriter::new(&mut index_file));
         iw.write(&Record::Archive(self.header.clone()))?;
         for f in &self.folders {
@@ -464,7 +464,7 @@ impl ArchiveWriter {
                 messages: f.messages,
             }))?;
         }
-        let mut spool = std::mem::replace(&mut self.spool, BufWriter::new(tempfile::tempfile()?))
+        let mut spool = std::mem::replace(&mut self.spool, BufWriter::new(Scratch::new()?))
             .into_inner()
             .map_err(|e| e.into_error())?;
         spool.rewind()?;
@@ -493,7 +493,7 @@ impl ArchiveWriter {
         io::copy(&mut index_file, &mut ienc)?;
         tarfmt::write_padding(&mut ienc, index_len)?;
         if self.opts.layout == Layout::Maildir {
-            let mut sums = std::mem::replace(&mut self.sums, BufWriter::new(tempfile::tempfile()?))
+            let mut sums = std::mem::replace(&mut self.sums, BufWriter::new(Scratch::new()?))
                 .into_inner()
                 .map_err(|e| e.into_error())?;
             let len = sums.stream_position()?;

@@ -283,7 +283,7 @@ struct Tally {
 enum Current {
     Mem(Vec<u8>),
     Spool {
-        w: std::io::BufWriter<std::fs::File>,
+        w: std::io::BufWriter<crate::scratch::Scratch>,
         len: u64,
         head: Vec<u8>,
         tail: Vec<u8>,
@@ -298,7 +298,7 @@ impl Current {
             )));
         }
         Ok(Current::Spool {
-            w: std::io::BufWriter::with_capacity(1 << 20, tempfile::tempfile()?),
+            w: std::io::BufWriter::with_capacity(1 << 20, crate::scratch::Scratch::new()?),
             len: 0,
             head: Vec::new(),
             tail: Vec::new(),

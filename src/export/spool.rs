@@ -2,20 +2,19 @@
 //! hold — in an unnamed temporary file the session wrote as they arrived, read as the
 //! archive writer streams them in. Memory then does not follow a message's size.
 
-use std::fs::File;
-use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
+use std::io;
 use std::sync::Arc;
 
 use crate::archive::{copy_hashed, ArchiveWriter, CopyError, MessageInfo, WriteError};
 use crate::mail::headers::MAX_HEADER;
+use crate::scratch::Scratch;
 
 /// Messages larger than this are spooled to a temporary file rather than held.
 pub(crate) const HOLD_MAX: u64 = 16 << 20;
 
 pub(crate) enum Body {
     Mem(Vec<u8>),
-    Spooled(Arc<File>, u64),
+    Spooled(Arc<Scratch>, u64),
 }
 
 impl Body {
@@ -39,7 +38,7 @@ impl Body {
             Body::Mem(b) => Ok(crate::archive::sha256_hex(b)),
             Body::Spooled(f, _) => {
                 let (_, sha) =
-                    copy_hashed(&mut At::new(f), &mut io::sink()).map_err(|e| match e {
+                    copy_hashed(&mut f.reader_at(0), &mut io::sink()).map_err(|e| match e {
                         CopyError::Read(e) | CopyError::Write(e) => e,
                     })?;
                 Ok(hex::encode(sha))
@@ -73,29 +72,9 @@ impl Body {
                     path: "(spooled message)".into(),
                     source,
                 })?;
-                w.add_message_from(info, &head, &mut At::new(f), *len)
+                w.add_message_from(info, &head, &mut f.reader_at(0), *len)
                     .map(|_| ())
             }
         }
-    }
-}
-
-/// Reads a shared file from its start by position, whoever else holds it.
-struct At<'a> {
-    file: &'a File,
-    pos: u64,
-}
-
-impl<'a> At<'a> {
-    fn new(file: &'a File) -> At<'a> {
-        At { file, pos: 0 }
-    }
-}
-
-impl Read for At<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read_at(buf, self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
     }
 }

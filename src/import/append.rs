@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::fs::File;
+use crate::scratch::Scratch;
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
@@ -39,7 +39,7 @@ pub(super) struct Job {
 pub(super) enum Payload {
     Mem(Vec<u8>),
     Spooled {
-        file: File,
+        file: Scratch,
         len: u64,
         /// Holds bare line ends (see [`identity::crlf_len`]).
         bare: bool,
@@ -49,7 +49,7 @@ pub(super) enum Payload {
 }
 
 impl Payload {
-    pub(super) fn spooled(file: File, s: &identity::Streamed) -> Payload {
+    pub(super) fn spooled(file: Scratch, s: &identity::Streamed) -> Payload {
         Payload::Spooled {
             file,
             len: s.len,
@@ -101,8 +101,11 @@ impl Payload {
                 Ok(Payload::Mem(v))
             }
             Payload::Spooled { file, forms, .. } => {
-                let mut out = std::io::BufWriter::new(tempfile::tempfile()?);
-                let len = identity::crlf_stream(&mut std::io::BufReader::new(file), &mut out)?;
+                let mut out = std::io::BufWriter::new(Scratch::new()?);
+                let len = identity::crlf_stream(
+                    &mut std::io::BufReader::new(file.reader_at(0)),
+                    &mut out,
+                )?;
                 Ok(Payload::Spooled {
                     file: out.into_inner().map_err(|e| e.into_error())?,
                     len,

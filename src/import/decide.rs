@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::DateTime;
 use tokio::sync::Semaphore;
 
-use std::fs::File;
+use crate::scratch::Scratch;
 use std::io::{self, Read as _, Write};
 
 use super::append::{Job, Payload, Router, QUEUE_BUDGET_KIB};
@@ -161,7 +161,7 @@ pub(super) fn decide(
 enum Read {
     Bytes(Vec<u8>),
     /// Keyed while streaming; the spool holding it when it may be appended.
-    Streamed(Box<Streamed>, Option<File>),
+    Streamed(Box<Streamed>, Option<Scratch>),
     SpoolFailed(io::Error),
 }
 
@@ -182,7 +182,7 @@ fn read_payload(
     let mut spool = if dry {
         None
     } else {
-        match tempfile::tempfile() {
+        match Scratch::new() {
             Ok(f) => Some(io::BufWriter::with_capacity(1 << 20, f)),
             Err(e) => return Ok(Read::SpoolFailed(e)),
         }

@@ -32,7 +32,7 @@ pub struct AppendRequest<'a> {
 #[derive(Debug, Clone, Copy)]
 pub enum Literal<'a> {
     Bytes(&'a [u8]),
-    File(&'a std::fs::File, u64),
+    File(&'a crate::scratch::Scratch, u64),
 }
 
 impl Literal<'_> {
@@ -113,7 +113,8 @@ impl ImapSession {
             )));
         }
         let mut v = vec![0u8; sp.len as usize];
-        std::os::unix::fs::FileExt::read_exact_at(&*sp.file, &mut v, 0)
+        sp.file
+            .read_exact_at(&mut v, 0)
             .map_err(|e| err(format!("cannot read a spooled message: {e}")))?;
         Ok(v)
     }
@@ -124,7 +125,6 @@ impl ImapSession {
             Literal::Bytes(b) => return self.write_raw(&[b, b"\r\n"]).await,
             Literal::File(f, len) => (f, len),
         };
-        use std::os::unix::fs::FileExt;
         let mut buf = vec![0u8; 1 << 20];
         let mut at = 0u64;
         while at < len {

@@ -193,7 +193,7 @@ pub struct FetchedMessage {
 /// A literal the session wrote to an unnamed temporary file as it came.
 #[derive(Debug, Clone)]
 pub struct SpooledBody {
-    pub file: std::sync::Arc<std::fs::File>,
+    pub file: std::sync::Arc<crate::scratch::Scratch>,
     pub len: u64,
 }
 
@@ -263,7 +263,7 @@ pub(super) struct Conn {
     /// written, here where all of them pass.
     trace: Option<crate::log::WireTrace>,
     /// The diverted literal being written, and those of the frame being read.
-    spool: Option<std::io::BufWriter<std::fs::File>>,
+    spool: Option<std::io::BufWriter<crate::scratch::Scratch>>,
     spooled: Vec<SpooledBody>,
 }
 
@@ -360,7 +360,7 @@ impl Conn {
             Some(w) => w,
             None => self.spool.insert(std::io::BufWriter::with_capacity(
                 1 << 20,
-                tempfile::tempfile().map_err(spool_err)?,
+                crate::scratch::Scratch::new().map_err(spool_err)?,
             )),
         };
         std::io::Write::write_all(w, &self.framer.take_diverted()).map_err(spool_err)?;
