@@ -103,10 +103,10 @@ fn main() {
     let ca = d.ca_file();
     let script = scratch.path().join("imaplib_fetch.py");
     std::fs::write(&script, IMAPLIB).unwrap();
-    let imaplib = || {
+    let imaplib = |port: u16| {
         let mut c = Command::new("python3");
         c.arg(&script)
-            .arg(d.imaps_port.to_string())
+            .arg(port.to_string())
             .arg("alice")
             .arg(&pw)
             .arg(&ca)
@@ -115,7 +115,7 @@ fn main() {
         c
     };
     // Warm-up, untimed: Dovecot indexes and caches every folder; the page cache fills.
-    let warm = imaplib().output().expect("python3");
+    let warm = imaplib(d.imaps_port).output().expect("python3");
     assert!(
         warm.status.success(),
         "imaplib warm-up failed: {}",
@@ -133,9 +133,9 @@ fn main() {
     let runs = if full { 3 } else { 1 };
     let (mut mks, mut mbs, mut raws) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
-        mks.push(run_mailark(&d, scratch.path(), count));
-        mbs.push(run_mbsync(&d, scratch.path(), count));
-        let raw = measure(imaplib().stdout(Stdio::null()));
+        mks.push(run_mailark(&d, d.imaps_port, scratch.path(), count));
+        mbs.push(run_mbsync(&d, d.imaps_port, scratch.path(), count));
+        let raw = measure_with_server(imaplib(d.imaps_port).stdout(Stdio::null()), d.pid(), "imap");
         assert!(raw.ok, "imaplib baseline failed");
         raws.push(Ok(raw));
     }
@@ -199,6 +199,50 @@ fn main() {
         _ => println!("Targets not evaluated: a contender was not available."),
     }
     println!("Reproduce: `cargo bench --bench imap`.");
+
+    // The same over a link with a round trip of MAILARK_BENCH_RTT_MS (default 50 ms).
+    let rtt = bench_rtt();
+    if rtt.is_zero() {
+        return;
+    }
+    let proxy = DelayProxy::start(d.imaps_port, rtt);
+    let (mut wks, mut wbs, mut wrs) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        wks.push(run_mailark(&d, proxy.port, scratch.path(), count));
+        wbs.push(run_mbsync(&d, proxy.port, scratch.path(), count));
+        let raw = measure_with_server(imaplib(proxy.port).stdout(Stdio::null()), d.pid(), "imap");
+        assert!(raw.ok, "imaplib baseline over the delay proxy failed");
+        wrs.push(Ok(raw));
+    }
+    let rows = [
+        ("mailark export imaps://", mailark, median(wks)),
+        ("mbsync (isync) → Maildir", mbsync, median(wbs)),
+        ("raw UID FETCH 1:* (imaplib, 1 connection)", raw, median(wrs)),
+    ];
+    let ms = rtt.as_millis();
+    println!("\nOver a {ms} ms round trip (delay proxy), median of {runs}:\n");
+    println!("| client | loopback (s) | RTT {ms} ms (s) | cost of the latency (s) | in round trips | client CPU at RTT (s) | Dovecot CPU at RTT (s) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, lan, wan) in &rows {
+        match (lan, wan) {
+            (Ok(l), Ok(w)) => {
+                let cost = w.wall.as_secs_f64() - l.wall.as_secs_f64();
+                println!(
+                    "| {name} | {:.2} | {:.2} | {cost:+.2} | {:.0} | {:.2} | {:.2} |",
+                    l.wall.as_secs_f64(),
+                    w.wall.as_secs_f64(),
+                    cost / rtt.as_secs_f64(),
+                    w.cpu.as_secs_f64(),
+                    w.server_cpu.as_secs_f64()
+                );
+            }
+            (l, w) => println!(
+                "| {name} | {} | {} | | | | |",
+                l.as_ref().map_or_else(|e| e.clone(), |m| format!("{:.2}", m.wall.as_secs_f64())),
+                w.as_ref().map_or_else(|e| e.clone(), |m| format!("{:.2}", m.wall.as_secs_f64())),
+            ),
+        }
+    }
 }
 
 /// The run with the median wall time; any failure wins (it is the news).
@@ -212,14 +256,19 @@ fn median(mut v: Vec<Result<Measured, String>>) -> Result<Measured, String> {
 }
 
 /// `Err` with the reason when mailark cannot export IMAP (yet) or exported too little.
-fn run_mailark(d: &support::Dovecot, scratch: &Path, count: usize) -> Result<Measured, String> {
+fn run_mailark(
+    d: &support::Dovecot,
+    port: u16,
+    scratch: &Path,
+    count: usize,
+) -> Result<Measured, String> {
     let bin = env!("CARGO_BIN_EXE_mailark");
     let out = scratch.join("imap.tar.zst");
     let _ = std::fs::remove_file(&out);
     let errf = scratch.join("mailark.stderr");
     let mut cmd = wrapped(bin);
-    let m = measure(
-        cmd.args(["export", &d.imaps_url("alice"), "-o"])
+    let m = measure_with_server(
+        cmd.args(["export", &format!("imaps://alice@127.0.0.1:{port}"), "-o"])
             .arg(&out)
             .arg("--password-file")
             .arg(d.password_file("alice"))
@@ -234,6 +283,8 @@ fn run_mailark(d: &support::Dovecot, scratch: &Path, count: usize) -> Result<Mea
             )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&errf).unwrap()),
+        d.pid(),
+        "imap",
     );
     if !m.ok {
         let err = std::fs::read_to_string(&errf).unwrap_or_default();
@@ -250,7 +301,12 @@ fn run_mailark(d: &support::Dovecot, scratch: &Path, count: usize) -> Result<Mea
     Ok(m)
 }
 
-fn run_mbsync(d: &support::Dovecot, scratch: &Path, count: usize) -> Result<Measured, String> {
+fn run_mbsync(
+    d: &support::Dovecot,
+    port: u16,
+    scratch: &Path,
+    count: usize,
+) -> Result<Measured, String> {
     if !Path::new("/usr/bin/mbsync").exists() {
         return Err("/usr/bin/mbsync missing (Debian isync)".into());
     }
@@ -270,20 +326,21 @@ fn run_mbsync(d: &support::Dovecot, scratch: &Path, count: usize) -> Result<Meas
              MaildirStore local\nPath {m}/\nInbox {m}/INBOX\nSubFolders Verbatim\n\n\
              Channel pull\nFar :remote:\nNear :local:\nPatterns *\nCreate Near\n\
              Sync Pull\nSyncState *\n",
-            port = d.imaps_port,
             pw = d.password_file("alice").display(),
             ca = d.ca_file().display(),
             m = dir.join("mail").display(),
         ),
     )
     .unwrap();
-    let m = measure(
+    let m = measure_with_server(
         Command::new("mbsync")
             .arg("-c")
             .arg(&rc)
             .args(["-q", "-a"])
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
+        d.pid(),
+        "imap",
     );
     let got = count_files(&dir.join("mail"));
     if !m.ok || got != count {

@@ -181,7 +181,7 @@ fn main() {
     let runs = if bench_mode() { 3 } else { 1 };
     let mut users: Vec<String> = vec!["dave".into()];
     for r in 0..runs {
-        for who in ["mk", "mb", "mn"] {
+        for who in ["mk", "mb", "mn", "wk", "wb", "wr"] {
             users.push(format!("{who}{r}"));
         }
     }
@@ -193,17 +193,18 @@ fn main() {
         special: vec![],
         ..Default::default()
     });
-    let mailark_import = |user: &str, extra: &[&str], report: &Path| {
+    let pid = d.pid();
+    let mailark_import = |port: u16, user: &str, extra: &[&str], report: &Path| {
         // A profiling wrapper (MAILARK_BENCH_WRAP) is for the default import only.
         let mut cmd = if extra.is_empty() {
             wrapped(bin)
         } else {
             Command::new(bin)
         };
-        let m = measure(
+        let m = measure_with_server(
             cmd.arg("import")
                 .arg(&ar)
-                .args(["--to", &d.imaps_url(user), "--password-file"])
+                .args(["--to", &format!("imaps://{user}@127.0.0.1:{port}"), "--password-file"])
                 .arg(d.password_file(user))
                 .arg("--tls-ca-file")
                 .arg(d.ca_file())
@@ -215,6 +216,8 @@ fn main() {
                         .unwrap_or_default(),
                 )
                 .stdout(std::fs::File::create(report).unwrap()),
+            pid,
+            "imap",
         );
         assert!(m.ok, "mailark import failed");
         assert_eq!(
@@ -224,9 +227,9 @@ fn main() {
         );
         m
     };
-    let mbsync_push = |user: &str, r: usize| {
-        let conf = scratch.path().join(format!("mbsyncrc{r}"));
-        let state = scratch.path().join(format!("mbsync-state{r}"));
+    let mbsync_push = |port: u16, user: &str| {
+        let conf = scratch.path().join(format!("mbsyncrc-{user}"));
+        let state = scratch.path().join(format!("mbsync-state-{user}"));
         std::fs::create_dir_all(&state).unwrap();
         std::fs::write(
             &conf,
@@ -235,7 +238,6 @@ fn main() {
 IMAPStore far\nAccount bench\n\n\
 MaildirStore near\nPath {md}/\nInbox {md}/INBOX\nSubFolders Verbatim\n\n\
 Channel push\nFar :far:\nNear :near:\nPatterns *\nCreate Far\nSync Push\nSyncState {state}/\n",
-                port = d.imaps_port,
                 pw = d.password_file(user).display(),
                 ca = d.ca_file().display(),
                 md = md.display(),
@@ -243,12 +245,14 @@ Channel push\nFar :far:\nNear :near:\nPatterns *\nCreate Far\nSync Push\nSyncSta
             ),
         )
         .unwrap();
-        let m = measure(
+        let m = measure_with_server(
             Command::new("mbsync")
                 .arg("-c")
                 .arg(&conf)
                 .args(["-q", "push"])
                 .stdout(Stdio::null()),
+            pid,
+            "imap",
         );
         assert!(m.ok, "mbsync failed (Debian package isync)");
         assert_eq!(count(&d, user), n as u64, "mbsync: count on the server");
@@ -262,11 +266,12 @@ Channel push\nFar :far:\nNear :near:\nPatterns *\nCreate Far\nSync Push\nSyncSta
             match (r + k) % 3 {
                 0 => {
                     let report = scratch.path().join(format!("report{r}.json"));
-                    mks.push(mailark_import(&format!("mk{r}"), &[], &report));
+                    mks.push(mailark_import(d.imaps_port, &format!("mk{r}"), &[], &report));
                     reports.push(report);
                 }
-                1 => mbs.push(mbsync_push(&format!("mb{r}"), r)),
+                1 => mbs.push(mbsync_push(d.imaps_port, &format!("mb{r}"))),
                 _ => mns.push(mailark_import(
+                    d.imaps_port,
                     &format!("mn{r}"),
                     &["--verify", "none"],
                     &scratch.path().join(format!("none{r}.json")),
@@ -298,37 +303,42 @@ Channel push\nFar :far:\nNear :near:\nPatterns *\nCreate Far\nSync Push\nSyncSta
     rows.push(("mbsync push (Maildir → IMAPS)".into(), mbs.swap_remove(mid)));
 
     // Raw pipelined LITERAL+ APPEND baseline, plain TCP.
-    let me = std::env::current_exe().unwrap();
-    let m = measure(
-        Command::new(me)
-            .arg("--raw-baseline")
-            .arg(d.imap_port.to_string())
-            .arg("dave")
-            .arg(d.password_file("dave"))
-            .arg(&md)
-            .stdout(Stdio::null()),
-    );
-    assert!(m.ok, "raw baseline failed");
-    assert_eq!(
-        count(&d, "dave"),
-        n as u64,
-        "raw baseline: count on the server"
-    );
-    rows.push(("raw pipelined LITERAL+ APPEND (no TLS)".into(), m));
+    let raw = |port: u16, user: &str| {
+        let me = std::env::current_exe().unwrap();
+        let m = measure_with_server(
+            Command::new(me)
+                .arg("--raw-baseline")
+                .arg(port.to_string())
+                .arg(user)
+                .arg(d.password_file(user))
+                .arg(&md)
+                .stdout(Stdio::null()),
+            pid,
+            "imap",
+        );
+        assert!(m.ok, "raw baseline failed");
+        assert_eq!(count(&d, user), n as u64, "raw baseline: count on the server");
+        m
+    };
+    rows.push((
+        "raw pipelined LITERAL+ APPEND (no TLS)".into(),
+        raw(d.imap_port, "dave"),
+    ));
 
     let base = rows[0].1.wall.as_secs_f64();
     println!(
         "\nimport benchmark: {n} messages, {:.0} MiB, 3 folders, one Dovecot 2.3 (mail_fsync = never), empty accounts; each of the first three rows the median of {runs} interleaved runs\n",
         mib(bytes)
     );
-    println!("| tool | wall (s) | MiB/s | client CPU (s) | peak RSS (MiB) | wall vs mailark |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| tool | wall (s) | MiB/s | client CPU (s) | Dovecot CPU (s) | peak RSS (MiB) | wall vs mailark |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for (name, m) in &rows {
         let w = m.wall.as_secs_f64();
         println!(
-            "| {name} | {w:.2} | {:.1} | {:.2} | {:.1} | {:.2}× |",
+            "| {name} | {w:.2} | {:.1} | {:.2} | {:.2} | {:.1} | {:.2}× |",
             mib(bytes) / w,
             m.cpu.as_secs_f64(),
+            m.server_cpu.as_secs_f64(),
             m.peak_rss_kib as f64 / 1024.0,
             w / base
         );
@@ -341,4 +351,61 @@ Channel push\nFar :far:\nNear :near:\nPatterns *\nCreate Far\nSync Push\nSyncSta
         if base <= mbsync { "met" } else { "NOT met" },
         if rss <= 150.0 { "met" } else { "NOT met" },
     );
+
+    // The same over a link with a round trip of MAILARK_BENCH_RTT_MS (default 50 ms).
+    let rtt = bench_rtt();
+    if rtt.is_zero() {
+        return;
+    }
+    let imaps = DelayProxy::start(d.imaps_port, rtt);
+    let imap = DelayProxy::start(d.imap_port, rtt);
+    let (mut wks, mut wbs, mut wrs) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..runs {
+        for k in 0..3 {
+            match (r + k) % 3 {
+                0 => wks.push(mailark_import(
+                    imaps.port,
+                    &format!("wk{r}"),
+                    &[],
+                    &scratch.path().join(format!("wan{r}.json")),
+                )),
+                1 => wbs.push(mbsync_push(imaps.port, &format!("wb{r}"))),
+                _ => wrs.push(raw(imap.port, &format!("wr{r}"))),
+            }
+        }
+    }
+    let wan: Vec<Measured> = [wks, wbs, wrs]
+        .into_iter()
+        .map(|mut v| {
+            let i = median_index(&v);
+            v.swap_remove(i)
+        })
+        .collect();
+    let lan = [&rows[0].1, &rows[2].1, &rows[3].1];
+    wan_table(&lan, &wan, rtt, runs);
+}
+
+/// Loopback and WAN side by side: the wall of each, what the latency cost, and that
+/// cost in round trips.
+fn wan_table(lan: &[&Measured], wan: &[Measured], rtt: std::time::Duration, runs: usize) {
+    let names = [
+        "mailark import (verify quick)",
+        "mbsync push (Maildir → IMAPS)",
+        "raw pipelined LITERAL+ APPEND (no TLS)",
+    ];
+    let ms = rtt.as_millis();
+    println!("\nover a {ms} ms round trip (delay proxy), median of {runs}:\n");
+    println!("| tool | loopback (s) | RTT {ms} ms (s) | cost of the latency (s) | in round trips | client CPU at RTT (s) | Dovecot CPU at RTT (s) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for ((name, l), w) in names.iter().zip(lan).zip(wan) {
+        let cost = w.wall.as_secs_f64() - l.wall.as_secs_f64();
+        println!(
+            "| {name} | {:.2} | {:.2} | {cost:+.2} | {:.0} | {:.2} | {:.2} |",
+            l.wall.as_secs_f64(),
+            w.wall.as_secs_f64(),
+            cost / rtt.as_secs_f64(),
+            w.cpu.as_secs_f64(),
+            w.server_cpu.as_secs_f64(),
+        );
+    }
 }

@@ -74,10 +74,10 @@ fn main() {
     let ca = d.ca_file();
     let script = scratch.path().join("poplib_loop.py");
     std::fs::write(&script, POPLIB).unwrap();
-    let poplib = || {
+    let poplib = |port: u16| {
         let mut c = Command::new("python3");
         c.arg(&script)
-            .arg(d.pop3s_port.to_string())
+            .arg(port.to_string())
             .arg("alice")
             .arg(&pw)
             .arg(&ca)
@@ -85,7 +85,7 @@ fn main() {
         c
     };
     // Warm-up: Dovecot builds its index and caches, and records \Seen once.
-    let warm = poplib().output().expect("python3");
+    let warm = poplib(d.pop3s_port).output().expect("python3");
     assert!(warm.status.success(), "poplib warm-up failed");
     let seen = String::from_utf8_lossy(&warm.stdout);
     assert_eq!(
@@ -95,12 +95,11 @@ fn main() {
 
     let bin = env!("CARGO_BIN_EXE_mailark");
     let out = scratch.path().join("pop3.tar.zst");
-    let url = d.pop3s_url("alice");
-    let mailark = || {
+    let mailark = |port: u16| {
         let _ = std::fs::remove_file(&out);
-        let m = measure(
+        let m = measure_with_server(
             Command::new(bin)
-                .args(["export", &url, "-o"])
+                .args(["export", &format!("pop3s://alice@127.0.0.1:{port}"), "-o"])
                 .arg(&out)
                 .arg("--password-file")
                 .arg(&pw)
@@ -108,6 +107,8 @@ fn main() {
                 .arg(&ca)
                 .arg("-q")
                 .stdout(Stdio::null()),
+            d.pid(),
+            "pop3",
         );
         assert!(m.ok, "mailark export failed");
         let archived = mailark::archive::Archive::open(&out)
@@ -123,8 +124,8 @@ fn main() {
     let runs = if full { 3 } else { 1 };
     let (mut mks, mut pys) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        mks.push(mailark());
-        let py = measure(poplib().stdout(Stdio::null()));
+        mks.push(mailark(d.pop3s_port));
+        let py = measure_with_server(poplib(d.pop3s_port).stdout(Stdio::null()), d.pid(), "pop3");
         assert!(py.ok, "poplib loop failed");
         pys.push(py);
     }
@@ -183,7 +184,49 @@ fn main() {
         mib(bytes)
     );
     big_message(&d, scratch.path(), if full { 200 } else { 4 });
+    wan(&d, &mk, &py, runs, &mailark, &poplib);
     println!("\nReproduce: `cargo bench --bench pop3`.");
+}
+
+/// mailark (median of `runs`) and the poplib loop (once: lock-step RETR pays a round
+/// trip per message) over a link with a round trip of MAILARK_BENCH_RTT_MS, beside
+/// their loopback figures. getmail and fetchmail, lock-step too, are left out here.
+fn wan(
+    d: &support::Dovecot,
+    mk: &Measured,
+    py: &Measured,
+    runs: usize,
+    mailark: &dyn Fn(u16) -> Measured,
+    poplib: &dyn Fn(u16) -> Command,
+) {
+    let rtt = bench_rtt();
+    if rtt.is_zero() {
+        return;
+    }
+    let proxy = DelayProxy::start(d.pop3s_port, rtt);
+    let mut wks: Vec<Measured> = (0..runs).map(|_| mailark(proxy.port)).collect();
+    wks.sort_by_key(|m| m.wall);
+    let wk = wks.swap_remove(runs / 2);
+    let wp = measure_with_server(poplib(proxy.port).stdout(Stdio::null()), d.pid(), "pop3");
+    assert!(wp.ok, "poplib loop over the delay proxy failed");
+    let ms = rtt.as_millis();
+    println!("\nOver a {ms} ms round trip (delay proxy); mailark median of {runs}, poplib once:\n");
+    println!("| client | loopback (s) | RTT {ms} ms (s) | cost of the latency (s) | in round trips | client CPU at RTT (s) | Dovecot CPU at RTT (s) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, l, w) in [
+        ("mailark export pop3s://", mk, &wk),
+        ("Python poplib RETR loop", py, &wp),
+    ] {
+        let cost = w.wall.as_secs_f64() - l.wall.as_secs_f64();
+        println!(
+            "| {name} | {:.2} | {:.2} | {cost:+.2} | {:.0} | {:.2} | {:.2} |",
+            l.wall.as_secs_f64(),
+            w.wall.as_secs_f64(),
+            cost / rtt.as_secs_f64(),
+            w.cpu.as_secs_f64(),
+            w.server_cpu.as_secs_f64()
+        );
+    }
 }
 
 /// Memory is bounded by the largest message, not the mailbox: one message of `mb` MiB

@@ -2,6 +2,9 @@
 //! time and peak RSS (wait4 rusage), and a small table printer.
 #![allow(dead_code)]
 
+mod delay;
+pub use delay::*;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -12,6 +15,8 @@ pub struct Measured {
     /// The child's user + system CPU time (its own, not the server's).
     pub cpu: Duration,
     pub ok: bool,
+    /// CPU the server's processes used meanwhile (see [`measure_with_server`]), else zero.
+    pub server_cpu: Duration,
 }
 
 /// Runs `cmd` to completion, returning wall time and the child's peak RSS.
@@ -30,7 +35,18 @@ pub fn measure(cmd: &mut Command) -> Measured {
         peak_rss_kib: ru.ru_maxrss,
         cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
         ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        server_cpu: Duration::ZERO,
     }
+}
+
+/// [`measure`], also reading the CPU time the server's process tree (master `pid`)
+/// used over the run, once its `session` processes (Dovecot's `imap`, `pop3`) ended.
+pub fn measure_with_server(cmd: &mut Command, pid: u32, session: &str) -> Measured {
+    let before = tree_cpu(pid);
+    let mut m = measure(cmd);
+    wait_gone(pid, session, Duration::from_secs(10));
+    m.server_cpu = tree_cpu(pid).saturating_sub(before);
+    m
 }
 
 fn tv(t: libc::timeval) -> Duration {

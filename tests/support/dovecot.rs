@@ -263,6 +263,11 @@ namespace inbox {{
         super::child_alive(self.pid)
     }
 
+    /// The master process (benchmarks read the CPU time of its process tree).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()
     }
