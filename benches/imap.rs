@@ -130,7 +130,7 @@ fn main() {
 
     // The machine is shared: the contenders that decide the target run interleaved, three
     // times each, and the median counts.
-    let runs = if full { 3 } else { 1 };
+    let runs: usize = bench_size("MAILARK_BENCH_RUNS", 3, 1).max(1);
     let (mut mks, mut mbs, mut raws) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         mks.push(run_mailark(&d, d.imaps_port, scratch.path(), count));
@@ -157,9 +157,9 @@ fn main() {
     println!(
         "| client | wall{} | throughput | wall vs mbsync | client CPU | peak RSS |",
         if runs > 1 {
-            " (median of 3; OfflineIMAP once)"
+            format!(" (median of {runs}; OfflineIMAP once)")
         } else {
-            ""
+            String::new()
         }
     );
     println!("|---|---|---|---|---|---|");
@@ -262,7 +262,7 @@ fn run_mailark(
     scratch: &Path,
     count: usize,
 ) -> Result<Measured, String> {
-    let bin = env!("CARGO_BIN_EXE_mailark");
+    let bin = &mailark_bin();
     let out = scratch.join("imap.tar.zst");
     let _ = std::fs::remove_file(&out);
     let errf = scratch.join("mailark.stderr");

@@ -34,12 +34,17 @@ fn make_mail(root: &Path, n: usize) -> u64 {
     }
     let mut rng = Rng(0x9E3779B97F4A7C15);
     let mut bytes = 0u64;
+    // MAILARK_BENCH_MSG_SIZE: every message about that size (small messages show where
+    // the time per message goes: client, server or round trips).
+    let fixed: Option<usize> = std::env::var("MAILARK_BENCH_MSG_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok());
     for i in 0..n {
-        let size = match i % 50 {
+        let size = fixed.unwrap_or(match i % 50 {
             0 => 500_000,
             1..=5 => 60_000,
             _ => 12_000,
-        };
+        });
         let m = message(&mut rng, i, size);
         let flags = if i % 3 == 0 { "FS" } else { "S" };
         std::fs::write(
@@ -166,7 +171,7 @@ fn main() {
     };
     let md = scratch.path().join("Maildir");
     let bytes = make_mail(&md, n);
-    let bin = env!("CARGO_BIN_EXE_mailark");
+    let bin = &mailark_bin();
     let ar = scratch.path().join("bench.tar.zst");
     let st = Command::new(bin)
         .args(["export", &format!("maildir:{}", md.display()), "-o"])
@@ -178,7 +183,7 @@ fn main() {
 
     // The machine is shared: mailark and mbsync, the contenders that decide the target,
     // run interleaved three times, each time into fresh empty accounts; medians count.
-    let runs = if bench_mode() { 3 } else { 1 };
+    let runs: usize = bench_size("MAILARK_BENCH_RUNS", 3, 1).max(1);
     let mut users: Vec<String> = vec!["dave".into()];
     for r in 0..runs {
         for who in ["mk", "mb", "mn", "wk", "wb", "wr"] {

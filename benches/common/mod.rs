@@ -192,3 +192,9 @@ pub fn bench_size<T: std::str::FromStr>(var: &str, full: T, smoke: T) -> T {
         .and_then(|v| v.parse().ok())
         .unwrap_or(full)
 }
+
+/// The mailark binary a benchmark runs: this build's, or `MAILARK_BENCH_BIN` (to measure
+/// an older build against the same peers, e.g. before and after a change).
+pub fn mailark_bin() -> String {
+    std::env::var("MAILARK_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_mailark").into())
+}
