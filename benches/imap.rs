@@ -217,7 +217,11 @@ fn main() {
     let rows = [
         ("mailark export imaps://", mailark, median(wks)),
         ("mbsync (isync) → Maildir", mbsync, median(wbs)),
-        ("raw UID FETCH 1:* (imaplib, 1 connection)", raw, median(wrs)),
+        (
+            "raw UID FETCH 1:* (imaplib, 1 connection)",
+            raw,
+            median(wrs),
+        ),
     ];
     let ms = rtt.as_millis();
     println!("\nOver a {ms} ms round trip (delay proxy), median of {runs}:\n");
@@ -238,8 +242,10 @@ fn main() {
             }
             (l, w) => println!(
                 "| {name} | {} | {} | | | | |",
-                l.as_ref().map_or_else(|e| e.clone(), |m| format!("{:.2}", m.wall.as_secs_f64())),
-                w.as_ref().map_or_else(|e| e.clone(), |m| format!("{:.2}", m.wall.as_secs_f64())),
+                l.as_ref()
+                    .map_or_else(|e| e.clone(), |m| format!("{:.2}", m.wall.as_secs_f64())),
+                w.as_ref()
+                    .map_or_else(|e| e.clone(), |m| format!("{:.2}", m.wall.as_secs_f64())),
             ),
         }
     }

@@ -209,7 +209,11 @@ fn main() {
         let m = measure_with_server(
             cmd.arg("import")
                 .arg(&ar)
-                .args(["--to", &format!("imaps://{user}@127.0.0.1:{port}"), "--password-file"])
+                .args([
+                    "--to",
+                    &format!("imaps://{user}@127.0.0.1:{port}"),
+                    "--password-file",
+                ])
                 .arg(d.password_file(user))
                 .arg("--tls-ca-file")
                 .arg(d.ca_file())
@@ -271,7 +275,12 @@ Channel push\nFar :far:\nNear :near:\nPatterns *\nCreate Far\nSync Push\nSyncSta
             match (r + k) % 3 {
                 0 => {
                     let report = scratch.path().join(format!("report{r}.json"));
-                    mks.push(mailark_import(d.imaps_port, &format!("mk{r}"), &[], &report));
+                    mks.push(mailark_import(
+                        d.imaps_port,
+                        &format!("mk{r}"),
+                        &[],
+                        &report,
+                    ));
                     reports.push(report);
                 }
                 1 => mbs.push(mbsync_push(d.imaps_port, &format!("mb{r}"))),
@@ -322,7 +331,11 @@ Channel push\nFar :far:\nNear :near:\nPatterns *\nCreate Far\nSync Push\nSyncSta
             "imap",
         );
         assert!(m.ok, "raw baseline failed");
-        assert_eq!(count(&d, user), n as u64, "raw baseline: count on the server");
+        assert_eq!(
+            count(&d, user),
+            n as u64,
+            "raw baseline: count on the server"
+        );
         m
     };
     rows.push((

@@ -235,7 +235,10 @@ fn wan(
         ("Python poplib RETR loop", py, wp.as_ref()),
     ] {
         let Some(w) = w else {
-            println!("| {name} | {:.2} | left out (MAILARK_BENCH_NO_SLOW_PEERS) | | | | |", l.wall.as_secs_f64());
+            println!(
+                "| {name} | {:.2} | left out (MAILARK_BENCH_NO_SLOW_PEERS) | | | | |",
+                l.wall.as_secs_f64()
+            );
             continue;
         };
         let cost = w.wall.as_secs_f64() - l.wall.as_secs_f64();

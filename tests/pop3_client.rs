@@ -1287,3 +1287,97 @@ async fn a_status_line_trickled_a_byte_at_a_time_times_out() {
     assert!(matches!(err, Pop3Error::Timeout { .. }), "{err:?}");
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
 }
+
+/// A LIST answer for `n` messages of the sizes `body(k)` unstuffs to.
+fn list_answer(n: u32) -> String {
+    let mut s = String::from("+OK\r\n");
+    for k in 1..=n {
+        s.push_str(&format!("{k} {}\r\n", unstuffed(k).len()));
+    }
+    s.push_str(".\r\n");
+    s
+}
+
+#[tokio::test]
+async fn pipelines_hundreds_of_retrs_before_the_first_answer() {
+    // Nothing is answered until every one of 300 RETRs has arrived: a window of a few
+    // dozen commands (or lock-step) would stall here and time out.
+    const N: u32 = 300;
+    let (ep, h) = serve(|mut p| async move {
+        p.hello("USER\r\nPIPELINING\r\n").await;
+        p.user_pass("pw", "USER\r\nPIPELINING\r\nUIDL\r\n").await;
+        p.expect("LIST").await;
+        p.send(list_answer(N)).await;
+        for n in 1..=N {
+            p.expect(&format!("RETR {n}")).await;
+        }
+        let mut all = String::new();
+        for n in 1..=N {
+            all.push_str(&format!("+OK\r\n{}.\r\n", body(n)));
+        }
+        p.send(all).await;
+        p.drain().await;
+        p
+    })
+    .await;
+    let mut c = Pop3Client::connect_with(&ep, &password("pw"), &plaintext_ok(), &quick(5))
+        .await
+        .unwrap();
+    c.list().await.unwrap();
+    let msgnos: Vec<u32> = (1..=N).collect();
+    let mut rec = Recorder::default();
+    c.retr_many(&msgnos, &mut rec).await.unwrap();
+    // Every message, whole and in order.
+    assert_eq!(rec.messages.len(), N as usize);
+    for (k, (n, bytes, info)) in rec.messages.iter().enumerate() {
+        assert_eq!(*n, k as u32 + 1);
+        assert_eq!(bytes, &unstuffed(*n));
+        assert_eq!(info.sha256, sha(&unstuffed(*n)));
+    }
+    c.quit().await.unwrap();
+    assert_read_only(&h.await.unwrap());
+}
+
+#[tokio::test]
+async fn the_pipeline_window_is_bounded_by_listed_bytes() {
+    // Each message is 22 bytes by LIST; a window of 50 bytes holds two of them, so
+    // the third RETR waits for the first answer, and so on down the list.
+    let (ep, h) = serve(|mut p| async move {
+        p.hello("USER\r\nPIPELINING\r\n").await;
+        p.user_pass("pw", "USER\r\nPIPELINING\r\nUIDL\r\n").await;
+        p.expect("LIST").await;
+        p.send(list_answer(5)).await;
+        p.expect("RETR 1").await;
+        p.expect("RETR 2").await;
+        for n in 1..=5 {
+            assert!(
+                p.silent_for(200).await,
+                "more than 50 listed bytes asked for while message {n} was unanswered"
+            );
+            p.send(format!("+OK\r\n{}.\r\n", body(n))).await;
+            if n + 2 <= 5 {
+                p.expect(&format!("RETR {}", n + 2)).await;
+            }
+        }
+        p.drain().await;
+        p
+    })
+    .await;
+    let opts = Pop3Options {
+        pipeline_bytes: 50,
+        ..quick(5)
+    };
+    let mut c = Pop3Client::connect_with(&ep, &password("pw"), &plaintext_ok(), &opts)
+        .await
+        .unwrap();
+    let sizes = c.list().await.unwrap();
+    assert!(sizes.iter().all(|&(_, s)| s == 22), "{sizes:?}");
+    let mut rec = Recorder::default();
+    c.retr_many(&[1, 2, 3, 4, 5], &mut rec).await.unwrap();
+    assert_eq!(rec.messages.len(), 5);
+    for (n, bytes, _) in &rec.messages {
+        assert_eq!(bytes, &unstuffed(*n));
+    }
+    c.quit().await.unwrap();
+    h.await.unwrap();
+}

@@ -152,16 +152,20 @@ pub fn tree_cpu(pid: u32) -> Duration {
 pub fn wait_gone(pid: u32, name: &str, limit: Duration) {
     let start = Instant::now();
     while start.elapsed() < limit {
-        let busy = std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|e| {
-            let p = e.path();
-            let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
-            let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, r)| r.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u32>().ok());
-            comm.trim() == name && ppid == Some(pid)
-        });
+        let busy = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                let p = e.path();
+                let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+                let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+                let ppid = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, r)| r.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u32>().ok());
+                comm.trim() == name && ppid == Some(pid)
+            });
         if !busy {
             return;
         }

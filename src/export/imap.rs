@@ -29,7 +29,7 @@ use crate::archive::{
 };
 use crate::log::event;
 use crate::progress::Progress;
-use crate::source::imap::session::uid_set;
+use crate::source::imap::session::{uid_set, FolderRead};
 use crate::source::imap::{
     parse_internaldate, Event, FetchWhat, FetchedMessage, FolderStatus, ImapError, ImapSession,
     MailboxInfo,
@@ -285,6 +285,17 @@ async fn run(
 ) -> Result<ImapExportReport, ImapExportError> {
     // Log in and list before the archive file exists: a refused login leaves nothing.
     let mut first = ImapSession::connect_with_timeout(ep, creds, tls, opts.timeout).await?;
+    // The other connections log in while this one lists: each login is several round
+    // trips, which over a WAN were paid twice in a row.
+    let mut extra: Vec<tokio::task::JoinHandle<Result<ImapSession, ImapError>>> =
+        (1..opts.jobs.max(1))
+            .map(|_| {
+                let (ep, creds, tls, t) = (ep.clone(), creds.clone(), tls.clone(), opts.timeout);
+                tokio::spawn(async move {
+                    ImapSession::connect_with_timeout(&ep, &creds, &tls, t).await
+                })
+            })
+            .collect();
     let plaintext = !first.is_tls();
     let mut listed = first.list().await?;
     distinct_imap_names(&mut listed);
@@ -352,33 +363,36 @@ async fn run(
     let queue: Arc<Mutex<VecDeque<Plan>>> = Arc::new(Mutex::new(plans.into()));
     let results: Arc<Mutex<Vec<ImapFolderReport>>> = Arc::new(Mutex::new(Vec::new()));
     let jobs = opts.jobs.clamp(1, selected.len().max(1));
+    // Connections beyond what the folders need leave at once.
+    for h in extra.split_off((jobs - 1).min(extra.len())) {
+        tokio::spawn(async move {
+            if let Ok(Ok(s)) = h.await {
+                let _ = s.logout().await;
+            }
+        });
+    }
+    let mut extra = extra.into_iter();
     let mut handles = Vec::new();
     let mut first = Some(first);
     let notes: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     for n in 0..jobs {
         let sess = first.take();
+        let login = if sess.is_none() { extra.next() } else { None };
         let (ctx, queue, results) = (ctx.clone(), queue.clone(), results.clone());
         let notes = notes.clone();
         handles.push(tokio::spawn(async move {
             let mut sess = sess;
-            if sess.is_none() {
+            if let Some(login) = login {
                 // An extra connection the server will not give (per-user connection
                 // limits are common) is not a failure: fewer connections do the work.
-                match ImapSession::connect_with_timeout(
-                    &ctx.ep,
-                    &ctx.creds,
-                    &ctx.tls,
-                    ctx.opts.timeout,
-                )
-                .await
-                {
+                match login.await.expect("login task panicked") {
                     Ok(s) => sess = Some(s),
                     Err(e) => {
                         notes.lock().unwrap().push(format!(
                             "connection {} of {jobs} not opened, carried on with fewer: {e}",
                             n + 1
                         ));
-                        return;
+                        return None;
                     }
                 }
             }
@@ -389,14 +403,18 @@ async fn run(
                 let rep = export_folder(&ctx, &mut sess, &plan).await;
                 results.lock().unwrap().push(rep);
             }
-            if let Some(s) = sess {
-                let _ = s.logout().await;
-            }
+            sess
         }));
     }
+    let mut logouts = Vec::new();
     for h in handles {
-        if let Err(e) = h.await {
-            std::panic::resume_unwind(e.into_panic());
+        match h.await {
+            // Logging out is a round trip the archive does not wait for.
+            Ok(Some(s)) => logouts.push(tokio::spawn(async move {
+                let _ = s.logout().await;
+            })),
+            Ok(None) => {}
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
     let mut reports = std::mem::take(&mut *results.lock().unwrap());
@@ -420,6 +438,9 @@ async fn run(
         .await
         .expect("join writer")
         .expect("archive writer thread panicked")?;
+    for l in logouts {
+        let _ = l.await;
+    }
     progress.finish();
     for p in &parents {
         reports.push(ImapFolderReport {
@@ -708,7 +729,32 @@ async fn backoff(ctx: &Ctx, run: &mut FolderRun, e: &ImapError) -> bool {
 /// pending, then account for vanished and arrived messages.
 async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Step {
     let raw = run.rep.raw_name.clone();
-    let st = match s.examine(&raw).await {
+    // Sizes need the server to read each message; one it cannot read must not hide
+    // the rest, so a refused census falls back to UIDs alone.
+    let what = if run.census_failures >= 2 {
+        FetchWhat::Uids
+    } else {
+        FetchWhat::Sizes
+    };
+    // On the first pass the census travels with EXAMINE: one round trip for both.
+    let (st, census) = if run.started {
+        (s.examine(&raw).await, None)
+    } else {
+        let req = FolderRead {
+            raw_name: raw.clone(),
+            read_only: true,
+            what,
+            unselect: false,
+        };
+        match s.read_folders(&[req]).await {
+            Ok(mut v) => {
+                let out = v.pop().expect("one folder read");
+                (out.status, Some(out.messages))
+            }
+            Err(e) => (Err(e), None),
+        }
+    };
+    let st = match st {
         Ok(st) => st,
         Err(e) if e.is_connection_lost() => return Step::Reconnect(e),
         Err(e) if e.is_throttled() => return Step::Retry(e),
@@ -739,14 +785,8 @@ async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Ste
         let metas = if st.exists == 0 {
             Vec::new()
         } else {
-            // Sizes need the server to read each message; one it cannot read must not
-            // hide the rest, so a refused census falls back to UIDs alone.
-            let what = if run.census_failures >= 2 {
-                FetchWhat::Uids
-            } else {
-                FetchWhat::Sizes
-            };
-            let r = match s.uid_fetch_all("1:*", what).await {
+            let census = census.expect("the first pass reads the census with EXAMINE");
+            let r = match census {
                 Err(e) if !e.is_connection_lost() && what == FetchWhat::Sizes => {
                     s.uid_fetch_all("1:*", FetchWhat::Uids).await
                 }

@@ -911,9 +911,7 @@ async fn listing(job: &Pop3Job) -> Result<Listing, Pop3Error> {
     loop {
         let mut client = connect(job, lost == 0).await?;
         let r = async {
-            let (n, octets) = client.stat().await?;
-            let list = client.list().await?;
-            let uidl = client.uidl().await?;
+            let ((n, octets), list, uidl) = client.stat_list_uidl().await?;
             Ok::<_, Pop3Error>((n, octets, list, uidl))
         }
         .await;

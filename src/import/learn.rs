@@ -8,7 +8,8 @@ use std::sync::Arc;
 use super::{DestRef, DestState, ImportError, ImportOptions};
 use crate::mail::identity;
 use crate::reconcile::{Census, Held};
-use crate::source::imap::{parse_internaldate, ImapError, ImapSession};
+use crate::source::imap::session::{FetchWhat, FolderRead};
+use crate::source::imap::{parse_internaldate, FetchedMessage, ImapError, ImapSession};
 
 /// Learns what one destination folder holds.
 pub(super) async fn learn(
@@ -40,8 +41,30 @@ pub(super) async fn learn_for_verify(
     ambiguous: &HashSet<String>,
     with_ids: bool,
 ) -> Result<(Census, Option<u32>), ImapError> {
-    let st = s.examine(raw).await?;
-    let state = read_census(s, st.exists, ambiguous, &HashMap::new(), with_ids).await?;
+    // EXAMINE and the census in one round trip.
+    let what = if with_ids {
+        FetchWhat::MetaMessageId
+    } else {
+        FetchWhat::Meta
+    };
+    let req = FolderRead {
+        raw_name: raw.to_string(),
+        read_only: true,
+        what,
+        unselect: false,
+    };
+    let out = s
+        .read_folders(&[req])
+        .await?
+        .pop()
+        .expect("one folder read");
+    let st = out.status?;
+    let mut state = census_of(out.messages?);
+    if with_ids {
+        let need = state.need_bytes(ambiguous, &HashMap::new());
+        s.fetch_bodies(&need, |uid, b| state.set_bytes(uid, b))
+            .await?;
+    }
     Ok((state, st.uidvalidity))
 }
 
@@ -60,6 +83,17 @@ pub(crate) async fn read_census(
     } else {
         s.metadata(exists).await?
     };
+    let mut state = census_of(ids);
+    if with_ids {
+        let need = state.need_bytes(ambiguous, sizes_by_id);
+        s.fetch_bodies(&need, |uid, b| state.set_bytes(uid, b))
+            .await?;
+    }
+    Ok(state)
+}
+
+/// A census of the FETCH responses of a folder's messages.
+fn census_of(ids: Vec<FetchedMessage>) -> Census {
     let msgs: Vec<Held> = ids
         .into_iter()
         .filter_map(|m| {
@@ -81,13 +115,53 @@ pub(crate) async fn read_census(
             })
         })
         .collect();
-    let mut state = Census::new(msgs);
-    if with_ids {
-        let need = state.need_bytes(ambiguous, sizes_by_id);
-        s.fetch_bodies(&need, |uid, b| state.set_bytes(uid, b))
-            .await?;
+    Census::new(msgs)
+}
+
+/// Learns every folder of `to_learn` on one session with all their commands in one
+/// pipeline (SELECT, or EXAMINE in a dry run; the census; UNSELECT): one round trip
+/// for the lot. A folder holding messages whose bytes must be compared is read again
+/// on its own. `Err` when the session failed: the caller then learns folder by folder
+/// (on fresh connections as needed), exactly as without the pipeline.
+async fn learn_pipelined(
+    s: &mut ImapSession,
+    to_learn: &[usize],
+    folders: &[DestRef],
+    read_only: bool,
+) -> Result<Vec<(usize, Result<(Census, Option<Vec<String>>), ImapError>)>, ImapError> {
+    let reqs: Vec<FolderRead> = to_learn
+        .iter()
+        .map(|&di| FolderRead {
+            raw_name: folders[di].raw.clone(),
+            read_only,
+            what: FetchWhat::MetaMessageId,
+            unselect: !read_only,
+        })
+        .collect();
+    let outs = s.read_folders(&reqs).await?;
+    let mut res = Vec::new();
+    for (&di, out) in to_learn.iter().zip(outs) {
+        let f = &folders[di];
+        let r = match (out.status, out.messages) {
+            (Err(e), _) | (_, Err(e)) => Err(e),
+            (Ok(st), Ok(msgs)) => {
+                let census = census_of(msgs);
+                if census.need_bytes(&f.ambiguous, &f.sizes_by_id).is_empty() {
+                    let permanent = (!st.permanent_flags.is_empty()).then_some(st.permanent_flags);
+                    Ok((census, permanent))
+                } else {
+                    learn(s, &f.raw, &f.ambiguous, &f.sizes_by_id, read_only).await
+                }
+            }
+        };
+        if let Err(e) = &r {
+            if e.is_connection_lost() {
+                return Err(r.err().expect("an error"));
+            }
+        }
+        res.push((di, r));
     }
-    Ok(state)
+    Ok(res)
 }
 
 /// Connections a folder's learning or verification may use before its loss is fatal.
@@ -152,20 +226,20 @@ where
     (sessions, results)
 }
 
-/// What each folder of `to_learn` already holds, into `dests` (its census and
-/// PERMANENTFLAGS); a folder that cannot be read is marked broken. A connection lost
-/// [`FOLDER_TRIES`] times is fatal: without knowing what is there, appending could
-/// double mail.
-pub(super) async fn learn_all(
+/// [`learn`] over `to_learn`, one folder after the other, each tried on a new
+/// connection when its connection was lost.
+async fn learn_one_by_one(
     opts: &ImportOptions,
     sessions: Vec<ImapSession>,
-    dests: &mut [DestState],
     to_learn: Vec<usize>,
     folders: &Arc<Vec<DestRef>>,
-) -> Result<Vec<ImapSession>, ImportError> {
+) -> (
+    Vec<ImapSession>,
+    Vec<(usize, Result<(Census, Option<Vec<String>>), ImapError>)>,
+) {
     let dry = opts.dry_run;
     let fs = folders.clone();
-    let (sessions, learned) = over_folders(opts, sessions, to_learn, move |mut s, di| {
+    over_folders(opts, sessions, to_learn, move |mut s, di| {
         let fs = fs.clone();
         async move {
             let r = learn(
@@ -179,7 +253,36 @@ pub(super) async fn learn_all(
             (s, r)
         }
     })
-    .await;
+    .await
+}
+
+/// What each folder of `to_learn` already holds, into `dests` (its census and
+/// PERMANENTFLAGS); a folder that cannot be read is marked broken. A connection lost
+/// [`FOLDER_TRIES`] times is fatal: without knowing what is there, appending could
+/// double mail.
+pub(super) async fn learn_all(
+    opts: &ImportOptions,
+    sessions: Vec<ImapSession>,
+    dests: &mut [DestState],
+    to_learn: Vec<usize>,
+    folders: &Arc<Vec<DestRef>>,
+) -> Result<Vec<ImapSession>, ImportError> {
+    let mut sessions = sessions;
+    let piped = match sessions.last_mut() {
+        Some(s) if !to_learn.is_empty() => {
+            Some(learn_pipelined(s, &to_learn, folders, opts.dry_run).await)
+        }
+        _ => None,
+    };
+    let (sessions, learned) = match piped {
+        Some(Ok(learned)) => (sessions, learned),
+        Some(Err(_)) => {
+            // That session is gone; the folders are learned again on fresh ones.
+            sessions.pop();
+            learn_one_by_one(opts, sessions, to_learn, folders).await
+        }
+        None => learn_one_by_one(opts, sessions, to_learn, folders).await,
+    };
     for (di, r) in learned {
         match r {
             Ok((state, perm)) => {

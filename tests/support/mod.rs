@@ -11,6 +11,7 @@ pub mod dovecot;
 pub mod proxy;
 pub mod raw;
 pub mod stall;
+pub mod withhold;
 
 #[allow(unused_imports)]
 pub use dovecot::{Dovecot, DovecotOptions};

@@ -80,6 +80,19 @@ fn message_part(req: &AppendRequest<'_>, literal_plus: bool) -> String {
     part
 }
 
+/// `CREATE name`, with `(USE (\Role))` for a role (RFC 6154).
+pub fn create_command(raw: &str, role: Option<&str>) -> String {
+    match role {
+        Some(r) => format!("CREATE {} (USE ({r}))", quote(raw)),
+        None => format!("CREATE {}", quote(raw)),
+    }
+}
+
+/// `SUBSCRIBE name`.
+pub fn subscribe_command(raw: &str) -> String {
+    format!("SUBSCRIBE {}", quote(raw))
+}
+
 /// The destination's capabilities that shape an import.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DestCaps {
@@ -194,6 +207,22 @@ impl ImapSession {
         }
     }
 
+    /// Runs simple commands (no literal) sent all at once: one round trip for the lot.
+    pub async fn simple_commands(&mut self, cmds: &[String]) -> Result<Vec<Completion>, ImapError> {
+        Ok(self
+            .pipelined(cmds)
+            .await?
+            .into_iter()
+            .map(|(ok, status, text)| Completion {
+                tag: String::new(),
+                ok,
+                status,
+                text,
+                appenduid: None,
+            })
+            .collect())
+    }
+
     /// `CREATE name` (with `(USE (\Role))` when asked and offered). A folder that
     /// already exists is not an error.
     pub async fn create_folder(
@@ -201,11 +230,7 @@ impl ImapSession {
         raw: &str,
         role: Option<&str>,
     ) -> Result<Completion, ImapError> {
-        let cmd = match role {
-            Some(r) => format!("CREATE {} (USE ({r}))", quote(raw)),
-            None => format!("CREATE {}", quote(raw)),
-        };
-        let c = self.simple_command(&cmd).await?;
+        let c = self.simple_command(&create_command(raw, role)).await?;
         if !c.ok && role.is_some() && !c.already_exists() {
             // A server that refuses the role still gets the folder.
             return self.simple_command(&format!("CREATE {}", quote(raw))).await;
@@ -214,8 +239,7 @@ impl ImapSession {
     }
 
     pub async fn subscribe(&mut self, raw: &str) -> Result<Completion, ImapError> {
-        self.simple_command(&format!("SUBSCRIBE {}", quote(raw)))
-            .await
+        self.simple_command(&subscribe_command(raw)).await
     }
 
     /// Leaves the selected folder without expunging anything (never CLOSE: it would

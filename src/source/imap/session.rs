@@ -232,11 +232,48 @@ pub enum Event {
     Other,
 }
 
+/// One folder for [`ImapSession::read_folders`].
+#[derive(Debug, Clone)]
+pub struct FolderRead {
+    pub raw_name: String,
+    /// EXAMINE; SELECT when false (an importer appending there next).
+    pub read_only: bool,
+    pub what: FetchWhat,
+    /// Leave the folder afterwards (UNSELECT, when the server has it).
+    pub unselect: bool,
+}
+
+/// What [`ImapSession::read_folders`] found in one folder.
+#[derive(Debug)]
+pub struct FolderReadOut {
+    pub status: Result<FolderStatus, ImapError>,
+    /// Every FETCH response (empty when the folder could not be opened).
+    pub messages: Result<Vec<FetchedMessage>, ImapError>,
+}
+
+/// Adds what one untagged answer to EXAMINE/SELECT says to `st`.
+fn fold_status(st: &mut FolderStatus, r: &Untagged<'_>) {
+    match r {
+        Untagged::Data(Response::MailboxData(MailboxDatum::Exists(n))) => st.exists = *n,
+        Untagged::Status(Status {
+            code: Some(code), ..
+        }) => match code {
+            Code::UidValidity(v) => st.uidvalidity = Some(*v),
+            Code::UidNext(v) => st.uidnext = Some(*v),
+            Code::HighestModSeq(v) => st.highestmodseq = Some(*v),
+            Code::PermanentFlags(f) => st.permanent_flags = f.clone(),
+            _ => {}
+        },
+        _ => {}
+    }
+}
+
 /// A logged-in IMAP connection.
 pub struct ImapSession {
     pub(super) conn: Conn,
     caps: HashSet<String>,
-    namespace: Option<(String, Option<char>)>,
+    /// Asked once, on first use.
+    namespace: Option<Option<(String, Option<char>)>>,
     selected: Option<String>,
     tls: bool,
 }
@@ -502,7 +539,7 @@ impl Conn {
         cmd: &str,
         mut sasl: Option<Vec<u8>>,
         user: &str,
-    ) -> Result<(), ImapError> {
+    ) -> Result<Option<HashSet<String>>, ImapError> {
         use base64::Engine as _;
         let tag = self.send(cmd).await?;
         loop {
@@ -518,7 +555,9 @@ impl Conn {
             }
             if let Some(st) = self.ending(&f, &tag)? {
                 if st.word == StatusWord::Ok {
-                    return Ok(());
+                    // Most servers name their capabilities in the OK (RFC 3501 §7.1):
+                    // no CAPABILITY round trip after login then.
+                    return Ok(caps_from_line(f.first_line()));
                 }
                 return Err(ImapError::Login {
                     endpoint: self.endpoint.clone(),
@@ -762,7 +801,7 @@ impl ImapSession {
                 });
             }
         }
-        Self::login(&mut conn, ep, creds, &caps).await?;
+        let after = Self::login(&mut conn, ep, creds, &caps).await?;
         let tls_used = conn.stream.is_tls();
         let mut s = ImapSession {
             conn,
@@ -771,17 +810,17 @@ impl ImapSession {
             selected: None,
             tls: tls_used,
         };
-        // Capabilities change after login.
-        let (data, st) = s.conn.simple("CAPABILITY").await?;
-        if st.word == StatusWord::Ok {
-            if let Some(c) = data.iter().find_map(|f| caps_from_line(f.first_line())) {
-                s.caps = c;
-            }
-        }
-        if s.caps.contains("NAMESPACE") {
-            let (data, st) = s.conn.simple("NAMESPACE").await?;
-            if st.word == StatusWord::Ok {
-                s.namespace = data.iter().find_map(|f| parse_namespace(f.first_line()));
+        // Capabilities change after login: from the login's OK when it named them,
+        // else asked for.
+        match after {
+            Some(c) => s.caps = c,
+            None => {
+                let (data, st) = s.conn.simple("CAPABILITY").await?;
+                if st.word == StatusWord::Ok {
+                    if let Some(c) = data.iter().find_map(|f| caps_from_line(f.first_line())) {
+                        s.caps = c;
+                    }
+                }
             }
         }
         Ok(s)
@@ -831,7 +870,7 @@ impl ImapSession {
         ep: &Endpoint,
         creds: &Credentials,
         caps: &HashSet<String>,
-    ) -> Result<(), ImapError> {
+    ) -> Result<Option<HashSet<String>>, ImapError> {
         let user = creds.user.as_str();
         let unsupported = |detail: &str| ImapError::Unsupported {
             endpoint: conn.endpoint.clone(),
@@ -876,6 +915,16 @@ impl ImapSession {
                     (format!("LOGIN {} {}", quote(user), quote(pw)), None)
                 }
             }
+        };
+        // SASL-IR (RFC 4959): the initial response goes on the command line, saving
+        // the round trip of the empty challenge.
+        let (cmd, sasl) = match sasl {
+            Some(ir) if caps.contains("SASL-IR") => {
+                use base64::Engine as _;
+                let b64 = base64::engine::general_purpose::STANDARD.encode(ir);
+                (format!("{cmd} {b64}"), None)
+            }
+            sasl => (cmd, sasl),
         };
         let t = conn.timeout;
         match timeout(t, conn.authenticate(&cmd, sasl, user)).await {
@@ -1015,9 +1064,21 @@ impl ImapSession {
         Ok(out)
     }
 
-    /// The personal namespace's prefix and delimiter, when the server offers NAMESPACE.
+    /// The personal namespace's prefix and delimiter, when the server offers NAMESPACE
+    /// (asked on first use: most connections never need it, and it costs a round trip).
     pub async fn namespace(&mut self) -> Result<Option<(String, Option<char>)>, ImapError> {
-        Ok(self.namespace.clone())
+        if let Some(ns) = &self.namespace {
+            return Ok(ns.clone());
+        }
+        let mut ns = None;
+        if self.caps.contains("NAMESPACE") {
+            let (data, st) = self.conn.simple("NAMESPACE").await?;
+            if st.word == StatusWord::Ok {
+                ns = data.iter().find_map(|f| parse_namespace(f.first_line()));
+            }
+        }
+        self.namespace = Some(ns.clone());
+        Ok(ns)
     }
 
     /// Opens a folder read-only.
@@ -1030,41 +1091,180 @@ impl ImapSession {
         self.open("SELECT", raw_name).await
     }
 
-    async fn open(&mut self, verb: &str, raw_name: &str) -> Result<FolderStatus, ImapError> {
+    /// `EXAMINE name` or `SELECT name`, with CONDSTORE when offered.
+    fn open_command(&self, verb: &str, raw_name: &str) -> String {
         let condstore = self.has_capability("CONDSTORE");
-        let cmd = format!(
+        format!(
             "{verb} {}{}",
             quote(raw_name),
             if condstore { " (CONDSTORE)" } else { "" }
-        );
+        )
+    }
+
+    fn folder_err(
+        &self,
+        raw_name: &str,
+        command: String,
+        status: String,
+        text: String,
+    ) -> ImapError {
+        ImapError::Folder {
+            endpoint: self.conn.endpoint.clone(),
+            folder: crate::mail::utf7::decode(raw_name).unwrap_or_else(|_| raw_name.into()),
+            command,
+            status,
+            text,
+        }
+    }
+
+    async fn open(&mut self, verb: &str, raw_name: &str) -> Result<FolderStatus, ImapError> {
+        let cmd = self.open_command(verb, raw_name);
         self.selected = None;
         let mut st = FolderStatus::default();
-        let (ok, status, text) = self
-            .run(&cmd, |r| match r {
-                Untagged::Data(Response::MailboxData(MailboxDatum::Exists(n))) => st.exists = *n,
-                Untagged::Status(Status {
-                    code: Some(code), ..
-                }) => match code {
-                    Code::UidValidity(v) => st.uidvalidity = Some(*v),
-                    Code::UidNext(v) => st.uidnext = Some(*v),
-                    Code::HighestModSeq(v) => st.highestmodseq = Some(*v),
-                    Code::PermanentFlags(f) => st.permanent_flags = f.clone(),
-                    _ => {}
-                },
-                _ => {}
-            })
-            .await?;
+        let (ok, status, text) = self.run(&cmd, |r| fold_status(&mut st, r)).await?;
         if !ok {
-            return Err(ImapError::Folder {
-                endpoint: self.conn.endpoint.clone(),
-                folder: crate::mail::utf7::decode(raw_name).unwrap_or_else(|_| raw_name.into()),
-                command: verb.to_string(),
-                status,
-                text,
-            });
+            return Err(self.folder_err(raw_name, verb.to_string(), status, text));
         }
         self.selected = Some(raw_name.to_string());
         Ok(st)
+    }
+
+    /// Opens and reads several folders with every command sent at once, so the whole
+    /// list costs one round trip instead of two or three per folder: for each folder
+    /// EXAMINE (or SELECT), `UID FETCH 1:*` of `what`, and UNSELECT when asked and
+    /// offered. The server runs them in turn, so each answer belongs to the oldest
+    /// command still open. A folder that cannot be opened gets its error (and its
+    /// FETCH, run with no folder open, is passed over); a FETCH refused in an empty
+    /// folder is an empty folder. `Err` only when the session itself failed.
+    pub async fn read_folders(
+        &mut self,
+        reqs: &[FolderRead],
+    ) -> Result<Vec<FolderReadOut>, ImapError> {
+        enum Step {
+            Open,
+            Fetch,
+            Unselect,
+        }
+        let condstore = self.has_capability("CONDSTORE");
+        let unselect = self.has_capability("UNSELECT");
+        let mut steps: Vec<(String, usize, Step)> = Vec::new();
+        let mut out = String::new();
+        for (i, r) in reqs.iter().enumerate() {
+            let verb = if r.read_only { "EXAMINE" } else { "SELECT" };
+            let mut cmds = vec![
+                (self.open_command(verb, &r.raw_name), Step::Open),
+                (
+                    format!("UID FETCH 1:* {}", r.what.items(condstore)),
+                    Step::Fetch,
+                ),
+            ];
+            if r.unselect && unselect {
+                cmds.push(("UNSELECT".to_string(), Step::Unselect));
+            }
+            for (cmd, step) in cmds {
+                let tag = self.conn.next_tag();
+                out.push_str(&format!("{tag} {cmd}\r\n"));
+                steps.push((tag, i, step));
+            }
+        }
+        let t = self.conn.timeout;
+        self.conn.write(&[out.as_bytes()], t).await?;
+        let mut res: Vec<FolderReadOut> = reqs
+            .iter()
+            .map(|_| FolderReadOut {
+                status: Ok(FolderStatus::default()),
+                messages: Ok(Vec::new()),
+            })
+            .collect();
+        for (tag, i, step) in &steps {
+            let r = &reqs[*i];
+            loop {
+                let f = self.conn.frame().await?;
+                if let Some(st) = self.conn.ending(&f, tag)? {
+                    let ok = st.word == StatusWord::Ok;
+                    let (word, text) = (st.word.as_str().to_string(), printable(&st.text));
+                    match step {
+                        Step::Open if ok => self.selected = Some(r.raw_name.clone()),
+                        Step::Open => {
+                            self.selected = None;
+                            let verb = if r.read_only { "EXAMINE" } else { "SELECT" };
+                            res[*i].status =
+                                Err(self.folder_err(&r.raw_name, verb.into(), word, text));
+                        }
+                        Step::Fetch => {
+                            let opened = res[*i].status.as_ref().is_ok_and(|s| s.exists > 0);
+                            if !ok && opened {
+                                res[*i].messages = Err(self.folder_err(
+                                    &r.raw_name,
+                                    "UID FETCH 1:*".into(),
+                                    word,
+                                    text,
+                                ));
+                            }
+                        }
+                        Step::Unselect if ok => self.selected = None,
+                        Step::Unselect => {}
+                    }
+                    break;
+                }
+                if f.kind() != Kind::Untagged {
+                    continue;
+                }
+                match step {
+                    Step::Open => {
+                        let bytes = f.plain_literals();
+                        let u = untagged(&self.conn.endpoint, &f, &bytes)?;
+                        if let Ok(st) = res[*i].status.as_mut() {
+                            fold_status(st, &u);
+                        }
+                    }
+                    Step::Fetch => {
+                        if let (Event::Fetch(m), Ok(v)) =
+                            (event(&self.conn.endpoint, &f)?, res[*i].messages.as_mut())
+                        {
+                            v.push(m);
+                        }
+                    }
+                    Step::Unselect => {}
+                }
+            }
+        }
+        Ok(res)
+    }
+
+    /// Runs `cmds` (no literals) with all of them sent at once; their completions in
+    /// order. One round trip for the lot, where each alone would cost one.
+    pub async fn pipelined(
+        &mut self,
+        cmds: &[String],
+    ) -> Result<Vec<(bool, String, String)>, ImapError> {
+        let mut out = String::new();
+        let mut tags = Vec::new();
+        for c in cmds {
+            let tag = self.conn.next_tag();
+            out.push_str(&format!("{tag} {c}\r\n"));
+            tags.push(tag);
+        }
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let t = self.conn.timeout;
+        self.conn.write(&[out.as_bytes()], t).await?;
+        let mut res = Vec::new();
+        for tag in &tags {
+            loop {
+                let f = self.conn.frame().await?;
+                if let Some(st) = self.conn.ending(&f, tag)? {
+                    res.push((
+                        st.word == StatusWord::Ok,
+                        st.word.as_str().to_string(),
+                        printable(&st.text),
+                    ));
+                    break;
+                }
+            }
+        }
+        Ok(res)
     }
 
     /// Starts a `UID FETCH` of `uid_set` (e.g. `1:500` or `3,7,9`) in the open folder and
