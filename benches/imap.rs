@@ -70,7 +70,6 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let full = bench_mode();
     let count: usize = bench_size("MAILARK_BENCH_IMAP_MSGS", 10_000, 60);
     // An ASCII password: Python's imaplib LOGIN cannot send anything else.
     let d = support::Dovecot::start_with(support::DovecotOptions {

@@ -102,8 +102,9 @@ fn vv_traces_imap_and_pop3_without_secrets_or_bodies() {
             " C: A0001 STARTTLS",
             "LIST",
             "UID FETCH",
-            "AUTHENTICATE PLAIN",
-            "+ ***",
+            // Dovecot offers SASL-IR: the initial response rides on the command
+            // line (no `+` round trip), and is shown masked there.
+            "AUTHENTICATE PLAIN ***",
             " bytes}",
         ],
     );

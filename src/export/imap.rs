@@ -743,7 +743,7 @@ async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Ste
         let req = FolderRead {
             raw_name: raw.clone(),
             read_only: true,
-            what,
+            what: Some(what),
             unselect: false,
         };
         match s.read_folders(&[req]).await {
@@ -751,7 +751,15 @@ async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Ste
                 let out = v.pop().expect("one folder read");
                 (out.status, Some(out.messages))
             }
-            Err(e) => (Err(e), None),
+            // The session broke in EXAMINE or in the census; the census is what a
+            // server dies on (a message it cannot read), so it counts as the census's
+            // failure: after two, the census asks for UIDs alone.
+            Err(e) => {
+                if e.is_connection_lost() {
+                    run.census_failures += 1;
+                }
+                (Err(e), None)
+            }
         }
     };
     let st = match st {

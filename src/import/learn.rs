@@ -50,7 +50,7 @@ pub(super) async fn learn_for_verify(
     let req = FolderRead {
         raw_name: raw.to_string(),
         read_only: true,
-        what,
+        what: Some(what),
         unselect: false,
     };
     let out = s
@@ -118,30 +118,47 @@ fn census_of(ids: Vec<FetchedMessage>) -> Census {
     Census::new(msgs)
 }
 
-/// Learns every folder of `to_learn` on one session with all their commands in one
-/// pipeline (SELECT, or EXAMINE in a dry run; the census; UNSELECT): one round trip
-/// for the lot. A folder holding messages whose bytes must be compared is read again
-/// on its own. `Err` when the session failed: the caller then learns folder by folder
-/// (on fresh connections as needed), exactly as without the pipeline.
+/// Learns every folder of `to_learn` on one session in two pipelines: every folder
+/// opened (SELECT, or EXAMINE in a dry run, then UNSELECT) for its count and
+/// PERMANENTFLAGS, then the census of those holding messages (opened again, read,
+/// left): two round trips for the lot, one when every folder is empty (a first
+/// import), where one by one cost three per folder. As before, an empty folder's
+/// messages are never fetched. A folder holding messages whose bytes must be compared
+/// is read again on its own. `Err` when the session failed: the caller then learns
+/// folder by folder (on fresh connections as needed), exactly as without the pipeline.
 async fn learn_pipelined(
     s: &mut ImapSession,
     to_learn: &[usize],
     folders: &[DestRef],
     read_only: bool,
 ) -> Result<Vec<(usize, Result<(Census, Option<Vec<String>>), ImapError>)>, ImapError> {
-    let reqs: Vec<FolderRead> = to_learn
+    let req = |di: usize, what| FolderRead {
+        raw_name: folders[di].raw.clone(),
+        read_only,
+        what,
+        unselect: !read_only,
+    };
+    let all: Vec<FolderRead> = to_learn.iter().map(|&di| req(di, None)).collect();
+    let opened = s.read_folders(&all).await?;
+    let full: Vec<usize> = to_learn
         .iter()
-        .map(|&di| FolderRead {
-            raw_name: folders[di].raw.clone(),
-            read_only,
-            what: FetchWhat::MetaMessageId,
-            unselect: !read_only,
-        })
+        .zip(&opened)
+        .filter(|(_, o)| o.status.as_ref().is_ok_and(|st| st.exists > 0))
+        .map(|(&di, _)| di)
         .collect();
-    let outs = s.read_folders(&reqs).await?;
+    let reqs: Vec<FolderRead> = full
+        .iter()
+        .map(|&di| req(di, Some(FetchWhat::MetaMessageId)))
+        .collect();
+    let mut read = s.read_folders(&reqs).await?.into_iter();
     let mut res = Vec::new();
-    for (&di, out) in to_learn.iter().zip(outs) {
+    for (&di, out) in to_learn.iter().zip(opened) {
         let f = &folders[di];
+        let out = if full.contains(&di) {
+            read.next().expect("a census per folder holding messages")
+        } else {
+            out
+        };
         let r = match (out.status, out.messages) {
             (Err(e), _) | (_, Err(e)) => Err(e),
             (Ok(st), Ok(msgs)) => {

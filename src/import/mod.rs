@@ -413,7 +413,12 @@ pub async fn import(
     // Outcomes arrive while the archive streams; a folder whose records are all decided
     // and answered goes to early verification.
     let (verify_tx, verify_rx) = mpsc::unbounded_channel::<(usize, Vec<VerifyItem>)>();
-    let verifier = tokio::spawn(early_verify(verify_rx, opts.clone(), folders.clone()));
+    let verifier = tokio::spawn(early_verify(
+        verify_rx,
+        opts.clone(),
+        folders.clone(),
+        early_on,
+    ));
     let outcomes = route_answers(out_rx, seal_rx, &verify_tx, &gid_dest).await;
     drop(verify_tx);
     let (early, early_session) = verifier.await.expect("early verification panicked");
@@ -457,8 +462,7 @@ pub async fn import(
     rep.seconds = seconds;
     fill_report(&mut rep, &plan, &recs, &archives, &dropped, &created);
     report_unplaced(&mut rep, &archives, &unplaced);
-    for s in sessions {
-        let _ = s.logout().await;
-    }
+    // Every session logs out at once: one round trip, not one per connection.
+    futures::future::join_all(sessions.into_iter().map(|s| s.logout())).await;
     Ok(rep)
 }

@@ -174,12 +174,21 @@ impl Sealer {
 
 /// Verifies the folders handed over while the import still appends into others, on
 /// its own connection. A folder it cannot settle (no connection, an error) is left to
-/// the verification after the appends, which retries.
+/// the verification after the appends, which retries. With `connect_now` its
+/// connection logs in while the appends begin, not when the first folder is done
+/// (where its round trips would delay that folder's check).
 pub(super) async fn early_verify(
     mut rx: mpsc::UnboundedReceiver<(usize, Vec<VerifyItem>)>,
     opts: ImportOptions,
     folders: Arc<Vec<DestRef>>,
+    connect_now: bool,
 ) -> (VerifiedFolders, Option<ImapSession>) {
+    let mut login = connect_now.then(|| {
+        let o = opts.clone();
+        tokio::spawn(async move {
+            ImapSession::connect_with_timeout(&o.dest, &o.creds, &o.tls, o.timeout).await
+        })
+    });
     let mut s: Option<ImapSession> = None;
     let mut gave_up = false;
     let mut done = HashMap::new();
@@ -190,14 +199,19 @@ pub(super) async fn early_verify(
             continue;
         }
         if s.is_none() && !gave_up {
-            match ImapSession::connect_with_timeout(
-                &opts.dest,
-                &opts.creds,
-                &opts.tls,
-                opts.timeout,
-            )
-            .await
-            {
+            let r = match login.take() {
+                Some(h) => h.await.expect("login task panicked"),
+                None => {
+                    ImapSession::connect_with_timeout(
+                        &opts.dest,
+                        &opts.creds,
+                        &opts.tls,
+                        opts.timeout,
+                    )
+                    .await
+                }
+            };
+            match r {
                 Ok(c) => s = Some(c),
                 Err(_) => gave_up = true,
             }
@@ -212,6 +226,10 @@ pub(super) async fn early_verify(
             Err(e) if e.is_connection_lost() => s = None,
             Err(_) => {}
         }
+    }
+    if let (None, Some(h)) = (&s, login) {
+        // Logged in for folders that never needed it: handed back to log out.
+        s = h.await.ok().and_then(Result::ok);
     }
     (done, s)
 }

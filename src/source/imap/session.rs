@@ -238,7 +238,8 @@ pub struct FolderRead {
     pub raw_name: String,
     /// EXAMINE; SELECT when false (an importer appending there next).
     pub read_only: bool,
-    pub what: FetchWhat,
+    /// The census to read with it; `None` opens the folder only (its status).
+    pub what: Option<FetchWhat>,
     /// Leave the folder afterwards (UNSELECT, when the server has it).
     pub unselect: bool,
 }
@@ -1140,6 +1141,9 @@ impl ImapSession {
         &mut self,
         reqs: &[FolderRead],
     ) -> Result<Vec<FolderReadOut>, ImapError> {
+        if reqs.is_empty() {
+            return Ok(Vec::new());
+        }
         enum Step {
             Open,
             Fetch,
@@ -1151,13 +1155,13 @@ impl ImapSession {
         let mut out = String::new();
         for (i, r) in reqs.iter().enumerate() {
             let verb = if r.read_only { "EXAMINE" } else { "SELECT" };
-            let mut cmds = vec![
-                (self.open_command(verb, &r.raw_name), Step::Open),
-                (
-                    format!("UID FETCH 1:* {}", r.what.items(condstore)),
+            let mut cmds = vec![(self.open_command(verb, &r.raw_name), Step::Open)];
+            if let Some(what) = r.what {
+                cmds.push((
+                    format!("UID FETCH 1:* {}", what.items(condstore)),
                     Step::Fetch,
-                ),
-            ];
+                ));
+            }
             if r.unselect && unselect {
                 cmds.push(("UNSELECT".to_string(), Step::Unselect));
             }
