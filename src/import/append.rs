@@ -14,7 +14,7 @@ use super::{ImportOptions, Rec, St};
 use crate::mail::identity::{self, MsgKey};
 use crate::progress::Progress;
 use crate::source::imap::dest::{AppendRequest, Completion, DestCaps, Literal};
-use crate::source::imap::ImapSession;
+use crate::source::imap::{ImapError, ImapSession};
 
 /// One message to APPEND.
 pub(super) struct Job {
@@ -267,9 +267,14 @@ async fn worker(
     let (mut losses, mut last_loss) = (0u32, String::new());
     // The queue's senders are gone: only answers are left to wait for.
     let mut closed = false;
+    // An answer read while a batch was being filled, to settle next.
+    let mut answer: Option<Result<Completion, ImapError>> = None;
     loop {
         if s.is_none() {
             selected = None;
+            // An answer read from the lost session settles nothing: what was in
+            // flight is checked on the server below.
+            answer = None;
             retry.extend(held.take().map(|j| (j, 0)));
             losses += 1;
             // What was in flight may or may not have reached the server.
@@ -308,8 +313,7 @@ async fn worker(
         if inflight.is_empty() {
             drain = false;
         }
-        let mut answer = None;
-        let next = if full && !inflight.is_empty() {
+        let next = if answer.is_some() || (full && !inflight.is_empty()) {
             None
         } else if let Some(r) = retry.pop_front() {
             Some(r)
@@ -343,7 +347,7 @@ async fn worker(
             if inflight.is_empty() {
                 return s;
             }
-            let a = match answer {
+            let a = match answer.take() {
                 Some(a) => a,
                 None => sess.wait_append().await,
             };
@@ -398,7 +402,29 @@ async fn worker(
         if ctx.literal_plus && ctx.multiappend && batchable(&batch[0].0) {
             let mut bytes = batch[0].0.body.len() as usize;
             while batch.len() < BATCH_MSGS && bytes < BATCH_BYTES {
-                let Ok(j) = rx.try_recv() else { break };
+                let j = match rx.try_recv() {
+                    Ok(j) => j,
+                    // With the server busy on earlier commands, a fuller batch is worth
+                    // waiting for (Dovecot saves a batch as one transaction: batches of
+                    // one or two cost it twice the CPU), until an answer arrives.
+                    Err(_) if !inflight.is_empty() && !closed => {
+                        tokio::select! {
+                            biased;
+                            j = rx.recv() => match j {
+                                Some(j) => j,
+                                None => {
+                                    closed = true;
+                                    break;
+                                }
+                            },
+                            a = sess.wait_append() => {
+                                answer = Some(a);
+                                break;
+                            }
+                        }
+                    }
+                    Err(_) => break,
+                };
                 if j.mailbox != batch[0].0.mailbox || !batchable(&j) {
                     held = Some(j);
                     break;
