@@ -171,12 +171,10 @@ async fn learn_pipelined(
                 }
             }
         };
-        if let Err(e) = &r {
-            if e.is_connection_lost() {
-                return Err(r.err().expect("an error"));
-            }
+        match r {
+            Err(e) if e.is_connection_lost() => return Err(e),
+            r => res.push((di, r)),
         }
-        res.push((di, r));
     }
     Ok(res)
 }
