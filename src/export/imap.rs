@@ -285,8 +285,12 @@ async fn run(
 ) -> Result<ImapExportReport, ImapExportError> {
     // Log in and list before the archive file exists: a refused login leaves nothing.
     let mut first = ImapSession::connect_with_timeout(ep, creds, tls, opts.timeout).await?;
-    // The other connections log in while this one lists: each login is several round
-    // trips, which over a WAN were paid twice in a row.
+    let plaintext = !first.is_tls();
+    let mut listed = first.list().await?;
+    // The other connections log in while this one goes on (namespace, archive, counts):
+    // each login is several round trips, which over a WAN were paid twice in a row.
+    // Only after the first LIST: Dovecot writes its auto-subscribed folders on the first
+    // listing, and sessions starting alongside it left that file short of one.
     let mut extra: Vec<tokio::task::JoinHandle<Result<ImapSession, ImapError>>> =
         (1..opts.jobs.max(1))
             .map(|_| {
@@ -296,8 +300,6 @@ async fn run(
                 })
             })
             .collect();
-    let plaintext = !first.is_tls();
-    let mut listed = first.list().await?;
     distinct_imap_names(&mut listed);
     wopts.namespace = first
         .namespace()
