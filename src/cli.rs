@@ -30,12 +30,13 @@ macro_rules! say_err {
 }
 
 mod folders;
+mod ls;
 mod migrate;
 mod receipt;
 mod seal;
 mod table;
 
-use table::{column_width, pad, Align, Table};
+use table::{column_width, pad};
 
 use crate::archive::{Archive, Chain, Completeness, Layout, WriterOptions};
 use crate::export::{self, FolderFilter};
@@ -506,7 +507,7 @@ pub fn main() -> ExitCode {
     crate::interrupt::install(cli.cmd.name());
     let res = match &cli.cmd {
         Cmd::Export(a) => run_export(&cli, a),
-        Cmd::Ls(a) => run_ls(a),
+        Cmd::Ls(a) => ls::run_ls(a),
         Cmd::Verify(a) => run_verify(&cli, a),
         Cmd::Extract(a) => run_extract(&cli, a),
         Cmd::Import(a) => run_import(&cli, a),
@@ -986,130 +987,6 @@ fn open_chain_recovering(paths: &[PathBuf], ids: &seal::IdentityArgs) -> Result<
         archives.push(res?);
     }
     Ok(Chain::new(archives, Completeness::Whole)?)
-}
-
-#[derive(serde::Serialize)]
-struct LsItem {
-    archive: String,
-    #[serde(flatten)]
-    m: crate::archive::MessageRecord,
-}
-
-#[derive(serde::Serialize)]
-struct LsDoc {
-    messages: Vec<LsItem>,
-}
-
-fn run_ls(a: &LsArgs) -> Result<u8, Fatal> {
-    // Listing shows what the files hold, so a delta may be listed without its parent.
-    let chain = open_chain(&a.archives, Completeness::Tail, &a.ids)?;
-    let filter = FolderFilter::new(&a.folders, &a.exclude)?;
-    // Patterns are judged against the folders (empty ones too), not the messages.
-    for f in chain.archives().iter().flat_map(|ar| &ar.index.folders) {
-        filter.matches(&f.name);
-    }
-    warn_unmatched(filter.unmatched());
-    let listed = chain.archives().iter().flat_map(|ar| {
-        ar.index
-            .messages
-            .iter()
-            .filter(|m| filter.matches(&m.folder))
-            .map(move |m| (ar, m))
-    });
-    if a.json {
-        let messages = listed
-            .map(|(ar, m)| {
-                let mut m = m.clone();
-                m.internaldate = m.internaldate.map(|d| utc_rfc3339(&d));
-                m.date = m.date.map(|d| utc_rfc3339(&d));
-                LsItem {
-                    archive: ar.path.display().to_string(),
-                    m,
-                }
-            })
-            .collect();
-        print_json(&LsDoc { messages })?;
-        return Ok(0);
-    }
-    let rows: Vec<[String; 6]> = listed
-        .map(|(_, m)| {
-            let date = m
-                .internaldate
-                .as_deref()
-                .map(|d| d.get(..16).unwrap_or(d).replace('T', " "))
-                .unwrap_or_else(|| "-".into());
-            [
-                date,
-                m.size.to_string(),
-                flag_letters(&m.flags),
-                m.folder.clone(),
-                m.from.clone().unwrap_or_else(|| "-".into()),
-                m.subject.clone().unwrap_or_else(|| "-".into()),
-            ]
-        })
-        .collect();
-    let header = ["date", "size", "flags", "folder", "from", "subject"].map(String::from);
-    let table = Table::new(&[
-        Align::Left,
-        Align::Right,
-        Align::Left,
-        Align::Left,
-        Align::Left,
-        Align::Left,
-    ])
-    .max_width(4, 32);
-    let mut out = std::io::stdout().lock();
-    // A closed pipe (`| head`) ends the listing quietly: the rest is not wanted.
-    for line in table.render(&header, &rows) {
-        if writeln!(out, "{line}").is_err() {
-            return Ok(0);
-        }
-    }
-    let _ = out.flush();
-    Ok(0)
-}
-
-/// An RFC 3339 date in UTC with `Z`, as every `--json` date is; a value that is not
-/// RFC 3339 is shown as stored (verify reports it).
-fn utc_rfc3339(d: &str) -> String {
-    chrono::DateTime::parse_from_rfc3339(d)
-        .map(|t| {
-            t.with_timezone(&chrono::Utc)
-                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-        })
-        .unwrap_or_else(|_| d.to_string())
-}
-
-/// IMAP flags as mutt shows them: D(raft) F(lagged) R(eplied) S(een) T(rashed), then
-/// keywords; `-` for none.
-fn flag_letters(flags: &[String]) -> String {
-    let mut letters = String::new();
-    for (flag, l) in [
-        ("\\Draft", 'D'),
-        ("\\Flagged", 'F'),
-        ("\\Answered", 'R'),
-        ("\\Seen", 'S'),
-        ("\\Deleted", 'T'),
-    ] {
-        if flags.iter().any(|f| f.eq_ignore_ascii_case(flag)) {
-            letters.push(l);
-        }
-    }
-    let keywords: Vec<&str> = flags
-        .iter()
-        .filter(|f| !f.starts_with('\\'))
-        .map(String::as_str)
-        .collect();
-    if !keywords.is_empty() {
-        if !letters.is_empty() {
-            letters.push(' ');
-        }
-        letters.push_str(&keywords.join(","));
-    }
-    if letters.is_empty() {
-        letters.push('-');
-    }
-    letters
 }
 
 fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {

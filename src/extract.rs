@@ -212,7 +212,7 @@ fn plan_folders<'a>(
 /// Keyword letters must be known before the first file name is made.
 fn collect_keywords(archives: &[Archive], outs: &mut HashMap<String, OutFolder>) {
     for a in archives {
-        for m in &a.index.messages {
+        for m in a.index.messages.iter() {
             if let Some(o) = outs.get_mut(&m.folder) {
                 for fl in &m.flags {
                     if !flags::is_system(fl)
@@ -291,7 +291,7 @@ fn extract_archive(
             Member::MboxDamaged { record, detail } => (record, Err(detail)),
             _ => return Ok(()),
         };
-        let m = &a.index.messages[record];
+        let m = &a.index.messages.get(record);
         let Some(o) = outs.get_mut(&m.folder) else {
             seen[record] = true;
             return Ok(());
@@ -345,7 +345,7 @@ fn extract_archive(
             Some(e) => format!("not reached: {e}"),
             None => format!("member {} is missing from the archive", m.path),
         };
-        rep.unreadable.push(unreadable(&archive, m, &why));
+        rep.unreadable.push(unreadable(&archive, &m, &why));
     }
     Ok(())
 }

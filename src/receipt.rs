@@ -73,7 +73,7 @@ pub fn render(parts: &[Part<'_>], rep: &VerifyReport, generated: DateTime<Utc>) 
     let mut folders: BTreeMap<String, FolderRow> = BTreeMap::new();
     let mut months: BTreeMap<(i32, u32), u64> = BTreeMap::new();
     let mut undated = 0u64;
-    let mut newest: Vec<(DateTime<Utc>, &crate::archive::MessageRecord)> = Vec::new();
+    let mut newest: Vec<(DateTime<Utc>, crate::archive::MessageRecord)> = Vec::new();
     for p in parts {
         for f in &p.archive.index.folders {
             let row = folders.entry(f.name.clone()).or_default();
@@ -81,16 +81,16 @@ pub fn render(parts: &[Part<'_>], rep: &VerifyReport, generated: DateTime<Utc>) 
                 row.role = f.special_use.clone();
             }
         }
-        for m in &p.archive.index.messages {
+        for m in p.archive.index.messages.iter() {
             let row = folders.entry(m.folder.clone()).or_default();
             row.messages += 1;
             row.bytes += m.size;
-            match when(m) {
+            match when(&m) {
                 Some(t) => {
                     row.first = Some(row.first.map_or(t, |f| f.min(t)));
                     row.last = Some(row.last.map_or(t, |l| l.max(t)));
                     *months.entry((t.year(), t.month())).or_default() += 1;
-                    keep_newest(&mut newest, t, m);
+                    keep_newest(&mut newest, t, &m);
                 }
                 None => undated += 1,
             }
@@ -169,21 +169,21 @@ pub fn render(parts: &[Part<'_>], rep: &VerifyReport, generated: DateTime<Utc>) 
 const NEWEST: usize = 10;
 
 /// Keeps the [`NEWEST`] latest messages, newest first, without sorting them all.
-fn keep_newest<'a>(
-    v: &mut Vec<(DateTime<Utc>, &'a crate::archive::MessageRecord)>,
+fn keep_newest(
+    v: &mut Vec<(DateTime<Utc>, crate::archive::MessageRecord)>,
     t: DateTime<Utc>,
-    m: &'a crate::archive::MessageRecord,
+    m: &crate::archive::MessageRecord,
 ) {
     if v.len() == NEWEST && v.last().is_some_and(|l| l.0 >= t) {
         return;
     }
     let at = v.partition_point(|x| x.0 >= t);
-    v.insert(at, (t, m));
+    v.insert(at, (t, m.clone()));
     v.truncate(NEWEST);
 }
 
 /// The last mail archived: what a receiver recognises the mailbox by.
-fn latest(h: &mut String, newest: &[(DateTime<Utc>, &crate::archive::MessageRecord)]) {
+fn latest(h: &mut String, newest: &[(DateTime<Utc>, crate::archive::MessageRecord)]) {
     if newest.is_empty() {
         return;
     }

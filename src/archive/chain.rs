@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use super::index::{MessageRecord, ParentRef, SourceRef};
 use super::reader::{Archive, ReadError};
@@ -100,11 +101,13 @@ pub struct Holdings {
     pub shas_without_uidl: HashMap<String, u32>,
 }
 
-/// A checked chain, root first, with what it holds per folder.
+/// A checked chain, root first, with what it holds per folder (worked out when first
+/// asked: only `export --since` asks, and at a million messages it is the biggest
+/// thing a chain could hold).
 #[derive(Debug)]
 pub struct Chain {
     archives: Vec<Archive>,
-    holdings: HashMap<String, Holdings>,
+    holdings: OnceLock<HashMap<String, Holdings>>,
 }
 
 impl Chain {
@@ -131,21 +134,33 @@ impl Chain {
         let order = order(&archives, completeness)?;
         let mut slots: Vec<Option<Archive>> = archives.into_iter().map(Some).collect();
         let archives: Vec<Archive> = order.iter().map(|&i| slots[i].take().unwrap()).collect();
-        let mut holdings: HashMap<String, Holdings> = HashMap::new();
-        for m in archives.iter().flat_map(|a| &a.index.messages) {
-            let h = holdings.entry(m.folder.clone()).or_default();
-            *h.shas.entry(m.sha256.clone()).or_default() += 1;
-            if let SourceRef::Imap { uidvalidity, uid } = &m.source {
-                h.imap.entry(*uidvalidity).or_default().insert(*uid);
-            }
-            match &m.source {
-                SourceRef::Pop3 { uidl: Some(u), .. } => {
-                    h.uidls.insert(u.clone());
+        Ok(Chain {
+            archives,
+            holdings: OnceLock::new(),
+        })
+    }
+
+    fn all_holdings(&self) -> &HashMap<String, Holdings> {
+        self.holdings.get_or_init(|| {
+            let mut holdings: HashMap<String, Holdings> = HashMap::new();
+            for m in self.archives.iter().flat_map(|a| a.index.messages.iter()) {
+                let h = match holdings.get_mut(m.folder.as_str()) {
+                    Some(h) => h,
+                    None => holdings.entry(m.folder.clone()).or_default(),
+                };
+                *h.shas.entry(m.sha256.clone()).or_default() += 1;
+                if let SourceRef::Imap { uidvalidity, uid } = &m.source {
+                    h.imap.entry(*uidvalidity).or_default().insert(*uid);
                 }
-                _ => *h.shas_without_uidl.entry(m.sha256.clone()).or_default() += 1,
+                match m.source {
+                    SourceRef::Pop3 { uidl: Some(u), .. } => {
+                        h.uidls.insert(u);
+                    }
+                    _ => *h.shas_without_uidl.entry(m.sha256).or_default() += 1,
+                }
             }
-        }
-        Ok(Chain { archives, holdings })
+            holdings
+        })
     }
 
     /// The archives, root first.
@@ -159,7 +174,7 @@ impl Chain {
 
     /// What the chain holds in `folder` (None: no message of that folder).
     pub fn holdings(&self, folder: &str) -> Option<&Holdings> {
-        self.holdings.get(folder)
+        self.all_holdings().get(folder)
     }
 
     pub fn has_sha(&self, folder: &str, sha256: &str) -> bool {
@@ -188,20 +203,28 @@ impl Chain {
     /// Messages a delta archived again although an older archive of the chain holds
     /// them (same folder and identity), each with the archive that held it first. Two
     /// equal messages in one archive are two messages, not a repeat.
-    pub fn duplicates(&self) -> Vec<(&Archive, &MessageRecord, &Path)> {
-        let mut seen: HashMap<(&str, String), &Path> = HashMap::new();
+    pub fn duplicates(&self) -> Vec<(&Archive, MessageRecord, &Path)> {
+        // Keys are kept for every archive but the newest (nothing comes after it to
+        // repeat them): a single archive holds no keys at all.
+        let mut seen: HashMap<(String, String), &Path> = HashMap::new();
         let mut out = Vec::new();
-        for a in &self.archives {
-            let mut this: Vec<((&str, String), &Path)> = Vec::new();
-            for m in &a.index.messages {
+        for (k, a) in self.archives.iter().enumerate() {
+            let last = k + 1 == self.archives.len();
+            if last && seen.is_empty() {
+                break;
+            }
+            let mut this: Vec<((String, String), &Path)> = Vec::new();
+            for m in a.index.messages.iter() {
                 let key = match &m.source {
                     SourceRef::Imap { uidvalidity, uid } => format!("imap:{uidvalidity}:{uid}"),
                     SourceRef::Pop3 { uidl: Some(u), .. } => format!("pop3:{u}"),
                     _ => format!("sha:{}", m.sha256),
                 };
-                match seen.get(&(m.folder.as_str(), key.clone())) {
+                let key = (m.folder.clone(), key);
+                match seen.get(&key) {
                     Some(prev) => out.push((a, m, *prev)),
-                    None => this.push(((m.folder.as_str(), key), &a.path)),
+                    None if !last => this.push((key, &a.path)),
+                    None => {}
                 }
             }
             seen.extend(this);
@@ -318,7 +341,7 @@ mod tests {
                     }),
                 },
                 folders: Vec::new(),
-                messages: Vec::new(),
+                messages: crate::archive::messages::Messages::from_records(&[]),
                 end: EndRecord {
                     folders: 0,
                     messages: 0,

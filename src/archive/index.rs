@@ -8,6 +8,8 @@ use std::io::{self, BufRead, Write};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::messages::{Messages, MessagesBuilder};
+
 pub const FORMAT_NAME: &str = "mailark-archive";
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -214,7 +216,8 @@ impl<W: Write> IndexWriter<W> {
 pub struct Index {
     pub header: ArchiveHeader,
     pub folders: Vec<FolderRecord>,
-    pub messages: Vec<MessageRecord>,
+    /// Kept as index lines (on disk when many): see [`Messages`].
+    pub messages: Messages,
     pub end: EndRecord,
 }
 
@@ -251,7 +254,8 @@ impl Index {
         let mut hash = Sha256::new();
         let mut header = None;
         let mut folders = Vec::new();
-        let mut messages = Vec::new();
+        let mut messages = MessagesBuilder::new();
+        let mut bytes = 0u64;
         let mut end = None;
         let mut buf = Vec::new();
         let mut lineno = 0;
@@ -299,7 +303,10 @@ impl Index {
                     })
                 }
                 Record::Folder(f) => folders.push(f),
-                Record::Message(m) => messages.push(m),
+                Record::Message(m) => {
+                    bytes = bytes.saturating_add(m.size);
+                    messages.push_line(&buf)?;
+                }
                 Record::Unknown => {}
                 Record::End(e) => {
                     end = Some(e);
@@ -317,7 +324,7 @@ impl Index {
                 actual,
             });
         }
-        let bytes: u64 = messages.iter().map(|m| m.size).sum();
+        let messages = messages.finish()?;
         for (what, expected, actual) in [
             ("folders", end.folders, folders.len() as u64),
             ("messages", end.messages, messages.len() as u64),

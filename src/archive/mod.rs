@@ -6,6 +6,7 @@
 pub mod chain;
 pub mod footer;
 pub mod index;
+pub mod messages;
 pub mod names;
 pub mod reader;
 pub mod seal;

@@ -3,12 +3,14 @@
 //! which hands each message to a visitor as a reader of its exact bytes, together with
 //! its index record: memory does not follow a message's size.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
+use std::hash::BuildHasher;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::footer::{Footer, FooterError, FOOTER_LEN};
 use super::index::{Index, IndexError, Layout, MessageRecord};
+use super::messages::Messages;
 use super::names::is_safe_member_path;
 use super::seal::{self, FileHash, Identities, SealError};
 use crate::mail::mboxrd;
@@ -280,20 +282,15 @@ impl Archive {
         let dec = zstd::stream::read::Decoder::new(BufReader::with_capacity(1 << 20, f))
             .map_err(io_err)?;
         let msgs = &self.index.messages;
-        let mut by_path: HashMap<&str, Vec<usize>> = HashMap::new();
-        for (i, m) in msgs.iter().enumerate() {
-            by_path.entry(m.path.as_str()).or_default().push(i);
-        }
-        if self.layout() == Layout::Mbox {
-            for v in by_path.values_mut() {
-                v.sort_by_key(|&i| msgs[i].mbox.as_ref().map_or(0, |l| l.offset));
-            }
-        }
+        let by_path = ByPath::new(msgs);
         let mut out = StreamOutcome {
             seen: vec![false; msgs.len()],
             members: 0,
         };
-        let mut seen_paths: HashMap<String, ()> = HashMap::new();
+        // Names met so far: those the index names by their first record (a bit each),
+        // the few others (directories, metadata, strays) by name.
+        let mut named_seen = vec![false; msgs.len()];
+        let mut other_seen: HashSet<String> = HashSet::new();
         let mut ar = tar::Archive::new(dec);
         let data_err = |members: u64, e: io::Error| ReadError::Data {
             path: path.clone(),
@@ -310,9 +307,12 @@ impl Archive {
                 visit(Member::Unsafe { path: name })?;
                 continue;
             }
-            if seen_paths.insert(name.clone(), ()).is_some()
-                && !entry.header().entry_type().is_dir()
-            {
+            let mut recs = by_path.records(msgs, &name);
+            let met_before = match recs.first() {
+                Some(&(r, _)) => std::mem::replace(&mut named_seen[r], true),
+                None => !other_seen.insert(name.clone()),
+            };
+            if met_before && !entry.header().entry_type().is_dir() {
                 visit(Member::Duplicate { path: name })?;
                 continue;
             }
@@ -324,20 +324,20 @@ impl Archive {
                 visit(Member::Meta { path: name })?;
                 continue;
             }
-            let Some(recs) = by_path.get(name.as_str()) else {
+            if recs.is_empty() {
                 visit(Member::Unknown { path: name, size })?;
                 continue;
-            };
+            }
             match self.layout() {
                 Layout::Maildir => {
                     let mut body = Tracked::new(&mut entry);
                     visit(Member::Message {
-                        record: recs[0],
+                        record: recs[0].0,
                         body: MessageBody(&mut body),
                     })?;
                     body.drain().map_err(|e| data_err(out.members, e))?;
-                    out.seen[recs[0]] = true;
-                    for &r in &recs[1..] {
+                    out.seen[recs[0].0] = true;
+                    for &(r, _) in &recs[1..] {
                         out.seen[r] = true;
                         visit(Member::Shared {
                             record: r,
@@ -346,9 +346,10 @@ impl Archive {
                     }
                 }
                 Layout::Mbox => {
+                    recs.sort_by_key(|(_, m)| m.mbox.as_ref().map_or(0, |l| l.offset));
                     let mut pos = 0u64;
-                    for &r in recs {
-                        let Some(loc) = msgs[r].mbox.as_ref() else {
+                    for (r, m) in recs {
+                        let Some(loc) = m.mbox.as_ref() else {
                             visit(Member::MboxDamaged {
                                 record: r,
                                 detail: "record has no mbox offsets".into(),
@@ -385,8 +386,41 @@ impl Archive {
         Ok(out)
     }
 
-    pub fn record(&self, i: usize) -> &MessageRecord {
-        &self.index.messages[i]
+    pub fn record(&self, i: usize) -> MessageRecord {
+        self.index.messages.get(i)
+    }
+}
+
+/// Which records name each member path: (hash of the path, record) sorted, 16 bytes a
+/// record where a map of the paths would hold every path again. A hash names
+/// candidates; each is confirmed against its record's path.
+struct ByPath {
+    keys: Vec<(u64, usize)>,
+    state: std::collections::hash_map::RandomState,
+}
+
+impl ByPath {
+    fn new(msgs: &Messages) -> ByPath {
+        let state = std::collections::hash_map::RandomState::new();
+        let mut keys: Vec<(u64, usize)> = msgs
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (state.hash_one(m.path.as_str()), i))
+            .collect();
+        keys.sort_unstable();
+        ByPath { keys, state }
+    }
+
+    /// The records naming `path`, in index order, each with its record.
+    fn records(&self, msgs: &Messages, path: &str) -> Vec<(usize, MessageRecord)> {
+        let h = self.state.hash_one(path);
+        let from = self.keys.partition_point(|&(k, _)| k < h);
+        self.keys[from..]
+            .iter()
+            .take_while(|&&(k, _)| k == h)
+            .map(|&(_, i)| (i, msgs.get(i)))
+            .filter(|(_, m)| m.path == path)
+            .collect()
     }
 }
 

@@ -78,45 +78,59 @@ impl Table {
     }
 
     /// The header and rows as lines, columns two spaces apart; the last column is not
-    /// padded (no trailing blanks).
+    /// padded (no trailing blanks). Listings too long to hold use [`Table::measure`]
+    /// and [`Table::line`] instead (every table does now; tests check them against this).
+    #[cfg(test)]
     pub(super) fn render<const N: usize>(
         &self,
         header: &[String; N],
         rows: &[[String; N]],
     ) -> Vec<String> {
-        let cells: Vec<Vec<String>> = std::iter::once(header)
+        let mut widths = vec![0; N];
+        for r in std::iter::once(header).chain(rows) {
+            self.measure(&mut widths, r);
+        }
+        std::iter::once(header)
             .chain(rows)
-            .map(|r| {
-                r.iter()
-                    .zip(&self.max)
-                    .map(|(c, m)| {
-                        let c = printable(c);
-                        m.map_or_else(|| c.clone(), |w| fit(&c, w))
-                    })
-                    .collect()
-            })
-            .collect();
-        let widths: Vec<usize> = (0..N)
-            .map(|i| column_width(cells.iter().map(|r| r[i].as_str()), 0))
-            .collect();
-        cells
-            .iter()
-            .map(|r| {
-                let mut line = String::new();
-                for (i, c) in r.iter().enumerate() {
-                    if i > 0 {
-                        line.push_str("  ");
-                    }
-                    let last = i + 1 == N;
-                    match self.align[i] {
-                        Align::Right => line.push_str(&pad_left(c, widths[i])),
-                        Align::Left if last => line.push_str(c),
-                        Align::Left => line.push_str(&pad(c, widths[i])),
-                    }
-                }
-                line
+            .map(|r| self.line(r, &widths))
+            .collect()
+    }
+
+    /// A row's cells as printed: control characters escaped, capped columns cut.
+    fn cells(&self, row: &[String]) -> Vec<String> {
+        row.iter()
+            .zip(&self.max)
+            .map(|(c, m)| {
+                let c = printable(c);
+                m.map_or_else(|| c.clone(), |w| fit(&c, w))
             })
             .collect()
+    }
+
+    /// Widens `widths` to fit `row`: a first pass over rows too many to hold, before
+    /// [`Table::line`] prints each.
+    pub(super) fn measure(&self, widths: &mut [usize], row: &[String]) {
+        for (w, c) in widths.iter_mut().zip(self.cells(row)) {
+            *w = (*w).max(column_width([c.as_str()], 0));
+        }
+    }
+
+    /// One row as a line, with the widths [`Table::measure`] found.
+    pub(super) fn line(&self, row: &[String], widths: &[usize]) -> String {
+        let n = row.len();
+        let mut line = String::new();
+        for (i, c) in self.cells(row).iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let last = i + 1 == n;
+            match self.align[i] {
+                Align::Right => line.push_str(&pad_left(c, widths[i])),
+                Align::Left if last => line.push_str(c),
+                Align::Left => line.push_str(&pad(c, widths[i])),
+            }
+        }
+        line
     }
 }
 

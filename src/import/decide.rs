@@ -297,7 +297,7 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
             if recs[gid].st != St::Pending {
                 return Ok(());
             }
-            let m = &a.index.messages[record];
+            let m = &a.index.messages.get(record);
             let d = &dests[recs[gid].dest];
             // A read error is damaged archive data: the stream ends with it and what
             // is left pending fails with it below.

@@ -173,21 +173,28 @@ pub(super) fn records(archives: &[Archive], plan: &Plan, other_deliveries: bool)
             });
         }
     }
-    for (di, d) in dests.iter_mut().enumerate() {
-        d.ambiguous = identity::ambiguous_ids(recs.iter().filter(|r| r.dest == di).map(|r| {
-            let m = &archives[r.arch].index.messages[r.idx];
-            (m.message_id.as_deref(), m.sha256.as_str())
-        }));
-        if other_deliveries {
-            for r in recs.iter().filter(|r| r.dest == di) {
-                let m = &archives[r.arch].index.messages[r.idx];
+    // One pass over the records (in archive order, as `recs` is) feeds every
+    // destination's ambiguity check, instead of one pass per destination.
+    let mut ambiguous: Vec<identity::AmbiguousIds> =
+        dests.iter().map(|_| Default::default()).collect();
+    let mut next = recs.iter().peekable();
+    for (ai, a) in archives.iter().enumerate() {
+        for (mi, m) in a.index.messages.iter().enumerate() {
+            let Some(r) = next.next_if(|r| r.arch == ai && r.idx == mi) else {
+                continue;
+            };
+            ambiguous[r.dest].add(m.message_id.as_deref(), &m.sha256);
+            if other_deliveries {
                 if let Some(id) = m.message_id.as_deref().and_then(identity::norm_message_id) {
-                    let sizes = d.sizes_by_id.entry(id).or_default();
+                    let sizes = dests[r.dest].sizes_by_id.entry(id).or_default();
                     sizes.push(m.size);
                     sizes.extend(m.source_size);
                 }
             }
         }
+    }
+    for (d, a) in dests.iter_mut().zip(ambiguous) {
+        d.ambiguous = a.finish();
     }
 
     Records {

@@ -9,7 +9,7 @@ use crate::archive::Archive;
 /// How a message is named in the report: its source identity and archive member, and
 /// its Message-ID.
 fn msg_id(a: &Archive, idx: usize) -> String {
-    let m = &a.index.messages[idx];
+    let m = &a.index.messages.get(idx);
     let mut s = crate::verify::message_identity(m);
     if let Some(mid) = &m.message_id {
         s.push_str(&format!(", Message-ID {mid}"));
@@ -24,11 +24,11 @@ pub(super) fn report_unplaced(
     archives: &[Archive],
     unplaced: &[super::prepare::MemberRef],
 ) {
-    let mut by_folder: std::collections::BTreeMap<&str, Vec<Failure>> = Default::default();
+    let mut by_folder: std::collections::BTreeMap<String, Vec<Failure>> = Default::default();
     for r in unplaced {
-        let m = &archives[r.archive].index.messages[r.record];
+        let m = archives[r.archive].index.messages.get(r.record);
         by_folder
-            .entry(m.folder.as_str())
+            .entry(m.folder.clone())
             .or_default()
             .push(Failure {
                 id: msg_id(&archives[r.archive], r.record),
@@ -43,7 +43,7 @@ pub(super) fn report_unplaced(
         rep.archived += n;
         rep.failed += n;
         rep.folders.push(FolderReport {
-            folder: folder.to_string(),
+            folder,
             archived: n,
             failed,
             ..Default::default()

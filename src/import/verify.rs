@@ -161,7 +161,7 @@ impl Sealer {
             .filter(|&&g| matches!(recs[g].st, St::There(_) | St::Queued))
             .map(|&g| {
                 let r = &recs[g];
-                let m = &archives[r.arch].index.messages[r.idx];
+                let m = &archives[r.arch].index.messages.get(r.idx);
                 SealedItem {
                     item: verify_item(g, r, m, mode),
                     queued: r.st == St::Queued,
@@ -505,7 +505,7 @@ pub(super) async fn verify_late(
     let mut per_dest: Vec<Vec<VerifyItem>> = vec![Vec::new(); dests.len()];
     for (gid, r) in recs.iter().enumerate() {
         if matches!(r.st, St::There(_) | St::Appended(_)) && !early.contains_key(&r.dest) {
-            let m = &archives[r.arch].index.messages[r.idx];
+            let m = &archives[r.arch].index.messages.get(r.idx);
             per_dest[r.dest].push(verify_item(gid, r, m, opts.verify));
         }
     }

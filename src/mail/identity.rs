@@ -443,26 +443,63 @@ impl MsgKey {
 
 /// Message-IDs that several different archived messages of one folder share (different
 /// SHA-256): for those, Message-ID + size is not enough to tell which is there.
-pub fn ambiguous_ids<'a>(
-    msgs: impl IntoIterator<Item = (Option<&'a str>, &'a str)>,
+pub fn ambiguous_ids<M: AsRef<str>, S: AsRef<str>>(
+    msgs: impl IntoIterator<Item = (Option<M>, S)>,
 ) -> HashSet<String> {
-    let mut seen: HashMap<String, &str> = HashMap::new();
-    let mut out = HashSet::new();
+    let mut a = AmbiguousIds::default();
     for (mid, sha) in msgs {
+        a.add(mid.as_ref().map(|m| m.as_ref()), sha.as_ref());
+    }
+    a.finish()
+}
+
+/// [`ambiguous_ids`] fed one message at a time (one per folder in a single pass).
+#[derive(Debug, Default)]
+pub struct AmbiguousIds {
+    seen: HashMap<String, ShaKey>,
+    out: HashSet<String>,
+}
+
+impl AmbiguousIds {
+    pub fn add(&mut self, mid: Option<&str>, sha: &str) {
         let Some(m) = mid.and_then(norm_message_id) else {
-            continue;
+            return;
         };
-        match seen.get(&m) {
+        let sha = ShaKey::of(sha);
+        match self.seen.get(&m) {
             Some(s) if *s != sha => {
-                out.insert(m);
+                self.out.insert(m);
             }
             Some(_) => {}
             None => {
-                seen.insert(m, sha);
+                self.seen.insert(m, sha);
             }
         }
     }
-    out
+
+    pub fn finish(self) -> HashSet<String> {
+        self.out
+    }
+}
+
+/// A SHA-256 as an index spells it: 32 bytes when it is lowercase hex (as writers
+/// write it), else the text itself, so equal keys are exactly equal spellings.
+#[derive(Debug, PartialEq, Eq)]
+enum ShaKey {
+    Raw([u8; 32]),
+    Text(String),
+}
+
+impl ShaKey {
+    fn of(s: &str) -> ShaKey {
+        let mut raw = [0u8; 32];
+        let lower = s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if lower && hex::decode_to_slice(s, &mut raw).is_ok() {
+            ShaKey::Raw(raw)
+        } else {
+            ShaKey::Text(s.to_string())
+        }
+    }
 }
 
 #[cfg(test)]

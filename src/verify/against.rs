@@ -64,11 +64,22 @@ pub struct AgainstSummary {
     pub content_matched_folders: Vec<String>,
 }
 
-/// One archived message with the archive holding it.
+/// One archived message: the archive holding it and its record's place there (read
+/// again when needed, so a million records are not held parsed).
 struct Rec<'a> {
-    archive: String,
-    m: &'a MessageRecord,
+    archive: &'a Archive,
+    idx: usize,
     key: MsgKey,
+}
+
+impl Rec<'_> {
+    fn m(&self) -> MessageRecord {
+        self.archive.record(self.idx)
+    }
+
+    fn archive_name(&self) -> String {
+        self.archive.path.display().to_string()
+    }
 }
 
 /// One archive folder as the chain knows it.
@@ -150,14 +161,13 @@ pub async fn verify_against(
         }
     }
     for a in archives {
-        let name = a.path.display().to_string();
         let mut keys = keys_of(a, &folders);
         for (i, m) in a.index.messages.iter().enumerate() {
             if let Some(f) = folders.iter_mut().find(|f| f.name == m.folder) {
-                let key = keys.remove(&i).unwrap_or_else(|| key_from_index(m));
+                let key = keys.remove(&i).unwrap_or_else(|| key_from_index(&m));
                 f.recs.push(Rec {
-                    archive: name.clone(),
-                    m,
+                    archive: a,
+                    idx: i,
                     key,
                 });
             }
@@ -251,7 +261,7 @@ pub async fn verify_against(
                 out.push(finding(
                     Level::Error,
                     "folder-missing-on-server",
-                    &f.recs[0].archive,
+                    &f.recs[0].archive_name(),
                     &f.name,
                     None,
                     format!(
@@ -306,20 +316,14 @@ pub async fn verify_against(
 
 /// Message-IDs shared by different archived messages of each folder (see
 /// [`identity::ambiguous_ids`]), by folder name.
-fn ambiguous_by_folder(a: &Archive) -> HashMap<&str, HashSet<String>> {
-    let mut by: HashMap<&str, Vec<&MessageRecord>> = HashMap::new();
-    for m in &a.index.messages {
-        by.entry(m.folder.as_str()).or_default().push(m);
+fn ambiguous_by_folder(a: &Archive) -> HashMap<String, HashSet<String>> {
+    let mut by: HashMap<String, identity::AmbiguousIds> = HashMap::new();
+    for m in a.index.messages.iter() {
+        by.entry(m.folder)
+            .or_default()
+            .add(m.message_id.as_deref(), &m.sha256);
     }
-    by.into_iter()
-        .map(|(f, ms)| {
-            let amb = identity::ambiguous_ids(
-                ms.iter()
-                    .map(|m| (m.message_id.as_deref(), m.sha256.as_str())),
-            );
-            (f, amb)
-        })
-        .collect()
+    by.into_iter().map(|(f, a)| (f, a.finish())).collect()
 }
 
 /// Record index → the message's identity key, from its bytes (one pass over the
@@ -330,7 +334,7 @@ fn keys_of(a: &Archive, folders: &[ArchFolder]) -> HashMap<usize, MsgKey> {
     let mut out = HashMap::new();
     let _ = a.stream(|member| -> Result<(), crate::archive::ReadError> {
         if let crate::archive::reader::Member::Message { record, mut body } = member {
-            let m = &a.index.messages[record];
+            let m = &a.record(record);
             let mut sha = [0u8; 32];
             if !folders.iter().any(|f| f.name == m.folder)
                 || hex::decode_to_slice(&m.sha256, &mut sha).is_err()
@@ -469,7 +473,7 @@ async fn compare_folder(
         .recs
         .iter()
         .enumerate()
-        .filter_map(|(i, r)| match r.m.source {
+        .filter_map(|(i, r)| match r.m().source {
             SourceRef::Imap { uidvalidity, uid } if uidvalidity == uv => Some((uid, i)),
             _ => None,
         })
@@ -510,7 +514,7 @@ async fn compare_folder(
     // What UIDs could not pair (all of it on a restored folder), by identity.
     let keys: Vec<&MsgKey> = rest.iter().map(|&i| &f.recs[i].key).collect();
     let r = reconcile::reconcile(&keys, &mut census, |ri, h| {
-        norm_flags(&h.flags) == norm_flags(&f.recs[rest[ri]].m.flags)
+        norm_flags(&h.flags) == norm_flags(&f.recs[rest[ri]].m().flags)
     });
     pairs.extend(r.pairs.iter().map(|p| (rest[p.rec], p.uid, p.how)));
     let held: HashMap<u32, &Held> = census.msgs.iter().map(|h| (h.uid, h)).collect();
@@ -544,9 +548,9 @@ async fn compare_folder(
                 Level::Error
             },
             "gone-from-server",
-            &rec.archive,
+            &rec.archive_name(),
             &label,
-            Some(message_identity(rec.m)),
+            Some(message_identity(&rec.m())),
             if source_mode {
                 "archived, no longer on the server (deleted after the export?)".into()
             } else {
@@ -559,8 +563,9 @@ async fn compare_folder(
 
 /// Compares one archived message with the server message paired with it.
 fn compare_pair(r: &Rec, h: &Held, how: Match, full: bool, folder: &str, out: &mut Vec<Finding>) {
-    compare_flags(&h.flags, r, folder, out);
-    let who = || Some(format!("{}; server UID {}", message_identity(r.m), h.uid));
+    let m = &r.m();
+    compare_flags(&h.flags, r, m, folder, out);
+    let who = || Some(format!("{}; server UID {}", message_identity(m), h.uid));
     let exact = h.sha.is_some_and(|s| r.key.is_exact(&s));
     // A form a server is known to produce: found by it, or (with the bytes) one of them.
     let altered = !exact
@@ -568,15 +573,22 @@ fn compare_pair(r: &Rec, h: &Held, how: Match, full: bool, folder: &str, out: &m
             || (how == Match::Rewritten && r.key.at_risk)
             || h.canonical.is_some_and(|c| r.key.is_form(&c)));
     let mut push = |level, code, detail: String| {
-        out.push(finding(level, code, &r.archive, folder, who(), detail))
+        out.push(finding(
+            level,
+            code,
+            &r.archive_name(),
+            folder,
+            who(),
+            detail,
+        ))
     };
-    if how == Match::Uid && h.size != r.m.size {
+    if how == Match::Uid && h.size != m.size {
         push(
             Level::Error,
             "size-differs",
             format!(
                 "the server says {} bytes, the archive holds {}",
-                h.size, r.m.size
+                h.size, m.size
             ),
         );
     }
@@ -592,7 +604,7 @@ fn compare_pair(r: &Rec, h: &Held, how: Match, full: bool, folder: &str, out: &m
             "server-altered",
             format!(
                 "the server holds it as servers rewrite NUL, 8-bit header bytes or line ends ({} bytes, archived {})",
-                h.size, r.m.size
+                h.size, m.size
             ),
         );
     } else if full && !exact {
@@ -602,30 +614,33 @@ fn compare_pair(r: &Rec, h: &Held, how: Match, full: bool, folder: &str, out: &m
             format!(
                 "the server's copy hashes to {}, the archive's to {}",
                 hex::encode(h.sha.unwrap_or_default()),
-                r.m.sha256
+                m.sha256
             ),
         );
     } else if how == Match::Rewritten && !r.key.sizes.contains(&h.size) {
         push(
             Level::Error,
             "size-differs",
-            format!(
-                "the server holds {} bytes, the archive {}",
-                h.size, r.m.size
-            ),
+            format!("the server holds {} bytes, the archive {}", h.size, m.size),
         );
     }
 }
 
-fn compare_flags(server_flags: &[String], r: &Rec, folder: &str, out: &mut Vec<Finding>) {
-    let (a, b) = (norm_flags(server_flags), norm_flags(&r.m.flags));
+fn compare_flags(
+    server_flags: &[String],
+    r: &Rec,
+    m: &MessageRecord,
+    folder: &str,
+    out: &mut Vec<Finding>,
+) {
+    let (a, b) = (norm_flags(server_flags), norm_flags(&m.flags));
     if a != b {
         out.push(finding(
             Level::Warning,
             "flags-differ",
-            &r.archive,
+            &r.archive_name(),
             folder,
-            Some(message_identity(r.m)),
+            Some(message_identity(m)),
             format!("server flags ({}), archived ({})", a.join(" "), b.join(" ")),
         ));
     }

@@ -257,9 +257,15 @@ fn verify_one(a: &Archive, rep: &mut VerifyReport, progress: &crate::progress::P
     };
     // Index self-consistency beyond what parsing checked.
     let folder_names: HashSet<&str> = idx.folders.iter().map(|f| f.name.as_str()).collect();
-    let mut per_folder: HashMap<&str, u64> = HashMap::new();
-    for m in &idx.messages {
-        *per_folder.entry(m.folder.as_str()).or_default() += 1;
+    let mut per_folder: HashMap<String, u64> = HashMap::new();
+    for m in idx.messages.iter() {
+        match per_folder.get_mut(m.folder.as_str()) {
+            Some(n) => *n += 1,
+            None => {
+                per_folder.insert(m.folder.clone(), 1);
+            }
+        }
+        let m = &m;
         if let Err(e) = m.parsed_internaldate() {
             findings.push(mk(Level::Error, "bad-internaldate", Some(m), e));
         }
@@ -297,7 +303,7 @@ fn verify_one(a: &Archive, rep: &mut VerifyReport, progress: &crate::progress::P
     let outcome = a.stream(|member| -> Result<(), ReadError> {
         match member {
             Member::Message { record, mut body } => {
-                let m = &idx.messages[record];
+                let m = &idx.messages.get(record);
                 // A read error is damaged archive data: the stream ends with it, and
                 // the finding names it.
                 let Ok((len, sum)) = crate::archive::copy_hashed(&mut body, &mut io::sink()) else {
@@ -346,13 +352,13 @@ fn verify_one(a: &Archive, rep: &mut VerifyReport, progress: &crate::progress::P
             Member::MboxDamaged { record, detail } => findings.push(mk(
                 Level::Error,
                 "mbox-damaged",
-                Some(&idx.messages[record]),
+                Some(&idx.messages.get(record)),
                 detail,
             )),
             Member::Shared { record, path } => findings.push(mk(
                 Level::Error,
                 "shared-member",
-                Some(&idx.messages[record]),
+                Some(&idx.messages.get(record)),
                 format!("member {path:?} is already the message of another record"),
             )),
             Member::NotAFile { path, kind } => findings.push(mk(
@@ -368,7 +374,7 @@ fn verify_one(a: &Archive, rep: &mut VerifyReport, progress: &crate::progress::P
         Ok(o) => {
             for (i, seen) in o.seen.iter().enumerate() {
                 if !seen {
-                    let m = &idx.messages[i];
+                    let m = &idx.messages.get(i);
                     findings.push(mk(
                         Level::Error,
                         "missing-member",
@@ -419,7 +425,7 @@ fn verify_chain(archives: Vec<Archive>, rep: &mut VerifyReport) {
             code: "duplicate-in-chain",
             archive: a.path.display().to_string(),
             folder: Some(m.folder.clone()),
-            message: Some(message_identity(m)),
+            message: Some(message_identity(&m)),
             detail: format!("also archived in {}", first.display()),
         });
     }
