@@ -151,7 +151,16 @@ fn measure_first(cmd: &mut Command) -> (Measured, Option<Duration>) {
     (m, reader.join().unwrap())
 }
 
-fn mbsyncrc(d: &support::Dovecot, user: &str, maildir: &Path, channel: &str) -> String {
+/// An mbsync config syncing `user`'s account with `maildir` one way, its sync state
+/// in `state` (not in the Maildir: the push must not read the pull's state).
+fn mbsyncrc(
+    d: &support::Dovecot,
+    user: &str,
+    maildir: &Path,
+    channel: &str,
+    state: &Path,
+) -> String {
+    std::fs::create_dir_all(state).unwrap();
     // mbsync ignores IP subjectAltNames: connect by name (the cert names localhost).
     let (create, sync) = if channel == "pull" {
         ("Near", "Pull")
@@ -165,11 +174,12 @@ fn mbsyncrc(d: &support::Dovecot, user: &str, maildir: &Path, channel: &str) -> 
          IMAPStore far\nAccount bench\n\n\
          MaildirStore near\nPath {m}/\nInbox {m}/INBOX\nSubFolders Verbatim\n\n\
          Channel {channel}\nFar :far:\nNear :near:\nPatterns *\nCreate {create}\n\
-         Sync {sync}\nSyncState *\n",
+         Sync {sync}\nSyncState {st}/\n",
         port = d.imaps_port,
         pw = d.password_file(user).display(),
         ca = d.ca_file().display(),
         m = maildir.display(),
+        st = state.display(),
     )
 }
 
@@ -238,7 +248,7 @@ fn main() {
     };
     let mailark = |args: &[&str]| {
         let mut c = wrapped(bin);
-        c.args(args).arg("-q");
+        c.arg(args[0]).arg("-q").args(&args[1..]);
         c
     };
 
@@ -278,13 +288,13 @@ fn main() {
     let near = s.join("mbsync-mail");
     std::fs::create_dir_all(&near).unwrap();
     let rc = s.join("mbsyncrc-pull");
-    std::fs::write(&rc, mbsyncrc(&d, "src", &near, "pull")).unwrap();
+    std::fs::write(&rc, mbsyncrc(&d, "src", &near, "pull", &s.join("state-pull"))).unwrap();
     let mut c = Command::new("mbsync");
     c.arg("-c").arg(&rc).args(["-q", "-a"]);
     run("mbsync pull (IMAPS → Maildir)", c, false);
     assert_eq!(count_files(&near), n as u64, "mbsync pull: files written");
     let rc = s.join("mbsyncrc-push");
-    std::fs::write(&rc, mbsyncrc(&d, "mbpush", &near, "push")).unwrap();
+    std::fs::write(&rc, mbsyncrc(&d, "mbpush", &near, "push", &s.join("state-push"))).unwrap();
     let mut c = Command::new("mbsync");
     c.arg("-c").arg(&rc).args(["-q", "-a"]);
     run("mbsync push (Maildir → IMAPS)", c, false);
