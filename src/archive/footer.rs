@@ -2,8 +2,6 @@
 //! at the index frame, so `ls` reads ~72 bytes plus the index instead of the whole
 //! archive. zstd and `tar --zstd` skip it; it is ours alone.
 
-use sha2::{Digest, Sha256};
-
 use super::index::FORMAT_VERSION;
 
 /// zstd skippable-frame magic (0x184D2A50..=0x184D2A5F are reserved for this use).
@@ -83,8 +81,10 @@ impl Footer {
         Ok(f)
     }
 
-    pub fn frame_matches(&self, frame: &[u8]) -> bool {
-        Sha256::digest(frame).as_slice() == self.index_frame_sha256
+    /// Whether `digest`, the SHA-256 of the index frame read in pieces, is the one the
+    /// trailer names.
+    pub fn frame_digest_matches(&self, digest: &[u8]) -> bool {
+        digest == self.index_frame_sha256
     }
 }
 

@@ -8,6 +8,8 @@ use std::hash::BuildHasher;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
+
 use super::footer::{Footer, FooterError, FOOTER_LEN};
 use super::index::{Index, IndexError, Layout, MessageRecord};
 use super::messages::Messages;
@@ -202,17 +204,26 @@ impl Archive {
                 source,
             },
         })?;
+        // The frame is checked, then read again to decode: a million messages make a
+        // frame of over 100 MB, which is not held.
         f.seek(SeekFrom::Start(footer.index_offset))
             .map_err(io_err)?;
-        let mut frame = vec![0u8; footer.index_length as usize];
-        f.read_exact(&mut frame).map_err(io_err)?;
-        if !footer.frame_matches(&frame) {
+        let mut frame = (&mut f).take(footer.index_length);
+        let mut hash = Sha256::new();
+        let n = io::copy(&mut frame, &mut hash).map_err(io_err)?;
+        if n < footer.index_length {
+            return Err(io_err(io::ErrorKind::UnexpectedEof.into()));
+        }
+        if !footer.frame_digest_matches(&hash.finalize()) {
             return Err(ReadError::IndexFrame {
                 path: path.to_path_buf(),
                 detail: "checksum in the trailer does not match".into(),
             });
         }
-        let dec = zstd::stream::read::Decoder::new(&frame[..]).map_err(io_err)?;
+        f.seek(SeekFrom::Start(footer.index_offset))
+            .map_err(io_err)?;
+        let frame = BufReader::with_capacity(1 << 16, f.take(footer.index_length));
+        let dec = zstd::stream::read::Decoder::with_buffer(frame).map_err(io_err)?;
         let index = find_index(dec, path)?;
         Ok(Archive {
             path: path.to_path_buf(),
