@@ -235,9 +235,11 @@ fn main() {
         };
         let err = std::fs::read_to_string(&errf).unwrap_or_default();
         assert!(m.ok, "{what} failed: {}", err.trim());
+        // Each row as it is measured: a run stopped early still has its figures.
         eprintln!(
-            "scale: {what}: {:.1} s, {:.1} MiB",
+            "scale: {what}: {:.1} s, CPU {:.1} s, {:.1} MiB",
             m.wall.as_secs_f64(),
+            m.cpu.as_secs_f64(),
             m.peak_rss_kib as f64 / 1024.0
         );
         rows.push(Row {
