@@ -9,7 +9,8 @@
 //! comparison. The goal each mailark row is held to: peak RSS ≤ 150 MiB.
 //!
 //! Run: `cargo bench --bench scale` (MAILARK_BENCH_SCALE_MSGS, MAILARK_BENCH_DIR for the
-//! scratch directory: 1,000,000 messages need about 12 GB there and in /tmp).
+//! scratch directory: 1,000,000 messages need about 20 GB there and in /tmp: five
+//! copies of the account, each file of 1–3 KB taking a 4 KB block).
 
 mod common;
 #[path = "../tests/support/mod.rs"]
