@@ -291,13 +291,21 @@ fn main() {
     let near = s.join("mbsync-mail");
     std::fs::create_dir_all(&near).unwrap();
     let rc = s.join("mbsyncrc-pull");
-    std::fs::write(&rc, mbsyncrc(&d, "src", &near, "pull", &s.join("state-pull"))).unwrap();
+    std::fs::write(
+        &rc,
+        mbsyncrc(&d, "src", &near, "pull", &s.join("state-pull")),
+    )
+    .unwrap();
     let mut c = Command::new("mbsync");
     c.arg("-c").arg(&rc).args(["-q", "-a"]);
     run("mbsync pull (IMAPS → Maildir)", c, false);
     assert_eq!(count_files(&near), n as u64, "mbsync pull: files written");
     let rc = s.join("mbsyncrc-push");
-    std::fs::write(&rc, mbsyncrc(&d, "mbpush", &near, "push", &s.join("state-push"))).unwrap();
+    std::fs::write(
+        &rc,
+        mbsyncrc(&d, "mbpush", &near, "push", &s.join("state-push")),
+    )
+    .unwrap();
     let mut c = Command::new("mbsync");
     c.arg("-c").arg(&rc).args(["-q", "-a"]);
     run("mbsync push (Maildir → IMAPS)", c, false);
