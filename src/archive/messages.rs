@@ -5,10 +5,9 @@
 //! offset), and a record is parsed again when it is asked for. Pages of the temp file
 //! are read with `pread`, not mapped, so they never count in the process's RSS.
 
+use crate::scratch::Scratch;
 use std::fmt;
-use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use super::index::MessageRecord;
@@ -22,7 +21,7 @@ const CHUNK: u64 = 1 << 20;
 #[derive(Clone)]
 enum Lines {
     Mem(Arc<Vec<u8>>),
-    File(Arc<File>),
+    File(Arc<Scratch>),
 }
 
 /// The message records of one index, in index order.
@@ -37,7 +36,7 @@ pub struct Messages {
 /// [`Messages`].
 pub(crate) struct MessagesBuilder {
     mem: Vec<u8>,
-    file: Option<BufWriter<File>>,
+    file: Option<BufWriter<Scratch>>,
     starts: Vec<u64>,
     len: u64,
 }
@@ -55,7 +54,7 @@ impl MessagesBuilder {
     /// Adds one whole line (its newline included).
     pub(crate) fn push_line(&mut self, line: &[u8]) -> io::Result<()> {
         if self.file.is_none() && self.mem.len() + line.len() > SPILL_AT {
-            let mut f = BufWriter::with_capacity(1 << 20, tempfile::tempfile()?);
+            let mut f = BufWriter::with_capacity(1 << 20, Scratch::new()?);
             f.write_all(&self.mem)?;
             self.mem = Vec::new();
             self.file = Some(f);
