@@ -148,6 +148,7 @@ fn measure_first(cmd: &mut Command) -> (Measured, Option<Duration>) {
         peak_rss_kib: ru.ru_maxrss,
         cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
         ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        server_cpu: Duration::ZERO,
     };
     (m, reader.join().unwrap())
 }
