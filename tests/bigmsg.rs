@@ -1,4 +1,4 @@
-//! Memory does not follow message size: an archive holding one large message (300 MiB
+//! Memory does not follow message size: an archive holding one large message (200 MiB
 //! by default; `MAILARK_BIGMSG_MIB` sets it) is verified, extracted (Maildir and
 //! mbox), imported with `--dry-run` and imported for real into Dovecot, and exported
 //! from Dovecot over IMAP and POP3; each child process's peak RSS (its `wait4` maxrss)
@@ -26,7 +26,7 @@ fn big_size() -> u64 {
     std::env::var("MAILARK_BIGMSG_MIB")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(300u64)
+        .unwrap_or(200u64)
         << 20
 }
 
