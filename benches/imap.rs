@@ -52,20 +52,6 @@ c.logout()
 print(n, total)
 "#;
 
-fn count_files(dir: &Path) -> usize {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_type().is_file()
-                && e.path()
-                    .parent()
-                    .and_then(|p| p.file_name())
-                    .is_some_and(|n| n == "cur" || n == "new")
-        })
-        .count()
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;

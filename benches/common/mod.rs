@@ -198,3 +198,18 @@ pub fn bench_size<T: std::str::FromStr>(var: &str, full: T, smoke: T) -> T {
 pub fn mailark_bin() -> String {
     std::env::var("MAILARK_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_mailark").into())
 }
+
+/// Messages in a Maildir tree: the files in its `cur/` and `new/` directories.
+pub fn count_files(dir: &Path) -> usize {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_type().is_file()
+                && e.path()
+                    .parent()
+                    .and_then(|p| p.file_name())
+                    .is_some_and(|n| n == "cur" || n == "new")
+        })
+        .count()
+}
