@@ -343,3 +343,54 @@ fn shared_and_missing_message_ids_pair_with_their_own_copies() {
         assert!(codes(&out).is_empty(), "{extra:?}: {:?}", codes(&out));
     }
 }
+
+/// A server whose LIST leaves out folders it has (Dovecot's listing can lag behind a
+/// folder another session has just made): the archived folders are looked for by name
+/// before they count as missing, so verify neither cries wolf nor skips their messages.
+#[test]
+fn folders_the_listing_leaves_out_are_looked_for_by_name() {
+    let d = Dovecot::start();
+    let mut c = d.raw("alice");
+    c.must("CREATE \"Projects/2024\"");
+    for i in 0..3 {
+        assert!(c
+            .append(
+                "Projects/2024",
+                "\\Seen",
+                None,
+                &msg(&format!("p {i}"), "y")
+            )
+            .ok());
+    }
+    c.logout();
+    let t = tempfile::tempdir().unwrap();
+    let ar = t.path().join("a.tar.zst");
+    assert!(export(&d, "alice", &ar, &[]).status.success());
+
+    let proxy = support::hide::HideProxy::start(d.imap_port, &["Projects/2024", "Junk"]);
+    let pw = d.password_file("alice");
+    let url = format!("imap://alice@127.0.0.1:{}", proxy.port);
+    let out = run(&[
+        "verify",
+        ar.to_str().unwrap(),
+        "--against",
+        &url,
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--allow-plaintext",
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let v = json(&out);
+    assert!(codes(&out).is_empty(), "{}", stdout(&out));
+    assert_eq!(v["against"]["archive_messages"], 3);
+    assert_eq!(v["against"]["server_messages"], 3);
+    // Both hidden folders were compared: neither is missing, and their messages count.
+    assert!(v["against"]["folders_compared"].as_u64().unwrap() >= 2);
+}

@@ -176,21 +176,7 @@ pub async fn verify_against(
     sum.archive_messages = folders.iter().map(|f| f.recs.len() as u64).sum();
 
     let mut s = ImapSession::connect_with_timeout(ep, creds, tls, opts.timeout).await?;
-    let mut all = s.list().await?;
-    // Dovecot's first LIST of a session can leave out a folder another session has
-    // just made (its mailbox list index catches up by the next LIST; seen once in the
-    // test suite after an export, and for folders made on disk): a folder the archive
-    // has and the listing lacks is looked for once more before it counts as missing.
-    if folders
-        .iter()
-        .any(|f| !all.iter().any(|m| m.name == f.name))
-    {
-        for m in s.list().await? {
-            if !all.iter().any(|x| x.raw_name == m.raw_name) {
-                all.push(m);
-            }
-        }
-    }
+    let all = s.list().await?;
     let namespace = s.namespace().await?;
     let listed: Vec<MailboxInfo> = all
         .iter()
@@ -200,6 +186,7 @@ pub async fn verify_against(
     // Pair folders: by name first, then by role for what is left.
     let mut pairs: Vec<(usize, Option<MailboxInfo>)> = Vec::new();
     let mut used: HashSet<String> = HashSet::new();
+    let mut planned: HashMap<usize, String> = HashMap::new();
     for (i, f) in folders.iter().enumerate() {
         if let Some(m) = listed.iter().find(|m| m.name == f.name) {
             used.insert(m.raw_name.clone());
@@ -246,8 +233,40 @@ pub async fn verify_against(
                 {
                     used.insert(m.raw_name.clone());
                     *p = Some(m.clone());
+                } else {
+                    planned.insert(*i, fp.dest.clone());
                 }
             }
+        }
+    }
+    // A listing is not the last word: Dovecot's LIST can leave out a folder another
+    // session has just made (its mailbox list index catches up later; seen in the test
+    // suite right after an export). A folder still unpaired is opened read-only by the
+    // name it would have here before it counts as missing: EXAMINE answers from the
+    // folder itself.
+    let delimiter = all.iter().find_map(|m| m.delimiter);
+    for (i, p) in pairs.iter_mut().filter(|(_, p)| p.is_none()) {
+        let f = &folders[*i];
+        let name = planned.remove(i).unwrap_or_else(|| f.name.clone());
+        let raw_name = crate::mail::utf7::encode(&name);
+        if used.contains(&raw_name) {
+            continue;
+        }
+        match s.examine(&raw_name).await {
+            Ok(_) => {
+                crate::log::event!("{name}: not in the server's LIST, but EXAMINE opens it");
+                used.insert(raw_name.clone());
+                *p = Some(MailboxInfo {
+                    raw_name,
+                    name,
+                    delimiter,
+                    selectable: true,
+                    subscribed: false,
+                    special_use: f.special_use.clone(),
+                });
+            }
+            Err(ImapError::Folder { .. }) => {}
+            Err(e) => return Err(e),
         }
     }
     let last = archives

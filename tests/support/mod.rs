@@ -8,6 +8,7 @@
 pub mod courier;
 pub mod cyrus;
 pub mod dovecot;
+pub mod hide;
 pub mod proxy;
 pub mod raw;
 pub mod stall;
