@@ -774,6 +774,49 @@ mod tests {
         assert_eq!(h.as_slice(), Sha256::digest(&data).as_slice());
     }
 
+    /// An SSH key pair made by OpenSSH's own ssh-keygen: (private key file, public line).
+    fn ssh_key(dir: &Path, kind: &str, passphrase: &str) -> (PathBuf, String) {
+        let p = dir.join(format!("id_{kind}"));
+        let ok = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", kind, "-N", passphrase, "-C", "", "-f"])
+            .arg(&p)
+            .status()
+            .expect("ssh-keygen (openssh-client) is needed");
+        assert!(ok.success());
+        let public = std::fs::read_to_string(p.with_extension("pub")).unwrap();
+        (p, public.trim().to_string())
+    }
+
+    #[test]
+    fn ssh_rsa_and_ed25519_keys_from_ssh_keygen_round_trip_and_a_protected_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..150_000u32).map(|i| (i % 241) as u8).collect();
+        for kind in ["rsa", "ed25519"] {
+            let (key, public) = ssh_key(dir.path(), kind, "");
+            assert!(public.starts_with(&format!("ssh-{kind} ")), "{public}");
+            let to = Recipients::parse(&[public], &[]).unwrap();
+            let path = dir.path().join(format!("{kind}.age"));
+            write(&path, Some(&to), &data);
+            let mut p = open(&path, &Identities::load(&[key]).unwrap(), None).unwrap();
+            let mut back = Vec::new();
+            p.reader.read_to_end(&mut back).unwrap();
+            assert!(back == data, "{kind}: the plaintext differs");
+        }
+        let (ecdsa, _) = ssh_key(dir.path(), "ecdsa", "");
+        let e = Identities::load(&[ecdsa]).unwrap_err().to_string();
+        assert!(e.contains("cannot decrypt age files"), "{e}");
+        let sub = dir.path().join("p");
+        std::fs::create_dir(&sub).unwrap();
+        let (protected, _) = ssh_key(&sub, "ed25519", "a passphrase");
+        let e = Identities::load(&[protected.clone()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("passphrase-protected") && e.contains(protected.to_str().unwrap()),
+            "{e}"
+        );
+    }
+
     #[test]
     fn recipients_are_age_or_ssh_and_a_bad_one_is_named() {
         let e = Recipients::parse(&["bogus".into()], &[]).unwrap_err();
