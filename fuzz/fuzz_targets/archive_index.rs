@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(idx) = Index::parse(data) {
         // A parsed index is self-consistent in what parsing promises.
         assert_eq!(idx.end.messages, idx.messages.len() as u64);
-        for m in &idx.messages {
+        for m in idx.messages.iter() {
             let _ = m.parsed_internaldate();
         }
     }
