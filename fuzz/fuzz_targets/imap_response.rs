@@ -33,7 +33,12 @@ fuzz_target!(|data: &[u8]| {
     let joined: Vec<u8> = whole.0.iter().flat_map(|f| f.raw.iter().copied()).collect();
     assert!(data.starts_with(&joined));
     for f in &whole.0 {
-        let _ = (f.kind(), f.status(), f.continuation_text(), f.plain_literals());
+        let _ = (
+            f.kind(),
+            f.status(),
+            f.continuation_text(),
+            f.plain_literals(),
+        );
         for i in 0..f.literals.len() {
             assert!(f.literal(i).is_some());
         }

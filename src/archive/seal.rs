@@ -808,7 +808,7 @@ mod tests {
         let sub = dir.path().join("p");
         std::fs::create_dir(&sub).unwrap();
         let (protected, _) = ssh_key(&sub, "ed25519", "a passphrase");
-        let e = Identities::load(&[protected.clone()])
+        let e = Identities::load(std::slice::from_ref(&protected))
             .unwrap_err()
             .to_string();
         assert!(
