@@ -204,28 +204,40 @@ struct Ctx {
     progress: Progress,
 }
 
-/// The folders to read, each counted with EXAMINE when a progress bar is shown, so
-/// it can give messages n/N and an ETA from the start (a folder's census corrects its
-/// count later).
+/// The folders to read, each counted with EXAMINE when a progress bar is shown (all in
+/// one pipeline: one round trip), so it can give messages n/N and an ETA from the
+/// start (a folder's census corrects its count later).
 async fn count_folders(
     s: &mut ImapSession,
     selected: &[MailboxInfo],
     progress: &Progress,
 ) -> Vec<Plan> {
-    let mut plans = Vec::with_capacity(selected.len());
-    for m in selected {
-        let mut expected = 0;
-        if progress.is_shown() {
-            // A failure here is met again, and handled, when the folder is read.
-            if let Ok(st) = s.examine(&m.raw_name).await {
-                expected = u64::from(st.exists);
+    let mut counts = vec![0u64; selected.len()];
+    if progress.is_shown() {
+        let reqs: Vec<FolderRead> = selected
+            .iter()
+            .map(|m| FolderRead {
+                raw_name: m.raw_name.clone(),
+                read_only: true,
+                what: None,
+                unselect: false,
+            })
+            .collect();
+        // A failure here is met again, and handled, when the folder is read.
+        if let Ok(outs) = s.read_folders(&reqs).await {
+            for (c, out) in counts.iter_mut().zip(outs) {
+                *c = out.status.map_or(0, |st| u64::from(st.exists));
             }
         }
-        plans.push(Plan {
+    }
+    let plans: Vec<Plan> = selected
+        .iter()
+        .zip(counts)
+        .map(|(m, expected)| Plan {
             info: m.clone(),
             expected,
-        });
-    }
+        })
+        .collect();
     progress.set_totals(plans.iter().map(|p| p.expected).sum(), plans.len() as u64);
     plans
 }
