@@ -874,3 +874,43 @@ fn since_takes_only_a_whole_chain_in_any_order() {
     );
     run_ok(&["verify", d1.to_str().unwrap(), full_s, d0_s]);
 }
+
+/// On a terminal, the export shows a bar whose total is the account's count from the
+/// start (every folder opened in one pipeline), and still archives every message.
+#[test]
+fn on_a_terminal_the_bar_counts_the_whole_account() {
+    let d = Dovecot::start();
+    let mut c = d.raw("alice");
+    c.must("CREATE \"Work\"");
+    c.must("CREATE \"Work/2024\"");
+    for (i, f) in ["INBOX", "Work", "Work/2024"]
+        .iter()
+        .cycle()
+        .take(30)
+        .enumerate()
+    {
+        assert!(c.append(f, "", None, &msg(&format!("m {i}"), "x")).ok());
+    }
+    c.logout();
+    let t = tempfile::tempdir().unwrap();
+    let ar = t.path().join("a.tar.zst");
+    let cmd = format!(
+        "{} export {} -o {} --password-file {} --tls-ca-file {}",
+        env!("CARGO_BIN_EXE_mailark"),
+        d.imaps_url("alice"),
+        ar.display(),
+        d.password_file("alice").display(),
+        d.ca_file().display()
+    );
+    // util-linux `script` gives the command a terminal and copies what it drew.
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("TERM", "xterm")
+        .output()
+        .expect("script (util-linux) is needed");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.contains("/30 messages"), "{screen}");
+    let ls = run(&["ls", ar.to_str().unwrap(), "--json"]);
+    assert_eq!(json(&ls)["messages"].as_array().unwrap().len(), 30);
+}
