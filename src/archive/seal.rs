@@ -508,6 +508,9 @@ enum OutputInner {
     Sealed {
         buf: Vec<u8>,
         tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+        /// Buffers the sealing thread is done with, to be filled again: a fresh 1 MiB
+        /// buffer a time would cost the kernel a page fault every 4 KiB.
+        spent: std::sync::mpsc::Receiver<Vec<u8>>,
         worker: Option<Sealer>,
     },
 }
@@ -519,9 +522,10 @@ type Sealer = std::thread::JoinHandle<io::Result<(File, Option<Vec<u8>>)>>;
 const SEAL_BUF: usize = 1 << 20;
 const SEAL_QUEUE: usize = 4;
 
-/// Hashes the bytes it passes on to the file, exactly as written.
+/// Hashes the bytes it passes on to the file, exactly as written. It writes straight
+/// to the file: what reaches it comes in 1 MiB buffers or age's 64 KiB chunks already.
 struct HashingWriter {
-    inner: io::BufWriter<File>,
+    inner: File,
     hash: Option<Hasher>,
 }
 
@@ -556,8 +560,7 @@ impl Layer {
             Layer::Hashed(w) => w,
             Layer::Age(s) => s.finish()?,
         };
-        let file = w.inner.into_inner().map_err(|e| e.into_error())?;
-        Ok((file, w.hash.map(Hasher::finish)))
+        Ok((w.inner, w.hash.map(Hasher::finish)))
     }
 }
 
@@ -565,10 +568,9 @@ impl Output {
     /// Starts writing `file`: encrypted to `to` when given, the written bytes hashed
     /// with `hash` when given.
     pub fn new(file: File, to: Option<&Recipients>, hash: Option<HashAlg>) -> io::Result<Output> {
-        let file = io::BufWriter::with_capacity(1 << 20, file);
         if to.is_none() && hash.is_none() {
             return Ok(Output {
-                inner: OutputInner::Plain(file),
+                inner: OutputInner::Plain(io::BufWriter::with_capacity(1 << 20, file)),
             });
         }
         let w = HashingWriter {
@@ -586,11 +588,15 @@ impl Output {
             }
         };
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(SEAL_QUEUE);
+        let (spent_tx, spent) = std::sync::mpsc::sync_channel::<Vec<u8>>(SEAL_QUEUE + 2);
         let worker = std::thread::Builder::new()
             .name("mailark-seal".into())
             .spawn(move || {
-                for b in rx {
+                for mut b in rx {
                     layer.write_all(&b)?;
+                    b.clear();
+                    // The writer may have enough already; then the buffer is freed.
+                    let _ = spent_tx.try_send(b);
                 }
                 layer.finish()
             })?;
@@ -598,6 +604,7 @@ impl Output {
             inner: OutputInner::Sealed {
                 buf: Vec::with_capacity(SEAL_BUF),
                 tx: Some(tx),
+                spent,
                 worker: Some(worker),
             },
         })
@@ -608,7 +615,9 @@ impl Output {
     pub fn finish(self) -> io::Result<(File, Option<Vec<u8>>)> {
         match self.inner {
             OutputInner::Plain(f) => Ok((f.into_inner().map_err(|e| e.into_error())?, None)),
-            OutputInner::Sealed { buf, tx, worker } => {
+            OutputInner::Sealed {
+                buf, tx, worker, ..
+            } => {
                 let sent = tx.as_ref().map(|t| t.send(buf));
                 drop(tx);
                 let joined = worker
@@ -625,13 +634,18 @@ impl Output {
         }
     }
 
-    /// Hands a full buffer to the sealing thread; if it stopped, its error.
+    /// Hands a full buffer to the sealing thread and takes an empty one back (one it
+    /// is done with, else a new one); if the thread stopped, its error.
     fn send(
         buf: &mut Vec<u8>,
         tx: &Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+        spent: &std::sync::mpsc::Receiver<Vec<u8>>,
         worker: &mut Option<Sealer>,
     ) -> io::Result<()> {
-        let full = std::mem::replace(buf, Vec::with_capacity(SEAL_BUF));
+        let next = spent
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(SEAL_BUF));
+        let full = std::mem::replace(buf, next);
         if tx.as_ref().is_some_and(|t| t.send(full).is_ok()) {
             return Ok(());
         }
@@ -646,11 +660,16 @@ impl Write for Output {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
         match &mut self.inner {
             OutputInner::Plain(w) => w.write(b),
-            OutputInner::Sealed { buf, tx, worker } => {
+            OutputInner::Sealed {
+                buf,
+                tx,
+                spent,
+                worker,
+            } => {
                 let n = b.len().min(SEAL_BUF - buf.len());
                 buf.extend_from_slice(&b[..n]);
                 if buf.len() == SEAL_BUF {
-                    Output::send(buf, tx, worker)?;
+                    Output::send(buf, tx, spent, worker)?;
                 }
                 Ok(n)
             }
