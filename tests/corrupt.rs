@@ -8,6 +8,7 @@ mod support;
 use common::*;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 /// A small valid archive of the fixtures; returns its path.
 fn good_archive(dir: &Path, layout: &str) -> PathBuf {
@@ -19,14 +20,7 @@ fn good_archive(dir: &Path, layout: &str) -> PathBuf {
         .collect();
     write_maildir_folder(&src.join("INBOX"), &msgs);
     let ar = dir.join(format!("good-{layout}.tar.zst"));
-    run_ok(&[
-        "export",
-        &format!("maildir:{}", src.display()),
-        "-o",
-        ar.to_str().unwrap(),
-        "--layout",
-        layout,
-    ]);
+    export_maildir(&src, &ar, &["--layout", layout]);
     ar
 }
 
@@ -349,28 +343,19 @@ fn lenient_index_faults_are_errors() {
 
     // A size that disagrees with the member, whatever the hash says, in both layouts.
     let mbox = good_archive(t.path(), "mbox");
-    let p = t.path().join("size-mbox.tar.zst");
-    tampered(
-        &mbox,
-        &p,
-        |recs| {
-            let m = first_message(recs);
-            m["size"] = (m["size"].as_u64().unwrap() + 1).into();
-        },
-        &[],
-    );
-    has(&p, "size-mismatch");
-    let p = t.path().join("size.tar.zst");
-    tampered(
-        &ar,
-        &p,
-        |recs| {
-            let m = first_message(recs);
-            m["size"] = (m["size"].as_u64().unwrap() + 1).into();
-        },
-        &[],
-    );
-    has(&p, "size-mismatch");
+    for (good, name) in [(&mbox, "size-mbox.tar.zst"), (&ar, "size.tar.zst")] {
+        let p = t.path().join(name);
+        tampered(
+            good,
+            &p,
+            |recs| {
+                let m = first_message(recs);
+                m["size"] = (m["size"].as_u64().unwrap() + 1).into();
+            },
+            &[],
+        );
+        has(&p, "size-mismatch");
+    }
 
     // An INTERNALDATE that cannot be read would become "now" on import.
     let p = t.path().join("date.tar.zst");
@@ -415,30 +400,16 @@ fn import_of_a_damaged_archive_reports_what_it_could_not_read() {
         .collect();
     write_maildir_folder(&src.join("INBOX"), &msgs);
     let ar = t.path().join("a.tar.zst");
-    run_ok(&[
-        "export",
-        &format!("maildir:{}", src.display()),
-        "-o",
-        ar.to_str().unwrap(),
-        "-q",
-    ]);
+    export_maildir(&src, &ar, &["-q"]);
     let good = std::fs::read(&ar).unwrap();
     let import = |bad: &Path, extra: &[&str]| {
-        bin()
-            .args([
-                "import",
-                bad.to_str().unwrap(),
-                "--to",
-                &d.imaps_url("bob"),
-                "--json",
-            ])
-            .args(extra)
-            .arg("--password-file")
-            .arg(d.password_file("bob"))
-            .arg("--tls-ca-file")
-            .arg(d.ca_file())
-            .output()
-            .unwrap()
+        let url = d.imaps_url("bob");
+        let args = [
+            &["import", bad.to_str().unwrap(), "--to", &url, "--json"][..],
+            extra,
+        ]
+        .concat();
+        run_logged_in(&args, &d.login_args("bob"))
     };
     // Damage at several places (a run of garbage, then a few flipped bytes) in the
     // message data, which is the first 90 % of the file; the index stays readable.
@@ -526,45 +497,90 @@ struct Intact {
     hashes: std::collections::HashSet<String>,
 }
 
-/// A Maildir of 36 messages in two folders: text noise (zstd keeps most of it as
-/// literals, so a flipped byte often spoils one message and leaves the next readable)
-/// and plain repeated text (where it spoils the decoder's state instead).
-fn damage_source(dir: &Path) -> (PathBuf, Intact) {
-    let src = dir.join("src");
+/// 36 messages in two folders (folder, file name, bytes): text noise (zstd keeps most of
+/// it as literals, so a flipped byte often spoils one message and leaves the next
+/// readable) and plain repeated text (where it spoils the decoder's state instead).
+fn damage_messages() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut rng = Seeded(0x00d1_5ea5_ed00_0001);
-    let mut hashes = std::collections::HashSet::new();
+    let mut msgs = Vec::new();
     for (folder, n) in [("INBOX", 24), ("Sub", 12)] {
-        let msgs: Vec<(String, Vec<u8>)> = (0..n)
-            .map(|i| {
-                let mut b =
-                    format!("Subject: {folder} {i}\r\nMessage-ID: <{folder}.{i}@damage>\r\n\r\n")
-                        .into_bytes();
-                for line in 0..60 + i * 7 {
-                    if i % 3 == 0 {
-                        b.extend_from_slice(
-                            format!("plain line {line} of {folder}\r\n").as_bytes(),
-                        );
-                    } else {
-                        const B64: &[u8; 64] =
-                            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-                        b.extend((0..72).map(|_| B64[(rng.next() & 63) as usize]));
-                        b.extend_from_slice(b"\r\n");
-                    }
+        for i in 0..n {
+            let mut b =
+                format!("Subject: {folder} {i}\r\nMessage-ID: <{folder}.{i}@damage>\r\n\r\n")
+                    .into_bytes();
+            for line in 0..60 + i * 7 {
+                if i % 3 == 0 {
+                    b.extend_from_slice(format!("plain line {line} of {folder}\r\n").as_bytes());
+                } else {
+                    const B64: &[u8; 64] =
+                        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+                    b.extend((0..72).map(|_| B64[(rng.next() & 63) as usize]));
+                    b.extend_from_slice(b"\r\n");
                 }
-                hashes.insert(sha256_hex(&b));
-                (format!("{}.d{i}:2,S", 1_700_000_000 + i), b)
-            })
-            .collect();
-        let d = if folder == "INBOX" {
-            src.join("INBOX")
-        } else {
-            src.join("Sub")
-        };
-        write_maildir_folder(&d, &msgs);
+            }
+            msgs.push((folder, format!("{}.d{i}:2,S", 1_700_000_000 + i), b));
+        }
     }
-    let total = hashes.len();
-    assert_eq!(total, 36);
-    (src, Intact { total, hashes })
+    msgs
+}
+
+fn intact() -> Intact {
+    let hashes: std::collections::HashSet<String> = damage_messages()
+        .iter()
+        .map(|(_, _, b)| sha256_hex(b))
+        .collect();
+    assert_eq!(hashes.len(), 36);
+    Intact {
+        total: hashes.len(),
+        hashes,
+    }
+}
+
+/// The archive every damage case starts from, committed so that the cases are the same
+/// bytes on every run and machine (an export differs each time: its archive id and
+/// creation time, and the compressor's output across zstd versions).
+fn damage_base() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/damage/base.tar.zst")
+}
+
+/// Writes [`damage_base`] again from [`damage_messages`] (after a change to either):
+/// `cargo test --test corrupt write_damage_base -- --ignored`.
+#[test]
+#[ignore = "writes fixtures/damage/base.tar.zst; run by hand to make it again"]
+fn write_damage_base() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("damage");
+    for (folder, name, bytes) in damage_messages() {
+        write_maildir_folder(&src.join(folder), &[(name, bytes)]);
+    }
+    let out = damage_base();
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let _ = std::fs::remove_file(&out);
+    export_maildir(&src, &out, &["-q"]);
+}
+
+/// The committed base is still an archive this mailark reads clean, holding exactly the
+/// damage messages in their folders: the cases start from what they claim to.
+#[test]
+fn the_damage_base_verifies_clean_and_holds_the_damage_messages() {
+    let base = damage_base();
+    let (code, v) = verify_json(&base);
+    assert_eq!((code, codes(&v)), (0, vec![]), "{v}");
+    assert_eq!(v["messages"], 36, "{v}");
+    let mut held: Vec<(String, String)> = ls_json(&[&base])
+        .iter()
+        .map(|m| {
+            let folder = m["folder"].as_str().unwrap().to_string();
+            (folder, m["sha256"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let mut want: Vec<(String, String)> = damage_messages()
+        .iter()
+        .map(|(f, _, b)| (f.to_string(), sha256_hex(b)))
+        .collect();
+    held.sort();
+    want.sort();
+    assert_eq!(held, want);
 }
 
 /// `(index_offset, index_length)` from a good archive's trailer (spec §3).
@@ -572,6 +588,139 @@ fn index_frame(b: &[u8]) -> (usize, usize) {
     let t = &b[b.len() - 72..];
     let word = |at: usize| u64::from_le_bytes(t[at..at + 8].try_into().unwrap()) as usize;
     (word(24), word(32))
+}
+
+/// A good archive's tar stream as its two parts: the message frames' and the index
+/// frame's.
+fn split_frames(good: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let (ix, ix_len) = index_frame(good);
+    let decode = |b: &[u8]| {
+        let mut out = Vec::new();
+        zstd::stream::read::Decoder::new(b)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    };
+    (decode(&good[..ix]), decode(&good[ix..ix + ix_len]))
+}
+
+/// The archive file the writer would frame from these two parts of a tar stream (each
+/// compressed again; a trailer with `good`'s flags pointing at the index frame), so
+/// that nothing but a change made to the tar bytes is wrong.
+fn frame(good: &[u8], mail: &[u8], index: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    let mut file = zstd::encode_all(mail, 3).unwrap();
+    let frame = zstd::encode_all(index, 3).unwrap();
+    let mut trailer = good[good.len() - 72..].to_vec();
+    trailer[24..32].copy_from_slice(&(file.len() as u64).to_le_bytes());
+    trailer[32..40].copy_from_slice(&(frame.len() as u64).to_le_bytes());
+    trailer[40..72].copy_from_slice(&sha2::Sha256::digest(&frame));
+    file.extend_from_slice(&frame);
+    file.extend_from_slice(&trailer);
+    file
+}
+
+/// Where each message member's data ends, in the message frames' tar bytes, when it
+/// does not fill its last block: (member name, end of its data).
+fn short_last_blocks(mail: &[u8]) -> Vec<(String, usize)> {
+    let mut a = tar::Archive::new(mail);
+    let mut v = Vec::new();
+    for e in a.entries().unwrap() {
+        let e = e.unwrap();
+        let name = e.path().unwrap().display().to_string();
+        let end = (e.raw_file_position() + e.size()) as usize;
+        if name.contains("/cur/") && end % 512 != 0 {
+            v.push((name, end));
+        }
+    }
+    v
+}
+
+/// A byte that is not zero in the padding after a message's data, or in the
+/// end-of-archive blocks: no mail is damaged, so `verify` warns (exit 0), naming the
+/// member and the byte's offset in the tar stream, and every message is extracted.
+#[test]
+fn padding_that_is_not_zero_is_a_warning_naming_the_member_and_offset() {
+    let t = tempfile::tempdir().unwrap();
+    let good = std::fs::read(good_archive(t.path(), "maildir")).unwrap();
+    let (mail, index) = split_frames(&good);
+    let clean = t.path().join("clean.tar.zst");
+    std::fs::write(&clean, frame(&good, &mail, &index)).unwrap();
+    let (code, v) = verify_json(&clean);
+    assert_eq!((code, codes(&v)), (0, vec![]), "{v}");
+
+    let (member, end) = short_last_blocks(&mail).swap_remove(3);
+    let mut m = mail.clone();
+    m[end + 5] = 0x41;
+    // The second end block: the first one a parser reads as a header.
+    let mut ix = index.clone();
+    let at = ix.len() - 100;
+    ix[at] = 0x07;
+    for (what, mail, index, names, offset) in [
+        ("member padding", &m, &index, Some(member.as_str()), end + 5),
+        ("end blocks", &mail, &ix, None, mail.len() + at),
+    ] {
+        let p = t.path().join("padding.tar.zst");
+        std::fs::write(&p, frame(&good, mail, index)).unwrap();
+        let (code, v) = verify_json(&p);
+        assert_eq!(code, 0, "{what}: {v}");
+        let f = &v["findings"].as_array().unwrap()[..];
+        assert_eq!(f.len(), 1, "{what}: {v}");
+        assert_eq!(
+            (&f[0]["code"], &f[0]["level"]),
+            (&"tar-padding".into(), &"warning".into()),
+            "{what}: {v}"
+        );
+        let detail = f[0]["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&format!("byte {offset} ")),
+            "{what}: {detail}"
+        );
+        match names {
+            Some(n) => assert!(detail.contains(n), "{what}: {detail}"),
+            None => assert!(detail.contains("end-of-archive"), "{what}: {detail}"),
+        }
+        let target = t.path().join(what);
+        let out = run(&[
+            "extract",
+            p.to_str().unwrap(),
+            "--to",
+            &format!("maildir:{}", target.display()),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+        assert_eq!(read_tree(&target.join("cur")).len(), 20, "{what}");
+    }
+}
+
+/// What a damage case must make `verify` say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// Nothing (exit 0): the byte is one readers ignore (the trailer's flags, §3).
+    Clean,
+    /// One `tar-padding` warning naming the byte at this offset of the tar stream
+    /// (exit 0): no mail is in the padding, and all of it comes out.
+    Padding(usize),
+    /// Damage (exit 1 or 2, a finding); what can be read is recovered.
+    Damage,
+}
+
+/// One damaged archive, named by its label alone: the base is committed and the
+/// offsets and bytes are seeded, so a label is the same case on every run.
+struct Case {
+    label: String,
+    bytes: Vec<u8>,
+    expect: Expect,
+}
+
+impl Case {
+    fn new(label: String, bytes: Vec<u8>, expect: Expect) -> Case {
+        Case {
+            label,
+            bytes,
+            expect,
+        }
+    }
 }
 
 /// Everything one damaged archive made each command do.
@@ -585,55 +734,76 @@ struct Outcome {
     peak: u64,
 }
 
+/// Runs one command of a damage case: no crash, memory bounded.
+fn under_damage(cmd: &mut std::process::Command, what: &str, peak: &mut u64) -> Output {
+    let g = guarded(cmd, what);
+    assert!(
+        g.peak < DAMAGE_PEAK_LIMIT,
+        "{what}: peaked at {} MiB",
+        g.peak >> 20
+    );
+    *peak = (*peak).max(g.peak);
+    g.out
+}
+
 /// Runs `verify`, `extract` and `import --dry-run` on the damaged archive `bad` and checks
-/// what holds wherever the damage sits: no crash, memory bounded, `verify` exits
-/// non-zero (unless `harmless`), nothing written outside the target and no message
-/// written that is not an intact one, and every message either recovered or listed.
+/// what holds wherever the damage sits: no crash, memory bounded, `verify` says what
+/// `expect` says, nothing written outside the target and no message written that is not
+/// an intact one, and every message either recovered or listed.
 fn check_damaged(
     label: &str,
     bad: &Path,
     intact: &Intact,
-    harmless: bool,
+    expect: Expect,
     dry_run: &dyn Fn(&Path) -> std::process::Command,
 ) -> Outcome {
     let mut got = Outcome::default();
-    let mut peak_ok = |what: &str, peak: u64| {
-        assert!(
-            peak < DAMAGE_PEAK_LIMIT,
-            "{label}: {what} peaked at {} MiB",
-            peak >> 20
-        );
-        got.peak = got.peak.max(peak);
-    };
-
-    let (o, peak) = output_and_peak(bin().args(["verify", bad.to_str().unwrap(), "--json"]));
-    assert_no_crash(&o, &format!("{label}: verify"));
-    peak_ok("verify", peak);
+    let o = under_damage(
+        bin().args(["verify", bad.to_str().unwrap(), "--json"]),
+        &format!("{label}: verify"),
+        &mut got.peak,
+    );
     got.verify = o.status.code().unwrap();
-    if harmless {
-        assert_eq!(got.verify, 0, "{label}: {}{}", stdout(&o), stderr(&o));
-    } else {
-        assert!(
-            got.verify == 1 || got.verify == 2,
-            "{label}: verify passed damage: {}",
-            stdout(&o)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
-            .unwrap_or_else(|e| panic!("{label}: verify --json printed no JSON ({e})"));
-        assert!(!codes(&v).is_empty(), "{label}: no finding: {v}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{label}: verify --json printed no JSON ({e})"));
+    match expect {
+        Expect::Clean => assert_eq!((got.verify, codes(&v)), (0, vec![]), "{label}: {v}"),
+        Expect::Padding(at) => {
+            assert_eq!(got.verify, 0, "{label}: {v}");
+            assert_eq!(codes(&v), ["tar-padding"], "{label}: {v}");
+            let detail = v["findings"][0]["detail"].as_str().unwrap();
+            assert!(detail.contains(&format!("byte {at} ")), "{label}: {detail}");
+            let at_end = label.contains("end block");
+            let names = if at_end {
+                "end-of-archive"
+            } else {
+                "member \"maildir/"
+            };
+            assert!(detail.contains(names), "{label}: {detail}");
+        }
+        Expect::Damage => {
+            assert!(
+                got.verify == 1 || got.verify == 2,
+                "{label}: verify passed damage: {v}"
+            );
+            assert!(!codes(&v).is_empty(), "{label}: no finding: {v}");
+        }
     }
+    let harmless = expect != Expect::Damage;
 
     let sandbox = tempfile::tempdir().unwrap();
     let target = sandbox.path().join("out");
-    let (o, peak) = output_and_peak(bin().args([
-        "extract",
-        bad.to_str().unwrap(),
-        "--to",
-        &format!("maildir:{}", target.display()),
-        "--json",
-    ]));
-    assert_no_crash(&o, &format!("{label}: extract"));
-    peak_ok("extract", peak);
+    let o = under_damage(
+        bin().args([
+            "extract",
+            bad.to_str().unwrap(),
+            "--to",
+            &format!("maildir:{}", target.display()),
+            "--json",
+        ]),
+        &format!("{label}: extract"),
+        &mut got.peak,
+    );
     let code = o.status.code().unwrap();
     let beside: Vec<_> = std::fs::read_dir(sandbox.path())
         .unwrap()
@@ -682,9 +852,11 @@ fn check_damaged(
         assert_eq!((code, got.extracted), (0, intact.total), "{label}");
     }
 
-    let (o, peak) = output_and_peak(&mut dry_run(bad));
-    assert_no_crash(&o, &format!("{label}: import --dry-run"));
-    peak_ok("import --dry-run", peak);
+    let o = under_damage(
+        &mut dry_run(bad),
+        &format!("{label}: import --dry-run"),
+        &mut got.peak,
+    );
     match o.status.code().unwrap() {
         c @ (0 | 1) => {
             let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -718,12 +890,11 @@ fn one_error_naming(o: &std::process::Output, file: &Path, label: &str) {
     assert!(errors[0].contains(file.to_str().unwrap()), "{label}: {err}");
 }
 
-/// The damage cases of one good archive: 200 flipped bytes at seeded offsets over the
+/// The damage cases of the base archive: 200 flipped bytes at seeded offsets over the
 /// whole file (140 in the message frames, 40 in the index frame, 20 in the trailer) and
-/// 40 seeded truncations plus the frame boundaries. Returns (label, damaged bytes,
-/// harmless): a flip in the trailer's flags word is ignored by the spec (§3: readers
-/// ignore unknown bits).
-fn raw_damage(good: &[u8]) -> Vec<(String, Vec<u8>, bool)> {
+/// 40 seeded truncations plus the frame boundaries. A flip in the trailer's flags word
+/// is ignored by the spec (§3: readers ignore unknown bits).
+fn raw_damage(good: &[u8]) -> Vec<Case> {
     let (ix, ix_len) = index_frame(good);
     let len = good.len();
     let mut rng = Seeded(0x5eed_0000_0000_0010);
@@ -736,36 +907,32 @@ fn raw_damage(good: &[u8]) -> Vec<(String, Vec<u8>, bool)> {
     for (region, lo, hi, n) in regions {
         for _ in 0..n {
             let at = rng.within(lo, hi);
+            let x = rng.flip();
             let mut b = good.to_vec();
-            b[at] ^= rng.flip();
+            b[at] ^= x;
             let flags = (len - 72 + 20..len - 72 + 24).contains(&at);
-            cases.push((format!("flip at {at} ({region}, of {len})"), b, flags));
+            let expect = if flags { Expect::Clean } else { Expect::Damage };
+            let label = format!("flip at {at} by 0x{x:02x} ({region}, of {len})");
+            cases.push(Case::new(label, b, expect));
         }
     }
     let mut cuts: Vec<usize> = (0..40).map(|_| rng.within(1, len)).collect();
     cuts.extend([0, ix, ix + 1, ix + ix_len, len - 72, len - 1]);
     for cut in cuts {
-        cases.push((
-            format!("cut at {cut} (of {len})"),
-            good[..cut].to_vec(),
-            false,
-        ));
+        let label = format!("cut at {cut} (of {len})");
+        cases.push(Case::new(label, good[..cut].to_vec(), Expect::Damage));
     }
     cases
 }
 
 /// Flips inside the tar stream itself, the archive then framed again as the writer
-/// frames it (message frames, the untouched index frame, a trailer pointing at it), so
-/// only the flipped byte is wrong: 25 in tar headers, 25 in message bytes, and 10 in the
-/// padding after a member's data (harmless: see below).
-fn tar_damage(good: &[u8]) -> Vec<(String, Vec<u8>, bool)> {
-    let (ix, _) = index_frame(good);
-    let mut mail = Vec::new();
-    zstd::stream::read::Decoder::new(&good[..ix])
-        .unwrap()
-        .read_to_end(&mut mail)
-        .unwrap();
-    let (mut headers, mut data, mut padding) = (Vec::new(), Vec::new(), Vec::new());
+/// frames it ([`frame`]), so only the flipped byte is wrong: 25 in tar headers, 25 in
+/// message bytes, 10 in the zero padding after a member's data, 4 in the second
+/// end-of-archive block (both: a `tar-padding` warning, the mail intact) and 2 in the
+/// first (which a parser reads as a header, and refuses).
+fn tar_damage(good: &[u8]) -> Vec<Case> {
+    let (mail, index) = split_frames(good);
+    let (mut headers, mut data) = (Vec::new(), Vec::new());
     let mut a = tar::Archive::new(&mail[..]);
     for e in a.entries().unwrap() {
         let e = e.unwrap();
@@ -778,40 +945,72 @@ fn tar_damage(good: &[u8]) -> Vec<(String, Vec<u8>, bool)> {
         if n > 0 {
             data.push(d..d + n);
         }
-        if n % 512 != 0 {
-            padding.push(d + n..d + n.next_multiple_of(512));
-        }
     }
-    let reframe = |tar: &[u8]| {
-        let mut file = zstd::encode_all(tar, 3).unwrap();
-        let offset = file.len() as u64;
-        file.extend_from_slice(&good[ix..good.len() - 72]);
-        let mut trailer = good[good.len() - 72..].to_vec();
-        trailer[24..32].copy_from_slice(&offset.to_le_bytes());
-        file.extend_from_slice(&trailer);
-        file
-    };
+    let padding: Vec<_> = short_last_blocks(&mail)
+        .into_iter()
+        .map(|(_, end)| end..end.next_multiple_of(512))
+        .collect();
     // Framed again with nothing changed, the archive is clean: the flips alone are
     // what the checks below see.
-    let mut cases = vec![("reframed, undamaged".to_string(), reframe(&mail), true)];
+    let reframed = frame(good, &mail, &index);
+    let mut cases = vec![Case::new(
+        "reframed, undamaged".into(),
+        reframed,
+        Expect::Clean,
+    )];
     let mut rng = Seeded(0x5eed_0000_0000_0020);
-    // The zero padding that fills a member's last 512-byte block holds no mail and no
-    // check covers it (README, Known limits): damage confined to it is harmless, and
-    // every message must still come out.
-    for (what, ranges, n, harmless) in [
-        ("tar header", &headers, 25, false),
-        ("message bytes", &data, 25, false),
-        ("member padding", &padding, 10, true),
+    for (what, ranges, n) in [
+        ("tar header", &headers, 25),
+        ("message bytes", &data, 25),
+        ("member padding", &padding, 10),
     ] {
         for _ in 0..n {
             let r = &ranges[rng.within(0, ranges.len())];
             let at = rng.within(r.start, r.end);
+            let x = rng.flip();
             let mut t = mail.clone();
-            t[at] ^= rng.flip();
-            cases.push((format!("tar flip at {at} ({what})"), reframe(&t), harmless));
+            t[at] ^= x;
+            let expect = match what {
+                "member padding" => Expect::Padding(at),
+                _ => Expect::Damage,
+            };
+            let label = format!("tar flip at {at} by 0x{x:02x} ({what})");
+            cases.push(Case::new(label, frame(good, &t, &index), expect));
+        }
+    }
+    let first_end = index.len() - 1024;
+    for (block, n, expect) in [("second", 4, true), ("first", 2, false)] {
+        let lo = if expect { first_end + 512 } else { first_end };
+        for _ in 0..n {
+            let at = rng.within(lo, lo + 512);
+            let x = rng.flip();
+            let mut ix = index.clone();
+            ix[at] ^= x;
+            let offset = mail.len() + at;
+            let expect = if expect {
+                Expect::Padding(offset)
+            } else {
+                Expect::Damage
+            };
+            let label = format!("tar flip at {offset} by 0x{x:02x} ({block} end block)");
+            cases.push(Case::new(label, frame(good, &mail, &ix), expect));
         }
     }
     cases
+}
+
+/// The environment variable that runs one damage case alone, by its label.
+const ONE_CASE: &str = "MAILARK_DAMAGE_CASE";
+
+/// Runs `check` for the case `label`; when it fails, says how to run that case alone.
+fn replayable<T>(label: &str, check: impl FnOnce() -> T) -> T {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)).unwrap_or_else(|e| {
+        eprintln!(
+            "replay this case alone: {ONE_CASE}='{label}' cargo test --test corrupt \
+             seeded_damage_anywhere -- --nocapture"
+        );
+        std::panic::resume_unwind(e)
+    })
 }
 
 #[test]
@@ -827,16 +1026,8 @@ fn seeded_damage_anywhere_is_named_and_the_rest_recovered() {
         ..Default::default()
     });
     let t = tempfile::tempdir().unwrap();
-    let (src, intact) = damage_source(t.path());
-    let ar = t.path().join("good.tar.zst");
-    run_ok(&[
-        "export",
-        &format!("maildir:{}", src.display()),
-        "-o",
-        ar.to_str().unwrap(),
-        "-q",
-    ]);
-    let good = std::fs::read(&ar).unwrap();
+    let intact = intact();
+    let good = std::fs::read(damage_base()).unwrap();
     let import = |user: &str, bad: &Path, extra: &[&str]| {
         let mut c = bin();
         c.args([
@@ -849,47 +1040,43 @@ fn seeded_damage_anywhere_is_named_and_the_rest_recovered() {
             "1",
         ])
         .args(extra)
-        .arg("--password-file")
-        .arg(d.password_file(user))
-        .arg("--tls-ca-file")
-        .arg(d.ca_file());
+        .args(d.login_args(user));
         c
     };
     let dry_run = |bad: &Path| import("dry", bad, &["--dry-run"]);
 
     let mut cases = raw_damage(&good);
     cases.extend(tar_damage(&good));
+    // One case alone, to replay a failure (its label is the same case on every run).
+    let only = std::env::var(ONE_CASE).ok();
+    if let Some(l) = &only {
+        cases.retain(|c| &c.label == l);
+        assert_eq!(cases.len(), 1, "{ONE_CASE}={l:?} names no case");
+    }
     let bad = t.path().join("bad.tar.zst");
     let mut outcomes = Vec::new();
-    for (label, bytes, harmless) in &cases {
-        std::fs::write(&bad, bytes).unwrap();
-        let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            check_damaged(label, &bad, &intact, *harmless, &dry_run)
-        }))
-        .unwrap_or_else(|e| {
-            // The archive differs from run to run (its id and creation time): keep the
-            // failing case for replay.
-            let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join("damage-case.tar.zst");
-            std::fs::copy(&bad, &keep).unwrap();
-            eprintln!("{label}: the damaged archive is kept at {}", keep.display());
-            std::panic::resume_unwind(e)
+    for (i, c) in cases.iter().enumerate() {
+        std::fs::write(&bad, &c.bytes).unwrap();
+        let got = replayable(&c.label, || {
+            check_damaged(&c.label, &bad, &intact, c.expect, &dry_run)
         });
-        outcomes.push((label.clone(), bytes.clone(), got));
+        outcomes.push((i, got));
     }
     // Damage in the message data spoils the message it hits or, where it breaks the
-    // decoder, what follows it in that frame: across these cases (seed 0x5eed...10,
-    // 0x5eed...20) 95 % of the messages came out; below three quarters is a regression.
+    // decoder, what follows it in that frame: across these cases 95 % of the messages
+    // came out; below three quarters is a regression.
     let (mut recovered, mut flips) = (0, 0);
-    for (label, _, got) in &outcomes {
+    for (i, got) in &outcomes {
+        let label = &cases[*i].label;
         if label.contains("message frames") || label.contains("message bytes") {
             recovered += got.extracted;
             flips += 1;
         }
     }
-    let peak = outcomes.iter().map(|(_, _, g)| g.peak).max().unwrap();
+    let peak = outcomes.iter().map(|(_, g)| g.peak).max().unwrap();
     let refused = outcomes
         .iter()
-        .filter(|(_, _, g)| g.to_append.is_none())
+        .filter(|(_, g)| g.to_append.is_none())
         .count();
     eprintln!(
         "{} damaged archives: {recovered} of {} messages extracted from the {flips} with \
@@ -899,7 +1086,7 @@ fn seeded_damage_anywhere_is_named_and_the_rest_recovered() {
         peak >> 20
     );
     assert!(
-        recovered * 4 > flips * intact.total * 3,
+        only.is_some() || recovered * 4 > flips * intact.total * 3,
         "only {recovered} messages recovered over {flips} damaged archives of {}",
         intact.total
     );
@@ -916,55 +1103,69 @@ fn seeded_damage_anywhere_is_named_and_the_rest_recovered() {
     ]
     .iter()
     .filter_map(|kind| {
+        let of_kind = |i: &usize| cases[*i].label.contains(kind);
         outcomes
             .iter()
-            .position(|(l, _, g)| l.contains(kind) && g.to_append.is_some_and(|n| n > 0))
-            .or_else(|| outcomes.iter().position(|(l, _, _)| l.contains(kind)))
+            .find(|(i, g)| of_kind(i) && g.to_append.is_some_and(|n| n > 0))
+            .or_else(|| outcomes.iter().find(|(i, _)| of_kind(i)))
+            .map(|(i, _)| *i)
     })
     .collect();
     for (k, &i) in picks.iter().enumerate() {
-        let (label, bytes, got) = &outcomes[i];
-        let user = format!("imp{k}");
-        std::fs::write(&bad, bytes).unwrap();
-        let (o, peak) = output_and_peak(&mut import(&user, &bad, &[]));
-        assert_no_crash(&o, &format!("{label}: import"));
+        let c = &cases[i];
+        let got = &outcomes.iter().find(|(j, _)| *j == i).unwrap().1;
+        std::fs::write(&bad, &c.bytes).unwrap();
+        replayable(&c.label, || {
+            import_for_real(&d, &format!("imp{k}"), &c.label, got, &intact, &|| {
+                import(&format!("imp{k}"), &bad, &[])
+            })
+        });
+    }
+}
+
+/// Imports a damaged archive into `user` (empty until now) and checks it brought what
+/// the dry run planned, each message an intact one, and that a rerun adds nothing.
+fn import_for_real(
+    d: &support::Dovecot,
+    user: &str,
+    label: &str,
+    got: &Outcome,
+    intact: &Intact,
+    import: &dyn Fn() -> std::process::Command,
+) {
+    let mut peak = 0;
+    let o = under_damage(&mut import(), &format!("{label}: import"), &mut peak);
+    let mut c = d.raw(user);
+    let mut held = Vec::new();
+    for folder in ["INBOX", "Sub"] {
+        if c.cmd(&format!("EXAMINE {folder}")).ok() {
+            held.extend(c.fetch_all(folder).into_iter().map(|(_, _, b)| b));
+        }
+    }
+    for b in &held {
         assert!(
-            peak < DAMAGE_PEAK_LIMIT,
-            "{label}: import peaked at {} MiB",
-            peak >> 20
+            intact.hashes.contains(&sha256_hex(b)),
+            "{label}: a damaged message landed"
         );
-        let mut c = d.raw(&user);
-        let mut held = Vec::new();
-        for folder in ["INBOX", "Sub"] {
-            if c.cmd(&format!("EXAMINE {folder}")).ok() {
-                held.extend(c.fetch_all(folder).into_iter().map(|(_, _, b)| b));
-            }
-        }
-        for b in &held {
-            assert!(
-                intact.hashes.contains(&sha256_hex(b)),
-                "{label}: a damaged message landed"
+    }
+    match o.status.code().unwrap() {
+        c @ (0 | 1) => {
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(v["appended"].as_u64(), got.to_append, "{label}: {v}");
+            assert_eq!(v["verified"], v["appended"], "{label}: {v}");
+            assert_eq!(
+                held.len() as u64,
+                v["appended"].as_u64().unwrap(),
+                "{label}"
             );
+            assert_eq!(c == 0, v["failed"] == 0, "{label}: {v}");
+            let again = under_damage(&mut import(), &format!("{label}: rerun"), &mut peak);
+            let v: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+            assert_eq!(v["appended"], 0, "{label}: rerun: {v}");
         }
-        match o.status.code().unwrap() {
-            c @ (0 | 1) => {
-                let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-                assert_eq!(v["appended"].as_u64(), got.to_append, "{label}: {v}");
-                assert_eq!(v["verified"], v["appended"], "{label}: {v}");
-                assert_eq!(
-                    held.len() as u64,
-                    v["appended"].as_u64().unwrap(),
-                    "{label}"
-                );
-                assert_eq!(c == 0, v["failed"] == 0, "{label}: {v}");
-                let again = output_and_peak(&mut import(&user, &bad, &[])).0;
-                let v: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
-                assert_eq!(v["appended"], 0, "{label}: rerun: {v}");
-            }
-            _ => {
-                assert!(got.to_append.is_none(), "{label}: {}", stderr(&o));
-                assert!(held.is_empty(), "{label}");
-            }
+        _ => {
+            assert!(got.to_append.is_none(), "{label}: {}", stderr(&o));
+            assert!(held.is_empty(), "{label}");
         }
     }
 }

@@ -11,7 +11,7 @@ mod support;
 
 use std::path::Path;
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use support::stall::StallProxy;
@@ -66,23 +66,18 @@ fn seed(d: &Dovecot, user: &str, folder: &str, msgs: &[Vec<u8>]) {
     d.seed_maildir(user, folder, &rows);
 }
 
-/// mailark with `args` under `timeout HANG`, with the server's CA and `user`'s password.
+/// mailark with `args` under `timeout HANG`, logged in as `user`: no crash, no hang.
 fn bounded(d: &Dovecot, user: &str, args: &[&str]) -> (Output, Duration) {
-    let t0 = Instant::now();
-    let o = std::process::Command::new("timeout")
-        .arg(HANG)
-        .arg(env!("CARGO_BIN_EXE_mailark"))
-        .args(args)
-        .arg("--password-file")
-        .arg(d.password_file(user))
-        .arg("--tls-ca-file")
-        .arg(d.ca_file())
-        .args(["--timeout", STEP])
-        .output()
-        .unwrap();
-    assert_no_crash(&o, &format!("{args:?}"));
-    assert_ne!(o.status.code(), Some(124), "{args:?} hung: {}", stderr(&o));
-    (o, t0.elapsed())
+    let g = guarded(
+        std::process::Command::new("timeout")
+            .arg(HANG)
+            .arg(env!("CARGO_BIN_EXE_mailark"))
+            .args(args)
+            .args(d.login_args(user))
+            .args(["--timeout", STEP]),
+        &format!("{args:?}"),
+    );
+    (g.out, g.took)
 }
 
 /// Names in `dir`, sorted.
@@ -217,13 +212,7 @@ fn import_through_a_stalled_or_trickling_link_ends_and_a_rerun_brings_each_messa
         .collect();
     write_maildir_folder(&src.join("INBOX"), &rows);
     let ar = t.path().join("a.tar.zst");
-    run_ok(&[
-        "export",
-        &format!("maildir:{}", src.display()),
-        "-o",
-        ar.to_str().unwrap(),
-        "-q",
-    ]);
+    export_maildir(&src, &ar, &["-q"]);
     let archive_before = std::fs::read(&ar).unwrap();
     let cases: Vec<(&str, StallProxy, &str)> = vec![
         // In the middle of an APPEND's literal: the client's writes block.
@@ -291,17 +280,16 @@ fn import_through_a_stalled_or_trickling_link_ends_and_a_rerun_brings_each_messa
             c => panic!("{label}: exit {c} through a dead link: {err}"),
         }
         // The rerun over a good link brings the rest, and nothing twice.
-        let o = run(&[
-            "import",
-            ar.to_str().unwrap(),
-            "--to",
-            &d.imaps_url(user),
-            "--json",
-            "--password-file",
-            d.password_file(user).to_str().unwrap(),
-            "--tls-ca-file",
-            d.ca_file().to_str().unwrap(),
-        ]);
+        let o = run_logged_in(
+            &[
+                "import",
+                ar.to_str().unwrap(),
+                "--to",
+                &d.imaps_url(user),
+                "--json",
+            ],
+            &d.login_args(user),
+        );
         assert_eq!(o.status.code(), Some(0), "{label}: rerun: {}", stderr(&o));
         exactly_once(&d, user, &msgs, label);
         assert!(

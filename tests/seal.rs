@@ -131,19 +131,10 @@ fn maildir(dir: &Path, n: usize) -> PathBuf {
     root
 }
 
-fn export_local(src: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "export".to_string(),
-        format!("maildir:{}", src.display()),
-        "-o".into(),
-        out.display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    bin().args(&args).output().unwrap()
-}
-
-fn mailark(args: &[&str]) -> Output {
-    bin().args(args).output().unwrap()
+/// `mailark verify ARCHIVE --signer SIGNERS EXTRA…`.
+fn verify_signed(archive: &Path, signers: &Path, extra: &[&str]) -> Output {
+    let (a, s) = (archive.to_str().unwrap(), signers.to_str().unwrap());
+    run(&[&["verify", a, "--signer", s][..], extra].concat())
 }
 
 fn ls_count(archives: &[&Path], key: &Path) -> usize {
@@ -231,7 +222,7 @@ fn x25519_round_trip_from_dovecot_signed_then_an_encrypted_delta_and_import() {
     );
 
     // Without a key: a clear refusal naming the file.
-    let o = mailark(&["ls", full.to_str().unwrap()]);
+    let o = run(&["ls", full.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("alice.tar.zst.age") && stderr(&o).contains("--identity"));
     assert_eq!(ls_count(&[&full], &key), 9);
@@ -277,7 +268,7 @@ fn x25519_round_trip_from_dovecot_signed_then_an_encrypted_delta_and_import() {
         .unwrap()
         .starts_with(b"age-encryption.org/v1\n"));
     assert_eq!(ls_count(&[&full, &delta], &key), 11);
-    let o = mailark(&[
+    let o = run(&[
         "verify",
         full.to_str().unwrap(),
         delta.to_str().unwrap(),
@@ -287,22 +278,19 @@ fn x25519_round_trip_from_dovecot_signed_then_an_encrypted_delta_and_import() {
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
 
     // Restore the chain into bob and compare every message's bytes with alice's.
-    let pw = d.password_file("bob");
-    let ca = d.ca_file();
-    let o = mailark(&[
-        "import",
-        full.to_str().unwrap(),
-        delta.to_str().unwrap(),
-        "--to",
-        &d.imaps_url("bob"),
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--tls-ca-file",
-        ca.to_str().unwrap(),
-        "-i",
-        &key_arg,
-        "--json",
-    ]);
+    let o = run_logged_in(
+        &[
+            "import",
+            full.to_str().unwrap(),
+            delta.to_str().unwrap(),
+            "--to",
+            &d.imaps_url("bob"),
+            "-i",
+            &key_arg,
+            "--json",
+        ],
+        &d.login_args("bob"),
+    );
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     assert_eq!(json(&o)["appended"], 11);
     assert_eq!(folder_bytes(&d, "alice"), folder_bytes(&d, "bob"));
@@ -314,10 +302,9 @@ fn ssh_ed25519_recipient_round_trip_and_the_age_cli_both_ways() {
     let src = maildir(t.path(), 30);
     let (sshkey, sshpub) = ssh_key(t.path(), "id_ed25519");
     let enc = t.path().join("a.tar.zst.age");
-    let o = export_local(&src, &enc, &["--encrypt-to", &sshpub]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    export_maildir(&src, &enc, &["--encrypt-to", &sshpub]);
     assert_eq!(ls_count(&[&enc], &sshkey), 30);
-    let o = mailark(&[
+    let o = run(&[
         "verify",
         enc.to_str().unwrap(),
         "-i",
@@ -333,7 +320,7 @@ fn ssh_ed25519_recipient_round_trip_and_the_age_cli_both_ways() {
     assert!(stdout(&o).contains("index.jsonl"));
     // And mailark reads what `age -r` made of a plain archive.
     let plain = t.path().join("p.tar.zst");
-    assert!(export_local(&src, &plain, &[]).status.success());
+    export_maildir(&src, &plain, &[]);
     let (key, recipient) = age_key(t.path(), "key.txt");
     let wrapped = t.path().join("p.tar.zst.age");
     sh_ok(&format!(
@@ -343,7 +330,7 @@ fn ssh_ed25519_recipient_round_trip_and_the_age_cli_both_ways() {
     ));
     assert_eq!(ls_count(&[&wrapped], &key), 30);
     let out = t.path().join("out");
-    let o = mailark(&[
+    let o = run(&[
         "extract",
         wrapped.to_str().unwrap(),
         "--to",
@@ -369,10 +356,8 @@ fn a_wrong_identity_and_a_flipped_byte_are_named() {
     let (key, recipient) = age_key(t.path(), "key.txt");
     let (stranger, _) = age_key(t.path(), "stranger.txt");
     let enc = t.path().join("a.tar.zst.age");
-    assert!(export_local(&src, &enc, &["--encrypt-to", &recipient])
-        .status
-        .success());
-    let o = mailark(&[
+    export_maildir(&src, &enc, &["--encrypt-to", &recipient]);
+    let o = run(&[
         "ls",
         enc.to_str().unwrap(),
         "-i",
@@ -384,14 +369,14 @@ fn a_wrong_identity_and_a_flipped_byte_are_named() {
         e.contains("a.tar.zst.age") && e.contains("stranger.txt"),
         "{e}"
     );
-    let o = mailark(&[
+    let o = run(&[
         "verify",
         enc.to_str().unwrap(),
         "-i",
         stranger.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
-    let o = mailark(&[
+    let o = run(&[
         "ls",
         enc.to_str().unwrap(),
         "-i",
@@ -408,7 +393,7 @@ fn a_wrong_identity_and_a_flipped_byte_are_named() {
     b[good.len() / 3] ^= 0x01;
     std::fs::write(&mid, &b).unwrap();
     assert_eq!(ls_count(&[&mid], &key), 60);
-    let o = mailark(&["verify", mid.to_str().unwrap(), "-i", key.to_str().unwrap()]);
+    let o = run(&["verify", mid.to_str().unwrap(), "-i", key.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stdout(&o).contains("age authentication failed"),
@@ -421,14 +406,14 @@ fn a_wrong_identity_and_a_flipped_byte_are_named() {
     let n = b.len();
     b[n - 40] ^= 0x80;
     std::fs::write(&end, &b).unwrap();
-    let o = mailark(&["ls", end.to_str().unwrap(), "-i", key.to_str().unwrap()]);
+    let o = run(&["ls", end.to_str().unwrap(), "-i", key.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("age authentication failed"),
         "{}",
         stderr(&o)
     );
-    let o = mailark(&["verify", end.to_str().unwrap(), "-i", key.to_str().unwrap()]);
+    let o = run(&["verify", end.to_str().unwrap(), "-i", key.to_str().unwrap()]);
     assert_ne!(o.status.code(), Some(0));
     let all = format!("{}{}", stdout(&o), stderr(&o));
     assert!(all.contains("age authentication failed"), "{all}");
@@ -438,7 +423,7 @@ fn a_wrong_identity_and_a_flipped_byte_are_named() {
     let at = b.windows(4).position(|w| w == b"\n---").unwrap() - 3;
     b[at] ^= 0x01;
     std::fs::write(&head, &b).unwrap();
-    let o = mailark(&[
+    let o = run(&[
         "verify",
         head.to_str().unwrap(),
         "-i",
@@ -455,33 +440,21 @@ fn a_signature_is_checked_by_ssh_keygen_and_verify_and_refused_for_a_changed_fil
     let src = maildir(t.path(), 12);
     let (sign_key, sign_pub) = ssh_key(t.path(), "signer");
     let ar = t.path().join("a.tar.zst");
-    let o = export_local(&src, &ar, &["--sign", sign_key.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    export_maildir(&src, &ar, &["--sign", sign_key.to_str().unwrap()]);
     let sig = t.path().join("a.tar.zst.sig");
     assert!(std::fs::read_to_string(&sig)
         .unwrap()
         .starts_with("-----BEGIN SSH SIGNATURE-----"));
     let allowed = allowed_signers(t.path(), &sign_pub);
     assert!(ssh_keygen_verify(&allowed, &ar).status.success());
-    let o = mailark(&[
-        "verify",
-        ar.to_str().unwrap(),
-        "--signer",
-        allowed.to_str().unwrap(),
-        "--json",
-    ]);
+    let o = verify_signed(&ar, &allowed, &["--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     let v = json(&o);
     assert_eq!(v["signatures"][0]["status"], "good", "{v}");
     assert_eq!(v["signatures"][0]["signer"], "archivist@example");
     // A bare public key line is a signer list too.
     let pubfile = t.path().join("signer.pub");
-    let o = mailark(&[
-        "verify",
-        ar.to_str().unwrap(),
-        "--signer",
-        pubfile.to_str().unwrap(),
-    ]);
+    let o = verify_signed(&ar, &pubfile, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(stdout(&o).contains("good"), "{}", stdout(&o));
 
@@ -495,13 +468,7 @@ fn a_signature_is_checked_by_ssh_keygen_and_verify_and_refused_for_a_changed_fil
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = mailark(&[
-        "verify",
-        theirs.to_str().unwrap(),
-        "--signer",
-        allowed.to_str().unwrap(),
-        "--json",
-    ]);
+    let o = verify_signed(&theirs, &allowed, &["--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert_eq!(json(&o)["signatures"][0]["status"], "good");
 
@@ -509,12 +476,7 @@ fn a_signature_is_checked_by_ssh_keygen_and_verify_and_refused_for_a_changed_fil
     let (_, other_pub) = ssh_key(t.path(), "other");
     let other = t.path().join("other_signers");
     std::fs::write(&other, format!("x@example {other_pub}\n")).unwrap();
-    let o = mailark(&[
-        "verify",
-        ar.to_str().unwrap(),
-        "--signer",
-        other.to_str().unwrap(),
-    ]);
+    let o = verify_signed(&ar, &other, &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("[signature]"), "{}", stdout(&o));
 
@@ -524,13 +486,7 @@ fn a_signature_is_checked_by_ssh_keygen_and_verify_and_refused_for_a_changed_fil
     b[at] ^= 0x20;
     std::fs::write(&ar, &b).unwrap();
     assert!(!ssh_keygen_verify(&allowed, &ar).status.success());
-    let o = mailark(&[
-        "verify",
-        ar.to_str().unwrap(),
-        "--signer",
-        allowed.to_str().unwrap(),
-        "--json",
-    ]);
+    let o = verify_signed(&ar, &allowed, &["--json"]);
     assert_eq!(o.status.code(), Some(1));
     let v = json(&o);
     assert_eq!(v["signatures"][0]["status"], "bad", "{v}");
@@ -541,12 +497,7 @@ fn a_signature_is_checked_by_ssh_keygen_and_verify_and_refused_for_a_changed_fil
 
     // No signature file at all, when one is asked for.
     std::fs::remove_file(&sig).unwrap();
-    let o = mailark(&[
-        "verify",
-        ar.to_str().unwrap(),
-        "--signer",
-        allowed.to_str().unwrap(),
-    ]);
+    let o = verify_signed(&ar, &allowed, &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("no signature"), "{}", stdout(&o));
 }
@@ -558,7 +509,7 @@ fn the_receipt_renders_in_chromium_with_the_counts_and_japanese_names() {
     let (key, recipient) = age_key(t.path(), "key.txt");
     let (sign_key, sign_pub) = ssh_key(t.path(), "signer");
     let ar = t.path().join("a.tar.zst.age");
-    let o = export_local(
+    export_maildir(
         &src,
         &ar,
         &[
@@ -568,10 +519,9 @@ fn the_receipt_renders_in_chromium_with_the_counts_and_japanese_names() {
             sign_key.to_str().unwrap(),
         ],
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     let allowed = allowed_signers(t.path(), &sign_pub);
     let page = t.path().join("receipt.html");
-    let o = mailark(&[
+    let o = run(&[
         "receipt",
         ar.to_str().unwrap(),
         "-i",

@@ -72,24 +72,16 @@ fn traced(o: &std::process::Output, line_has: &[&str]) {
 fn vv_traces_imap_and_pop3_without_secrets_or_bodies() {
     let d = server();
     let dir = tempfile::tempdir().unwrap();
-    let ca = d.ca_file().display().to_string();
-    let alice_pw = d.password_file("alice").display().to_string();
-    let bob_pw = d.password_file("bob").display().to_string();
+    let alice = d.login_args("alice");
+    let bob = d.login_args("bob");
     let imap_out = dir.path().join("imap.tar.zst").display().to_string();
     let pop_out = dir.path().join("pop.tar.zst").display().to_string();
 
     // IMAP export over STARTTLS (AUTHENTICATE PLAIN).
-    let o = run(&[
-        "-vv",
-        "export",
-        &d.imap_url("alice"),
-        "-o",
-        &imap_out,
-        "--password-file",
-        &alice_pw,
-        "--tls-ca-file",
-        &ca,
-    ]);
+    let o = run_logged_in(
+        &["-vv", "export", &d.imap_url("alice"), "-o", &imap_out],
+        &alice,
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_nothing_secret(&o, "imap export");
     traced(
@@ -110,17 +102,10 @@ fn vv_traces_imap_and_pop3_without_secrets_or_bodies() {
     );
 
     // POP3 export (USER/PASS once STLS is up).
-    let o = run(&[
-        "-vv",
-        "export",
-        &d.pop3_url("alice"),
-        "-o",
-        &pop_out,
-        "--password-file",
-        &alice_pw,
-        "--tls-ca-file",
-        &ca,
-    ]);
+    let o = run_logged_in(
+        &["-vv", "export", &d.pop3_url("alice"), "-o", &pop_out],
+        &alice,
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_nothing_secret(&o, "pop3 export");
     traced(
@@ -134,33 +119,25 @@ fn vv_traces_imap_and_pop3_without_secrets_or_bodies() {
     );
 
     // Import into bob, then verify bob against the archive.
-    let o = run(&[
-        "-vv",
-        "import",
-        &imap_out,
-        "--to",
-        &d.imaps_url("bob"),
-        "--password-file",
-        &bob_pw,
-        "--tls-ca-file",
-        &ca,
-    ]);
+    let o = run_logged_in(
+        &["-vv", "import", &imap_out, "--to", &d.imaps_url("bob")],
+        &bob,
+    );
     assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
     assert_nothing_secret(&o, "import");
     traced(&o, &["APPEND", "{", " bytes}"]);
 
-    let o = run(&[
-        "-vv",
-        "verify",
-        &imap_out,
-        "--against",
-        &d.imaps_url("bob"),
-        "--full",
-        "--password-file",
-        &bob_pw,
-        "--tls-ca-file",
-        &ca,
-    ]);
+    let o = run_logged_in(
+        &[
+            "-vv",
+            "verify",
+            &imap_out,
+            "--against",
+            &d.imaps_url("bob"),
+            "--full",
+        ],
+        &bob,
+    );
     assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
     assert_nothing_secret(&o, "verify --against");
     traced(&o, &["FETCH", "EXAMINE"]);
@@ -170,20 +147,9 @@ fn vv_traces_imap_and_pop3_without_secrets_or_bodies() {
 fn v_tells_folders_but_no_protocol() {
     let d = server();
     let dir = tempfile::tempdir().unwrap();
-    let ca = d.ca_file().display().to_string();
-    let alice_pw = d.password_file("alice").display().to_string();
+    let alice = d.login_args("alice");
     let out = dir.path().join("a.tar.zst").display().to_string();
-    let o = run(&[
-        "-v",
-        "export",
-        &d.imaps_url("alice"),
-        "-o",
-        &out,
-        "--password-file",
-        &alice_pw,
-        "--tls-ca-file",
-        &ca,
-    ]);
+    let o = run_logged_in(&["-v", "export", &d.imaps_url("alice"), "-o", &out], &alice);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_nothing_secret(&o, "-v export");
     let err = stderr(&o);
@@ -198,50 +164,23 @@ fn v_tells_folders_but_no_protocol() {
 
     // POP3 export, import and verify --against tell their folders too.
     let pop = dir.path().join("p.tar.zst").display().to_string();
-    let o = run(&[
-        "-v",
-        "export",
-        &d.pop3s_url("alice"),
-        "-o",
-        &pop,
-        "--password-file",
-        &alice_pw,
-        "--tls-ca-file",
-        &ca,
-    ]);
+    let o = run_logged_in(&["-v", "export", &d.pop3s_url("alice"), "-o", &pop], &alice);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
         err.contains("mailark: INBOX: 2 messages on the server"),
         "{err}"
     );
-    let bob_pw = d.password_file("bob").display().to_string();
-    let o = run(&[
-        "-v",
-        "import",
-        &out,
-        "--to",
-        &d.imaps_url("bob"),
-        "--password-file",
-        &bob_pw,
-        "--tls-ca-file",
-        &ca,
-    ]);
+    let bob = d.login_args("bob");
+    let o = run_logged_in(&["-v", "import", &out, "--to", &d.imaps_url("bob")], &bob);
     assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
     let err = stderr(&o);
     assert!(err.contains("mailark: folder \"Archive\" created"), "{err}");
     assert!(!err.contains(" C: "), "-v must not trace:\n{err}");
-    let o = run(&[
-        "-v",
-        "verify",
-        &out,
-        "--against",
-        &d.imaps_url("bob"),
-        "--password-file",
-        &bob_pw,
-        "--tls-ca-file",
-        &ca,
-    ]);
+    let o = run_logged_in(
+        &["-v", "verify", &out, "--against", &d.imaps_url("bob")],
+        &bob,
+    );
     assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
     let err = stderr(&o);
     assert!(
@@ -251,16 +190,7 @@ fn v_tells_folders_but_no_protocol() {
 
     // Without -v: no events at all.
     let out2 = dir.path().join("b.tar.zst").display().to_string();
-    let o = run(&[
-        "export",
-        &d.imaps_url("alice"),
-        "-o",
-        &out2,
-        "--password-file",
-        &alice_pw,
-        "--tls-ca-file",
-        &ca,
-    ]);
+    let o = run_logged_in(&["export", &d.imaps_url("alice"), "-o", &out2], &alice);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).is_empty(), "{}", stderr(&o));
 }

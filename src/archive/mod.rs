@@ -8,6 +8,7 @@ pub mod footer;
 pub mod index;
 pub mod messages;
 pub mod names;
+pub mod padding;
 pub mod reader;
 pub mod seal;
 pub mod sign;

@@ -14,6 +14,7 @@ use super::footer::{Footer, FooterError, FOOTER_LEN};
 use super::index::{Index, IndexError, Layout, MessageRecord};
 use super::messages::Messages;
 use super::names::is_safe_member_path;
+use super::padding::{PaddingCheck, PaddingFault};
 use super::seal::{self, FileHash, Identities, SealError};
 use crate::mail::mboxrd;
 
@@ -84,6 +85,13 @@ pub enum Member<'a> {
     /// A member that is not a file or directory (a link, device or FIFO): it holds no
     /// message, and extracting it would create something other than a file.
     NotAFile { path: String, kind: &'static str },
+    /// Bytes the format fills with zeros that are not (only from
+    /// [`Archive::stream_checking_padding`]): the member whose padding holds them, none
+    /// for the end-of-archive blocks. No mail is in them.
+    Padding {
+        path: Option<String>,
+        fault: PaddingFault,
+    },
 }
 
 /// The bytes of one message, read from the archive as they are asked for.
@@ -280,6 +288,24 @@ impl Archive {
     /// record is not counted as seen.
     pub fn stream<E: From<ReadError>>(
         &self,
+        visit: impl FnMut(Member<'_>) -> Result<(), E>,
+    ) -> Result<StreamOutcome, E> {
+        self.walk(false, visit)
+    }
+
+    /// [`Archive::stream`], also checking the bytes between members and the end of the
+    /// tar stream (`verify`): each fault is handed to `visit` as [`Member::Padding`],
+    /// and the stream is read to its end.
+    pub fn stream_checking_padding<E: From<ReadError>>(
+        &self,
+        visit: impl FnMut(Member<'_>) -> Result<(), E>,
+    ) -> Result<StreamOutcome, E> {
+        self.walk(true, visit)
+    }
+
+    fn walk<E: From<ReadError>>(
+        &self,
+        padding: bool,
         mut visit: impl FnMut(Member<'_>) -> Result<(), E>,
     ) -> Result<StreamOutcome, E> {
         let path = &self.path;
@@ -302,7 +328,8 @@ impl Archive {
         // the few others (directories, metadata, strays) by name.
         let mut named_seen = vec![false; msgs.len()];
         let mut other_seen: HashSet<String> = HashSet::new();
-        let mut ar = tar::Archive::new(dec);
+        let mut check = PaddingCheck::default();
+        let mut ar = tar::Archive::new(check.watch(dec));
         let data_err = |members: u64, e: io::Error| ReadError::Data {
             path: path.clone(),
             members,
@@ -314,6 +341,11 @@ impl Archive {
             out.members += 1;
             let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             let size = entry.size();
+            let data_end = entry.raw_file_position().saturating_add(size);
+            let fault = check.member(&name, entry.raw_header_position(), data_end);
+            if let Some((path, fault)) = fault.filter(|_| padding) {
+                visit(Member::Padding { path, fault })?;
+            }
             if !is_safe_member_path(&name) {
                 visit(Member::Unsafe { path: name })?;
                 continue;
@@ -392,6 +424,14 @@ impl Archive {
                         out.seen[r] = true;
                     }
                 }
+            }
+        }
+        if padding {
+            // The parser stops at the first end block; the rest is read here.
+            io::copy(&mut ar.into_inner(), &mut io::sink())
+                .map_err(|e| data_err(out.members, e))?;
+            if let Some((path, fault)) = check.end() {
+                visit(Member::Padding { path, fault })?;
             }
         }
         Ok(out)

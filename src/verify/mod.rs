@@ -300,7 +300,7 @@ fn verify_one(a: &Archive, rep: &mut VerifyReport, progress: &crate::progress::P
     }
     let mut checked = 0u64;
     let mut bytes = 0u64;
-    let outcome = a.stream(|member| -> Result<(), ReadError> {
+    let outcome = a.stream_checking_padding(|member| -> Result<(), ReadError> {
         match member {
             Member::Message { record, mut body } => {
                 let m = &idx.messages.get(record);
@@ -366,6 +366,17 @@ fn verify_one(a: &Archive, rep: &mut VerifyReport, progress: &crate::progress::P
                 "not-a-file",
                 None,
                 format!("member {path:?} is a {kind}, not a file"),
+            )),
+            // No mail is in the padding, and every message is checked by its hash: the
+            // archive was written (or changed) by something that does not follow §2.
+            Member::Padding { path, fault } => findings.push(mk(
+                Level::Warning,
+                "tar-padding",
+                None,
+                match path {
+                    Some(path) => format!("member {path:?}: {fault}"),
+                    None => fault.to_string(),
+                },
             )),
         }
         Ok(())

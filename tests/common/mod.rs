@@ -14,6 +14,11 @@ pub fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("run mailark")
 }
 
+/// Runs mailark with `args` then `login`, a test server's login flags (`login_args`).
+pub fn run_logged_in(args: &[&str], login: &[String]) -> Output {
+    bin().args(args).args(login).output().expect("run mailark")
+}
+
 pub fn run_ok(args: &[&str]) -> Output {
     let out = run(args);
     assert!(
@@ -24,6 +29,14 @@ pub fn run_ok(args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// `mailark export maildir:SRC -o OUT EXTRA…`, which must succeed.
+pub fn export_maildir(src: &Path, out: &Path, extra: &[&str]) -> Output {
+    let src = format!("maildir:{}", src.display());
+    let mut args = vec!["export", &src, "-o", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    run_ok(&args)
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -38,9 +51,9 @@ pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/messages")
 }
 
-/// Fixture messages, sorted by name.
-pub fn fixtures() -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<_> = std::fs::read_dir(fixtures_dir())
+/// The `.eml` files in `dir` (name, bytes), sorted by name.
+fn eml_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "eml"))
@@ -53,6 +66,11 @@ pub fn fixtures() -> Vec<(String, Vec<u8>)> {
         .collect();
     v.sort();
     v
+}
+
+/// Fixture messages, sorted by name.
+pub fn fixtures() -> Vec<(String, Vec<u8>)> {
+    eml_files(&fixtures_dir())
 }
 
 /// The interop corpus, kept in the repository under `fixtures/interop` so a fresh clone
@@ -73,17 +91,7 @@ pub fn corpus_dir() -> PathBuf {
 /// Corpus messages 0001–0288 plus the two large ones (generated into `scratch`).
 pub fn corpus_messages(scratch: &Path) -> Vec<(String, Vec<u8>)> {
     let dir = corpus_dir();
-    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            )
-        })
-        .collect();
+    let mut v = eml_files(&dir);
     let large = scratch.join("large");
     if !large.join("large-2.eml").exists() {
         let st = Command::new("python3")
@@ -365,6 +373,30 @@ pub fn output_and_peak(cmd: &mut Command) -> (Output, u64) {
         stderr: err.join().unwrap(),
     };
     (o, ru.ru_maxrss as u64 * 1024)
+}
+
+/// How one [`guarded`] run went: its output, peak RSS in bytes, and wall time.
+pub struct Guarded {
+    pub out: Output,
+    pub peak: u64,
+    pub took: std::time::Duration,
+}
+
+/// Runs `cmd` to its end (as [`output_and_peak`]) and asserts what holds for any run,
+/// however bad its input or link: no crash, and no hang (`timeout` exits 124 when `cmd`
+/// runs under it). `what` names the run in the failure message.
+pub fn guarded(cmd: &mut Command, what: &str) -> Guarded {
+    let t0 = std::time::Instant::now();
+    let (out, peak) = output_and_peak(cmd);
+    let took = t0.elapsed();
+    assert_no_crash(&out, what);
+    assert_ne!(
+        out.status.code(),
+        Some(124),
+        "{what}: hung, stopped after {took:?}: {}",
+        stderr(&out)
+    );
+    Guarded { out, peak, took }
 }
 
 /// A crash is never an answer: no Rust panic (exit 101, "panicked" on stderr) and no

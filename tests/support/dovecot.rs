@@ -305,6 +305,17 @@ namespace inbox {{
         super::password_file_in(self.dir.path(), &self.opts.users, user)
     }
 
+    /// What mailark needs to log in as `user` here: `--password-file` with the user's
+    /// password and `--tls-ca-file` with the server's certificate.
+    pub fn login_args(&self, user: &str) -> [String; 4] {
+        [
+            "--password-file".into(),
+            self.password_file(user).display().to_string(),
+            "--tls-ca-file".into(),
+            self.ca_file().display().to_string(),
+        ]
+    }
+
     /// The user's mail root: a Dovecot `LAYOUT=fs` Maildir tree with UTF-8 names
     /// (`INBOX/`, `Sent/`, `a/b/`).
     pub fn maildir(&self, user: &str) -> PathBuf {
