@@ -216,26 +216,25 @@ fn first_nonzero(bytes: &[u8], offset: u64, place: Place) -> Option<PaddingFault
 
 /// The gap from a member's data end at `from` to the next member's header: the
 /// padding, then any extended headers, each its own header block, data and padding.
+/// Offsets are of the tar stream (blocks are aligned there, not in the gap).
 fn check_between(from: u64, gap: &[u8]) -> Option<PaddingFault> {
-    let pad = ((round_up(from) - from) as usize).min(gap.len());
-    if let Some(f) = first_nonzero(&gap[..pad], from, Place::AfterData) {
-        return Some(f);
-    }
-    let mut at = pad;
-    while gap.len() - at >= BLOCK {
-        // The parser above accepted these headers; one it could not size ends the check.
-        let size = tar::Header::from_byte_slice(&gap[at..at + BLOCK])
-            .entry_size()
-            .ok()?;
-        let data_end = (at + BLOCK).checked_add(usize::try_from(size).ok()?)?;
-        let pad_end = round_up(data_end as u64) as usize;
-        let padding = gap.get(data_end..pad_end)?;
-        if let Some(f) = first_nonzero(padding, from + data_end as u64, Place::ExtendedHeader) {
+    let end = from + gap.len() as u64;
+    let bytes = |lo: u64, hi: u64| &gap[(lo - from) as usize..(hi.min(end) - from) as usize];
+    let (mut fill, mut place) = (from, Place::AfterData);
+    loop {
+        let header = round_up(fill);
+        if let Some(f) = first_nonzero(bytes(fill.min(end), header), fill, place) {
             return Some(f);
         }
-        at = pad_end;
+        if header + BLOCK as u64 > end {
+            return None;
+        }
+        // The parser above accepted these headers; one it could not size ends the check.
+        let block = bytes(header, header + BLOCK as u64);
+        let size = tar::Header::from_byte_slice(block).entry_size().ok()?;
+        fill = (header + BLOCK as u64).checked_add(size)?;
+        place = Place::ExtendedHeader;
     }
-    None
 }
 
 /// The last member's padding from `from`, then exactly two zero blocks to the end.
