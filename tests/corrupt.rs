@@ -24,6 +24,14 @@ fn good_archive(dir: &Path, layout: &str) -> PathBuf {
     ar
 }
 
+/// `mailark extract AR --to maildir:TARGET`.
+fn extract(ar: &Path, target: &Path) -> std::process::Command {
+    let mut c = bin();
+    c.args(["extract", ar.to_str().unwrap(), "--to"])
+        .arg(format!("maildir:{}", target.display()));
+    c
+}
+
 fn verify_json(ar: &Path) -> (i32, serde_json::Value) {
     let out = run(&["verify", ar.to_str().unwrap(), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -253,12 +261,7 @@ fn hostile_member_names_never_escape() {
     assert_eq!(unsafe_names.len(), 3, "{v}");
     // Extraction goes by the index, so the hostile members are never written anywhere.
     let target = t.path().join("deep/target");
-    let out = run(&[
-        "extract",
-        p.to_str().unwrap(),
-        "--to",
-        &format!("maildir:{}", target.display()),
-    ]);
+    let out = extract(&p, &target).output().unwrap();
     // The trailer is gone (we rewrote the file): extract finds the index by scanning, says
     // so, and writes the real messages only.
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -682,12 +685,7 @@ fn padding_that_is_not_zero_is_a_warning_naming_the_member_and_offset() {
             None => assert!(detail.contains("end-of-archive"), "{what}: {detail}"),
         }
         let target = t.path().join(what);
-        let out = run(&[
-            "extract",
-            p.to_str().unwrap(),
-            "--to",
-            &format!("maildir:{}", target.display()),
-        ]);
+        let out = extract(&p, &target).output().unwrap();
         assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
         assert_eq!(read_tree(&target.join("cur")).len(), 20, "{what}");
     }
@@ -794,13 +792,7 @@ fn check_damaged(
     let sandbox = tempfile::tempdir().unwrap();
     let target = sandbox.path().join("out");
     let o = under_damage(
-        bin().args([
-            "extract",
-            bad.to_str().unwrap(),
-            "--to",
-            &format!("maildir:{}", target.display()),
-            "--json",
-        ]),
+        extract(bad, &target).arg("--json"),
         &format!("{label}: extract"),
         &mut got.peak,
     );

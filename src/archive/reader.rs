@@ -328,7 +328,7 @@ impl Archive {
         // the few others (directories, metadata, strays) by name.
         let mut named_seen = vec![false; msgs.len()];
         let mut other_seen: HashSet<String> = HashSet::new();
-        let mut check = PaddingCheck::default();
+        let mut check = PaddingCheck::new(padding);
         let mut ar = tar::Archive::new(check.watch(dec));
         let data_err = |members: u64, e: io::Error| ReadError::Data {
             path: path.clone(),
@@ -341,10 +341,13 @@ impl Archive {
             out.members += 1;
             let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             let size = entry.size();
-            let data_end = entry.raw_file_position().saturating_add(size);
-            let fault = check.member(&name, entry.raw_header_position(), data_end);
-            if let Some((path, fault)) = fault.filter(|_| padding) {
-                visit(Member::Padding { path, fault })?;
+            if padding {
+                let data_end = entry.raw_file_position().saturating_add(size);
+                if let Some((path, fault)) =
+                    check.member(&name, entry.raw_header_position(), data_end)
+                {
+                    visit(Member::Padding { path, fault })?;
+                }
             }
             if !is_safe_member_path(&name) {
                 visit(Member::Unsafe { path: name })?;
