@@ -214,12 +214,19 @@ namespace inbox {{
         while Instant::now() < deadline {
             if d.greets(imap) && d.greets(pop3) {
                 // Dovecot 2.3.19 can panic (fcntl EDEADLK) when several sessions of a
-                // fresh account auto-create the special-use folders at once. One
-                // LIST per user here creates them serially, so tests start from an
+                // fresh account auto-create the special-use folders at once; and a
+                // folder is only made on disk, and added to the `subscriptions` file,
+                // when first opened, so sessions opening them at once rewrite that
+                // file with some of them only (seen: a parallel export left "Sent,
+                // Trash" where four were due). One LIST and an EXAMINE of each per
+                // user here make and subscribe them serially, so tests start from an
                 // account as a real server would have it.
                 for (u, _) in &d.opts.users {
                     let mut c = d.raw(u);
                     c.must("LIST \"\" \"*\"");
+                    for (name, _) in &d.opts.special {
+                        c.must(&format!("EXAMINE \"{name}\""));
+                    }
                     c.logout();
                 }
                 // Tests read the log to see what the server did for them; the
