@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 
 use sha2::{Digest, Sha256};
 
+use crate::mail::flags::FlagSet;
 use crate::mail::identity::{canonical_sha256, MsgKey};
 
 /// One message a server folder holds.
@@ -22,17 +23,44 @@ pub struct Held {
     pub uid: u32,
     pub size: u64,
     pub message_id: Option<String>,
-    pub flags: Vec<String>,
+    /// Held compact (a census may list hundreds of thousands): [`FlagSet::to_vec`]
+    /// gives them back as the server sent them.
+    pub flags: FlagSet,
     pub internaldate: Option<String>,
     /// INTERNALDATE in seconds.
     pub date: Option<i64>,
-    /// Filled for the messages whose bytes were read (see [`Census::need_bytes`]):
+    /// Filled for the messages whose bytes were read (see [`Census::need_bytes`]), few
+    /// in most folders: boxed, so the others do not carry 128 bytes of `None`.
+    pub read: Option<Box<ReadHashes>>,
+}
+
+/// The hashes of a server message's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadHashes {
     /// SHA-256 of the bytes, their canonical hash, and the header section's.
-    pub sha: Option<[u8; 32]>,
-    pub canonical: Option<[u8; 32]>,
-    pub head_canonical: Option<[u8; 32]>,
-    /// [`crate::mail::identity::trace_free_sha256`] of the bytes, when they were read.
-    pub trace_free: Option<[u8; 32]>,
+    pub sha: [u8; 32],
+    pub canonical: [u8; 32],
+    pub head_canonical: [u8; 32],
+    /// [`crate::mail::identity::trace_free_sha256`] of the bytes.
+    pub trace_free: [u8; 32],
+}
+
+impl Held {
+    pub fn sha(&self) -> Option<[u8; 32]> {
+        self.read.as_ref().map(|r| r.sha)
+    }
+
+    pub fn canonical(&self) -> Option<[u8; 32]> {
+        self.read.as_ref().map(|r| r.canonical)
+    }
+
+    pub fn head_canonical(&self) -> Option<[u8; 32]> {
+        self.read.as_ref().map(|r| r.head_canonical)
+    }
+
+    pub fn trace_free(&self) -> Option<[u8; 32]> {
+        self.read.as_ref().map(|r| r.trace_free)
+    }
 }
 
 /// Why an archived message and a server message were paired, surest first.
@@ -94,11 +122,9 @@ impl Census {
     }
 
     fn index_bytes(&mut self, i: usize, m: &Held) {
-        if let Some(s) = m.sha {
-            self.by_sha.entry(s).or_default().push(i);
-        }
-        if let Some(s) = m.canonical {
-            self.by_canonical.entry(s).or_default().push(i);
+        if let Some(r) = &m.read {
+            self.by_sha.entry(r.sha).or_default().push(i);
+            self.by_canonical.entry(r.canonical).or_default().push(i);
         }
     }
 
@@ -114,7 +140,7 @@ impl Census {
         self.msgs
             .iter()
             .filter(|m| {
-                m.sha.is_none()
+                m.read.is_none()
                     && match &m.message_id {
                         None => true,
                         Some(id) => {
@@ -133,17 +159,18 @@ impl Census {
             return;
         };
         let m = &mut self.msgs[i];
-        if m.sha.is_some() {
+        if m.read.is_some() {
             return;
         }
-        m.sha = Some(Sha256::digest(bytes).into());
-        m.canonical = Some(canonical_sha256(bytes));
-        m.head_canonical = Some(canonical_sha256(crate::mail::headers::header_section(
-            bytes,
-        )));
-        m.trace_free = Some(crate::mail::identity::trace_free_sha256(bytes));
-        let m = m.clone();
-        self.index_bytes(i, &m);
+        let r = ReadHashes {
+            sha: Sha256::digest(bytes).into(),
+            canonical: canonical_sha256(bytes),
+            head_canonical: canonical_sha256(crate::mail::headers::header_section(bytes)),
+            trace_free: crate::mail::identity::trace_free_sha256(bytes),
+        };
+        self.by_sha.entry(r.sha).or_default().push(i);
+        self.by_canonical.entry(r.canonical).or_default().push(i);
+        m.read = Some(Box::new(r));
     }
 
     /// Claims a known UID (from APPENDUID or an earlier claim) if it is still there.
@@ -185,13 +212,13 @@ impl Census {
                 (Some(id), false) => self.by_id.get(id).map_or(Vec::new(), |v| {
                     v.iter()
                         .copied()
-                        .filter(|i| free(i) && k.sizes.contains(&msgs[*i].size))
+                        .filter(|i| free(i) && k.sizes().contains(&msgs[*i].size))
                         .collect()
                 }),
                 _ => Vec::new(),
             },
             Match::Exact => k
-                .exact
+                .exact()
                 .iter()
                 .filter_map(|s| self.by_sha.get(s))
                 .flatten()
@@ -208,8 +235,8 @@ impl Census {
                 let sized = by_id
                     .unwrap_or_default()
                     .iter()
-                    .filter(|i| k.altered_sizes.contains(&msgs[**i].size));
-                k.forms
+                    .filter(|i| k.altered_sizes().contains(&msgs[**i].size));
+                k.forms()
                     .iter()
                     .filter_map(|s| self.by_canonical.get(s))
                     .flatten()
@@ -230,16 +257,16 @@ impl Census {
                         && m.date == k.date
                         && match (&m.message_id, &k.message_id) {
                             (Some(a), Some(b)) => a == b,
-                            _ => m.head_canonical == Some(k.head_loose),
+                            _ => m.head_canonical() == Some(k.head_loose),
                         }
                 })
                 .collect(),
             Match::Rewritten => Vec::new(),
-            Match::OtherDelivery => match (&k.message_id, k.trace_free) {
+            Match::OtherDelivery => match (&k.message_id, k.trace_free()) {
                 (Some(id), Some(tf)) => self.by_id.get(id).map_or(Vec::new(), |v| {
                     v.iter()
                         .copied()
-                        .filter(|i| free(i) && msgs[*i].trace_free == Some(tf))
+                        .filter(|i| free(i) && msgs[*i].trace_free() == Some(tf))
                         .collect()
                 }),
                 _ => Vec::new(),
@@ -345,13 +372,10 @@ mod tests {
             uid,
             size,
             message_id: mid.map(String::from),
-            flags: vec![],
+            flags: FlagSet::default(),
             internaldate: None,
             date: None,
-            sha: None,
-            canonical: None,
-            head_canonical: None,
-            trace_free: None,
+            read: None,
         }
     }
 
@@ -382,7 +406,7 @@ mod tests {
             c.claim(&k).is_none(),
             "without the trace-free hash nothing matches"
         );
-        k.trace_free = Some(crate::mail::identity::trace_free_sha256(archived));
+        k.set_trace_free(Some(crate::mail::identity::trace_free_sha256(archived)));
         let (how, m) = c.claim(&k).unwrap();
         assert_eq!((how, m.uid), (Match::OtherDelivery, 2));
         assert!(c.claim(&k).is_none(), "the other text is other mail");
@@ -522,7 +546,7 @@ mod tests {
         let e1 = "Subject: s\r\n\r\ncaf\u{e9}\r\n".as_bytes().to_vec();
         let e2 = "Subject: s\r\n\r\ncaf\u{e8}\r\n".as_bytes().to_vec();
         let (k1, k2) = (key(&e1, &amb, None), key(&e2, &amb, None));
-        assert_eq!(k1.forms, k2.forms);
+        assert_eq!(k1.forms(), k2.forms());
         let mut c = Census::new(vec![held(1, &e1), held(2, &e2)]);
         c.set_bytes(1, &e1);
         c.set_bytes(2, &e2);

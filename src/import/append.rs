@@ -53,7 +53,7 @@ impl Payload {
         Payload::Spooled {
             file,
             len: s.len,
-            bare: s.key.sizes[1] != s.len,
+            bare: s.key.sizes()[1] != s.len,
             forms: s.all_forms.clone(),
         }
     }
@@ -609,7 +609,7 @@ async fn reconnect(
                     for (j, a) in jobs {
                         let mut k = j.key.clone();
                         k.by_bytes = true;
-                        k.forms = j.body.altered_forms();
+                        k.set_forms(j.body.altered_forms());
                         if st.claim(&k).is_some() {
                             progress.inc(j.body.len());
                             let _ = out.send((j.gid, Outcome::appended(&j, None)));

@@ -101,17 +101,14 @@ fn census_of(ids: Vec<FetchedMessage>) -> Census {
                 uid: m.uid?,
                 size: m.size.unwrap_or(0) as u64,
                 message_id: m.header_fields.as_deref().and_then(identity::message_id_of),
-                flags: m.flags.unwrap_or_default(),
+                flags: m.flags.unwrap_or_default().into(),
                 date: m
                     .internaldate
                     .as_deref()
                     .and_then(parse_internaldate)
                     .map(|d| d.timestamp()),
                 internaldate: m.internaldate,
-                sha: None,
-                canonical: None,
-                head_canonical: None,
-                trace_free: None,
+                read: None,
             })
         })
         .collect();

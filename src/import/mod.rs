@@ -30,6 +30,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::archive::{Chain, ReadError};
+use crate::mail::flags::FlagSet;
 use crate::mail::identity::MsgKey;
 use crate::progress::Progress;
 use crate::reconcile::Census;
@@ -243,11 +244,11 @@ struct Rec {
     /// For a message whose only risk is 8-bit header bytes: SHA-256 of its header
     /// section (with the blank line) as archived, in CRLF form, and with bare LF made
     /// CRLF, so quick verification can fetch the header instead of the whole message.
-    head: Option<[[u8; 32]; 3]>,
-    flags: Vec<String>,
+    head: Option<Box<[[u8; 32]; 3]>>,
+    flags: FlagSet,
     /// Flags the destination's copy of a message already there lacks: added with
     /// `UID STORE` before verification (flags are never removed).
-    fix_flags: Vec<String>,
+    fix_flags: FlagSet,
     size: u64,
     verified: Option<Checked>,
     /// Sent in CRLF form (the server refused the archived bare line ends).
@@ -322,7 +323,6 @@ pub async fn import(
         mut dests,
         folder_dest,
         mut recs,
-        gid_of,
         unplaced,
     } = records(&archives, &plan, opts.other_deliveries);
 
@@ -395,7 +395,6 @@ pub async fn import(
     let streamer = {
         let reader = Reader {
             archives: archives.clone(),
-            gid_of,
             recs: std::mem::take(&mut recs),
             dests: std::mem::take(&mut dests),
             plan_names: plan.folders.iter().map(|f| f.source.clone()).collect(),
