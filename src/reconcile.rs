@@ -98,7 +98,10 @@ const LEVELS: [Match; 5] = [
 pub struct Census {
     pub msgs: Vec<Held>,
     claimed: Vec<bool>,
-    by_id: HashMap<String, Vec<usize>>,
+    /// Messages by a hash of their Message-ID ([`Census::with_id`] compares the
+    /// Message-IDs themselves): a copy of every Message-ID as a key cost more than the
+    /// rest of a census entry.
+    by_id: HashMap<u64, Vec<u32>>,
     by_uid: HashMap<u32, usize>,
     by_sha: HashMap<[u8; 32], Vec<usize>>,
     by_canonical: HashMap<[u8; 32], Vec<usize>>,
@@ -112,13 +115,23 @@ impl Census {
         };
         for (i, m) in msgs.iter().enumerate() {
             if let Some(id) = &m.message_id {
-                c.by_id.entry(id.clone()).or_default().push(i);
+                c.by_id.entry(id_hash(id)).or_default().push(i as u32);
             }
             c.by_uid.insert(m.uid, i);
             c.index_bytes(i, m);
         }
         c.msgs = msgs;
         c
+    }
+
+    /// The messages whose Message-ID is `id`, in census order.
+    fn with_id(&self, id: &str) -> Vec<usize> {
+        self.by_id.get(&id_hash(id)).map_or(Vec::new(), |v| {
+            v.iter()
+                .map(|&i| i as usize)
+                .filter(|&i| self.msgs[i].message_id.as_deref() == Some(id))
+                .collect()
+        })
     }
 
     fn index_bytes(&mut self, i: usize, m: &Held) {
@@ -209,12 +222,11 @@ impl Census {
         let cands: Vec<usize> = match how {
             Match::Uid => Vec::new(),
             Match::MessageId => match (&k.message_id, k.by_bytes) {
-                (Some(id), false) => self.by_id.get(id).map_or(Vec::new(), |v| {
-                    v.iter()
-                        .copied()
-                        .filter(|i| free(i) && k.sizes().contains(&msgs[*i].size))
-                        .collect()
-                }),
+                (Some(id), false) => self
+                    .with_id(id)
+                    .into_iter()
+                    .filter(|i| free(i) && k.sizes().contains(&msgs[*i].size))
+                    .collect(),
                 _ => Vec::new(),
             },
             Match::Exact => k
@@ -229,11 +241,10 @@ impl Census {
             // ends, which Courier joins into one line): its messages without one count.
             Match::Altered => {
                 let by_id = match (&k.message_id, k.by_bytes) {
-                    (Some(id), false) => self.by_id.get(id).map(Vec::as_slice),
-                    _ => None,
+                    (Some(id), false) => self.with_id(id),
+                    _ => Vec::new(),
                 };
                 let sized = by_id
-                    .unwrap_or_default()
                     .iter()
                     .filter(|i| k.altered_sizes().contains(&msgs[**i].size));
                 k.forms()
@@ -263,12 +274,11 @@ impl Census {
                 .collect(),
             Match::Rewritten => Vec::new(),
             Match::OtherDelivery => match (&k.message_id, k.trace_free()) {
-                (Some(id), Some(tf)) => self.by_id.get(id).map_or(Vec::new(), |v| {
-                    v.iter()
-                        .copied()
-                        .filter(|i| free(i) && msgs[*i].trace_free() == Some(tf))
-                        .collect()
-                }),
+                (Some(id), Some(tf)) => self
+                    .with_id(id)
+                    .into_iter()
+                    .filter(|i| free(i) && msgs[*i].trace_free() == Some(tf))
+                    .collect(),
                 _ => Vec::new(),
             },
         };
@@ -287,6 +297,15 @@ impl Census {
             .filter(|(_, c)| !**c)
             .map(|(m, _)| m)
     }
+}
+
+/// A Message-ID's hash for [`Census`]'s index (equal hashes are then compared by the
+/// Message-IDs themselves, so a collision costs a comparison, never a wrong match).
+fn id_hash(id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
 }
 
 /// An archived message (by its index in the caller's list) and the server message that
@@ -604,6 +623,23 @@ mod tests {
         let mut c = Census::new(vec![held(6, b"Subject: other\r\n\r\nx\r\n")]);
         c.set_bytes(6, b"Subject: other\r\n\r\nx\r\n");
         assert!(c.claim(&key(cr, &amb, None)).is_none());
+    }
+
+    /// Message-IDs are indexed by hash: a hash shared by two Message-IDs (forced here)
+    /// still finds only the message with the Message-ID asked for.
+    #[test]
+    fn message_id_hash_hits_are_compared_whole() {
+        let amb = HashSet::new();
+        let a = b"Message-ID: <a@x>\r\n\r\na\r\n".to_vec();
+        let b = b"Message-ID: <b@x>\r\n\r\na\r\n".to_vec();
+        let mut c = Census::new(vec![held(1, &b), held(2, &a), held(3, &a)]);
+        // Every message under a@x's hash, as a collision would put them.
+        c.by_id.insert(id_hash("a@x"), vec![0, 1, 2]);
+        assert_eq!(c.with_id("a@x"), vec![1, 2]);
+        let ka = key(&a, &amb, None);
+        assert_eq!(c.claim(&ka).map(|(h, e)| (h, e.uid)), Some((Match::MessageId, 2)));
+        assert_eq!(c.claim(&ka).map(|(h, e)| (h, e.uid)), Some((Match::MessageId, 3)));
+        assert!(c.claim(&ka).is_none(), "b@x is not a@x, whatever its hash");
     }
 
     #[test]

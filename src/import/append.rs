@@ -24,7 +24,7 @@ pub(super) struct Job {
     pub(super) date: Option<String>,
     pub(super) body: Payload,
     pub(super) binary: bool,
-    pub(super) key: MsgKey,
+    pub(super) key: Arc<MsgKey>,
     pub(super) dest: usize,
     /// The bytes were turned into CRLF form after the server refused bare line ends.
     pub(super) crlf: bool,
@@ -607,7 +607,7 @@ async fn reconnect(
             match learn(&mut s, &jobs[0].0.mailbox, &amb, &Default::default(), false).await {
                 Ok((mut st, _)) => {
                     for (j, a) in jobs {
-                        let mut k = j.key.clone();
+                        let mut k = (*j.key).clone();
                         k.by_bytes = true;
                         k.set_forms(j.body.altered_forms());
                         if st.claim(&k).is_some() {

@@ -331,7 +331,7 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
             );
             rec.head = dec.head.map(Box::new);
             rec.flags = dec.flags.into();
-            rec.key = dec.key;
+            rec.key = dec.key.map(Arc::new);
             // Keywords count as dropped for every message not already there.
             match dec.verdict {
                 Verdict::There {

@@ -238,7 +238,9 @@ struct Rec {
     dest: usize,
     st: St,
     /// Its identity, once its bytes were read (see `decide`).
-    key: Option<MsgKey>,
+    /// Shared with the verification item and the APPEND job made from it (a folder's
+    /// items are held at once; a copy each was ~200 bytes a message).
+    key: Option<Arc<MsgKey>>,
     /// SHA-256 of the archived bytes, from the index.
     raw_sha: [u8; 32],
     /// For a message whose only risk is 8-bit header bytes: SHA-256 of its header

@@ -260,7 +260,7 @@ pub(super) struct VerifyItem {
     pub(super) uid: Option<u32>,
     /// The UIDVALIDITY an `APPENDUID` named; the UID holds only while it is unchanged.
     pub(super) uidvalidity: Option<u32>,
-    pub(super) key: MsgKey,
+    pub(super) key: Arc<MsgKey>,
     pub(super) flags: FlagSet,
     pub(super) date: Option<i64>,
     pub(super) bytes_too: bool,
@@ -653,7 +653,7 @@ mod tests {
             gid: 0,
             uid: Some(1),
             uidvalidity: None,
-            key: MsgKey::of(b, [0; 32], &HashSet::new(), Some(1_600_000_000)),
+            key: Arc::new(MsgKey::of(b, [0; 32], &HashSet::new(), Some(1_600_000_000))),
             flags: FlagSet::new(["\\Seen", "\\Flagged"]),
             date: Some(1_600_000_000),
             bytes_too: false,
