@@ -98,11 +98,12 @@ const LEVELS: [Match; 5] = [
 pub struct Census {
     pub msgs: Vec<Held>,
     claimed: Vec<bool>,
-    /// Messages by a hash of their Message-ID ([`Census::with_id`] compares the
-    /// Message-IDs themselves): a copy of every Message-ID as a key cost more than the
-    /// rest of a census entry.
-    by_id: HashMap<u64, Vec<u32>>,
-    by_uid: HashMap<u32, usize>,
+    /// (hash of the Message-ID, index in `msgs`), sorted: [`Census::with_id`] finds
+    /// a Message-ID's messages by binary search and compares the Message-IDs
+    /// themselves. 12 bytes a message, where a map of Message-ID copies cost over 100.
+    by_id: Vec<(u64, u32)>,
+    /// (UID, index in `msgs`), sorted.
+    by_uid: Vec<(u32, u32)>,
     by_sha: HashMap<[u8; 32], Vec<usize>>,
     by_canonical: HashMap<[u8; 32], Vec<usize>>,
 }
@@ -115,23 +116,34 @@ impl Census {
         };
         for (i, m) in msgs.iter().enumerate() {
             if let Some(id) = &m.message_id {
-                c.by_id.entry(id_hash(id)).or_default().push(i as u32);
+                c.by_id.push((id_hash(id), i as u32));
             }
-            c.by_uid.insert(m.uid, i);
+            c.by_uid.push((m.uid, i as u32));
             c.index_bytes(i, m);
         }
+        c.by_id.sort_unstable();
+        c.by_uid.sort_unstable();
         c.msgs = msgs;
         c
     }
 
+    /// The message with UID `uid` (the last listed, should a server list one twice).
+    fn index_of_uid(&self, uid: u32) -> Option<usize> {
+        let end = self.by_uid.partition_point(|&(u, _)| u <= uid);
+        let &(u, i) = self.by_uid.get(end.checked_sub(1)?)?;
+        (u == uid).then_some(i as usize)
+    }
+
     /// The messages whose Message-ID is `id`, in census order.
     fn with_id(&self, id: &str) -> Vec<usize> {
-        self.by_id.get(&id_hash(id)).map_or(Vec::new(), |v| {
-            v.iter()
-                .map(|&i| i as usize)
-                .filter(|&i| self.msgs[i].message_id.as_deref() == Some(id))
-                .collect()
-        })
+        let h = id_hash(id);
+        let start = self.by_id.partition_point(|&(x, _)| x < h);
+        self.by_id[start..]
+            .iter()
+            .take_while(|&&(x, _)| x == h)
+            .map(|&(_, i)| i as usize)
+            .filter(|&i| self.msgs[i].message_id.as_deref() == Some(id))
+            .collect()
     }
 
     fn index_bytes(&mut self, i: usize, m: &Held) {
@@ -168,7 +180,7 @@ impl Census {
 
     /// Records the hashes of a message's bytes.
     pub fn set_bytes(&mut self, uid: u32, bytes: &[u8]) {
-        let Some(&i) = self.by_uid.get(&uid) else {
+        let Some(i) = self.index_of_uid(uid) else {
             return;
         };
         let m = &mut self.msgs[i];
@@ -188,7 +200,7 @@ impl Census {
 
     /// Claims a known UID (from APPENDUID or an earlier claim) if it is still there.
     pub fn claim_uid(&mut self, uid: u32) -> Option<&Held> {
-        let &i = self.by_uid.get(&uid)?;
+        let i = self.index_of_uid(uid)?;
         if self.claimed[i] {
             return None;
         }
@@ -634,12 +646,35 @@ mod tests {
         let b = b"Message-ID: <b@x>\r\n\r\na\r\n".to_vec();
         let mut c = Census::new(vec![held(1, &b), held(2, &a), held(3, &a)]);
         // Every message under a@x's hash, as a collision would put them.
-        c.by_id.insert(id_hash("a@x"), vec![0, 1, 2]);
+        c.by_id = (0..3).map(|i| (id_hash("a@x"), i)).collect();
         assert_eq!(c.with_id("a@x"), vec![1, 2]);
         let ka = key(&a, &amb, None);
-        assert_eq!(c.claim(&ka).map(|(h, e)| (h, e.uid)), Some((Match::MessageId, 2)));
-        assert_eq!(c.claim(&ka).map(|(h, e)| (h, e.uid)), Some((Match::MessageId, 3)));
+        assert_eq!(
+            c.claim(&ka).map(|(h, e)| (h, e.uid)),
+            Some((Match::MessageId, 2))
+        );
+        assert_eq!(
+            c.claim(&ka).map(|(h, e)| (h, e.uid)),
+            Some((Match::MessageId, 3))
+        );
         assert!(c.claim(&ka).is_none(), "b@x is not a@x, whatever its hash");
+    }
+
+    /// UIDs are found by binary search; a UID listed twice is its last listing, as the
+    /// map it replaced had it.
+    #[test]
+    fn uids_are_found_in_any_order() {
+        let m = |u| ex(u, 10, None);
+        let mut c = Census::new(vec![m(9), m(3), m(7), m(3)]);
+        assert_eq!(c.index_of_uid(9), Some(0));
+        assert_eq!(c.index_of_uid(7), Some(2));
+        assert_eq!(c.index_of_uid(3), Some(3));
+        assert_eq!(c.index_of_uid(1), None);
+        assert_eq!(c.index_of_uid(8), None);
+        assert_eq!(c.index_of_uid(10), None);
+        assert!(c.claim_uid(7).is_some());
+        assert!(c.claim_uid(7).is_none(), "claimed once");
+        assert!(Census::default().index_of_uid(0).is_none());
     }
 
     #[test]

@@ -281,7 +281,11 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
     for (ai, a) in archives.iter().enumerate() {
         let r = a.stream(|member| -> Result<(), ReadError> {
             if let Some(g) = deciding.take() {
-                sealer.decided(g, &recs, &archives, verify_mode);
+                if sealer.decided(g, &recs, &archives, verify_mode) {
+                    // Every record of the folder is decided: its census served only that
+                    // (verification reads the folder again).
+                    dests[recs[g].dest].state = Default::default();
+                }
             }
             let Member::Message { record, mut body } = member else {
                 return Ok(());
@@ -381,7 +385,9 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
             Ok(())
         });
         if let Some(g) = deciding.take() {
-            sealer.decided(g, &recs, &archives, verify_mode);
+            if sealer.decided(g, &recs, &archives, verify_mode) {
+                dests[recs[g].dest].state = Default::default();
+            }
         }
         if let Err(e) = r {
             // What the damage keeps out of reach fails, each message named; the other
@@ -390,7 +396,7 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
             let mut lost = 0;
             for rec in recs
                 .iter_mut()
-                .filter(|r| r.arch == ai && r.st == St::Pending)
+                .filter(|r| r.arch as usize == ai && r.st == St::Pending)
             {
                 rec.st = St::Failed(why.clone());
                 progress.inc(rec.size);

@@ -230,8 +230,9 @@ enum St {
 }
 
 struct Rec {
-    arch: usize,
-    idx: usize,
+    /// Its archive in the chain and its record there (u32: a record a million times).
+    arch: u32,
+    idx: u32,
     /// Index into the plan's folders.
     folder: usize,
     /// Index into the destination folder list.
@@ -466,4 +467,21 @@ pub async fn import(
     // Every session logs out at once: one round trip, not one per connection.
     futures::future::join_all(sessions.into_iter().map(|s| s.logout())).await;
     Ok(rep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One `Rec` a message for the whole run: its size is per-message memory (the key
+    /// is shared and counted once, see `Rec::key`).
+    #[test]
+    fn rec_stays_compact() {
+        assert!(
+            std::mem::size_of::<Rec>() <= 192,
+            "{}",
+            std::mem::size_of::<Rec>()
+        );
+        assert!(std::mem::size_of::<MsgKey>() <= 128);
+    }
 }

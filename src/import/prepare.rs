@@ -94,7 +94,7 @@ pub(super) struct MemberRef {
 
 /// The record (its index in `recs`, kept in chain order) of a member of the chain.
 pub(super) fn gid_of(recs: &[Rec], archive: usize, record: usize) -> Option<usize> {
-    recs.binary_search_by_key(&(archive, record), |r| (r.arch, r.idx))
+    recs.binary_search_by_key(&(archive, record), |r| (r.arch as usize, r.idx as usize))
         .ok()
 }
 
@@ -139,7 +139,9 @@ pub(super) fn records(archives: &[Archive], plan: &Plan, other_deliveries: bool)
         .enumerate()
         .map(|(i, f)| (f.source.as_str(), i))
         .collect();
-    let mut recs: Vec<Rec> = Vec::new();
+    // Sized once: grown by doubling, the records' Vec was up to twice their size.
+    let mut recs: Vec<Rec> =
+        Vec::with_capacity(archives.iter().map(|a| a.index.messages.len()).sum());
     let mut unplaced = Vec::new();
     for (ai, a) in archives.iter().enumerate() {
         for (mi, m) in a.index.messages.iter().enumerate() {
@@ -155,8 +157,8 @@ pub(super) fn records(archives: &[Archive], plan: &Plan, other_deliveries: bool)
             let mut raw_sha = [0u8; 32];
             let _ = hex::decode_to_slice(&m.sha256, &mut raw_sha);
             recs.push(Rec {
-                arch: ai,
-                idx: mi,
+                arch: u32::try_from(ai).expect("under 4G archives"),
+                idx: u32::try_from(mi).expect("under 4G records"),
                 folder: fi,
                 dest: folder_dest[fi],
                 st: St::Pending,
@@ -179,7 +181,7 @@ pub(super) fn records(archives: &[Archive], plan: &Plan, other_deliveries: bool)
     let mut next = recs.iter().peekable();
     for (ai, a) in archives.iter().enumerate() {
         for (mi, m) in a.index.messages.iter().enumerate() {
-            let Some(r) = next.next_if(|r| r.arch == ai && r.idx == mi) else {
+            let Some(r) = next.next_if(|r| r.arch as usize == ai && r.idx as usize == mi) else {
                 continue;
             };
             ambiguous[r.dest].add(m.message_id.as_deref(), &m.sha256);

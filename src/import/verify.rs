@@ -143,30 +143,31 @@ impl Sealer {
         }
     }
 
-    /// Record `gid` has just been decided.
+    /// Record `gid` has just been decided; true when it was the last of its destination
+    /// folder.
     pub(super) fn decided(
         &mut self,
         gid: usize,
         recs: &[Rec],
         archives: &[Archive],
         mode: VerifyMode,
-    ) {
+    ) -> bool {
         let d = recs[gid].dest;
         self.left[d] -= 1;
         let Some(tx) = self.tx.as_ref().filter(|_| self.left[d] == 0) else {
-            return;
+            return self.left[d] == 0;
         };
         // Flags are added to messages already there after the appends: such a folder is
         // verified after that.
         if self.gids[d].iter().any(|&g| !recs[g].fix_flags.is_empty()) {
-            return;
+            return true;
         }
         let items = self.gids[d]
             .iter()
             .filter(|&&g| matches!(recs[g].st, St::There(_) | St::Queued))
             .map(|&g| {
                 let r = &recs[g];
-                let m = &archives[r.arch].index.messages.get(r.idx);
+                let m = &archives[r.arch as usize].index.messages.get(r.idx as usize);
                 SealedItem {
                     item: verify_item(g, r, m, mode),
                     queued: r.st == St::Queued,
@@ -174,6 +175,7 @@ impl Sealer {
             })
             .collect();
         let _ = tx.send(Sealed { dest: d, items });
+        true
     }
 }
 
@@ -513,7 +515,7 @@ pub(super) async fn verify_late(
     let mut per_dest: Vec<Vec<VerifyItem>> = vec![Vec::new(); dests.len()];
     for (gid, r) in recs.iter().enumerate() {
         if matches!(r.st, St::There(_) | St::Appended(_)) && !early.contains_key(&r.dest) {
-            let m = &archives[r.arch].index.messages.get(r.idx);
+            let m = &archives[r.arch as usize].index.messages.get(r.idx as usize);
             per_dest[r.dest].push(verify_item(gid, r, m, opts.verify));
         }
     }
@@ -583,17 +585,18 @@ pub(super) async fn route_answers(
     gid_dest: &[usize],
 ) -> Vec<(usize, Outcome)> {
     let mut outcomes: Vec<(usize, Outcome)> = Vec::new();
-    // gid → the answer to its APPEND.
-    let mut answered: HashMap<usize, Answer> = HashMap::new();
+    // gid → the answer to its APPEND (by index: every record may have one).
+    let mut answered: Vec<Option<Answer>> = Vec::new();
+    answered.resize_with(gid_dest.len(), || None);
     // Sealed folders still waiting for answers.
     let mut waiting: HashMap<usize, Waiting> = HashMap::new();
     // What to verify of a sealed folder: a queued message once appended, with its UID.
-    let ready = |items: Vec<SealedItem>, answered: &HashMap<usize, Answer>| -> Vec<VerifyItem> {
+    let ready = |items: Vec<SealedItem>, answered: &[Option<Answer>]| -> Vec<VerifyItem> {
         items
             .into_iter()
             .filter_map(|SealedItem { mut item, queued }| {
                 if queued {
-                    let Answer::Appended(uid) = answered.get(&item.gid)? else {
+                    let Answer::Appended(uid) = answered[item.gid].as_ref()? else {
                         return None;
                     };
                     item.uid = uid.map(|u| u.uid);
@@ -608,7 +611,7 @@ pub(super) async fn route_answers(
         tokio::select! {
             o = answers.recv() => {
                 let Some((gid, o)) = o else { break };
-                answered.insert(gid, match &o {
+                answered[gid] = Some(match &o {
                     Outcome::Appended { uid, .. } => Answer::Appended(*uid),
                     Outcome::Failed(_) => Answer::Failed,
                 });
@@ -629,7 +632,7 @@ pub(super) async fn route_answers(
                 };
                 let answers_left = items
                     .iter()
-                    .filter(|it| it.queued && !answered.contains_key(&it.item.gid))
+                    .filter(|it| it.queued && answered[it.item.gid].is_none())
                     .count();
                 if answers_left == 0 {
                     let _ = to_verify.send((dest, ready(items, &answered)));
