@@ -11,6 +11,9 @@
 //! Run: `cargo bench --bench scale` (MAILARK_BENCH_SCALE_MSGS, MAILARK_BENCH_DIR for the
 //! scratch directory: 1,000,000 messages need about 20 GB there and in /tmp: five
 //! copies of the account, each file of 1–3 KB taking a 4 KB block).
+//! `MAILARK_BENCH_SCALE_PEERS=0` leaves out mbsync's pull and push (the push alone took
+//! 15 minutes at 225,000 messages); `MAILARK_BENCH_BIN` measures another build and
+//! `MAILARK_BENCH_WRAP` runs each command under a wrapper (e.g. valgrind's massif).
 
 mod common;
 #[path = "../tests/support/mod.rs"]
@@ -204,7 +207,7 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let bin = env!("CARGO_BIN_EXE_mailark");
+    let bin = &mailark_bin();
     let ar = s.join("scale.tar.zst");
     let login = |c: &mut Command, user: &str| {
         c.arg("--password-file")
@@ -275,6 +278,11 @@ fn main() {
 
     // Peers on the same account: mbsync pulls it to a Maildir, then pushes that Maildir
     // into an empty account.
+    if std::env::var("MAILARK_BENCH_SCALE_PEERS").as_deref() == Ok("0") {
+        eprintln!("scale: MAILARK_BENCH_SCALE_PEERS=0: mbsync not run");
+        print_rows(n, bytes, &ar, &rows);
+        return;
+    }
     let near = s.join("mbsync-mail");
     std::fs::create_dir_all(&near).unwrap();
     let rc = s.join("mbsyncrc-pull");
@@ -306,7 +314,11 @@ fn main() {
         "mbsync push: count on the server"
     );
 
-    let ar_size = std::fs::metadata(&ar).map(|m| m.size()).unwrap_or(0);
+    print_rows(n, bytes, &ar, &rows);
+}
+
+fn print_rows(n: usize, bytes: u64, ar: &Path, rows: &[Row]) {
+    let ar_size = std::fs::metadata(ar).map(|m| m.size()).unwrap_or(0);
     println!(
         "\nscale benchmark: {n} messages ({:.0} MiB, archive {:.0} MiB) in {} folders of one account, one Dovecot 2.3 over IMAPS (mail_fsync = never)\n",
         mib(bytes),
@@ -315,7 +327,7 @@ fn main() {
     );
     println!("| command | wall (s) | µs/msg | CPU (s) | peak RSS (MiB) | first output (s) | ≤ {GOAL_MIB:.0} MiB |");
     println!("|---|---:|---:|---:|---:|---:|---|");
-    for r in &rows {
+    for r in rows {
         let w = r.m.wall.as_secs_f64();
         let rss = r.m.peak_rss_kib as f64 / 1024.0;
         let goal = if r.what.starts_with("mbsync") {

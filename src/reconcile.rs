@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 
 use sha2::{Digest, Sha256};
 
+use crate::mail::flags::FlagSet;
 use crate::mail::identity::{canonical_sha256, MsgKey};
 
 /// One message a server folder holds.
@@ -22,17 +23,44 @@ pub struct Held {
     pub uid: u32,
     pub size: u64,
     pub message_id: Option<String>,
-    pub flags: Vec<String>,
+    /// Held compact (a census may list hundreds of thousands): [`FlagSet::to_vec`]
+    /// gives them back as the server sent them.
+    pub flags: FlagSet,
     pub internaldate: Option<String>,
     /// INTERNALDATE in seconds.
     pub date: Option<i64>,
-    /// Filled for the messages whose bytes were read (see [`Census::need_bytes`]):
+    /// Filled for the messages whose bytes were read (see [`Census::need_bytes`]), few
+    /// in most folders: boxed, so the others do not carry 128 bytes of `None`.
+    pub read: Option<Box<ReadHashes>>,
+}
+
+/// The hashes of a server message's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadHashes {
     /// SHA-256 of the bytes, their canonical hash, and the header section's.
-    pub sha: Option<[u8; 32]>,
-    pub canonical: Option<[u8; 32]>,
-    pub head_canonical: Option<[u8; 32]>,
-    /// [`crate::mail::identity::trace_free_sha256`] of the bytes, when they were read.
-    pub trace_free: Option<[u8; 32]>,
+    pub sha: [u8; 32],
+    pub canonical: [u8; 32],
+    pub head_canonical: [u8; 32],
+    /// [`crate::mail::identity::trace_free_sha256`] of the bytes.
+    pub trace_free: [u8; 32],
+}
+
+impl Held {
+    pub fn sha(&self) -> Option<[u8; 32]> {
+        self.read.as_ref().map(|r| r.sha)
+    }
+
+    pub fn canonical(&self) -> Option<[u8; 32]> {
+        self.read.as_ref().map(|r| r.canonical)
+    }
+
+    pub fn head_canonical(&self) -> Option<[u8; 32]> {
+        self.read.as_ref().map(|r| r.head_canonical)
+    }
+
+    pub fn trace_free(&self) -> Option<[u8; 32]> {
+        self.read.as_ref().map(|r| r.trace_free)
+    }
 }
 
 /// Why an archived message and a server message were paired, surest first.
@@ -70,8 +98,12 @@ const LEVELS: [Match; 5] = [
 pub struct Census {
     pub msgs: Vec<Held>,
     claimed: Vec<bool>,
-    by_id: HashMap<String, Vec<usize>>,
-    by_uid: HashMap<u32, usize>,
+    /// (hash of the Message-ID, index in `msgs`), sorted: [`Census::with_id`] finds
+    /// a Message-ID's messages by binary search and compares the Message-IDs
+    /// themselves. 12 bytes a message, where a map of Message-ID copies cost over 100.
+    by_id: Vec<(u64, u32)>,
+    /// (UID, index in `msgs`), sorted.
+    by_uid: Vec<(u32, u32)>,
     by_sha: HashMap<[u8; 32], Vec<usize>>,
     by_canonical: HashMap<[u8; 32], Vec<usize>>,
 }
@@ -84,21 +116,40 @@ impl Census {
         };
         for (i, m) in msgs.iter().enumerate() {
             if let Some(id) = &m.message_id {
-                c.by_id.entry(id.clone()).or_default().push(i);
+                c.by_id.push((id_hash(id), i as u32));
             }
-            c.by_uid.insert(m.uid, i);
+            c.by_uid.push((m.uid, i as u32));
             c.index_bytes(i, m);
         }
+        c.by_id.sort_unstable();
+        c.by_uid.sort_unstable();
         c.msgs = msgs;
         c
     }
 
+    /// The message with UID `uid` (the last listed, should a server list one twice).
+    fn index_of_uid(&self, uid: u32) -> Option<usize> {
+        let end = self.by_uid.partition_point(|&(u, _)| u <= uid);
+        let &(u, i) = self.by_uid.get(end.checked_sub(1)?)?;
+        (u == uid).then_some(i as usize)
+    }
+
+    /// The messages whose Message-ID is `id`, in census order.
+    fn with_id(&self, id: &str) -> Vec<usize> {
+        let h = id_hash(id);
+        let start = self.by_id.partition_point(|&(x, _)| x < h);
+        self.by_id[start..]
+            .iter()
+            .take_while(|&&(x, _)| x == h)
+            .map(|&(_, i)| i as usize)
+            .filter(|&i| self.msgs[i].message_id.as_deref() == Some(id))
+            .collect()
+    }
+
     fn index_bytes(&mut self, i: usize, m: &Held) {
-        if let Some(s) = m.sha {
-            self.by_sha.entry(s).or_default().push(i);
-        }
-        if let Some(s) = m.canonical {
-            self.by_canonical.entry(s).or_default().push(i);
+        if let Some(r) = &m.read {
+            self.by_sha.entry(r.sha).or_default().push(i);
+            self.by_canonical.entry(r.canonical).or_default().push(i);
         }
     }
 
@@ -114,7 +165,7 @@ impl Census {
         self.msgs
             .iter()
             .filter(|m| {
-                m.sha.is_none()
+                m.read.is_none()
                     && match &m.message_id {
                         None => true,
                         Some(id) => {
@@ -129,26 +180,27 @@ impl Census {
 
     /// Records the hashes of a message's bytes.
     pub fn set_bytes(&mut self, uid: u32, bytes: &[u8]) {
-        let Some(&i) = self.by_uid.get(&uid) else {
+        let Some(i) = self.index_of_uid(uid) else {
             return;
         };
         let m = &mut self.msgs[i];
-        if m.sha.is_some() {
+        if m.read.is_some() {
             return;
         }
-        m.sha = Some(Sha256::digest(bytes).into());
-        m.canonical = Some(canonical_sha256(bytes));
-        m.head_canonical = Some(canonical_sha256(crate::mail::headers::header_section(
-            bytes,
-        )));
-        m.trace_free = Some(crate::mail::identity::trace_free_sha256(bytes));
-        let m = m.clone();
-        self.index_bytes(i, &m);
+        let r = ReadHashes {
+            sha: Sha256::digest(bytes).into(),
+            canonical: canonical_sha256(bytes),
+            head_canonical: canonical_sha256(crate::mail::headers::header_section(bytes)),
+            trace_free: crate::mail::identity::trace_free_sha256(bytes),
+        };
+        self.by_sha.entry(r.sha).or_default().push(i);
+        self.by_canonical.entry(r.canonical).or_default().push(i);
+        m.read = Some(Box::new(r));
     }
 
     /// Claims a known UID (from APPENDUID or an earlier claim) if it is still there.
     pub fn claim_uid(&mut self, uid: u32) -> Option<&Held> {
-        let &i = self.by_uid.get(&uid)?;
+        let i = self.index_of_uid(uid)?;
         if self.claimed[i] {
             return None;
         }
@@ -182,16 +234,15 @@ impl Census {
         let cands: Vec<usize> = match how {
             Match::Uid => Vec::new(),
             Match::MessageId => match (&k.message_id, k.by_bytes) {
-                (Some(id), false) => self.by_id.get(id).map_or(Vec::new(), |v| {
-                    v.iter()
-                        .copied()
-                        .filter(|i| free(i) && k.sizes.contains(&msgs[*i].size))
-                        .collect()
-                }),
+                (Some(id), false) => self
+                    .with_id(id)
+                    .into_iter()
+                    .filter(|i| free(i) && k.sizes().contains(&msgs[*i].size))
+                    .collect(),
                 _ => Vec::new(),
             },
             Match::Exact => k
-                .exact
+                .exact()
                 .iter()
                 .filter_map(|s| self.by_sha.get(s))
                 .flatten()
@@ -202,14 +253,13 @@ impl Census {
             // ends, which Courier joins into one line): its messages without one count.
             Match::Altered => {
                 let by_id = match (&k.message_id, k.by_bytes) {
-                    (Some(id), false) => self.by_id.get(id).map(Vec::as_slice),
-                    _ => None,
+                    (Some(id), false) => self.with_id(id),
+                    _ => Vec::new(),
                 };
                 let sized = by_id
-                    .unwrap_or_default()
                     .iter()
-                    .filter(|i| k.altered_sizes.contains(&msgs[**i].size));
-                k.forms
+                    .filter(|i| k.altered_sizes().contains(&msgs[**i].size));
+                k.forms()
                     .iter()
                     .filter_map(|s| self.by_canonical.get(s))
                     .flatten()
@@ -230,18 +280,17 @@ impl Census {
                         && m.date == k.date
                         && match (&m.message_id, &k.message_id) {
                             (Some(a), Some(b)) => a == b,
-                            _ => m.head_canonical == Some(k.head_loose),
+                            _ => m.head_canonical() == Some(k.head_loose),
                         }
                 })
                 .collect(),
             Match::Rewritten => Vec::new(),
-            Match::OtherDelivery => match (&k.message_id, k.trace_free) {
-                (Some(id), Some(tf)) => self.by_id.get(id).map_or(Vec::new(), |v| {
-                    v.iter()
-                        .copied()
-                        .filter(|i| free(i) && msgs[*i].trace_free == Some(tf))
-                        .collect()
-                }),
+            Match::OtherDelivery => match (&k.message_id, k.trace_free()) {
+                (Some(id), Some(tf)) => self
+                    .with_id(id)
+                    .into_iter()
+                    .filter(|i| free(i) && msgs[*i].trace_free() == Some(tf))
+                    .collect(),
                 _ => Vec::new(),
             },
         };
@@ -260,6 +309,15 @@ impl Census {
             .filter(|(_, c)| !**c)
             .map(|(m, _)| m)
     }
+}
+
+/// A Message-ID's hash for [`Census`]'s index (equal hashes are then compared by the
+/// Message-IDs themselves, so a collision costs a comparison, never a wrong match).
+fn id_hash(id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
 }
 
 /// An archived message (by its index in the caller's list) and the server message that
@@ -345,13 +403,10 @@ mod tests {
             uid,
             size,
             message_id: mid.map(String::from),
-            flags: vec![],
+            flags: FlagSet::default(),
             internaldate: None,
             date: None,
-            sha: None,
-            canonical: None,
-            head_canonical: None,
-            trace_free: None,
+            read: None,
         }
     }
 
@@ -382,7 +437,7 @@ mod tests {
             c.claim(&k).is_none(),
             "without the trace-free hash nothing matches"
         );
-        k.trace_free = Some(crate::mail::identity::trace_free_sha256(archived));
+        k.set_trace_free(Some(crate::mail::identity::trace_free_sha256(archived)));
         let (how, m) = c.claim(&k).unwrap();
         assert_eq!((how, m.uid), (Match::OtherDelivery, 2));
         assert!(c.claim(&k).is_none(), "the other text is other mail");
@@ -522,7 +577,7 @@ mod tests {
         let e1 = "Subject: s\r\n\r\ncaf\u{e9}\r\n".as_bytes().to_vec();
         let e2 = "Subject: s\r\n\r\ncaf\u{e8}\r\n".as_bytes().to_vec();
         let (k1, k2) = (key(&e1, &amb, None), key(&e2, &amb, None));
-        assert_eq!(k1.forms, k2.forms);
+        assert_eq!(k1.forms(), k2.forms());
         let mut c = Census::new(vec![held(1, &e1), held(2, &e2)]);
         c.set_bytes(1, &e1);
         c.set_bytes(2, &e2);
@@ -580,6 +635,46 @@ mod tests {
         let mut c = Census::new(vec![held(6, b"Subject: other\r\n\r\nx\r\n")]);
         c.set_bytes(6, b"Subject: other\r\n\r\nx\r\n");
         assert!(c.claim(&key(cr, &amb, None)).is_none());
+    }
+
+    /// Message-IDs are indexed by hash: a hash shared by two Message-IDs (forced here)
+    /// still finds only the message with the Message-ID asked for.
+    #[test]
+    fn message_id_hash_hits_are_compared_whole() {
+        let amb = HashSet::new();
+        let a = b"Message-ID: <a@x>\r\n\r\na\r\n".to_vec();
+        let b = b"Message-ID: <b@x>\r\n\r\na\r\n".to_vec();
+        let mut c = Census::new(vec![held(1, &b), held(2, &a), held(3, &a)]);
+        // Every message under a@x's hash, as a collision would put them.
+        c.by_id = (0..3).map(|i| (id_hash("a@x"), i)).collect();
+        assert_eq!(c.with_id("a@x"), vec![1, 2]);
+        let ka = key(&a, &amb, None);
+        assert_eq!(
+            c.claim(&ka).map(|(h, e)| (h, e.uid)),
+            Some((Match::MessageId, 2))
+        );
+        assert_eq!(
+            c.claim(&ka).map(|(h, e)| (h, e.uid)),
+            Some((Match::MessageId, 3))
+        );
+        assert!(c.claim(&ka).is_none(), "b@x is not a@x, whatever its hash");
+    }
+
+    /// UIDs are found by binary search; a UID listed twice is its last listing, as the
+    /// map it replaced had it.
+    #[test]
+    fn uids_are_found_in_any_order() {
+        let m = |u| ex(u, 10, None);
+        let mut c = Census::new(vec![m(9), m(3), m(7), m(3)]);
+        assert_eq!(c.index_of_uid(9), Some(0));
+        assert_eq!(c.index_of_uid(7), Some(2));
+        assert_eq!(c.index_of_uid(3), Some(3));
+        assert_eq!(c.index_of_uid(1), None);
+        assert_eq!(c.index_of_uid(8), None);
+        assert_eq!(c.index_of_uid(10), None);
+        assert!(c.claim_uid(7).is_some());
+        assert!(c.claim_uid(7).is_none(), "claimed once");
+        assert!(Census::default().index_of_uid(0).is_none());
     }
 
     #[test]

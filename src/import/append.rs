@@ -24,7 +24,7 @@ pub(super) struct Job {
     pub(super) date: Option<String>,
     pub(super) body: Payload,
     pub(super) binary: bool,
-    pub(super) key: MsgKey,
+    pub(super) key: Arc<MsgKey>,
     pub(super) dest: usize,
     /// The bytes were turned into CRLF form after the server refused bare line ends.
     pub(super) crlf: bool,
@@ -53,7 +53,7 @@ impl Payload {
         Payload::Spooled {
             file,
             len: s.len,
-            bare: s.key.sizes[1] != s.len,
+            bare: s.key.sizes()[1] != s.len,
             forms: s.all_forms.clone(),
         }
     }
@@ -607,9 +607,9 @@ async fn reconnect(
             match learn(&mut s, &jobs[0].0.mailbox, &amb, &Default::default(), false).await {
                 Ok((mut st, _)) => {
                     for (j, a) in jobs {
-                        let mut k = j.key.clone();
+                        let mut k = (*j.key).clone();
                         k.by_bytes = true;
-                        k.forms = j.body.altered_forms();
+                        k.set_forms(j.body.altered_forms());
                         if st.claim(&k).is_some() {
                             progress.inc(j.body.len());
                             let _ = out.send((j.gid, Outcome::appended(&j, None)));

@@ -12,7 +12,7 @@ use crate::scratch::Scratch;
 use std::io::{self, Read as _, Write};
 
 use super::append::{Job, Payload, Router, QUEUE_BUDGET_KIB};
-use super::prepare::MemberRef;
+use super::prepare::gid_of;
 use super::verify::Sealer;
 use super::{plan, DestState, Rec, St, VerifyMode};
 use crate::archive::reader::{Member, MessageBody};
@@ -109,10 +109,10 @@ pub(super) fn decide(
         Msg::Streamed(s) => (s.key.clone(), s.len, s.nul),
     };
     if d.other_deliveries && key.message_id.is_some() {
-        key.trace_free = Some(match msg {
+        key.set_trace_free(Some(match msg {
             Msg::Bytes(b) => identity::trace_free_sha256(b),
             Msg::Streamed(s) => s.trace_free.expect("streamed with trace fields wanted"),
-        });
+        }));
     }
     let head = if key.at_risk && mode == VerifyMode::Quick && !binary {
         match msg {
@@ -125,11 +125,11 @@ pub(super) fn decide(
     let (flags, dropped) = plan::split_flags(&m.flags, d.permanent.as_deref());
     let there = d
         .state
-        .claim_pref(&key, |e| plan::same_flags(&flags, &e.flags))
+        .claim_pref(&key, |e| plan::same_flags(&flags, &e.flags.to_vec()))
         .map(|(how, e)| Verdict::There {
             other_delivery: how == crate::reconcile::Match::OtherDelivery,
             uid: e.uid,
-            fix_flags: crate::reconcile::flag_gap(&flags, &e.flags).0,
+            fix_flags: crate::reconcile::flag_gap(&flags, &e.flags.to_vec()).0,
         });
     let verdict = there.unwrap_or_else(|| {
         if binary && !caps.binary {
@@ -230,7 +230,6 @@ fn imap_date(rfc3339: &str) -> Option<String> {
 /// append queue, bounded by `budget` KiB; the sealer for early verification).
 pub(super) struct Reader {
     pub(super) archives: Arc<Vec<Archive>>,
-    pub(super) gid_of: HashMap<MemberRef, usize>,
     pub(super) recs: Vec<Rec>,
     pub(super) dests: Vec<DestState>,
     /// Source name of each planned folder (for progress).
@@ -262,7 +261,6 @@ pub(super) struct Decided {
 pub(super) fn read_and_decide(r: Reader) -> Decided {
     let Reader {
         archives,
-        gid_of,
         mut recs,
         mut dests,
         plan_names,
@@ -283,15 +281,16 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
     for (ai, a) in archives.iter().enumerate() {
         let r = a.stream(|member| -> Result<(), ReadError> {
             if let Some(g) = deciding.take() {
-                sealer.decided(g, &recs, &archives, verify_mode);
+                if sealer.decided(g, &recs, &archives, verify_mode) {
+                    // Every record of the folder is decided: its census served only that
+                    // (verification reads the folder again).
+                    dests[recs[g].dest].state = Default::default();
+                }
             }
             let Member::Message { record, mut body } = member else {
                 return Ok(());
             };
-            let Some(&gid) = gid_of.get(&MemberRef {
-                archive: ai,
-                record,
-            }) else {
+            let Some(gid) = gid_of(&recs, ai, record) else {
                 return Ok(());
             };
             if recs[gid].st != St::Pending {
@@ -334,9 +333,9 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
                 &caps,
                 verify_mode,
             );
-            rec.head = dec.head;
-            rec.flags = dec.flags;
-            rec.key = dec.key;
+            rec.head = dec.head.map(Box::new);
+            rec.flags = dec.flags.into();
+            rec.key = dec.key.map(Arc::new);
             // Keywords count as dropped for every message not already there.
             match dec.verdict {
                 Verdict::There {
@@ -345,7 +344,7 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
                     other_delivery,
                 } => {
                     rec.st = St::There(uid);
-                    rec.fix_flags = fix_flags;
+                    rec.fix_flags = fix_flags.into();
                     rec.other_delivery = other_delivery;
                 }
                 v => {
@@ -370,7 +369,7 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
             let job = Job {
                 gid,
                 mailbox: dest_raw[rec.dest].clone(),
-                flags: rec.flags.clone(),
+                flags: rec.flags.to_vec(),
                 date: m.internaldate.as_deref().and_then(imap_date),
                 body: payload,
                 binary,
@@ -386,7 +385,9 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
             Ok(())
         });
         if let Some(g) = deciding.take() {
-            sealer.decided(g, &recs, &archives, verify_mode);
+            if sealer.decided(g, &recs, &archives, verify_mode) {
+                dests[recs[g].dest].state = Default::default();
+            }
         }
         if let Err(e) = r {
             // What the damage keeps out of reach fails, each message named; the other
@@ -395,7 +396,7 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
             let mut lost = 0;
             for rec in recs
                 .iter_mut()
-                .filter(|r| r.arch == ai && r.st == St::Pending)
+                .filter(|r| r.arch as usize == ai && r.st == St::Pending)
             {
                 rec.st = St::Failed(why.clone());
                 progress.inc(rec.size);
@@ -464,10 +465,7 @@ mod tests {
             flags: flags.iter().map(|s| s.to_string()).collect(),
             internaldate: None,
             date: None,
-            sha: None,
-            canonical: None,
-            head_canonical: None,
-            trace_free: None,
+            read: None,
         }
     }
 

@@ -94,27 +94,23 @@ pub(crate) async fn read_census(
 
 /// A census of the FETCH responses of a folder's messages.
 fn census_of(ids: Vec<FetchedMessage>) -> Census {
-    let msgs: Vec<Held> = ids
-        .into_iter()
-        .filter_map(|m| {
-            Some(Held {
-                uid: m.uid?,
-                size: m.size.unwrap_or(0) as u64,
-                message_id: m.header_fields.as_deref().and_then(identity::message_id_of),
-                flags: m.flags.unwrap_or_default(),
-                date: m
-                    .internaldate
-                    .as_deref()
-                    .and_then(parse_internaldate)
-                    .map(|d| d.timestamp()),
-                internaldate: m.internaldate,
-                sha: None,
-                canonical: None,
-                head_canonical: None,
-                trace_free: None,
-            })
+    // Collected into a Vec sized once (a filter_map's grows by doubling).
+    let mut msgs: Vec<Held> = Vec::with_capacity(ids.len());
+    msgs.extend(ids.into_iter().filter_map(|m| {
+        Some(Held {
+            uid: m.uid?,
+            size: m.size.unwrap_or(0) as u64,
+            message_id: m.header_fields.as_deref().and_then(identity::message_id_of),
+            flags: m.flags.unwrap_or_default().into(),
+            date: m
+                .internaldate
+                .as_deref()
+                .and_then(parse_internaldate)
+                .map(|d| d.timestamp()),
+            internaldate: m.internaldate,
+            read: None,
         })
-        .collect();
+    }));
     Census::new(msgs)
 }
 

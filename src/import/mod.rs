@@ -30,6 +30,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::archive::{Chain, ReadError};
+use crate::mail::flags::FlagSet;
 use crate::mail::identity::MsgKey;
 use crate::progress::Progress;
 use crate::reconcile::Census;
@@ -229,25 +230,28 @@ enum St {
 }
 
 struct Rec {
-    arch: usize,
-    idx: usize,
+    /// Its archive in the chain and its record there (u32: a record a million times).
+    arch: u32,
+    idx: u32,
     /// Index into the plan's folders.
     folder: usize,
     /// Index into the destination folder list.
     dest: usize,
     st: St,
     /// Its identity, once its bytes were read (see `decide`).
-    key: Option<MsgKey>,
+    /// Shared with the verification item and the APPEND job made from it (a folder's
+    /// items are held at once; a copy each was ~200 bytes a message).
+    key: Option<Arc<MsgKey>>,
     /// SHA-256 of the archived bytes, from the index.
     raw_sha: [u8; 32],
     /// For a message whose only risk is 8-bit header bytes: SHA-256 of its header
     /// section (with the blank line) as archived, in CRLF form, and with bare LF made
     /// CRLF, so quick verification can fetch the header instead of the whole message.
-    head: Option<[[u8; 32]; 3]>,
-    flags: Vec<String>,
+    head: Option<Box<[[u8; 32]; 3]>>,
+    flags: FlagSet,
     /// Flags the destination's copy of a message already there lacks: added with
     /// `UID STORE` before verification (flags are never removed).
-    fix_flags: Vec<String>,
+    fix_flags: FlagSet,
     size: u64,
     verified: Option<Checked>,
     /// Sent in CRLF form (the server refused the archived bare line ends).
@@ -322,7 +326,6 @@ pub async fn import(
         mut dests,
         folder_dest,
         mut recs,
-        gid_of,
         unplaced,
     } = records(&archives, &plan, opts.other_deliveries);
 
@@ -395,7 +398,6 @@ pub async fn import(
     let streamer = {
         let reader = Reader {
             archives: archives.clone(),
-            gid_of,
             recs: std::mem::take(&mut recs),
             dests: std::mem::take(&mut dests),
             plan_names: plan.folders.iter().map(|f| f.source.clone()).collect(),
@@ -465,4 +467,21 @@ pub async fn import(
     // Every session logs out at once: one round trip, not one per connection.
     futures::future::join_all(sessions.into_iter().map(|s| s.logout())).await;
     Ok(rep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One `Rec` a message for the whole run: its size is per-message memory (the key
+    /// is shared and counted once, see `Rec::key`).
+    #[test]
+    fn rec_stays_compact() {
+        assert!(
+            std::mem::size_of::<Rec>() <= 192,
+            "{}",
+            std::mem::size_of::<Rec>()
+        );
+        assert!(std::mem::size_of::<MsgKey>() <= 128);
+    }
 }

@@ -92,13 +92,20 @@ pub(super) struct MemberRef {
     pub(super) record: usize,
 }
 
+/// The record (its index in `recs`, kept in chain order) of a member of the chain.
+pub(super) fn gid_of(recs: &[Rec], archive: usize, record: usize) -> Option<usize> {
+    recs.binary_search_by_key(&(archive, record), |r| (r.arch as usize, r.idx as usize))
+        .ok()
+}
+
 /// The destination folders (distinct: several source folders may land in one), the
 /// destination folder of each planned folder, and a record per archived message.
 pub(super) struct Records {
     pub(super) dests: Vec<DestState>,
     pub(super) folder_dest: Vec<usize>,
+    /// In chain order (archive, then record): [`gid_of`] finds one by binary search,
+    /// where a map of a million `MemberRef`s cost ~40 MB.
     pub(super) recs: Vec<Rec>,
-    pub(super) gid_of: HashMap<MemberRef, usize>,
     /// Messages naming a folder their index does not list: they cannot be placed, and
     /// are reported as failed rather than left out unseen.
     pub(super) unplaced: Vec<MemberRef>,
@@ -132,8 +139,9 @@ pub(super) fn records(archives: &[Archive], plan: &Plan, other_deliveries: bool)
         .enumerate()
         .map(|(i, f)| (f.source.as_str(), i))
         .collect();
-    let mut recs: Vec<Rec> = Vec::new();
-    let mut gid_of: HashMap<MemberRef, usize> = HashMap::new();
+    // Sized once: grown by doubling, the records' Vec was up to twice their size.
+    let mut recs: Vec<Rec> =
+        Vec::with_capacity(archives.iter().map(|a| a.index.messages.len()).sum());
     let mut unplaced = Vec::new();
     for (ai, a) in archives.iter().enumerate() {
         for (mi, m) in a.index.messages.iter().enumerate() {
@@ -146,26 +154,19 @@ pub(super) fn records(archives: &[Archive], plan: &Plan, other_deliveries: bool)
                 }
                 continue;
             };
-            gid_of.insert(
-                MemberRef {
-                    archive: ai,
-                    record: mi,
-                },
-                recs.len(),
-            );
             let mut raw_sha = [0u8; 32];
             let _ = hex::decode_to_slice(&m.sha256, &mut raw_sha);
             recs.push(Rec {
-                arch: ai,
-                idx: mi,
+                arch: u32::try_from(ai).expect("under 4G archives"),
+                idx: u32::try_from(mi).expect("under 4G records"),
                 folder: fi,
                 dest: folder_dest[fi],
                 st: St::Pending,
                 key: None,
                 raw_sha,
                 head: None,
-                flags: Vec::new(),
-                fix_flags: Vec::new(),
+                flags: Default::default(),
+                fix_flags: Default::default(),
                 size: m.size,
                 verified: None,
                 crlf_sent: false,
@@ -180,7 +181,7 @@ pub(super) fn records(archives: &[Archive], plan: &Plan, other_deliveries: bool)
     let mut next = recs.iter().peekable();
     for (ai, a) in archives.iter().enumerate() {
         for (mi, m) in a.index.messages.iter().enumerate() {
-            let Some(r) = next.next_if(|r| r.arch == ai && r.idx == mi) else {
+            let Some(r) = next.next_if(|r| r.arch as usize == ai && r.idx as usize == mi) else {
                 continue;
             };
             ambiguous[r.dest].add(m.message_id.as_deref(), &m.sha256);
@@ -201,7 +202,6 @@ pub(super) fn records(archives: &[Archive], plan: &Plan, other_deliveries: bool)
         dests,
         folder_dest,
         recs,
-        gid_of,
         unplaced,
     }
 }

@@ -79,7 +79,7 @@ pub(super) fn fill_report(
         fr.dropped_keywords = kws;
         for r in recs.iter().filter(|r| r.folder == fi) {
             fr.archived += 1;
-            let id = || msg_id(&archives[r.arch], r.idx);
+            let id = || msg_id(&archives[r.arch as usize], r.idx as usize);
             match &r.st {
                 St::There(_) => {
                     fr.already_there += 1;

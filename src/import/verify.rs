@@ -13,6 +13,7 @@ use super::learn::{learn_for_verify, over_folders};
 use super::prepare::connect_many;
 use super::{plan, DestRef, DestState, ImportError, ImportOptions, Rec, St, VerifyMode};
 use crate::archive::{Archive, MessageRecord};
+use crate::mail::flags::FlagSet;
 use crate::mail::identity::{self, MsgKey};
 use crate::reconcile::Held;
 use crate::source::imap::{parse_internaldate, ImapError, ImapSession};
@@ -26,10 +27,14 @@ pub(super) async fn add_missing_flags(
     dests: &[DestState],
     notes: &mut Vec<String>,
 ) -> Result<(), ImapError> {
-    let mut by_dest: std::collections::BTreeMap<usize, Vec<(u32, &[String])>> = Default::default();
+    let mut by_dest: std::collections::BTreeMap<usize, Vec<(u32, Vec<String>)>> =
+        Default::default();
     for r in recs.iter().filter(|r| !r.fix_flags.is_empty()) {
         if let St::There(uid) = r.st {
-            by_dest.entry(r.dest).or_default().push((uid, &r.fix_flags));
+            by_dest
+                .entry(r.dest)
+                .or_default()
+                .push((uid, r.fix_flags.to_vec()));
         }
     }
     for (di, fixes) in by_dest {
@@ -94,7 +99,7 @@ pub(super) fn verify_item(gid: usize, r: &Rec, m: &MessageRecord, mode: VerifyMo
         head: if mode == VerifyMode::Full {
             None
         } else {
-            r.head
+            r.head.clone()
         },
     }
 }
@@ -138,30 +143,31 @@ impl Sealer {
         }
     }
 
-    /// Record `gid` has just been decided.
+    /// Record `gid` has just been decided; true when it was the last of its destination
+    /// folder.
     pub(super) fn decided(
         &mut self,
         gid: usize,
         recs: &[Rec],
         archives: &[Archive],
         mode: VerifyMode,
-    ) {
+    ) -> bool {
         let d = recs[gid].dest;
         self.left[d] -= 1;
         let Some(tx) = self.tx.as_ref().filter(|_| self.left[d] == 0) else {
-            return;
+            return self.left[d] == 0;
         };
         // Flags are added to messages already there after the appends: such a folder is
         // verified after that.
         if self.gids[d].iter().any(|&g| !recs[g].fix_flags.is_empty()) {
-            return;
+            return true;
         }
         let items = self.gids[d]
             .iter()
             .filter(|&&g| matches!(recs[g].st, St::There(_) | St::Queued))
             .map(|&g| {
                 let r = &recs[g];
-                let m = &archives[r.arch].index.messages.get(r.idx);
+                let m = &archives[r.arch as usize].index.messages.get(r.idx as usize);
                 SealedItem {
                     item: verify_item(g, r, m, mode),
                     queued: r.st == St::Queued,
@@ -169,6 +175,7 @@ impl Sealer {
             })
             .collect();
         let _ = tx.send(Sealed { dest: d, items });
+        true
     }
 }
 
@@ -255,8 +262,8 @@ pub(super) struct VerifyItem {
     pub(super) uid: Option<u32>,
     /// The UIDVALIDITY an `APPENDUID` named; the UID holds only while it is unchanged.
     pub(super) uidvalidity: Option<u32>,
-    pub(super) key: MsgKey,
-    pub(super) flags: Vec<String>,
+    pub(super) key: Arc<MsgKey>,
+    pub(super) flags: FlagSet,
     pub(super) date: Option<i64>,
     pub(super) bytes_too: bool,
     /// Already on the destination before this run: flags the server has beyond the
@@ -267,7 +274,7 @@ pub(super) struct VerifyItem {
     pub(super) date_text: Option<String>,
     /// Compare the header section only (see `Rec::head`); a mismatch falls back to the
     /// whole message.
-    pub(super) head: Option<[[u8; 32]; 3]>,
+    pub(super) head: Option<Box<[[u8; 32]; 3]>>,
     /// Already there as another delivery of the same mail: its size is its own.
     pub(super) other_delivery: bool,
 }
@@ -324,7 +331,9 @@ async fn verify_folder_by(
         }
         let found = found.or_else(|| {
             state
-                .claim_pref(&it.key, |e| plan::same_flags(&it.flags, &e.flags))
+                .claim_pref(&it.key, |e| {
+                    plan::same_flags(&it.flags.to_vec(), &e.flags.to_vec())
+                })
                 .map(|(_, e)| e.clone())
         });
         let Some(e) = found else {
@@ -339,8 +348,8 @@ async fn verify_folder_by(
                 why.push_str(&format!(
                     " (the folder holds this Message-ID as {}; archived size {}, CRLF form {})",
                     near.join(", "),
-                    it.key.sizes[0],
-                    it.key.sizes[1]
+                    it.key.sizes()[0],
+                    it.key.sizes()[1]
                 ));
             }
             out.push((it.gid, Err(why)));
@@ -368,7 +377,7 @@ async fn verify_folder_by(
         let uids: Vec<u32> = head_check.keys().copied().collect();
         let mut same: HashSet<u32> = HashSet::new();
         s.fetch_section(&uids, "HEADER", |uid, head| {
-            if let Some(want) = head_check.get(&uid).and_then(|it| it.head) {
+            if let Some(want) = head_check.get(&uid).and_then(|it| it.head.as_deref()) {
                 if want.contains(&sha2_raw(head)) {
                     same.insert(uid);
                 }
@@ -394,7 +403,7 @@ async fn verify_folder_by(
             // The server's copy in CRLF form against the archived CRLF form covers a
             // server that keeps some bare line ends and converts others.
             let res = if it.key.is_exact(&sha2_raw(body))
-                || identity::crlf_sha256(body) == it.key.exact[1]
+                || identity::crlf_sha256(body) == it.key.exact()[1]
             {
                 Ok(pending.remove(&it.gid).unwrap_or_default())
             } else if it.key.is_form(&identity::canonical_sha256(body)) {
@@ -429,15 +438,15 @@ fn compare_metadata(it: &VerifyItem, e: &Held) -> Metadata {
     if it.other_delivery {
         notes.push(format!(
             "another delivery of the same mail ({} bytes; archived {}): only trace fields such as Received differ",
-            e.size, it.key.sizes[0]
+            e.size, it.key.sizes()[0]
         ));
-    } else if !it.key.sizes.contains(&e.size) {
+    } else if !it.key.sizes().contains(&e.size) {
         problems.push(format!(
             "the server stores it altered: size differs (archived {} bytes, CRLF form {}, server {})",
-            it.key.sizes[0], it.key.sizes[1], e.size
+            it.key.sizes()[0], it.key.sizes()[1], e.size
         ));
     }
-    let (missing, extra) = crate::reconcile::flag_gap(&it.flags, &e.flags);
+    let (missing, extra) = crate::reconcile::flag_gap(&it.flags.to_vec(), &e.flags.to_vec());
     if it.present {
         if !missing.is_empty() {
             problems.push(format!(
@@ -454,8 +463,9 @@ fn compare_metadata(it: &VerifyItem, e: &Held) -> Metadata {
     } else if !missing.is_empty() || !extra.is_empty() {
         problems.push(format!(
             "flags differ: archived ({}), server ({})",
-            it.flags.join(" "),
+            it.flags.to_vec().join(" "),
             e.flags
+                .to_vec()
                 .iter()
                 .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
                 .cloned()
@@ -505,7 +515,7 @@ pub(super) async fn verify_late(
     let mut per_dest: Vec<Vec<VerifyItem>> = vec![Vec::new(); dests.len()];
     for (gid, r) in recs.iter().enumerate() {
         if matches!(r.st, St::There(_) | St::Appended(_)) && !early.contains_key(&r.dest) {
-            let m = &archives[r.arch].index.messages.get(r.idx);
+            let m = &archives[r.arch as usize].index.messages.get(r.idx as usize);
             per_dest[r.dest].push(verify_item(gid, r, m, opts.verify));
         }
     }
@@ -575,17 +585,18 @@ pub(super) async fn route_answers(
     gid_dest: &[usize],
 ) -> Vec<(usize, Outcome)> {
     let mut outcomes: Vec<(usize, Outcome)> = Vec::new();
-    // gid → the answer to its APPEND.
-    let mut answered: HashMap<usize, Answer> = HashMap::new();
+    // gid → the answer to its APPEND (by index: every record may have one).
+    let mut answered: Vec<Option<Answer>> = Vec::new();
+    answered.resize_with(gid_dest.len(), || None);
     // Sealed folders still waiting for answers.
     let mut waiting: HashMap<usize, Waiting> = HashMap::new();
     // What to verify of a sealed folder: a queued message once appended, with its UID.
-    let ready = |items: Vec<SealedItem>, answered: &HashMap<usize, Answer>| -> Vec<VerifyItem> {
+    let ready = |items: Vec<SealedItem>, answered: &[Option<Answer>]| -> Vec<VerifyItem> {
         items
             .into_iter()
             .filter_map(|SealedItem { mut item, queued }| {
                 if queued {
-                    let Answer::Appended(uid) = answered.get(&item.gid)? else {
+                    let Answer::Appended(uid) = answered[item.gid].as_ref()? else {
                         return None;
                     };
                     item.uid = uid.map(|u| u.uid);
@@ -600,7 +611,7 @@ pub(super) async fn route_answers(
         tokio::select! {
             o = answers.recv() => {
                 let Some((gid, o)) = o else { break };
-                answered.insert(gid, match &o {
+                answered[gid] = Some(match &o {
                     Outcome::Appended { uid, .. } => Answer::Appended(*uid),
                     Outcome::Failed(_) => Answer::Failed,
                 });
@@ -621,7 +632,7 @@ pub(super) async fn route_answers(
                 };
                 let answers_left = items
                     .iter()
-                    .filter(|it| it.queued && !answered.contains_key(&it.item.gid))
+                    .filter(|it| it.queued && answered[it.item.gid].is_none())
                     .count();
                 if answers_left == 0 {
                     let _ = to_verify.send((dest, ready(items, &answered)));
@@ -645,8 +656,8 @@ mod tests {
             gid: 0,
             uid: Some(1),
             uidvalidity: None,
-            key: MsgKey::of(b, [0; 32], &HashSet::new(), Some(1_600_000_000)),
-            flags: vec!["\\Seen".into(), "\\Flagged".into()],
+            key: Arc::new(MsgKey::of(b, [0; 32], &HashSet::new(), Some(1_600_000_000))),
+            flags: FlagSet::new(["\\Seen", "\\Flagged"]),
             date: Some(1_600_000_000),
             bytes_too: false,
             present,
@@ -664,10 +675,7 @@ mod tests {
             flags: flags.iter().map(|f| f.to_string()).collect(),
             internaldate: Some(date.into()),
             date: None,
-            sha: None,
-            canonical: None,
-            head_canonical: None,
-            trace_free: None,
+            read: None,
         }
     }
 
@@ -699,7 +707,7 @@ mod tests {
         );
         let size = m.problems.iter().find(|p| p.contains("size"));
         assert!(
-            size.is_some_and(|p| p.contains("99") && p.contains(&it.key.sizes[0].to_string())),
+            size.is_some_and(|p| p.contains("99") && p.contains(&it.key.sizes()[0].to_string())),
             "{m:?}"
         );
     }

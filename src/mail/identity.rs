@@ -348,25 +348,38 @@ fn split_lines(b: &[u8]) -> Vec<&[u8]> {
     out
 }
 
+/// The parts of a [`MsgKey`], as its constructors work them out (see the accessors of
+/// [`MsgKey`] for what each means).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyParts {
+    pub message_id: Option<String>,
+    pub sizes: [u64; 3],
+    pub exact: [[u8; 32]; 3],
+    pub forms: Vec<[u8; 32]>,
+    pub altered_sizes: Vec<u64>,
+    pub head_loose: [u8; 32],
+    pub date: Option<i64>,
+    pub by_bytes: bool,
+    pub at_risk: bool,
+    pub trace_free: Option<[u8; 32]>,
+}
+
 /// How an archived message is recognised on a server: every form of it a server may
 /// hold, reduced to what can be compared without its bytes (Message-ID, sizes) and with
 /// them (exact and canonical hashes).
+///
+/// Held compact, as import and `verify --against` keep one per archived message (a
+/// million at a time): the forms most messages do not have (bare line ends, server-
+/// altered forms, a trace-free hash) live in one boxed [`RareForms`], absent for a
+/// message of CRLF lines that is compared by Message-ID. The accessors give the same
+/// values the fields gave, so what matches what is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MsgKey {
     pub message_id: Option<String>,
-    /// Archived size, CRLF-form size, and the size with only bare LF made CRLF: a
-    /// server may store any of these.
-    pub sizes: [u64; 3],
-    /// SHA-256 of the archived bytes, of their CRLF form, and of the form with only
-    /// bare LF made CRLF (the byte-exact forms a server stores).
-    pub exact: [[u8; 32]; 3],
-    /// Canonical hashes ([`canonical_sha256`]) of the message and of its server-altered
-    /// forms ([`altered_forms`]). Computed only where they can be needed: messages
-    /// compared by bytes, with bare line ends, or with bytes servers rewrite (hashing
-    /// costs time on big imports); empty otherwise.
-    pub forms: Vec<[u8; 32]>,
-    /// Sizes of the server-altered forms that delete bytes (see [`altered_sizes`]).
-    pub altered_sizes: Vec<u64>,
+    /// Archived size.
+    size: u64,
+    /// SHA-256 of the archived bytes.
+    sha: [u8; 32],
     /// Canonical hash of the header section alone, and the INTERNALDATE given with
     /// APPEND (seconds): together they recognise a message whose body a server
     /// re-encoded (Dovecot turns `binary` parts of a literal8 APPEND into base64).
@@ -377,9 +390,48 @@ pub struct MsgKey {
     pub by_bytes: bool,
     /// Holds bytes servers are known to rewrite (see [`at_risk`]).
     pub at_risk: bool,
-    /// [`trace_free_sha256`], set only where another delivery of the same mail may
-    /// stand for this message (import with `--other-deliveries`, migrate).
-    pub trace_free: Option<[u8; 32]>,
+    rare: Option<Box<RareForms>>,
+}
+
+/// What only some messages' keys hold; each part empty where it is the common case.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct RareForms {
+    /// With bare line ends: the CRLF form's size and SHA-256, and the form's with only
+    /// bare LF made CRLF (else both are the archived size and SHA-256).
+    bare: Option<([u64; 2], [[u8; 32]; 2])>,
+    forms: Vec<[u8; 32]>,
+    altered_sizes: Vec<u64>,
+    trace_free: Option<[u8; 32]>,
+}
+
+impl RareForms {
+    fn is_empty(&self) -> bool {
+        *self == RareForms::default()
+    }
+}
+
+impl From<KeyParts> for MsgKey {
+    fn from(p: KeyParts) -> MsgKey {
+        let [size, crlf_len, lf_len] = p.sizes;
+        let [sha, crlf_sha, lf_sha] = p.exact;
+        let plain = crlf_len == size && lf_len == size && crlf_sha == sha && lf_sha == sha;
+        let rare = RareForms {
+            bare: (!plain).then_some(([crlf_len, lf_len], [crlf_sha, lf_sha])),
+            forms: p.forms,
+            altered_sizes: p.altered_sizes,
+            trace_free: p.trace_free,
+        };
+        MsgKey {
+            message_id: p.message_id,
+            size,
+            sha,
+            head_loose: p.head_loose,
+            date: p.date,
+            by_bytes: p.by_bytes,
+            at_risk: p.at_risk,
+            rare: (!rare.is_empty()).then(|| Box::new(rare)),
+        }
+    }
 }
 
 impl MsgKey {
@@ -398,7 +450,7 @@ impl MsgKey {
         let crlf = crlf_len(bytes);
         let bare = crlf != bytes.len() as u64;
         let at_risk = at_risk(bytes);
-        MsgKey {
+        KeyParts {
             sizes: [
                 bytes.len() as u64,
                 crlf,
@@ -427,17 +479,85 @@ impl MsgKey {
             message_id,
             trace_free: None,
         }
+        .into()
+    }
+
+    /// Archived size, CRLF-form size, and the size with only bare LF made CRLF: a
+    /// server may store any of these.
+    pub fn sizes(&self) -> [u64; 3] {
+        match self.rare.as_ref().and_then(|r| r.bare) {
+            Some(([crlf, lf], _)) => [self.size, crlf, lf],
+            None => [self.size; 3],
+        }
+    }
+
+    /// SHA-256 of the archived bytes, of their CRLF form, and of the form with only
+    /// bare LF made CRLF (the byte-exact forms a server stores).
+    pub fn exact(&self) -> [[u8; 32]; 3] {
+        match self.rare.as_ref().and_then(|r| r.bare) {
+            Some((_, [crlf, lf])) => [self.sha, crlf, lf],
+            None => [self.sha; 3],
+        }
+    }
+
+    /// Canonical hashes ([`canonical_sha256`]) of the message and of its server-altered
+    /// forms ([`altered_forms`]). Computed only where they can be needed: messages
+    /// compared by bytes, with bare line ends, or with bytes servers rewrite (hashing
+    /// costs time on big imports); empty otherwise.
+    pub fn forms(&self) -> &[[u8; 32]] {
+        self.rare.as_ref().map_or(&[], |r| &r.forms)
+    }
+
+    /// Sizes of the server-altered forms that delete bytes (see [`altered_sizes`]).
+    pub fn altered_sizes(&self) -> &[u64] {
+        self.rare.as_ref().map_or(&[], |r| &r.altered_sizes)
+    }
+
+    /// [`trace_free_sha256`], set only where another delivery of the same mail may
+    /// stand for this message (import with `--other-deliveries`, migrate).
+    pub fn trace_free(&self) -> Option<[u8; 32]> {
+        self.rare.as_ref().and_then(|r| r.trace_free)
+    }
+
+    pub fn set_trace_free(&mut self, h: Option<[u8; 32]>) {
+        self.edit_rare(|r| r.trace_free = h);
+    }
+
+    pub fn set_forms(&mut self, forms: Vec<[u8; 32]>) {
+        self.edit_rare(|r| r.forms = forms);
+    }
+
+    fn edit_rare(&mut self, f: impl FnOnce(&mut RareForms)) {
+        let mut r = self.rare.take().map(|b| *b).unwrap_or_default();
+        f(&mut r);
+        self.rare = (!r.is_empty()).then(|| Box::new(r));
+    }
+
+    /// The parts the key was made of (equal keys, equal parts).
+    pub fn parts(&self) -> KeyParts {
+        KeyParts {
+            message_id: self.message_id.clone(),
+            sizes: self.sizes(),
+            exact: self.exact(),
+            forms: self.forms().to_vec(),
+            altered_sizes: self.altered_sizes().to_vec(),
+            head_loose: self.head_loose,
+            date: self.date,
+            by_bytes: self.by_bytes,
+            at_risk: self.at_risk,
+            trace_free: self.trace_free(),
+        }
     }
 
     /// The server's bytes, hashed, are one of this message's byte-exact forms.
     pub fn is_exact(&self, sha: &[u8; 32]) -> bool {
-        self.exact.contains(sha)
+        self.exact().contains(sha)
     }
 
     /// The server's bytes, canonically hashed, are this message or a form of it a
     /// server altered.
     pub fn is_form(&self, canonical: &[u8; 32]) -> bool {
-        self.forms.contains(canonical)
+        self.forms().contains(canonical)
     }
 }
 
@@ -634,12 +754,67 @@ Message-ID: <m@x>\r\nSubject: hello\r\n\r\nbody\r\n";
         );
     }
 
+    /// The compact key gives the forms the old fields held, for every kind of message,
+    /// and only messages with rare forms carry a box.
+    #[test]
+    fn compact_key_keeps_every_form() {
+        let msgs: [&[u8]; 7] = [
+            b"Message-ID: <a@x>\r\n\r\nplain\r\n",
+            b"Message-ID: <b@x>\n\nlf only\n",
+            b"Message-ID: <c@x>\r\n\r\nmixed\nends\r\r\n",
+            b"Subject: cr\rMessage-ID: <d@x>\r\rbody\rline",
+            b"Message-ID: <e@x>\r\n\r\nnul\0byte\r\n",
+            b"Subject: \xe3\x81\x82\r\n\r\nno id\r\n",
+            b"Message-ID: <f@x>\r\n\r\nno final line end",
+        ];
+        assert!(
+            std::mem::size_of::<MsgKey>() <= 128,
+            "{}",
+            std::mem::size_of::<MsgKey>()
+        );
+        for m in msgs {
+            let sha: [u8; 32] = Sha256::digest(m).into();
+            let k = MsgKey::of(m, sha, &HashSet::new(), Some(7));
+            let bare = crlf_len(m) != m.len() as u64;
+            let (sizes, exact) = if bare {
+                (
+                    [m.len() as u64, crlf_len(m), lf_crlf_len(m)],
+                    [sha, crlf_sha256(m), lf_crlf_sha256(m)],
+                )
+            } else {
+                ([m.len() as u64; 3], [sha; 3])
+            };
+            assert_eq!(k.sizes(), sizes, "{m:?}");
+            assert_eq!(k.exact(), exact, "{m:?}");
+            let forms = if k.by_bytes || bare || k.at_risk {
+                altered_forms(m)
+            } else {
+                Vec::new()
+            };
+            assert_eq!(k.forms(), forms.as_slice(), "{m:?}");
+            assert_eq!(MsgKey::from(k.parts()), k, "{m:?}");
+            let mut t = k.clone();
+            t.set_trace_free(Some(trace_free_sha256(m)));
+            assert_eq!(t.trace_free(), Some(trace_free_sha256(m)));
+            assert_ne!(t, k);
+            t.set_trace_free(None);
+            assert_eq!(t, k, "clearing a part gives the same key back");
+        }
+        let plain = MsgKey::of(msgs[0], [1; 32], &HashSet::new(), None);
+        assert!(plain.rare.is_none(), "a plain message carries no box");
+        assert!(plain.forms().is_empty() && plain.altered_sizes().is_empty());
+        // Keys differing in any form differ.
+        let mut other = plain.clone();
+        other.set_forms(vec![[2; 32]]);
+        assert_ne!(other, plain);
+    }
+
     #[test]
     fn courier_adds_a_final_crlf_to_a_message_without_one() {
         let m = b"Subject: x\r\nMessage-ID: <n@t>\r\n\r\nlast line";
         assert_eq!(altered_sizes(m), vec![m.len() as u64 + 2]);
         let k = MsgKey::of(m, [0; 32], &HashSet::new(), None);
-        assert_eq!(k.altered_sizes, vec![m.len() as u64 + 2]);
+        assert_eq!(k.altered_sizes(), [m.len() as u64 + 2]);
         assert!(altered_sizes(b"Subject: x\r\n\r\nends\r\n").is_empty());
         // LF-only and unterminated: the CRLF form plus the final CRLF.
         let lf = b"Subject: x\n\nlast";

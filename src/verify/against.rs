@@ -87,6 +87,10 @@ struct ArchFolder<'a> {
     name: String,
     special_use: Option<String>,
     uidvalidity: Option<u32>,
+    /// Its messages: (archive in the chain, record).
+    members: Vec<(u32, u32)>,
+    /// Their keys, made only while the folder is compared ([`key_folders`]): a
+    /// million keys at once were most of this command's memory.
     recs: Vec<Rec<'a>>,
     /// The server is the account the archive was made from: only there can equal
     /// UIDVALIDITYs mean the same folder (another account may have one by chance:
@@ -154,26 +158,21 @@ pub async fn verify_against(
                     name: f.name.clone(),
                     special_use: f.special_use.clone(),
                     uidvalidity: f.uidvalidity,
+                    members: Vec::new(),
                     recs: Vec::new(),
                     at_source,
                 }),
             }
         }
     }
-    for a in archives {
-        let mut keys = keys_of(a, &folders);
+    for (ai, a) in archives.iter().enumerate() {
         for (i, m) in a.index.messages.iter().enumerate() {
             if let Some(f) = folders.iter_mut().find(|f| f.name == m.folder) {
-                let key = keys.remove(&i).unwrap_or_else(|| key_from_index(&m));
-                f.recs.push(Rec {
-                    archive: a,
-                    idx: i,
-                    key,
-                });
+                f.members.push((ai as u32, i as u32));
             }
         }
     }
-    sum.archive_messages = folders.iter().map(|f| f.recs.len() as u64).sum();
+    sum.archive_messages = folders.iter().map(|f| f.members.len() as u64).sum();
 
     let mut s = ImapSession::connect_with_timeout(ep, creds, tls, opts.timeout).await?;
     let all = s.list().await?;
@@ -276,17 +275,17 @@ pub async fn verify_against(
     for (i, p) in &pairs {
         let f = &folders[*i];
         let Some(m) = p else {
-            if !f.recs.is_empty() {
+            if let Some(&(ai, _)) = f.members.first() {
                 out.push(finding(
                     Level::Error,
                     "folder-missing-on-server",
-                    &f.recs[0].archive_name(),
+                    &archives[ai as usize].path.display().to_string(),
                     &f.name,
                     None,
                     format!(
                         "{server} has no folder {:?} (nor one with its role); its {} archived messages are not there",
                         f.name,
-                        f.recs.len()
+                        f.members.len()
                     ),
                 ));
             } else {
@@ -301,6 +300,11 @@ pub async fn verify_against(
             }
             continue;
         };
+        if folders[*i].recs.len() < folders[*i].members.len() {
+            let group = key_group(&folders, &pairs, *i);
+            key_folders(archives, &mut folders, &group);
+        }
+        let f = &folders[*i];
         progress.set_message(f.name.clone());
         crate::log::event!(
             "{}: comparing {} archived message(s) with {} on {server}",
@@ -309,6 +313,7 @@ pub async fn verify_against(
             m.raw_name
         );
         compare_folder(&mut s, f, m, opts, &server, progress, &mut out, &mut sum).await?;
+        folders[*i].recs = Vec::new();
         sum.folders_compared += 1;
     }
     // Server folders the archive does not know.
@@ -333,29 +338,85 @@ pub async fn verify_against(
     Ok((out, sum))
 }
 
-/// Message-IDs shared by different archived messages of each folder (see
+/// Most archived messages whose keys one pass over the archives makes (a folder larger
+/// than this is keyed alone): fewer passes against less memory, ~200 bytes a key.
+const KEYS_PER_PASS: usize = 100_000;
+
+/// The folder `first` (paired with a server folder) and the paired folders after it
+/// that are not keyed yet, as many as fit in [`KEYS_PER_PASS`] keys with it.
+fn key_group(
+    folders: &[ArchFolder],
+    pairs: &[(usize, Option<MailboxInfo>)],
+    first: usize,
+) -> Vec<usize> {
+    let mut group = vec![first];
+    let mut n = folders[first].members.len();
+    let rest = pairs
+        .iter()
+        .skip_while(|(i, _)| *i != first)
+        .skip(1)
+        .filter(|(_, p)| p.is_some())
+        .map(|(i, _)| *i);
+    for i in rest {
+        let f = &folders[i];
+        if f.recs.len() < f.members.len() && n + f.members.len() <= KEYS_PER_PASS {
+            n += f.members.len();
+            group.push(i);
+        }
+    }
+    group
+}
+
+/// Makes the keys of the folders `group`: one pass over each archive.
+fn key_folders<'a>(archives: &'a [Archive], folders: &mut [ArchFolder<'a>], group: &[usize]) {
+    let names: HashSet<&str> = group.iter().map(|&i| folders[i].name.as_str()).collect();
+    let mut keys: Vec<HashMap<usize, MsgKey>> =
+        archives.iter().map(|a| keys_of(a, &names)).collect();
+    for &i in group {
+        let f = &mut folders[i];
+        f.recs = f
+            .members
+            .iter()
+            .map(|&(ai, idx)| {
+                let (a, idx) = (&archives[ai as usize], idx as usize);
+                let key = keys[ai as usize]
+                    .remove(&idx)
+                    .unwrap_or_else(|| key_from_index(&a.record(idx)));
+                Rec {
+                    archive: a,
+                    idx,
+                    key,
+                }
+            })
+            .collect();
+    }
+}
+
+/// Message-IDs shared by different archived messages of each folder of `names` (see
 /// [`identity::ambiguous_ids`]), by folder name.
-fn ambiguous_by_folder(a: &Archive) -> HashMap<String, HashSet<String>> {
+fn ambiguous_by_folder(a: &Archive, names: &HashSet<&str>) -> HashMap<String, HashSet<String>> {
     let mut by: HashMap<String, identity::AmbiguousIds> = HashMap::new();
     for m in a.index.messages.iter() {
-        by.entry(m.folder)
-            .or_default()
-            .add(m.message_id.as_deref(), &m.sha256);
+        if names.contains(m.folder.as_str()) {
+            by.entry(m.folder)
+                .or_default()
+                .add(m.message_id.as_deref(), &m.sha256);
+        }
     }
     by.into_iter().map(|(f, a)| (f, a.finish())).collect()
 }
 
 /// Record index → the message's identity key, from its bytes (one pass over the
-/// archive). Records in folders the chain does not compare are skipped.
-fn keys_of(a: &Archive, folders: &[ArchFolder]) -> HashMap<usize, MsgKey> {
-    let ambiguous = ambiguous_by_folder(a);
+/// archive), for the records of the folders `names`.
+fn keys_of(a: &Archive, names: &HashSet<&str>) -> HashMap<usize, MsgKey> {
+    let ambiguous = ambiguous_by_folder(a, names);
     let none = HashSet::new();
     let mut out = HashMap::new();
     let _ = a.stream(|member| -> Result<(), crate::archive::ReadError> {
         if let crate::archive::reader::Member::Message { record, mut body } = member {
             let m = &a.record(record);
             let mut sha = [0u8; 32];
-            if !folders.iter().any(|f| f.name == m.folder)
+            if !names.contains(m.folder.as_str())
                 || hex::decode_to_slice(&m.sha256, &mut sha).is_err()
             {
                 return Ok(());
@@ -406,7 +467,7 @@ fn key_from_index(m: &MessageRecord) -> MsgKey {
     let mut sha = [0u8; 32];
     let _ = hex::decode_to_slice(&m.sha256, &mut sha);
     let message_id = m.message_id.as_deref().and_then(identity::norm_message_id);
-    MsgKey {
+    identity::KeyParts {
         by_bytes: message_id.is_none(),
         message_id,
         sizes: [m.size; 3],
@@ -418,6 +479,7 @@ fn key_from_index(m: &MessageRecord) -> MsgKey {
         at_risk: false,
         trace_free: None,
     }
+    .into()
 }
 
 fn norm_flags(v: &[String]) -> Vec<String> {
@@ -448,7 +510,7 @@ async fn census(
         let want: Vec<(u32, u64)> = census
             .msgs
             .iter()
-            .filter(|m| m.sha.is_none())
+            .filter(|m| m.read.is_none())
             .map(|m| (m.uid, m.size))
             .collect();
         progress.inc_length(want.iter().map(|w| w.1).sum());
@@ -468,7 +530,7 @@ async fn census(
             .await?;
             i = j;
         }
-        sum.bodies_compared += census.msgs.iter().filter(|m| m.sha.is_some()).count() as u64;
+        sum.bodies_compared += census.msgs.iter().filter(|m| m.read.is_some()).count() as u64;
     }
     Ok(census)
 }
@@ -533,7 +595,7 @@ async fn compare_folder(
     // What UIDs could not pair (all of it on a restored folder), by identity.
     let keys: Vec<&MsgKey> = rest.iter().map(|&i| &f.recs[i].key).collect();
     let r = reconcile::reconcile(&keys, &mut census, |ri, h| {
-        norm_flags(&h.flags) == norm_flags(&f.recs[rest[ri]].m().flags)
+        norm_flags(&h.flags.to_vec()) == norm_flags(&f.recs[rest[ri]].m().flags)
     });
     pairs.extend(r.pairs.iter().map(|p| (rest[p.rec], p.uid, p.how)));
     let held: HashMap<u32, &Held> = census.msgs.iter().map(|h| (h.uid, h)).collect();
@@ -583,14 +645,14 @@ async fn compare_folder(
 /// Compares one archived message with the server message paired with it.
 fn compare_pair(r: &Rec, h: &Held, how: Match, full: bool, folder: &str, out: &mut Vec<Finding>) {
     let m = &r.m();
-    compare_flags(&h.flags, r, m, folder, out);
+    compare_flags(&h.flags.to_vec(), r, m, folder, out);
     let who = || Some(format!("{}; server UID {}", message_identity(m), h.uid));
-    let exact = h.sha.is_some_and(|s| r.key.is_exact(&s));
+    let exact = h.sha().is_some_and(|s| r.key.is_exact(&s));
     // A form a server is known to produce: found by it, or (with the bytes) one of them.
     let altered = !exact
         && (how == Match::Altered
             || (how == Match::Rewritten && r.key.at_risk)
-            || h.canonical.is_some_and(|c| r.key.is_form(&c)));
+            || h.canonical().is_some_and(|c| r.key.is_form(&c)));
     let mut push = |level, code, detail: String| {
         out.push(finding(
             level,
@@ -611,7 +673,7 @@ fn compare_pair(r: &Rec, h: &Held, how: Match, full: bool, folder: &str, out: &m
             ),
         );
     }
-    if full && h.sha.is_none() {
+    if full && h.read.is_none() {
         push(
             Level::Error,
             "not-fetched",
@@ -632,11 +694,11 @@ fn compare_pair(r: &Rec, h: &Held, how: Match, full: bool, folder: &str, out: &m
             "content-differs",
             format!(
                 "the server's copy hashes to {}, the archive's to {}",
-                hex::encode(h.sha.unwrap_or_default()),
+                hex::encode(h.sha().unwrap_or_default()),
                 m.sha256
             ),
         );
-    } else if how == Match::Rewritten && !r.key.sizes.contains(&h.size) {
+    } else if how == Match::Rewritten && !r.key.sizes().contains(&h.size) {
         push(
             Level::Error,
             "size-differs",

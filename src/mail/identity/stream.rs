@@ -363,7 +363,7 @@ impl KeyStream {
             altered_sizes.sort_unstable();
             altered_sizes.dedup();
         }
-        let key = MsgKey {
+        let key: MsgKey = super::KeyParts {
             sizes: [
                 self.len,
                 crlf_len,
@@ -386,7 +386,8 @@ impl KeyStream {
             at_risk,
             message_id,
             trace_free: None,
-        };
+        }
+        .into();
         Streamed {
             key,
             sha256: sha,
