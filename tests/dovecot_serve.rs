@@ -88,7 +88,12 @@ fn extracted_maildir_fs_is_served_by_dovecot_with_layout_fs() {
     ]);
     let index = ls_json(&[&ar]);
 
-    let d = Dovecot::start();
+    // No auto-created special-use folders: the extracted tree is all alice has (the
+    // harness would open them at start, making folders and `subscriptions` there).
+    let d = Dovecot::start_with(support::DovecotOptions {
+        special: vec![],
+        ..Default::default()
+    });
     let root = d.maildir("alice");
     run_ok(&[
         "extract",
