@@ -223,9 +223,17 @@ namespace inbox {{
                 // account as a real server would have it.
                 for (u, _) in &d.opts.users {
                     let mut c = d.raw(u);
-                    c.must("LIST \"\" \"*\"");
-                    for (name, _) in &d.opts.special {
-                        c.must(&format!("EXAMINE \"{name}\""));
+                    let listed = c.must("LIST \"\" \"*\"");
+                    for line in &listed.data {
+                        let line = String::from_utf8_lossy(line);
+                        let special = d.opts.special.iter().any(|(_, role)| {
+                            line.split(')')
+                                .next()
+                                .is_some_and(|a| a.contains(role.as_str()))
+                        });
+                        if let Some(name) = special.then(|| listed_name(&line)).flatten() {
+                            c.must(&format!("EXAMINE {name}"));
+                        }
                     }
                     c.logout();
                 }
@@ -503,4 +511,20 @@ pub fn pop3_form(stored: &[u8]) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
     }
     out
+}
+
+/// The mailbox name of a `* LIST (attributes) delimiter name` line, as on the wire
+/// (quoted or not): what follows the attributes and the delimiter (`NIL` or quoted).
+fn listed_name(line: &str) -> Option<&str> {
+    let rest = line.trim_end().strip_prefix("* LIST (")?;
+    let rest = rest.split_once(") ")?.1;
+    let rest = match rest.strip_prefix("NIL ") {
+        Some(r) => r,
+        None => {
+            let inner = rest.strip_prefix('"')?;
+            let end = if inner.starts_with("\\") { 2 } else { 1 };
+            inner.get(end + 1..)?.strip_prefix(' ')?
+        }
+    };
+    (!rest.is_empty()).then_some(rest)
 }
