@@ -11,32 +11,65 @@ use common::*;
 use imap_common::*;
 use support::Dovecot;
 
+/// `mailark verify ARCHIVES --against URL` logged in as `user`, then `extra`.
+fn verify_at(
+    d: &Dovecot,
+    user: &str,
+    url: &str,
+    archives: &[&std::path::Path],
+    extra: &[&str],
+) -> std::process::Output {
+    let pw = d.password_file(user);
+    let mut args: Vec<String> = vec!["verify".into()];
+    args.extend(archives.iter().map(|p| p.display().to_string()));
+    args.extend(["--against", url, "--password-file", pw.to_str().unwrap()].map(String::from));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(&a)
+}
+
+/// `verify_at` the account over IMAPS, trusting the test CA, with `--json`.
 fn verify(
     d: &Dovecot,
     user: &str,
     archives: &[&std::path::Path],
     extra: &[&str],
 ) -> std::process::Output {
-    let pw = d.password_file(user);
     let ca = d.ca_file();
-    let url = d.imaps_url(user);
-    let mut args: Vec<String> = vec!["verify".into()];
-    args.extend(archives.iter().map(|p| p.display().to_string()));
-    args.extend(
-        [
-            "--against",
-            url.as_str(),
-            "--password-file",
-            pw.to_str().unwrap(),
-            "--tls-ca-file",
-            ca.to_str().unwrap(),
-            "--json",
-        ]
-        .map(String::from),
-    );
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    run(&a)
+    let mut e = vec!["--tls-ca-file", ca.to_str().unwrap(), "--json"];
+    e.extend_from_slice(extra);
+    verify_at(d, user, &d.imaps_url(user), archives, &e)
+}
+
+/// Fills alice's INBOX with `inbox` unread messages and a new "Projects/2024" with
+/// `projects` seen ones, exports the account to `dir`/a.tar.zst and returns that path.
+fn seed_and_export(
+    d: &Dovecot,
+    inbox: usize,
+    projects: usize,
+    dir: &std::path::Path,
+) -> std::path::PathBuf {
+    let mut c = d.raw("alice");
+    c.must("CREATE \"Projects/2024\"");
+    for i in 0..inbox {
+        assert!(c
+            .append("INBOX", "", None, &msg(&format!("in {i}"), "x"))
+            .ok());
+    }
+    for i in 0..projects {
+        assert!(c
+            .append(
+                "Projects/2024",
+                "\\Seen",
+                None,
+                &msg(&format!("p {i}"), "y")
+            )
+            .ok());
+    }
+    c.logout();
+    let ar = dir.join("a.tar.zst");
+    assert!(export(d, "alice", &ar, &[]).status.success());
+    ar
 }
 
 fn codes(o: &std::process::Output) -> Vec<(String, String)> {
@@ -56,25 +89,8 @@ fn codes(o: &std::process::Output) -> Vec<(String, String)> {
 #[test]
 fn against_the_source_finds_every_drift() {
     let d = Dovecot::start();
-    let mut c = d.raw("alice");
-    c.must("CREATE \"Projects/2024\"");
-    for i in 0..4 {
-        assert!(c
-            .append("INBOX", "", None, &msg(&format!("in {i}"), "x"))
-            .ok());
-        assert!(c
-            .append(
-                "Projects/2024",
-                "\\Seen",
-                None,
-                &msg(&format!("p {i}"), "y")
-            )
-            .ok());
-    }
-    c.logout();
     let t = tempfile::tempdir().unwrap();
-    let ar = t.path().join("a.tar.zst");
-    assert!(export(&d, "alice", &ar, &[]).status.success());
+    let ar = seed_and_export(&d, 4, 4, t.path());
 
     let out = verify(&d, "alice", &[&ar], &["--full"]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
@@ -108,19 +124,14 @@ fn against_the_source_finds_every_drift() {
     );
     assert_eq!(cs.len(), 3, "{cs:?}");
     // The human form names folder and message.
-    let pw = d.password_file("alice");
     let ca = d.ca_file();
-    let url = d.imaps_url("alice");
-    let out = run(&[
-        "verify",
-        ar.to_str().unwrap(),
-        "--against",
-        &url,
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--tls-ca-file",
-        ca.to_str().unwrap(),
-    ]);
+    let out = verify_at(
+        &d,
+        "alice",
+        &d.imaps_url("alice"),
+        &[&ar],
+        &["--tls-ca-file", ca.to_str().unwrap()],
+    );
     let text = stdout(&out);
     assert!(
         text.contains("missing-from-archive") && text.contains("INBOX"),
@@ -350,36 +361,12 @@ fn shared_and_missing_message_ids_pair_with_their_own_copies() {
 #[test]
 fn folders_the_listing_leaves_out_are_looked_for_by_name() {
     let d = Dovecot::start();
-    let mut c = d.raw("alice");
-    c.must("CREATE \"Projects/2024\"");
-    for i in 0..3 {
-        assert!(c
-            .append(
-                "Projects/2024",
-                "\\Seen",
-                None,
-                &msg(&format!("p {i}"), "y")
-            )
-            .ok());
-    }
-    c.logout();
     let t = tempfile::tempdir().unwrap();
-    let ar = t.path().join("a.tar.zst");
-    assert!(export(&d, "alice", &ar, &[]).status.success());
+    let ar = seed_and_export(&d, 0, 3, t.path());
 
     let proxy = support::hide::HideProxy::start(d.imap_port, &["Projects/2024", "Junk"]);
-    let pw = d.password_file("alice");
     let url = format!("imap://alice@127.0.0.1:{}", proxy.port);
-    let out = run(&[
-        "verify",
-        ar.to_str().unwrap(),
-        "--against",
-        &url,
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--allow-plaintext",
-        "--json",
-    ]);
+    let out = verify_at(&d, "alice", &url, &[&ar], &["--allow-plaintext", "--json"]);
     assert_eq!(
         out.status.code(),
         Some(0),
