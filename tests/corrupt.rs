@@ -467,29 +467,6 @@ fn import_of_a_damaged_archive_reports_what_it_could_not_read() {
     assert_eq!(again["appended"], 0, "{again:#}");
 }
 
-/// A xorshift generator: the damage below is the same on every run, so a failure names a
-/// case that can be replayed.
-struct Seeded(u64);
-
-impl Seeded {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// A number in `lo..hi`.
-    fn within(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.next() % (hi - lo) as u64) as usize
-    }
-
-    /// A byte to xor with: never 0, so the byte always changes.
-    fn flip(&mut self) -> u8 {
-        (self.next() % 255) as u8 + 1
-    }
-}
-
 /// Peak RSS any command may reach on these small damaged archives: a few times what it
 /// needs, far below what a size or window the damage makes up could ask for.
 const DAMAGE_PEAK_LIMIT: u64 = 256 << 20;

@@ -8,6 +8,9 @@
 // `fuzz_target!` turns the target's body into a plain function.
 extern crate self as libfuzzer_sys;
 
+mod common;
+use common::Seeded;
+
 #[macro_export]
 macro_rules! fuzz_target {
     (|$data:ident: &[u8]| $body:block) => {
@@ -32,22 +35,6 @@ mod mbox_reader;
 #[path = "../fuzz/fuzz_targets/pop3_response.rs"]
 mod pop3_response;
 
-/// xorshift: the same inputs on every run, so a failure names its case.
-struct Seeded(u64);
-
-impl Seeded {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// `n` inputs: the seeds themselves, then each mutated by a few flips, a cut, an
 /// inserted byte from a small alphabet of protocol characters, or a splice of two.
 fn inputs(seeds: &[&[u8]], n: usize, salt: u64) -> Vec<Vec<u8>> {
@@ -55,26 +42,26 @@ fn inputs(seeds: &[&[u8]], n: usize, salt: u64) -> Vec<Vec<u8>> {
     let mut rng = Seeded(0x9e37_79b9_7f4a_7c15 ^ salt);
     let mut out: Vec<Vec<u8>> = seeds.iter().map(|s| s.to_vec()).collect();
     while out.len() < n {
-        let mut b = seeds[rng.below(seeds.len())].to_vec();
-        for _ in 0..1 + rng.below(4) {
-            match rng.below(5) {
+        let mut b = seeds[rng.within(0, seeds.len())].to_vec();
+        for _ in 0..1 + rng.within(0, 4) {
+            match rng.within(0, 5) {
                 0 if !b.is_empty() => {
-                    let i = rng.below(b.len());
-                    b[i] ^= 1 << rng.below(8);
+                    let i = rng.within(0, b.len());
+                    b[i] ^= 1 << rng.within(0, 8);
                 }
-                1 if !b.is_empty() => b.truncate(rng.below(b.len())),
+                1 if !b.is_empty() => b.truncate(rng.within(0, b.len())),
                 2 => {
-                    let at = rng.below(b.len() + 1);
-                    b.insert(at, ALPHABET[rng.below(ALPHABET.len())]);
+                    let at = rng.within(0, b.len() + 1);
+                    b.insert(at, ALPHABET[rng.within(0, ALPHABET.len())]);
                 }
                 3 => {
-                    let other = seeds[rng.below(seeds.len())];
-                    let from = rng.below(other.len() + 1);
-                    let at = rng.below(b.len() + 1);
+                    let other = seeds[rng.within(0, seeds.len())];
+                    let from = rng.within(0, other.len() + 1);
+                    let at = rng.within(0, b.len() + 1);
                     b.splice(at..at, other[from..].iter().copied());
                 }
                 _ => {
-                    let len = rng.below(64);
+                    let len = rng.within(0, 64);
                     b.extend((0..len).map(|_| rng.next() as u8));
                 }
             }
