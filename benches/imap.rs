@@ -210,21 +210,10 @@ fn main() {
     ];
     let ms = rtt.as_millis();
     println!("\nOver a {ms} ms round trip (delay proxy), median of {runs}:\n");
-    println!("| client | loopback (s) | RTT {ms} ms (s) | cost of the latency (s) | in round trips | client CPU at RTT (s) | Dovecot CPU at RTT (s) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    latency_table_head("client", rtt);
     for (name, lan, wan) in &rows {
         match (lan, wan) {
-            (Ok(l), Ok(w)) => {
-                let cost = w.wall.as_secs_f64() - l.wall.as_secs_f64();
-                println!(
-                    "| {name} | {:.2} | {:.2} | {cost:+.2} | {:.0} | {:.2} | {:.2} |",
-                    l.wall.as_secs_f64(),
-                    w.wall.as_secs_f64(),
-                    cost / rtt.as_secs_f64(),
-                    w.cpu.as_secs_f64(),
-                    w.server_cpu.as_secs_f64()
-                );
-            }
+            (Ok(l), Ok(w)) => latency_row(name, l, w, rtt),
             (l, w) => println!(
                 "| {name} | {} | {} | | | | |",
                 l.as_ref()

@@ -413,17 +413,8 @@ fn wan_table(lan: &[&Measured], wan: &[Measured], rtt: std::time::Duration, runs
     ];
     let ms = rtt.as_millis();
     println!("\nover a {ms} ms round trip (delay proxy), median of {runs}:\n");
-    println!("| tool | loopback (s) | RTT {ms} ms (s) | cost of the latency (s) | in round trips | client CPU at RTT (s) | Dovecot CPU at RTT (s) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    latency_table_head("tool", rtt);
     for ((name, l), w) in names.iter().zip(lan).zip(wan) {
-        let cost = w.wall.as_secs_f64() - l.wall.as_secs_f64();
-        println!(
-            "| {name} | {:.2} | {:.2} | {cost:+.2} | {:.0} | {:.2} | {:.2} |",
-            l.wall.as_secs_f64(),
-            w.wall.as_secs_f64(),
-            cost / rtt.as_secs_f64(),
-            w.cpu.as_secs_f64(),
-            w.server_cpu.as_secs_f64(),
-        );
+        latency_row(name, l, w, rtt);
     }
 }

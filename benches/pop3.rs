@@ -228,8 +228,7 @@ fn wan(
     };
     let ms = rtt.as_millis();
     println!("\nOver a {ms} ms round trip (delay proxy); mailark median of {runs}, poplib once:\n");
-    println!("| client | loopback (s) | RTT {ms} ms (s) | cost of the latency (s) | in round trips | client CPU at RTT (s) | Dovecot CPU at RTT (s) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    latency_table_head("client", rtt);
     for (name, l, w) in [
         ("mailark export pop3s://", mk, Some(&wk)),
         ("Python poplib RETR loop", py, wp.as_ref()),
@@ -241,15 +240,7 @@ fn wan(
             );
             continue;
         };
-        let cost = w.wall.as_secs_f64() - l.wall.as_secs_f64();
-        println!(
-            "| {name} | {:.2} | {:.2} | {cost:+.2} | {:.0} | {:.2} | {:.2} |",
-            l.wall.as_secs_f64(),
-            w.wall.as_secs_f64(),
-            cost / rtt.as_secs_f64(),
-            w.cpu.as_secs_f64(),
-            w.server_cpu.as_secs_f64()
-        );
+        latency_row(name, l, w, rtt);
     }
 }
 

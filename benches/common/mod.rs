@@ -213,3 +213,24 @@ pub fn count_files(dir: &Path) -> usize {
         })
         .count()
 }
+
+/// The column heads of a loopback-against-RTT table (its title is the caller's).
+pub fn latency_table_head(first: &str, rtt: Duration) {
+    let ms = rtt.as_millis();
+    println!("| {first} | loopback (s) | RTT {ms} ms (s) | cost of the latency (s) | in round trips | client CPU at RTT (s) | Dovecot CPU at RTT (s) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+}
+
+/// One row of that table: the wall on loopback (`l`) and at `rtt` (`w`), what the
+/// latency cost, that cost in round trips, and the CPU of client and server at RTT.
+pub fn latency_row(name: &str, l: &Measured, w: &Measured, rtt: Duration) {
+    let cost = w.wall.as_secs_f64() - l.wall.as_secs_f64();
+    println!(
+        "| {name} | {:.2} | {:.2} | {cost:+.2} | {:.0} | {:.2} | {:.2} |",
+        l.wall.as_secs_f64(),
+        w.wall.as_secs_f64(),
+        cost / rtt.as_secs_f64(),
+        w.cpu.as_secs_f64(),
+        w.server_cpu.as_secs_f64()
+    );
+}
