@@ -5,7 +5,7 @@
 //! passes byte for byte; the folders themselves stay there to be opened by name.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::thread;
 
 pub struct HideProxy {
@@ -16,20 +16,12 @@ impl HideProxy {
     /// Proxies 127.0.0.1:`target`, leaving `hidden` (names as on the wire, quoted or
     /// not by the server) out of every LIST answer.
     pub fn start(target: u16, hidden: &[&str]) -> HideProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
         let hidden: Vec<String> = hidden.iter().map(|s| s.to_string()).collect();
-        thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
-                    return;
-                };
-                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                thread::spawn(move || pass(c2, s2));
-                let hidden = hidden.clone();
-                thread::spawn(move || filter(server, client, &hidden));
-            }
+        let port = super::relay(target, move |client, server| {
+            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            thread::spawn(move || pass(c2, s2));
+            let hidden = hidden.clone();
+            thread::spawn(move || filter(server, client, &hidden));
         });
         HideProxy { port }
     }

@@ -21,6 +21,28 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// The accepting half of the test proxies: listens on a free port of 127.0.0.1 and,
+/// for each client, connects to 127.0.0.1:`target` and hands both streams to `each`
+/// (which starts the threads that carry the bytes). A client the server will not take
+/// is dropped. Returns the port.
+pub fn relay(
+    target: u16,
+    each: impl Fn(std::net::TcpStream, std::net::TcpStream) + Send + 'static,
+) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in l.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                continue;
+            };
+            each(client, server);
+        }
+    });
+    port
+}
+
 /// A port free on 127.0.0.1 right now (the harnesses retry if it is taken meanwhile).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -7,7 +7,7 @@
 //! reconnects included, meets the same fault.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
 
@@ -45,27 +45,19 @@ impl StallProxy {
     }
 
     fn with(target: u16, fault: Fault) -> StallProxy {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        thread::spawn(move || {
-            for client in l.incoming() {
-                let Ok(client) = client else { continue };
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
-                    continue;
-                };
-                let (c_rd, s_wr) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let up = match fault {
-                    Fault::Up(n) => Some(n),
-                    _ => None,
-                };
-                thread::spawn(move || pump(c_rd, s_wr, up, false));
-                let (down, trickle) = match fault {
-                    Fault::Down(n) => (Some(n), false),
-                    Fault::Trickle(n) => (Some(n), true),
-                    Fault::Up(_) => (None, false),
-                };
-                thread::spawn(move || pump(server, client, down, trickle));
-            }
+        let port = super::relay(target, move |client, server| {
+            let (c_rd, s_wr) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let up = match fault {
+                Fault::Up(n) => Some(n),
+                _ => None,
+            };
+            thread::spawn(move || pump(c_rd, s_wr, up, false));
+            let (down, trickle) = match fault {
+                Fault::Down(n) => (Some(n), false),
+                Fault::Trickle(n) => (Some(n), true),
+                Fault::Up(_) => (None, false),
+            };
+            thread::spawn(move || pump(server, client, down, trickle));
         });
         StallProxy { port }
     }

@@ -7,7 +7,7 @@
 //! encryption, with no clock in the verdict.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -29,86 +29,77 @@ struct Gate {
 
 impl WithholdProxy {
     pub fn start(target: u16, start: u64, more: u64, deadline: Duration) -> WithholdProxy {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
         let by_bytes = Arc::new(AtomicU64::new(0));
         let by_deadline = Arc::new(AtomicU64::new(0));
         let (bb, bd) = (by_bytes.clone(), by_deadline.clone());
-        thread::spawn(move || {
-            for client in l.incoming() {
-                let Ok(client) = client else { continue };
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
-                    continue;
-                };
-                let gate = Arc::new(Gate {
-                    state: Mutex::new((0, false)),
-                    cv: Condvar::new(),
-                });
-                let (mut c_rd, mut s_wr) =
-                    (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let g = gate.clone();
-                thread::spawn(move || {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        let n = match c_rd.read(&mut buf) {
-                            Ok(0) | Err(_) => {
-                                let _ = s_wr.shutdown(Shutdown::Write);
-                                return;
-                            }
-                            Ok(n) => n,
-                        };
-                        if s_wr.write_all(&buf[..n]).is_err() {
+        let port = super::relay(target, move |client, server| {
+            let gate = Arc::new(Gate {
+                state: Mutex::new((0, false)),
+                cv: Condvar::new(),
+            });
+            let (mut c_rd, mut s_wr) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let g = gate.clone();
+            thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match c_rd.read(&mut buf) {
+                        Ok(0) | Err(_) => {
+                            let _ = s_wr.shutdown(Shutdown::Write);
                             return;
                         }
-                        let mut st = g.state.lock().unwrap();
-                        st.0 += n as u64;
-                        g.cv.notify_all();
+                        Ok(n) => n,
+                    };
+                    if s_wr.write_all(&buf[..n]).is_err() {
+                        return;
                     }
-                });
-                let (mut s_rd, mut c_wr) = (server, client);
-                let (bb, bd) = (bb.clone(), bd.clone());
-                thread::spawn(move || {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    let mut held: Vec<u8> = Vec::new();
-                    let mut released = false;
-                    loop {
-                        let n = match s_rd.read(&mut buf) {
-                            Ok(0) | Err(_) => {
-                                let _ = c_wr.write_all(&held);
-                                let _ = c_wr.shutdown(Shutdown::Write);
-                                return;
-                            }
-                            Ok(n) => n,
-                        };
-                        if !released {
-                            let sent = gate.state.lock().unwrap().0;
-                            if sent >= start {
-                                // Hold from here until the client has sent `more`.
-                                held.extend_from_slice(&buf[..n]);
-                                let st = gate.state.lock().unwrap();
-                                let (st, t) = gate
-                                    .cv
-                                    .wait_timeout_while(st, deadline, |s| s.0 < start + more)
-                                    .unwrap();
-                                if t.timed_out() {
-                                    bd.fetch_add(1, Ordering::SeqCst);
-                                } else {
-                                    bb.fetch_add(1, Ordering::SeqCst);
-                                }
-                                drop(st);
-                                released = true;
-                                if c_wr.write_all(&std::mem::take(&mut held)).is_err() {
-                                    return;
-                                }
-                                continue;
-                            }
-                        }
-                        if c_wr.write_all(&buf[..n]).is_err() {
+                    let mut st = g.state.lock().unwrap();
+                    st.0 += n as u64;
+                    g.cv.notify_all();
+                }
+            });
+            let (mut s_rd, mut c_wr) = (server, client);
+            let (bb, bd) = (bb.clone(), bd.clone());
+            thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut held: Vec<u8> = Vec::new();
+                let mut released = false;
+                loop {
+                    let n = match s_rd.read(&mut buf) {
+                        Ok(0) | Err(_) => {
+                            let _ = c_wr.write_all(&held);
+                            let _ = c_wr.shutdown(Shutdown::Write);
                             return;
                         }
+                        Ok(n) => n,
+                    };
+                    if !released {
+                        let sent = gate.state.lock().unwrap().0;
+                        if sent >= start {
+                            // Hold from here until the client has sent `more`.
+                            held.extend_from_slice(&buf[..n]);
+                            let st = gate.state.lock().unwrap();
+                            let (st, t) = gate
+                                .cv
+                                .wait_timeout_while(st, deadline, |s| s.0 < start + more)
+                                .unwrap();
+                            if t.timed_out() {
+                                bd.fetch_add(1, Ordering::SeqCst);
+                            } else {
+                                bb.fetch_add(1, Ordering::SeqCst);
+                            }
+                            drop(st);
+                            released = true;
+                            if c_wr.write_all(&std::mem::take(&mut held)).is_err() {
+                                return;
+                            }
+                            continue;
+                        }
                     }
-                });
-            }
+                    if c_wr.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
         });
         WithholdProxy {
             port,
