@@ -122,23 +122,7 @@ fn measure_first(cmd: &mut Command) -> (Measured, Option<Duration>) {
             }
         }
     });
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // wait4 reaps the child and reports its own resource use, not ours.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    assert_eq!(r, pid, "wait4 failed");
-    std::mem::forget(child);
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-    };
-    let m = Measured {
-        wall: start.elapsed(),
-        peak_rss_kib: ru.ru_maxrss,
-        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
-        ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        server_cpu: Duration::ZERO,
-    };
+    let m = reap(child, start);
     (m, reader.join().unwrap())
 }
 

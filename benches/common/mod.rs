@@ -22,7 +22,12 @@ pub struct Measured {
 /// Runs `cmd` to completion, returning wall time and the child's peak RSS.
 pub fn measure(cmd: &mut Command) -> Measured {
     let start = Instant::now();
-    let child = cmd.spawn().expect("spawn");
+    reap(cmd.spawn().expect("spawn"), start)
+}
+
+/// Waits for `child`, started at `start`: wall time, and from `wait4` the child's own
+/// peak RSS and CPU time.
+pub fn reap(child: std::process::Child, start: Instant) -> Measured {
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
