@@ -136,13 +136,9 @@ fn count(d: &support::Dovecot, user: &str) -> u64 {
     let mut c = d.raw(user);
     let mut total = 0;
     for f in FOLDERS {
-        let t = c.must(&format!("STATUS \"{f}\" (MESSAGES)")).text();
-        total += t
-            .split("MESSAGES ")
-            .nth(1)
-            .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0);
+        total += c
+            .status_messages(&format!("\"{f}\""))
+            .unwrap_or_else(|| panic!("STATUS {f}: no count"));
     }
     c.logout();
     total

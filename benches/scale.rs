@@ -82,17 +82,7 @@ fn count(d: &support::Dovecot, user: &str) -> u64 {
     let mut c = d.raw(user);
     let mut total = 0;
     for (f, _) in FOLDERS {
-        let r = c.cmd(&format!("STATUS \"{f}\" (MESSAGES)"));
-        if !r.ok() {
-            continue;
-        }
-        total += r
-            .text()
-            .split("MESSAGES ")
-            .nth(1)
-            .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0);
+        total += c.status_messages(&format!("\"{f}\"")).unwrap_or(0);
     }
     c.logout();
     total

@@ -538,12 +538,8 @@ fn generated(i: usize, size: usize) -> Vec<u8> {
 }
 
 fn status_messages(c: &mut RawImap, mailbox: &str) -> u64 {
-    let t = c.must(&format!("STATUS {mailbox} (MESSAGES)")).text();
-    t.split("MESSAGES ")
-        .nth(1)
-        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("STATUS: {t}"))
+    c.status_messages(mailbox)
+        .unwrap_or_else(|| panic!("STATUS {mailbox}: no count"))
 }
 
 #[test]

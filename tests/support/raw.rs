@@ -168,6 +168,20 @@ impl RawImap {
         out
     }
 
+    /// What `STATUS mailbox (MESSAGES)` counts (`mailbox` as on the wire); `None` when
+    /// the server refuses or gives no count.
+    pub fn status_messages(&mut self, mailbox: &str) -> Option<u64> {
+        let r = self.cmd(&format!("STATUS {mailbox} (MESSAGES)"));
+        if !r.ok() {
+            return None;
+        }
+        r.text()
+            .split("MESSAGES ")
+            .nth(1)
+            .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|s| s.parse().ok())
+    }
+
     pub fn logout(mut self) {
         let _ = self.cmd("LOGOUT");
     }
