@@ -171,11 +171,6 @@ fn archived_messages(archive: &Path) -> Vec<Vec<u8>> {
     v
 }
 
-fn json(o: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", stdout(o), stderr(o)))
-}
-
 /// `mailark export URL -o OUT` as `user`, trusting the harness's certificate.
 fn export(c: &Courier, url: &str, user: &str, out: &Path, extra: &[&str]) -> Output {
     let pw = c.password_file(user);
@@ -376,21 +371,6 @@ fn verify_against(c: &Courier, archives: &[&Path], url: &str, user: &str) -> Out
         "--json",
     ]);
     run(&args)
-}
-
-/// (code, level) of every finding of `verify --json`.
-fn findings(o: &Output) -> Vec<(String, String)> {
-    json(o)["findings"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no findings: {}\n{}", stdout(o), stderr(o)))
-        .iter()
-        .map(|f| {
-            (
-                f["code"].as_str().unwrap().to_string(),
-                f["level"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
 }
 
 /// Export over IMAP (STARTTLS) and IMAPS of an account with Japanese folder names and

@@ -79,11 +79,6 @@ fn export(src: &Path, ar: &Path) {
     ]);
 }
 
-fn json(out: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("no JSON ({e}): {}{}", stdout(out), stderr(out)))
-}
-
 /// `UID FETCH 1:* (UID INTERNALDATE)` of an examined folder: uid → INTERNALDATE string.
 fn internaldates(c: &mut support::raw::RawImap, mailbox: &str) -> BTreeMap<u32, String> {
     c.must(&format!("EXAMINE {}", quote(mailbox)));

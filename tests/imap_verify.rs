@@ -72,20 +72,6 @@ fn seed_and_export(
     ar
 }
 
-fn codes(o: &std::process::Output) -> Vec<(String, String)> {
-    json(o)["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            (
-                f["code"].as_str().unwrap().to_string(),
-                f["level"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn against_the_source_finds_every_drift() {
     let d = Dovecot::start();
@@ -97,7 +83,7 @@ fn against_the_source_finds_every_drift() {
     let v = json(&out);
     assert_eq!(v["against"]["bodies_compared"], 8);
     assert_eq!(v["against"]["server_messages"], 8);
-    assert!(codes(&out).is_empty(), "{}", stdout(&out));
+    assert!(findings(&out).is_empty(), "{}", stdout(&out));
 
     // Drift: one new message, one expunged, one flag change.
     let mut c = d.raw("alice");
@@ -109,7 +95,7 @@ fn against_the_source_finds_every_drift() {
     c.logout();
     let out = verify(&d, "alice", &[&ar], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
-    let cs = codes(&out);
+    let cs = findings(&out);
     assert!(
         cs.contains(&("missing-from-archive".into(), "error".into())),
         "{cs:?}"
@@ -200,7 +186,7 @@ fn against_a_restored_destination_matches_by_content() {
     let out = verify(&d, "bob", &[&ar], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert_eq!(
-        codes(&out),
+        findings(&out),
         vec![("gone-from-server".to_string(), "error".to_string())]
     );
     // Altered bytes with the same Message-ID and size are caught by --full only.
@@ -222,7 +208,7 @@ fn against_a_restored_destination_matches_by_content() {
     let out = verify(&d, "bob", &[&ar], &["--full"]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert_eq!(
-        codes(&out),
+        findings(&out),
         vec![("content-differs".to_string(), "error".to_string())]
     );
 }
@@ -260,7 +246,7 @@ fn folders_pair_up_by_special_use_role() {
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     let v = json(&out);
     assert_eq!(v["against"]["bodies_compared"], 2, "{v:#}");
-    assert!(codes(&out).is_empty(), "{}", stdout(&out));
+    assert!(findings(&out).is_empty(), "{}", stdout(&out));
 }
 
 /// An archive made from a local Maildir (LF line ends) checked against a server that
@@ -306,10 +292,10 @@ fn a_maildir_archive_checks_against_a_crlf_server() {
     // Message-ID by its bytes): nothing to report.
     let out = verify(&d, "alice", &[&ar], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    assert!(codes(&out).is_empty(), "{}", stdout(&out));
+    assert!(findings(&out).is_empty(), "{}", stdout(&out));
     let out = verify(&d, "alice", &[&ar], &["--full"]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    assert!(codes(&out).is_empty(), "{}", stdout(&out));
+    assert!(findings(&out).is_empty(), "{}", stdout(&out));
     assert_eq!(json(&out)["against"]["bodies_compared"], 4);
 }
 
@@ -351,7 +337,7 @@ fn shared_and_missing_message_ids_pair_with_their_own_copies() {
     for extra in [&[][..], &["--full"][..]] {
         let out = verify(&d, "bob", &[&ar], extra);
         assert_eq!(out.status.code(), Some(0), "{extra:?}: {}", stdout(&out));
-        assert!(codes(&out).is_empty(), "{extra:?}: {:?}", codes(&out));
+        assert!(findings(&out).is_empty(), "{extra:?}: {:?}", findings(&out));
     }
 }
 
@@ -375,7 +361,7 @@ fn folders_the_listing_leaves_out_are_looked_for_by_name() {
         stderr(&out)
     );
     let v = json(&out);
-    assert!(codes(&out).is_empty(), "{}", stdout(&out));
+    assert!(findings(&out).is_empty(), "{}", stdout(&out));
     assert_eq!(v["against"]["archive_messages"], 3);
     assert_eq!(v["against"]["server_messages"], 3);
     // Both hidden folders were compared: neither is missing, and their messages count.

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Output;
 
 use common::*;
-use imap_common::{export, folder, json, msg};
+use imap_common::{export, folder, msg};
 use support::cyrus::Cyrus;
 use support::raw::{mutf7, quote, RawImap};
 use support::{Dovecot, DovecotOptions};

@@ -167,11 +167,6 @@ fn no_retr(d: &Dovecot, user: &str) {
     assert!(s.iter().all(|&(_, retr)| retr == 0), "RETR was sent: {s:?}");
 }
 
-fn json(o: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", stdout(o), stderr(o)))
-}
-
 struct Run<'a> {
     url: String,
     out: PathBuf,

@@ -468,3 +468,24 @@ impl Seeded {
         (self.next() % 255) as u8 + 1
     }
 }
+
+/// `--json` output, parsed; a panic naming both streams when it is not JSON.
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): stdout {} stderr {}", stdout(o), stderr(o)))
+}
+
+/// (code, level) of every finding of `verify --json`.
+pub fn findings(o: &Output) -> Vec<(String, String)> {
+    json(o)["findings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no findings: {}\n{}", stdout(o), stderr(o)))
+        .iter()
+        .map(|f| {
+            (
+                f["code"].as_str().unwrap().to_string(),
+                f["level"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}

@@ -40,11 +40,6 @@ pub fn export(d: &Dovecot, user: &str, out: &Path, extra: &[&str]) -> Output {
     out
 }
 
-pub fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): stdout {} stderr {}", stdout(o), stderr(o)))
-}
-
 pub fn folder<'a>(rep: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     rep["folders"]
         .as_array()
