@@ -199,6 +199,16 @@ fn main() {
             (measure(cmd.stdout(Stdio::null())), None)
         };
         let err = std::fs::read_to_string(&errf).unwrap_or_default();
+        if !m.ok {
+            // The server's side of a failure (a killed process, a limit) is in its log,
+            // which goes with the scratch directory when the run stops.
+            let log = d.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("scale: Dovecot's log, last lines:");
+            for l in tail.iter().rev() {
+                eprintln!("  {l}");
+            }
+        }
         assert!(m.ok, "{what} failed: {}", err.trim());
         // Each row as it is measured: a run stopped early still has its figures.
         eprintln!(
