@@ -165,6 +165,12 @@ fn main() {
             .map(|u| (u.to_string(), format!("{u}-pw")))
             .collect(),
         special: vec![],
+        // Dovecot's default vsz_limit (256 MB) is too small for an imap process serving
+        // a folder of 400,000 messages: its index cache alone (107 MB, mmapped) and a
+        // census of the folder took it past the limit in a 1M run, and the process was
+        // killed ("Out of memory (service imap { vsz_limit=256 MB }, you may need to
+        // increase it)"), taking `verify --against`'s session with it.
+        extra_conf: "service imap {\n  vsz_limit = 1G\n}\n".into(),
         ..Default::default()
     });
 
