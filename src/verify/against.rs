@@ -567,6 +567,7 @@ async fn census(
 
 /// Pairs one archive folder's messages with the server folder's and reports the
 /// differences.
+#[allow(clippy::too_many_arguments)]
 fn compare_folder(
     f: &ArchFolder<'_>,
     m: &MailboxInfo,
