@@ -14,6 +14,8 @@
 //! `MAILARK_BENCH_SCALE_PEERS=0` leaves out mbsync's pull and push (the push alone took
 //! 15 minutes at 225,000 messages); `MAILARK_BENCH_BIN` measures another build and
 //! `MAILARK_BENCH_WRAP` runs each command under a wrapper (e.g. valgrind's massif).
+//! `MAILARK_BENCH_SCALE_ONLY=export` stops after the export row (to profile or compare
+//! export alone).
 
 mod common;
 #[path = "../tests/support/mod.rs"]
@@ -239,6 +241,11 @@ fn main() {
     c.arg(&ar);
     login(&mut c, "src");
     run("export imaps://", c, false);
+    if std::env::var("MAILARK_BENCH_SCALE_ONLY").as_deref() == Ok("export") {
+        eprintln!("scale: MAILARK_BENCH_SCALE_ONLY=export: the other commands not run");
+        print_rows(n, bytes, &ar, &rows);
+        return;
+    }
     let a = ar.to_str().unwrap();
     run("ls", mailark(&["ls", a]), true);
     run("ls --json", mailark(&["ls", a, "--json"]), true);

@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use crate::mail::roles;
-use crate::source::imap::session::FolderRead;
+use crate::source::imap::session::{FolderRead, Listed};
 use crate::source::imap::{FetchWhat, ImapError, ImapSession};
 use crate::source::net::{Credentials, Endpoint, TlsOptions};
 
@@ -123,18 +123,18 @@ async fn count(s: &mut ImapSession, folders: &mut [FolderCensus]) -> Result<(), 
             .iter()
             .map(|&(i, _)| req(i, Some(FetchWhat::Sizes)))
             .collect();
-        for (&(i, _), out) in group.iter().zip(s.read_folders(&reqs).await?) {
+        for (&(i, _), out) in group.iter().zip(s.read_folders_as::<Listed>(&reqs).await?) {
             out.status?;
             let sizes = out.messages?;
             folders[i].messages = sizes.len() as u64;
-            folders[i].bytes = sizes.iter().map(|x| u64::from(x.size.unwrap_or(0))).sum();
+            folders[i].bytes = sizes.iter().map(|x| u64::from(x.size)).sum();
         }
     }
     Ok(())
 }
 
 /// Consecutive runs of `counts` summing to at most `cap` each; a count over `cap` alone.
-fn pipelines(counts: &[u64], cap: u64) -> Vec<std::ops::Range<usize>> {
+pub(crate) fn pipelines(counts: &[u64], cap: u64) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let (mut start, mut sum) = (0, 0);
     for (i, &n) in counts.iter().enumerate() {

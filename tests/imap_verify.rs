@@ -367,3 +367,54 @@ fn folders_the_listing_leaves_out_are_looked_for_by_name() {
     // Both hidden folders were compared: neither is missing, and their messages count.
     assert!(v["against"]["folders_compared"].as_u64().unwrap() >= 2);
 }
+
+/// `verify --against` opens and reads the folders it compares in pipelines, proven on
+/// the wire: a proxy holds back every server answer once the client has sent 4 KiB
+/// (past login and LIST) and lets them through only when it has sent 8 KiB more. The
+/// EXAMINE and `UID FETCH` of 80 folders are about 16 KiB; a client that waited for each
+/// folder's answer would stall at the proxy's deadline instead (the test then fails).
+#[test]
+fn folders_are_opened_and_read_in_pipelines() {
+    let d = Dovecot::start();
+    let t = tempfile::tempdir().unwrap();
+    let mut c = d.raw("alice");
+    let names: Vec<String> = (0..80)
+        .map(|i| format!("Pipelined/folder {i:02} with a name long enough to fill a pipeline"))
+        .collect();
+    for (i, n) in names.iter().enumerate() {
+        c.must(&format!("CREATE \"{n}\""));
+        assert!(c
+            .append(n, "\\Seen", None, &msg(&format!("f {i}"), "z"))
+            .ok());
+    }
+    c.logout();
+    let ar = t.path().join("a.tar.zst");
+    assert!(export(&d, "alice", &ar, &[]).status.success());
+
+    let proxy = support::withhold::WithholdProxy::start(
+        d.imaps_port,
+        4 << 10,
+        8 << 10,
+        std::time::Duration::from_secs(10),
+    );
+    let url = format!("imaps://alice@127.0.0.1:{}", proxy.port);
+    let ca = d.ca_file();
+    let extra = ["--tls-ca-file", ca.to_str().unwrap(), "--json"];
+    let out = verify_at(&d, "alice", &url, &[&ar], &extra);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(findings(&out).is_empty(), "{}", stdout(&out));
+    let v = json(&out);
+    assert_eq!(v["against"]["archive_messages"], 80);
+    assert_eq!(v["against"]["server_messages"], 80);
+    assert_eq!(
+        (proxy.released_by_bytes(), proxy.released_by_deadline()),
+        (1, 0),
+        "verify must send 8 KiB of folder commands without an answer"
+    );
+}

@@ -11,7 +11,7 @@
 //! words. A dropped connection reconnects with backoff and resumes with the UIDs still
 //! missing, never from the start of the folder.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{mpsc, Semaphore};
 
+use super::pending::Pending;
 use super::spool::Body;
 use super::{FolderFilter, PatternError, Skipped};
 use crate::archive::names::{distinct_names, split_raw, SourceName};
@@ -29,7 +30,7 @@ use crate::archive::{
 };
 use crate::log::event;
 use crate::progress::Progress;
-use crate::source::imap::session::{uid_set, FolderRead};
+use crate::source::imap::session::{uid_set, FolderRead, Listed};
 use crate::source::imap::{
     parse_internaldate, Event, FetchWhat, FetchedMessage, FolderStatus, ImapError, ImapSession,
     MailboxInfo,
@@ -566,16 +567,12 @@ fn write_all(
 
 /// What the metadata pass learnt about one UID.
 #[derive(Debug, Clone)]
-struct Meta {
-    size: u64,
-}
-
 /// How a folder run is going, kept across reconnects.
 struct FolderRun {
     rep: ImapFolderReport,
     status: Option<FolderStatus>,
-    /// UIDs still to fetch, with what the metadata pass said.
-    pending: BTreeMap<u32, Meta>,
+    /// UIDs still to fetch, with the sizes the listing announced.
+    pending: Pending,
     /// UIDs a batch answered OK for without returning them: expunged, or lost.
     missing: Vec<u32>,
     /// UIDs to fetch one by one after their batch failed.
@@ -621,7 +618,7 @@ async fn export_folder(ctx: &Ctx, sess: &mut Option<ImapSession>, plan: &Plan) -
             ..Default::default()
         },
         status: None,
-        pending: BTreeMap::new(),
+        pending: Pending::default(),
         missing: Vec::new(),
         isolate: HashSet::new(),
         max_uid: 0,
@@ -702,7 +699,7 @@ async fn export_folder(ctx: &Ctx, sess: &mut Option<ImapSession>, plan: &Plan) -
         Some(e) => event!("{}: stopped: {e}", r.folder),
     }
     if r.error.is_some() {
-        for uid in run.pending.keys() {
+        for (uid, _) in run.pending.iter() {
             r.skipped.push(Skipped {
                 id: format!("UID {uid}"),
                 reason: "not fetched: the folder could not be read to the end".into(),
@@ -760,7 +757,7 @@ async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Ste
             what: Some(what),
             unselect: false,
         };
-        match s.read_folders(&[req]).await {
+        match s.read_folders_as::<Listed>(&[req]).await {
             Ok(mut v) => {
                 let out = v.pop().expect("one folder read");
                 (out.status, Some(out.messages))
@@ -809,9 +806,10 @@ async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Ste
         } else {
             let census = census.expect("the first pass reads the census with EXAMINE");
             let r = match census {
-                Err(e) if !e.is_connection_lost() && what == FetchWhat::Sizes => {
-                    s.uid_fetch_all("1:*", FetchWhat::Uids).await
-                }
+                Err(e) if !e.is_connection_lost() && what == FetchWhat::Sizes => s
+                    .uid_fetch_all("1:*", FetchWhat::Uids)
+                    .await
+                    .map(|v| v.into_iter().map(Listed::from).collect()),
                 r => r,
             };
             match r {
@@ -832,22 +830,17 @@ async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Ste
         let have: Option<&HashSet<u32>> = known.and_then(|k| k.get(&uv));
         run.match_by_sha = known.is_some_and(|k| !k.is_empty() && have.is_none());
         run.rep.uidvalidity_changed = run.match_by_sha;
-        let mut bytes = 0;
-        for f in metas {
-            let Some(uid) = f.uid else { continue };
-            if run.pending.contains_key(&uid) {
-                continue;
-            }
-            run.rep.listed += 1;
-            run.max_uid = run.max_uid.max(uid);
-            if have.is_some_and(|h| h.contains(&uid)) {
-                run.rep.already_archived += 1;
-                continue;
-            }
-            let size = f.size.unwrap_or(0) as u64;
-            bytes += size;
-            run.pending.insert(uid, Meta { size });
-        }
+        // The listing becomes the pending set in place: no second copy of it.
+        let mut metas = metas;
+        metas.retain(|l| l.uid != 0);
+        metas.sort_unstable_by_key(|l| l.uid);
+        metas.dedup_by_key(|l| l.uid);
+        run.rep.listed = metas.len() as u64;
+        run.max_uid = metas.last().map_or(0, |l| l.uid);
+        metas.retain(|l| !have.is_some_and(|h| h.contains(&l.uid)));
+        run.rep.already_archived += run.rep.listed - metas.len() as u64;
+        let bytes: u64 = metas.iter().map(|l| u64::from(l.size)).sum();
+        run.pending = Pending::new(metas);
         let listed = u64::from(st.exists);
         ctx.progress
             .adjust_total(listed as i64 - run.bar_len as i64);
@@ -888,7 +881,7 @@ async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Ste
         for uid in missing {
             if present.contains(&uid) {
                 run.isolate.insert(uid);
-            } else if run.pending.remove(&uid).is_some() {
+            } else if run.pending.remove(uid).is_some() {
                 run.rep.vanished.push(uid);
             }
         }
@@ -898,7 +891,7 @@ async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Ste
             }
             // Present but still not served: each one is a reported failure.
             for uid in std::mem::take(&mut run.missing) {
-                if run.pending.remove(&uid).is_some() {
+                if run.pending.remove(uid).is_some() {
                     run.rep.skipped.push(Skipped {
                         id: format!("UID {uid}"),
                         reason: "the server answered OK but sent no message".into(),
@@ -934,7 +927,7 @@ fn batches(run: &FolderRun, opts: &ImapExportOptions) -> VecDeque<Vec<u32>> {
     let mut out = VecDeque::new();
     let mut cur = Vec::new();
     let mut bytes = 0;
-    for (&uid, meta) in &run.pending {
+    for (uid, size) in run.pending.iter() {
         if run.isolate.contains(&uid) {
             if !cur.is_empty() {
                 out.push_back(std::mem::take(&mut cur));
@@ -943,13 +936,12 @@ fn batches(run: &FolderRun, opts: &ImapExportOptions) -> VecDeque<Vec<u32>> {
             out.push_back(vec![uid]);
             continue;
         }
-        if !cur.is_empty()
-            && (cur.len() >= opts.batch_messages || bytes + meta.size > opts.batch_bytes)
+        if !cur.is_empty() && (cur.len() >= opts.batch_messages || bytes + size > opts.batch_bytes)
         {
             out.push_back(std::mem::take(&mut cur));
             bytes = 0;
         }
-        bytes += meta.size;
+        bytes += size;
         cur.push(uid);
     }
     if !cur.is_empty() {
@@ -983,7 +975,7 @@ async fn fetch_pending(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> R
         match ev {
             Event::Fetch(m) => {
                 let Some(uid) = m.uid else { continue };
-                if !run.pending.contains_key(&uid) || m.body.is_none() {
+                if !run.pending.contains(uid) || m.body.is_none() {
                     // Unsolicited flag updates, or a message this run already has.
                     continue;
                 }
@@ -1002,7 +994,7 @@ async fn fetch_pending(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> R
                 let (_, batch) = inflight.remove(pos).unwrap();
                 let left: Vec<u32> = batch
                     .into_iter()
-                    .filter(|u| run.pending.contains_key(u))
+                    .filter(|&u| run.pending.contains(u))
                     .collect();
                 if ok {
                     run.missing.extend(left);
@@ -1026,7 +1018,7 @@ async fn fetch_pending(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> R
                     }
                 } else {
                     for u in left {
-                        run.pending.remove(&u);
+                        run.pending.remove(u);
                         run.rep.skipped.push(Skipped {
                             id: format!("UID {u}"),
                             reason: format!("UID FETCH answered {status} {text}"),
@@ -1053,7 +1045,7 @@ fn lost(run: &mut FolderRun, front: Option<&(String, Vec<u32>)>, e: ImapError) -
         let left: Vec<u32> = batch
             .iter()
             .copied()
-            .filter(|u| run.pending.contains_key(u))
+            .filter(|&u| run.pending.contains(u))
             .collect();
         if let [uid] = left[..] {
             let (n, texts) = run.killers.entry(uid).or_default();
@@ -1067,7 +1059,7 @@ fn lost(run: &mut FolderRun, front: Option<&(String, Vec<u32>)>, e: ImapError) -
                     "the connection fails whenever this message is fetched: {}",
                     texts.join("; then: ")
                 );
-                run.pending.remove(&uid);
+                run.pending.remove(uid);
                 run.isolate.remove(&uid);
                 run.failures = 0;
                 run.rep.skipped.push(Skipped {
@@ -1084,7 +1076,7 @@ fn lost(run: &mut FolderRun, front: Option<&(String, Vec<u32>)>, e: ImapError) -
 
 async fn archive_message(ctx: &Ctx, run: &mut FolderRun, m: FetchedMessage) -> Result<(), Step> {
     let uid = m.uid.unwrap_or(0);
-    let meta = run.pending.remove(&uid).expect("pending checked by caller");
+    let listed_size = run.pending.remove(uid).expect("pending checked by caller");
     run.isolate.remove(&uid);
     run.failures = 0;
     let body = match m.spooled {
@@ -1095,7 +1087,7 @@ async fn archive_message(ctx: &Ctx, run: &mut FolderRun, m: FetchedMessage) -> R
     let len = body.len();
     ctx.progress.message_done(len);
     run.bar_pos += 1;
-    let announced = m.size.map(u64::from).unwrap_or(meta.size);
+    let announced = m.size.map(u64::from).unwrap_or(listed_size);
     if announced != len {
         run.rep.size_mismatches.push(SizeMismatch {
             uid,
@@ -1174,14 +1166,16 @@ mod tests {
         assert_eq!(names, ["Café~2", "Café~2/Sub", "Café", "Bad&name", "INBOX"]);
     }
 
-    fn run_with(pending: &[(u32, u64)], isolate: &[u32]) -> FolderRun {
+    fn run_with(pending: &[(u32, u32)], isolate: &[u32]) -> FolderRun {
         FolderRun {
             rep: ImapFolderReport::default(),
             status: None,
-            pending: pending
-                .iter()
-                .map(|&(u, size)| (u, Meta { size }))
-                .collect(),
+            pending: Pending::new(
+                pending
+                    .iter()
+                    .map(|&(uid, size)| Listed { uid, size })
+                    .collect(),
+            ),
             missing: Vec::new(),
             isolate: isolate.iter().copied().collect(),
             max_uid: 0,
@@ -1236,9 +1230,9 @@ mod tests {
         // Alone, once: kept; twice: skipped with the reason.
         let front = ("A2".to_string(), vec![2]);
         lost(&mut run, Some(&front), e());
-        assert!(run.pending.contains_key(&2));
+        assert!(run.pending.contains(2));
         lost(&mut run, Some(&front), e());
-        assert!(!run.pending.contains_key(&2));
+        assert!(!run.pending.contains(2));
         assert_eq!(run.rep.skipped[0].id, "UID 2");
         assert!(run.rep.skipped[0].reason.contains("boom"));
     }

@@ -3,6 +3,7 @@
 //! skipped and why. Reading runs on its own thread so the disk never waits on zstd.
 
 pub mod imap;
+mod pending;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

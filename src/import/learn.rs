@@ -71,7 +71,7 @@ pub(super) async fn learn_for_verify(
 /// The messages of the open folder (`exists` of them). `with_ids` reads each one's
 /// Message-ID, and the bytes of those that must be compared by bytes; without, only
 /// what the server keeps in its index (UID, size, flags, INTERNALDATE).
-pub(crate) async fn read_census(
+async fn read_census(
     s: &mut ImapSession,
     exists: u32,
     ambiguous: &HashSet<String>,
@@ -93,7 +93,7 @@ pub(crate) async fn read_census(
 }
 
 /// A census of the FETCH responses of a folder's messages.
-fn census_of(ids: Vec<FetchedMessage>) -> Census {
+pub(crate) fn census_of(ids: Vec<FetchedMessage>) -> Census {
     // Collected into a Vec sized once (a filter_map's grows by doubling).
     let mut msgs: Vec<Held> = Vec::with_capacity(ids.len());
     msgs.extend(ids.into_iter().filter_map(|m| {

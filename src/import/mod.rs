@@ -50,7 +50,7 @@ use verify::{
     VerifyItem,
 };
 
-pub(crate) use learn::read_census;
+pub(crate) use learn::census_of;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "lowercase")]

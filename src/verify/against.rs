@@ -27,7 +27,8 @@ use crate::mail::flags;
 use crate::mail::identity::{self, MsgKey};
 use crate::progress::Progress;
 use crate::reconcile::{self, Census, Held, Match};
-use crate::source::imap::{ImapError, ImapSession, MailboxInfo};
+use crate::source::imap::session::{FolderRead, FolderReadOut};
+use crate::source::imap::{FetchWhat, FolderStatus, ImapError, ImapSession, MailboxInfo};
 use crate::source::net::{Credentials, Endpoint, TlsOptions};
 
 #[derive(Debug, Clone)]
@@ -243,25 +244,31 @@ pub async fn verify_against(
     // suite right after an export). A folder still unpaired is opened read-only by the
     // name it would have here before it counts as missing: EXAMINE answers from the
     // folder itself.
+    // All of them in one pipeline: one round trip, not one per folder.
     let delimiter = all.iter().find_map(|m| m.delimiter);
-    for (i, p) in pairs.iter_mut().filter(|(_, p)| p.is_none()) {
-        let f = &folders[*i];
-        let name = planned.remove(i).unwrap_or_else(|| f.name.clone());
+    let mut look: Vec<(usize, String, String)> = Vec::new();
+    for (i, _) in pairs.iter().filter(|(_, p)| p.is_none()) {
+        let name = planned
+            .remove(i)
+            .unwrap_or_else(|| folders[*i].name.clone());
         let raw_name = crate::mail::utf7::encode(&name);
-        if used.contains(&raw_name) {
-            continue;
+        if !used.contains(&raw_name) && !look.iter().any(|l| l.2 == raw_name) {
+            look.push((*i, name, raw_name));
         }
-        match s.examine(&raw_name).await {
+    }
+    let reqs: Vec<FolderRead> = look.iter().map(|l| examine_only(&l.2)).collect();
+    for ((i, name, raw_name), opened) in look.into_iter().zip(s.read_folders(&reqs).await?) {
+        match opened.status {
             Ok(_) => {
                 crate::log::event!("{name}: not in the server's LIST, but EXAMINE opens it");
                 used.insert(raw_name.clone());
-                *p = Some(MailboxInfo {
+                pairs[i].1 = Some(MailboxInfo {
                     raw_name,
                     name,
                     delimiter,
                     selectable: true,
                     subscribed: false,
-                    special_use: f.special_use.clone(),
+                    special_use: folders[i].special_use.clone(),
                 });
             }
             Err(ImapError::Folder { .. }) => {}
@@ -272,11 +279,34 @@ pub async fn verify_against(
         .last()
         .map(|a| a.path.display().to_string())
         .unwrap_or_default();
-    for (i, p) in &pairs {
-        let f = &folders[*i];
-        let Some(m) = p else {
-            if let Some(&(ai, _)) = f.members.first() {
-                out.push(finding(
+    // Folders go in runs of at most KEYS_PER_PASS archived messages: keyed in one pass
+    // over the archives, opened and read in one pipeline, compared, dropped.
+    let counts: Vec<u64> = pairs
+        .iter()
+        .map(|(i, p)| p.as_ref().map_or(0, |_| folders[*i].members.len() as u64))
+        .collect();
+    for run in crate::census::pipelines(&counts, KEYS_PER_PASS as u64) {
+        let group: Vec<(usize, &MailboxInfo)> = pairs[run.clone()]
+            .iter()
+            .filter_map(|(i, p)| p.as_ref().map(|m| (*i, m)))
+            .collect();
+        let ids: Vec<usize> = group.iter().map(|g| g.0).collect();
+        if ids.iter().any(|&i| !folders[i].members.is_empty()) {
+            key_folders(archives, &mut folders, &ids);
+        }
+        let reqs: Vec<FolderRead> = group
+            .iter()
+            .map(|(_, m)| FolderRead {
+                what: Some(FetchWhat::MetaMessageId),
+                ..examine_only(&m.raw_name)
+            })
+            .collect();
+        let mut read = s.read_folders(&reqs).await?.into_iter();
+        for (i, p) in &pairs[run] {
+            let f = &folders[*i];
+            let Some(m) = p else {
+                if let Some(&(ai, _)) = f.members.first() {
+                    out.push(finding(
                     Level::Error,
                     "folder-missing-on-server",
                     &archives[ai as usize].path.display().to_string(),
@@ -288,37 +318,41 @@ pub async fn verify_against(
                         f.members.len()
                     ),
                 ));
-            } else {
-                out.push(finding(
-                    Level::Warning,
-                    "folder-missing-on-server",
-                    &last,
-                    &f.name,
-                    None,
-                    format!("{server} has no folder {:?} (it was empty)", f.name),
-                ));
-            }
-            continue;
-        };
-        if folders[*i].recs.len() < folders[*i].members.len() {
-            let group = key_group(&folders, &pairs, *i);
-            key_folders(archives, &mut folders, &group);
+                } else {
+                    out.push(finding(
+                        Level::Warning,
+                        "folder-missing-on-server",
+                        &last,
+                        &f.name,
+                        None,
+                        format!("{server} has no folder {:?} (it was empty)", f.name),
+                    ));
+                }
+                continue;
+            };
+            let f = &folders[*i];
+            progress.set_message(f.name.clone());
+            crate::log::event!(
+                "{}: comparing {} archived message(s) with {} on {server}",
+                f.name,
+                f.recs.len(),
+                m.raw_name
+            );
+            let opened = read.next().expect("a read per paired folder");
+            let (st, census) = census(&mut s, m, opened, &f.recs, opts, progress, &mut sum).await?;
+            compare_folder(f, m, st, census, opts.full, &server, &mut out, &mut sum);
+            folders[*i].recs = Vec::new();
+            sum.folders_compared += 1;
         }
-        let f = &folders[*i];
-        progress.set_message(f.name.clone());
-        crate::log::event!(
-            "{}: comparing {} archived message(s) with {} on {server}",
-            f.name,
-            f.recs.len(),
-            m.raw_name
-        );
-        compare_folder(&mut s, f, m, opts, &server, progress, &mut out, &mut sum).await?;
-        folders[*i].recs = Vec::new();
-        sum.folders_compared += 1;
     }
-    // Server folders the archive does not know.
-    for m in listed.iter().filter(|m| !used.contains(&m.raw_name)) {
-        let st = s.examine(&m.raw_name).await?;
+    // Server folders the archive does not know (counted in one pipeline).
+    let unknown: Vec<&MailboxInfo> = listed
+        .iter()
+        .filter(|m| !used.contains(&m.raw_name))
+        .collect();
+    let reqs: Vec<FolderRead> = unknown.iter().map(|m| examine_only(&m.raw_name)).collect();
+    for (m, opened) in unknown.into_iter().zip(s.read_folders(&reqs).await?) {
+        let st = opened.status?;
         sum.server_messages += st.exists as u64;
         if st.exists > 0 {
             out.push(finding(
@@ -341,31 +375,6 @@ pub async fn verify_against(
 /// Most archived messages whose keys one pass over the archives makes (a folder larger
 /// than this is keyed alone): fewer passes against less memory, ~200 bytes a key.
 const KEYS_PER_PASS: usize = 100_000;
-
-/// The folder `first` (paired with a server folder) and the paired folders after it
-/// that are not keyed yet, as many as fit in [`KEYS_PER_PASS`] keys with it.
-fn key_group(
-    folders: &[ArchFolder],
-    pairs: &[(usize, Option<MailboxInfo>)],
-    first: usize,
-) -> Vec<usize> {
-    let mut group = vec![first];
-    let mut n = folders[first].members.len();
-    let rest = pairs
-        .iter()
-        .skip_while(|(i, _)| *i != first)
-        .skip(1)
-        .filter(|(_, p)| p.is_some())
-        .map(|(i, _)| *i);
-    for i in rest {
-        let f = &folders[i];
-        if f.recs.len() < f.members.len() && n + f.members.len() <= KEYS_PER_PASS {
-            n += f.members.len();
-            group.push(i);
-        }
-    }
-    group
-}
 
 /// Makes the keys of the folders `group`: one pass over each archive.
 fn key_folders<'a>(archives: &'a [Archive], folders: &mut [ArchFolder<'a>], group: &[usize]) {
@@ -488,24 +497,45 @@ fn norm_flags(v: &[String]) -> Vec<String> {
     f
 }
 
-/// What one server folder holds: every message's UID, size, flags, INTERNALDATE and
-/// Message-ID, and the bytes of those that reconciling must compare by bytes (every
-/// message with `--full`).
+/// A folder read-only, nothing fetched (its status alone).
+fn examine_only(raw_name: &str) -> FolderRead {
+    FolderRead {
+        raw_name: raw_name.to_string(),
+        read_only: true,
+        what: None,
+        unselect: false,
+    }
+}
+
+/// What one server folder holds, from its pipelined EXAMINE and `UID FETCH 1:*`: every
+/// message's UID, size, flags, INTERNALDATE and Message-ID, and the bytes of those that
+/// reconciling must compare by bytes (every message with `--full`), fetched after the
+/// folder is opened again (the pipeline left another open).
 async fn census(
     s: &mut ImapSession,
-    exists: u32,
+    m: &MailboxInfo,
+    opened: FolderReadOut,
     recs: &[Rec<'_>],
     opts: &AgainstOptions,
     progress: &Progress,
     sum: &mut AgainstSummary,
-) -> Result<Census, ImapError> {
+) -> Result<(FolderStatus, Census), ImapError> {
+    let st = opened.status?;
+    let mut census = crate::import::census_of(opened.messages?);
     let ambiguous: HashSet<String> = recs
         .iter()
         .filter(|r| r.key.by_bytes)
         .filter_map(|r| r.key.message_id.clone())
         .collect();
-    let mut census =
-        crate::import::read_census(s, exists, &ambiguous, &Default::default(), true).await?;
+    let need = census.need_bytes(&ambiguous, &Default::default());
+    if need.is_empty() && !opts.full {
+        return Ok((st, census));
+    }
+    s.examine(&m.raw_name).await?;
+    if !need.is_empty() {
+        s.fetch_bodies(&need, |uid, b| census.set_bytes(uid, b))
+            .await?;
+    }
     if opts.full {
         let want: Vec<(u32, u64)> = census
             .msgs
@@ -532,22 +562,22 @@ async fn census(
         }
         sum.bodies_compared += census.msgs.iter().filter(|m| m.read.is_some()).count() as u64;
     }
-    Ok(census)
+    Ok((st, census))
 }
 
+/// Pairs one archive folder's messages with the server folder's and reports the
+/// differences.
 #[allow(clippy::too_many_arguments)]
-async fn compare_folder(
-    s: &mut ImapSession,
+fn compare_folder(
     f: &ArchFolder<'_>,
     m: &MailboxInfo,
-    opts: &AgainstOptions,
+    st: FolderStatus,
+    mut census: Census,
+    full: bool,
     server: &str,
-    progress: &Progress,
     out: &mut Vec<Finding>,
     sum: &mut AgainstSummary,
-) -> Result<(), ImapError> {
-    let st = s.examine(&m.raw_name).await?;
-    let mut census = census(s, st.exists, &f.recs, opts, progress, sum).await?;
+) {
     sum.server_messages += census.msgs.len() as u64;
     let uv = st.uidvalidity.unwrap_or(0);
     let by_uid_recs: HashMap<u32, usize> = f
@@ -600,7 +630,7 @@ async fn compare_folder(
     pairs.extend(r.pairs.iter().map(|p| (rest[p.rec], p.uid, p.how)));
     let held: HashMap<u32, &Held> = census.msgs.iter().map(|h| (h.uid, h)).collect();
     for (i, uid, how) in &pairs {
-        compare_pair(&f.recs[*i], held[uid], *how, opts.full, &label, out);
+        compare_pair(&f.recs[*i], held[uid], *how, full, &label, out);
     }
     for uid in &r.extra {
         let x = held[uid];
@@ -639,7 +669,6 @@ async fn compare_folder(
             },
         ));
     }
-    Ok(())
 }
 
 /// Compares one archived message with the server message paired with it.

@@ -246,10 +246,37 @@ pub struct FolderRead {
 
 /// What [`ImapSession::read_folders`] found in one folder.
 #[derive(Debug)]
-pub struct FolderReadOut {
+pub struct FolderReadOut<T = FetchedMessage> {
     pub status: Result<FolderStatus, ImapError>,
     /// Every FETCH response (empty when the folder could not be opened).
-    pub messages: Result<Vec<FetchedMessage>, ImapError>,
+    pub messages: Result<Vec<T>, ImapError>,
+}
+
+/// A message as a listing of UIDs and sizes keeps it: 8 bytes where a
+/// [`FetchedMessage`] takes about 150, for listings of whole folders (hundreds of
+/// thousands of messages) held while they are worked through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listed {
+    pub uid: u32,
+    /// RFC822.SIZE; 0 when it was not asked for or not given.
+    pub size: u32,
+}
+
+impl From<FetchedMessage> for Listed {
+    fn from(m: FetchedMessage) -> Self {
+        Listed {
+            // A FETCH without a UID lists nothing; 0 is no UID (RFC 3501: they start at 1).
+            uid: m.uid.unwrap_or(0),
+            size: m.size.unwrap_or(0),
+        }
+    }
+}
+
+/// Entries a folder's census reserves up front (EXISTS, capped: a server may claim any
+/// count; past the cap the listing grows as answers come).
+fn census_reserve<T>(exists: u32) -> usize {
+    let cap = (64 << 20) / std::mem::size_of::<T>().max(1);
+    (exists as usize).min(cap)
 }
 
 /// Adds what one untagged answer to EXAMINE/SELECT says to `st`.
@@ -1141,6 +1168,15 @@ impl ImapSession {
         &mut self,
         reqs: &[FolderRead],
     ) -> Result<Vec<FolderReadOut>, ImapError> {
+        self.read_folders_as(reqs).await
+    }
+
+    /// [`read_folders`](Self::read_folders) keeping each FETCH response as `T` (e.g.
+    /// [`Listed`]), the listing sized once from the folder's EXISTS.
+    pub async fn read_folders_as<T: From<FetchedMessage>>(
+        &mut self,
+        reqs: &[FolderRead],
+    ) -> Result<Vec<FolderReadOut<T>>, ImapError> {
         if reqs.is_empty() {
             return Ok(Vec::new());
         }
@@ -1173,7 +1209,7 @@ impl ImapSession {
         }
         let t = self.conn.timeout;
         self.conn.write(&[out.as_bytes()], t).await?;
-        let mut res: Vec<FolderReadOut> = reqs
+        let mut res: Vec<FolderReadOut<T>> = reqs
             .iter()
             .map(|_| FolderReadOut {
                 status: Ok(FolderStatus::default()),
@@ -1188,7 +1224,13 @@ impl ImapSession {
                     let ok = st.word == StatusWord::Ok;
                     let (word, text) = (st.word.as_str().to_string(), printable(&st.text));
                     match step {
-                        Step::Open if ok => self.selected = Some(r.raw_name.clone()),
+                        Step::Open if ok => {
+                            self.selected = Some(r.raw_name.clone());
+                            let o = &mut res[*i];
+                            if let (Ok(st), Ok(v), Some(_)) = (&o.status, &mut o.messages, r.what) {
+                                v.reserve_exact(census_reserve::<T>(st.exists));
+                            }
+                        }
                         Step::Open => {
                             self.selected = None;
                             let verb = if r.read_only { "EXAMINE" } else { "SELECT" };
@@ -1226,7 +1268,7 @@ impl ImapSession {
                         if let (Event::Fetch(m), Ok(v)) =
                             (event(&self.conn.endpoint, &f)?, res[*i].messages.as_mut())
                         {
-                            v.push(m);
+                            v.push(m.into());
                         }
                     }
                     Step::Unselect => {}
