@@ -8,7 +8,8 @@
 //!   export of the same Maildir, interleaved, and `ls` of the encrypted archive.
 //!
 //! Run: `cargo bench --bench archive` (MAILARK_BENCH_MB sets the mailbox size, default
-//! 2048; MAILARK_BENCH_DIR the scratch directory, default a temp dir).
+//! 2048; MAILARK_BENCH_DIR the scratch directory, default a temp dir; MAILARK_BENCH_BIN
+//! another build's binary, e.g. main's, to compare before and after a change).
 
 mod common;
 use common::*;
@@ -27,7 +28,7 @@ fn main() {
         None => tempfile::tempdir().unwrap(),
     };
     let md = scratch.path().join("Maildir");
-    let bin = env!("CARGO_BIN_EXE_mailark");
+    let bin = &mailark_bin();
     let half = mb / 2;
     let mut rows = Vec::new();
     for size_mb in [half, mb] {

@@ -6,8 +6,8 @@
 //! index frame decrypts only the chunks they live in (`ls` stays fast) and any changed
 //! byte fails the chunk that holds it.
 //!
-//! The writing side is here too ([`Output`]): the archive's bytes go through the age
-//! encryptor, and the bytes that reach the disk through a SHA-512 tap, so a signature
+//! The writing side is here too ([`Output`]): the archive's bytes go through our age
+//! writer (`age_writer.rs`), and the bytes that reach the disk through a SHA-512 tap, so a signature
 //! (`sign.rs`) covers the file exactly as written without reading it back.
 
 use std::fmt;
@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256, Sha512};
+
+mod age_writer;
+use age_writer::AgeWriter;
 
 /// What every age file begins with (the age v1 header's version line).
 const AGE_MAGIC: &[u8] = b"age-encryption.org/v1\n";
@@ -523,7 +526,7 @@ const SEAL_BUF: usize = 1 << 20;
 const SEAL_QUEUE: usize = 4;
 
 /// Hashes the bytes it passes on to the file, exactly as written. It writes straight
-/// to the file: what reaches it comes in 1 MiB buffers or age's 64 KiB chunks already.
+/// to the file: what reaches it comes in 1 MiB buffers, sealed or not, already.
 struct HashingWriter {
     inner: File,
     hash: Option<Hasher>,
@@ -544,7 +547,7 @@ impl Write for HashingWriter {
 
 enum Layer {
     Hashed(HashingWriter),
-    Age(age::stream::StreamWriter<HashingWriter>),
+    Age(AgeWriter<HashingWriter>),
 }
 
 impl Layer {
@@ -580,11 +583,8 @@ impl Output {
         let mut layer = match to {
             None => Layer::Hashed(w),
             Some(r) => {
-                let enc = age::Encryptor::with_recipients(
-                    r.list.iter().map(|b| b.as_ref() as &dyn age::Recipient),
-                )
-                .map_err(|e| io::Error::other(format!("age: {e}")))?;
-                Layer::Age(enc.wrap_output(w)?)
+                let recipients = r.list.iter().map(|b| b.as_ref() as &dyn age::Recipient);
+                Layer::Age(AgeWriter::new(recipients, w)?)
             }
         };
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(SEAL_QUEUE);
