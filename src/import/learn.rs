@@ -54,7 +54,7 @@ pub(super) async fn learn_for_verify(
         unselect: false,
     };
     let out = s
-        .read_folders(&[req])
+        .read_folders_as::<Held>(&[req])
         .await?
         .pop()
         .expect("one folder read");
@@ -83,7 +83,7 @@ async fn read_census(
     } else {
         s.metadata(exists).await?
     };
-    let mut state = census_of(ids);
+    let mut state = census_of(ids.into_iter().map(Held::from).collect());
     if with_ids {
         let need = state.need_bytes(ambiguous, sizes_by_id);
         s.fetch_bodies(&need, |uid, b| state.set_bytes(uid, b))
@@ -92,13 +92,19 @@ async fn read_census(
     Ok(state)
 }
 
-/// A census of the FETCH responses of a folder's messages.
-pub(crate) fn census_of(ids: Vec<FetchedMessage>) -> Census {
-    // Collected into a Vec sized once (a filter_map's grows by doubling).
-    let mut msgs: Vec<Held> = Vec::with_capacity(ids.len());
-    msgs.extend(ids.into_iter().filter_map(|m| {
-        Some(Held {
-            uid: m.uid?,
+/// A census of a folder's messages, each kept as a [`Held`] as its FETCH response
+/// arrives (`read_folders_as::<Held>`): a large folder's responses are never held
+/// whole (~400 bytes a message more, where a `Held` takes ~200).
+pub(crate) fn census_of(mut msgs: Vec<Held>) -> Census {
+    // A response without a UID (0 below) names no message.
+    msgs.retain(|m| m.uid != 0);
+    Census::new(msgs)
+}
+
+impl From<FetchedMessage> for Held {
+    fn from(m: FetchedMessage) -> Held {
+        Held {
+            uid: m.uid.unwrap_or(0),
             size: m.size.unwrap_or(0) as u64,
             message_id: m.header_fields.as_deref().and_then(identity::message_id_of),
             flags: m.flags.unwrap_or_default().into(),
@@ -109,9 +115,8 @@ pub(crate) fn census_of(ids: Vec<FetchedMessage>) -> Census {
                 .map(|d| d.timestamp()),
             internaldate: m.internaldate,
             read: None,
-        })
-    }));
-    Census::new(msgs)
+        }
+    }
 }
 
 /// Learns every folder of `to_learn` on one session in two pipelines: every folder
@@ -135,7 +140,7 @@ async fn learn_pipelined(
         unselect: !read_only,
     };
     let all: Vec<FolderRead> = to_learn.iter().map(|&di| req(di, None)).collect();
-    let opened = s.read_folders(&all).await?;
+    let opened = s.read_folders_as::<Held>(&all).await?;
     let full: Vec<usize> = to_learn
         .iter()
         .zip(&opened)
@@ -146,7 +151,7 @@ async fn learn_pipelined(
         .iter()
         .map(|&di| req(di, Some(FetchWhat::MetaMessageId)))
         .collect();
-    let mut read = s.read_folders(&reqs).await?.into_iter();
+    let mut read = s.read_folders_as::<Held>(&reqs).await?.into_iter();
     let mut res = Vec::new();
     for (&di, out) in to_learn.iter().zip(opened) {
         let f = &folders[di];
@@ -311,4 +316,35 @@ pub(super) async fn learn_all(
         }
     }
     Ok(sessions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fetch_response_becomes_a_census_entry_and_one_without_a_uid_is_dropped() {
+        let m = FetchedMessage {
+            uid: Some(7),
+            size: Some(1234),
+            flags: Some(vec!["\\Seen".into(), "$Label1".into()]),
+            internaldate: Some("01-Jan-2024 09:00:00 +0900".into()),
+            header_fields: Some(b"Message-ID: <a@b>\r\nSubject: x\r\n\r\n".to_vec()),
+            ..Default::default()
+        };
+        let c = census_of(vec![
+            Held::from(m.clone()),
+            Held::from(FetchedMessage { uid: None, ..m }),
+        ]);
+        assert_eq!(c.msgs.len(), 1);
+        let h = &c.msgs[0];
+        assert_eq!((h.uid, h.size), (7, 1234));
+        assert_eq!(h.message_id.as_deref(), Some("a@b"));
+        assert_eq!(h.flags.to_vec(), ["\\Seen", "$Label1"]);
+        assert_eq!(h.date, Some(1_704_067_200));
+        assert_eq!(
+            h.internaldate.as_deref(),
+            Some("01-Jan-2024 09:00:00 +0900")
+        );
+    }
 }

@@ -301,7 +301,7 @@ pub async fn verify_against(
                 ..examine_only(&m.raw_name)
             })
             .collect();
-        let mut read = s.read_folders(&reqs).await?.into_iter();
+        let mut read = s.read_folders_as::<Held>(&reqs).await?.into_iter();
         for (i, p) in &pairs[run] {
             let f = &folders[*i];
             let Some(m) = p else {
@@ -514,7 +514,7 @@ fn examine_only(raw_name: &str) -> FolderRead {
 async fn census(
     s: &mut ImapSession,
     m: &MailboxInfo,
-    opened: FolderReadOut,
+    opened: FolderReadOut<Held>,
     recs: &[Rec<'_>],
     opts: &AgainstOptions,
     progress: &Progress,
