@@ -41,6 +41,13 @@ fn verify(
     verify_at(d, user, &d.imaps_url(user), archives, &e)
 }
 
+/// The JSON report of a `verify --against` that found nothing (exit 0, no findings).
+fn clean(out: &std::process::Output) -> serde_json::Value {
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(out), stderr(out));
+    assert!(findings(out).is_empty(), "{}", stdout(out));
+    json(out)
+}
+
 /// Fills alice's INBOX with `inbox` unread messages and a new "Projects/2024" with
 /// `projects` seen ones, exports the account to `dir`/a.tar.zst and returns that path.
 fn seed_and_export(
@@ -353,15 +360,7 @@ fn folders_the_listing_leaves_out_are_looked_for_by_name() {
     let proxy = support::hide::HideProxy::start(d.imap_port, &["Projects/2024", "Junk"]);
     let url = format!("imap://alice@127.0.0.1:{}", proxy.port);
     let out = verify_at(&d, "alice", &url, &[&ar], &["--allow-plaintext", "--json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let v = json(&out);
-    assert!(findings(&out).is_empty(), "{}", stdout(&out));
+    let v = clean(&out);
     assert_eq!(v["against"]["archive_messages"], 3);
     assert_eq!(v["against"]["server_messages"], 3);
     // Both hidden folders were compared: neither is missing, and their messages count.
@@ -401,15 +400,7 @@ fn folders_are_opened_and_read_in_pipelines() {
     let ca = d.ca_file();
     let extra = ["--tls-ca-file", ca.to_str().unwrap(), "--json"];
     let out = verify_at(&d, "alice", &url, &[&ar], &extra);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    assert!(findings(&out).is_empty(), "{}", stdout(&out));
-    let v = json(&out);
+    let v = clean(&out);
     assert_eq!(v["against"]["archive_messages"], 80);
     assert_eq!(v["against"]["server_messages"], 80);
     assert_eq!(
