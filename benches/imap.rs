@@ -64,7 +64,7 @@ fn main() {
     });
     let scratch = tempfile::tempdir().unwrap();
     std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut rng = Rng(0x2545F4914F6CDD1D);
+    let mut rng = Seeded(0x2545F4914F6CDD1D);
     let mut bytes = 0u64;
     // Seeded in small batches: this process's own size would otherwise be inherited
     // into every child's peak RSS as wait4 reports it.

@@ -27,7 +27,7 @@ fn seed(root: &Path, n: usize, seed: u64) -> u64 {
             std::fs::create_dir_all(root.join(f).join(s)).unwrap();
         }
     }
-    let mut rng = Rng(seed | 1);
+    let mut rng = Seeded(seed | 1);
     let mut bytes = 0;
     for i in 0..n {
         let size = if i % 40 == 0 { 200_000 } else { 10_000 };

@@ -51,7 +51,7 @@ fn main() {
     let d = support::Dovecot::start();
     let scratch = tempfile::tempdir().unwrap();
     std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut rng = Rng(0x9E3779B97F4A7C15);
+    let mut rng = Seeded(0x9E3779B97F4A7C15);
     let mut bytes = 0u64;
     // Seeded in small batches: this process's own size would otherwise be inherited
     // into every child's peak RSS as wait4 reports it.
@@ -248,13 +248,13 @@ fn wan(
 /// (dot-stuffed lines throughout) in bob's maildrop, exported alone.
 fn big_message(d: &support::Dovecot, scratch: &Path, mb: usize) {
     let mut m = b"Subject: one big message\nContent-Type: text/plain\n\n".to_vec();
-    let mut rng = Rng(7);
+    let mut rng = Seeded(7);
     while m.len() < mb << 20 {
-        if rng.next_u64() % 4 == 0 {
+        if rng.next() % 4 == 0 {
             m.push(b'.');
         }
         for _ in 0..18 {
-            let r = rng.next_u64();
+            let r = rng.next();
             for k in 0..4 {
                 m.push(b'a' + ((r >> (k * 8)) % 26) as u8);
             }

@@ -45,7 +45,7 @@ const GOAL_MIB: f64 = 150.0;
 /// file named as Dovecot names its own (`,S=` size) with `:2,` flags and an mtime that
 /// becomes its INTERNALDATE. Returns the bytes written.
 fn seed(root: &Path, n: usize) -> u64 {
-    let mut rng = Rng(0x5DEECE66D);
+    let mut rng = Seeded(0x5DEECE66D);
     let (mut i, mut bytes) = (0usize, 0u64);
     for (k, (f, tenths)) in FOLDERS.iter().enumerate() {
         let cur = root.join(f).join("cur");

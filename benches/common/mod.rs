@@ -4,6 +4,9 @@
 
 mod delay;
 pub use delay::*;
+#[path = "../../tests/common/seeded.rs"]
+mod seeded;
+pub use seeded::Seeded;
 
 use std::path::Path;
 use std::process::Command;
@@ -58,17 +61,6 @@ fn tv(t: libc::timeval) -> Duration {
     Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
 }
 
-/// xorshift: deterministic noise for attachments.
-pub struct Rng(pub u64);
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 const WORDS: &[&str] = &[
     "meeting",
     "invoice",
@@ -94,17 +86,17 @@ const WORDS: &[&str] = &[
 
 /// One message of roughly `size` bytes: headers, text, and (for larger sizes) a base64
 /// attachment of noise, as real mailboxes mix them.
-pub fn message(rng: &mut Rng, i: usize, size: usize) -> Vec<u8> {
+pub fn message(rng: &mut Seeded, i: usize, size: usize) -> Vec<u8> {
     let mut m = format!(
         "From: Sender {i} <s{i}@example.co.jp>\r\nTo: team@example.co.jp\r\nSubject: {} {i}\r\nDate: Mon, 01 Jan 2024 09:00:00 +0900\r\nMessage-ID: <{i}.{}@bench.invalid>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n",
         WORDS[i % WORDS.len()],
-        rng.next_u64()
+        rng.next()
     )
     .into_bytes();
     let text_len = (size / 3).max(200);
     while m.len() < text_len {
         for _ in 0..12 {
-            m.extend_from_slice(WORDS[(rng.next_u64() % WORDS.len() as u64) as usize].as_bytes());
+            m.extend_from_slice(WORDS[(rng.next() % WORDS.len() as u64) as usize].as_bytes());
             m.push(b' ');
         }
         m.extend_from_slice(b"\r\n");
@@ -114,7 +106,7 @@ pub fn message(rng: &mut Rng, i: usize, size: usize) -> Vec<u8> {
         const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         while m.len() < size {
             for _ in 0..19 {
-                let r = rng.next_u64();
+                let r = rng.next();
                 for k in 0..4 {
                     m.push(B64[((r >> (k * 6)) & 63) as usize]);
                 }
@@ -135,7 +127,7 @@ pub fn make_maildir(root: &Path, total: u64) -> (usize, u64) {
             std::fs::create_dir_all(root.join(f).join(s)).unwrap();
         }
     }
-    let mut rng = Rng(0x2545F4914F6CDD1D);
+    let mut rng = Seeded(0x2545F4914F6CDD1D);
     let (mut n, mut bytes) = (0usize, 0u64);
     while bytes < total {
         let size = match n % 20 {

@@ -5,6 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod seeded;
+#[allow(unused_imports)] // not every test uses it
+pub use seeded::Seeded;
+
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mailark"))
 }
@@ -443,29 +447,6 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// A xorshift generator: seeded inputs (damage, fuzz-like mutations) are the same on
-/// every run, so a failure names a case that can be replayed.
-pub struct Seeded(pub u64);
-
-impl Seeded {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// A number in `lo..hi`.
-    pub fn within(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.next() % (hi - lo) as u64) as usize
-    }
-
-    /// A byte to xor with: never 0, so the byte always changes.
-    pub fn flip(&mut self) -> u8 {
-        (self.next() % 255) as u8 + 1
     }
 }
 
