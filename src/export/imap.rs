@@ -565,8 +565,6 @@ fn write_all(
     }
 }
 
-/// What the metadata pass learnt about one UID.
-#[derive(Debug, Clone)]
 /// How a folder run is going, kept across reconnects.
 struct FolderRun {
     rep: ImapFolderReport,
