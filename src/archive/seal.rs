@@ -7,8 +7,9 @@
 //! byte fails the chunk that holds it.
 //!
 //! The writing side is here too ([`Output`]): the archive's bytes go through our age
-//! writer (`age_writer.rs`), and the bytes that reach the disk through a SHA-512 tap, so a signature
-//! (`sign.rs`) covers the file exactly as written without reading it back.
+//! writer (`age_writer.rs`), and the bytes that reach the disk through a hashing tap
+//! (the signature's hash, `sign::HASH`), so a signature (`sign.rs`) covers the file
+//! exactly as written without reading it back.
 
 use std::fmt;
 use std::fs::File;
