@@ -248,6 +248,11 @@ struct ImportArgs {
     /// doubled. Reads the bytes of the server copies it must compare. (migrate: always.)
     #[arg(long)]
     other_deliveries: bool,
+    /// Work on destination folders holding at most N archived messages at a time (a
+    /// bigger folder alone), each run one pass over the archives: bounds memory on
+    /// large accounts (about 600 bytes a message of the run).
+    #[arg(long, value_name = "N", default_value_t = crate::import::MESSAGES_PER_PASS)]
+    messages_per_pass: usize,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -1218,6 +1223,7 @@ fn run_import(cli: &Cli, a: &ImportArgs) -> Result<u8, Fatal> {
         dest,
         filter: FolderFilter::new(&a.folders, &a.exclude)?,
         other_deliveries: a.other_deliveries,
+        messages_per_pass: a.messages_per_pass.max(1),
         timeout: a
             .net
             .step_timeout(crate::source::imap::session::DEFAULT_TIMEOUT),

@@ -1320,3 +1320,52 @@ fn colliding_source_names_get_distinct_destinations() {
 fn n_of(f: &serde_json::Value, k: &str) -> u64 {
     f[k].as_u64().unwrap()
 }
+
+/// `--messages-per-pass`: an import that works on a few destination folders at a time
+/// (each pass learning, appending and verifying its folders, then dropping them) ends
+/// exactly where one pass over everything ends: the same report, folder by folder, and
+/// the same mail on the server; and its rerun appends nothing.
+#[test]
+fn dovecot_import_in_passes_ends_as_one_pass() {
+    let t = tempfile::tempdir().unwrap();
+    let ar = make_archive(t.path(), &fixture_folders(), &["INBOX", "Sent"]);
+    let d = Dovecot::start_with(DovecotOptions {
+        special: vec![("送信済みメール".into(), "\\Sent".into())],
+        ..Default::default()
+    });
+    let (one, many) = (Dest::dovecot(&d, "alice"), Dest::dovecot(&d, "bob"));
+    let (out1, rep1) = one.import(&[&ar], &[]);
+    let (out2, rep2) = many.import(&[&ar], &["--messages-per-pass", "3"]);
+    assert_eq!(n(&rep1, "passes"), 1, "{rep1}");
+    // Every folder holds more than three messages: each goes alone.
+    let folders = rep1["folders"].as_array().unwrap().len() as u64;
+    assert!(folders >= 7, "{rep1}");
+    assert_eq!(n(&rep2, "passes"), folders, "{rep2}");
+    assert_eq!(out1.status.code(), out2.status.code(), "{}", stderr(&out2));
+    let same = |r: &serde_json::Value| {
+        let mut r = r.clone();
+        let o = r.as_object_mut().unwrap();
+        for k in ["passes", "seconds", "destination"] {
+            o.remove(k);
+        }
+        r
+    };
+    assert_eq!(same(&rep1), same(&rep2));
+    assert!(n(&rep2, "appended") > 20, "{rep2}");
+
+    let state = |user: &str| {
+        let mut c = d.raw(user);
+        let mut s = server_state(&mut c);
+        c.logout();
+        for msgs in s.values_mut() {
+            msgs.sort();
+        }
+        s
+    };
+    assert_eq!(state("alice"), state("bob"));
+
+    let (_, again) = many.import(&[&ar], &["--messages-per-pass", "3"]);
+    assert_eq!(n(&again, "appended"), 0, "{again}");
+    assert_eq!(n(&again, "already_there"), n(&rep1, "appended"), "{again}");
+    assert_eq!(n(&again, "passes"), folders);
+}

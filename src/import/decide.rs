@@ -251,9 +251,9 @@ pub(super) struct Decided {
     pub(super) recs: Vec<Rec>,
     pub(super) dests: Vec<DestState>,
     pub(super) dropped: HashMap<(usize, String), u64>,
-    /// Archives whose data could not be read to the end, with why; their messages past
-    /// the damage are failed, the rest of the import goes on.
-    pub(super) damaged: Vec<String>,
+    /// Archives whose data could not be read to the end: which, why, and how many
+    /// messages past the damage were failed (the rest of the import goes on).
+    pub(super) damaged: Vec<(usize, String, u64)>,
 }
 
 /// Streams the archives one message at a time (blocking: run on a blocking thread),
@@ -402,9 +402,7 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
                 progress.inc(rec.size);
                 lost += 1;
             }
-            damaged.push(format!(
-                "{e} ({lost} message(s) after the damage not imported)"
-            ));
+            damaged.push((ai, e.to_string(), lost));
         }
     }
     drop(router);

@@ -29,20 +29,21 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::archive::{Chain, ReadError};
+use crate::archive::{Archive, Chain, ReadError};
 use crate::mail::flags::FlagSet;
 use crate::mail::identity::MsgKey;
 use crate::progress::Progress;
 use crate::reconcile::Census;
 use crate::source::imap::dest::DestCaps;
-use crate::source::imap::ImapError;
+use crate::source::imap::{ImapError, ImapSession};
 use crate::source::net::{Credentials, Endpoint, TlsOptions};
 use append::{apply_outcomes, start_workers, AppendUid, Workers, QUEUE_BUDGET_KIB};
 use decide::{read_and_decide, Decided, Reader};
 use learn::learn_all;
 use plan::{Plan, PlanOptions, Reason};
 use prepare::{
-    chain_folders, connect_many, dest_layout, make_folders, open_sessions, records, Records,
+    chain_folders, connect_many, dest_layout, dest_states, make_folders, messages_per_dest,
+    open_sessions, records, Dests,
 };
 use report::{fill_report, report_unplaced};
 use verify::{
@@ -93,7 +94,14 @@ pub struct ImportOptions {
     pub other_deliveries: bool,
     /// The step timeout of every connection (`--timeout`).
     pub timeout: std::time::Duration,
+    /// At most this many archived messages are worked on at once (one pass over the
+    /// archive each; a folder holding more goes alone): `--messages-per-pass`.
+    pub messages_per_pass: usize,
 }
+
+/// The default of [`ImportOptions::messages_per_pass`]: about 60 MiB of per-message
+/// state, and one pass over the archive for most accounts.
+pub const MESSAGES_PER_PASS: usize = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -191,6 +199,8 @@ pub struct ImportReport {
     /// Wall-clock seconds of each phase (connect and plan, learn what the destination
     /// holds, append, verify), so a slow import shows where its time went.
     pub seconds: PhaseSeconds,
+    /// Passes over the archives (runs of destination folders, see `--messages-per-pass`).
+    pub passes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
@@ -202,6 +212,19 @@ pub struct PhaseSeconds {
 }
 
 impl ImportReport {
+    /// Adds one folder's report and its counts to the totals.
+    fn add_folder(&mut self, fr: FolderReport) {
+        self.archived += fr.archived;
+        self.already_there += fr.already_there;
+        self.other_deliveries += fr.other_deliveries;
+        self.appended += fr.appended;
+        self.to_append += fr.to_append;
+        self.verified += fr.verified;
+        self.failed += fr.failed.len() as u64;
+        self.differing += fr.differing.len() as u64;
+        self.folders.push(fr);
+    }
+
     /// Every archived message is verified on the destination (or, without
     /// verification or in a dry run, nothing failed or is planned to fail).
     pub fn clean(&self) -> bool {
@@ -287,6 +310,11 @@ struct DestState {
 
 /// Imports `chain` (root first) into the destination. `progress` counts message bytes
 /// (sized by the caller: the archives' `message_bytes`).
+///
+/// The destination folders are taken in passes of at most `messages_per_pass` archived
+/// messages (a bigger folder alone), each pass learning, deciding, appending and
+/// verifying its folders end to end, so what is held per message is bounded by a
+/// pass, not by the account; each pass reads the archive once more.
 pub async fn import(
     chain: Chain,
     opts: &ImportOptions,
@@ -322,13 +350,11 @@ pub async fn import(
     let plan: Plan = plan::plan_folders(&folders, &source_ns, &layout, &opts.plan)?;
     rep.unmatched_maps = plan.unmatched_maps.clone();
 
-    let Records {
+    let Dests {
         mut dests,
         folder_dest,
-        mut recs,
-        unplaced,
-    } = records(&archives, &plan, opts.other_deliveries);
-
+    } = dest_states(&plan, opts.other_deliveries);
+    let (counts, unplaced) = messages_per_dest(&archives, &plan, &folder_dest, dests.len());
     let created = make_folders(
         &mut sessions[0],
         &plan,
@@ -338,14 +364,98 @@ pub async fn import(
         &mut rep,
     )
     .await?;
+    rep.seconds.prepare = started.elapsed().as_secs_f64();
 
-    let mut seconds = PhaseSeconds {
-        prepare: started.elapsed().as_secs_f64(),
-        ..Default::default()
+    let passes = crate::census::pipelines(&counts, opts.messages_per_pass.max(1) as u64);
+    rep.passes = passes.len() as u64;
+    let ctx = Ctx {
+        opts,
+        archives: &archives,
+        plan: &plan,
+        folder_dest: &folder_dest,
+        caps: &caps,
+        progress,
     };
+    let mut done = Done::default();
+    for slice in passes {
+        let expected = counts[slice.clone()].iter().sum();
+        sessions = run_pass(&ctx, sessions, &mut dests, slice, expected, &mut done).await?;
+    }
+    progress.finish();
+
+    rep.notes.extend(done.damage_notes());
+    rep.notes.append(&mut done.notes);
+    rep.bytes_appended = done.bytes_appended;
+    rep.seconds.learn = done.seconds.learn;
+    rep.seconds.append = done.seconds.append;
+    rep.seconds.verify = done.seconds.verify;
+    done.folders.sort_by_key(|(fi, _)| *fi);
+    for (fi, mut fr) in done.folders {
+        fr.created = created.contains(&fi);
+        rep.add_folder(fr);
+    }
+    report_unplaced(&mut rep, &archives, &unplaced);
+    // Every session logs out at once: one round trip, not one per connection.
+    futures::future::join_all(sessions.into_iter().map(|s| s.logout())).await;
+    Ok(rep)
+}
+
+/// What every pass reads and none changes.
+struct Ctx<'a> {
+    opts: &'a ImportOptions,
+    archives: &'a Arc<Vec<Archive>>,
+    plan: &'a Plan,
+    folder_dest: &'a [usize],
+    caps: &'a DestCaps,
+    progress: &'a Progress,
+}
+
+/// What the passes have settled so far.
+#[derive(Default)]
+struct Done {
+    /// Per planned folder, its report (each planned folder is in exactly one pass).
+    folders: Vec<(usize, FolderReport)>,
+    /// Per archive whose data could not be read to the end: why, and the messages past
+    /// the damage, over every pass.
+    damaged: std::collections::BTreeMap<usize, (String, u64)>,
+    bytes_appended: u64,
+    notes: Vec<String>,
+    seconds: PhaseSeconds,
+}
+
+impl Done {
+    fn damage_notes(&self) -> Vec<String> {
+        self.damaged
+            .values()
+            .map(|(e, lost)| format!("{e} ({lost} message(s) after the damage not imported)"))
+            .collect()
+    }
+}
+
+/// One pass: the destination folders of `slice` (`expected` archived messages) learned,
+/// their messages decided and appended while the archive streams, then verified; what
+/// they held is dropped before the next pass.
+async fn run_pass(
+    ctx: &Ctx<'_>,
+    mut sessions: Vec<ImapSession>,
+    dests: &mut Vec<DestState>,
+    slice: std::ops::Range<usize>,
+    expected: u64,
+    done: &mut Done,
+) -> Result<Vec<ImapSession>, ImportError> {
+    let Ctx {
+        opts,
+        archives,
+        plan,
+        folder_dest,
+        caps,
+        progress,
+    } = *ctx;
     let phase = std::time::Instant::now();
-    // What each destination folder already holds.
-    let to_learn: Vec<usize> = (0..dests.len())
+    let recs = records(archives, plan, folder_dest, dests, &slice, expected);
+    // What each destination folder of the pass already holds.
+    let to_learn: Vec<usize> = slice
+        .clone()
         .filter(|&di| {
             dests[di].broken.is_none()
                 && !(opts.dry_run
@@ -366,12 +476,16 @@ pub async fn import(
             })
             .collect(),
     );
-    sessions = learn_all(opts, sessions, &mut dests, to_learn, &folders).await?;
+    sessions = learn_all(opts, sessions, dests, to_learn, &folders).await?;
+    done.seconds.learn += phase.elapsed().as_secs_f64();
 
-    seconds.learn = phase.elapsed().as_secs_f64();
     let phase = std::time::Instant::now();
+    // An earlier pass's early-verification connection serves this pass's too: the
+    // append workers get `--jobs` connections, as in the first pass.
+    let early_session = (sessions.len() > opts.jobs.max(1))
+        .then(|| sessions.pop())
+        .flatten();
     // Stream the archives: decide each message, queue the missing ones.
-    let verify_mode = opts.verify;
     let dry = opts.dry_run;
     let budget = Arc::new(Semaphore::new(QUEUE_BUDGET_KIB as usize));
     let Workers {
@@ -385,7 +499,7 @@ pub async fn import(
             std::mem::take(&mut sessions)
         },
         opts,
-        &caps,
+        caps,
         dests.len(),
         progress,
     );
@@ -398,12 +512,12 @@ pub async fn import(
     let streamer = {
         let reader = Reader {
             archives: archives.clone(),
-            recs: std::mem::take(&mut recs),
-            dests: std::mem::take(&mut dests),
+            recs,
+            dests: std::mem::take(dests),
             plan_names: plan.folders.iter().map(|f| f.source.clone()).collect(),
             dest_raw,
             caps: caps.clone(),
-            mode: verify_mode,
+            mode: opts.verify,
             dry,
             budget: budget.clone(),
             router,
@@ -420,16 +534,18 @@ pub async fn import(
         opts.clone(),
         folders.clone(),
         early_on,
+        early_session,
     ));
     let outcomes = route_answers(out_rx, seal_rx, &verify_tx, &gid_dest).await;
     drop(verify_tx);
     let (early, early_session) = verifier.await.expect("early verification panicked");
     let Decided {
         mut recs,
-        mut dests,
+        dests: decided,
         dropped,
         damaged,
     } = streamer.await.expect("archive reader panicked");
+    *dests = decided;
     for w in workers {
         if let Some(s) = w.await.expect("append worker panicked") {
             sessions.push(s);
@@ -439,34 +555,45 @@ pub async fn import(
     for (gid, res) in early.values().flatten() {
         recs[*gid].verified = Some(res.clone());
     }
-    rep.notes.extend(damaged);
-    rep.bytes_appended = apply_outcomes(&mut recs, outcomes, opts.dry_run);
-    progress.finish();
+    for (ai, e, lost) in damaged {
+        done.damaged.entry(ai).or_insert((e, 0)).1 += lost;
+    }
+    done.bytes_appended += apply_outcomes(&mut recs, outcomes, opts.dry_run);
 
     if !opts.dry_run && recs.iter().any(|r| !r.fix_flags.is_empty()) {
         if sessions.is_empty() {
             sessions = connect_many(opts, 1).await?;
         }
-        add_missing_flags(&mut sessions[0], &recs, &dests, &mut rep.notes).await?;
+        add_missing_flags(&mut sessions[0], &recs, dests, &mut done.notes).await?;
     }
+    done.seconds.append += phase.elapsed().as_secs_f64();
 
-    seconds.append = phase.elapsed().as_secs_f64();
     let phase = std::time::Instant::now();
-    // Verification on the destination.
     if !opts.dry_run && opts.verify != VerifyMode::None {
+        // The pass's folders that early verification did not settle.
+        let to_check: Vec<usize> = slice
+            .clone()
+            .filter(|di| dests[*di].broken.is_none() && !early.contains_key(di))
+            .collect();
         sessions = verify_late(
-            opts, sessions, &mut recs, &mut dests, &archives, &folders, &early,
+            opts, sessions, &mut recs, dests, archives, &folders, to_check,
         )
         .await?;
     }
+    done.seconds.verify += phase.elapsed().as_secs_f64();
 
-    seconds.verify = phase.elapsed().as_secs_f64();
-    rep.seconds = seconds;
-    fill_report(&mut rep, &plan, &recs, &archives, &dropped, &created);
-    report_unplaced(&mut rep, &archives, &unplaced);
-    // Every session logs out at once: one round trip, not one per connection.
-    futures::future::join_all(sessions.into_iter().map(|s| s.logout())).await;
-    Ok(rep)
+    let in_pass: Vec<usize> = (0..plan.folders.len())
+        .filter(|&fi| slice.contains(&folder_dest[fi]))
+        .collect();
+    done.folders
+        .extend(fill_report(plan, &in_pass, &recs, archives, &dropped));
+    // What the pass learned of its folders served only it.
+    for d in &mut dests[slice] {
+        d.state = Default::default();
+        d.ambiguous = Default::default();
+        d.sizes_by_id = Default::default();
+    }
+    Ok(sessions)
 }
 
 #[cfg(test)]

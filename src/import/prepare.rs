@@ -2,6 +2,7 @@
 //! records of every archived message, and the folders created on the destination.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 
 use super::plan::{DestLayout, Plan};
 use super::{DestState, ImportOptions, ImportReport, Rec, St};
@@ -98,21 +99,14 @@ pub(super) fn gid_of(recs: &[Rec], archive: usize, record: usize) -> Option<usiz
         .ok()
 }
 
-/// The destination folders (distinct: several source folders may land in one), the
-/// destination folder of each planned folder, and a record per archived message.
-pub(super) struct Records {
+/// The destination folders (distinct: several source folders may land in one) and the
+/// destination folder of each planned folder.
+pub(super) struct Dests {
     pub(super) dests: Vec<DestState>,
     pub(super) folder_dest: Vec<usize>,
-    /// In chain order (archive, then record): [`gid_of`] finds one by binary search,
-    /// where a map of a million `MemberRef`s cost ~40 MB.
-    pub(super) recs: Vec<Rec>,
-    /// Messages naming a folder their index does not list: they cannot be placed, and
-    /// are reported as failed rather than left out unseen.
-    pub(super) unplaced: Vec<MemberRef>,
 }
 
-pub(super) fn records(archives: &[Archive], plan: &Plan, other_deliveries: bool) -> Records {
-    // Destination folders (distinct), and the records that go into each.
+pub(super) fn dest_states(plan: &Plan, other_deliveries: bool) -> Dests {
     let mut dests: Vec<DestState> = Vec::new();
     let mut folder_dest: Vec<usize> = Vec::new();
     for fp in &plan.folders {
@@ -133,34 +127,90 @@ pub(super) fn records(archives: &[Archive], plan: &Plan, other_deliveries: bool)
         };
         folder_dest.push(i);
     }
-    let folder_ix: HashMap<&str, usize> = plan
-        .folders
+    Dests { dests, folder_dest }
+}
+
+/// The planned folder of each source folder name.
+fn folder_index(plan: &Plan) -> HashMap<&str, usize> {
+    plan.folders
         .iter()
         .enumerate()
         .map(|(i, f)| (f.source.as_str(), i))
-        .collect();
-    // Sized once: grown by doubling, the records' Vec was up to twice their size.
-    let mut recs: Vec<Rec> =
-        Vec::with_capacity(archives.iter().map(|a| a.index.messages.len()).sum());
+        .collect()
+}
+
+/// How many archived messages go into each destination folder, and the messages naming
+/// a folder their index does not list: they cannot be placed, and are reported as
+/// failed rather than left out unseen.
+pub(super) fn messages_per_dest(
+    archives: &[Archive],
+    plan: &Plan,
+    folder_dest: &[usize],
+    dests: usize,
+) -> (Vec<u64>, Vec<MemberRef>) {
+    let folder_ix = folder_index(plan);
+    let mut counts = vec![0u64; dests];
     let mut unplaced = Vec::new();
     for (ai, a) in archives.iter().enumerate() {
         for (mi, m) in a.index.messages.iter().enumerate() {
-            let Some(&fi) = folder_ix.get(m.folder.as_str()) else {
-                if !a.index.folders.iter().any(|f| f.name == m.folder) {
+            match folder_ix.get(m.folder.as_str()) {
+                Some(&fi) => counts[folder_dest[fi]] += 1,
+                None if !a.index.folders.iter().any(|f| f.name == m.folder) => {
                     unplaced.push(MemberRef {
                         archive: ai,
                         record: mi,
-                    });
+                    })
                 }
+                None => {}
+            }
+        }
+    }
+    (counts, unplaced)
+}
+
+/// A record per archived message going into the destination folders of `slice`, in
+/// chain order (archive, then record: [`gid_of`] finds one by binary search, where a
+/// map of a million `MemberRef`s cost ~40 MB); sets those folders' ambiguous
+/// Message-IDs (and, with `--other-deliveries`, archived sizes by Message-ID) in the
+/// same pass.
+pub(super) fn records(
+    archives: &[Archive],
+    plan: &Plan,
+    folder_dest: &[usize],
+    dests: &mut [DestState],
+    slice: &Range<usize>,
+    expected: u64,
+) -> Vec<Rec> {
+    let folder_ix = folder_index(plan);
+    // Sized once: grown by doubling, the records' Vec was up to twice their size.
+    let mut recs: Vec<Rec> = Vec::with_capacity(expected as usize);
+    let mut ambiguous: Vec<identity::AmbiguousIds> =
+        slice.clone().map(|_| Default::default()).collect();
+    for (ai, a) in archives.iter().enumerate() {
+        for (mi, m) in a.index.messages.iter().enumerate() {
+            let Some(&fi) = folder_ix.get(m.folder.as_str()) else {
                 continue;
             };
+            let dest = folder_dest[fi];
+            if !slice.contains(&dest) {
+                continue;
+            }
+            ambiguous[dest - slice.start].add(m.message_id.as_deref(), &m.sha256);
+            let d = &mut dests[dest];
+            if d.other_deliveries {
+                if let Some(id) = m.message_id.as_deref().and_then(identity::norm_message_id) {
+                    let sizes = d.sizes_by_id.entry(id).or_default();
+                    sizes.push(m.size);
+                    sizes.extend(m.source_size);
+                }
+            }
             let mut raw_sha = [0u8; 32];
             let _ = hex::decode_to_slice(&m.sha256, &mut raw_sha);
             recs.push(Rec {
                 arch: u32::try_from(ai).expect("under 4G archives"),
                 idx: u32::try_from(mi).expect("under 4G records"),
                 folder: fi,
-                dest: folder_dest[fi],
+                dest,
                 st: St::Pending,
                 key: None,
                 raw_sha,
@@ -174,36 +224,10 @@ pub(super) fn records(archives: &[Archive], plan: &Plan, other_deliveries: bool)
             });
         }
     }
-    // One pass over the records (in archive order, as `recs` is) feeds every
-    // destination's ambiguity check, instead of one pass per destination.
-    let mut ambiguous: Vec<identity::AmbiguousIds> =
-        dests.iter().map(|_| Default::default()).collect();
-    let mut next = recs.iter().peekable();
-    for (ai, a) in archives.iter().enumerate() {
-        for (mi, m) in a.index.messages.iter().enumerate() {
-            let Some(r) = next.next_if(|r| r.arch as usize == ai && r.idx as usize == mi) else {
-                continue;
-            };
-            ambiguous[r.dest].add(m.message_id.as_deref(), &m.sha256);
-            if other_deliveries {
-                if let Some(id) = m.message_id.as_deref().and_then(identity::norm_message_id) {
-                    let sizes = dests[r.dest].sizes_by_id.entry(id).or_default();
-                    sizes.push(m.size);
-                    sizes.extend(m.source_size);
-                }
-            }
-        }
-    }
-    for (d, a) in dests.iter_mut().zip(ambiguous) {
+    for (d, a) in dests[slice.clone()].iter_mut().zip(ambiguous) {
         d.ambiguous = a.finish();
     }
-
-    Records {
-        dests,
-        folder_dest,
-        recs,
-        unplaced,
-    }
+    recs
 }
 
 /// Creates the parents, then each planned folder, and subscribes as the source had. A

@@ -1,6 +1,6 @@
 //! The report phase: per source folder, what became of each archived message.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::plan::Plan;
 use super::{Differing, Failure, FolderReport, ImportReport, Rec, St};
@@ -51,22 +51,22 @@ pub(super) fn report_unplaced(
     }
 }
 
-/// Fills `rep`'s folders and totals from the records. `dropped` counts keywords per
-/// (planned folder, keyword); `created` holds the planned folders created.
+/// The report of each planned folder of `in_pass` (with its index), from the pass's
+/// records. `dropped` counts keywords per (planned folder, keyword).
 pub(super) fn fill_report(
-    rep: &mut ImportReport,
     plan: &Plan,
+    in_pass: &[usize],
     recs: &[Rec],
     archives: &[Archive],
     dropped: &HashMap<(usize, String), u64>,
-    created: &HashSet<usize>,
-) {
-    for (fi, fp) in plan.folders.iter().enumerate() {
+) -> Vec<(usize, FolderReport)> {
+    let mut out = Vec::new();
+    for &fi in in_pass {
+        let fp = &plan.folders[fi];
         let mut fr = FolderReport {
             folder: fp.source.clone(),
             destination: fp.dest.clone(),
             placed_by: Some(fp.reason.clone()),
-            created: created.contains(&fi),
             renamed_levels: fp.renamed_levels.clone(),
             ..Default::default()
         };
@@ -118,14 +118,7 @@ pub(super) fn fill_report(
                 None => {}
             }
         }
-        rep.archived += fr.archived;
-        rep.already_there += fr.already_there;
-        rep.other_deliveries += fr.other_deliveries;
-        rep.appended += fr.appended;
-        rep.to_append += fr.to_append;
-        rep.verified += fr.verified;
-        rep.failed += fr.failed.len() as u64;
-        rep.differing += fr.differing.len() as u64;
-        rep.folders.push(fr);
+        out.push((fi, fr));
     }
+    out
 }

@@ -180,23 +180,25 @@ impl Sealer {
 }
 
 /// Verifies the folders handed over while the import still appends into others, on
-/// its own connection. A folder it cannot settle (no connection, an error) is left to
-/// the verification after the appends, which retries. With `connect_now` its
-/// connection logs in while the appends begin, not when the first folder is done
-/// (where its round trips would delay that folder's check).
+/// its own connection (`given`, one left from an earlier pass, or its own). A folder it
+/// cannot settle (no connection, an error) is left to the verification after the
+/// appends, which retries. With `connect_now` its connection logs in while the appends
+/// begin, not when the first folder is done (where its round trips would delay that
+/// folder's check).
 pub(super) async fn early_verify(
     mut rx: mpsc::UnboundedReceiver<(usize, Vec<VerifyItem>)>,
     opts: ImportOptions,
     folders: Arc<Vec<DestRef>>,
     connect_now: bool,
+    given: Option<ImapSession>,
 ) -> (VerifiedFolders, Option<ImapSession>) {
-    let mut login = connect_now.then(|| {
+    let mut login = (connect_now && given.is_none()).then(|| {
         let o = opts.clone();
         tokio::spawn(async move {
             ImapSession::connect_with_timeout(&o.dest, &o.creds, &o.tls, o.timeout).await
         })
     });
-    let mut s: Option<ImapSession> = None;
+    let mut s: Option<ImapSession> = given;
     let mut gave_up = false;
     let mut done = HashMap::new();
     while let Some((di, items)) = rx.recv().await {
@@ -504,17 +506,18 @@ pub(super) async fn verify_late(
     dests: &mut [DestState],
     archives: &[Archive],
     folders: &Arc<Vec<DestRef>>,
-    early: &VerifiedFolders,
+    to_check: Vec<usize>,
 ) -> Result<Vec<ImapSession>, ImportError> {
+    if to_check.is_empty() {
+        return Ok(sessions);
+    }
     if sessions.is_empty() {
         sessions = connect_many(opts, 1).await?;
     }
-    let to_check: Vec<usize> = (0..dests.len())
-        .filter(|&di| dests[di].broken.is_none() && !early.contains_key(&di))
-        .collect();
+    let checked_here: HashSet<usize> = to_check.iter().copied().collect();
     let mut per_dest: Vec<Vec<VerifyItem>> = vec![Vec::new(); dests.len()];
     for (gid, r) in recs.iter().enumerate() {
-        if matches!(r.st, St::There(_) | St::Appended(_)) && !early.contains_key(&r.dest) {
+        if matches!(r.st, St::There(_) | St::Appended(_)) && checked_here.contains(&r.dest) {
             let m = &archives[r.arch as usize].index.messages.get(r.idx as usize);
             per_dest[r.dest].push(verify_item(gid, r, m, opts.verify));
         }

@@ -303,6 +303,7 @@ fn import_chain(
         // Mail that reached both servers during the MX change is imported once.
         other_deliveries: true,
         timeout: crate::source::imap::session::DEFAULT_TIMEOUT,
+        messages_per_pass: import::MESSAGES_PER_PASS,
     };
     // The account's files must form one chain (full first, each delta on the one
     // before); anything else is refused here, before the destination is touched.
