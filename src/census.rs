@@ -106,6 +106,7 @@ async fn count(s: &mut ImapSession, folders: &mut [FolderCensus]) -> Result<(), 
         read_only: true,
         what,
         unselect: false,
+        uids: None,
     };
     let reqs: Vec<FolderRead> = open.iter().map(|&i| req(i, None)).collect();
     let mut full: Vec<(usize, u64)> = Vec::new();

@@ -222,6 +222,7 @@ async fn count_folders(
                 read_only: true,
                 what: None,
                 unselect: false,
+                uids: None,
             })
             .collect();
         // A failure here is met again, and handled, when the folder is read.
@@ -754,6 +755,7 @@ async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Ste
             read_only: true,
             what: Some(what),
             unselect: false,
+            uids: None,
         };
         match s.read_folders_as::<Listed>(&[req]).await {
             Ok(mut v) => {

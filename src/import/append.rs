@@ -605,7 +605,7 @@ async fn reconnect(
                 .filter_map(|(j, _)| j.key.message_id.clone())
                 .collect();
             match learn(&mut s, &jobs[0].0.mailbox, &amb, &Default::default(), false).await {
-                Ok((mut st, _)) => {
+                Ok((mut st, _, _)) => {
                     for (j, a) in jobs {
                         let mut k = (*j.key).clone();
                         k.by_bytes = true;

@@ -451,6 +451,8 @@ mod tests {
             other_deliveries: false,
             state: Census::new(held),
             permanent: None,
+            uidvalidity: None,
+            parts: None,
             broken: None,
         }
     }

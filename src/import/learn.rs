@@ -5,11 +5,15 @@ use std::collections::{HashMap, HashSet};
 
 use std::sync::Arc;
 
-use super::{DestRef, DestState, ImportError, ImportOptions};
+use super::{DestRef, DestState, ImportError, ImportOptions, PartsSeen};
 use crate::mail::identity;
 use crate::reconcile::{Census, Held};
 use crate::source::imap::session::{FetchWhat, FolderRead};
 use crate::source::imap::{parse_internaldate, FetchedMessage, ImapError, ImapSession};
+
+/// What one destination folder holds, the flags it keeps (`None`: any) and its
+/// UIDVALIDITY.
+pub(super) type Learned = (Census, Option<Vec<String>>, Option<u32>);
 
 /// Learns what one destination folder holds.
 pub(super) async fn learn(
@@ -18,7 +22,7 @@ pub(super) async fn learn(
     ambiguous: &HashSet<String>,
     sizes_by_id: &HashMap<String, Vec<u64>>,
     read_only: bool,
-) -> Result<(Census, Option<Vec<String>>), ImapError> {
+) -> Result<Learned, ImapError> {
     let st = if read_only {
         s.examine(raw).await?
     } else {
@@ -30,15 +34,16 @@ pub(super) async fn learn(
     }
     // An empty list means the server did not say: every flag is taken.
     let permanent = (!st.permanent_flags.is_empty()).then_some(st.permanent_flags);
-    Ok((state, permanent))
+    Ok((state, permanent, st.uidvalidity))
 }
 
-/// What verification needs of a folder (read-only): its messages, with or without
-/// each one's Message-ID, and its UIDVALIDITY.
+/// What verification needs of a folder (read-only): its messages (those with UIDs in
+/// `uids`, or all), less those an earlier part of the import took (`taken`, sorted),
+/// with or without each one's Message-ID, and its UIDVALIDITY.
 pub(super) async fn learn_for_verify(
     s: &mut ImapSession,
-    raw: &str,
-    ambiguous: &HashSet<String>,
+    folder: &DestRef,
+    uids: Option<(u32, u32)>,
     with_ids: bool,
 ) -> Result<(Census, Option<u32>), ImapError> {
     // EXAMINE and the census in one round trip.
@@ -48,10 +53,11 @@ pub(super) async fn learn_for_verify(
         FetchWhat::Meta
     };
     let req = FolderRead {
-        raw_name: raw.to_string(),
+        raw_name: folder.raw.clone(),
         read_only: true,
         what: Some(what),
         unselect: false,
+        uids,
     };
     let out = s
         .read_folders_as::<Held>(&[req])
@@ -59,13 +65,47 @@ pub(super) async fn learn_for_verify(
         .pop()
         .expect("one folder read");
     let st = out.status?;
-    let mut state = census_of(out.messages?);
+    let mut msgs = out.messages?;
+    if !folder.taken.is_empty() {
+        msgs.retain(|m| folder.taken.binary_search(&m.uid).is_err());
+    }
+    let mut state = census_of(msgs);
     if with_ids {
-        let need = state.need_bytes(ambiguous, &HashMap::new());
+        let need = state.need_bytes(&folder.ambiguous, &HashMap::new());
         s.fetch_bodies(&need, |uid, b| state.set_bytes(uid, b))
             .await?;
     }
     Ok((state, st.uidvalidity))
+}
+
+/// For a folder imported in parts: the first part notes the folder's UIDVALIDITY and
+/// highest UID; a later part keeps of its census only the messages that were there
+/// then and that no earlier part matched or verified. So a server copy stands for one
+/// archived message across the parts, as in one pass (what came later is this import's
+/// own appends, each checked by the part that sent it).
+pub(super) fn census_for_part(d: &mut DestState) {
+    let Some(p) = &mut d.parts else {
+        d.parts = Some(PartsSeen {
+            uidvalidity: d.uidvalidity,
+            max_uid: d.state.msgs.iter().map(|m| m.uid).max().unwrap_or(0),
+            taken: Vec::new(),
+        });
+        return;
+    };
+    if p.uidvalidity != d.uidvalidity {
+        d.broken = Some(format!(
+            "its UIDVALIDITY changed while it was imported in parts ({:?}, then {:?}): import again",
+            p.uidvalidity, d.uidvalidity
+        ));
+        return;
+    }
+    p.taken.sort_unstable();
+    let msgs = std::mem::take(&mut d.state)
+        .msgs
+        .into_iter()
+        .filter(|m| m.uid <= p.max_uid && p.taken.binary_search(&m.uid).is_err())
+        .collect();
+    d.state = census_of(msgs);
 }
 
 /// The messages of the open folder (`exists` of them). `with_ids` reads each one's
@@ -132,12 +172,13 @@ async fn learn_pipelined(
     to_learn: &[usize],
     folders: &[DestRef],
     read_only: bool,
-) -> Result<Vec<(usize, Result<(Census, Option<Vec<String>>), ImapError>)>, ImapError> {
+) -> Result<Vec<(usize, Result<Learned, ImapError>)>, ImapError> {
     let req = |di: usize, what| FolderRead {
         raw_name: folders[di].raw.clone(),
         read_only,
         what,
         unselect: !read_only,
+        uids: None,
     };
     let all: Vec<FolderRead> = to_learn.iter().map(|&di| req(di, None)).collect();
     let opened = s.read_folders_as::<Held>(&all).await?;
@@ -166,7 +207,7 @@ async fn learn_pipelined(
                 let census = census_of(msgs);
                 if census.need_bytes(&f.ambiguous, &f.sizes_by_id).is_empty() {
                     let permanent = (!st.permanent_flags.is_empty()).then_some(st.permanent_flags);
-                    Ok((census, permanent))
+                    Ok((census, permanent, st.uidvalidity))
                 } else {
                     learn(s, &f.raw, &f.ambiguous, &f.sizes_by_id, read_only).await
                 }
@@ -249,10 +290,7 @@ async fn learn_one_by_one(
     sessions: Vec<ImapSession>,
     to_learn: Vec<usize>,
     folders: &Arc<Vec<DestRef>>,
-) -> (
-    Vec<ImapSession>,
-    Vec<(usize, Result<(Census, Option<Vec<String>>), ImapError>)>,
-) {
+) -> (Vec<ImapSession>, Vec<(usize, Result<Learned, ImapError>)>) {
     let dry = opts.dry_run;
     let fs = folders.clone();
     over_folders(opts, sessions, to_learn, move |mut s, di| {
@@ -301,9 +339,10 @@ pub(super) async fn learn_all(
     };
     for (di, r) in learned {
         match r {
-            Ok((state, perm)) => {
+            Ok((state, perm, uidvalidity)) => {
                 dests[di].state = state;
                 dests[di].permanent = perm;
+                dests[di].uidvalidity = uidvalidity;
             }
             Err(e) if e.is_connection_lost() => {
                 return Err(ImportError::Learn {

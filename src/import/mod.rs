@@ -39,11 +39,11 @@ use crate::source::imap::{ImapError, ImapSession};
 use crate::source::net::{Credentials, Endpoint, TlsOptions};
 use append::{apply_outcomes, start_workers, AppendUid, Workers, QUEUE_BUDGET_KIB};
 use decide::{read_and_decide, Decided, Reader};
-use learn::learn_all;
+use learn::{census_for_part, learn_all};
 use plan::{Plan, PlanOptions, Reason};
 use prepare::{
     chain_folders, connect_many, dest_layout, dest_states, make_folders, messages_per_dest,
-    open_sessions, records, Dests,
+    open_sessions, passes, records, Dests, Pass,
 };
 use report::{fill_report, report_unplaced};
 use verify::{
@@ -174,6 +174,28 @@ pub struct FolderReport {
     pub sent_as_crlf: u64,
 }
 
+impl FolderReport {
+    /// Adds the report of another part of the same folder.
+    fn absorb(&mut self, o: FolderReport) {
+        self.archived += o.archived;
+        self.already_there += o.already_there;
+        self.other_deliveries += o.other_deliveries;
+        self.appended += o.appended;
+        self.to_append += o.to_append;
+        self.verified += o.verified;
+        self.failed.extend(o.failed);
+        self.differing.extend(o.differing);
+        for (k, n) in o.dropped_keywords {
+            match self.dropped_keywords.iter_mut().find(|(x, _)| *x == k) {
+                Some((_, m)) => *m += n,
+                None => self.dropped_keywords.push((k, n)),
+            }
+        }
+        self.dropped_keywords.sort();
+        self.sent_as_crlf += o.sent_as_crlf;
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct ImportReport {
     pub destination: String,
@@ -291,6 +313,8 @@ struct DestRef {
     ambiguous: HashSet<String>,
     /// See [`DestState::sizes_by_id`].
     sizes_by_id: std::collections::HashMap<String, Vec<u64>>,
+    /// See [`PartsSeen::taken`] (sorted; empty unless the folder is imported in parts).
+    taken: Vec<u32>,
 }
 
 /// A destination folder (several source folders may land in one).
@@ -305,7 +329,20 @@ struct DestState {
     other_deliveries: bool,
     state: Census,
     permanent: Option<Vec<String>>,
+    /// As the census was learned.
+    uidvalidity: Option<u32>,
+    /// A folder imported in parts: what the parts share (see `learn::census_for_part`).
+    parts: Option<PartsSeen>,
     broken: Option<String>,
+}
+
+/// What the parts of one destination folder's import share.
+struct PartsSeen {
+    /// UIDVALIDITY and the highest UID when the first part learned the folder.
+    uidvalidity: Option<u32>,
+    max_uid: u32,
+    /// UIDs of the server messages earlier parts found there already or verified.
+    taken: Vec<u32>,
 }
 
 /// Imports `chain` (root first) into the destination. `progress` counts message bytes
@@ -366,7 +403,7 @@ pub async fn import(
     .await?;
     rep.seconds.prepare = started.elapsed().as_secs_f64();
 
-    let passes = crate::census::pipelines(&counts, opts.messages_per_pass.max(1) as u64);
+    let passes = passes(&counts, opts.messages_per_pass.max(1) as u64);
     rep.passes = passes.len() as u64;
     let ctx = Ctx {
         opts,
@@ -377,9 +414,12 @@ pub async fn import(
         progress,
     };
     let mut done = Done::default();
-    for slice in passes {
-        let expected = counts[slice.clone()].iter().sum();
-        sessions = run_pass(&ctx, sessions, &mut dests, slice, expected, &mut done).await?;
+    for pass in passes {
+        let expected = match &pass.part {
+            Some(p) => p.end - p.start,
+            None => counts[pass.dests.clone()].iter().sum(),
+        };
+        sessions = run_pass(&ctx, sessions, &mut dests, pass, expected, &mut done).await?;
     }
     progress.finish();
 
@@ -389,8 +429,16 @@ pub async fn import(
     rep.seconds.learn = done.seconds.learn;
     rep.seconds.append = done.seconds.append;
     rep.seconds.verify = done.seconds.verify;
+    // A folder imported in parts has a report from each, in archive order.
     done.folders.sort_by_key(|(fi, _)| *fi);
-    for (fi, mut fr) in done.folders {
+    let mut merged: Vec<(usize, FolderReport)> = Vec::new();
+    for (fi, fr) in done.folders {
+        match merged.last_mut() {
+            Some((last, into)) if *last == fi => into.absorb(fr),
+            _ => merged.push((fi, fr)),
+        }
+    }
+    for (fi, mut fr) in merged {
         fr.created = created.contains(&fi);
         rep.add_folder(fr);
     }
@@ -432,17 +480,18 @@ impl Done {
     }
 }
 
-/// One pass: the destination folders of `slice` (`expected` archived messages) learned,
-/// their messages decided and appended while the archive streams, then verified; what
-/// they held is dropped before the next pass.
+/// One pass: the destination folders of `pass` (or its part of one; `expected` archived
+/// messages) learned, their messages decided and appended while the archive streams,
+/// then verified; what they held is dropped before the next pass.
 async fn run_pass(
     ctx: &Ctx<'_>,
     mut sessions: Vec<ImapSession>,
     dests: &mut Vec<DestState>,
-    slice: std::ops::Range<usize>,
+    pass: Pass,
     expected: u64,
     done: &mut Done,
 ) -> Result<Vec<ImapSession>, ImportError> {
+    let slice = pass.dests.clone();
     let Ctx {
         opts,
         archives,
@@ -452,7 +501,7 @@ async fn run_pass(
         progress,
     } = *ctx;
     let phase = std::time::Instant::now();
-    let recs = records(archives, plan, folder_dest, dests, &slice, expected);
+    let recs = records(archives, plan, folder_dest, dests, &pass, expected);
     // What each destination folder of the pass already holds.
     let to_learn: Vec<usize> = slice
         .clone()
@@ -473,10 +522,30 @@ async fn run_pass(
                 raw: d.raw.clone(),
                 ambiguous: d.ambiguous.clone(),
                 sizes_by_id: d.sizes_by_id.clone(),
+                taken: Vec::new(),
             })
             .collect(),
     );
     sessions = learn_all(opts, sessions, dests, to_learn, &folders).await?;
+    let split = pass.split_dest();
+    if let Some(di) = split.filter(|&di| dests[di].broken.is_none()) {
+        census_for_part(&mut dests[di]);
+    }
+    // Verification keeps off what earlier parts took.
+    let folders: Arc<Vec<DestRef>> = Arc::new(
+        folders
+            .iter()
+            .zip(dests.iter())
+            .map(|(f, d)| DestRef {
+                taken: d
+                    .parts
+                    .as_ref()
+                    .map(|p| p.taken.clone())
+                    .unwrap_or_default(),
+                ..f.clone()
+            })
+            .collect(),
+    );
     done.seconds.learn += phase.elapsed().as_secs_f64();
 
     let phase = std::time::Instant::now();
@@ -552,8 +621,15 @@ async fn run_pass(
         }
     }
     sessions.extend(early_session);
-    for (gid, res) in early.values().flatten() {
+    for (gid, res) in early.values().flat_map(|f| &f.results) {
         recs[*gid].verified = Some(res.clone());
+    }
+    if let Some(p) = split.and_then(|di| dests[di].parts.as_mut()) {
+        p.taken.extend(early.values().flat_map(|f| &f.uids));
+        p.taken.extend(recs.iter().filter_map(|r| match r.st {
+            St::There(uid) => Some(uid),
+            _ => None,
+        }));
     }
     for (ai, e, lost) in damaged {
         done.damaged.entry(ai).or_insert((e, 0)).1 += lost;

@@ -120,6 +120,8 @@ pub(super) fn dest_states(plan: &Plan, other_deliveries: bool) -> Dests {
                     other_deliveries,
                     state: Census::default(),
                     permanent: None,
+                    uidvalidity: None,
+                    parts: None,
                     broken: None,
                 });
                 dests.len() - 1
@@ -168,7 +170,49 @@ pub(super) fn messages_per_dest(
     (counts, unplaced)
 }
 
-/// A record per archived message going into the destination folders of `slice`, in
+/// One pass of the import: a run of whole destination folders, or one part of a folder
+/// holding more than a pass may (its records numbered `part` among the folder's, in
+/// chain order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Pass {
+    pub(super) dests: Range<usize>,
+    pub(super) part: Option<Range<u64>>,
+}
+
+impl Pass {
+    /// The folder this pass works on a part of.
+    pub(super) fn split_dest(&self) -> Option<usize> {
+        self.part.as_ref().map(|_| self.dests.start)
+    }
+}
+
+/// The passes over destination folders holding `counts` archived messages: runs of at
+/// most `cap` (`census::pipelines`), a folder over it cut into parts of `cap`.
+pub(super) fn passes(counts: &[u64], cap: u64) -> Vec<Pass> {
+    let mut out = Vec::new();
+    for run in crate::census::pipelines(counts, cap) {
+        let n: u64 = counts[run.clone()].iter().sum();
+        if n <= cap {
+            out.push(Pass {
+                dests: run,
+                part: None,
+            });
+            continue;
+        }
+        let mut lo = 0;
+        while lo < n {
+            let hi = (lo + cap).min(n);
+            out.push(Pass {
+                dests: run.clone(),
+                part: Some(lo..hi),
+            });
+            lo = hi;
+        }
+    }
+    out
+}
+
+/// A record per archived message of `pass` (its destination folders, or its part), in
 /// chain order (archive, then record: [`gid_of`] finds one by binary search, where a
 /// map of a million `MemberRef`s cost ~40 MB); sets those folders' ambiguous
 /// Message-IDs (and, with `--other-deliveries`, archived sizes by Message-ID) in the
@@ -178,9 +222,13 @@ pub(super) fn records(
     plan: &Plan,
     folder_dest: &[usize],
     dests: &mut [DestState],
-    slice: &Range<usize>,
+    pass: &Pass,
     expected: u64,
 ) -> Vec<Rec> {
+    let slice = &pass.dests;
+    // A part's records are numbered among its folder's (a part is of one folder); the
+    // ambiguity of Message-IDs is the whole folder's.
+    let mut ordinal = 0u64;
     let folder_ix = folder_index(plan);
     // Sized once: grown by doubling, the records' Vec was up to twice their size.
     let mut recs: Vec<Rec> = Vec::with_capacity(expected as usize);
@@ -203,6 +251,14 @@ pub(super) fn records(
                     sizes.push(m.size);
                     sizes.extend(m.source_size);
                 }
+            }
+            ordinal += 1;
+            if pass
+                .part
+                .as_ref()
+                .is_some_and(|p| !p.contains(&(ordinal - 1)))
+            {
+                continue;
             }
             let mut raw_sha = [0u8; 32];
             let _ = hex::decode_to_slice(&m.sha256, &mut raw_sha);
@@ -316,4 +372,48 @@ pub(super) async fn make_folders(
     }
 
     Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{passes, Pass};
+
+    fn whole(r: std::ops::Range<usize>) -> Pass {
+        Pass {
+            dests: r,
+            part: None,
+        }
+    }
+
+    #[test]
+    fn passes_run_whole_folders_up_to_the_cap_and_cut_a_bigger_one_into_parts() {
+        assert!(passes(&[], 10).is_empty());
+        assert_eq!(passes(&[3, 4, 3], 10), vec![whole(0..3)]);
+        let part = |r| Pass {
+            dests: 1..2,
+            part: Some(r),
+        };
+        assert_eq!(
+            passes(&[4, 25, 10, 0], 10),
+            vec![
+                whole(0..1),
+                part(0..10),
+                part(10..20),
+                part(20..25),
+                whole(2..4)
+            ]
+        );
+        // Every archived message is in exactly one pass.
+        for cap in 1..12 {
+            let counts = [7, 0, 23, 1, 1, 11];
+            let n: u64 = passes(&counts, cap)
+                .iter()
+                .map(|p| match &p.part {
+                    Some(r) => r.end - r.start,
+                    None => counts[p.dests.clone()].iter().sum(),
+                })
+                .sum();
+            assert_eq!(n, counts.iter().sum::<u64>(), "cap {cap}");
+        }
+    }
 }

@@ -204,7 +204,7 @@ pub(super) async fn early_verify(
     while let Some((di, items)) = rx.recv().await {
         if items.is_empty() {
             // Nothing arrived there to check: no reason to open a connection.
-            done.insert(di, Vec::new());
+            done.insert(di, FolderChecked::default());
             continue;
         }
         if s.is_none() && !gave_up {
@@ -228,7 +228,7 @@ pub(super) async fn early_verify(
         let Some(sess) = s.as_mut() else {
             continue;
         };
-        match verify_folder(sess, &folders[di].raw, &folders[di].ambiguous, &items).await {
+        match verify_folder(sess, &folders[di], &items).await {
             Ok(v) => {
                 done.insert(di, v);
             }
@@ -243,8 +243,16 @@ pub(super) async fn early_verify(
     (done, s)
 }
 
-/// Per destination folder verified early: each record's result.
-pub(super) type VerifiedFolders = HashMap<usize, Vec<(usize, Checked)>>;
+/// Per destination folder verified early: what was found.
+pub(super) type VerifiedFolders = HashMap<usize, FolderChecked>;
+
+/// One destination folder's check: each record's result, and the UIDs of the server
+/// messages that stood for them (an import in parts keeps later parts off them).
+#[derive(Debug, Default)]
+pub(super) struct FolderChecked {
+    pub(super) results: Vec<(usize, Checked)>,
+    pub(super) uids: Vec<u32>,
+}
 
 /// A record's verification: present, with notes on metadata that differs on a message
 /// that was already there (nothing to fix; not a failure), or why it failed.
@@ -284,34 +292,42 @@ pub(super) struct VerifyItem {
 /// Checks each archived message of one destination folder against what it holds now.
 pub(super) async fn verify_folder(
     s: &mut ImapSession,
-    raw: &str,
-    ambiguous: &HashSet<String>,
+    folder: &DestRef,
     items: &[VerifyItem],
-) -> Result<Vec<(usize, Checked)>, ImapError> {
+) -> Result<FolderChecked, ImapError> {
     // When the server named every message's UID (APPENDUID, or learned before), the
     // folder's metadata is enough and the server reads no message file; reading each
-    // one's Message-ID was most of the check's time. A UID that is not there sends the
-    // check round again, matching by Message-ID and size.
-    if items.iter().all(|i| i.uid.is_some()) {
-        if let Some(done) = verify_folder_by(s, raw, ambiguous, items, false).await? {
+    // one's Message-ID was most of the check's time. Only the UIDs between the least
+    // and the greatest named are read (a folder far larger than what was imported, or
+    // a part of one). A UID that is not there sends the check round again, matching by
+    // Message-ID and size over the whole folder.
+    let named: Option<Vec<u32>> = items.iter().map(|i| i.uid).collect();
+    if let Some(uids) = named.filter(|u| !u.is_empty()) {
+        let range = (
+            *uids.iter().min().expect("not empty"),
+            *uids.iter().max().expect("not empty"),
+        );
+        if let Some(done) = verify_folder_by(s, folder, items, Some(range)).await? {
             return Ok(done);
         }
     }
-    Ok(verify_folder_by(s, raw, ambiguous, items, true)
+    Ok(verify_folder_by(s, folder, items, None)
         .await?
         .expect("matching by Message-ID always decides"))
 }
 
-/// One round of [`verify_folder`]; `None` when, without Message-IDs (`with_ids`
-/// false), a message was not at its UID.
+/// One round of [`verify_folder`]: with `uids`, matching by UID alone within that
+/// range, `None` when a message was not at its UID; without, by UID and Message-ID
+/// over the whole folder.
 async fn verify_folder_by(
     s: &mut ImapSession,
-    raw: &str,
-    ambiguous: &HashSet<String>,
+    folder: &DestRef,
     items: &[VerifyItem],
-    with_ids: bool,
-) -> Result<Option<Vec<(usize, Checked)>>, ImapError> {
-    let (mut state, uidvalidity) = learn_for_verify(s, raw, ambiguous, with_ids).await?;
+    uids: Option<(u32, u32)>,
+) -> Result<Option<FolderChecked>, ImapError> {
+    let with_ids = uids.is_none();
+    let (mut state, uidvalidity) = learn_for_verify(s, folder, uids, with_ids).await?;
+    let mut found_uids = Vec::new();
     let mut out = Vec::new();
     let mut body_check: HashMap<u32, &VerifyItem> = HashMap::new();
     let mut head_check: HashMap<u32, &VerifyItem> = HashMap::new();
@@ -357,6 +373,7 @@ async fn verify_folder_by(
             out.push((it.gid, Err(why)));
             continue;
         };
+        found_uids.push(e.uid);
         let Metadata { problems, notes } = compare_metadata(it, &e);
         if !problems.is_empty() {
             out.push((it.gid, Err(problems.join("; "))));
@@ -422,7 +439,10 @@ async fn verify_folder_by(
             }
         }
     }
-    Ok(Some(out))
+    Ok(Some(FolderChecked {
+        results: out,
+        uids: found_uids,
+    }))
 }
 
 /// How a server copy's metadata compares with the archived message: `problems` fail
@@ -541,7 +561,7 @@ pub(super) async fn verify_late(
             let inp = inp.clone();
             async move {
                 let c = &inp[di];
-                let r = verify_folder(&mut s, &c.folder.raw, &c.folder.ambiguous, &c.items).await;
+                let r = verify_folder(&mut s, &c.folder, &c.items).await;
                 (s, r)
             }
         },
@@ -551,8 +571,11 @@ pub(super) async fn verify_late(
     for (di, r) in checked {
         match r {
             Ok(v) => {
-                for (gid, res) in v {
+                for (gid, res) in v.results {
                     recs[gid].verified = Some(res);
+                }
+                if let Some(p) = &mut dests[di].parts {
+                    p.taken.extend(v.uids);
                 }
             }
             Err(e) => {

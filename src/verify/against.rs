@@ -504,6 +504,7 @@ fn examine_only(raw_name: &str) -> FolderRead {
         read_only: true,
         what: None,
         unselect: false,
+        uids: None,
     }
 }
 

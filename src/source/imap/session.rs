@@ -242,6 +242,8 @@ pub struct FolderRead {
     pub what: Option<FetchWhat>,
     /// Leave the folder afterwards (UNSELECT, when the server has it).
     pub unselect: bool,
+    /// Read only the messages whose UIDs lie in this range (`UID FETCH a:b`), not all.
+    pub uids: Option<(u32, u32)>,
 }
 
 /// What [`ImapSession::read_folders`] found in one folder.
@@ -1193,8 +1195,12 @@ impl ImapSession {
             let verb = if r.read_only { "EXAMINE" } else { "SELECT" };
             let mut cmds = vec![(self.open_command(verb, &r.raw_name), Step::Open)];
             if let Some(what) = r.what {
+                let set = match r.uids {
+                    Some((a, b)) => format!("{a}:{b}"),
+                    None => "1:*".into(),
+                };
                 cmds.push((
-                    format!("UID FETCH 1:* {}", what.items(condstore)),
+                    format!("UID FETCH {set} {}", what.items(condstore)),
                     Step::Fetch,
                 ));
             }
