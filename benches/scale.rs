@@ -15,7 +15,8 @@
 //! 15 minutes at 225,000 messages); `MAILARK_BENCH_BIN` measures another build and
 //! `MAILARK_BENCH_WRAP` runs each command under a wrapper (e.g. valgrind's massif).
 //! `MAILARK_BENCH_SCALE_ONLY=export` stops after the export row (to profile or compare
-//! export alone).
+//! export alone); `MAILARK_BENCH_SCALE_ONLY=import` runs export, the two imports and
+//! `verify --against` the destination only.
 
 mod common;
 #[path = "../tests/support/mod.rs"]
@@ -247,12 +248,15 @@ fn main() {
         return;
     }
     let a = ar.to_str().unwrap();
-    run("ls", mailark(&["ls", a]), true);
-    run("ls --json", mailark(&["ls", a, "--json"]), true);
-    run("verify", mailark(&["verify", a]), false);
-    let mut c = mailark(&["verify", a, "--against", &d.imaps_url("src")]);
-    login(&mut c, "src");
-    run("verify --against source", c, false);
+    let import_only = std::env::var("MAILARK_BENCH_SCALE_ONLY").as_deref() == Ok("import");
+    if !import_only {
+        run("ls", mailark(&["ls", a]), true);
+        run("ls --json", mailark(&["ls", a, "--json"]), true);
+        run("verify", mailark(&["verify", a]), false);
+        let mut c = mailark(&["verify", a, "--against", &d.imaps_url("src")]);
+        login(&mut c, "src");
+        run("verify --against source", c, false);
+    }
     let mut c = mailark(&["import", a, "--to", &d.imaps_url("dst")]);
     login(&mut c, "dst");
     run("import into an empty account", c, false);
@@ -264,6 +268,11 @@ fn main() {
     let mut c = mailark(&["verify", a, "--against", &d.imaps_url("dst")]);
     login(&mut c, "dst");
     run("verify --against destination", c, false);
+    if import_only {
+        eprintln!("scale: MAILARK_BENCH_SCALE_ONLY=import: the other commands not run");
+        print_rows(n, bytes, &ar, &rows);
+        return;
+    }
     let out = s.join("extracted");
     run(
         "extract --to maildir:",

@@ -256,6 +256,19 @@ pub(super) struct Decided {
     pub(super) damaged: Vec<(usize, String, u64)>,
 }
 
+/// Why the archive stream stopped before its end.
+enum Halt {
+    Read(ReadError),
+    /// Every record of the pass was met.
+    AllMet,
+}
+
+impl From<ReadError> for Halt {
+    fn from(e: ReadError) -> Halt {
+        Halt::Read(e)
+    }
+}
+
 /// Streams the archives one message at a time (blocking: run on a blocking thread),
 /// decides each, and queues the ones to append.
 pub(super) fn read_and_decide(r: Reader) -> Decided {
@@ -278,14 +291,23 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
     // The record the previous member decided: counted when the next one comes
     // (or the archive ends), so every way a decision returns is counted once.
     let mut deciding: Option<usize> = None;
+    // Records not met yet: once none is left, the rest of the chain is not read (a pass
+    // over the first folders, or a part of one, ends where its last message is).
+    let mut left = recs.len();
     for (ai, a) in archives.iter().enumerate() {
-        let r = a.stream(|member| -> Result<(), ReadError> {
+        if left == 0 {
+            break;
+        }
+        let r = a.stream(|member| -> Result<(), Halt> {
             if let Some(g) = deciding.take() {
                 if sealer.decided(g, &recs, &archives, verify_mode) {
                     // Every record of the folder is decided: its census served only that
                     // (verification reads the folder again).
                     dests[recs[g].dest].state = Default::default();
                 }
+            }
+            if left == 0 {
+                return Err(Halt::AllMet);
             }
             let Member::Message { record, mut body } = member else {
                 return Ok(());
@@ -303,6 +325,7 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
             let Ok(payload) = read_payload(m, &mut body, d, dry) else {
                 return Ok(());
             };
+            left -= 1;
             let rec = &mut recs[gid];
             deciding = Some(gid);
             progress.set_message(plan_names[rec.folder].clone());
@@ -389,7 +412,7 @@ pub(super) fn read_and_decide(r: Reader) -> Decided {
                 dests[recs[g].dest].state = Default::default();
             }
         }
-        if let Err(e) = r {
+        if let Err(Halt::Read(e)) = r {
             // What the damage keeps out of reach fails, each message named; the other
             // archives and what was read before it go on.
             let why = format!("could not be read from the archive: {e}");
