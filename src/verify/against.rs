@@ -16,6 +16,7 @@
 //! is known to produce (NUL, 8-bit header bytes, line ends: a warning).
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -292,7 +293,11 @@ pub async fn verify_against(
             .collect();
         let ids: Vec<usize> = group.iter().map(|g| g.0).collect();
         if ids.iter().any(|&i| !folders[i].members.is_empty()) {
-            key_folders(archives, &mut folders, &ids);
+            let whole: Vec<(usize, Range<usize>)> = ids
+                .iter()
+                .map(|&i| (i, 0..folders[i].members.len()))
+                .collect();
+            key_folders(archives, &mut folders, &whole);
         }
         let reqs: Vec<FolderRead> = group
             .iter()
@@ -376,25 +381,64 @@ pub async fn verify_against(
 /// than this is keyed alone): fewer passes against less memory, ~200 bytes a key.
 const KEYS_PER_PASS: usize = 100_000;
 
-/// Makes the keys of the folders `group`: one pass over each archive.
-fn key_folders<'a>(archives: &'a [Archive], folders: &mut [ArchFolder<'a>], group: &[usize]) {
-    let names: HashSet<&str> = group.iter().map(|&i| folders[i].name.as_str()).collect();
-    let mut keys: Vec<HashMap<usize, MsgKey>> =
-        archives.iter().map(|a| keys_of(a, &names)).collect();
-    for &i in group {
-        let f = &mut folders[i];
-        f.recs = f
-            .members
+/// Makes the keys of the members `range` of each folder of `group`: one pass over each
+/// archive, each key put straight in its place (a map of them beside the folder's keys
+/// held both at once).
+fn key_folders<'a>(
+    archives: &'a [Archive],
+    folders: &mut [ArchFolder<'a>],
+    group: &[(usize, Range<usize>)],
+) {
+    let names: HashMap<&str, usize> = group
+        .iter()
+        .enumerate()
+        .map(|(gi, (i, _))| (folders[*i].name.as_str(), gi))
+        .collect();
+    let mut keys: Vec<Vec<Option<MsgKey>>> =
+        group.iter().map(|(_, r)| vec![None; r.len()]).collect();
+    for (ai, a) in archives.iter().enumerate() {
+        let ambiguous = ambiguous_by_folder(a, &names.keys().copied().collect());
+        let none = HashSet::new();
+        let _ = a.stream(|member| -> Result<(), crate::archive::ReadError> {
+            let crate::archive::reader::Member::Message { record, mut body } = member else {
+                return Ok(());
+            };
+            let m = &a.record(record);
+            let mut sha = [0u8; 32];
+            let Some(&gi) = names.get(m.folder.as_str()) else {
+                return Ok(());
+            };
+            let (i, range) = &group[gi];
+            let Ok(pos) = folders[*i].members[range.clone()]
+                .binary_search(&(ai as u32, record as u32))
+            else {
+                return Ok(());
+            };
+            if hex::decode_to_slice(&m.sha256, &mut sha).is_err() {
+                return Ok(());
+            }
+            let amb = ambiguous.get(m.folder.as_str()).unwrap_or(&none);
+            let date = m
+                .internaldate
+                .as_deref()
+                .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
+                .map(|d| d.timestamp());
+            // A message that cannot be read is keyed from the index below.
+            keys[gi][pos] = key_of_body(&mut body, m.size, sha, amb, date).ok();
+            Ok(())
+        });
+    }
+    for ((i, range), keys) in group.iter().zip(keys) {
+        let f = &mut folders[*i];
+        f.recs = f.members[range.clone()]
             .iter()
-            .map(|&(ai, idx)| {
+            .zip(keys)
+            .map(|(&(ai, idx), key)| {
                 let (a, idx) = (&archives[ai as usize], idx as usize);
-                let key = keys[ai as usize]
-                    .remove(&idx)
-                    .unwrap_or_else(|| key_from_index(&a.record(idx)));
                 Rec {
                     archive: a,
                     idx,
-                    key,
+                    key: key.unwrap_or_else(|| key_from_index(&a.record(idx))),
                 }
             })
             .collect();
@@ -413,37 +457,6 @@ fn ambiguous_by_folder(a: &Archive, names: &HashSet<&str>) -> HashMap<String, Ha
         }
     }
     by.into_iter().map(|(f, a)| (f, a.finish())).collect()
-}
-
-/// Record index → the message's identity key, from its bytes (one pass over the
-/// archive), for the records of the folders `names`.
-fn keys_of(a: &Archive, names: &HashSet<&str>) -> HashMap<usize, MsgKey> {
-    let ambiguous = ambiguous_by_folder(a, names);
-    let none = HashSet::new();
-    let mut out = HashMap::new();
-    let _ = a.stream(|member| -> Result<(), crate::archive::ReadError> {
-        if let crate::archive::reader::Member::Message { record, mut body } = member {
-            let m = &a.record(record);
-            let mut sha = [0u8; 32];
-            if !names.contains(m.folder.as_str())
-                || hex::decode_to_slice(&m.sha256, &mut sha).is_err()
-            {
-                return Ok(());
-            }
-            let amb = ambiguous.get(m.folder.as_str()).unwrap_or(&none);
-            let date = m
-                .internaldate
-                .as_deref()
-                .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
-                .map(|d| d.timestamp());
-            // A message that cannot be read is keyed from the index below.
-            if let Ok(key) = key_of_body(&mut body, m.size, sha, amb, date) {
-                out.insert(record, key);
-            }
-        }
-        Ok(())
-    });
-    out
 }
 
 /// The key of a message streamed out of the archive: in memory when small, else
