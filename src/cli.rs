@@ -461,6 +461,11 @@ struct VerifyArgs {
     /// With --against: leave out folders matching this glob (repeatable).
     #[arg(long, value_name = "GLOB", requires = "against")]
     exclude: Vec<String>,
+    /// With --against: compare folders holding at most N archived messages at a time (a
+    /// bigger folder in parts of N, except with --full), each run one pass over the
+    /// archives: bounds memory on large accounts.
+    #[arg(long, value_name = "N", requires = "against", default_value_t = verify::against::KEYS_PER_PASS)]
+    messages_per_pass: usize,
     /// Check each archive's signature A.sig against these public keys: an
     /// allowed_signers file or SSH public key lines. A missing or bad signature is an error.
     #[arg(long, value_name = "PUBKEY_OR_ALLOWED_SIGNERS")]
@@ -1025,6 +1030,7 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
         let chain = open_chain(&a.archives, Completeness::Whole, &a.ids)?;
         let opts = verify::against::AgainstOptions {
             full: a.full,
+            keys_per_pass: a.messages_per_pass.max(1),
             filter: FolderFilter::new(&a.folders, &a.exclude)?,
             timeout: a
                 .net

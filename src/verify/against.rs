@@ -41,6 +41,8 @@ pub struct AgainstOptions {
     pub batch_bytes: u64,
     /// `--folder`/`--exclude`: folders compared, by archive name and by server name.
     pub filter: crate::export::FolderFilter,
+    /// Most archived messages keyed at once (`--messages-per-pass`, see [`KEYS_PER_PASS`]).
+    pub keys_per_pass: usize,
 }
 
 impl Default for AgainstOptions {
@@ -50,6 +52,7 @@ impl Default for AgainstOptions {
             timeout: crate::source::imap::session::DEFAULT_TIMEOUT,
             batch_bytes: 16 << 20,
             filter: Default::default(),
+            keys_per_pass: KEYS_PER_PASS,
         }
     }
 }
@@ -286,11 +289,49 @@ pub async fn verify_against(
         .iter()
         .map(|(i, p)| p.as_ref().map_or(0, |_| folders[*i].members.len() as u64))
         .collect();
-    for run in crate::census::pipelines(&counts, KEYS_PER_PASS as u64) {
+    let cap = opts.keys_per_pass.max(1);
+    for run in crate::census::pipelines(&counts, cap as u64) {
         let group: Vec<(usize, &MailboxInfo)> = pairs[run.clone()]
             .iter()
             .filter_map(|(i, p)| p.as_ref().map(|m| (*i, m)))
             .collect();
+        // A folder over the cap (it runs alone) is compared in parts of the cap: each
+        // part's keys against the folder less what earlier parts paired, the server
+        // messages nothing paired reported by the last. Not with --full, whose
+        // downloads would then be repeated for every part.
+        if let [(i, m)] = group[..] {
+            let n = folders[i].members.len();
+            if n > cap && !opts.full {
+                progress.set_message(folders[i].name.clone());
+                let mut taken: Vec<u32> = Vec::new();
+                for lo in (0..n).step_by(cap) {
+                    let hi = (lo + cap).min(n);
+                    key_folders(archives, &mut folders, &[(i, lo..hi)]);
+                    let req = FolderRead {
+                        what: Some(FetchWhat::MetaMessageId),
+                        ..examine_only(&m.raw_name)
+                    };
+                    let mut opened = s.read_folders_as::<Held>(&[req]).await?.remove(0);
+                    if let Ok(msgs) = &mut opened.messages {
+                        msgs.retain(|h| taken.binary_search(&h.uid).is_err());
+                    }
+                    let f = &folders[i];
+                    let (st, census) =
+                        census(&mut s, m, opened, &f.recs, opts, progress, &mut sum).await?;
+                    let part = Part {
+                        first: lo == 0,
+                        last: hi == n,
+                    };
+                    let paired =
+                        compare_folder(f, m, st, census, part, false, &server, &mut out, &mut sum);
+                    taken.extend(paired);
+                    taken.sort_unstable();
+                    folders[i].recs = Vec::new();
+                }
+                sum.folders_compared += 1;
+                continue;
+            }
+        }
         let ids: Vec<usize> = group.iter().map(|g| g.0).collect();
         if ids.iter().any(|&i| !folders[i].members.is_empty()) {
             let whole: Vec<(usize, Range<usize>)> = ids
@@ -345,7 +386,9 @@ pub async fn verify_against(
             );
             let opened = read.next().expect("a read per paired folder");
             let (st, census) = census(&mut s, m, opened, &f.recs, opts, progress, &mut sum).await?;
-            compare_folder(f, m, st, census, opts.full, &server, &mut out, &mut sum);
+            compare_folder(
+                f, m, st, census, WHOLE, opts.full, &server, &mut out, &mut sum,
+            );
             folders[*i].recs = Vec::new();
             sum.folders_compared += 1;
         }
@@ -378,8 +421,8 @@ pub async fn verify_against(
 }
 
 /// Most archived messages whose keys one pass over the archives makes (a folder larger
-/// than this is keyed alone): fewer passes against less memory, ~200 bytes a key.
-const KEYS_PER_PASS: usize = 100_000;
+/// than this is keyed in parts): fewer passes against less memory, ~200 bytes a key.
+pub const KEYS_PER_PASS: usize = 100_000;
 
 /// Makes the keys of the members `range` of each folder of `group`: one pass over each
 /// archive, each key put straight in its place (a map of them beside the folder's keys
@@ -409,8 +452,8 @@ fn key_folders<'a>(
                 return Ok(());
             };
             let (i, range) = &group[gi];
-            let Ok(pos) = folders[*i].members[range.clone()]
-                .binary_search(&(ai as u32, record as u32))
+            let Ok(pos) =
+                folders[*i].members[range.clone()].binary_search(&(ai as u32, record as u32))
             else {
                 return Ok(());
             };
@@ -579,20 +622,37 @@ async fn census(
     Ok((st, census))
 }
 
-/// Pairs one archive folder's messages with the server folder's and reports the
-/// differences.
+/// Which part of a folder's archived messages a comparison holds: all of them, or one of
+/// several (the census then lacks the server messages earlier parts paired).
+#[derive(Debug, Clone, Copy)]
+struct Part {
+    first: bool,
+    last: bool,
+}
+
+const WHOLE: Part = Part {
+    first: true,
+    last: true,
+};
+
+/// Pairs one archive folder's messages (or `part` of them) with the server folder's and
+/// reports the differences; returns the UIDs of the server messages paired. A server
+/// message no archived one pairs with is reported by the last part only.
 #[allow(clippy::too_many_arguments)]
 fn compare_folder(
     f: &ArchFolder<'_>,
     m: &MailboxInfo,
     st: FolderStatus,
     mut census: Census,
+    part: Part,
     full: bool,
     server: &str,
     out: &mut Vec<Finding>,
     sum: &mut AgainstSummary,
-) {
-    sum.server_messages += census.msgs.len() as u64;
+) -> Vec<u32> {
+    if part.first {
+        sum.server_messages += census.msgs.len() as u64;
+    }
     let uv = st.uidvalidity.unwrap_or(0);
     let by_uid_recs: HashMap<u32, usize> = f
         .recs
@@ -614,7 +674,7 @@ fn compare_folder(
         && st.uidvalidity.is_some()
         && uids_agree
         && (!by_uid_recs.is_empty() || (f.recs.is_empty() && f.uidvalidity == st.uidvalidity));
-    if !source_mode {
+    if !source_mode && !sum.content_matched_folders.contains(&f.name) {
         sum.content_matched_folders.push(f.name.clone());
     }
     let label = if m.name == f.name {
@@ -646,7 +706,8 @@ fn compare_folder(
     for (i, uid, how) in &pairs {
         compare_pair(&f.recs[*i], held[uid], *how, full, &label, out);
     }
-    for uid in &r.extra {
+    let extra = if part.last { &r.extra[..] } else { &[] };
+    for uid in extra {
         let x = held[uid];
         out.push(finding(
             Level::Error,
@@ -683,6 +744,7 @@ fn compare_folder(
             },
         ));
     }
+    pairs.iter().map(|p| p.1).collect()
 }
 
 /// Compares one archived message with the server message paired with it.
