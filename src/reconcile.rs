@@ -10,28 +10,69 @@
 //! ([`Match`]), and a whole folder is paired one level at a time, so a loose match can
 //! never take a server message that an archived message would have matched exactly.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, FixedOffset};
 
 use sha2::{Digest, Sha256};
 
 use crate::mail::flags::FlagSet;
 use crate::mail::identity::{canonical_sha256, MsgKey};
+use crate::source::imap::parse_internaldate;
 
 /// One message a server folder holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
     pub uid: u32,
     pub size: u64,
-    pub message_id: Option<String>,
+    /// Boxed, not a `String`: the capacity word is 8 bytes an entry.
+    pub message_id: Option<Box<str>>,
     /// Held compact (a census may list hundreds of thousands): [`FlagSet::to_vec`]
     /// gives them back as the server sent them.
     pub flags: FlagSet,
-    pub internaldate: Option<String>,
     /// INTERNALDATE in seconds.
     pub date: Option<i64>,
+    /// With `date`, gives back INTERNALDATE's text ([`Held::internaldate`]): keeping
+    /// the text cost 24 bytes and an allocation an entry.
+    zone: Option<Zone>,
+    /// INTERNALDATE's text where `date` and `zone` do not give it back (not a date, or
+    /// spelled otherwise than it renders), so a report quotes the server exactly.
+    /// Boxed twice: rare, so the others carry one word, not two.
+    odd_date: Option<Box<Box<str>>>,
     /// Filled for the messages whose bytes were read (see [`Census::need_bytes`]), few
     /// in most folders: boxed, so the others do not carry 128 bytes of `None`.
     pub read: Option<Box<ReadHashes>>,
+}
+
+/// The zone an INTERNALDATE was given in (minutes east of UTC), and whether its day
+/// was space-padded (` 1-Jan-2024`, which IMAP allows) rather than zero-padded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Zone {
+    minutes: i16,
+    space_padded: bool,
+}
+
+impl Zone {
+    /// The zone that renders `d` back as `text`, if one does.
+    fn rendering(text: &str, d: &DateTime<FixedOffset>) -> Option<Zone> {
+        let z = Zone {
+            minutes: i16::try_from(d.offset().local_minus_utc() / 60).ok()?,
+            space_padded: text.starts_with(' '),
+        };
+        (z.render(d.timestamp()).as_deref() == Some(text)).then_some(z)
+    }
+
+    fn render(self, secs: i64) -> Option<String> {
+        let zone = FixedOffset::east_opt(i32::from(self.minutes) * 60)?;
+        let format = if self.space_padded {
+            "%e-%b-%Y %H:%M:%S %z"
+        } else {
+            "%d-%b-%Y %H:%M:%S %z"
+        };
+        let t = DateTime::from_timestamp(secs, 0)?.with_timezone(&zone);
+        Some(t.format(format).to_string())
+    }
 }
 
 /// The hashes of a server message's bytes.
@@ -46,6 +87,41 @@ pub struct ReadHashes {
 }
 
 impl Held {
+    /// A message without an INTERNALDATE (see [`Held::with_internaldate`]).
+    pub fn new(uid: u32, size: u64, message_id: Option<Box<str>>, flags: FlagSet) -> Held {
+        Held {
+            uid,
+            size,
+            message_id,
+            flags,
+            date: None,
+            zone: None,
+            odd_date: None,
+            read: None,
+        }
+    }
+
+    /// With the INTERNALDATE the server sent (its text): `date` in seconds, and the
+    /// text in a form [`Held::internaldate`] gives back exactly.
+    pub fn with_internaldate(mut self, text: Option<&str>) -> Held {
+        let parsed = text.and_then(parse_internaldate);
+        self.date = parsed.map(|d| d.timestamp());
+        self.zone = text.zip(parsed).and_then(|(t, d)| Zone::rendering(t, &d));
+        self.odd_date = text
+            .filter(|_| self.zone.is_none())
+            .map(|t| Box::new(t.into()));
+        self
+    }
+
+    /// INTERNALDATE as the server sent it.
+    pub fn internaldate(&self) -> Option<Cow<'_, str>> {
+        match (&self.odd_date, self.zone, self.date) {
+            (Some(t), ..) => Some(Cow::Borrowed(t)),
+            (None, Some(z), Some(secs)) => z.render(secs).map(Cow::Owned),
+            _ => None,
+        }
+    }
+
     pub fn sha(&self) -> Option<[u8; 32]> {
         self.read.as_ref().map(|r| r.sha)
     }
@@ -166,7 +242,7 @@ impl Census {
             .iter()
             .filter(|m| {
                 m.read.is_none()
-                    && match &m.message_id {
+                    && match m.message_id.as_deref() {
                         None => true,
                         Some(id) => {
                             ambiguous.contains(id)
@@ -258,7 +334,7 @@ impl Census {
                 };
                 let sized = by_id
                     .iter()
-                    .filter(|i| k.altered_sizes().contains(&msgs[**i].size));
+                    .filter(|i| k.altered_sizes().any(|s| s == msgs[**i].size));
                 k.forms()
                     .iter()
                     .filter_map(|s| self.by_canonical.get(s))
@@ -399,15 +475,7 @@ mod tests {
     }
 
     fn ex(uid: u32, size: u64, mid: Option<&str>) -> Held {
-        Held {
-            uid,
-            size,
-            message_id: mid.map(String::from),
-            flags: FlagSet::default(),
-            internaldate: None,
-            date: None,
-            read: None,
-        }
+        Held::new(uid, size, mid.map(Box::from), FlagSet::default())
     }
 
     fn held(uid: u32, b: &[u8]) -> Held {
@@ -683,5 +751,34 @@ mod tests {
         let (missing, extra) = flag_gap(&v(&["\\Seen", "$A"]), &v(&["\\seen", "\\Recent", "$B"]));
         assert_eq!(missing, v(&["$A"]));
         assert_eq!(extra, v(&["$B"]));
+    }
+
+    /// A census entry's cost, times every message of the biggest folder.
+    #[test]
+    fn held_stays_compact() {
+        assert_eq!(std::mem::size_of::<Held>(), 88);
+    }
+
+    /// INTERNALDATE's text comes back exactly as the server sent it, held compact
+    /// where it renders back and as text where it does not.
+    #[test]
+    fn internaldate_text_comes_back_as_sent() {
+        let h = |t: Option<&str>| Held::new(1, 1, None, FlagSet::default()).with_internaldate(t);
+        for (text, date, compact) in [
+            ("01-Jan-2024 09:00:00 +0900", Some(1_704_067_200), true),
+            (" 1-Jan-2024 09:00:00 +0900", Some(1_704_067_200), true),
+            ("31-Dec-1969 23:59:59 -0130", Some(5_399), true),
+            ("1-Jan-2024 09:00:00 +0900", Some(1_704_067_200), false),
+            ("01-JAN-2024 09:00:00 +0900", Some(1_704_067_200), false),
+            ("01-Jan-2024 00:00:00 -0000", Some(1_704_067_200), false),
+            ("yesterday", None, false),
+        ] {
+            let e = h(Some(text));
+            assert_eq!(e.internaldate().as_deref(), Some(text));
+            assert_eq!(e.date, date, "{text}");
+            assert_eq!(e.odd_date.is_none(), compact, "{text}");
+        }
+        assert_eq!(h(None).internaldate(), None);
+        assert_eq!((h(None).date, h(None).odd_date), (None, None));
     }
 }

@@ -602,7 +602,7 @@ async fn reconnect(
             // Compare by bytes: only what this run sent is in question.
             let amb: HashSet<String> = jobs
                 .iter()
-                .filter_map(|(j, _)| j.key.message_id.clone())
+                .filter_map(|(j, _)| j.key.message_id.as_deref().map(String::from))
                 .collect();
             match learn(&mut s, &jobs[0].0.mailbox, &amb, &Default::default(), false).await {
                 Ok((mut st, _, _)) => {

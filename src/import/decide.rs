@@ -481,15 +481,12 @@ mod tests {
     }
 
     fn held(uid: u32, b: &[u8], flags: &[&str]) -> Held {
-        Held {
+        Held::new(
             uid,
-            size: b.len() as u64,
-            message_id: identity::message_id_of(b),
-            flags: flags.iter().map(|s| s.to_string()).collect(),
-            internaldate: None,
-            date: None,
-            read: None,
-        }
+            b.len() as u64,
+            identity::message_id_of(b).map(String::into_boxed_str),
+            flags.iter().map(|s| s.to_string()).collect(),
+        )
     }
 
     const MSG: &[u8] = b"Message-ID: <d@x>\r\nSubject: s\r\n\r\nbody\r\n";

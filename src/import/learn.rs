@@ -9,7 +9,7 @@ use super::{DestRef, DestState, ImportError, ImportOptions, PartsSeen};
 use crate::mail::identity;
 use crate::reconcile::{Census, Held};
 use crate::source::imap::session::{FetchWhat, FolderRead};
-use crate::source::imap::{parse_internaldate, FetchedMessage, ImapError, ImapSession};
+use crate::source::imap::{FetchedMessage, ImapError, ImapSession};
 
 /// What one destination folder holds, the flags it keeps (`None`: any) and its
 /// UIDVALIDITY.
@@ -143,19 +143,18 @@ pub(crate) fn census_of(mut msgs: Vec<Held>) -> Census {
 
 impl From<FetchedMessage> for Held {
     fn from(m: FetchedMessage) -> Held {
-        Held {
-            uid: m.uid.unwrap_or(0),
-            size: m.size.unwrap_or(0) as u64,
-            message_id: m.header_fields.as_deref().and_then(identity::message_id_of),
-            flags: m.flags.unwrap_or_default().into(),
-            date: m
-                .internaldate
-                .as_deref()
-                .and_then(parse_internaldate)
-                .map(|d| d.timestamp()),
-            internaldate: m.internaldate,
-            read: None,
-        }
+        let message_id = m
+            .header_fields
+            .as_deref()
+            .and_then(identity::message_id_of)
+            .map(String::into_boxed_str);
+        Held::new(
+            m.uid.unwrap_or(0),
+            m.size.unwrap_or(0) as u64,
+            message_id,
+            m.flags.unwrap_or_default().into(),
+        )
+        .with_internaldate(m.internaldate.as_deref())
     }
 }
 
@@ -382,7 +381,7 @@ mod tests {
         assert_eq!(h.flags.to_vec(), ["\\Seen", "$Label1"]);
         assert_eq!(h.date, Some(1_704_067_200));
         assert_eq!(
-            h.internaldate.as_deref(),
+            h.internaldate().as_deref(),
             Some("01-Jan-2024 09:00:00 +0900")
         );
     }

@@ -16,7 +16,7 @@ use crate::archive::{Archive, MessageRecord};
 use crate::mail::flags::FlagSet;
 use crate::mail::identity::{self, MsgKey};
 use crate::reconcile::Held;
-use crate::source::imap::{parse_internaldate, ImapError, ImapSession};
+use crate::source::imap::{ImapError, ImapSession};
 
 /// Adds the flags that messages already on the destination lack (`UID STORE +FLAGS`;
 /// flags the server has beyond the archived ones stay). A refusal is a note;
@@ -496,10 +496,11 @@ fn compare_metadata(it: &VerifyItem, e: &Held) -> Metadata {
         ));
     }
     if let Some(want) = it.date {
-        let got = e.internaldate.as_deref().and_then(parse_internaldate);
-        let server = e.internaldate.as_deref().unwrap_or("none");
+        // `e.date` is the server's text parsed (`Held::with_internaldate`).
+        let server = e.internaldate();
+        let server = server.as_deref().unwrap_or("none");
         let archived = it.date_text.as_deref().unwrap_or("none");
-        if got.map(|g| g.timestamp()) == Some(want) {
+        if e.date == Some(want) {
         } else if it.present {
             notes.push(format!(
                 "INTERNALDATE differs: archived {archived}, server {server} (IMAP cannot change the date of a message already there)"
@@ -694,15 +695,13 @@ mod tests {
     }
 
     fn held(flags: &[&str], date: &str) -> Held {
-        Held {
-            uid: 1,
-            size: 27,
-            message_id: Some("m@x".into()),
-            flags: flags.iter().map(|f| f.to_string()).collect(),
-            internaldate: Some(date.into()),
-            date: None,
-            read: None,
-        }
+        Held::new(
+            1,
+            27,
+            Some("m@x".into()),
+            flags.iter().map(|f| f.to_string()).collect(),
+        )
+        .with_internaldate(Some(date))
     }
 
     const SAME: &str = "13-Sep-2020 12:26:40 +0000";

@@ -370,12 +370,15 @@ pub struct KeyParts {
 ///
 /// Held compact, as import and `verify --against` keep one per archived message (a
 /// million at a time): the forms most messages do not have (bare line ends, server-
-/// altered forms, a trace-free hash) live in one boxed [`RareForms`], absent for a
-/// message of CRLF lines that is compared by Message-ID. The accessors give the same
-/// values the fields gave, so what matches what is unchanged.
+/// altered forms, a trace-free hash) are packed into one allocation of 32-byte slots
+/// sized to what the message has, none for a message of CRLF lines compared by
+/// Message-ID. A message with 8-bit header bytes (common: one canonical form) costs
+/// one slot, where a box of every optional part cost 208 bytes in two allocations. The
+/// accessors give the same values the fields gave, so what matches what is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MsgKey {
-    pub message_id: Option<String>,
+    /// Boxed, not a `String`: the capacity word is 8 bytes a key.
+    pub message_id: Option<Box<str>>,
     /// Archived size.
     size: u64,
     /// SHA-256 of the archived bytes.
@@ -390,11 +393,27 @@ pub struct MsgKey {
     pub by_bytes: bool,
     /// Holds bytes servers are known to rewrite (see [`at_risk`]).
     pub at_risk: bool,
-    rare: Option<Box<RareForms>>,
+    /// Which rare parts `rare` holds; it fits in what would be the key's padding.
+    shape: Shape,
+    /// The rare parts, in this order: the sizes (little-endian `u64`s, four a slot:
+    /// the bare-line-end forms' two, then the altered sizes), the bare-line-end forms'
+    /// two hashes, the canonical forms, the trace-free hash. Packing is canonical (a
+    /// slot's unused words zero), so equal parts give equal keys.
+    rare: Box<[[u8; 32]]>,
 }
 
-/// What only some messages' keys hold; each part empty where it is the common case.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// How many of each rare part a key's packed slots hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Shape {
+    forms: u16,
+    altered_sizes: u16,
+    bare: bool,
+    trace_free: bool,
+}
+
+/// A key's rare parts unpacked, to build or edit the packed slots; each part empty
+/// where it is the common case.
+#[derive(Debug, Default)]
 struct RareForms {
     /// With bare line ends: the CRLF form's size and SHA-256, and the form's with only
     /// bare LF made CRLF (else both are the archived size and SHA-256).
@@ -405,9 +424,42 @@ struct RareForms {
 }
 
 impl RareForms {
-    fn is_empty(&self) -> bool {
-        *self == RareForms::default()
+    fn pack(&self) -> (Shape, Box<[[u8; 32]]>) {
+        let words: Vec<u64> = self
+            .bare
+            .iter()
+            .flat_map(|b| b.0)
+            .chain(self.altered_sizes.iter().copied())
+            .collect();
+        let hashes = 2 * usize::from(self.bare.is_some())
+            + self.forms.len()
+            + usize::from(self.trace_free.is_some());
+        // Sized exactly up front: the slice is the allocation, with no spare capacity.
+        let mut slots = Vec::with_capacity(words.len().div_ceil(4) + hashes);
+        slots.extend(words.chunks(4).map(|c| {
+            let mut slot = [0u8; 32];
+            for (dst, w) in slot.chunks_exact_mut(8).zip(c) {
+                dst.copy_from_slice(&w.to_le_bytes());
+            }
+            slot
+        }));
+        slots.extend(self.bare.iter().flat_map(|b| b.1));
+        slots.extend_from_slice(&self.forms);
+        slots.extend(self.trace_free);
+        let shape = Shape {
+            forms: count(self.forms.len()),
+            altered_sizes: count(self.altered_sizes.len()),
+            bare: self.bare.is_some(),
+            trace_free: self.trace_free.is_some(),
+        };
+        (shape, slots.into_boxed_slice())
     }
+}
+
+/// A part's length as a [`Shape`] holds it. Keys hold at most three forms and three
+/// altered sizes (see [`altered_forms`], [`altered_sizes`]).
+fn count(n: usize) -> u16 {
+    u16::try_from(n).expect("a key holds a few forms, not 65536")
 }
 
 impl From<KeyParts> for MsgKey {
@@ -415,21 +467,23 @@ impl From<KeyParts> for MsgKey {
         let [size, crlf_len, lf_len] = p.sizes;
         let [sha, crlf_sha, lf_sha] = p.exact;
         let plain = crlf_len == size && lf_len == size && crlf_sha == sha && lf_sha == sha;
-        let rare = RareForms {
+        let (shape, rare) = RareForms {
             bare: (!plain).then_some(([crlf_len, lf_len], [crlf_sha, lf_sha])),
             forms: p.forms,
             altered_sizes: p.altered_sizes,
             trace_free: p.trace_free,
-        };
+        }
+        .pack();
         MsgKey {
-            message_id: p.message_id,
+            message_id: p.message_id.map(String::into_boxed_str),
             size,
             sha,
             head_loose: p.head_loose,
             date: p.date,
             by_bytes: p.by_bytes,
             at_risk: p.at_risk,
-            rare: (!rare.is_empty()).then(|| Box::new(rare)),
+            shape,
+            rare,
         }
     }
 }
@@ -485,18 +539,21 @@ impl MsgKey {
     /// Archived size, CRLF-form size, and the size with only bare LF made CRLF: a
     /// server may store any of these.
     pub fn sizes(&self) -> [u64; 3] {
-        match self.rare.as_ref().and_then(|r| r.bare) {
-            Some(([crlf, lf], _)) => [self.size, crlf, lf],
-            None => [self.size; 3],
+        if self.shape.bare {
+            [self.size, self.word(0), self.word(1)]
+        } else {
+            [self.size; 3]
         }
     }
 
     /// SHA-256 of the archived bytes, of their CRLF form, and of the form with only
     /// bare LF made CRLF (the byte-exact forms a server stores).
     pub fn exact(&self) -> [[u8; 32]; 3] {
-        match self.rare.as_ref().and_then(|r| r.bare) {
-            Some((_, [crlf, lf])) => [self.sha, crlf, lf],
-            None => [self.sha; 3],
+        if self.shape.bare {
+            let at = self.size_slots();
+            [self.sha, self.rare[at], self.rare[at + 1]]
+        } else {
+            [self.sha; 3]
         }
     }
 
@@ -505,18 +562,34 @@ impl MsgKey {
     /// compared by bytes, with bare line ends, or with bytes servers rewrite (hashing
     /// costs time on big imports); empty otherwise.
     pub fn forms(&self) -> &[[u8; 32]] {
-        self.rare.as_ref().map_or(&[], |r| &r.forms)
+        let at = self.size_slots() + 2 * usize::from(self.shape.bare);
+        &self.rare[at..at + usize::from(self.shape.forms)]
     }
 
     /// Sizes of the server-altered forms that delete bytes (see [`altered_sizes`]).
-    pub fn altered_sizes(&self) -> &[u64] {
-        self.rare.as_ref().map_or(&[], |r| &r.altered_sizes)
+    /// An iterator, as they are packed into bytes with the other rare parts.
+    pub fn altered_sizes(&self) -> impl Iterator<Item = u64> + '_ {
+        let first = 2 * usize::from(self.shape.bare);
+        (first..first + usize::from(self.shape.altered_sizes)).map(|i| self.word(i))
     }
 
     /// [`trace_free_sha256`], set only where another delivery of the same mail may
     /// stand for this message (import with `--other-deliveries`, migrate).
     pub fn trace_free(&self) -> Option<[u8; 32]> {
-        self.rare.as_ref().and_then(|r| r.trace_free)
+        self.rare.last().copied().filter(|_| self.shape.trace_free)
+    }
+
+    /// The `i`th packed size.
+    fn word(&self, i: usize) -> u64 {
+        let slot = &self.rare[i / 4];
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&slot[i % 4 * 8..][..8]);
+        u64::from_le_bytes(w)
+    }
+
+    /// Slots the packed sizes take.
+    fn size_slots(&self) -> usize {
+        (2 * usize::from(self.shape.bare) + usize::from(self.shape.altered_sizes)).div_ceil(4)
     }
 
     pub fn set_trace_free(&mut self, h: Option<[u8; 32]>) {
@@ -528,19 +601,33 @@ impl MsgKey {
     }
 
     fn edit_rare(&mut self, f: impl FnOnce(&mut RareForms)) {
-        let mut r = self.rare.take().map(|b| *b).unwrap_or_default();
+        let mut r = self.unpack();
         f(&mut r);
-        self.rare = (!r.is_empty()).then(|| Box::new(r));
+        (self.shape, self.rare) = r.pack();
+    }
+
+    fn unpack(&self) -> RareForms {
+        let [_, crlf_len, lf_len] = self.sizes();
+        let [_, crlf_sha, lf_sha] = self.exact();
+        RareForms {
+            bare: self
+                .shape
+                .bare
+                .then_some(([crlf_len, lf_len], [crlf_sha, lf_sha])),
+            forms: self.forms().to_vec(),
+            altered_sizes: self.altered_sizes().collect(),
+            trace_free: self.trace_free(),
+        }
     }
 
     /// The parts the key was made of (equal keys, equal parts).
     pub fn parts(&self) -> KeyParts {
         KeyParts {
-            message_id: self.message_id.clone(),
+            message_id: self.message_id.as_deref().map(String::from),
             sizes: self.sizes(),
             exact: self.exact(),
             forms: self.forms().to_vec(),
-            altered_sizes: self.altered_sizes().to_vec(),
+            altered_sizes: self.altered_sizes().collect(),
             head_loose: self.head_loose,
             date: self.date,
             by_bytes: self.by_bytes,
@@ -755,7 +842,7 @@ Message-ID: <m@x>\r\nSubject: hello\r\n\r\nbody\r\n";
     }
 
     /// The compact key gives the forms the old fields held, for every kind of message,
-    /// and only messages with rare forms carry a box.
+    /// and only messages with rare forms carry an allocation.
     #[test]
     fn compact_key_keeps_every_form() {
         let msgs: [&[u8]; 7] = [
@@ -767,11 +854,6 @@ Message-ID: <m@x>\r\nSubject: hello\r\n\r\nbody\r\n";
             b"Subject: \xe3\x81\x82\r\n\r\nno id\r\n",
             b"Message-ID: <f@x>\r\n\r\nno final line end",
         ];
-        assert!(
-            std::mem::size_of::<MsgKey>() <= 128,
-            "{}",
-            std::mem::size_of::<MsgKey>()
-        );
         for m in msgs {
             let sha: [u8; 32] = Sha256::digest(m).into();
             let k = MsgKey::of(m, sha, &HashSet::new(), Some(7));
@@ -792,6 +874,12 @@ Message-ID: <m@x>\r\nSubject: hello\r\n\r\nbody\r\n";
                 Vec::new()
             };
             assert_eq!(k.forms(), forms.as_slice(), "{m:?}");
+            let sizes = if bare || !m.ends_with(b"\n") {
+                altered_sizes(m)
+            } else {
+                Vec::new()
+            };
+            assert_eq!(k.altered_sizes().collect::<Vec<_>>(), sizes, "{m:?}");
             assert_eq!(MsgKey::from(k.parts()), k, "{m:?}");
             let mut t = k.clone();
             t.set_trace_free(Some(trace_free_sha256(m)));
@@ -801,12 +889,88 @@ Message-ID: <m@x>\r\nSubject: hello\r\n\r\nbody\r\n";
             assert_eq!(t, k, "clearing a part gives the same key back");
         }
         let plain = MsgKey::of(msgs[0], [1; 32], &HashSet::new(), None);
-        assert!(plain.rare.is_none(), "a plain message carries no box");
-        assert!(plain.forms().is_empty() && plain.altered_sizes().is_empty());
+        assert!(
+            plain.rare.is_empty(),
+            "a plain message carries no allocation"
+        );
+        assert!(plain.forms().is_empty() && plain.altered_sizes().next().is_none());
         // Keys differing in any form differ.
         let mut other = plain.clone();
         other.set_forms(vec![[2; 32]]);
         assert_ne!(other, plain);
+    }
+
+    /// What a key costs: the key itself, and the packed slots of a message with 8-bit
+    /// header bytes (one canonical form: every message of the scale benchmark) and of
+    /// one with bare LF line ends. A regression here multiplies by a million.
+    #[test]
+    fn key_sizes() {
+        assert_eq!(std::mem::size_of::<MsgKey>(), 128);
+        let eight_bit = b"Message-ID: <g@x>\r\nSubject: \xe3\x81\x82\r\n\r\nbody\r\n";
+        let k = MsgKey::of(eight_bit, [3; 32], &HashSet::new(), None);
+        assert_eq!(std::mem::size_of_val(&*k.rare), 32, "one form, one slot");
+        let lf = b"Message-ID: <h@x>\n\nlf only\n";
+        let k = MsgKey::of(lf, [3; 32], &HashSet::new(), None);
+        assert_eq!(
+            k.rare.len(),
+            4,
+            "a size slot, two exact forms, one canonical"
+        );
+    }
+
+    /// Keys of a message with 8-bit header bytes and of one with bare LF line ends give
+    /// the values the forms' own functions compute, as the unpacked key gave them.
+    #[test]
+    fn packed_keys_give_the_forms_values() {
+        let eight_bit = b"Message-ID: <g@x>\r\nSubject: \xe3\x81\x82\r\n\r\nbody\r\n";
+        let sha: [u8; 32] = Sha256::digest(eight_bit).into();
+        let k = MsgKey::of(eight_bit, sha, &HashSet::new(), Some(9));
+        let len = eight_bit.len() as u64;
+        assert_eq!(k.message_id.as_deref(), Some("g@x"));
+        assert_eq!((k.sizes(), k.exact()), ([len; 3], [sha; 3]));
+        assert_eq!(k.forms(), [canonical_sha256(eight_bit)]);
+        assert!(k.is_form(&canonical_sha256(
+            b"Message-ID: <g@x>\r\nSubject: XXX\r\n\r\nbody"
+        )));
+        assert!(k.is_exact(&sha) && !k.is_exact(&[0; 32]));
+        assert_eq!((k.altered_sizes().count(), k.trace_free()), (0, None));
+        assert!(k.at_risk && !k.by_bytes);
+
+        let lf = b"Message-ID: <h@x>\n\nlf only\n";
+        let sha: [u8; 32] = Sha256::digest(lf).into();
+        let k = MsgKey::of(lf, sha, &HashSet::new(), None);
+        assert_eq!(k.sizes(), [27, 30, 30]);
+        let crlf: [u8; 32] = Sha256::digest(b"Message-ID: <h@x>\r\n\r\nlf only\r\n").into();
+        assert_eq!(k.exact(), [sha, crlf, crlf]);
+        assert!(k.is_exact(&crlf));
+        assert_eq!(k.forms(), [canonical_sha256(lf)]);
+        assert_eq!((k.altered_sizes().count(), k.trace_free()), (0, None));
+        assert!(!k.at_risk && !k.by_bytes);
+    }
+
+    /// Every part packs and unpacks, sizes spilling into a second slot included.
+    #[test]
+    fn every_part_round_trips_through_the_packing() {
+        let p = KeyParts {
+            message_id: None,
+            sizes: [10, 12, 11],
+            exact: [[1; 32], [2; 32], [3; 32]],
+            forms: vec![[4; 32], [5; 32]],
+            altered_sizes: vec![7, 8, 9],
+            head_loose: [6; 32],
+            date: Some(-1),
+            by_bytes: true,
+            at_risk: true,
+            trace_free: Some([9; 32]),
+        };
+        let k = MsgKey::from(p.clone());
+        assert_eq!(k.parts(), p);
+        assert_eq!(k.rare.len(), 2 + 2 + 2 + 1);
+        assert!(k.altered_sizes().eq([7, 8, 9]));
+        let mut t = k.clone();
+        t.set_forms(Vec::new());
+        t.set_forms(p.forms.clone());
+        assert_eq!(t, k);
     }
 
     #[test]
@@ -814,7 +978,7 @@ Message-ID: <m@x>\r\nSubject: hello\r\n\r\nbody\r\n";
         let m = b"Subject: x\r\nMessage-ID: <n@t>\r\n\r\nlast line";
         assert_eq!(altered_sizes(m), vec![m.len() as u64 + 2]);
         let k = MsgKey::of(m, [0; 32], &HashSet::new(), None);
-        assert_eq!(k.altered_sizes(), [m.len() as u64 + 2]);
+        assert!(k.altered_sizes().eq([m.len() as u64 + 2]));
         assert!(altered_sizes(b"Subject: x\r\n\r\nends\r\n").is_empty());
         // LF-only and unterminated: the CRLF form plus the final CRLF.
         let lf = b"Subject: x\n\nlast";

@@ -582,7 +582,7 @@ async fn census(
     let ambiguous: HashSet<String> = recs
         .iter()
         .filter(|r| r.key.by_bytes)
-        .filter_map(|r| r.key.message_id.clone())
+        .filter_map(|r| r.key.message_id.as_deref().map(String::from))
         .collect();
     let need = census.need_bytes(&ambiguous, &Default::default());
     if need.is_empty() && !opts.full {
