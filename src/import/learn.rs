@@ -177,13 +177,16 @@ async fn learn_pipelined(
         read_only,
         what,
         unselect: !read_only,
-        uids: None,
+        uids: folders[di].seen_up_to.map(|m| (1, m)),
     };
     let all: Vec<FolderRead> = to_learn.iter().map(|&di| req(di, None)).collect();
     let opened = s.read_folders_as::<Held>(&all).await?;
+    // A later part of a folder that was empty when its first part learned it (a first
+    // import) has nothing to read: what is there now is this import's own.
     let full: Vec<usize> = to_learn
         .iter()
         .zip(&opened)
+        .filter(|(&di, _)| folders[di].seen_up_to != Some(0))
         .filter(|(_, o)| o.status.as_ref().is_ok_and(|st| st.exists > 0))
         .map(|(&di, _)| di)
         .collect();

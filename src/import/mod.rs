@@ -315,6 +315,9 @@ struct DestRef {
     sizes_by_id: std::collections::HashMap<String, Vec<u64>>,
     /// See [`PartsSeen::taken`] (sorted; empty unless the folder is imported in parts).
     taken: Vec<u32>,
+    /// A later part of a folder imported in parts: only messages up to this UID can
+    /// stand for archived ones (see [`PartsSeen::max_uid`]); the census reads no more.
+    seen_up_to: Option<u32>,
 }
 
 /// A destination folder (several source folders may land in one).
@@ -523,6 +526,7 @@ async fn run_pass(
                 ambiguous: d.ambiguous.clone(),
                 sizes_by_id: d.sizes_by_id.clone(),
                 taken: Vec::new(),
+                seen_up_to: d.parts.as_ref().map(|p| p.max_uid),
             })
             .collect(),
     );
