@@ -387,14 +387,9 @@ impl Census {
     }
 }
 
-/// A Message-ID's hash for [`Census`]'s index (equal hashes are then compared by the
-/// Message-IDs themselves, so a collision costs a comparison, never a wrong match).
-fn id_hash(id: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    id.hash(&mut h);
-    h.finish()
-}
+// Census's index of Message-IDs is by their hash; equal hashes are then compared by
+// the Message-IDs themselves, so a collision costs a comparison, never a wrong match.
+use crate::mail::identity::id_hash;
 
 /// An archived message (by its index in the caller's list) and the server message that
 /// holds it.

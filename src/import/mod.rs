@@ -42,8 +42,8 @@ use decide::{read_and_decide, Decided, Reader};
 use learn::{census_for_part, learn_all};
 use plan::{Plan, PlanOptions, Reason};
 use prepare::{
-    chain_folders, connect_many, dest_layout, dest_states, make_folders, messages_per_dest,
-    open_sessions, passes, records, Dests, Pass,
+    chain_folders, connect_many, dest_layout, dest_states, make_folders, open_sessions, passes,
+    placement, records, Dests, Pass, Placement,
 };
 use report::{fill_report, report_unplaced};
 use verify::{
@@ -394,7 +394,7 @@ pub async fn import(
         mut dests,
         folder_dest,
     } = dest_states(&plan, opts.other_deliveries);
-    let (counts, unplaced) = messages_per_dest(&archives, &plan, &folder_dest, dests.len());
+    let placed = placement(&archives, &plan, &folder_dest, dests.len());
     let created = make_folders(
         &mut sessions[0],
         &plan,
@@ -406,13 +406,14 @@ pub async fn import(
     .await?;
     rep.seconds.prepare = started.elapsed().as_secs_f64();
 
-    let passes = passes(&counts, opts.messages_per_pass.max(1) as u64);
+    let passes = passes(&placed.counts, opts.messages_per_pass.max(1) as u64);
     rep.passes = passes.len() as u64;
     let ctx = Ctx {
         opts,
         archives: &archives,
         plan: &plan,
         folder_dest: &folder_dest,
+        placed: &placed,
         caps: &caps,
         progress,
     };
@@ -420,7 +421,7 @@ pub async fn import(
     for pass in passes {
         let expected = match &pass.part {
             Some(p) => p.end - p.start,
-            None => counts[pass.dests.clone()].iter().sum(),
+            None => placed.counts[pass.dests.clone()].iter().sum(),
         };
         sessions = run_pass(&ctx, sessions, &mut dests, pass, expected, &mut done).await?;
     }
@@ -445,7 +446,7 @@ pub async fn import(
         fr.created = created.contains(&fi);
         rep.add_folder(fr);
     }
-    report_unplaced(&mut rep, &archives, &unplaced);
+    report_unplaced(&mut rep, &archives, &placed.unplaced);
     // Every session logs out at once: one round trip, not one per connection.
     futures::future::join_all(sessions.into_iter().map(|s| s.logout())).await;
     Ok(rep)
@@ -457,6 +458,7 @@ struct Ctx<'a> {
     archives: &'a Arc<Vec<Archive>>,
     plan: &'a Plan,
     folder_dest: &'a [usize],
+    placed: &'a Placement,
     caps: &'a DestCaps,
     progress: &'a Progress,
 }
@@ -500,11 +502,12 @@ async fn run_pass(
         archives,
         plan,
         folder_dest,
+        placed,
         caps,
         progress,
     } = *ctx;
     let phase = std::time::Instant::now();
-    let recs = records(archives, plan, folder_dest, dests, &pass, expected);
+    let recs = records(archives, placed, folder_dest, dests, &pass, expected);
     // What each destination folder of the pass already holds.
     let to_learn: Vec<usize> = slice
         .clone()
@@ -667,11 +670,18 @@ async fn run_pass(
         .collect();
     done.folders
         .extend(fill_report(plan, &in_pass, &recs, archives, &dropped));
-    // What the pass learned of its folders served only it.
+    // What the pass learned of its folders served only it (a folder's Message-IDs
+    // serve its every part).
+    let last_part = pass
+        .part
+        .as_ref()
+        .is_none_or(|p| p.end == placed.counts[slice.start]);
     for d in &mut dests[slice] {
         d.state = Default::default();
-        d.ambiguous = Default::default();
-        d.sizes_by_id = Default::default();
+        if last_part {
+            d.ambiguous = Default::default();
+            d.sizes_by_id = Default::default();
+        }
     }
     Ok(sessions)
 }

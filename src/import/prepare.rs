@@ -141,24 +141,40 @@ fn folder_index(plan: &Plan) -> HashMap<&str, usize> {
         .collect()
 }
 
-/// How many archived messages go into each destination folder, and the messages naming
-/// a folder their index does not list: they cannot be placed, and are reported as
-/// failed rather than left out unseen.
-pub(super) fn messages_per_dest(
+/// Where the chain's messages go: the planned folder of each record (per archive, in
+/// index order; [`NOT_PLANNED`] for none), read once so that a pass parses only its own
+/// records; how many go into each destination folder; and the messages naming a folder
+/// their index does not list (they cannot be placed, and are reported as failed rather
+/// than left out unseen).
+pub(super) struct Placement {
+    pub(super) folder_of: Vec<Vec<u32>>,
+    pub(super) counts: Vec<u64>,
+    pub(super) unplaced: Vec<MemberRef>,
+}
+
+pub(super) const NOT_PLANNED: u32 = u32::MAX;
+
+pub(super) fn placement(
     archives: &[Archive],
     plan: &Plan,
     folder_dest: &[usize],
     dests: usize,
-) -> (Vec<u64>, Vec<MemberRef>) {
+) -> Placement {
     let folder_ix = folder_index(plan);
-    let mut counts = vec![0u64; dests];
-    let mut unplaced = Vec::new();
+    let mut p = Placement {
+        folder_of: Vec::new(),
+        counts: vec![0u64; dests],
+        unplaced: Vec::new(),
+    };
     for (ai, a) in archives.iter().enumerate() {
+        let mut of = Vec::with_capacity(a.index.messages.len());
         for (mi, m) in a.index.messages.iter().enumerate() {
-            match folder_ix.get(m.folder.as_str()) {
-                Some(&fi) => counts[folder_dest[fi]] += 1,
+            let fi = folder_ix.get(m.folder.as_str()).copied();
+            of.push(fi.map_or(NOT_PLANNED, |fi| fi as u32));
+            match fi {
+                Some(fi) => p.counts[folder_dest[fi]] += 1,
                 None if !a.index.folders.iter().any(|f| f.name == m.folder) => {
-                    unplaced.push(MemberRef {
+                    p.unplaced.push(MemberRef {
                         archive: ai,
                         record: mi,
                     })
@@ -166,8 +182,9 @@ pub(super) fn messages_per_dest(
                 None => {}
             }
         }
+        p.folder_of.push(of);
     }
-    (counts, unplaced)
+    p
 }
 
 /// One pass of the import: a run of whole destination folders, or one part of a folder
@@ -214,50 +231,55 @@ pub(super) fn passes(counts: &[u64], cap: u64) -> Vec<Pass> {
 
 /// A record per archived message of `pass` (its destination folders, or its part), in
 /// chain order (archive, then record: [`gid_of`] finds one by binary search, where a
-/// map of a million `MemberRef`s cost ~40 MB); sets those folders' ambiguous
-/// Message-IDs (and, with `--other-deliveries`, archived sizes by Message-ID) in the
-/// same pass.
+/// map of a million `MemberRef`s cost ~40 MB). The first pass over a folder also sets
+/// its ambiguous Message-IDs (and, with `--other-deliveries`, archived sizes by
+/// Message-ID) from all its records; its later parts keep them.
 pub(super) fn records(
     archives: &[Archive],
-    plan: &Plan,
+    placed: &Placement,
     folder_dest: &[usize],
     dests: &mut [DestState],
     pass: &Pass,
     expected: u64,
 ) -> Vec<Rec> {
     let slice = &pass.dests;
-    // A part's records are numbered among its folder's (a part is of one folder); the
-    // ambiguity of Message-IDs is the whole folder's.
+    let learn_ids = |d: &DestState| pass.part.is_none() || d.parts.is_none();
+    let mut ambiguous: Vec<Option<identity::AmbiguousIds>> = dests[slice.clone()]
+        .iter()
+        .map(|d| learn_ids(d).then(Default::default))
+        .collect();
+    // A part's records are numbered among its folder's (a part is of one folder).
     let mut ordinal = 0u64;
-    let folder_ix = folder_index(plan);
     // Sized once: grown by doubling, the records' Vec was up to twice their size.
     let mut recs: Vec<Rec> = Vec::with_capacity(expected as usize);
-    let mut ambiguous: Vec<identity::AmbiguousIds> =
-        slice.clone().map(|_| Default::default()).collect();
     for (ai, a) in archives.iter().enumerate() {
-        for (mi, m) in a.index.messages.iter().enumerate() {
-            let Some(&fi) = folder_ix.get(m.folder.as_str()) else {
-                continue;
-            };
-            let dest = folder_dest[fi];
-            if !slice.contains(&dest) {
+        for (mi, &fi) in placed.folder_of[ai].iter().enumerate() {
+            if fi == NOT_PLANNED || !slice.contains(&folder_dest[fi as usize]) {
                 continue;
             }
-            ambiguous[dest - slice.start].add(m.message_id.as_deref(), &m.sha256);
-            let d = &mut dests[dest];
-            if d.other_deliveries {
-                if let Some(id) = m.message_id.as_deref().and_then(identity::norm_message_id) {
-                    let sizes = d.sizes_by_id.entry(id).or_default();
-                    sizes.push(m.size);
-                    sizes.extend(m.source_size);
-                }
-            }
+            let (fi, dest) = (fi as usize, folder_dest[fi as usize]);
             ordinal += 1;
-            if pass
+            let in_pass = pass
                 .part
                 .as_ref()
-                .is_some_and(|p| !p.contains(&(ordinal - 1)))
-            {
+                .is_none_or(|p| p.contains(&(ordinal - 1)));
+            let amb = &mut ambiguous[dest - slice.start];
+            if !in_pass && amb.is_none() {
+                continue;
+            }
+            let m = a.index.messages.get(mi);
+            if let Some(amb) = amb {
+                amb.add(m.message_id.as_deref(), &m.sha256);
+                let d = &mut dests[dest];
+                if d.other_deliveries {
+                    if let Some(id) = m.message_id.as_deref().and_then(identity::norm_message_id) {
+                        let sizes = d.sizes_by_id.entry(id).or_default();
+                        sizes.push(m.size);
+                        sizes.extend(m.source_size);
+                    }
+                }
+            }
+            if !in_pass {
                 continue;
             }
             let mut raw_sha = [0u8; 32];
@@ -281,7 +303,9 @@ pub(super) fn records(
         }
     }
     for (d, a) in dests[slice.clone()].iter_mut().zip(ambiguous) {
-        d.ambiguous = a.finish();
+        if let Some(a) = a {
+            d.ambiguous = a.finish();
+        }
     }
     recs
 }

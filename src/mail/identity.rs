@@ -660,10 +660,16 @@ pub fn ambiguous_ids<M: AsRef<str>, S: AsRef<str>>(
     a.finish()
 }
 
-/// [`ambiguous_ids`] fed one message at a time (one per folder in a single pass).
+/// [`ambiguous_ids`] fed one message at a time (one per folder in a single pass). Held
+/// compact, as a whole folder is fed at once (400,000 messages): per Message-ID its
+/// [`id_hash`] and the first 16 bytes of the SHA-256 first seen with it, where a map of
+/// Message-ID Strings to SHA-256s cost ~140 bytes a message. A hash two Message-IDs
+/// share can only make one of them ambiguous too (compared by bytes: slower, never
+/// wrong); a real ambiguity is always found, as its second message meets the first's
+/// entry (or another one it differs from).
 #[derive(Debug, Default)]
 pub struct AmbiguousIds {
-    seen: HashMap<String, ShaKey>,
+    seen: HashMap<u64, [u8; 16]>,
     out: HashSet<String>,
 }
 
@@ -672,14 +678,15 @@ impl AmbiguousIds {
         let Some(m) = mid.and_then(norm_message_id) else {
             return;
         };
-        let sha = ShaKey::of(sha);
-        match self.seen.get(&m) {
-            Some(s) if *s != sha => {
-                self.out.insert(m);
+        let sha = sha_prefix(sha);
+        match self.seen.entry(id_hash(&m)) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                if *e.get() != sha {
+                    self.out.insert(m);
+                }
             }
-            Some(_) => {}
-            None => {
-                self.seen.insert(m, sha);
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(sha);
             }
         }
     }
@@ -689,29 +696,49 @@ impl AmbiguousIds {
     }
 }
 
-/// A SHA-256 as an index spells it: 32 bytes when it is lowercase hex (as writers
-/// write it), else the text itself, so equal keys are exactly equal spellings.
-#[derive(Debug, PartialEq, Eq)]
-enum ShaKey {
-    Raw([u8; 32]),
-    Text(String),
+/// A Message-ID's 64-bit hash, the one every compact table of Message-IDs is keyed by.
+pub(crate) fn id_hash(id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
 }
 
-impl ShaKey {
-    fn of(s: &str) -> ShaKey {
-        let mut raw = [0u8; 32];
-        let lower = s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        if lower && hex::decode_to_slice(s, &mut raw).is_ok() {
-            ShaKey::Raw(raw)
-        } else {
-            ShaKey::Text(s.to_string())
-        }
+/// The first 16 bytes of a SHA-256 as an index spells it: decoded when it is lowercase
+/// hex (as writers write it), else of the text's own digest, so only equal spellings
+/// compare equal (as before, when the text itself was kept).
+fn sha_prefix(s: &str) -> [u8; 16] {
+    let mut p = [0u8; 16];
+    let hex64 = s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if hex64 && hex::decode_to_slice(&s[..32], &mut p).is_ok() {
+        return p;
     }
+    p.copy_from_slice(&Sha256::digest(s.as_bytes())[..16]);
+    p
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_id_is_ambiguous_when_its_messages_differ() {
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let amb = ambiguous_ids([
+            (Some("<x@h>"), a.as_str()),
+            (Some("<x@h>"), b.as_str()),
+            (Some("<y@h>"), a.as_str()),
+            (Some("<y@h>"), a.as_str()),
+            (Some("<z@h>"), a.as_str()),
+            (None, b.as_str()),
+            // Another spelling of the same digest is another text, as it always was.
+            (Some("<w@h>"), a.as_str()),
+            (Some("<w@h>"), &a.to_uppercase()),
+        ]);
+        let mut got: Vec<String> = amb.into_iter().collect();
+        got.sort();
+        assert_eq!(got, ["w@h", "x@h"]);
+    }
 
     #[test]
     fn crlf_forms() {
