@@ -439,10 +439,18 @@ fn key_folders<'a>(
         .collect();
     let mut keys: Vec<Vec<Option<MsgKey>>> =
         group.iter().map(|(_, r)| vec![None; r.len()]).collect();
+    // Keys still to make: the archives are read only up to the last one.
+    let mut left: usize = group.iter().map(|(_, r)| r.len()).sum();
     for (ai, a) in archives.iter().enumerate() {
+        if left == 0 {
+            break;
+        }
         let ambiguous = ambiguous_by_folder(a, &names.keys().copied().collect());
         let none = HashSet::new();
-        let _ = a.stream(|member| -> Result<(), crate::archive::ReadError> {
+        let _ = a.stream(|member| -> Result<(), Keying> {
+            if left == 0 {
+                return Err(Keying::AllMade);
+            }
             let crate::archive::reader::Member::Message { record, mut body } = member else {
                 return Ok(());
             };
@@ -457,6 +465,7 @@ fn key_folders<'a>(
             else {
                 return Ok(());
             };
+            left = left.saturating_sub(1);
             if hex::decode_to_slice(&m.sha256, &mut sha).is_err() {
                 return Ok(());
             }
@@ -485,6 +494,19 @@ fn key_folders<'a>(
                 }
             })
             .collect();
+    }
+}
+
+/// Why keying stopped reading an archive before its end.
+enum Keying {
+    /// Damaged data: what is left unkeyed is keyed from the index.
+    Read,
+    AllMade,
+}
+
+impl From<crate::archive::ReadError> for Keying {
+    fn from(_: crate::archive::ReadError) -> Keying {
+        Keying::Read
     }
 }
 
