@@ -352,6 +352,7 @@ mod tests {
             file_len: 0,
             keys: Default::default(),
             tap: None,
+            by_path: Default::default(),
         }
     }
 

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::hash::BuildHasher;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use sha2::{Digest, Sha256};
 
@@ -51,6 +52,10 @@ pub struct Archive {
     pub keys: Identities,
     /// When set, the next full pass also hashes the file's bytes (a signature check).
     pub tap: Option<FileHash>,
+    /// Which records name a member, made by the first pass and kept for the next ones
+    /// (import and `verify --against` read an archive once a pass): making it parses
+    /// every index record.
+    pub(crate) by_path: OnceLock<Arc<ByPath>>,
 }
 
 /// Names of members that carry metadata, not mail.
@@ -239,6 +244,7 @@ impl Archive {
             file_len,
             keys: keys.clone(),
             tap: None,
+            by_path: OnceLock::new(),
         })
     }
 
@@ -259,6 +265,7 @@ impl Archive {
             file_len,
             keys: keys.clone(),
             tap: None,
+            by_path: OnceLock::new(),
         })
     }
 
@@ -319,7 +326,7 @@ impl Archive {
         let dec = zstd::stream::read::Decoder::new(BufReader::with_capacity(1 << 20, f))
             .map_err(io_err)?;
         let msgs = &self.index.messages;
-        let by_path = ByPath::new(msgs);
+        let by_path = self.by_path.get_or_init(|| Arc::new(ByPath::new(msgs)));
         let mut out = StreamOutcome {
             seen: vec![false; msgs.len()],
             members: 0,
@@ -448,7 +455,8 @@ impl Archive {
 /// Which records name each member path: (hash of the path, record) sorted, 16 bytes a
 /// record where a map of the paths would hold every path again. A hash names
 /// candidates; each is confirmed against its record's path.
-struct ByPath {
+#[derive(Debug)]
+pub(crate) struct ByPath {
     keys: Vec<(u64, usize)>,
     state: std::collections::hash_map::RandomState,
 }
