@@ -360,9 +360,9 @@ impl Archive {
                 visit(Member::Unsafe { path: name })?;
                 continue;
             }
-            let mut recs = by_path.records(msgs, &name);
+            let recs = by_path.records(&name);
             let met_before = match recs.first() {
-                Some(&(r, _)) => std::mem::replace(&mut named_seen[r], true),
+                Some(&r) => std::mem::replace(&mut named_seen[r], true),
                 None => !other_seen.insert(name.clone()),
             };
             if met_before && !entry.header().entry_type().is_dir() {
@@ -385,12 +385,12 @@ impl Archive {
                 Layout::Maildir => {
                     let mut body = Tracked::new(&mut entry);
                     visit(Member::Message {
-                        record: recs[0].0,
+                        record: recs[0],
                         body: MessageBody(&mut body),
                     })?;
                     body.drain().map_err(|e| data_err(out.members, e))?;
-                    out.seen[recs[0].0] = true;
-                    for &(r, _) in &recs[1..] {
+                    out.seen[recs[0]] = true;
+                    for &r in &recs[1..] {
                         out.seen[r] = true;
                         visit(Member::Shared {
                             record: r,
@@ -399,6 +399,8 @@ impl Archive {
                     }
                 }
                 Layout::Mbox => {
+                    let mut recs: Vec<(usize, MessageRecord)> =
+                        recs.into_iter().map(|r| (r, msgs.get(r))).collect();
                     recs.sort_by_key(|(_, m)| m.mbox.as_ref().map_or(0, |l| l.offset));
                     let mut pos = 0u64;
                     for (r, m) in recs {
@@ -455,33 +457,43 @@ impl Archive {
 /// Which records name each member path: (hash of the path, record) sorted, 16 bytes a
 /// record where a map of the paths would hold every path again. A hash names
 /// candidates; each is confirmed against its record's path.
+/// The records naming each member path, found by two independent 64- and 32-bit hashes
+/// of the path under a key chosen per process: a false match takes 96 equal bits, so a
+/// member's records are found without parsing any record (a pass met every record of
+/// the index once a member, for its path).
 #[derive(Debug)]
 pub(crate) struct ByPath {
-    keys: Vec<(u64, usize)>,
+    keys: Vec<(u64, u32, u32)>,
     state: std::collections::hash_map::RandomState,
 }
 
 impl ByPath {
     fn new(msgs: &Messages) -> ByPath {
         let state = std::collections::hash_map::RandomState::new();
-        let mut keys: Vec<(u64, usize)> = msgs
+        let mut keys: Vec<(u64, u32, u32)> = msgs
             .iter()
             .enumerate()
-            .map(|(i, m)| (state.hash_one(m.path.as_str()), i))
+            .map(|(i, m)| {
+                let (h, check) = Self::hash(&state, &m.path);
+                (h, check, u32::try_from(i).expect("under 4G records"))
+            })
             .collect();
         keys.sort_unstable();
         ByPath { keys, state }
     }
 
-    /// The records naming `path`, in index order, each with its record.
-    fn records(&self, msgs: &Messages, path: &str) -> Vec<(usize, MessageRecord)> {
-        let h = self.state.hash_one(path);
-        let from = self.keys.partition_point(|&(k, _)| k < h);
+    fn hash(state: &std::collections::hash_map::RandomState, path: &str) -> (u64, u32) {
+        (state.hash_one(path), state.hash_one((path, 1u8)) as u32)
+    }
+
+    /// The records naming `path`, in index order.
+    fn records(&self, path: &str) -> Vec<usize> {
+        let (h, check) = Self::hash(&self.state, path);
+        let from = self.keys.partition_point(|&(k, c, _)| (k, c) < (h, check));
         self.keys[from..]
             .iter()
-            .take_while(|&&(k, _)| k == h)
-            .map(|&(_, i)| (i, msgs.get(i)))
-            .filter(|(_, m)| m.path == path)
+            .take_while(|&&(k, c, _)| (k, c) == (h, check))
+            .map(|&(_, _, i)| i as usize)
             .collect()
     }
 }
