@@ -16,7 +16,8 @@
 //! `MAILARK_BENCH_WRAP` runs each command under a wrapper (e.g. valgrind's massif).
 //! `MAILARK_BENCH_SCALE_ONLY=export` stops after the export row (to profile or compare
 //! export alone); `MAILARK_BENCH_SCALE_ONLY=import` runs export, the two imports and
-//! `verify --against` the destination only.
+//! `verify --against` the destination only. `MAILARK_BENCH_SCALE_PASS=N` gives import
+//! and `verify --against` `--messages-per-pass N`.
 
 mod common;
 #[path = "../tests/support/mod.rs"]
@@ -237,6 +238,13 @@ fn main() {
         c.arg(args[0]).arg("-q").args(&args[1..]);
         c
     };
+    // `--messages-per-pass` for import and verify --against (their default otherwise).
+    let per_pass = std::env::var("MAILARK_BENCH_SCALE_PASS").ok();
+    let passes = |c: &mut Command| {
+        if let Some(n) = &per_pass {
+            c.args(["--messages-per-pass", n]);
+        }
+    };
 
     let mut c = mailark(&["export", &d.imaps_url("src"), "-o"]);
     c.arg(&ar);
@@ -255,18 +263,22 @@ fn main() {
         run("verify", mailark(&["verify", a]), false);
         let mut c = mailark(&["verify", a, "--against", &d.imaps_url("src")]);
         login(&mut c, "src");
+        passes(&mut c);
         run("verify --against source", c, false);
     }
     let mut c = mailark(&["import", a, "--to", &d.imaps_url("dst")]);
     login(&mut c, "dst");
+    passes(&mut c);
     run("import into an empty account", c, false);
     assert_eq!(count(&d, "dst"), n as u64, "import: count on the server");
     let mut c = mailark(&["import", a, "--to", &d.imaps_url("dst")]);
     login(&mut c, "dst");
+    passes(&mut c);
     run("import again (nothing to do)", c, false);
     assert_eq!(count(&d, "dst"), n as u64, "second import doubled mail");
     let mut c = mailark(&["verify", a, "--against", &d.imaps_url("dst")]);
     login(&mut c, "dst");
+    passes(&mut c);
     run("verify --against destination", c, false);
     if import_only {
         eprintln!("scale: MAILARK_BENCH_SCALE_ONLY=import: the other commands not run");

@@ -3,6 +3,7 @@
 //! CLI on top. Dependencies point one way: `cli` → workflows (`export`, `extract`,
 //! `verify`) → `archive` / `source`.
 
+pub mod alloc;
 pub mod archive;
 pub mod census;
 pub mod cli;

@@ -327,6 +327,7 @@ pub async fn verify_against(
                     taken.extend(paired);
                     taken.sort_unstable();
                     folders[i].recs = Vec::new();
+                    crate::alloc::give_back();
                 }
                 sum.folders_compared += 1;
                 continue;
@@ -390,6 +391,7 @@ pub async fn verify_against(
                 f, m, st, census, WHOLE, opts.full, &server, &mut out, &mut sum,
             );
             folders[*i].recs = Vec::new();
+            crate::alloc::give_back();
             sum.folders_compared += 1;
         }
     }
