@@ -100,10 +100,10 @@ pub struct ImportOptions {
 }
 
 /// The default of [`ImportOptions::messages_per_pass`]: one pass over the archive for
-/// most accounts; at a million messages (6 folders) 23 passes, each reading the archive
+/// most accounts; at a million messages (6 folders) 25 passes, each reading the archive
 /// up to its last message, against a peak RSS bounded by a pass (see the README's
 /// *A million messages*).
-pub const MESSAGES_PER_PASS: usize = 50_000;
+pub const MESSAGES_PER_PASS: usize = 40_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
