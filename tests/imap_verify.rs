@@ -41,6 +41,22 @@ fn verify(
     verify_at(d, user, &d.imaps_url(user), archives, &e)
 }
 
+/// Appends `msgs` (seen) to `user`'s INBOX.
+fn fill_inbox(d: &Dovecot, user: &str, msgs: &[Vec<u8>]) {
+    let mut c = d.raw(user);
+    for m in msgs {
+        assert!(c.append("INBOX", "\\Seen", None, m).ok());
+    }
+    c.logout();
+}
+
+/// Exports alice's account to `dir`/a.tar.zst and returns that path.
+fn export_alice(d: &Dovecot, dir: &std::path::Path) -> std::path::PathBuf {
+    let ar = dir.join("a.tar.zst");
+    assert!(export(d, "alice", &ar, &[]).status.success());
+    ar
+}
+
 /// The JSON report of a `verify --against` that found nothing (exit 0, no findings).
 fn clean(out: &std::process::Output) -> serde_json::Value {
     assert_eq!(out.status.code(), Some(0), "{}{}", stdout(out), stderr(out));
@@ -155,8 +171,7 @@ fn against_a_restored_destination_matches_by_content() {
     assert!(c.append("Sent", "\\Seen", None, &msg("sent one", "s")).ok());
     c.logout();
     let t = tempfile::tempdir().unwrap();
-    let ar = t.path().join("a.tar.zst");
-    assert!(export(&d, "alice", &ar, &[]).status.success());
+    let ar = export_alice(&d, t.path());
     // bob stands in for the new server: same mail, other UIDs/UIDVALIDITY, in another
     // order, and his sent folder is named differently but has the \Sent role... here
     // Dovecot gives every user the same "Sent", so the name matches.
@@ -319,14 +334,9 @@ fn shared_and_missing_message_ids_pair_with_their_own_copies() {
         format!("{head}\r\nno id, one\r\n").into_bytes(),
         format!("{head}\r\nno id, and two\r\n").into_bytes(),
     ];
-    let mut c = d.raw("alice");
-    for m in &msgs {
-        assert!(c.append("INBOX", "\\Seen", None, m).ok());
-    }
-    c.logout();
+    fill_inbox(&d, "alice", &msgs);
     let t = tempfile::tempdir().unwrap();
-    let ar = t.path().join("a.tar.zst");
-    assert!(export(&d, "alice", &ar, &[]).status.success());
+    let ar = export_alice(&d, t.path());
     let mut b = d.raw("bob");
     for m in &msgs {
         assert!(b.append("INBOX", "\\Seen", None, m).ok());
@@ -387,8 +397,7 @@ fn folders_are_opened_and_read_in_pipelines() {
             .ok());
     }
     c.logout();
-    let ar = t.path().join("a.tar.zst");
-    assert!(export(&d, "alice", &ar, &[]).status.success());
+    let ar = export_alice(&d, t.path());
 
     let proxy = support::withhold::WithholdProxy::start(
         d.imaps_port,
@@ -424,16 +433,10 @@ fn a_folder_compared_in_parts_finds_what_a_whole_comparison_finds() {
     // The same message twice, first and last (so in different parts).
     inbox.insert(0, msg("twice", "same"));
     inbox.push(msg("twice", "same"));
-    for user in ["alice", "bob"] {
-        let mut c = d.raw(user);
-        for m in &inbox {
-            assert!(c.append("INBOX", "\\Seen", None, m).ok());
-        }
-        c.logout();
-    }
+    fill_inbox(&d, "alice", &inbox);
+    fill_inbox(&d, "bob", &inbox);
     let t = tempfile::tempdir().unwrap();
-    let ar = t.path().join("a.tar.zst");
-    assert!(export(&d, "alice", &ar, &[]).status.success());
+    let ar = export_alice(&d, t.path());
     let full = |out: &std::process::Output| {
         let mut f: Vec<String> = json(out)["findings"]
             .as_array()
