@@ -249,7 +249,7 @@ struct ImportArgs {
     #[arg(long)]
     other_deliveries: bool,
     /// Work on destination folders holding at most N archived messages at a time (a
-    /// bigger folder alone), each run one pass over the archives: bounds memory on
+    /// bigger folder in parts of N), each run one pass over the archives: bounds memory on
     /// large accounts (about 600 bytes a message of the run).
     #[arg(long, value_name = "N", default_value_t = crate::import::MESSAGES_PER_PASS)]
     messages_per_pass: usize,

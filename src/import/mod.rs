@@ -95,7 +95,7 @@ pub struct ImportOptions {
     /// The step timeout of every connection (`--timeout`).
     pub timeout: std::time::Duration,
     /// At most this many archived messages are worked on at once (one pass over the
-    /// archive each; a folder holding more goes alone): `--messages-per-pass`.
+    /// archive each; a folder holding more in parts of this many): `--messages-per-pass`.
     pub messages_per_pass: usize,
 }
 
@@ -346,7 +346,8 @@ struct PartsSeen {
     /// UIDVALIDITY and the highest UID when the first part learned the folder.
     uidvalidity: Option<u32>,
     max_uid: u32,
-    /// UIDs of the server messages earlier parts found there already or verified.
+    /// UIDs of the server messages earlier parts found there already or verified
+    /// (sorted at the end of each part).
     taken: Vec<u32>,
 }
 
@@ -354,7 +355,7 @@ struct PartsSeen {
 /// (sized by the caller: the archives' `message_bytes`).
 ///
 /// The destination folders are taken in passes of at most `messages_per_pass` archived
-/// messages (a bigger folder alone), each pass learning, deciding, appending and
+/// messages (a bigger folder in parts), each pass learning, deciding, appending and
 /// verifying its folders end to end, so what is held per message is bounded by a
 /// pass, not by the account; each pass reads the archive once more.
 pub async fn import(
@@ -421,11 +422,7 @@ pub async fn import(
     };
     let mut done = Done::default();
     for pass in passes {
-        let expected = match &pass.part {
-            Some(p) => p.end - p.start,
-            None => placed.counts[pass.dests.clone()].iter().sum(),
-        };
-        sessions = run_pass(&ctx, sessions, &mut dests, pass, expected, &mut done).await?;
+        sessions = run_pass(&ctx, sessions, &mut dests, pass, &mut done).await?;
     }
     progress.finish();
 
@@ -487,15 +484,14 @@ impl Done {
     }
 }
 
-/// One pass: the destination folders of `pass` (or its part of one; `expected` archived
-/// messages) learned, their messages decided and appended while the archive streams,
-/// then verified; what they held is dropped before the next pass.
+/// One pass: the destination folders of `pass` (or its part of one) learned, their
+/// messages decided and appended while the archive streams, then verified; what they
+/// held is dropped before the next pass.
 async fn run_pass(
     ctx: &Ctx<'_>,
     mut sessions: Vec<ImapSession>,
     dests: &mut Vec<DestState>,
     pass: Pass,
-    expected: u64,
     done: &mut Done,
 ) -> Result<Vec<ImapSession>, ImportError> {
     let slice = pass.dests.clone();
@@ -509,7 +505,7 @@ async fn run_pass(
         progress,
     } = *ctx;
     let phase = std::time::Instant::now();
-    let recs = records(archives, placed, folder_dest, dests, &pass, expected);
+    let recs = records(archives, placed, folder_dest, dests, &pass);
     // What each destination folder of the pass already holds.
     let to_learn: Vec<usize> = slice
         .clone()
@@ -530,7 +526,11 @@ async fn run_pass(
                 raw: d.raw.clone(),
                 ambiguous: d.ambiguous.clone(),
                 sizes_by_id: d.sizes_by_id.clone(),
-                taken: Vec::new(),
+                taken: d
+                    .parts
+                    .as_ref()
+                    .map(|p| p.taken.clone())
+                    .unwrap_or_default(),
                 seen_up_to: d.parts.as_ref().map(|p| p.max_uid),
             })
             .collect(),
@@ -540,21 +540,6 @@ async fn run_pass(
     if let Some(di) = split.filter(|&di| dests[di].broken.is_none()) {
         census_for_part(&mut dests[di]);
     }
-    // Verification keeps off what earlier parts took.
-    let folders: Arc<Vec<DestRef>> = Arc::new(
-        folders
-            .iter()
-            .zip(dests.iter())
-            .map(|(f, d)| DestRef {
-                taken: d
-                    .parts
-                    .as_ref()
-                    .map(|p| p.taken.clone())
-                    .unwrap_or_default(),
-                ..f.clone()
-            })
-            .collect(),
-    );
     done.seconds.learn += phase.elapsed().as_secs_f64();
 
     let phase = std::time::Instant::now();
@@ -674,10 +659,10 @@ async fn run_pass(
         .extend(fill_report(plan, &in_pass, &recs, archives, &dropped));
     // What the pass learned of its folders served only it (a folder's Message-IDs
     // serve its every part).
-    let last_part = pass
-        .part
-        .as_ref()
-        .is_none_or(|p| p.end == placed.counts[slice.start]);
+    if let Some(p) = split.and_then(|di| dests[di].parts.as_mut()) {
+        p.taken.sort_unstable();
+    }
+    let last_part = pass.ends_its_folders(&placed.counts);
     for d in &mut dests[slice] {
         d.state = Default::default();
         if last_part {

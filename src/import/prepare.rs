@@ -201,6 +201,21 @@ impl Pass {
     pub(super) fn split_dest(&self) -> Option<usize> {
         self.part.as_ref().map(|_| self.dests.start)
     }
+
+    /// Archived messages in the pass (`counts`: per destination folder).
+    pub(super) fn messages(&self, counts: &[u64]) -> u64 {
+        match &self.part {
+            Some(p) => p.end - p.start,
+            None => counts[self.dests.clone()].iter().sum(),
+        }
+    }
+
+    /// The pass is the last to work on its folders (whole, or the last part).
+    pub(super) fn ends_its_folders(&self, counts: &[u64]) -> bool {
+        self.part
+            .as_ref()
+            .is_none_or(|p| p.end == counts[self.dests.start])
+    }
 }
 
 /// The passes over destination folders holding `counts` archived messages: runs of at
@@ -240,7 +255,6 @@ pub(super) fn records(
     folder_dest: &[usize],
     dests: &mut [DestState],
     pass: &Pass,
-    expected: u64,
 ) -> Vec<Rec> {
     let slice = &pass.dests;
     let learn_ids = |d: &DestState| pass.part.is_none() || d.parts.is_none();
@@ -251,7 +265,7 @@ pub(super) fn records(
     // A part's records are numbered among its folder's (a part is of one folder).
     let mut ordinal = 0u64;
     // Sized once: grown by doubling, the records' Vec was up to twice their size.
-    let mut recs: Vec<Rec> = Vec::with_capacity(expected as usize);
+    let mut recs: Vec<Rec> = Vec::with_capacity(pass.messages(&placed.counts) as usize);
     for (ai, a) in archives.iter().enumerate() {
         for (mi, &fi) in placed.folder_of[ai].iter().enumerate() {
             if fi == NOT_PLANNED || !slice.contains(&folder_dest[fi as usize]) {

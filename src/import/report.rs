@@ -39,12 +39,9 @@ pub(super) fn report_unplaced(
             });
     }
     for (folder, failed) in by_folder {
-        let n = failed.len() as u64;
-        rep.archived += n;
-        rep.failed += n;
-        rep.folders.push(FolderReport {
+        rep.add_folder(FolderReport {
             folder,
-            archived: n,
+            archived: failed.len() as u64,
             failed,
             ..Default::default()
         });
