@@ -169,6 +169,15 @@ const LEVELS: [Match; 5] = [
     Match::OtherDelivery,
 ];
 
+/// Leaves out of a folder's messages those whose UIDs `taken` (sorted) names: the ones an
+/// earlier part of the same folder's import or comparison already paired, so a server
+/// copy stands for one archived message across the parts.
+pub(crate) fn keep_off(msgs: &mut Vec<Held>, taken: &[u32]) {
+    if !taken.is_empty() {
+        msgs.retain(|m| taken.binary_search(&m.uid).is_err());
+    }
+}
+
 /// What a server folder holds, and which of its messages are already accounted for.
 #[derive(Debug, Default)]
 pub struct Census {

@@ -66,9 +66,7 @@ pub(super) async fn learn_for_verify(
         .expect("one folder read");
     let st = out.status?;
     let mut msgs = out.messages?;
-    if !folder.taken.is_empty() {
-        msgs.retain(|m| folder.taken.binary_search(&m.uid).is_err());
-    }
+    crate::reconcile::keep_off(&mut msgs, &folder.taken);
     let mut state = census_of(msgs);
     if with_ids {
         let need = state.need_bytes(&folder.ambiguous, &HashMap::new());
@@ -99,12 +97,9 @@ pub(super) fn census_for_part(d: &mut DestState) {
         ));
         return;
     }
-    p.taken.sort_unstable();
-    let msgs = std::mem::take(&mut d.state)
-        .msgs
-        .into_iter()
-        .filter(|m| m.uid <= p.max_uid && p.taken.binary_search(&m.uid).is_err())
-        .collect();
+    let mut msgs = std::mem::take(&mut d.state).msgs;
+    msgs.retain(|m| m.uid <= p.max_uid);
+    crate::reconcile::keep_off(&mut msgs, &p.taken);
     d.state = census_of(msgs);
 }
 

@@ -313,7 +313,7 @@ pub async fn verify_against(
                     };
                     let mut opened = s.read_folders_as::<Held>(&[req]).await?.remove(0);
                     if let Ok(msgs) = &mut opened.messages {
-                        msgs.retain(|h| taken.binary_search(&h.uid).is_err());
+                        reconcile::keep_off(msgs, &taken);
                     }
                     let f = &folders[i];
                     let (st, census) =
@@ -434,10 +434,9 @@ fn key_folders<'a>(
     folders: &mut [ArchFolder<'a>],
     group: &[(usize, Range<usize>)],
 ) {
-    let names: HashMap<&str, usize> = group
+    let names: HashSet<&str> = group
         .iter()
-        .enumerate()
-        .map(|(gi, (i, _))| (folders[*i].name.as_str(), gi))
+        .map(|(i, _)| folders[*i].name.as_str())
         .collect();
     let mut keys: Vec<Vec<Option<MsgKey>>> =
         group.iter().map(|(_, r)| vec![None; r.len()]).collect();
@@ -447,7 +446,7 @@ fn key_folders<'a>(
         if left == 0 {
             break;
         }
-        let ambiguous = ambiguous_by_folder(a, &names.keys().copied().collect());
+        let ambiguous = ambiguous_by_folder(a, &names);
         let none = HashSet::new();
         let _ = a.stream(|member| -> Result<(), Keying> {
             if left == 0 {
@@ -456,17 +455,16 @@ fn key_folders<'a>(
             let crate::archive::reader::Member::Message { record, mut body } = member else {
                 return Ok(());
             };
+            // Found among the group's members first: only their records are parsed.
+            let at = (ai as u32, record as u32);
+            let Some((gi, pos)) = group.iter().enumerate().find_map(|(gi, (i, range))| {
+                let pos = folders[*i].members[range.clone()].binary_search(&at).ok()?;
+                Some((gi, pos))
+            }) else {
+                return Ok(());
+            };
             let m = &a.record(record);
             let mut sha = [0u8; 32];
-            let Some(&gi) = names.get(m.folder.as_str()) else {
-                return Ok(());
-            };
-            let (i, range) = &group[gi];
-            let Ok(pos) =
-                folders[*i].members[range.clone()].binary_search(&(ai as u32, record as u32))
-            else {
-                return Ok(());
-            };
             left = left.saturating_sub(1);
             if hex::decode_to_slice(&m.sha256, &mut sha).is_err() {
                 return Ok(());
