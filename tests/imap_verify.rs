@@ -50,6 +50,20 @@ fn fill_inbox(d: &Dovecot, user: &str, msgs: &[Vec<u8>]) {
     c.logout();
 }
 
+/// Gives `user`'s INBOX another UIDVALIDITY, as a new server's would have: accounts
+/// made within a second can share one (Dovecot derives it from the clock).
+fn other_uidvalidity(d: &Dovecot, user: &str) {
+    d.doveadm(&[
+        "mailbox",
+        "update",
+        "-u",
+        user,
+        "--uid-validity",
+        "12345",
+        "INBOX",
+    ]);
+}
+
 /// Exports alice's account to `dir`/a.tar.zst and returns that path.
 fn export_alice(d: &Dovecot, dir: &std::path::Path) -> std::path::PathBuf {
     let ar = dir.join("a.tar.zst");
@@ -183,15 +197,7 @@ fn against_a_restored_destination_matches_by_content() {
     b.logout();
     // Both accounts were made within a second: make sure the UIDVALIDITYs differ, as
     // they do on a real new server.
-    d.doveadm(&[
-        "mailbox",
-        "update",
-        "-u",
-        "bob",
-        "--uid-validity",
-        "12345",
-        "INBOX",
-    ]);
+    other_uidvalidity(&d, "bob");
     let out = verify(&d, "bob", &[&ar], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     let v = json(&out);
@@ -342,15 +348,7 @@ fn shared_and_missing_message_ids_pair_with_their_own_copies() {
         assert!(b.append("INBOX", "\\Seen", None, m).ok());
     }
     b.logout();
-    d.doveadm(&[
-        "mailbox",
-        "update",
-        "-u",
-        "bob",
-        "--uid-validity",
-        "12345",
-        "INBOX",
-    ]);
+    other_uidvalidity(&d, "bob");
     for extra in [&[][..], &["--full"][..]] {
         let out = verify(&d, "bob", &[&ar], extra);
         assert_eq!(out.status.code(), Some(0), "{extra:?}: {}", stdout(&out));
@@ -486,15 +484,7 @@ fn a_folder_compared_in_parts_finds_what_a_whole_comparison_finds() {
     );
 
     // bob, compared by content, lost the second copy of the duplicate.
-    d.doveadm(&[
-        "mailbox",
-        "update",
-        "-u",
-        "bob",
-        "--uid-validity",
-        "12345",
-        "INBOX",
-    ]);
+    other_uidvalidity(&d, "bob");
     let mut b = d.raw("bob");
     b.must("SELECT INBOX");
     b.must(&format!("UID STORE {} +FLAGS (\\Deleted)", inbox.len()));
