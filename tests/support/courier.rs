@@ -179,6 +179,9 @@ impl Courier {
                 && c.run_dir().join("courier/authdaemon/socket").exists()
                 && abstract_socket_listens(&gam_socket)
                 && ports.iter().all(|&p| greets(p))
+                && ports
+                    .iter()
+                    .all(|&p| super::listens_in(&session_members(c.sid as i32), p))
             {
                 return Ok(c);
             }
@@ -334,27 +337,7 @@ impl Drop for Courier {
 
 /// Processes (not zombies) whose session id is `sid`, read from /proc.
 pub fn session_members(sid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        // After the command name in parentheses: state ppid pgrp session ...
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        if f.len() > 3 && f[3].parse() == Ok(sid) && f[0] != "Z" {
-            out.push(pid);
-        }
-    }
-    out
+    super::processes_with(3, sid)
 }
 
 fn abstract_socket_listens(name: &str) -> bool {

@@ -201,7 +201,10 @@ DAEMON {{
         std::mem::forget(child);
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
-            if c.greets(imap) && c.greets(imaps) {
+            // The master stays up when a port it was given is taken meanwhile.
+            let group = super::processes_with(2, c.pid as i32);
+            let ours = [imap, imaps].iter().all(|&p| super::listens_in(&group, p));
+            if ours && c.greets(imap) && c.greets(imaps) {
                 return Ok(c);
             }
             if !c.alive() {
@@ -209,8 +212,9 @@ DAEMON {{
             }
             std::thread::sleep(Duration::from_millis(30));
         }
+        // Dropping `c` stops this master before the next try.
         Err(format!(
-            "no greeting on 127.0.0.1:{imap}: {}",
+            "no greeting on 127.0.0.1:{imap}/{imaps} from its own master: {}",
             std::fs::read_to_string(c.dir.path().join("master.stderr")).unwrap_or_default()
         ))
     }

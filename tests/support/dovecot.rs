@@ -212,7 +212,10 @@ namespace inbox {{
         std::mem::forget(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if d.greets(imap) && d.greets(pop3) {
+            let ours = [imap, imaps, pop3, pop3s]
+                .iter()
+                .all(|&p| super::listens_in(&[d.pid as i32], p));
+            if ours && d.greets(imap) && d.greets(pop3) {
                 // Dovecot 2.3.19 can panic (fcntl EDEADLK) when several sessions of a
                 // fresh account auto-create the special-use folders at once; and a
                 // folder is only made on disk, and added to the `subscriptions` file,

@@ -43,13 +43,81 @@ pub fn relay(
     port
 }
 
-/// A port free on 127.0.0.1 right now (the harnesses retry if it is taken meanwhile).
+/// A port free on 127.0.0.1 right now, and never handed out before in this process.
+/// The kernel may give a port just released to the next `bind(0)`: two harnesses of
+/// one test binary starting at once were both given 45511, and the Cyrus that lost
+/// the race was tested through the Dovecot that won it ("TLS handshake failed: wrong
+/// version number"). Another process may still take the port meanwhile; each
+/// harness checks that its own server listens ([`listens_in`]).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
+
+/// The processes whose `/proc/PID/stat` field `which` (after the command name: 0
+/// state, 1 ppid, 2 process group, 3 session) is `id`, zombies left out.
+pub fn processes_with(which: usize, id: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        if f.len() > which && f[which].parse() == Ok(id) && f[0] != "Z" {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Whether one of `pids` holds the socket listening on 127.0.0.1:`port`: a connect
+/// alone would also reach whoever else took the port since [`free_port`].
+pub fn listens_in(pids: &[i32], port: u16) -> bool {
+    // /proc/net/tcp: "sl local rem st ... uid timeout inode"; 0100007F is 127.0.0.1,
+    // state 0A is LISTEN.
+    let want = format!("0100007F:{port:04X}");
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 9 && f[1] == want && f[3] == "0A").then(|| format!("socket:[{}]", f[9]))
+        })
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    pids.iter().any(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+            fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str()))
+            })
+        })
+    })
 }
 
 /// A self-signed certificate for `localhost` and 127.0.0.1 (`cert.pem`, `key.pem` in
