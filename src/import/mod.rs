@@ -21,6 +21,7 @@ mod learn;
 pub mod plan;
 mod prepare;
 mod report;
+mod stream;
 mod verify;
 
 use std::collections::HashSet;
@@ -38,7 +39,6 @@ use crate::source::imap::dest::DestCaps;
 use crate::source::imap::{ImapError, ImapSession};
 use crate::source::net::{Credentials, Endpoint, TlsOptions};
 use append::{apply_outcomes, start_workers, AppendUid, Workers, QUEUE_BUDGET_KIB};
-use decide::{read_and_decide, Decided, Reader};
 use learn::{census_for_part, learn_all};
 use plan::{Plan, PlanOptions, Reason};
 use prepare::{
@@ -46,6 +46,7 @@ use prepare::{
     placement, records, Dests, Pass, Placement,
 };
 use report::{fill_report, report_unplaced};
+use stream::{ArchiveReader, Decided, Reader};
 use verify::{
     add_missing_flags, early_verify, route_answers, verify_late, Checked, Sealed, Sealer,
     VerifyItem,
@@ -225,6 +226,10 @@ pub struct ImportReport {
     pub seconds: PhaseSeconds,
     /// Passes over the archives (runs of destination folders, see `--messages-per-pass`).
     pub passes: u64,
+    /// Readings of the archive chain from its start: a pass that begins past where the
+    /// previous one stopped reads on from there (1 when the folders lie in the archive
+    /// in the order of the passes).
+    pub archive_readings: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
@@ -419,11 +424,13 @@ pub async fn import(
         placed: &placed,
         caps: &caps,
         progress,
+        reader: &ArchiveReader::start(archives.clone()),
     };
     let mut done = Done::default();
     for pass in passes {
         sessions = run_pass(&ctx, sessions, &mut dests, pass, &mut done).await?;
     }
+    rep.archive_readings = ctx.reader.readings();
     progress.finish();
 
     rep.notes.extend(done.damage_notes());
@@ -460,6 +467,7 @@ struct Ctx<'a> {
     placed: &'a Placement,
     caps: &'a DestCaps,
     progress: &'a Progress,
+    reader: &'a ArchiveReader,
 }
 
 /// What the passes have settled so far.
@@ -503,6 +511,7 @@ async fn run_pass(
         placed,
         caps,
         progress,
+        reader: archive_reader,
     } = *ctx;
     let phase = std::time::Instant::now();
     let recs = records(archives, placed, folder_dest, dests, &pass);
@@ -573,8 +582,7 @@ async fn run_pass(
     let gid_dest: Vec<usize> = recs.iter().map(|r| r.dest).collect();
     let dest_raw: Vec<Arc<str>> = dests.iter().map(|d| Arc::from(d.raw.as_str())).collect();
     let streamer = {
-        let reader = Reader {
-            archives: archives.clone(),
+        archive_reader.read(Reader {
             recs,
             dests: std::mem::take(dests),
             plan_names: plan.folders.iter().map(|f| f.source.clone()).collect(),
@@ -586,8 +594,7 @@ async fn run_pass(
             router,
             sealer,
             progress: progress.clone(),
-        };
-        tokio::task::spawn_blocking(move || read_and_decide(reader))
+        })
     };
     // Outcomes arrive while the archive streams; a folder whose records are all decided
     // and answered goes to early verification.
@@ -607,7 +614,7 @@ async fn run_pass(
         dests: decided,
         dropped,
         damaged,
-    } = streamer.await.expect("archive reader panicked");
+    } = streamer.await;
     *dests = decided;
     for w in workers {
         if let Some(s) = w.await.expect("append worker panicked") {
