@@ -76,16 +76,15 @@ pub(super) async fn learn_for_verify(
     Ok((state, st.uidvalidity))
 }
 
-/// For a folder imported in parts: the first part notes the folder's UIDVALIDITY and
-/// highest UID; a later part keeps of its census only the messages that were there
-/// then and that no earlier part matched or verified. So a server copy stands for one
-/// archived message across the parts, as in one pass (what came later is this import's
-/// own appends, each checked by the part that sent it).
-pub(super) fn census_for_part(d: &mut DestState) {
-    let Some(p) = &mut d.parts else {
+/// For a folder imported in parts: the first part notes the folder's UIDVALIDITY; a
+/// later part goes on with the census the earlier parts `kept`, whose claims keep off
+/// the server messages they paired, so a server copy stands for one archived message
+/// across the parts, as in one pass. What came after the first part learned the
+/// folder is this import's own appends, each checked by the part that sent it.
+pub(super) fn census_for_part(d: &mut DestState, kept: Census) {
+    let Some(p) = &d.parts else {
         d.parts = Some(PartsSeen {
             uidvalidity: d.uidvalidity,
-            max_uid: d.state.msgs.iter().map(|m| m.uid).max().unwrap_or(0),
             taken: Vec::new(),
         });
         return;
@@ -97,10 +96,7 @@ pub(super) fn census_for_part(d: &mut DestState) {
         ));
         return;
     }
-    let mut msgs = std::mem::take(&mut d.state).msgs;
-    msgs.retain(|m| m.uid <= p.max_uid);
-    crate::reconcile::keep_off(&mut msgs, &p.taken);
-    d.state = census_of(msgs);
+    d.state = kept;
 }
 
 /// The messages of the open folder (`exists` of them). `with_ids` reads each one's
@@ -172,16 +168,15 @@ async fn learn_pipelined(
         read_only,
         what,
         unselect: !read_only,
-        uids: folders[di].seen_up_to.map(|m| (1, m)),
+        uids: None,
     };
     let all: Vec<FolderRead> = to_learn.iter().map(|&di| req(di, None)).collect();
     let opened = s.read_folders_as::<Held>(&all).await?;
-    // A later part of a folder that was empty when its first part learned it (a first
-    // import) has nothing to read: what is there now is this import's own.
+    // A later part of a folder goes on with the census its earlier parts kept.
     let full: Vec<usize> = to_learn
         .iter()
         .zip(&opened)
-        .filter(|(&di, _)| folders[di].seen_up_to != Some(0))
+        .filter(|(&di, _)| !folders[di].status_only)
         .filter(|(_, o)| o.status.as_ref().is_ok_and(|st| st.exists > 0))
         .map(|(&di, _)| di)
         .collect();

@@ -322,9 +322,9 @@ struct DestRef {
     sizes_by_id: std::collections::HashMap<String, Vec<u64>>,
     /// See [`PartsSeen::taken`] (sorted; empty unless the folder is imported in parts).
     taken: Vec<u32>,
-    /// A later part of a folder imported in parts: only messages up to this UID can
-    /// stand for archived ones (see [`PartsSeen::max_uid`]); the census reads no more.
-    seen_up_to: Option<u32>,
+    /// A later part of a folder imported in parts: its census is the one the earlier
+    /// parts kept (see `learn::census_for_part`); only the folder's status is read.
+    status_only: bool,
 }
 
 /// A destination folder (several source folders may land in one).
@@ -346,13 +346,13 @@ struct DestState {
     broken: Option<String>,
 }
 
-/// What the parts of one destination folder's import share.
+/// What the parts of one destination folder's import share (the census itself is
+/// kept in `DestState::state` from part to part).
 struct PartsSeen {
-    /// UIDVALIDITY and the highest UID when the first part learned the folder.
+    /// UIDVALIDITY when the first part learned the folder.
     uidvalidity: Option<u32>,
-    max_uid: u32,
     /// UIDs of the server messages earlier parts found there already or verified
-    /// (sorted at the end of each part).
+    /// (sorted at the end of each part): verification keeps off them.
     taken: Vec<u32>,
 }
 
@@ -540,15 +540,21 @@ async fn run_pass(
                     .as_ref()
                     .map(|p| p.taken.clone())
                     .unwrap_or_default(),
-                seen_up_to: d.parts.as_ref().map(|p| p.max_uid),
+                status_only: d.parts.is_some(),
             })
             .collect(),
     );
-    sessions = learn_all(opts, sessions, dests, to_learn, &folders).await?;
     let split = pass.split_dest();
+    // A later part decides against the census the earlier parts learned and claimed
+    // from: reading the folder again for each part made a rerun's learning grow with
+    // the square of the folder.
+    let kept = split.map(|di| std::mem::take(&mut dests[di].state));
+    sessions = learn_all(opts, sessions, dests, to_learn, &folders).await?;
     if let Some(di) = split.filter(|&di| dests[di].broken.is_none()) {
-        census_for_part(&mut dests[di]);
+        census_for_part(&mut dests[di], kept.unwrap_or_default());
     }
+    // The census the next part of the folder goes on with.
+    let keep_census = split.filter(|_| !pass.ends_its_folders(&placed.counts));
     done.seconds.learn += phase.elapsed().as_secs_f64();
 
     let phase = std::time::Instant::now();
@@ -594,6 +600,7 @@ async fn run_pass(
             router,
             sealer,
             progress: progress.clone(),
+            keep_census,
         })
     };
     // Outcomes arrive while the archive streams; a folder whose records are all decided
@@ -670,8 +677,15 @@ async fn run_pass(
         p.taken.sort_unstable();
     }
     let last_part = pass.ends_its_folders(&placed.counts);
-    for d in &mut dests[slice] {
-        d.state = Default::default();
+    for (di, d) in dests
+        .iter_mut()
+        .enumerate()
+        .take(slice.end)
+        .skip(slice.start)
+    {
+        if keep_census != Some(di) {
+            d.state = Default::default();
+        }
         if last_part {
             d.ambiguous = Default::default();
             d.sizes_by_id = Default::default();

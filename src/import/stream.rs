@@ -43,6 +43,9 @@ pub(super) struct Reader {
     pub(super) router: Router,
     pub(super) sealer: Sealer,
     pub(super) progress: Progress,
+    /// A destination folder whose census outlives the pass (a part other than its
+    /// last: the next part goes on with it).
+    pub(super) keep_census: Option<usize>,
 }
 
 /// What the reader hands back: the decided records and folders, keywords dropped per
@@ -220,6 +223,7 @@ struct PassRead {
     router: Router,
     sealer: Sealer,
     progress: Progress,
+    keep_census: Option<usize>,
     dropped: HashMap<(usize, String), u64>,
     damaged: Vec<(usize, String, u64)>,
     /// The record the previous member decided: settled when the next one comes (or the
@@ -246,6 +250,7 @@ impl PassRead {
             router: r.router,
             sealer: r.sealer,
             progress: r.progress,
+            keep_census: r.keep_census,
             dropped: HashMap::new(),
             damaged: Vec::new(),
             deciding: None,
@@ -262,10 +267,13 @@ impl PassRead {
     /// Settles the message decided last.
     fn settle(&mut self, archives: &[Archive]) {
         if let Some(g) = self.deciding.take() {
-            if self.sealer.decided(g, &self.recs, archives, self.mode) {
+            let dest = self.recs[g].dest;
+            if self.sealer.decided(g, &self.recs, archives, self.mode)
+                && self.keep_census != Some(dest)
+            {
                 // Every record of the folder is decided: its census served only that
                 // (verification reads the folder again).
-                self.dests[self.recs[g].dest].state = Default::default();
+                self.dests[dest].state = Default::default();
             }
         }
     }
