@@ -303,29 +303,36 @@ pub async fn verify_against(
             let n = folders[i].members.len();
             if n > cap && !opts.full {
                 progress.set_message(folders[i].name.clone());
-                let mut taken: Vec<u32> = Vec::new();
+                // The folder is read once: each part claims from the census the earlier
+                // parts claimed from (reading it again for each part made the time
+                // grow with the square of the folder).
+                let req = FolderRead {
+                    what: Some(FetchWhat::MetaMessageId),
+                    ..examine_only(&m.raw_name)
+                };
+                let opened = s.read_folders_as::<Held>(&[req]).await?.remove(0);
+                let st = opened.status?;
+                let mut census = crate::import::census_of(opened.messages?);
                 for lo in (0..n).step_by(cap) {
                     let hi = (lo + cap).min(n);
                     key_folders(archives, &mut folders, &[(i, lo..hi)]);
-                    let req = FolderRead {
-                        what: Some(FetchWhat::MetaMessageId),
-                        ..examine_only(&m.raw_name)
-                    };
-                    let mut opened = s.read_folders_as::<Held>(&[req]).await?.remove(0);
-                    if let Ok(msgs) = &mut opened.messages {
-                        reconcile::keep_off(msgs, &taken);
-                    }
                     let f = &folders[i];
-                    let (st, census) =
-                        census(&mut s, m, opened, &f.recs, opts, progress, &mut sum).await?;
+                    read_bytes(&mut s, m, &mut census, &f.recs, opts, progress, &mut sum).await?;
                     let part = Part {
                         first: lo == 0,
                         last: hi == n,
                     };
-                    let paired =
-                        compare_folder(f, m, st, census, part, false, &server, &mut out, &mut sum);
-                    taken.extend(paired);
-                    taken.sort_unstable();
+                    compare_folder(
+                        f,
+                        m,
+                        &st,
+                        &mut census,
+                        part,
+                        false,
+                        &server,
+                        &mut out,
+                        &mut sum,
+                    );
                     folders[i].recs = Vec::new();
                     crate::alloc::give_back();
                 }
@@ -386,9 +393,18 @@ pub async fn verify_against(
                 m.raw_name
             );
             let opened = read.next().expect("a read per paired folder");
-            let (st, census) = census(&mut s, m, opened, &f.recs, opts, progress, &mut sum).await?;
+            let (st, mut census) =
+                census(&mut s, m, opened, &f.recs, opts, progress, &mut sum).await?;
             compare_folder(
-                f, m, st, census, WHOLE, opts.full, &server, &mut out, &mut sum,
+                f,
+                m,
+                &st,
+                &mut census,
+                WHOLE,
+                opts.full,
+                &server,
+                &mut out,
+                &mut sum,
             );
             folders[*i].recs = Vec::new();
             crate::alloc::give_back();
@@ -601,6 +617,21 @@ async fn census(
 ) -> Result<(FolderStatus, Census), ImapError> {
     let st = opened.status?;
     let mut census = crate::import::census_of(opened.messages?);
+    read_bytes(s, m, &mut census, recs, opts, progress, sum).await?;
+    Ok((st, census))
+}
+
+/// Reads the bytes of the messages of `census` that pairing `recs` must compare by
+/// bytes (every message with `--full`) and not yet read.
+async fn read_bytes(
+    s: &mut ImapSession,
+    m: &MailboxInfo,
+    census: &mut Census,
+    recs: &[Rec<'_>],
+    opts: &AgainstOptions,
+    progress: &Progress,
+    sum: &mut AgainstSummary,
+) -> Result<(), ImapError> {
     let ambiguous: HashSet<String> = recs
         .iter()
         .filter(|r| r.key.by_bytes)
@@ -608,7 +639,7 @@ async fn census(
         .collect();
     let need = census.need_bytes(&ambiguous, &Default::default());
     if need.is_empty() && !opts.full {
-        return Ok((st, census));
+        return Ok(());
     }
     s.examine(&m.raw_name).await?;
     if !need.is_empty() {
@@ -641,11 +672,11 @@ async fn census(
         }
         sum.bodies_compared += census.msgs.iter().filter(|m| m.read.is_some()).count() as u64;
     }
-    Ok((st, census))
+    Ok(())
 }
 
 /// Which part of a folder's archived messages a comparison holds: all of them, or one of
-/// several (the census then lacks the server messages earlier parts paired).
+/// several (earlier parts have then claimed from the census what they paired).
 #[derive(Debug, Clone, Copy)]
 struct Part {
     first: bool,
@@ -657,21 +688,21 @@ const WHOLE: Part = Part {
     last: true,
 };
 
-/// Pairs one archive folder's messages (or `part` of them) with the server folder's and
-/// reports the differences; returns the UIDs of the server messages paired. A server
+/// Pairs one archive folder's messages (or `part` of them) with the unclaimed messages
+/// of the server folder's census, claiming them, and reports the differences. A server
 /// message no archived one pairs with is reported by the last part only.
 #[allow(clippy::too_many_arguments)]
 fn compare_folder(
     f: &ArchFolder<'_>,
     m: &MailboxInfo,
-    st: FolderStatus,
-    mut census: Census,
+    st: &FolderStatus,
+    census: &mut Census,
     part: Part,
     full: bool,
     server: &str,
     out: &mut Vec<Finding>,
     sum: &mut AgainstSummary,
-) -> Vec<u32> {
+) {
     if part.first {
         sum.server_messages += census.msgs.len() as u64;
     }
@@ -720,7 +751,7 @@ fn compare_folder(
     }
     // What UIDs could not pair (all of it on a restored folder), by identity.
     let keys: Vec<&MsgKey> = rest.iter().map(|&i| &f.recs[i].key).collect();
-    let r = reconcile::reconcile(&keys, &mut census, |ri, h| {
+    let r = reconcile::reconcile(&keys, census, |ri, h| {
         norm_flags(&h.flags.to_vec()) == norm_flags(&f.recs[rest[ri]].m().flags)
     });
     pairs.extend(r.pairs.iter().map(|p| (rest[p.rec], p.uid, p.how)));
@@ -766,7 +797,6 @@ fn compare_folder(
             },
         ));
     }
-    pairs.iter().map(|p| p.1).collect()
 }
 
 /// Compares one archived message with the server message paired with it.
