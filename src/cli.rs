@@ -1041,7 +1041,7 @@ fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8, Fatal> {
             .enable_all()
             .build()?;
         let (findings, summary) = rt.block_on(verify::against::verify_against(
-            chain.archives(),
+            std::sync::Arc::new(chain.into_archives()),
             &ep,
             &creds,
             &tls,

@@ -10,6 +10,7 @@ pub mod messages;
 pub mod names;
 pub mod padding;
 pub mod reader;
+pub(crate) mod readings;
 pub mod seal;
 pub mod sign;
 pub mod tarfmt;

@@ -46,7 +46,7 @@ use prepare::{
     placement, records, Dests, Pass, Placement,
 };
 use report::{fill_report, report_unplaced};
-use stream::{ArchiveReader, Decided, Reader};
+use stream::{ArchiveReader, Decided, PassRead, Reader};
 use verify::{
     add_missing_flags, early_verify, route_answers, verify_late, Checked, Sealed, Sealer,
     VerifyItem,
@@ -430,7 +430,7 @@ pub async fn import(
     for pass in passes {
         sessions = run_pass(&ctx, sessions, &mut dests, pass, &mut done).await?;
     }
-    rep.archive_readings = ctx.reader.readings();
+    rep.archive_readings = ctx.reader.readings_from_start();
     progress.finish();
 
     rep.notes.extend(done.damage_notes());
@@ -588,7 +588,7 @@ async fn run_pass(
     let gid_dest: Vec<usize> = recs.iter().map(|r| r.dest).collect();
     let dest_raw: Vec<Arc<str>> = dests.iter().map(|d| Arc::from(d.raw.as_str())).collect();
     let streamer = {
-        archive_reader.read(Reader {
+        archive_reader.read(PassRead::new(Reader {
             recs,
             dests: std::mem::take(dests),
             plan_names: plan.folders.iter().map(|f| f.source.clone()).collect(),
@@ -601,7 +601,7 @@ async fn run_pass(
             sealer,
             progress: progress.clone(),
             keep_census,
-        })
+        }))
     };
     // Outcomes arrive while the archive streams; a folder whose records are all decided
     // and answered goes to early verification.

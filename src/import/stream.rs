@@ -1,25 +1,21 @@
-//! Reading the archive for the passes: one thread streams the chain and decides each
-//! message of the pass at hand ([`super::decide`]), queueing those to append. A pass
-//! that begins after what the stream has read goes on from there, so a chain whose
-//! folders lie in the order of the passes is read once for the whole import, not once
-//! a pass (at 1,000,000 messages in 25 passes, re-reading made import's CPU time a
-//! message twice that at 100,000). A pass whose messages the stream has already gone
-//! past reads the chain again from its start.
+//! Reading the archive for the passes: each pass is a [`Reading`] of the chain that
+//! decides each of its messages ([`super::decide`]) and queues those to append. The
+//! chain is read once for passes that follow its order (see [`crate::archive::readings`]).
 
 use std::collections::HashMap;
 use std::io::{self, Read as _, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc as std_mpsc, Arc};
+use std::sync::Arc;
 
 use chrono::DateTime;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::append::{Job, Payload, Router, QUEUE_BUDGET_KIB};
 use super::decide::{decide, Msg, Verdict};
 use super::prepare::gid_of;
 use super::verify::Sealer;
 use super::{DestState, Rec, St, VerifyMode};
-use crate::archive::reader::{Member, MessageBody};
+use crate::archive::reader::MessageBody;
+use crate::archive::readings::{Reading, Readings};
 use crate::archive::{Archive, MessageRecord, ReadError};
 use crate::mail::identity::{self, KeyStream, Streamed};
 use crate::progress::Progress;
@@ -60,208 +56,21 @@ pub(super) struct Decided {
 }
 
 /// The thread reading the chain for every pass of one import.
-pub(super) struct ArchiveReader {
-    passes: std_mpsc::Sender<(Reader, oneshot::Sender<Decided>)>,
-    /// Readings of the chain begun at its start so far.
-    readings: Arc<AtomicU64>,
-}
+pub(super) type ArchiveReader = Readings<PassRead>;
 
-impl ArchiveReader {
-    /// Starts the reading thread; it ends when the reader is dropped.
-    pub(super) fn start(archives: Arc<Vec<Archive>>) -> ArchiveReader {
-        let (tx, rx) = std_mpsc::channel();
-        let readings = Arc::new(AtomicU64::new(0));
-        let counted = readings.clone();
-        std::thread::Builder::new()
-            .name("archive-reader".into())
-            .spawn(move || serve(&archives, &rx, &counted))
-            .expect("start the archive reading thread");
-        ArchiveReader {
-            passes: tx,
-            readings,
-        }
-    }
+impl Reading for PassRead {
+    type Output = Decided;
 
-    /// How many times the chain was read from its start so far.
-    pub(super) fn readings(&self) -> u64 {
-        self.readings.load(Ordering::Relaxed)
-    }
-
-    /// Starts reading and deciding the messages of one pass (at once, not when the
-    /// answer is awaited).
-    pub(super) fn read(&self, r: Reader) -> impl std::future::Future<Output = Decided> {
-        let (tx, rx) = oneshot::channel();
-        let sent = self.passes.send((r, tx));
-        async move {
-            sent.expect("the archive reading thread ended");
-            rx.await.expect("archive reader panicked")
-        }
-    }
-}
-
-/// Why the archive stream stopped before its end.
-enum Halt {
-    Read(ReadError),
-    /// The next pass begins before what the stream has read: read from the start.
-    Again,
-    /// No pass is left.
-    Done,
-}
-
-impl From<ReadError> for Halt {
-    fn from(e: ReadError) -> Halt {
-        Halt::Read(e)
-    }
-}
-
-/// One pass being read: its reader and where its answer goes.
-struct Current {
-    pass: PassRead,
-    reply: oneshot::Sender<Decided>,
-}
-
-/// The next pass to read, once `done` (if any) is answered; `None` when none is left.
-/// A pass without records is answered at once.
-fn next_pass(
-    done: Option<Current>,
-    passes: &std_mpsc::Receiver<(Reader, oneshot::Sender<Decided>)>,
-) -> Option<Current> {
-    if let Some(c) = done {
-        let _ = c.reply.send(c.pass.finish());
-    }
-    loop {
-        let (r, reply) = passes.recv().ok()?;
-        let pass = PassRead::new(r);
-        if pass.left > 0 {
-            return Some(Current { pass, reply });
-        }
-        let _ = reply.send(pass.finish());
-    }
-}
-
-/// Streams the chain for each pass that arrives on `passes`, going on from where the
-/// previous pass stopped when the new one begins past it.
-fn serve(
-    archives: &[Archive],
-    passes: &std_mpsc::Receiver<(Reader, oneshot::Sender<Decided>)>,
-    readings: &AtomicU64,
-) {
-    let mut cur = next_pass(None, passes);
-    while let Some(c) = cur.as_mut() {
-        readings.fetch_add(1, Ordering::Relaxed);
-        // This reading of the chain starts at its beginning: nothing of the pass is
-        // behind it.
-        c.pass.from_start = true;
-        // The last message member read, as (archive, record).
-        let mut last: Option<(usize, usize)> = None;
-        let mut again = false;
-        for (ai, a) in archives.iter().enumerate() {
-            let r = a.stream(|member| -> Result<(), Halt> {
-                let c = cur.as_mut().expect("a pass is being read");
-                c.pass.settle(archives);
-                if c.pass.left == 0 {
-                    let next = next_pass(cur.take(), passes).ok_or(Halt::Done)?;
-                    let behind = match (next.pass.first(), last) {
-                        (Some(first), Some(last)) => first <= last,
-                        _ => false,
-                    };
-                    cur = Some(next);
-                    if behind {
-                        return Err(Halt::Again);
-                    }
-                    cur.as_mut().expect("just set").pass.from_start = false;
-                }
-                let Member::Message { record, body } = member else {
-                    return Ok(());
-                };
-                last = Some((ai, record));
-                cur.as_mut()
-                    .expect("a pass is being read")
-                    .pass
-                    .member(archives, ai, record, body)
-            });
-            let Some(c) = cur.as_mut() else {
-                return;
-            };
-            c.pass.settle(archives);
-            match r {
-                Ok(_) => {}
-                Err(Halt::Done) => return,
-                Err(Halt::Again) => {
-                    again = true;
-                    break;
-                }
-                // Damage fails what lies past it only for a pass that read the archive
-                // from its start; another reads the chain again to get there.
-                Err(Halt::Read(e)) if c.pass.from_start => c.pass.damaged(ai, e),
-                Err(Halt::Read(_)) => {
-                    again = true;
-                    break;
-                }
-            }
-        }
-        let c = cur.as_ref().expect("a pass is being read");
-        // A pass that began mid-chain and still misses records (the index lists them
-        // in another order than the members) reads the chain again from its start.
-        if again || (c.pass.left > 0 && !c.pass.from_start) {
-            continue;
-        }
-        cur = next_pass(cur.take(), passes);
-    }
-}
-
-/// What one pass's reading holds.
-struct PassRead {
-    recs: Vec<Rec>,
-    dests: Vec<DestState>,
-    plan_names: Vec<String>,
-    dest_raw: Vec<Arc<str>>,
-    caps: DestCaps,
-    mode: VerifyMode,
-    dry: bool,
-    budget: Arc<Semaphore>,
-    router: Router,
-    sealer: Sealer,
-    progress: Progress,
-    keep_census: Option<usize>,
-    dropped: HashMap<(usize, String), u64>,
-    damaged: Vec<(usize, String, u64)>,
-    /// The record the previous member decided: settled when the next one comes (or the
-    /// archive ends), so every way a decision returns is counted once.
-    deciding: Option<usize>,
-    /// Records not met yet.
-    left: usize,
-    /// The current reading of the chain began at its start.
-    from_start: bool,
-}
-
-impl PassRead {
-    fn new(r: Reader) -> PassRead {
-        let left = r.recs.len();
-        PassRead {
-            recs: r.recs,
-            dests: r.dests,
-            plan_names: r.plan_names,
-            dest_raw: r.dest_raw,
-            caps: r.caps,
-            mode: r.mode,
-            dry: r.dry,
-            budget: r.budget,
-            router: r.router,
-            sealer: r.sealer,
-            progress: r.progress,
-            keep_census: r.keep_census,
-            dropped: HashMap::new(),
-            damaged: Vec::new(),
-            deciding: None,
-            left,
-            from_start: false,
-        }
-    }
-
-    /// Where its first message is, as (archive, record).
     fn first(&self) -> Option<(usize, usize)> {
         self.recs.first().map(|r| (r.arch as usize, r.idx as usize))
+    }
+
+    fn left(&self) -> usize {
+        self.left
+    }
+
+    fn message(&mut self, archives: &[Archive], ai: usize, record: usize, body: MessageBody<'_>) {
+        self.decide_message(archives, ai, record, body);
     }
 
     /// Settles the message decided last.
@@ -296,27 +105,86 @@ impl PassRead {
         self.damaged.push((ai, e.to_string(), lost));
     }
 
+    /// The pass's answer; the append queue and the sealer close with it.
+    fn finish(self) -> Decided {
+        drop(self.router);
+        drop(self.sealer);
+        Decided {
+            recs: self.recs,
+            dests: self.dests,
+            dropped: self.dropped,
+            damaged: self.damaged,
+        }
+    }
+}
+
+/// What one pass's reading holds.
+pub(super) struct PassRead {
+    recs: Vec<Rec>,
+    dests: Vec<DestState>,
+    plan_names: Vec<String>,
+    dest_raw: Vec<Arc<str>>,
+    caps: DestCaps,
+    mode: VerifyMode,
+    dry: bool,
+    budget: Arc<Semaphore>,
+    router: Router,
+    sealer: Sealer,
+    progress: Progress,
+    keep_census: Option<usize>,
+    dropped: HashMap<(usize, String), u64>,
+    damaged: Vec<(usize, String, u64)>,
+    /// The record the previous member decided: settled when the next one comes (or the
+    /// archive ends), so every way a decision returns is counted once.
+    deciding: Option<usize>,
+    /// Records not met yet.
+    left: usize,
+}
+
+impl PassRead {
+    pub(super) fn new(r: Reader) -> PassRead {
+        let left = r.recs.len();
+        PassRead {
+            recs: r.recs,
+            dests: r.dests,
+            plan_names: r.plan_names,
+            dest_raw: r.dest_raw,
+            caps: r.caps,
+            mode: r.mode,
+            dry: r.dry,
+            budget: r.budget,
+            router: r.router,
+            sealer: r.sealer,
+            progress: r.progress,
+            keep_census: r.keep_census,
+            dropped: HashMap::new(),
+            damaged: Vec::new(),
+            deciding: None,
+            left,
+        }
+    }
+
     /// Decides the message of `record` in archive `ai`, if it is one of the pass's, and
     /// queues it when it is to be appended.
-    fn member(
+    fn decide_message(
         &mut self,
         archives: &[Archive],
         ai: usize,
         record: usize,
         mut body: MessageBody<'_>,
-    ) -> Result<(), Halt> {
+    ) {
         let Some(gid) = gid_of(&self.recs, ai, record) else {
-            return Ok(());
+            return;
         };
         if self.recs[gid].st != St::Pending {
-            return Ok(());
+            return;
         }
         let m = &archives[ai].index.messages.get(record);
         let d = &self.dests[self.recs[gid].dest];
         // A read error is damaged archive data: the stream ends with it and what is
         // left pending fails with it.
         let Ok(payload) = read_payload(m, &mut body, d, self.dry) else {
-            return Ok(());
+            return;
         };
         self.left -= 1;
         let rec = &mut self.recs[gid];
@@ -334,7 +202,7 @@ impl PassRead {
                     "too large to hold in memory, and it could not be written to a temporary file: {e}"
                 ));
                 self.progress.inc(rec.size);
-                return Ok(());
+                return;
             }
         };
         let msg = match (&payload, &streamed) {
@@ -376,7 +244,7 @@ impl PassRead {
         }
         if rec.st != St::Queued || self.dry {
             self.progress.inc(rec.size);
-            return Ok(());
+            return;
         }
         let kib = payload.budget_kib().min(QUEUE_BUDGET_KIB);
         let permit = futures::executor::block_on(self.budget.clone().acquire_many_owned(kib))
@@ -396,19 +264,6 @@ impl PassRead {
         };
         if !self.router.send(rec.dest, job) {
             rec.st = St::Failed("not sent: every connection to the server was lost".into());
-        }
-        Ok(())
-    }
-
-    /// The pass's answer; the append queue and the sealer close with it.
-    fn finish(self) -> Decided {
-        drop(self.router);
-        drop(self.sealer);
-        Decided {
-            recs: self.recs,
-            dests: self.dests,
-            dropped: self.dropped,
-            damaged: self.damaged,
         }
     }
 }

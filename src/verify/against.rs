@@ -17,11 +17,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use super::{message_identity, Finding, Level};
+use crate::archive::reader::MessageBody;
+use crate::archive::readings::{Reading, Readings};
 use crate::archive::{Archive, FolderRecord, MessageRecord, SourceRef};
 use crate::import::plan::{plan_folders, source_namespace, DestLayout, PlanOptions};
 use crate::mail::flags;
@@ -123,13 +126,16 @@ fn finding(
 
 /// Compares the chain `archives` with the account at `ep`.
 pub async fn verify_against(
-    archives: &[Archive],
+    chain: Arc<Vec<Archive>>,
     ep: &Endpoint,
     creds: &Credentials,
     tls: &TlsOptions,
     opts: &AgainstOptions,
     progress: &Progress,
 ) -> Result<(Vec<Finding>, AgainstSummary), ImapError> {
+    let archives: &[Archive] = &chain;
+    // Keys are made on a thread of their own, folder after folder, part after part.
+    let readings = Readings::start(chain.clone());
     let server = ep.to_string();
     let mut sum = AgainstSummary {
         server: server.clone(),
@@ -315,7 +321,7 @@ pub async fn verify_against(
                 let mut census = crate::import::census_of(opened.messages?);
                 for lo in (0..n).step_by(cap) {
                     let hi = (lo + cap).min(n);
-                    key_folders(archives, &mut folders, &[(i, lo..hi)]);
+                    key_folders(&readings, archives, &mut folders, &[(i, lo..hi)]).await;
                     let f = &folders[i];
                     read_bytes(&mut s, m, &mut census, &f.recs, opts, progress, &mut sum).await?;
                     let part = Part {
@@ -346,7 +352,7 @@ pub async fn verify_against(
                 .iter()
                 .map(|&i| (i, 0..folders[i].members.len()))
                 .collect();
-            key_folders(archives, &mut folders, &whole);
+            key_folders(&readings, archives, &mut folders, &whole).await;
         }
         let reqs: Vec<FolderRead> = group
             .iter()
@@ -442,60 +448,16 @@ pub async fn verify_against(
 /// than this is keyed in parts): fewer passes against less memory, ~200 bytes a key.
 pub const KEYS_PER_PASS: usize = 100_000;
 
-/// Makes the keys of the members `range` of each folder of `group`: one pass over each
-/// archive, each key put straight in its place (a map of them beside the folder's keys
-/// held both at once).
-fn key_folders<'a>(
+/// Makes the keys of the members `range` of each folder of `group`, each key put
+/// straight in its place (a map of them beside the folder's keys held both at once).
+/// One reading of the chain, going on from where the previous one stopped.
+async fn key_folders<'a>(
+    readings: &Readings<KeyRun>,
     archives: &'a [Archive],
     folders: &mut [ArchFolder<'a>],
     group: &[(usize, Range<usize>)],
 ) {
-    let names: HashSet<&str> = group
-        .iter()
-        .map(|(i, _)| folders[*i].name.as_str())
-        .collect();
-    let mut keys: Vec<Vec<Option<MsgKey>>> =
-        group.iter().map(|(_, r)| vec![None; r.len()]).collect();
-    // Keys still to make: the archives are read only up to the last one.
-    let mut left: usize = group.iter().map(|(_, r)| r.len()).sum();
-    for (ai, a) in archives.iter().enumerate() {
-        if left == 0 {
-            break;
-        }
-        let ambiguous = ambiguous_by_folder(a, &names);
-        let none = HashSet::new();
-        let _ = a.stream(|member| -> Result<(), Keying> {
-            if left == 0 {
-                return Err(Keying::AllMade);
-            }
-            let crate::archive::reader::Member::Message { record, mut body } = member else {
-                return Ok(());
-            };
-            // Found among the group's members first: only their records are parsed.
-            let at = (ai as u32, record as u32);
-            let Some((gi, pos)) = group.iter().enumerate().find_map(|(gi, (i, range))| {
-                let pos = folders[*i].members[range.clone()].binary_search(&at).ok()?;
-                Some((gi, pos))
-            }) else {
-                return Ok(());
-            };
-            let m = &a.record(record);
-            let mut sha = [0u8; 32];
-            left = left.saturating_sub(1);
-            if hex::decode_to_slice(&m.sha256, &mut sha).is_err() {
-                return Ok(());
-            }
-            let amb = ambiguous.get(m.folder.as_str()).unwrap_or(&none);
-            let date = m
-                .internaldate
-                .as_deref()
-                .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
-                .map(|d| d.timestamp());
-            // A message that cannot be read is keyed from the index below.
-            keys[gi][pos] = key_of_body(&mut body, m.size, sha, amb, date).ok();
-            Ok(())
-        });
-    }
+    let keys = readings.read(KeyRun::new(archives, folders, group)).await;
     for ((i, range), keys) in group.iter().zip(keys) {
         let f = &mut folders[*i];
         f.recs = f.members[range.clone()]
@@ -513,16 +475,100 @@ fn key_folders<'a>(
     }
 }
 
-/// Why keying stopped reading an archive before its end.
-enum Keying {
-    /// Damaged data: what is left unkeyed is keyed from the index.
-    Read,
-    AllMade,
+/// The reading that keys a group's members.
+struct KeyRun {
+    /// ((archive, record), (folder of the group, position in its range)), sorted.
+    wanted: Vec<((u32, u32), (u32, u32))>,
+    keys: Vec<Vec<Option<MsgKey>>>,
+    /// Per archive, the ambiguous Message-IDs of each folder of the group.
+    ambiguous: Vec<HashMap<String, HashSet<String>>>,
+    left: usize,
 }
 
-impl From<crate::archive::ReadError> for Keying {
-    fn from(_: crate::archive::ReadError) -> Keying {
-        Keying::Read
+impl KeyRun {
+    fn new(
+        archives: &[Archive],
+        folders: &[ArchFolder<'_>],
+        group: &[(usize, Range<usize>)],
+    ) -> KeyRun {
+        let names: HashSet<&str> = group
+            .iter()
+            .map(|(i, _)| folders[*i].name.as_str())
+            .collect();
+        let mut wanted: Vec<((u32, u32), (u32, u32))> = group
+            .iter()
+            .enumerate()
+            .flat_map(|(gi, (i, range))| {
+                folders[*i].members[range.clone()]
+                    .iter()
+                    .enumerate()
+                    .map(move |(pos, &at)| (at, (gi as u32, pos as u32)))
+            })
+            .collect();
+        wanted.sort_unstable();
+        KeyRun {
+            keys: group.iter().map(|(_, r)| vec![None; r.len()]).collect(),
+            left: wanted.len(),
+            wanted,
+            ambiguous: archives
+                .iter()
+                .map(|a| ambiguous_by_folder(a, &names))
+                .collect(),
+        }
+    }
+}
+
+impl Reading for KeyRun {
+    type Output = Vec<Vec<Option<MsgKey>>>;
+
+    fn first(&self) -> Option<(usize, usize)> {
+        self.wanted
+            .first()
+            .map(|&((a, r), _)| (a as usize, r as usize))
+    }
+
+    fn left(&self) -> usize {
+        self.left
+    }
+
+    fn message(
+        &mut self,
+        archives: &[Archive],
+        ai: usize,
+        record: usize,
+        mut body: MessageBody<'_>,
+    ) {
+        let at = (ai as u32, record as u32);
+        let Ok(w) = self.wanted.binary_search_by_key(&at, |x| x.0) else {
+            return;
+        };
+        let (gi, pos) = self.wanted[w].1;
+        let slot = &mut self.keys[gi as usize][pos as usize];
+        if slot.is_some() {
+            return;
+        }
+        self.left = self.left.saturating_sub(1);
+        let m = &archives[ai].record(record);
+        let mut sha = [0u8; 32];
+        if hex::decode_to_slice(&m.sha256, &mut sha).is_err() {
+            return;
+        }
+        let none = HashSet::new();
+        let amb = self.ambiguous[ai].get(m.folder.as_str()).unwrap_or(&none);
+        let date = m
+            .internaldate
+            .as_deref()
+            .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
+            .map(|d| d.timestamp());
+        // A message that cannot be read is keyed from the index.
+        *slot = key_of_body(&mut body, m.size, sha, amb, date).ok();
+    }
+
+    /// What is left unkeyed is keyed from the index.
+    fn damaged(&mut self, _: usize, _: crate::archive::ReadError) {}
+
+    fn finish(self) -> Self::Output {
+        self.keys
     }
 }
 
