@@ -49,7 +49,7 @@ use report::{fill_report, report_unplaced};
 use stream::{ArchiveReader, Decided, PassRead, Reader};
 use verify::{
     add_missing_flags, early_verify, route_answers, verify_late, Checked, Sealed, Sealer,
-    VerifyItem,
+    VerifiedFolders, VerifyItem,
 };
 
 pub(crate) use learn::census_of;
@@ -497,26 +497,104 @@ impl Done {
 /// held is dropped before the next pass.
 async fn run_pass(
     ctx: &Ctx<'_>,
-    mut sessions: Vec<ImapSession>,
+    sessions: Vec<ImapSession>,
     dests: &mut Vec<DestState>,
     pass: Pass,
     done: &mut Done,
 ) -> Result<Vec<ImapSession>, ImportError> {
-    let slice = pass.dests.clone();
     let Ctx {
         opts,
         archives,
         plan,
         folder_dest,
         placed,
-        caps,
-        progress,
-        reader: archive_reader,
+        ..
     } = *ctx;
+    let slice = pass.dests.clone();
     let phase = std::time::Instant::now();
     let recs = records(archives, placed, folder_dest, dests, &pass);
-    // What each destination folder of the pass already holds.
-    let to_learn: Vec<usize> = slice
+    let (sessions, folders) = learn_pass(ctx, sessions, dests, &pass).await?;
+    done.seconds.learn += phase.elapsed().as_secs_f64();
+
+    let phase = std::time::Instant::now();
+    // The census the next part of the folder goes on with.
+    let keep_census = pass
+        .split_dest()
+        .filter(|_| !pass.ends_its_folders(&placed.counts));
+    let (
+        mut sessions,
+        Appended {
+            mut recs,
+            early,
+            dropped,
+        },
+    ) = append_pass(ctx, sessions, dests, recs, &folders, keep_census, done).await?;
+    if let Some(p) = pass.split_dest().and_then(|di| dests[di].parts.as_mut()) {
+        p.taken.extend(early.values().flat_map(|f| &f.uids));
+        p.taken.extend(recs.iter().filter_map(|r| match r.st {
+            St::There(uid) => Some(uid),
+            _ => None,
+        }));
+    }
+    done.seconds.append += phase.elapsed().as_secs_f64();
+
+    let phase = std::time::Instant::now();
+    if !opts.dry_run && opts.verify != VerifyMode::None {
+        // The pass's folders that early verification did not settle.
+        let to_check: Vec<usize> = slice
+            .clone()
+            .filter(|di| dests[*di].broken.is_none() && !early.contains_key(di))
+            .collect();
+        sessions = verify_late(
+            opts, sessions, &mut recs, dests, archives, &folders, to_check,
+        )
+        .await?;
+    }
+    done.seconds.verify += phase.elapsed().as_secs_f64();
+
+    let in_pass: Vec<usize> = (0..plan.folders.len())
+        .filter(|&fi| slice.contains(&folder_dest[fi]))
+        .collect();
+    done.folders
+        .extend(fill_report(plan, &in_pass, &recs, archives, &dropped));
+    // What the pass learned of its folders served only it (a folder's Message-IDs
+    // serve its every part, its census the next part).
+    if let Some(p) = pass.split_dest().and_then(|di| dests[di].parts.as_mut()) {
+        p.taken.sort_unstable();
+    }
+    let last_part = pass.ends_its_folders(&placed.counts);
+    for di in slice {
+        let d = &mut dests[di];
+        if keep_census != Some(di) {
+            d.state = Default::default();
+        }
+        if last_part {
+            d.ambiguous = Default::default();
+            d.sizes_by_id = Default::default();
+        }
+    }
+    drop(recs);
+    crate::alloc::give_back();
+    Ok(sessions)
+}
+
+/// The learn step of a pass: what each of its destination folders already holds.
+/// Returns the sessions and what the later steps need to read the folders again.
+async fn learn_pass(
+    ctx: &Ctx<'_>,
+    sessions: Vec<ImapSession>,
+    dests: &mut [DestState],
+    pass: &Pass,
+) -> Result<(Vec<ImapSession>, Arc<Vec<DestRef>>), ImportError> {
+    let Ctx {
+        opts,
+        plan,
+        folder_dest,
+        ..
+    } = *ctx;
+    // A folder a dry run would create holds nothing yet.
+    let to_learn: Vec<usize> = pass
+        .dests
         .clone()
         .filter(|&di| {
             dests[di].broken.is_none()
@@ -549,21 +627,47 @@ async fn run_pass(
     // from: reading the folder again for each part made a rerun's learning grow with
     // the square of the folder.
     let kept = split.map(|di| std::mem::take(&mut dests[di].state));
-    sessions = learn_all(opts, sessions, dests, to_learn, &folders).await?;
+    let sessions = learn_all(opts, sessions, dests, to_learn, &folders).await?;
     if let Some(di) = split.filter(|&di| dests[di].broken.is_none()) {
         census_for_part(&mut dests[di], kept.unwrap_or_default());
     }
-    // The census the next part of the folder goes on with.
-    let keep_census = split.filter(|_| !pass.ends_its_folders(&placed.counts));
-    done.seconds.learn += phase.elapsed().as_secs_f64();
+    Ok((sessions, folders))
+}
 
-    let phase = std::time::Instant::now();
+/// What the append step of a pass settled.
+struct Appended {
+    recs: Vec<Rec>,
+    /// The folders early verification settled.
+    early: VerifiedFolders,
+    /// Keywords dropped per (planned folder, keyword).
+    dropped: std::collections::HashMap<(usize, String), u64>,
+}
+
+/// The append step of a pass: the archive streams, each message is decided and the
+/// missing ones appended; a folder whose messages are all answered is verified at once,
+/// while others still append; flags the copies already there lack are added.
+async fn append_pass(
+    ctx: &Ctx<'_>,
+    mut sessions: Vec<ImapSession>,
+    dests: &mut Vec<DestState>,
+    recs: Vec<Rec>,
+    folders: &Arc<Vec<DestRef>>,
+    keep_census: Option<usize>,
+    done: &mut Done,
+) -> Result<(Vec<ImapSession>, Appended), ImportError> {
+    let Ctx {
+        opts,
+        plan,
+        caps,
+        progress,
+        reader: archive_reader,
+        ..
+    } = *ctx;
     // An earlier pass's early-verification connection serves this pass's too: the
     // append workers get `--jobs` connections, as in the first pass.
     let early_session = (sessions.len() > opts.jobs.max(1))
         .then(|| sessions.pop())
         .flatten();
-    // Stream the archives: decide each message, queue the missing ones.
     let dry = opts.dry_run;
     let budget = Arc::new(Semaphore::new(QUEUE_BUDGET_KIB as usize));
     let Workers {
@@ -587,22 +691,20 @@ async fn run_pass(
     let sealer = Sealer::new(&recs, dests.len(), early_on.then_some(seal_tx));
     let gid_dest: Vec<usize> = recs.iter().map(|r| r.dest).collect();
     let dest_raw: Vec<Arc<str>> = dests.iter().map(|d| Arc::from(d.raw.as_str())).collect();
-    let streamer = {
-        archive_reader.read(PassRead::new(Reader {
-            recs,
-            dests: std::mem::take(dests),
-            plan_names: plan.folders.iter().map(|f| f.source.clone()).collect(),
-            dest_raw,
-            caps: caps.clone(),
-            mode: opts.verify,
-            dry,
-            budget: budget.clone(),
-            router,
-            sealer,
-            progress: progress.clone(),
-            keep_census,
-        }))
-    };
+    let streamer = archive_reader.read(PassRead::new(Reader {
+        recs,
+        dests: std::mem::take(dests),
+        plan_names: plan.folders.iter().map(|f| f.source.clone()).collect(),
+        dest_raw,
+        caps: caps.clone(),
+        mode: opts.verify,
+        dry,
+        budget,
+        router,
+        sealer,
+        progress: progress.clone(),
+        keep_census,
+    }));
     // Outcomes arrive while the archive streams; a folder whose records are all decided
     // and answered goes to early verification.
     let (verify_tx, verify_rx) = mpsc::unbounded_channel::<(usize, Vec<VerifyItem>)>();
@@ -632,68 +734,24 @@ async fn run_pass(
     for (gid, res) in early.values().flat_map(|f| &f.results) {
         recs[*gid].verified = Some(res.clone());
     }
-    if let Some(p) = split.and_then(|di| dests[di].parts.as_mut()) {
-        p.taken.extend(early.values().flat_map(|f| &f.uids));
-        p.taken.extend(recs.iter().filter_map(|r| match r.st {
-            St::There(uid) => Some(uid),
-            _ => None,
-        }));
-    }
     for (ai, e, lost) in damaged {
         done.damaged.entry(ai).or_insert((e, 0)).1 += lost;
     }
     done.bytes_appended += apply_outcomes(&mut recs, outcomes, opts.dry_run);
-
     if !opts.dry_run && recs.iter().any(|r| !r.fix_flags.is_empty()) {
         if sessions.is_empty() {
             sessions = connect_many(opts, 1).await?;
         }
         add_missing_flags(&mut sessions[0], &recs, dests, &mut done.notes).await?;
     }
-    done.seconds.append += phase.elapsed().as_secs_f64();
-
-    let phase = std::time::Instant::now();
-    if !opts.dry_run && opts.verify != VerifyMode::None {
-        // The pass's folders that early verification did not settle.
-        let to_check: Vec<usize> = slice
-            .clone()
-            .filter(|di| dests[*di].broken.is_none() && !early.contains_key(di))
-            .collect();
-        sessions = verify_late(
-            opts, sessions, &mut recs, dests, archives, &folders, to_check,
-        )
-        .await?;
-    }
-    done.seconds.verify += phase.elapsed().as_secs_f64();
-
-    let in_pass: Vec<usize> = (0..plan.folders.len())
-        .filter(|&fi| slice.contains(&folder_dest[fi]))
-        .collect();
-    done.folders
-        .extend(fill_report(plan, &in_pass, &recs, archives, &dropped));
-    // What the pass learned of its folders served only it (a folder's Message-IDs
-    // serve its every part).
-    if let Some(p) = split.and_then(|di| dests[di].parts.as_mut()) {
-        p.taken.sort_unstable();
-    }
-    let last_part = pass.ends_its_folders(&placed.counts);
-    for (di, d) in dests
-        .iter_mut()
-        .enumerate()
-        .take(slice.end)
-        .skip(slice.start)
-    {
-        if keep_census != Some(di) {
-            d.state = Default::default();
-        }
-        if last_part {
-            d.ambiguous = Default::default();
-            d.sizes_by_id = Default::default();
-        }
-    }
-    drop(recs);
-    crate::alloc::give_back();
-    Ok(sessions)
+    Ok((
+        sessions,
+        Appended {
+            recs,
+            early,
+            dropped,
+        },
+    ))
 }
 
 #[cfg(test)]
