@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, FixedOffset};
+use chrono::{DateTime, Datelike, FixedOffset, Timelike};
 
 use sha2::{Digest, Sha256};
 
@@ -60,18 +60,49 @@ impl Zone {
             minutes: i16::try_from(d.offset().local_minus_utc() / 60).ok()?,
             space_padded: text.starts_with(' '),
         };
-        (z.render(d.timestamp()).as_deref() == Some(text)).then_some(z)
+        // Every census entry is checked: rendered into a buffer, not a String by a
+        // format string.
+        (z.render_bytes(d.timestamp())?.as_slice() == text.as_bytes()).then_some(z)
     }
 
     fn render(self, secs: i64) -> Option<String> {
+        self.render_bytes(secs)
+            .map(|b| b.iter().map(|&c| char::from(c)).collect())
+    }
+
+    /// `secs` as an IMAP date-time in this zone (`dd-Mon-yyyy hh:mm:ss +zzzz`, the
+    /// day space-padded or zero-padded); `None` for a year of other than four digits.
+    fn render_bytes(self, secs: i64) -> Option<[u8; 26]> {
+        const MONTHS: [&[u8; 3]; 12] = [
+            b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+            b"Dec",
+        ];
         let zone = FixedOffset::east_opt(i32::from(self.minutes) * 60)?;
-        let format = if self.space_padded {
-            "%e-%b-%Y %H:%M:%S %z"
-        } else {
-            "%d-%b-%Y %H:%M:%S %z"
-        };
         let t = DateTime::from_timestamp(secs, 0)?.with_timezone(&zone);
-        Some(t.format(format).to_string())
+        let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
+        let mut b = *b"dd-Mon-yyyy hh:mm:ss +zzzz";
+        let digits = |b: &mut [u8], v: u32| {
+            let mut v = v;
+            for c in b.iter_mut().rev() {
+                *c = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        digits(&mut b[0..2], t.day());
+        if self.space_padded && t.day() < 10 {
+            b[0] = b' ';
+        }
+        b[3..6].copy_from_slice(MONTHS[t.month0() as usize]);
+        digits(&mut b[7..11], year);
+        digits(&mut b[12..14], t.hour());
+        digits(&mut b[15..17], t.minute());
+        digits(&mut b[18..20], t.second());
+        let m = i32::from(self.minutes);
+        b[21] = if m < 0 { b'-' } else { b'+' };
+        let m = m.unsigned_abs();
+        digits(&mut b[22..24], m / 60);
+        digits(&mut b[24..26], m % 60);
+        Some(b)
     }
 }
 
@@ -784,5 +815,36 @@ mod tests {
         }
         assert_eq!(h(None).internaldate(), None);
         assert_eq!((h(None).date, h(None).odd_date), (None, None));
+    }
+
+    /// The hand-written rendering is chrono's `%d-%b-%Y %H:%M:%S %z` (`%e` when
+    /// space-padded), over years, days, hours and zones both sides of UTC.
+    #[test]
+    fn a_zone_renders_as_the_format_string_does() {
+        for secs in (-62_000_000_000i64..253_000_000_000)
+            .step_by(7_777_777_777)
+            .chain([0, -1, 1_704_067_200, 951_782_400, 253_402_300_799])
+        {
+            for minutes in [-720i16, -330, -90, -1, 0, 1, 345, 540, 840] {
+                for space_padded in [false, true] {
+                    let z = Zone {
+                        minutes,
+                        space_padded,
+                    };
+                    let zone = FixedOffset::east_opt(i32::from(minutes) * 60).unwrap();
+                    let t = DateTime::from_timestamp(secs, 0)
+                        .unwrap()
+                        .with_timezone(&zone);
+                    let f = if space_padded { "%e" } else { "%d" };
+                    let want = t.format(&format!("{f}-%b-%Y %H:%M:%S %z")).to_string();
+                    let got = z.render(secs);
+                    if (0..=9999).contains(&t.year()) {
+                        assert_eq!(got.as_deref(), Some(want.as_str()), "{secs} {minutes}");
+                    } else {
+                        assert_eq!(got, None, "{want}");
+                    }
+                }
+            }
+        }
     }
 }
