@@ -250,6 +250,11 @@ impl Census {
         (u == uid).then_some(i as usize)
     }
 
+    /// The message with UID `uid`, claimed or not.
+    pub fn held(&self, uid: u32) -> Option<&Held> {
+        self.index_of_uid(uid).map(|i| &self.msgs[i])
+    }
+
     /// The messages whose Message-ID is `id`, in census order.
     fn with_id(&self, id: &str) -> Vec<usize> {
         let h = id_hash(id);
