@@ -276,9 +276,13 @@ impl From<FetchedMessage> for Listed {
 
 /// Entries a folder's census reserves up front (EXISTS, capped: a server may claim any
 /// count; past the cap the listing grows as answers come).
-fn census_reserve<T>(exists: u32) -> usize {
+fn census_reserve<T>(exists: u32, uids: Option<(u32, u32)>) -> usize {
     let cap = (64 << 20) / std::mem::size_of::<T>().max(1);
-    (exists as usize).min(cap)
+    // A UID range holds at most as many messages as it has UIDs: import's verification
+    // of a part reads its own range of a folder of 400,000, and reserving for the
+    // folder held 35 MB beside the census the next part goes on with.
+    let most = uids.map_or(u32::MAX, |(a, b)| a.abs_diff(b).saturating_add(1));
+    (exists.min(most) as usize).min(cap)
 }
 
 /// Adds what one untagged answer to EXAMINE/SELECT says to `st`.
@@ -1234,7 +1238,7 @@ impl ImapSession {
                             self.selected = Some(r.raw_name.clone());
                             let o = &mut res[*i];
                             if let (Ok(st), Ok(v), Some(_)) = (&o.status, &mut o.messages, r.what) {
-                                v.reserve_exact(census_reserve::<T>(st.exists));
+                                v.reserve_exact(census_reserve::<T>(st.exists, r.uids));
                             }
                         }
                         Step::Open => {
@@ -1530,6 +1534,20 @@ pub fn uid_set(uids: &[u32]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_census_reserves_for_its_uid_range_not_the_folder() {
+        assert_eq!(census_reserve::<[u8; 88]>(400_000, None), 400_000);
+        assert_eq!(
+            census_reserve::<[u8; 88]>(400_000, Some((1_001, 41_000))),
+            40_000
+        );
+        assert_eq!(census_reserve::<[u8; 88]>(10, Some((1, u32::MAX))), 10);
+        // IMAP reads 5:1 as 1:5.
+        assert_eq!(census_reserve::<[u8; 88]>(10, Some((5, 1))), 5);
+        // Never more than 64 MiB ahead of what arrives.
+        assert_eq!(census_reserve::<[u8; 64]>(u32::MAX, None), 1 << 20);
+    }
 
     /// The events of a transcript, each frame read as the session reads it.
     fn events(wire: &[u8]) -> Vec<Result<Event, ImapError>> {
