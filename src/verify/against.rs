@@ -316,12 +316,14 @@ pub async fn verify_against(
                     what: Some(FetchWhat::MetaMessageId),
                     ..examine_only(&m.raw_name)
                 };
+                let ambiguous = ambiguous_of(archives, &folders, &[(i, 0..n)]);
                 let opened = s.read_folders_as::<Held>(&[req]).await?.remove(0);
                 let st = opened.status?;
                 let mut census = crate::import::census_of(opened.messages?);
                 for lo in (0..n).step_by(cap) {
                     let hi = (lo + cap).min(n);
-                    key_folders(&readings, archives, &mut folders, &[(i, lo..hi)]).await;
+                    let group = [(i, lo..hi)];
+                    key_folders(&readings, archives, &mut folders, &group, ambiguous.clone()).await;
                     let f = &folders[i];
                     read_bytes(&mut s, m, &mut census, &f.recs, opts, progress, &mut sum).await?;
                     let part = Part {
@@ -352,7 +354,8 @@ pub async fn verify_against(
                 .iter()
                 .map(|&i| (i, 0..folders[i].members.len()))
                 .collect();
-            key_folders(&readings, archives, &mut folders, &whole).await;
+            let ambiguous = ambiguous_of(archives, &folders, &whole);
+            key_folders(&readings, archives, &mut folders, &whole, ambiguous).await;
         }
         let reqs: Vec<FolderRead> = group
             .iter()
@@ -456,8 +459,9 @@ async fn key_folders<'a>(
     archives: &'a [Archive],
     folders: &mut [ArchFolder<'a>],
     group: &[(usize, Range<usize>)],
+    ambiguous: Ambiguous,
 ) {
-    let keys = readings.read(KeyRun::new(archives, folders, group)).await;
+    let keys = readings.read(KeyRun::new(folders, group, ambiguous)).await;
     for ((i, range), keys) in group.iter().zip(keys) {
         let f = &mut folders[*i];
         f.recs = f.members[range.clone()]
@@ -480,21 +484,37 @@ struct KeyRun {
     /// ((archive, record), (folder of the group, position in its range)), sorted.
     wanted: Vec<((u32, u32), (u32, u32))>,
     keys: Vec<Vec<Option<MsgKey>>>,
-    /// Per archive, the ambiguous Message-IDs of each folder of the group.
-    ambiguous: Vec<HashMap<String, HashSet<String>>>,
+    ambiguous: Ambiguous,
     left: usize,
+}
+
+/// Per archive, the ambiguous Message-IDs of each folder of a group.
+type Ambiguous = Vec<HashMap<String, HashSet<String>>>;
+
+/// The ambiguous Message-IDs of the folders of `group`: read from the index before
+/// the group's census (for a folder in parts, once for all of them), as finding them
+/// holds a hash of every archived message of the folder for a moment.
+fn ambiguous_of(
+    archives: &[Archive],
+    folders: &[ArchFolder<'_>],
+    group: &[(usize, Range<usize>)],
+) -> Ambiguous {
+    let names: HashSet<&str> = group
+        .iter()
+        .map(|(i, _)| folders[*i].name.as_str())
+        .collect();
+    archives
+        .iter()
+        .map(|a| ambiguous_by_folder(a, &names))
+        .collect()
 }
 
 impl KeyRun {
     fn new(
-        archives: &[Archive],
         folders: &[ArchFolder<'_>],
         group: &[(usize, Range<usize>)],
+        ambiguous: Ambiguous,
     ) -> KeyRun {
-        let names: HashSet<&str> = group
-            .iter()
-            .map(|(i, _)| folders[*i].name.as_str())
-            .collect();
         let mut wanted: Vec<((u32, u32), (u32, u32))> = group
             .iter()
             .enumerate()
@@ -510,10 +530,7 @@ impl KeyRun {
             keys: group.iter().map(|(_, r)| vec![None; r.len()]).collect(),
             left: wanted.len(),
             wanted,
-            ambiguous: archives
-                .iter()
-                .map(|a| ambiguous_by_folder(a, &names))
-                .collect(),
+            ambiguous,
         }
     }
 }
