@@ -249,8 +249,9 @@ struct ImportArgs {
     #[arg(long)]
     other_deliveries: bool,
     /// Work on destination folders holding at most N archived messages at a time (a
-    /// bigger folder in parts of N), each run one pass over the archives: bounds memory on
-    /// large accounts (about 600 bytes a message of the run).
+    /// bigger folder in parts of N, learned once): bounds memory on large accounts (about
+    /// 600 bytes a message of the run, beside the census of the folder being imported).
+    /// The archive is read once when its folders lie in the order of the runs.
     #[arg(long, value_name = "N", default_value_t = crate::import::MESSAGES_PER_PASS)]
     messages_per_pass: usize,
     /// Print the report as JSON on stdout.
@@ -462,8 +463,8 @@ struct VerifyArgs {
     #[arg(long, value_name = "GLOB", requires = "against")]
     exclude: Vec<String>,
     /// With --against: compare folders holding at most N archived messages at a time (a
-    /// bigger folder in parts of N, except with --full), each run one pass over the
-    /// archives: bounds memory on large accounts.
+    /// bigger folder in parts of N, read from the server once, except with --full):
+    /// bounds memory on large accounts.
     #[arg(long, value_name = "N", requires = "against", default_value_t = verify::against::KEYS_PER_PASS)]
     messages_per_pass: usize,
     /// Check each archive's signature A.sig against these public keys: an

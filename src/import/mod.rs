@@ -100,10 +100,10 @@ pub struct ImportOptions {
     pub messages_per_pass: usize,
 }
 
-/// The default of [`ImportOptions::messages_per_pass`]: one pass over the archive for
-/// most accounts; at a million messages (6 folders) 25 passes, each reading the archive
-/// up to its last message, against a peak RSS bounded by a pass (see the README's
-/// *A million messages*).
+/// The default of [`ImportOptions::messages_per_pass`]: one pass for most accounts; at
+/// a million messages (6 folders) 25 passes, reading the archive once between them,
+/// against a peak RSS bounded by a pass and the census of the folder it imports (see
+/// the README's *A million messages*).
 pub const MESSAGES_PER_PASS: usize = 40_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -362,7 +362,8 @@ struct PartsSeen {
 /// The destination folders are taken in passes of at most `messages_per_pass` archived
 /// messages (a bigger folder in parts), each pass learning, deciding, appending and
 /// verifying its folders end to end, so what is held per message is bounded by a
-/// pass, not by the account; each pass reads the archive once more.
+/// pass, not by the account. One thread reads the archive for every pass
+/// ([`crate::archive::readings`]): once, when its folders lie in the order of the passes.
 pub async fn import(
     chain: Chain,
     opts: &ImportOptions,
