@@ -447,9 +447,10 @@ pub async fn verify_against(
     Ok((out, sum))
 }
 
-/// Most archived messages whose keys one pass over the archives makes (a folder larger
-/// than this is keyed in parts): fewer passes against less memory, ~200 bytes a key.
-pub const KEYS_PER_PASS: usize = 100_000;
+/// Most archived messages keyed at once (a folder larger than this is compared in
+/// parts, read from the server once): ~200 bytes a key, beside the census of the folder
+/// compared in parts (~180 bytes a message of it on the server).
+pub const KEYS_PER_PASS: usize = 50_000;
 
 /// Makes the keys of the members `range` of each folder of `group`, each key put
 /// straight in its place (a map of them beside the folder's keys held both at once).
