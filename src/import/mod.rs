@@ -101,13 +101,13 @@ pub struct ImportOptions {
 }
 
 /// The default of [`ImportOptions::messages_per_pass`]: one pass for most accounts; at
-/// a million messages (6 folders) 50 passes, reading the archive once between them,
+/// a million messages (6 folders) 100 passes, reading the archive once between them,
 /// against a peak RSS bounded by a pass and the census of the folder it imports (see
 /// the README's *A million messages*). A pass costs little more than its round trips
 /// now that neither the archive nor a folder is read again for it; its records, keys
 /// and verification items (~850 bytes a message) sit beside the census of a folder
 /// imported in parts, ~180 bytes for each message of it on the server.
-pub const MESSAGES_PER_PASS: usize = 20_000;
+pub const MESSAGES_PER_PASS: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
