@@ -610,7 +610,16 @@ async fn reconnect(
                 .iter()
                 .filter_map(|(j, _)| j.key.message_id.as_deref().map(String::from))
                 .collect();
-            match learn(&mut s, &jobs[0].0.mailbox, &amb, &Default::default(), false).await {
+            match learn(
+                &mut s,
+                &jobs[0].0.mailbox,
+                &amb,
+                &Default::default(),
+                false,
+                false,
+            )
+            .await
+            {
                 Ok((mut st, _, _)) => {
                     for (j, a) in jobs {
                         let mut k = (*j.key).clone();

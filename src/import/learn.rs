@@ -15,20 +15,26 @@ use crate::source::imap::{FetchedMessage, ImapError, ImapSession};
 /// UIDVALIDITY.
 pub(super) type Learned = (Census, Option<Vec<String>>, Option<u32>);
 
-/// Learns what one destination folder holds.
+/// Learns what one destination folder holds (with `status_only`, its status alone: a
+/// later part of a folder goes on with the census its earlier parts kept).
 pub(super) async fn learn(
     s: &mut ImapSession,
     raw: &str,
     ambiguous: &HashSet<String>,
     sizes_by_id: &HashMap<String, Vec<u64>>,
     read_only: bool,
+    status_only: bool,
 ) -> Result<Learned, ImapError> {
     let st = if read_only {
         s.examine(raw).await?
     } else {
         s.select(raw).await?
     };
-    let state = read_census(s, st.exists, ambiguous, sizes_by_id, true).await?;
+    let state = if status_only {
+        Census::default()
+    } else {
+        read_census(s, st.exists, ambiguous, sizes_by_id, true).await?
+    };
     if !read_only {
         s.unselect().await?;
     }
@@ -201,7 +207,7 @@ async fn learn_pipelined(
                     let permanent = (!st.permanent_flags.is_empty()).then_some(st.permanent_flags);
                     Ok((census, permanent, st.uidvalidity))
                 } else {
-                    learn(s, &f.raw, &f.ambiguous, &f.sizes_by_id, read_only).await
+                    learn(s, &f.raw, &f.ambiguous, &f.sizes_by_id, read_only, false).await
                 }
             }
         };
@@ -288,12 +294,14 @@ async fn learn_one_by_one(
     over_folders(opts, sessions, to_learn, move |mut s, di| {
         let fs = fs.clone();
         async move {
+            let f = &fs[di];
             let r = learn(
                 &mut s,
-                &fs[di].raw,
-                &fs[di].ambiguous,
-                &fs[di].sizes_by_id,
+                &f.raw,
+                &f.ambiguous,
+                &f.sizes_by_id,
                 dry,
+                f.status_only,
             )
             .await;
             (s, r)
