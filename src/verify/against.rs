@@ -782,7 +782,8 @@ fn compare_folder(
         .collect();
     // Equal UIDVALIDITYs can be a coincidence (Dovecot derives them from the clock): UIDs
     // only pair messages when every pair agrees on its Message-ID.
-    let uids_agree = census.msgs.iter().all(|x| {
+    // What earlier parts claimed is theirs (they left it out of the census before).
+    let uids_agree = census.unclaimed().all(|x| {
         by_uid_recs
             .get(&x.uid)
             .is_none_or(|&i| x.message_id == f.recs[i].key.message_id)
@@ -802,7 +803,7 @@ fn compare_folder(
     let mut pairs: Vec<(usize, u32, Match)> = Vec::new();
     let mut rest: Vec<usize> = (0..f.recs.len()).collect();
     if source_mode {
-        let uids: Vec<u32> = census.msgs.iter().map(|x| x.uid).collect();
+        let uids: Vec<u32> = census.unclaimed().map(|x| x.uid).collect();
         for uid in uids {
             if let Some(&i) = by_uid_recs.get(&uid) {
                 if census.claim_uid(uid).is_some() {
