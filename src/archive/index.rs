@@ -163,6 +163,15 @@ impl MessageRecord {
                 .map_err(|e| format!("INTERNALDATE {d:?} is not an RFC 3339 date: {e}")),
         }
     }
+
+    /// INTERNALDATE in seconds, when the record has one that parses (what identity keys
+    /// and verification compare).
+    pub fn internaldate_secs(&self) -> Option<i64> {
+        self.parsed_internaldate()
+            .ok()
+            .flatten()
+            .map(|d| d.timestamp())
+    }
 }
 
 impl<W: Write> IndexWriter<W> {

@@ -2,8 +2,6 @@
 //! and what its destination folder holds — already there (and which flags its copy
 //! lacks), to append, or not importable and why.
 
-use chrono::DateTime;
-
 use super::{plan, DestState, VerifyMode};
 use crate::archive::MessageRecord;
 use crate::mail::identity::{self, MsgKey, Streamed};
@@ -83,11 +81,7 @@ pub(super) fn decide(
     if let Err(e) = m.parsed_internaldate() {
         return Decision::fail(e);
     }
-    let date = m
-        .internaldate
-        .as_deref()
-        .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
-        .map(|d| d.timestamp());
+    let date = m.internaldate_secs();
     let (mut key, len, binary) = match msg {
         Msg::Bytes(b) => (
             MsgKey::of(b, sha, &d.ambiguous, date),

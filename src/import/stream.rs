@@ -318,11 +318,7 @@ fn read_payload(
         Some(Ok(f)) => Some(f),
         Some(Err(e)) => return Ok(Read::SpoolFailed(e.into_error())),
     };
-    let date = m
-        .internaldate
-        .as_deref()
-        .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
-        .map(|d| d.timestamp());
+    let date = m.internaldate_secs();
     Ok(Read::Streamed(
         Box::new(ks.finish(&d.ambiguous, date)),
         file,

@@ -5,7 +5,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use chrono::DateTime;
 use tokio::sync::mpsc;
 
 use super::append::{AppendUid, Outcome};
@@ -87,11 +86,7 @@ pub(super) fn verify_item(gid: usize, r: &Rec, m: &MessageRecord, mode: VerifyMo
         uidvalidity,
         key,
         flags: r.flags.clone(),
-        date: m
-            .internaldate
-            .as_deref()
-            .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
-            .map(|d| d.timestamp()),
+        date: m.internaldate_secs(),
         present: matches!(r.st, St::There(_)),
         other_delivery: r.other_delivery,
         date_text: m.internaldate.clone(),

@@ -573,11 +573,7 @@ impl Reading for KeyRun {
         }
         let none = HashSet::new();
         let amb = self.ambiguous[ai].get(m.folder.as_str()).unwrap_or(&none);
-        let date = m
-            .internaldate
-            .as_deref()
-            .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
-            .map(|d| d.timestamp());
+        let date = m.internaldate_secs();
         // A message that cannot be read is keyed from the index.
         *slot = key_of_body(&mut body, m.size, sha, amb, date).ok();
     }
