@@ -47,21 +47,21 @@ type Queue<R> = mpsc::Receiver<(R, oneshot::Sender<<R as Reading>::Output>)>;
 pub(crate) struct Readings<R: Reading> {
     queue: mpsc::Sender<(R, oneshot::Sender<R::Output>)>,
     /// Readings of the chain from its start so far.
-    from_start: Arc<AtomicU64>,
+    readings: Arc<AtomicU64>,
 }
 
 impl<R: Reading> Readings<R> {
     pub(crate) fn start(archives: Arc<Vec<Archive>>) -> Readings<R> {
         let (tx, rx) = mpsc::channel();
-        let from_start = Arc::new(AtomicU64::new(0));
-        let counted = from_start.clone();
+        let readings = Arc::new(AtomicU64::new(0));
+        let counted = readings.clone();
         std::thread::Builder::new()
             .name("archive-reader".into())
             .spawn(move || serve(&archives, &rx, &counted))
             .expect("start the archive reading thread");
         Readings {
             queue: tx,
-            from_start,
+            readings,
         }
     }
 
@@ -77,7 +77,7 @@ impl<R: Reading> Readings<R> {
 
     /// How many times the chain was read from its start so far.
     pub(crate) fn readings_from_start(&self) -> u64 {
-        self.from_start.load(Ordering::Relaxed)
+        self.readings.load(Ordering::Relaxed)
     }
 }
 
@@ -122,10 +122,10 @@ fn next<R: Reading>(done: Option<Current<R>>, queue: &Queue<R>) -> Option<Curren
     }
 }
 
-fn serve<R: Reading>(archives: &[Archive], queue: &Queue<R>, from_start: &AtomicU64) {
+fn serve<R: Reading>(archives: &[Archive], queue: &Queue<R>, readings: &AtomicU64) {
     let mut cur = next(None, queue);
     while let Some(c) = cur.as_mut() {
-        from_start.fetch_add(1, Ordering::Relaxed);
+        readings.fetch_add(1, Ordering::Relaxed);
         c.from_start = true;
         // The last message member read, as (archive, record).
         let mut last: Option<(usize, usize)> = None;
