@@ -521,10 +521,9 @@ async fn run_pass(
     done.seconds.learn += phase.elapsed().as_secs_f64();
 
     let phase = std::time::Instant::now();
+    let split = pass.split_dest();
     // The census the next part of the folder goes on with.
-    let keep_census = pass
-        .split_dest()
-        .filter(|_| !pass.ends_its_folders(&placed.counts));
+    let keep_census = split.filter(|_| !pass.ends_its_folders(&placed.counts));
     let (
         mut sessions,
         Appended {
@@ -533,7 +532,7 @@ async fn run_pass(
             dropped,
         },
     ) = append_pass(ctx, sessions, dests, recs, &folders, keep_census, done).await?;
-    if let Some(p) = pass.split_dest().and_then(|di| dests[di].parts.as_mut()) {
+    if let Some(p) = split.and_then(|di| dests[di].parts.as_mut()) {
         p.taken.extend(early.values().flat_map(|f| &f.uids));
         p.taken.extend(recs.iter().filter_map(|r| match r.st {
             St::There(uid) => Some(uid),
@@ -563,7 +562,7 @@ async fn run_pass(
         .extend(fill_report(plan, &in_pass, &recs, archives, &dropped));
     // What the pass learned of its folders served only it (a folder's Message-IDs
     // serve its every part, its census the next part).
-    if let Some(p) = pass.split_dest().and_then(|di| dests[di].parts.as_mut()) {
+    if let Some(p) = split.and_then(|di| dests[di].parts.as_mut()) {
         p.taken.sort_unstable();
     }
     let last_part = pass.ends_its_folders(&placed.counts);
