@@ -195,6 +195,9 @@ fn main() {
         ..Default::default()
     });
     let pid = d.pid();
+    // MAILARK_BENCH_TRACE=dir keeps a timed `-vv` trace of each mailark run there, to
+    // see which round trips a run waited for (it slows the run: not for figures).
+    let trace = std::env::var_os("MAILARK_BENCH_TRACE").map(PathBuf::from);
     let mailark_import = |port: u16, user: &str, extra: &[&str], report: &Path| {
         // A profiling wrapper (MAILARK_BENCH_WRAP) is for the default import only.
         let mut cmd = if extra.is_empty() {
@@ -220,6 +223,13 @@ fn main() {
                         .map(|j| vec!["--jobs".to_string(), j])
                         .unwrap_or_default(),
                 )
+                .args(trace.as_ref().map(|_| "-vv"))
+                .stderr(match &trace {
+                    Some(dir) => Stdio::from(
+                        std::fs::File::create(dir.join(format!("{user}.trace"))).unwrap(),
+                    ),
+                    None => Stdio::inherit(),
+                })
                 .stdout(std::fs::File::create(report).unwrap()),
             pid,
             "imap",

@@ -9,19 +9,24 @@
 //! library sends on our behalf.
 
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
 
 use indicatif::ProgressBar;
 
 use crate::text::printable;
 
 static LEVEL: AtomicU8 = AtomicU8::new(0);
+/// When the level was set: trace lines show the time since, so a stall or a round trip
+/// waited for is visible in the trace itself.
+static STARTED: OnceLock<Instant> = OnceLock::new();
 static CONNECTIONS: AtomicU32 = AtomicU32::new(0);
 /// The bar on screen, if any: lines are printed around it, not through it.
 static BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
 
 /// Sets the verbosity: the count of `-v` flags. Called once, by the CLI.
 pub fn set_level(v: u8) {
+    STARTED.get_or_init(Instant::now);
     LEVEL.store(v, Ordering::Relaxed);
 }
 
@@ -109,7 +114,7 @@ impl WireTrace {
         let imap = self.proto == Protocol::Imap;
         for line in self.sent.feed(bytes, imap) {
             let shown = self.redact_sent(&line);
-            emit(&format!("{} C: {shown}", self.label));
+            emit(&format!("{} {} C: {shown}", since_start(), self.label));
         }
     }
 
@@ -119,13 +124,17 @@ impl WireTrace {
         let imap = self.proto == Protocol::Imap;
         for line in self.received.feed(bytes, imap) {
             let shown = self.redact_received(&line);
-            emit(&format!("{} S: {shown}", self.label));
+            emit(&format!("{} {} S: {shown}", since_start(), self.label));
         }
     }
 
     /// A POP3 multi-line answer of `n` bytes (a message or a listing), not shown.
     pub fn received_body(&mut self, n: u64) {
-        emit(&format!("{} S: {{{n} bytes}}", self.label));
+        emit(&format!(
+            "{} {} S: {{{n} bytes}}",
+            since_start(),
+            self.label
+        ));
     }
 
     fn redact_sent(&mut self, line: &Shown) -> String {
@@ -170,6 +179,12 @@ impl WireTrace {
         }
         text
     }
+}
+
+/// Seconds since the level was set, to the millisecond: `12.345s`.
+fn since_start() -> String {
+    let t = STARTED.get_or_init(Instant::now).elapsed();
+    format!("{}.{:03}s", t.as_secs(), t.subsec_millis())
 }
 
 /// A line as shown: its first [`SHOWN`] bytes with literals replaced, and how many more

@@ -142,3 +142,53 @@ fn starttls_and_refusals() {
         assert!(!format!("{e} {e:?}").contains("not-the-pw-Q7"));
     });
 }
+
+/// `fetch_section` (import's verification of headers and bodies, `verify --against`'s
+/// byte comparisons) sends its runs of UIDs without waiting for each one's answer: a
+/// proxy holds every answer once the client has sent 3 KiB and lets them go only when
+/// 8 KiB more arrived. Scattered UIDs make each run's command about a kilobyte, so a
+/// client waiting for each run's answer stays on the first and the hold ends only at
+/// its deadline. Every header asked for must still come back, each with its UID.
+#[test]
+fn fetch_section_sends_its_runs_before_the_first_answer() {
+    let d = Dovecot::start();
+    let msgs: Vec<(Vec<u8>, &str, i64)> = (1..=6000)
+        .map(|i| {
+            let m = format!("Subject: m{i}\r\nMessage-ID: <{i}@x>\r\n\r\nbody {i}\r\n");
+            (m.into_bytes(), "S", 1_600_000_000 + i)
+        })
+        .collect();
+    d.seed_maildir("alice", "INBOX", &msgs);
+    let proxy = support::withhold::WithholdProxy::start(
+        d.imaps_port,
+        3 << 10,
+        8 << 10,
+        std::time::Duration::from_secs(10),
+    );
+    let url = format!("imaps://alice@127.0.0.1:{}", proxy.port);
+    let heads = rt().block_on(async {
+        let ep = Endpoint::parse(&url).unwrap();
+        let mut s = ImapSession::connect(&ep, &creds(&d, "alice"), &tls(&d))
+            .await
+            .unwrap();
+        assert_eq!(s.examine("INBOX").await.unwrap().exists, 6000);
+        let odd: Vec<u32> = (1..=6000).filter(|u| u % 2 == 1).rev().collect();
+        let mut heads = std::collections::BTreeMap::new();
+        s.fetch_section(&odd, "HEADER", |uid, h| {
+            heads.insert(uid, String::from_utf8_lossy(h).into_owned());
+        })
+        .await
+        .unwrap();
+        s.logout().await.unwrap();
+        heads
+    });
+    assert_eq!(heads.len(), 3000);
+    for (uid, h) in &heads {
+        assert!(h.contains(&format!("<{uid}@x>")), "UID {uid}: {h}");
+    }
+    assert_eq!(
+        (proxy.released_by_bytes(), proxy.released_by_deadline()),
+        (1, 0),
+        "the runs must go out before their answers"
+    );
+}

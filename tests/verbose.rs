@@ -108,6 +108,18 @@ fn vv_traces_imap_and_pop3_without_secrets_or_bodies() {
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_nothing_secret(&o, "pop3 export");
+    // Each trace line carries the seconds since the start, so waits show in the trace;
+    // they never run backwards.
+    let mut last = 0.0f64;
+    for l in stderr(&o).lines().filter(|l| l.contains(" pop3#")) {
+        let t = l
+            .strip_prefix("mailark: ")
+            .and_then(|r| r.split_once("s pop3#"))
+            .and_then(|(t, _)| t.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no time on trace line {l:?}"));
+        assert!(t >= last, "time ran backwards at {l:?}");
+        last = t;
+    }
     traced(
         &o,
         &["pop3#", " C: TOP 1 ", " C: UIDL", " S: +OK", " bytes}"],

@@ -5,6 +5,7 @@
 //! onto the session's stream so many APPENDs can be in flight, under the session's own
 //! tags; every response is read through the session's one reader.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::session::{
@@ -378,53 +379,75 @@ impl ImapSession {
 
     /// Like [`fetch_bodies`](Self::fetch_bodies) for one section of each message
     /// (`HEADER`: the header and the blank line after it; empty: the whole message).
+    /// The UIDs go in sorted runs of [`SECTION_UIDS`], up to [`SECTIONS_IN_FLIGHT`] of
+    /// them sent before the first answer: one round trip for a folder's worth, where
+    /// waiting for each run cost one per run. A refused run is reported once every run
+    /// in flight has ended, so no answer of this call is left for the next command.
     pub async fn fetch_section(
         &mut self,
         uids: &[u32],
         section: &str,
         mut each: impl FnMut(u32, &[u8]),
     ) -> Result<(), ImapError> {
-        for chunk in uids.chunks(200) {
-            let set = uid_set(chunk);
-            let tag = self
-                .conn
-                .send(&format!("UID FETCH {set} (UID BODY.PEEK[{section}])"))
-                .await?;
-            loop {
-                match self.next_event().await? {
-                    Event::Fetch(m) => {
-                        let body = match &m.spooled {
-                            Some(sp) => Some(self.spooled_in_memory(sp)?),
-                            None => m.body.or(m.header_fields),
-                        };
-                        if let (Some(uid), Some(b)) = (m.uid, body) {
-                            each(uid, &b);
-                        }
+        let mut sorted = uids.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut runs = sorted.chunks(SECTION_UIDS);
+        let mut inflight: VecDeque<(String, String)> = VecDeque::new();
+        let mut refused: Option<ImapError> = None;
+        loop {
+            while refused.is_none() && inflight.len() < SECTIONS_IN_FLIGHT {
+                let Some(run) = runs.next() else { break };
+                let set = uid_set(run);
+                let tag = self
+                    .conn
+                    .send(&format!("UID FETCH {set} (UID BODY.PEEK[{section}])"))
+                    .await?;
+                inflight.push_back((tag, set));
+            }
+            let Some((tag, _)) = inflight.front() else {
+                return refused.map_or(Ok(()), Err);
+            };
+            let tag = tag.clone();
+            match self.next_event().await? {
+                Event::Fetch(m) => {
+                    let body = match &m.spooled {
+                        Some(sp) => Some(self.spooled_in_memory(sp)?),
+                        None => m.body.or(m.header_fields),
+                    };
+                    if let (Some(uid), Some(b)) = (m.uid, body) {
+                        each(uid, &b);
                     }
-                    Event::Done {
-                        tag: t,
-                        ok,
-                        status,
-                        text,
-                        ..
-                    } if t == tag => {
-                        if ok {
-                            break;
-                        }
-                        return Err(ImapError::Command {
+                }
+                Event::Done {
+                    tag: t,
+                    ok,
+                    status,
+                    text,
+                    ..
+                } if t == tag => {
+                    let (_, set) = inflight.pop_front().expect("the run just answered");
+                    if !ok && refused.is_none() {
+                        refused = Some(ImapError::Command {
                             endpoint: self.endpoint().to_string(),
                             command: format!("UID FETCH {set} BODY.PEEK[{section}]"),
                             status,
                             text,
                         });
                     }
-                    _ => {}
                 }
+                _ => {}
             }
         }
-        Ok(())
     }
 }
+
+/// UIDs one `UID FETCH` of [`ImapSession::fetch_section`] names: its command stays
+/// short however scattered the UIDs are.
+const SECTION_UIDS: usize = 200;
+/// Runs of [`ImapSession::fetch_section`] sent before their answers: a few kilobytes of
+/// commands, too few to fill the server's input while it is writing answers to us.
+const SECTIONS_IN_FLIGHT: usize = 16;
 
 #[cfg(test)]
 mod tests {
