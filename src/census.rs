@@ -44,12 +44,13 @@ pub async fn imap_census(
     timeout: std::time::Duration,
 ) -> Result<Census, ImapError> {
     let mut s = ImapSession::connect_with_timeout(ep, creds, tls, timeout).await?;
+    // LIST first: it brings NAMESPACE along in its pipeline.
+    let listed = s.list().await?;
     let namespace = s.namespace().await?;
     let prefix = namespace
         .as_ref()
         .map_or("", |(p, _)| p.as_str())
         .to_string();
-    let listed = s.list().await?;
     let mut folders = Vec::new();
     for m in &listed {
         // A role by name only for folders directly under the personal namespace.

@@ -611,10 +611,18 @@ fn import_from_courier_into_courier_rerun_and_verify_against_the_destination() {
     let n = seed_fixtures(&c, "alice", |name| !has_bare_cr(name));
     let t = tempfile::tempdir().unwrap();
     let ar = t.path().join("alice.tar.zst");
-    let o = export(&c, &c.imaps_url("alice"), "alice", &ar, &[]);
+    let o = export(&c, &c.imaps_url("alice"), "alice", &ar, &["-vv"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let archived = archived_index(&[&ar]);
     assert_eq!(archived.len(), n);
+    // Courier has no LIST-EXTENDED: LSUB and NAMESPACE go with LIST, one round trip.
+    for later in ["LSUB", "NAMESPACE"] {
+        assert!(
+            support::pipelined_in_trace(&stderr(&o), "LIST", later),
+            "{later} waited for LIST's answer:\n{}",
+            stderr(&o)
+        );
+    }
 
     let url = c.imaps_url("bob");
     let (o, rep) = import(&c, &[&ar], &url, "bob");

@@ -138,6 +138,12 @@ fn vv_traces_imap_and_pop3_without_secrets_or_bodies() {
     assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
     assert_nothing_secret(&o, "import");
     traced(&o, &["APPEND", "{", " bytes}"]);
+    // NAMESPACE rides with LIST: one round trip for the layout of the destination.
+    assert!(
+        support::pipelined_in_trace(&stderr(&o), "LIST", "NAMESPACE"),
+        "NAMESPACE waited for LIST's answer:\n{}",
+        stderr(&o)
+    );
 
     let o = run_logged_in(
         &[

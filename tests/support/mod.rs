@@ -259,3 +259,40 @@ pub fn unpacked_debs(dir: &str, debs: &[&str], marker: &str) -> PathBuf {
     );
     root
 }
+
+/// Whether a `-vv` trace shows, on some connection, a command whose verb is `later` sent
+/// before the server answered the command whose verb is `first`: both went in one
+/// pipeline, one round trip for the two.
+pub fn pipelined_in_trace(trace: &str, first: &str, later: &str) -> bool {
+    // connection → (tag of `first`, answered yet)
+    let mut open: std::collections::HashMap<&str, (&str, bool)> = Default::default();
+    for line in trace.lines() {
+        let mut w = line.split_whitespace();
+        // "mailark: 0.123s imap#2 imaps://u@host:port C: A0002 LIST ..."
+        let (Some(_), Some(_), Some(conn), Some(_), Some(dir), Some(tag)) =
+            (w.next(), w.next(), w.next(), w.next(), w.next(), w.next())
+        else {
+            continue;
+        };
+        let verb = w.next().unwrap_or("");
+        match dir {
+            "C:" if verb.eq_ignore_ascii_case(first) => {
+                open.insert(conn, (tag, false));
+            }
+            "C:" if verb.eq_ignore_ascii_case(later) => {
+                if matches!(open.get(conn), Some((_, false))) {
+                    return true;
+                }
+            }
+            "S:" => {
+                if let Some((t, answered)) = open.get_mut(conn) {
+                    if *t == tag {
+                        *answered = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}

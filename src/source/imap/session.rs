@@ -1017,14 +1017,27 @@ impl ImapSession {
 
     /// Runs a command to its tagged end, handing each untagged response to `each`.
     /// Returns (ok, status, text).
-    async fn run<F>(&mut self, cmd: &str, mut each: F) -> Result<(bool, String, String), ImapError>
+    async fn run<F>(&mut self, cmd: &str, each: F) -> Result<(bool, String, String), ImapError>
     where
         F: FnMut(&Untagged<'_>),
     {
         let tag = self.send(cmd).await?;
+        self.finish(&tag, each).await
+    }
+
+    /// Reads the command tagged `tag`, already sent, to its end, handing each untagged
+    /// response to `each`. Returns (ok, status, text).
+    async fn finish<F>(
+        &mut self,
+        tag: &str,
+        mut each: F,
+    ) -> Result<(bool, String, String), ImapError>
+    where
+        F: FnMut(&Untagged<'_>),
+    {
         loop {
             let f = self.conn.frame().await?;
-            if let Some(st) = self.conn.ending(&f, &tag)? {
+            if let Some(st) = self.conn.ending(&f, tag)? {
                 return Ok((
                     st.word == StatusWord::Ok,
                     st.word.as_str().to_string(),
@@ -1039,7 +1052,8 @@ impl ImapSession {
     }
 
     /// Every mailbox: `LIST "" "*"` with SPECIAL-USE and SUBSCRIBED return options when
-    /// the server has LIST-EXTENDED, else LIST plus LSUB.
+    /// the server has LIST-EXTENDED, else LIST plus LSUB. NAMESPACE, when not known yet,
+    /// goes in the same pipeline (every caller asks for both): one round trip for all.
     pub async fn list(&mut self) -> Result<Vec<MailboxInfo>, ImapError> {
         let extended = self.has_capability("LIST-EXTENDED");
         let cmd = if extended {
@@ -1051,9 +1065,18 @@ impl ImapSession {
         } else {
             "LIST \"\" \"*\"".to_string()
         };
+        let list_tag = self.send(&cmd).await?;
+        let lsub_tag = match extended {
+            false => Some(self.send("LSUB \"\" \"*\"").await?),
+            true => None,
+        };
+        let ns_tag = match self.namespace.is_none() && self.caps.contains("NAMESPACE") {
+            true => Some(self.send("NAMESPACE").await?),
+            false => None,
+        };
         let mut out: Vec<MailboxInfo> = Vec::new();
         let (ok, status, text) = self
-            .run(&cmd, |r| {
+            .finish(&list_tag, |r| {
                 if let Untagged::Data(Response::MailboxData(MailboxDatum::List {
                     name_attributes,
                     delimiter,
@@ -1064,6 +1087,26 @@ impl ImapSession {
                 }
             })
             .await?;
+        let mut subs: HashSet<String> = HashSet::new();
+        let lsub_ok = match lsub_tag {
+            Some(tag) => {
+                self.finish(&tag, |r| {
+                    if let Untagged::Data(Response::MailboxData(MailboxDatum::List {
+                        name, ..
+                    })) = r
+                    {
+                        subs.insert(unescape(name));
+                    }
+                })
+                .await?
+                .0
+            }
+            None => false,
+        };
+        if let Some(tag) = ns_tag {
+            let ns = self.namespace_answer(&tag).await?;
+            self.namespace = Some(ns);
+        }
         if !ok {
             return Err(ImapError::Command {
                 endpoint: self.conn.endpoint.clone(),
@@ -1072,22 +1115,9 @@ impl ImapSession {
                 text,
             });
         }
-        if !extended {
-            let mut subs: HashSet<String> = HashSet::new();
-            let (ok, _, _) = self
-                .run("LSUB \"\" \"*\"", |r| {
-                    if let Untagged::Data(Response::MailboxData(MailboxDatum::List {
-                        name, ..
-                    })) = r
-                    {
-                        subs.insert(unescape(name));
-                    }
-                })
-                .await?;
-            if ok {
-                for m in &mut out {
-                    m.subscribed = subs.contains(&m.raw_name);
-                }
+        if lsub_ok {
+            for m in &mut out {
+                m.subscribed = subs.contains(&m.raw_name);
             }
         }
         // LIST-EXTENDED may report subscribed names that do not exist (\NonExistent):
@@ -1099,20 +1129,36 @@ impl ImapSession {
     }
 
     /// The personal namespace's prefix and delimiter, when the server offers NAMESPACE
-    /// (asked on first use: most connections never need it, and it costs a round trip).
+    /// (asked on first use, or along with [`list`](Self::list)).
     pub async fn namespace(&mut self) -> Result<Option<(String, Option<char>)>, ImapError> {
         if let Some(ns) = &self.namespace {
             return Ok(ns.clone());
         }
         let mut ns = None;
         if self.caps.contains("NAMESPACE") {
-            let (data, st) = self.conn.simple("NAMESPACE").await?;
-            if st.word == StatusWord::Ok {
-                ns = data.iter().find_map(|f| parse_namespace(f.first_line()));
-            }
+            let tag = self.send("NAMESPACE").await?;
+            ns = self.namespace_answer(&tag).await?;
         }
         self.namespace = Some(ns.clone());
         Ok(ns)
+    }
+
+    /// The answer to the NAMESPACE command tagged `tag`: the personal namespace, if the
+    /// server said OK and named one.
+    async fn namespace_answer(
+        &mut self,
+        tag: &str,
+    ) -> Result<Option<(String, Option<char>)>, ImapError> {
+        let mut ns = None;
+        loop {
+            let f = self.conn.frame().await?;
+            if let Some(st) = self.conn.ending(&f, tag)? {
+                return Ok(ns.filter(|_| st.word == StatusWord::Ok));
+            }
+            if ns.is_none() {
+                ns = parse_namespace(f.first_line());
+            }
+        }
     }
 
     /// Opens a folder read-only.
