@@ -132,18 +132,34 @@ fn vv_traces_imap_and_pop3_without_secrets_or_bodies() {
 
     // Import into bob, then verify bob against the archive.
     let o = run_logged_in(
-        &["-vv", "import", &imap_out, "--to", &d.imaps_url("bob")],
+        &[
+            "-vv",
+            "import",
+            &imap_out,
+            "--to",
+            &d.imaps_url("bob"),
+            "--jobs",
+            "1",
+        ],
         &bob,
     );
     assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
     assert_nothing_secret(&o, "import");
     traced(&o, &["APPEND", "{", " bytes}"]);
-    // NAMESPACE rides with LIST: one round trip for the layout of the destination.
-    assert!(
-        support::pipelined_in_trace(&stderr(&o), "LIST", "NAMESPACE"),
-        "NAMESPACE waited for LIST's answer:\n{}",
-        stderr(&o)
-    );
+    // NAMESPACE rides with LIST: one round trip for the layout of the destination. The
+    // one appending connection opens each folder without waiting: its APPENDs follow
+    // the SELECT, and the second folder's SELECT follows the first one's APPENDs.
+    for (first, later) in [
+        ("LIST", "NAMESPACE"),
+        ("SELECT", "APPEND"),
+        ("APPEND", "SELECT"),
+    ] {
+        assert!(
+            support::pipelined_in_trace(&stderr(&o), first, later),
+            "{later} waited for {first}'s answer:\n{}",
+            stderr(&o)
+        );
+    }
 
     let o = run_logged_in(
         &[

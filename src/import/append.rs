@@ -268,7 +268,8 @@ async fn worker(
     // Taken from the queue while filling a batch, but for another folder.
     let mut held: Option<Job> = None;
     let mut selected: Option<Arc<str>> = None;
-    let mut drain = false;
+    // The tag of a SELECT sent ahead of APPENDs, whose answer is not an APPEND's.
+    let mut selecting: Option<String> = None;
     // Losses since an APPEND was last answered, and why the last one happened.
     let (mut losses, mut last_loss) = (0u32, String::new());
     // The queue's senders are gone: only answers are left to wait for.
@@ -278,6 +279,7 @@ async fn worker(
     loop {
         if s.is_none() {
             selected = None;
+            selecting = None;
             // An answer read from the lost session settles nothing: what was in
             // flight is checked on the server below.
             answer = None;
@@ -312,13 +314,9 @@ async fn worker(
             }
         }
         let sess = s.as_mut().expect("connected");
-        let full = drain
-            || inflight_msgs >= WINDOW_MSGS
+        let full = inflight_msgs >= WINDOW_MSGS
             || inflight_bytes >= WINDOW_BYTES
             || (!ctx.literal_plus && !inflight.is_empty());
-        if inflight.is_empty() {
-            drain = false;
-        }
         let next = if answer.is_some() || (full && !inflight.is_empty()) {
             None
         } else if let Some(r) = retry.pop_front() {
@@ -358,6 +356,11 @@ async fn worker(
                 None => sess.wait_append().await,
             };
             match a {
+                Ok(c) if selecting.as_ref() == Some(&c.tag) => {
+                    // Refused or not, the APPENDs behind it go on: APPEND works on an
+                    // unselectable folder too, only slower on Dovecot.
+                    selecting = None;
+                }
                 Ok(c) => {
                     losses = 0;
                     if let Some(p) = inflight.iter().position(|(t, _)| *t == c.tag) {
@@ -381,24 +384,22 @@ async fn worker(
         };
         if selected.as_deref() != Some(&*job.mailbox) {
             // Dovecot appends several times faster into the folder the session has
-            // open (it keeps the mailbox and its index open between APPENDs). Switch
-            // only with nothing in flight, so every answer is an APPEND's.
-            if !inflight.is_empty() {
-                retry.push_front((job, attempt));
-                drain = true;
-                continue;
-            }
-            match sess.select(&job.mailbox).await {
-                Ok(_) => selected = Some(job.mailbox.clone()),
-                Err(e) if e.is_connection_lost() => {
+            // open (it keeps the mailbox and its index open between APPENDs). The
+            // SELECT goes ahead of the APPENDs without waiting for its answer, with
+            // other folders' APPENDs still in flight (APPEND names its folder, and the
+            // server runs commands in turn): a folder switch costs no round trip.
+            match sess.send_select(&job.mailbox).await {
+                Ok(tag) => selecting = Some(tag),
+                Err(e) => {
                     last_loss = e.to_string();
+                    lost.extend(inflight.drain(..).flat_map(|(_, jobs)| jobs));
                     lost.push((job, attempt));
+                    (inflight_msgs, inflight_bytes) = (0, 0);
                     s = None;
                     continue;
                 }
-                // APPEND works on an unselectable folder too; just go on.
-                Err(_) => selected = Some(job.mailbox.clone()),
             }
+            selected = Some(job.mailbox.clone());
         }
         // With MULTIAPPEND (and LITERAL+), the messages already queued for this folder
         // join this one's APPEND: the server saves them as one transaction. Dovecot

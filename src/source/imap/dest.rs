@@ -326,6 +326,16 @@ impl ImapSession {
         Ok(tag)
     }
 
+    /// Sends `SELECT mailbox` and returns its tag without waiting for the answer: an
+    /// importer's APPENDs follow it in the same round trip (the server runs commands in
+    /// turn, so they land in the open folder). Its completion comes through
+    /// [`wait_append`](Self::wait_append) like theirs.
+    pub async fn send_select(&mut self, mailbox_raw: &str) -> Result<String, ImapError> {
+        let cmd = self.open_command("SELECT", mailbox_raw);
+        self.selected = None;
+        self.conn.send(&cmd).await
+    }
+
     /// The next APPEND completion (in order: the server answers commands in turn).
     pub async fn wait_append(&mut self) -> Result<Completion, ImapError> {
         loop {

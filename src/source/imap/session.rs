@@ -308,7 +308,7 @@ pub struct ImapSession {
     caps: HashSet<String>,
     /// Asked once, on first use.
     namespace: Option<Option<(String, Option<char>)>>,
-    selected: Option<String>,
+    pub(super) selected: Option<String>,
     tls: bool,
 }
 
@@ -1172,7 +1172,7 @@ impl ImapSession {
     }
 
     /// `EXAMINE name` or `SELECT name`, with CONDSTORE when offered.
-    fn open_command(&self, verb: &str, raw_name: &str) -> String {
+    pub(super) fn open_command(&self, verb: &str, raw_name: &str) -> String {
         let condstore = self.has_capability("CONDSTORE");
         format!(
             "{verb} {}{}",
