@@ -266,6 +266,11 @@ fn run_mailark(
         d.pid(),
         "imap",
     );
+    // MAILARK_BENCH_TRACE=dir (with MAILARK_BENCH_EXPORT_ARGS=-vv) keeps each run's
+    // timed trace there, to see which round trips it waited for.
+    if let Some(dir) = std::env::var_os("MAILARK_BENCH_TRACE") {
+        let _ = std::fs::copy(&errf, Path::new(&dir).join(format!("export-{port}.trace")));
+    }
     if !m.ok {
         let err = std::fs::read_to_string(&errf).unwrap_or_default();
         return Err(err.lines().next().unwrap_or("failed").trim().to_string());
