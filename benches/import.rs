@@ -407,6 +407,45 @@ Channel push\nFar :far:\nNear :near:\nPatterns *\nCreate Far\nSync Push\nSyncSta
         .collect();
     let lan = [&rows[0].1, &rows[2].1, &rows[3].1];
     wan_table(&lan, &wan, rtt, runs);
+
+    // `verify --against` the destination the first mailark import filled (one account,
+    // read only), on loopback and over the proxy, interleaved.
+    let verify_against = |port: u16| {
+        let m = measure_with_server(
+            Command::new(bin)
+                .arg("verify")
+                .arg(&ar)
+                .args([
+                    "--against",
+                    &format!("imaps://mk0@127.0.0.1:{port}"),
+                    "--password-file",
+                ])
+                .arg(d.password_file("mk0"))
+                .arg("--tls-ca-file")
+                .arg(d.ca_file())
+                .args(["-q", "--json"])
+                .stdout(Stdio::null()),
+            pid,
+            "imap",
+        );
+        assert!(
+            m.ok,
+            "mailark verify --against found a difference or failed"
+        );
+        m
+    };
+    let (mut vl, mut vw) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        vl.push(verify_against(d.imaps_port));
+        vw.push(verify_against(imaps.port));
+    }
+    let (il, iw) = (median_index(&vl), median_index(&vw));
+    latency_row(
+        "mailark verify --against (the destination)",
+        &vl[il],
+        &vw[iw],
+        rtt,
+    );
 }
 
 /// Loopback and WAN side by side: the wall of each, what the latency cost, and that

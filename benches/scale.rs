@@ -17,7 +17,9 @@
 //! `MAILARK_BENCH_SCALE_ONLY=export` stops after the export row (to profile or compare
 //! export alone); `MAILARK_BENCH_SCALE_ONLY=import` runs export, the two imports and
 //! `verify --against` the destination only. `MAILARK_BENCH_SCALE_PASS=N` gives import
-//! and `verify --against` `--messages-per-pass N`.
+//! and `verify --against` `--messages-per-pass N`. `MAILARK_BENCH_SCALE_ONE_FOLDER=1`
+//! puts every message in INBOX (the census of one folder is what import and
+//! `verify --against` hold whole).
 
 mod common;
 #[path = "../tests/support/mod.rs"]
@@ -41,6 +43,14 @@ const FOLDERS: [(&str, usize); 6] = [
     ("Lists/rust", 1),
 ];
 
+/// The folders seeded: [`FOLDERS`], or INBOX alone with `MAILARK_BENCH_SCALE_ONE_FOLDER=1`.
+fn folders() -> &'static [(&'static str, usize)] {
+    match std::env::var("MAILARK_BENCH_SCALE_ONE_FOLDER").as_deref() {
+        Ok("1") => &[("INBOX", 10)],
+        _ => &FOLDERS,
+    }
+}
+
 const GOAL_MIB: f64 = 150.0;
 
 /// Writes `n` messages of 1–3 KB into `root` (Dovecot LAYOUT=fs), folder by folder, each
@@ -49,13 +59,14 @@ const GOAL_MIB: f64 = 150.0;
 fn seed(root: &Path, n: usize) -> u64 {
     let mut rng = Seeded(0x5DEECE66D);
     let (mut i, mut bytes) = (0usize, 0u64);
-    for (k, (f, tenths)) in FOLDERS.iter().enumerate() {
+    let folders = folders();
+    for (k, (f, tenths)) in folders.iter().enumerate() {
         let cur = root.join(f).join("cur");
         std::fs::create_dir_all(&cur).unwrap();
         for s in ["new", "tmp"] {
             std::fs::create_dir_all(root.join(f).join(s)).unwrap();
         }
-        let end = if k + 1 == FOLDERS.len() {
+        let end = if k + 1 == folders.len() {
             n
         } else {
             i + n * tenths / 10
@@ -85,7 +96,7 @@ fn seed(root: &Path, n: usize) -> u64 {
 fn count(d: &support::Dovecot, user: &str) -> u64 {
     let mut c = d.raw(user);
     let mut total = 0;
-    for (f, _) in FOLDERS {
+    for (f, _) in folders() {
         total += c.status_messages(&format!("\"{f}\"")).unwrap_or(0);
     }
     c.logout();
@@ -174,7 +185,8 @@ fn main() {
         // census of the folder took it past the limit in a 1M run, and the process was
         // killed ("Out of memory (service imap { vsz_limit=256 MB }, you may need to
         // increase it)"), taking `verify --against`'s session with it.
-        extra_conf: "service imap {\n  vsz_limit = 1G\n}\n".into(),
+        // 2G: one folder of 1,000,000 (MAILARK_BENCH_SCALE_ONE_FOLDER) holds 2.5 times that.
+        extra_conf: "service imap {\n  vsz_limit = 2G\n}\n".into(),
         ..Default::default()
     });
 
@@ -341,7 +353,7 @@ fn print_rows(n: usize, bytes: u64, ar: &Path, rows: &[Row]) {
         "\nscale benchmark: {n} messages ({:.0} MiB, archive {:.0} MiB) in {} folders of one account, one Dovecot 2.3 over IMAPS (mail_fsync = never)\n",
         mib(bytes),
         mib(ar_size),
-        FOLDERS.len()
+        folders().len()
     );
     println!("| command | wall (s) | µs/msg | CPU (s) | peak RSS (MiB) | first output (s) | ≤ {GOAL_MIB:.0} MiB |");
     println!("|---|---:|---:|---:|---:|---:|---|");
