@@ -26,8 +26,9 @@ use crate::source::imap::parse_internaldate;
 pub struct Held {
     pub uid: u32,
     pub size: u64,
-    /// Boxed, not a `String`: the capacity word is 8 bytes an entry.
-    pub message_id: Option<Box<str>>,
+    /// The Message-ID's hash, not its text (see [`IdHash`]): a report that quotes a
+    /// server message names it by UID, size and INTERNALDATE.
+    pub message_id: Option<IdHash>,
     /// Held compact (a census may list hundreds of thousands): [`FlagSet::to_vec`]
     /// gives them back as the server sent them.
     pub flags: FlagSet,
@@ -119,11 +120,11 @@ pub struct ReadHashes {
 
 impl Held {
     /// A message without an INTERNALDATE (see [`Held::with_internaldate`]).
-    pub fn new(uid: u32, size: u64, message_id: Option<Box<str>>, flags: FlagSet) -> Held {
+    pub fn new(uid: u32, size: u64, message_id: Option<&str>, flags: FlagSet) -> Held {
         Held {
             uid,
             size,
-            message_id,
+            message_id: message_id.map(IdHash::of),
             flags,
             date: None,
             zone: None,
@@ -214,10 +215,10 @@ pub(crate) fn keep_off(msgs: &mut Vec<Held>, taken: &[u32]) {
 pub struct Census {
     pub msgs: Vec<Held>,
     claimed: Vec<bool>,
-    /// (hash of the Message-ID, index in `msgs`), sorted: [`Census::with_id`] finds
-    /// a Message-ID's messages by binary search and compares the Message-IDs
-    /// themselves. 12 bytes a message, where a map of Message-ID copies cost over 100.
-    by_id: Vec<(u64, u32)>,
+    /// Indexes in `msgs` of the messages with a Message-ID, sorted by it:
+    /// [`Census::with_id`] finds a Message-ID's messages by binary search. 4 bytes a
+    /// message, where a map of Message-ID copies cost over 100.
+    by_id: Vec<u32>,
     /// (UID, index in `msgs`), sorted.
     by_uid: Vec<(u32, u32)>,
     by_sha: HashMap<[u8; 32], Vec<usize>>,
@@ -231,13 +232,15 @@ impl Census {
             ..Default::default()
         };
         for (i, m) in msgs.iter().enumerate() {
-            if let Some(id) = &m.message_id {
-                c.by_id.push((id_hash(id), i as u32));
+            if m.message_id.is_some() {
+                c.by_id.push(i as u32);
             }
             c.by_uid.push((m.uid, i as u32));
             c.index_bytes(i, m);
         }
-        c.by_id.sort_unstable();
+        // Equal Message-IDs in census order, as before.
+        c.by_id
+            .sort_unstable_by_key(|&i| (msgs[i as usize].message_id, i));
         c.by_uid.sort_unstable();
         c.msgs = msgs;
         c
@@ -256,14 +259,14 @@ impl Census {
     }
 
     /// The messages whose Message-ID is `id`, in census order.
-    fn with_id(&self, id: &str) -> Vec<usize> {
-        let h = id_hash(id);
-        let start = self.by_id.partition_point(|&(x, _)| x < h);
+    fn with_id(&self, id: IdHash) -> Vec<usize> {
+        let id = Some(id);
+        let of = |i: u32| self.msgs[i as usize].message_id;
+        let start = self.by_id.partition_point(|&i| of(i) < id);
         self.by_id[start..]
             .iter()
-            .take_while(|&&(x, _)| x == h)
-            .map(|&(_, i)| i as usize)
-            .filter(|&i| self.msgs[i].message_id.as_deref() == Some(id))
+            .take_while(|&&i| of(i) == id)
+            .map(|&i| i as usize)
             .collect()
     }
 
@@ -281,13 +284,14 @@ impl Census {
     pub fn need_bytes(
         &self,
         ambiguous: &HashSet<String>,
-        sizes_by_id: &HashMap<String, Vec<u64>>,
+        sizes_by_id: &HashMap<IdHash, Vec<u64>>,
     ) -> Vec<u32> {
+        let ambiguous: HashSet<IdHash> = ambiguous.iter().map(|id| IdHash::of(id)).collect();
         self.msgs
             .iter()
             .filter(|m| {
                 m.read.is_none()
-                    && match m.message_id.as_deref() {
+                    && match &m.message_id {
                         None => true,
                         Some(id) => {
                             ambiguous.contains(id)
@@ -341,20 +345,28 @@ impl Census {
         k: &MsgKey,
         pref: impl Fn(&Held) -> bool,
     ) -> Option<(Match, &Held)> {
+        let id = k.id_hash();
         let (how, i) = LEVELS
             .iter()
-            .find_map(|&how| self.find(k, how, &pref).map(|i| (how, i)))?;
+            .find_map(|&how| self.find(k, id, how, &pref).map(|i| (how, i)))?;
         self.claimed[i] = true;
         Some((how, &self.msgs[i]))
     }
 
-    /// An unclaimed message that is `k` by evidence `how`, preferring one `pref` likes.
-    fn find(&self, k: &MsgKey, how: Match, pref: &impl Fn(&Held) -> bool) -> Option<usize> {
+    /// An unclaimed message that is `k` (whose Message-ID hashes to `kid`) by evidence
+    /// `how`, preferring one `pref` likes.
+    fn find(
+        &self,
+        k: &MsgKey,
+        kid: Option<IdHash>,
+        how: Match,
+        pref: &impl Fn(&Held) -> bool,
+    ) -> Option<usize> {
         let free = |i: &usize| !self.claimed[*i];
         let msgs = &self.msgs;
         let cands: Vec<usize> = match how {
             Match::Uid => Vec::new(),
-            Match::MessageId => match (&k.message_id, k.by_bytes) {
+            Match::MessageId => match (kid, k.by_bytes) {
                 (Some(id), false) => self
                     .with_id(id)
                     .into_iter()
@@ -373,7 +385,7 @@ impl Census {
             // A server may not see a Message-ID we see (a header with bare-CR line
             // ends, which Courier joins into one line): its messages without one count.
             Match::Altered => {
-                let by_id = match (&k.message_id, k.by_bytes) {
+                let by_id = match (kid, k.by_bytes) {
                     (Some(id), false) => self.with_id(id),
                     _ => Vec::new(),
                 };
@@ -384,9 +396,7 @@ impl Census {
                     .iter()
                     .filter_map(|s| self.by_canonical.get(s))
                     .flatten()
-                    .filter(|i| {
-                        msgs[**i].message_id.is_none() || msgs[**i].message_id == k.message_id
-                    })
+                    .filter(|i| msgs[**i].message_id.is_none() || msgs[**i].message_id == kid)
                     .chain(sized)
                     .copied()
                     .filter(free)
@@ -399,14 +409,14 @@ impl Census {
                     let m = &msgs[*i];
                     free(i)
                         && m.date == k.date
-                        && match (&m.message_id, &k.message_id) {
+                        && match (m.message_id, kid) {
                             (Some(a), Some(b)) => a == b,
                             _ => m.head_canonical() == Some(k.head_loose),
                         }
                 })
                 .collect(),
             Match::Rewritten => Vec::new(),
-            Match::OtherDelivery => match (&k.message_id, k.trace_free()) {
+            Match::OtherDelivery => match (kid, k.trace_free()) {
                 (Some(id), Some(tf)) => self
                     .with_id(id)
                     .into_iter()
@@ -432,9 +442,7 @@ impl Census {
     }
 }
 
-// Census's index of Message-IDs is by their hash; equal hashes are then compared by
-// the Message-IDs themselves, so a collision costs a comparison, never a wrong match.
-use crate::mail::identity::id_hash;
+use crate::mail::identity::IdHash;
 
 /// An archived message (by its index in the caller's list) and the server message that
 /// holds it.
@@ -464,12 +472,13 @@ pub fn reconcile(
     pref: impl Fn(usize, &Held) -> bool,
 ) -> Reconciliation {
     let mut paired: Vec<Option<(Match, usize)>> = vec![None; keys.len()];
+    let ids: Vec<Option<IdHash>> = keys.iter().map(|k| k.id_hash()).collect();
     for how in LEVELS {
         for (r, k) in keys.iter().enumerate() {
             if paired[r].is_some() {
                 continue;
             }
-            if let Some(i) = census.find(k, how, &|h: &Held| pref(r, h)) {
+            if let Some(i) = census.find(k, ids[r], how, &|h: &Held| pref(r, h)) {
                 census.claimed[i] = true;
                 paired[r] = Some((how, i));
             }
@@ -515,7 +524,7 @@ mod tests {
     }
 
     fn ex(uid: u32, size: u64, mid: Option<&str>) -> Held {
-        Held::new(uid, size, mid.map(Box::from), FlagSet::default())
+        Held::new(uid, size, mid, FlagSet::default())
     }
 
     fn held(uid: u32, b: &[u8]) -> Held {
@@ -533,7 +542,7 @@ mod tests {
         let other = b"Received: from a by new; Mon, 1 Jan 2024 09:00:07 +0900\r\nMessage-ID: <d@x>\r\nSubject: s\r\n\r\nother text\r\n";
         let amb = HashSet::new();
         let mut sizes = HashMap::new();
-        sizes.insert("d@x".to_string(), vec![archived.len() as u64]);
+        sizes.insert(IdHash::of("d@x"), vec![archived.len() as u64]);
         let mut c = Census::new(vec![held(1, other), held(2, there)]);
         // Both server copies have the Message-ID at another size: their bytes are read.
         assert_eq!(c.need_bytes(&amb, &sizes), vec![1, 2]);
@@ -745,17 +754,21 @@ mod tests {
         assert!(c.claim(&key(cr, &amb, None)).is_none());
     }
 
-    /// Message-IDs are indexed by hash: a hash shared by two Message-IDs (forced here)
-    /// still finds only the message with the Message-ID asked for.
+    /// Message-IDs are held and indexed as hashes: among many, a Message-ID finds its
+    /// own messages only, in census order, and a claim takes them one by one.
     #[test]
-    fn message_id_hash_hits_are_compared_whole() {
+    fn message_ids_find_their_own_messages_only() {
         let amb = HashSet::new();
         let a = b"Message-ID: <a@x>\r\n\r\na\r\n".to_vec();
         let b = b"Message-ID: <b@x>\r\n\r\na\r\n".to_vec();
-        let mut c = Census::new(vec![held(1, &b), held(2, &a), held(3, &a)]);
-        // Every message under a@x's hash, as a collision would put them.
-        c.by_id = (0..3).map(|i| (id_hash("a@x"), i)).collect();
-        assert_eq!(c.with_id("a@x"), vec![1, 2]);
+        let mut msgs = vec![held(1, &b), held(2, &a)];
+        msgs.extend((10..500).map(|u| ex(u, 9, Some(&format!("{u}@x")))));
+        msgs.push(held(3, &a));
+        msgs.push(ex(4, 9, None));
+        let mut c = Census::new(msgs);
+        assert_eq!(c.with_id(IdHash::of("a@x")), vec![1, 492]);
+        assert_eq!(c.with_id(IdHash::of("77@x")), vec![69]);
+        assert!(c.with_id(IdHash::of("nope@x")).is_empty());
         let ka = key(&a, &amb, None);
         assert_eq!(
             c.claim(&ka).map(|(h, e)| (h, e.uid)),
@@ -765,7 +778,7 @@ mod tests {
             c.claim(&ka).map(|(h, e)| (h, e.uid)),
             Some((Match::MessageId, 3))
         );
-        assert!(c.claim(&ka).is_none(), "b@x is not a@x, whatever its hash");
+        assert!(c.claim(&ka).is_none(), "b@x is not a@x");
     }
 
     /// UIDs are found by binary search; a UID listed twice is its last listing, as the
@@ -796,6 +809,7 @@ mod tests {
     /// A census entry's cost, times every message of the biggest folder.
     #[test]
     fn held_stays_compact() {
+        assert_eq!(std::mem::size_of::<Option<IdHash>>(), 16);
         assert_eq!(std::mem::size_of::<Held>(), 88);
     }
 

@@ -185,7 +185,7 @@ mod tests {
         Held::new(
             uid,
             b.len() as u64,
-            identity::message_id_of(b).map(String::into_boxed_str),
+            identity::message_id_of(b).as_deref(),
             flags.iter().map(|s| s.to_string()).collect(),
         )
     }

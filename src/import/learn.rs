@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::{DestRef, DestState, ImportError, ImportOptions, PartsSeen};
-use crate::mail::identity;
+use crate::mail::identity::{self, IdHash};
 use crate::reconcile::{Census, Held};
 use crate::source::imap::session::{FetchWhat, FolderRead};
 use crate::source::imap::{FetchedMessage, ImapError, ImapSession};
@@ -21,7 +21,7 @@ pub(super) async fn learn(
     s: &mut ImapSession,
     raw: &str,
     ambiguous: &HashSet<String>,
-    sizes_by_id: &HashMap<String, Vec<u64>>,
+    sizes_by_id: &HashMap<IdHash, Vec<u64>>,
     read_only: bool,
     status_only: bool,
 ) -> Result<Learned, ImapError> {
@@ -112,7 +112,7 @@ async fn read_census(
     s: &mut ImapSession,
     exists: u32,
     ambiguous: &HashSet<String>,
-    sizes_by_id: &HashMap<String, Vec<u64>>,
+    sizes_by_id: &HashMap<IdHash, Vec<u64>>,
     with_ids: bool,
 ) -> Result<Census, ImapError> {
     let ids = if with_ids {
@@ -140,15 +140,11 @@ pub(crate) fn census_of(mut msgs: Vec<Held>) -> Census {
 
 impl From<FetchedMessage> for Held {
     fn from(m: FetchedMessage) -> Held {
-        let message_id = m
-            .header_fields
-            .as_deref()
-            .and_then(identity::message_id_of)
-            .map(String::into_boxed_str);
+        let message_id = m.header_fields.as_deref().and_then(identity::message_id_of);
         Held::new(
             m.uid.unwrap_or(0),
             m.size.unwrap_or(0) as u64,
-            message_id,
+            message_id.as_deref(),
             m.flags.unwrap_or_default().into(),
         )
         .with_internaldate(m.internaldate.as_deref())
@@ -378,7 +374,7 @@ mod tests {
         assert_eq!(c.msgs.len(), 1);
         let h = &c.msgs[0];
         assert_eq!((h.uid, h.size), (7, 1234));
-        assert_eq!(h.message_id.as_deref(), Some("a@b"));
+        assert_eq!(h.message_id, Some(IdHash::of("a@b")));
         assert_eq!(h.flags.to_vec(), ["\\Seen", "$Label1"]);
         assert_eq!(h.date, Some(1_704_067_200));
         assert_eq!(

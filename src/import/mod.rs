@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::archive::{Archive, Chain, ReadError};
 use crate::mail::flags::FlagSet;
-use crate::mail::identity::MsgKey;
+use crate::mail::identity::{IdHash, MsgKey};
 use crate::progress::Progress;
 use crate::reconcile::Census;
 use crate::source::imap::dest::DestCaps;
@@ -322,7 +322,7 @@ struct DestRef {
     raw: String,
     ambiguous: HashSet<String>,
     /// See [`DestState::sizes_by_id`].
-    sizes_by_id: std::collections::HashMap<String, Vec<u64>>,
+    sizes_by_id: std::collections::HashMap<IdHash, Vec<u64>>,
     /// See [`PartsSeen::taken`] (sorted; empty unless the folder is imported in parts).
     taken: Vec<u32>,
     /// A later part of a folder imported in parts: its census is the one the earlier
@@ -337,7 +337,7 @@ struct DestState {
     /// With `--other-deliveries`: the archived sizes of each Message-ID of the folder's
     /// archived messages. A server copy with that Message-ID at another size may be
     /// another delivery of the same mail; its bytes are read to tell (empty otherwise).
-    sizes_by_id: std::collections::HashMap<String, Vec<u64>>,
+    sizes_by_id: std::collections::HashMap<IdHash, Vec<u64>>,
     /// Another delivery of the same mail stands for an archived message.
     other_deliveries: bool,
     state: Census,

@@ -7,7 +7,7 @@ use std::ops::Range;
 use super::plan::{DestLayout, Plan};
 use super::{DestState, ImportOptions, ImportReport, Rec, St};
 use crate::archive::{Archive, FolderRecord};
-use crate::mail::identity;
+use crate::mail::identity::{self, IdHash};
 use crate::reconcile::Census;
 use crate::source::imap::dest::{create_command, subscribe_command, DestCaps};
 use crate::source::imap::{ImapError, ImapSession};
@@ -287,7 +287,7 @@ pub(super) fn records(
                 let d = &mut dests[dest];
                 if d.other_deliveries {
                     if let Some(id) = m.message_id.as_deref().and_then(identity::norm_message_id) {
-                        let sizes = d.sizes_by_id.entry(id).or_default();
+                        let sizes = d.sizes_by_id.entry(IdHash::of(&id)).or_default();
                         sizes.push(m.size);
                         sizes.extend(m.source_size);
                     }

@@ -353,7 +353,7 @@ async fn verify_folder_by(
             let near: Vec<String> = state
                 .msgs
                 .iter()
-                .filter(|m| it.key.message_id.is_some() && m.message_id == it.key.message_id)
+                .filter(|m| m.message_id.is_some() && m.message_id == it.key.id_hash())
                 .map(|m| format!("UID {} with {} bytes", m.uid, m.size))
                 .collect();
             let mut why = "missing on the destination after the import".to_string();

@@ -782,7 +782,7 @@ fn compare_folder(
     let uids_agree = census.unclaimed().all(|x| {
         by_uid_recs
             .get(&x.uid)
-            .is_none_or(|&i| x.message_id == f.recs[i].key.message_id)
+            .is_none_or(|&i| x.message_id == f.recs[i].key.id_hash())
     });
     let source_mode = f.at_source
         && st.uidvalidity.is_some()
@@ -834,12 +834,13 @@ fn compare_folder(
             server,
             &label,
             Some(format!("server UID {uid}")),
+            // The census holds Message-IDs as hashes: the server message is named by
+            // its UID (above), size and arrival.
             format!(
                 "on the server ({} bytes{}), not in the archive",
                 x.size,
-                x.message_id
-                    .as_ref()
-                    .map(|id| format!(", Message-ID <{id}>"))
+                x.internaldate()
+                    .map(|d| format!(", arrived {d}"))
                     .unwrap_or_default()
             ),
         ));
