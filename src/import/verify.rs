@@ -693,7 +693,7 @@ mod tests {
         Held::new(
             1,
             27,
-            Some("m@x".into()),
+            Some("m@x"),
             flags.iter().map(|f| f.to_string()).collect(),
         )
         .with_internaldate(Some(date))
