@@ -720,7 +720,9 @@ impl IdHash {
     }
 }
 
-/// A Message-ID's 64-bit hash, the one every compact table of Message-IDs is keyed by.
+/// A Message-ID's 64-bit hash, what [`AmbiguousIds`] keys by while a whole folder is fed
+/// to it (8 bytes an entry fewer than [`IdHash`]; a collision only makes a Message-ID
+/// ambiguous: compared by bytes, never wrong). A census holds [`IdHash`].
 pub(crate) fn id_hash(id: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();

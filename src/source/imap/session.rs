@@ -490,10 +490,16 @@ impl Conn {
     /// tagged status. An untagged BYE ends the session.
     async fn simple(&mut self, cmd: &str) -> Result<(Vec<Frame>, Status), ImapError> {
         let tag = self.send(cmd).await?;
+        self.answer(&tag).await
+    }
+
+    /// The answer to the command tagged `tag`, already sent: its untagged responses and
+    /// its tagged status. An untagged BYE ends the session.
+    async fn answer(&mut self, tag: &str) -> Result<(Vec<Frame>, Status), ImapError> {
         let mut data = Vec::new();
         loop {
             let f = self.frame().await?;
-            if let Some(st) = self.ending(&f, &tag)? {
+            if let Some(st) = self.ending(&f, tag)? {
                 return Ok((data, st));
             }
             data.push(f);
@@ -1149,16 +1155,11 @@ impl ImapSession {
         &mut self,
         tag: &str,
     ) -> Result<Option<(String, Option<char>)>, ImapError> {
-        let mut ns = None;
-        loop {
-            let f = self.conn.frame().await?;
-            if let Some(st) = self.conn.ending(&f, tag)? {
-                return Ok(ns.filter(|_| st.word == StatusWord::Ok));
-            }
-            if ns.is_none() {
-                ns = parse_namespace(f.first_line());
-            }
-        }
+        let (data, st) = self.conn.answer(tag).await?;
+        Ok(data
+            .iter()
+            .find_map(|f| parse_namespace(f.first_line()))
+            .filter(|_| st.word == StatusWord::Ok))
     }
 
     /// Opens a folder read-only.
