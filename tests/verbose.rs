@@ -228,3 +228,61 @@ fn v_tells_folders_but_no_protocol() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).is_empty(), "{}", stderr(&o));
 }
+
+/// A rerun learns what each destination folder holds from one census read: a folder
+/// where some message's bytes must be compared (here one without a Message-ID) has
+/// those bytes fetched beside its census, not its whole census read a second time (a
+/// folder of a million messages read twice, and held as raw responses the second time).
+#[test]
+fn a_rerun_reads_each_folders_census_once() {
+    let d = server();
+    d.seed_maildir(
+        "alice",
+        "Archive",
+        &[(
+            b"Subject: no id\r\n\r\nno Message-ID here\r\n".to_vec(),
+            "S",
+            1_600_000_100,
+        )],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let alice = d.login_args("alice");
+    let out = dir.path().join("a.tar.zst").display().to_string();
+    let o = run_logged_in(&["export", &d.imaps_url("alice"), "-o", &out], &alice);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let bob = d.login_args("bob");
+    let to = d.imaps_url("bob");
+    let o = run_logged_in(&["import", &out, "--to", &to], &bob);
+    assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
+    let o = run_logged_in(&["-vv", "import", &out, "--to", &to], &bob);
+    assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
+    let err = stderr(&o);
+    // Census reads (every message of a folder, with its Message-ID), by the folder the
+    // connection had open.
+    let mut open: std::collections::HashMap<String, String> = Default::default();
+    let mut censuses: std::collections::HashMap<String, usize> = Default::default();
+    for l in err.lines().filter(|l| l.contains(" C: ")) {
+        let conn = l.split_whitespace().nth(2).unwrap_or("").to_string();
+        if let Some(i) = l.find("SELECT \"").or_else(|| l.find("EXAMINE \"")) {
+            let name = l[i..].split('"').nth(1).unwrap_or("").to_string();
+            open.insert(conn, name);
+        } else if l.contains("UID FETCH 1:* ") && l.contains("MESSAGE-ID") {
+            *censuses.entry(open[&conn].clone()).or_default() += 1;
+        }
+    }
+    let bodies = err
+        .lines()
+        .filter(|l| l.contains(" C: ") && l.contains("UID FETCH") && l.contains("BODY.PEEK[]"))
+        .count();
+    assert!(
+        bodies >= 1,
+        "the message without a Message-ID was compared by its bytes:\n{err}"
+    );
+    for folder in ["INBOX", "Archive"] {
+        assert_eq!(
+            censuses.get(folder),
+            Some(&1),
+            "census reads of {folder}:\n{err}"
+        );
+    }
+}

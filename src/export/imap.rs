@@ -806,10 +806,9 @@ async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Ste
         } else {
             let census = census.expect("the first pass reads the census with EXAMINE");
             let r = match census {
-                Err(e) if !e.is_connection_lost() && what == FetchWhat::Sizes => s
-                    .uid_fetch_all("1:*", FetchWhat::Uids)
-                    .await
-                    .map(|v| v.into_iter().map(Listed::from).collect()),
+                Err(e) if !e.is_connection_lost() && what == FetchWhat::Sizes => {
+                    s.uid_fetch_all::<Listed>("1:*", FetchWhat::Uids).await
+                }
                 r => r,
             };
             match r {
@@ -869,7 +868,7 @@ async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Ste
     if !run.missing.is_empty() {
         let missing = std::mem::take(&mut run.missing);
         let set = uid_set(&missing);
-        let still = match s.uid_fetch_all(&set, FetchWhat::Uids).await {
+        let still = match s.uid_fetch_all::<Listed>(&set, FetchWhat::Uids).await {
             Ok(v) => v,
             Err(e) if e.is_connection_lost() => {
                 run.missing = missing;
@@ -877,7 +876,7 @@ async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Ste
             }
             Err(e) => return Step::Fail(e.to_string()),
         };
-        let present: HashSet<u32> = still.iter().filter_map(|m| m.uid).collect();
+        let present: HashSet<u32> = still.iter().map(|m| m.uid).filter(|&u| u != 0).collect();
         for uid in missing {
             if present.contains(&uid) {
                 run.isolate.insert(uid);
@@ -902,12 +901,11 @@ async fn folder_pass(ctx: &Ctx, s: &mut ImapSession, run: &mut FolderRun) -> Ste
     }
     // Arrivals since EXAMINE: counted, left for the next incremental run.
     let from = run.max_uid.max(st.uidnext.unwrap_or(1).saturating_sub(1)) + 1;
-    if let Ok(v) = s.uid_fetch_all(&format!("{from}:*"), FetchWhat::Meta).await {
-        run.rep.arrived = v
-            .iter()
-            .filter_map(|m| m.uid)
-            .filter(|&u| u >= from)
-            .count() as u64;
+    if let Ok(v) = s
+        .uid_fetch_all::<Listed>(&format!("{from}:*"), FetchWhat::Uids)
+        .await
+    {
+        run.rep.arrived = v.iter().filter(|m| m.uid >= from).count() as u64;
     }
     if run.rep.unlisted > 0 {
         return Step::Fail(format!(

@@ -33,7 +33,9 @@ pub(super) async fn learn(
     let state = if status_only {
         Census::default()
     } else {
-        read_census(s, st.exists, ambiguous, sizes_by_id, true).await?
+        let mut census = census_of(s.identities(st.exists).await?);
+        read_needed_bytes(s, &mut census, ambiguous, sizes_by_id).await?;
+        census
     };
     if !read_only {
         s.unselect().await?;
@@ -105,28 +107,48 @@ pub(super) fn census_for_part(d: &mut DestState, kept: Census) {
     d.state = kept;
 }
 
-/// The messages of the open folder (`exists` of them). `with_ids` reads each one's
-/// Message-ID, and the bytes of those that must be compared by bytes; without, only
-/// what the server keeps in its index (UID, size, flags, INTERNALDATE).
-async fn read_census(
+/// Reads the bytes of the open folder's messages that [`Census::claim`] cannot pair
+/// without them (see [`Census::need_bytes`]): few in most folders.
+async fn read_needed_bytes(
     s: &mut ImapSession,
-    exists: u32,
+    census: &mut Census,
     ambiguous: &HashSet<String>,
     sizes_by_id: &HashMap<IdHash, Vec<u64>>,
-    with_ids: bool,
-) -> Result<Census, ImapError> {
-    let ids = if with_ids {
-        s.identities(exists).await?
-    } else {
-        s.metadata(exists).await?
-    };
-    let mut state = census_of(ids.into_iter().map(Held::from).collect());
-    if with_ids {
-        let need = state.need_bytes(ambiguous, sizes_by_id);
-        s.fetch_bodies(&need, |uid, b| state.set_bytes(uid, b))
-            .await?;
+) -> Result<(), ImapError> {
+    let need = census.need_bytes(ambiguous, sizes_by_id);
+    if need.is_empty() {
+        return Ok(());
     }
-    Ok(state)
+    s.fetch_bodies(&need, |uid, b| census.set_bytes(uid, b))
+        .await
+}
+
+/// The bytes a census read in a pipeline needs, read with the folder opened again: the
+/// census itself is not read twice. Should the folder's UIDVALIDITY have changed in
+/// between, its UIDs name other messages: the folder is learned again whole.
+async fn complete_census(
+    s: &mut ImapSession,
+    f: &DestRef,
+    learned: Learned,
+    read_only: bool,
+) -> Result<Learned, ImapError> {
+    let (mut census, permanent, uidvalidity) = learned;
+    let st = if read_only {
+        s.examine(&f.raw).await?
+    } else {
+        s.select(&f.raw).await?
+    };
+    if st.uidvalidity != uidvalidity {
+        if !read_only {
+            s.unselect().await?;
+        }
+        return learn(s, &f.raw, &f.ambiguous, &f.sizes_by_id, read_only, false).await;
+    }
+    read_needed_bytes(s, &mut census, &f.ambiguous, &f.sizes_by_id).await?;
+    if !read_only {
+        s.unselect().await?;
+    }
+    Ok((census, permanent, uidvalidity))
 }
 
 /// A census of a folder's messages, each kept as a [`Held`] as its FETCH response
@@ -157,7 +179,7 @@ impl From<FetchedMessage> for Held {
 /// left): two round trips for the lot, one when every folder is empty (a first
 /// import), where one by one cost three per folder. As before, an empty folder's
 /// messages are never fetched. A folder holding messages whose bytes must be compared
-/// is read again on its own. `Err` when the session failed: the caller then learns
+/// has those bytes read with the folder opened again. `Err` when the session failed: the caller then learns
 /// folder by folder (on fresh connections as needed), exactly as without the pipeline.
 async fn learn_pipelined(
     s: &mut ImapSession,
@@ -199,11 +221,16 @@ async fn learn_pipelined(
             (Err(e), _) | (_, Err(e)) => Err(e),
             (Ok(st), Ok(msgs)) => {
                 let census = census_of(msgs);
-                if census.need_bytes(&f.ambiguous, &f.sizes_by_id).is_empty() {
-                    let permanent = (!st.permanent_flags.is_empty()).then_some(st.permanent_flags);
-                    Ok((census, permanent, st.uidvalidity))
+                let permanent = (!st.permanent_flags.is_empty()).then_some(st.permanent_flags);
+                let learned = (census, permanent, st.uidvalidity);
+                if learned
+                    .0
+                    .need_bytes(&f.ambiguous, &f.sizes_by_id)
+                    .is_empty()
+                {
+                    Ok(learned)
                 } else {
-                    learn(s, &f.raw, &f.ambiguous, &f.sizes_by_id, read_only, false).await
+                    complete_census(s, f, learned, read_only).await
                 }
             }
         };

@@ -360,20 +360,14 @@ impl ImapSession {
 
     /// What a folder holds: UID, size, flags, INTERNALDATE and the Message-ID field of
     /// every message (read-only: `BODY.PEEK`).
-    pub async fn identities(&mut self, exists: u32) -> Result<Vec<FetchedMessage>, ImapError> {
+    pub async fn identities<T: From<FetchedMessage>>(
+        &mut self,
+        exists: u32,
+    ) -> Result<Vec<T>, ImapError> {
         if exists == 0 {
             return Ok(Vec::new());
         }
         self.uid_fetch_all("1:*", FetchWhat::MetaMessageId).await
-    }
-
-    /// UID, size, flags and INTERNALDATE of every message of the open folder: what a
-    /// server answers from its index, without reading a message.
-    pub async fn metadata(&mut self, exists: u32) -> Result<Vec<FetchedMessage>, ImapError> {
-        if exists == 0 {
-            return Ok(Vec::new());
-        }
-        self.uid_fetch_all("1:*", FetchWhat::Meta).await
     }
 
     /// Fetches whole messages of `uids`, handing each (UID, bytes) to `each`; memory

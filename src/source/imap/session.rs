@@ -1381,18 +1381,20 @@ impl ImapSession {
         self.send(&format!("UID FETCH {uid_set} {items}")).await
     }
 
-    /// Runs a `UID FETCH` to its end and returns every FETCH response; a tagged NO/BAD
-    /// is an error naming the folder.
-    pub async fn uid_fetch_all(
+    /// Runs a `UID FETCH` to its end and returns every FETCH response, each made a `T`
+    /// as it arrives (a census of a large folder is never held as raw responses, ~150
+    /// bytes a message before their strings); a tagged NO/BAD is an error naming the
+    /// folder.
+    pub async fn uid_fetch_all<T: From<FetchedMessage>>(
         &mut self,
         uid_set: &str,
         what: FetchWhat,
-    ) -> Result<Vec<FetchedMessage>, ImapError> {
+    ) -> Result<Vec<T>, ImapError> {
         let tag = self.send_uid_fetch(uid_set, what).await?;
         let mut out = Vec::new();
         loop {
             match self.next_event().await? {
-                Event::Fetch(m) => out.push(m),
+                Event::Fetch(m) => out.push(T::from(m)),
                 Event::Done {
                     tag: t,
                     ok,
