@@ -21,29 +21,38 @@ use crate::mail::flags::FlagSet;
 use crate::mail::identity::{canonical_sha256, MsgKey};
 use crate::source::imap::parse_internaldate;
 
-/// One message a server folder holds.
+/// One message a server folder holds: 48 bytes and no allocation for nearly every
+/// message (a census of one folder may list a million).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
     pub uid: u32,
-    pub size: u64,
+    /// RFC822.SIZE: a 32-bit number in IMAP.
+    size: u32,
     /// The Message-ID's hash, not its text (see [`IdHash`]): a report that quotes a
     /// server message names it by UID, size and INTERNALDATE.
     pub message_id: Option<IdHash>,
-    /// Held compact (a census may list hundreds of thousands): [`FlagSet::to_vec`]
-    /// gives them back as the server sent them.
+    /// [`FlagSet::to_vec`] gives them back as the server sent them.
     pub flags: FlagSet,
-    /// INTERNALDATE in seconds.
-    pub date: Option<i64>,
+    /// INTERNALDATE in seconds; [`NO_DATE`] for none ([`Held::date`]).
+    date: i64,
     /// With `date`, gives back INTERNALDATE's text ([`Held::internaldate`]): keeping
     /// the text cost 24 bytes and an allocation an entry.
     zone: Option<Zone>,
+    /// What few messages have: boxed, so the others carry one word of `None`.
+    rare: Option<Box<Rare>>,
+}
+
+/// [`Held::date`]'s `None`: no INTERNALDATE renders to it.
+const NO_DATE: i64 = i64::MIN;
+
+/// What a [`Held`] holds for few messages.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Rare {
     /// INTERNALDATE's text where `date` and `zone` do not give it back (not a date, or
     /// spelled otherwise than it renders), so a report quotes the server exactly.
-    /// Boxed twice: rare, so the others carry one word, not two.
-    odd_date: Option<Box<Box<str>>>,
-    /// Filled for the messages whose bytes were read (see [`Census::need_bytes`]), few
-    /// in most folders: boxed, so the others do not carry 128 bytes of `None`.
-    pub read: Option<Box<ReadHashes>>,
+    odd_date: Option<Box<str>>,
+    /// Filled for the messages whose bytes were read (see [`Census::need_bytes`]).
+    read: Option<ReadHashes>,
 }
 
 /// The zone an INTERNALDATE was given in (minutes east of UTC), and whether its day
@@ -120,16 +129,15 @@ pub struct ReadHashes {
 
 impl Held {
     /// A message without an INTERNALDATE (see [`Held::with_internaldate`]).
-    pub fn new(uid: u32, size: u64, message_id: Option<&str>, flags: FlagSet) -> Held {
+    pub fn new(uid: u32, size: u32, message_id: Option<&str>, flags: FlagSet) -> Held {
         Held {
             uid,
             size,
             message_id: message_id.map(IdHash::of),
             flags,
-            date: None,
+            date: NO_DATE,
             zone: None,
-            odd_date: None,
-            read: None,
+            rare: None,
         }
     }
 
@@ -137,37 +145,64 @@ impl Held {
     /// text in a form [`Held::internaldate`] gives back exactly.
     pub fn with_internaldate(mut self, text: Option<&str>) -> Held {
         let parsed = text.and_then(parse_internaldate);
-        self.date = parsed.map(|d| d.timestamp());
+        self.date = parsed.map_or(NO_DATE, |d| d.timestamp());
         self.zone = text.zip(parsed).and_then(|(t, d)| Zone::rendering(t, &d));
-        self.odd_date = text
-            .filter(|_| self.zone.is_none())
-            .map(|t| Box::new(t.into()));
+        let odd = text.filter(|_| self.zone.is_none());
+        if let Some(r) = self.rare_mut(odd.is_some()) {
+            r.odd_date = odd.map(Into::into);
+        }
         self
+    }
+
+    /// The box of what few messages have, made if `make`.
+    fn rare_mut(&mut self, make: bool) -> Option<&mut Rare> {
+        if make && self.rare.is_none() {
+            self.rare = Some(Box::default());
+        }
+        self.rare.as_deref_mut()
+    }
+
+    pub fn size(&self) -> u64 {
+        u64::from(self.size)
+    }
+
+    /// INTERNALDATE in seconds.
+    pub fn date(&self) -> Option<i64> {
+        (self.date != NO_DATE).then_some(self.date)
     }
 
     /// INTERNALDATE as the server sent it.
     pub fn internaldate(&self) -> Option<Cow<'_, str>> {
-        match (&self.odd_date, self.zone, self.date) {
+        match (self.odd_date(), self.zone, self.date()) {
             (Some(t), ..) => Some(Cow::Borrowed(t)),
             (None, Some(z), Some(secs)) => z.render(secs).map(Cow::Owned),
             _ => None,
         }
     }
 
+    fn odd_date(&self) -> Option<&str> {
+        self.rare.as_ref()?.odd_date.as_deref()
+    }
+
+    /// The hashes of its bytes, if they were read.
+    pub fn read(&self) -> Option<&ReadHashes> {
+        self.rare.as_ref()?.read.as_ref()
+    }
+
     pub fn sha(&self) -> Option<[u8; 32]> {
-        self.read.as_ref().map(|r| r.sha)
+        self.read().map(|r| r.sha)
     }
 
     pub fn canonical(&self) -> Option<[u8; 32]> {
-        self.read.as_ref().map(|r| r.canonical)
+        self.read().map(|r| r.canonical)
     }
 
     pub fn head_canonical(&self) -> Option<[u8; 32]> {
-        self.read.as_ref().map(|r| r.head_canonical)
+        self.read().map(|r| r.head_canonical)
     }
 
     pub fn trace_free(&self) -> Option<[u8; 32]> {
-        self.read.as_ref().map(|r| r.trace_free)
+        self.read().map(|r| r.trace_free)
     }
 }
 
@@ -210,23 +245,28 @@ pub(crate) fn keep_off(msgs: &mut Vec<Held>, taken: &[u32]) {
     }
 }
 
-/// What a server folder holds, and which of its messages are already accounted for.
+/// What a server folder holds, and which of its messages are already accounted for:
+/// 53 bytes a message (a [`Held`], its claim and its place in the Message-ID index).
 #[derive(Debug, Default)]
 pub struct Census {
+    /// In UID order (as servers list them): a UID is found by binary search, with no
+    /// index of its own.
     pub msgs: Vec<Held>,
     claimed: Vec<bool>,
     /// Indexes in `msgs` of the messages with a Message-ID, sorted by it:
     /// [`Census::with_id`] finds a Message-ID's messages by binary search. 4 bytes a
     /// message, where a map of Message-ID copies cost over 100.
     by_id: Vec<u32>,
-    /// (UID, index in `msgs`), sorted.
-    by_uid: Vec<(u32, u32)>,
     by_sha: HashMap<[u8; 32], Vec<usize>>,
     by_canonical: HashMap<[u8; 32], Vec<usize>>,
 }
 
 impl Census {
-    pub fn new(msgs: Vec<Held>) -> Census {
+    pub fn new(mut msgs: Vec<Held>) -> Census {
+        // Stable: a UID listed twice keeps its order (the last listed is the one found).
+        if !msgs.is_sorted_by_key(|m| m.uid) {
+            msgs.sort_by_key(|m| m.uid);
+        }
         let mut c = Census {
             claimed: vec![false; msgs.len()],
             ..Default::default()
@@ -235,22 +275,19 @@ impl Census {
             if m.message_id.is_some() {
                 c.by_id.push(i as u32);
             }
-            c.by_uid.push((m.uid, i as u32));
             c.index_bytes(i, m);
         }
         // Equal Message-IDs in census order, as before.
         c.by_id
             .sort_unstable_by_key(|&i| (msgs[i as usize].message_id, i));
-        c.by_uid.sort_unstable();
         c.msgs = msgs;
         c
     }
 
     /// The message with UID `uid` (the last listed, should a server list one twice).
     fn index_of_uid(&self, uid: u32) -> Option<usize> {
-        let end = self.by_uid.partition_point(|&(u, _)| u <= uid);
-        let &(u, i) = self.by_uid.get(end.checked_sub(1)?)?;
-        (u == uid).then_some(i as usize)
+        let i = self.msgs.partition_point(|m| m.uid <= uid).checked_sub(1)?;
+        (self.msgs[i].uid == uid).then_some(i)
     }
 
     /// The message with UID `uid`, claimed or not.
@@ -271,7 +308,7 @@ impl Census {
     }
 
     fn index_bytes(&mut self, i: usize, m: &Held) {
-        if let Some(r) = &m.read {
+        if let Some(r) = m.read() {
             self.by_sha.entry(r.sha).or_default().push(i);
             self.by_canonical.entry(r.canonical).or_default().push(i);
         }
@@ -290,12 +327,12 @@ impl Census {
         self.msgs
             .iter()
             .filter(|m| {
-                m.read.is_none()
+                m.read().is_none()
                     && match &m.message_id {
                         None => true,
                         Some(id) => {
                             ambiguous.contains(id)
-                                || sizes_by_id.get(id).is_some_and(|s| !s.contains(&m.size))
+                                || sizes_by_id.get(id).is_some_and(|s| !s.contains(&m.size()))
                         }
                     }
             })
@@ -309,7 +346,7 @@ impl Census {
             return;
         };
         let m = &mut self.msgs[i];
-        if m.read.is_some() {
+        if m.read().is_some() {
             return;
         }
         let r = ReadHashes {
@@ -320,7 +357,7 @@ impl Census {
         };
         self.by_sha.entry(r.sha).or_default().push(i);
         self.by_canonical.entry(r.canonical).or_default().push(i);
-        m.read = Some(Box::new(r));
+        m.rare_mut(true).expect("made").read = Some(r);
     }
 
     /// Claims a known UID (from APPENDUID or an earlier claim) if it is still there.
@@ -370,7 +407,7 @@ impl Census {
                 (Some(id), false) => self
                     .with_id(id)
                     .into_iter()
-                    .filter(|i| free(i) && k.sizes().contains(&msgs[*i].size))
+                    .filter(|i| free(i) && k.sizes().contains(&msgs[*i].size()))
                     .collect(),
                 _ => Vec::new(),
             },
@@ -391,7 +428,7 @@ impl Census {
                 };
                 let sized = by_id
                     .iter()
-                    .filter(|i| k.altered_sizes().any(|s| s == msgs[**i].size));
+                    .filter(|i| k.altered_sizes().any(|s| s == msgs[**i].size()));
                 k.forms()
                     .iter()
                     .filter_map(|s| self.by_canonical.get(s))
@@ -408,7 +445,7 @@ impl Census {
                 .filter(|i| {
                     let m = &msgs[*i];
                     free(i)
-                        && m.date == k.date
+                        && m.date() == k.date
                         && match (m.message_id, kid) {
                             (Some(a), Some(b)) => a == b,
                             _ => m.head_canonical() == Some(k.head_loose),
@@ -523,14 +560,14 @@ mod tests {
         MsgKey::of(b, sha(b), amb, date)
     }
 
-    fn ex(uid: u32, size: u64, mid: Option<&str>) -> Held {
+    fn ex(uid: u32, size: u32, mid: Option<&str>) -> Held {
         Held::new(uid, size, mid, FlagSet::default())
     }
 
     fn held(uid: u32, b: &[u8]) -> Held {
         ex(
             uid,
-            b.len() as u64,
+            b.len() as u32,
             crate::mail::identity::message_id_of(b).as_deref(),
         )
     }
@@ -578,8 +615,8 @@ mod tests {
         assert!(ka.by_bytes && kn.by_bytes);
         // The server holds `a` and the message without Message-ID; `b` is missing.
         let mut st = Census::new(vec![
-            ex(1, a.len() as u64, Some("same@x")),
-            ex(2, n.len() as u64, None),
+            ex(1, a.len() as u32, Some("same@x")),
+            ex(2, n.len() as u32, None),
         ]);
         assert_eq!(st.need_bytes(&amb, &HashMap::new()), vec![1, 2]);
         st.set_bytes(1, &a);
@@ -598,7 +635,7 @@ mod tests {
         let lf = b"Message-ID: <u@x>\n\nbody\n".to_vec();
         let k = key(&lf, &amb, None);
         assert!(!k.by_bytes);
-        let mut st = Census::new(vec![ex(7, crlf_len(&lf), Some("u@x"))]);
+        let mut st = Census::new(vec![ex(7, crlf_len(&lf) as u32, Some("u@x"))]);
         assert_eq!(st.claim(&k).map(|(_, e)| e.uid), Some(7));
         let mut st = Census::new(vec![ex(7, 3, Some("u@x"))]);
         assert!(
@@ -609,8 +646,8 @@ mod tests {
         let bin = b"Subject: b\r\n\r\nraw\0bytes\r\n".to_vec();
         let reenc = b"Subject: b\r\n\r\ncmF3AGJ5dGVz\r\n".to_vec();
         let k = key(&bin, &amb, Some(1000));
-        let mut e = ex(9, reenc.len() as u64, None);
-        e.date = Some(1000);
+        let e =
+            ex(9, reenc.len() as u32, None).with_internaldate(Some("01-Jan-1970 00:16:40 +0000"));
         let mut st = Census::new(vec![e]);
         st.set_bytes(9, &reenc);
         assert_eq!(st.claim(&k).map(|(_, e)| e.uid), Some(9));
@@ -755,7 +792,7 @@ mod tests {
     }
 
     /// Message-IDs are held and indexed as hashes: among many, a Message-ID finds its
-    /// own messages only, in census order, and a claim takes them one by one.
+    /// own messages only, in census (UID) order, and a claim takes them one by one.
     #[test]
     fn message_ids_find_their_own_messages_only() {
         let amb = HashSet::new();
@@ -766,8 +803,9 @@ mod tests {
         msgs.push(held(3, &a));
         msgs.push(ex(4, 9, None));
         let mut c = Census::new(msgs);
-        assert_eq!(c.with_id(IdHash::of("a@x")), vec![1, 492]);
-        assert_eq!(c.with_id(IdHash::of("77@x")), vec![69]);
+        // In UID order: 1, 2, 3, 4, then 10 to 499.
+        assert_eq!(c.with_id(IdHash::of("a@x")), vec![1, 2]);
+        assert_eq!(c.with_id(IdHash::of("77@x")), vec![71]);
         assert!(c.with_id(IdHash::of("nope@x")).is_empty());
         let ka = key(&a, &amb, None);
         assert_eq!(
@@ -781,15 +819,17 @@ mod tests {
         assert!(c.claim(&ka).is_none(), "b@x is not a@x");
     }
 
-    /// UIDs are found by binary search; a UID listed twice is its last listing, as the
-    /// map it replaced had it.
+    /// A census listed in any order is held in UID order and its UIDs found by binary
+    /// search; a UID listed twice is its last listing, as the map it replaced had it.
     #[test]
     fn uids_are_found_in_any_order() {
-        let m = |u| ex(u, 10, None);
-        let mut c = Census::new(vec![m(9), m(3), m(7), m(3)]);
-        assert_eq!(c.index_of_uid(9), Some(0));
+        let m = |u, size| ex(u, size, None);
+        let mut c = Census::new(vec![m(9, 1), m(3, 2), m(7, 3), m(3, 4)]);
+        let listed: Vec<(u32, u64)> = c.msgs.iter().map(|h| (h.uid, h.size())).collect();
+        assert_eq!(listed, [(3, 2), (3, 4), (7, 3), (9, 1)]);
+        assert_eq!(c.index_of_uid(9), Some(3));
         assert_eq!(c.index_of_uid(7), Some(2));
-        assert_eq!(c.index_of_uid(3), Some(3));
+        assert_eq!(c.held(3).map(|h| h.size()), Some(4));
         assert_eq!(c.index_of_uid(1), None);
         assert_eq!(c.index_of_uid(8), None);
         assert_eq!(c.index_of_uid(10), None);
@@ -810,7 +850,7 @@ mod tests {
     #[test]
     fn held_stays_compact() {
         assert_eq!(std::mem::size_of::<Option<IdHash>>(), 16);
-        assert_eq!(std::mem::size_of::<Held>(), 88);
+        assert_eq!(std::mem::size_of::<Held>(), 48);
     }
 
     /// INTERNALDATE's text comes back exactly as the server sent it, held compact
@@ -829,11 +869,12 @@ mod tests {
         ] {
             let e = h(Some(text));
             assert_eq!(e.internaldate().as_deref(), Some(text));
-            assert_eq!(e.date, date, "{text}");
-            assert_eq!(e.odd_date.is_none(), compact, "{text}");
+            assert_eq!(e.date(), date, "{text}");
+            assert_eq!(e.odd_date().is_none(), compact, "{text}");
         }
         assert_eq!(h(None).internaldate(), None);
-        assert_eq!((h(None).date, h(None).odd_date), (None, None));
+        assert_eq!((h(None).date(), h(None).odd_date()), (None, None));
+        assert!(h(None).rare.is_none(), "no box without an odd date");
     }
 
     /// The hand-written rendering is chrono's `%d-%b-%Y %H:%M:%S %z` (`%e` when

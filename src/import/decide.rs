@@ -184,7 +184,7 @@ mod tests {
     fn held(uid: u32, b: &[u8], flags: &[&str]) -> Held {
         Held::new(
             uid,
-            b.len() as u64,
+            b.len() as u32,
             identity::message_id_of(b).as_deref(),
             flags.iter().map(|s| s.to_string()).collect(),
         )

@@ -165,7 +165,7 @@ impl From<FetchedMessage> for Held {
         let message_id = m.header_fields.as_deref().and_then(identity::message_id_of);
         Held::new(
             m.uid.unwrap_or(0),
-            m.size.unwrap_or(0) as u64,
+            m.size.unwrap_or(0),
             message_id.as_deref(),
             m.flags.unwrap_or_default().into(),
         )
@@ -400,10 +400,10 @@ mod tests {
         ]);
         assert_eq!(c.msgs.len(), 1);
         let h = &c.msgs[0];
-        assert_eq!((h.uid, h.size), (7, 1234));
+        assert_eq!((h.uid, h.size()), (7, 1234));
         assert_eq!(h.message_id, Some(IdHash::of("a@b")));
         assert_eq!(h.flags.to_vec(), ["\\Seen", "$Label1"]);
-        assert_eq!(h.date, Some(1_704_067_200));
+        assert_eq!(h.date(), Some(1_704_067_200));
         assert_eq!(
             h.internaldate().as_deref(),
             Some("01-Jan-2024 09:00:00 +0900")

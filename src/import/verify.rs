@@ -85,7 +85,7 @@ pub(super) fn verify_item(gid: usize, r: &Rec, m: &MessageRecord, mode: VerifyMo
         uid,
         uidvalidity,
         key,
-        flags: r.flags.clone(),
+        flags: r.flags,
         date: m.internaldate_secs(),
         present: matches!(r.st, St::There(_)),
         other_delivery: r.other_delivery,
@@ -354,7 +354,7 @@ async fn verify_folder_by(
                 .msgs
                 .iter()
                 .filter(|m| m.message_id.is_some() && m.message_id == it.key.id_hash())
-                .map(|m| format!("UID {} with {} bytes", m.uid, m.size))
+                .map(|m| format!("UID {} with {} bytes", m.uid, m.size()))
                 .collect();
             let mut why = "missing on the destination after the import".to_string();
             if !near.is_empty() {
@@ -455,12 +455,12 @@ fn compare_metadata(it: &VerifyItem, e: &Held) -> Metadata {
     if it.other_delivery {
         notes.push(format!(
             "another delivery of the same mail ({} bytes; archived {}): only trace fields such as Received differ",
-            e.size, it.key.sizes()[0]
+            e.size(), it.key.sizes()[0]
         ));
-    } else if !it.key.sizes().contains(&e.size) {
+    } else if !it.key.sizes().contains(&e.size()) {
         problems.push(format!(
             "the server stores it altered: size differs (archived {} bytes, CRLF form {}, server {})",
-            it.key.sizes()[0], it.key.sizes()[1], e.size
+            it.key.sizes()[0], it.key.sizes()[1], e.size()
         ));
     }
     let (missing, extra) = crate::reconcile::flag_gap(&it.flags.to_vec(), &e.flags.to_vec());
@@ -495,7 +495,7 @@ fn compare_metadata(it: &VerifyItem, e: &Held) -> Metadata {
         let server = e.internaldate();
         let server = server.as_deref().unwrap_or("none");
         let archived = it.date_text.as_deref().unwrap_or("none");
-        if e.date == Some(want) {
+        if e.date() == Some(want) {
         } else if it.present {
             notes.push(format!(
                 "INTERNALDATE differs: archived {archived}, server {server} (IMAP cannot change the date of a message already there)"
@@ -690,9 +690,13 @@ mod tests {
     }
 
     fn held(flags: &[&str], date: &str) -> Held {
+        held_sized(27, flags, date)
+    }
+
+    fn held_sized(size: u32, flags: &[&str], date: &str) -> Held {
         Held::new(
             1,
-            27,
+            size,
             Some("m@x"),
             flags.iter().map(|f| f.to_string()).collect(),
         )
@@ -717,8 +721,7 @@ mod tests {
     #[test]
     fn a_failure_names_both_values() {
         let it = item(false);
-        let mut h = held(&["\\Seen", "\\Flagged"], OTHER);
-        h.size = 99;
+        let h = held_sized(99, &["\\Seen", "\\Flagged"], OTHER);
         let m = compare_metadata(&it, &h);
         let date = m.problems.iter().find(|p| p.contains("INTERNALDATE"));
         assert!(

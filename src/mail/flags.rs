@@ -81,65 +81,93 @@ const BITS: [&str; 6] = [
 ];
 
 /// A message's flags held compact, for the per-message state of import and `verify
-/// --against` (a million at a time): the system flags as bits, every other flag
-/// (keywords, odd spellings) as its number in a process-wide table of the distinct
-/// ones seen. 24 bytes and no allocation for a message with system flags only, where a
-/// `Vec<String>` of `\Seen` costs about 90. [`FlagSet::to_vec`] gives back every flag as
-/// it was written: the system flags first (in the order of [`BITS`]), then the others
-/// in their order; a repeated system flag comes back once.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct FlagSet {
-    bits: u8,
-    others: Option<Box<[u32]>>,
-}
+/// --against` (a million at a time): 4 bytes, no allocation. The system flags are its
+/// low 6 bits; every other flag (keywords, odd spellings) is in a list, and the rest
+/// of the value is that list's number in a process-wide table of the distinct lists
+/// seen (0: none), as each flag is a number in a table of distinct spellings. A folder
+/// uses a handful of keyword lists, so a million messages cost 4 MB, where a
+/// `Vec<String>` of `\Seen` each costs about 90. [`FlagSet::to_vec`] gives back every
+/// flag as it was written: the system flags first (in the order of [`BITS`]), then the
+/// others in their order; a repeated system flag comes back once.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct FlagSet(u32);
 
-/// The table [`FlagSet`] numbers its other flags by: one entry per distinct spelling.
+/// Bits of a [`FlagSet`] taken by the system flags, one each of [`BITS`].
+const SYSTEM_BITS: u32 = BITS.len() as u32;
+
+/// The tables [`FlagSet`] numbers its other flags by: one entry per distinct spelling,
+/// and one per distinct list of them.
 #[derive(Default)]
 struct Interned {
     names: Vec<std::sync::Arc<str>>,
     ids: std::collections::HashMap<std::sync::Arc<str>, u32>,
+    lists: Vec<std::sync::Arc<[u32]>>,
+    list_ids: std::collections::HashMap<std::sync::Arc<[u32]>, u32>,
+}
+
+impl Interned {
+    fn name(&mut self, f: &str) -> u32 {
+        if let Some(&id) = self.ids.get(f) {
+            return id;
+        }
+        let id = u32::try_from(self.names.len()).expect("under 4G distinct flags");
+        let name: std::sync::Arc<str> = f.into();
+        self.names.push(name.clone());
+        self.ids.insert(name, id);
+        id
+    }
+
+    /// The number of a list of flags (from 1), as it fits above the system bits.
+    fn list(&mut self, l: Vec<u32>) -> u32 {
+        if let Some(&n) = self.list_ids.get(l.as_slice()) {
+            return n;
+        }
+        let n = u32::try_from(self.lists.len() + 1)
+            .ok()
+            .filter(|n| *n < 1 << (32 - SYSTEM_BITS))
+            // Each list is a distinct combination some message carries: 67 million of
+            // them would take gigabytes before this.
+            .expect("under 2^26 distinct keyword lists");
+        let l: std::sync::Arc<[u32]> = l.into();
+        self.lists.push(l.clone());
+        self.list_ids.insert(l, n);
+        n
+    }
 }
 
 static INTERNED: std::sync::LazyLock<std::sync::Mutex<Interned>> =
     std::sync::LazyLock::new(Default::default);
 
 fn interned() -> std::sync::MutexGuard<'static, Interned> {
-    // The table is only ever added to: one a panic left behind is still whole.
+    // The tables are only ever added to: one a panic left behind is still whole.
     INTERNED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl FlagSet {
     pub fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(flags: I) -> FlagSet {
-        let mut bits = 0u8;
+        let mut bits = 0u32;
         let mut others = Vec::new();
         for f in flags {
             let f = f.as_ref();
             match BITS.iter().position(|b| *b == f) {
                 Some(i) => bits |= 1 << i,
-                None => {
-                    let mut t = interned();
-                    let id = match t.ids.get(f) {
-                        Some(&id) => id,
-                        None => {
-                            let id = u32::try_from(t.names.len()).expect("under 4G distinct flags");
-                            let name: std::sync::Arc<str> = f.into();
-                            t.names.push(name.clone());
-                            t.ids.insert(name, id);
-                            id
-                        }
-                    };
-                    others.push(id);
-                }
+                None => others.push(interned().name(f)),
             }
         }
-        FlagSet {
-            bits,
-            others: (!others.is_empty()).then(|| others.into_boxed_slice()),
-        }
+        let list = if others.is_empty() {
+            0
+        } else {
+            interned().list(others)
+        };
+        FlagSet(list << SYSTEM_BITS | bits)
+    }
+
+    fn list(self) -> u32 {
+        self.0 >> SYSTEM_BITS
     }
 
     pub fn is_empty(&self) -> bool {
-        self.bits == 0 && self.others.is_none()
+        self.0 == 0
     }
 
     /// Every flag, as written (see [`FlagSet`] for the order).
@@ -147,14 +175,21 @@ impl FlagSet {
         let mut out: Vec<String> = BITS
             .iter()
             .enumerate()
-            .filter(|(i, _)| self.bits & (1 << i) != 0)
+            .filter(|(i, _)| self.0 & (1 << i) != 0)
             .map(|(_, b)| b.to_string())
             .collect();
-        if let Some(o) = &self.others {
+        if self.list() != 0 {
             let t = interned();
-            out.extend(o.iter().map(|&id| t.names[id as usize].to_string()));
+            let l = &t.lists[self.list() as usize - 1];
+            out.extend(l.iter().map(|&id| t.names[id as usize].to_string()));
         }
         out
+    }
+}
+
+impl std::fmt::Debug for FlagSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.to_vec()).finish()
     }
 }
 
@@ -192,7 +227,7 @@ mod tests {
     fn flag_sets_round_trip() {
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert!(FlagSet::new(Vec::<String>::new()).is_empty());
-        assert_eq!(std::mem::size_of::<FlagSet>(), 24);
+        assert_eq!(std::mem::size_of::<FlagSet>(), 4);
         // System flags as bits, in their fixed order; the rest as written, in order,
         // non-ASCII and odd spellings included.
         let f = FlagSet::new([
@@ -224,7 +259,7 @@ mod tests {
         ]);
         assert_eq!(FlagSet::from(all.clone()).to_vec(), all);
         assert!(
-            FlagSet::from(all).others.is_none(),
+            FlagSet::from(all).list() == 0,
             "system flags take no table entry"
         );
         // One table entry per distinct spelling: equal sets are equal values.
@@ -236,7 +271,8 @@ mod tests {
         assert_ne!(FlagSet::new(["\\Seen"]), FlagSet::new(["\\Seen", "$Junk"]));
         let a = FlagSet::new(["\u{65e5}\u{672c}"]);
         let b = FlagSet::new(["\u{65e5}\u{672c}"]);
-        assert_eq!(a.others, b.others);
+        assert_eq!(a.list(), b.list());
+        assert_ne!(a.list(), 0);
         assert_eq!(a.to_vec(), v(&["\u{65e5}\u{672c}"]));
         // The comparisons made on flags give what they gave on the strings.
         let orig = v(&["$A", "\\Seen", "\\flagged"]);

@@ -710,8 +710,8 @@ async fn read_bytes(
         let want: Vec<(u32, u64)> = census
             .msgs
             .iter()
-            .filter(|m| m.read.is_none())
-            .map(|m| (m.uid, m.size))
+            .filter(|m| m.read().is_none())
+            .map(|m| (m.uid, m.size()))
             .collect();
         progress.inc_length(want.iter().map(|w| w.1).sum());
         let mut i = 0;
@@ -730,7 +730,7 @@ async fn read_bytes(
             .await?;
             i = j;
         }
-        sum.bodies_compared += census.msgs.iter().filter(|m| m.read.is_some()).count() as u64;
+        sum.bodies_compared += census.msgs.iter().filter(|m| m.read().is_some()).count() as u64;
     }
     Ok(())
 }
@@ -838,7 +838,7 @@ fn compare_folder(
             // its UID (above), size and arrival.
             format!(
                 "on the server ({} bytes{}), not in the archive",
-                x.size,
+                x.size(),
                 x.internaldate()
                     .map(|d| format!(", arrived {d}"))
                     .unwrap_or_default()
@@ -887,17 +887,18 @@ fn compare_pair(r: &Rec, h: &Held, how: Match, full: bool, folder: &str, out: &m
             detail,
         ))
     };
-    if how == Match::Uid && h.size != m.size {
+    if how == Match::Uid && h.size() != m.size {
         push(
             Level::Error,
             "size-differs",
             format!(
                 "the server says {} bytes, the archive holds {}",
-                h.size, m.size
+                h.size(),
+                m.size
             ),
         );
     }
-    if full && h.read.is_none() {
+    if full && h.read().is_none() {
         push(
             Level::Error,
             "not-fetched",
@@ -909,7 +910,7 @@ fn compare_pair(r: &Rec, h: &Held, how: Match, full: bool, folder: &str, out: &m
             "server-altered",
             format!(
                 "the server holds it as servers rewrite NUL, 8-bit header bytes or line ends ({} bytes, archived {})",
-                h.size, m.size
+                h.size(), m.size
             ),
         );
     } else if full && !exact {
@@ -922,11 +923,15 @@ fn compare_pair(r: &Rec, h: &Held, how: Match, full: bool, folder: &str, out: &m
                 m.sha256
             ),
         );
-    } else if how == Match::Rewritten && !r.key.sizes().contains(&h.size) {
+    } else if how == Match::Rewritten && !r.key.sizes().contains(&h.size()) {
         push(
             Level::Error,
             "size-differs",
-            format!("the server holds {} bytes, the archive {}", h.size, m.size),
+            format!(
+                "the server holds {} bytes, the archive {}",
+                h.size(),
+                m.size
+            ),
         );
     }
 }
