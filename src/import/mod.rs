@@ -106,7 +106,7 @@ pub struct ImportOptions {
 /// the README's *A million messages*). A pass costs little more than its round trips
 /// now that neither the archive nor a folder is read again for it; its records, keys
 /// and verification items (~850 bytes a message) sit beside the census of a folder
-/// imported in parts, ~100 bytes for each message of it on the server.
+/// imported in parts, 53 bytes for each message of it on the server.
 pub const MESSAGES_PER_PASS: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
