@@ -180,8 +180,9 @@ impl From<FetchedMessage> for Held {
 /// left): two round trips for the lot, one when every folder is empty (a first
 /// import), where one by one cost three per folder. As before, an empty folder's
 /// messages are never fetched. A folder holding messages whose bytes must be compared
-/// has those bytes read with the folder opened again. `Err` when the session failed: the caller then learns
-/// folder by folder (on fresh connections as needed), exactly as without the pipeline.
+/// has those bytes read with the folder opened again. `Err` when the session failed:
+/// the caller then learns folder by folder (on fresh connections as needed), exactly as
+/// without the pipeline.
 async fn learn_pipelined(
     s: &mut ImapSession,
     to_learn: &[usize],
@@ -222,13 +223,10 @@ async fn learn_pipelined(
             (Err(e), _) | (_, Err(e)) => Err(e),
             (Ok(st), Ok(msgs)) => {
                 let census = census_of(msgs);
+                let whole = census.need_bytes(&f.ambiguous, &f.sizes_by_id).is_empty();
                 let permanent = (!st.permanent_flags.is_empty()).then_some(st.permanent_flags);
                 let learned = (census, permanent, st.uidvalidity);
-                if learned
-                    .0
-                    .need_bytes(&f.ambiguous, &f.sizes_by_id)
-                    .is_empty()
-                {
+                if whole {
                     Ok(learned)
                 } else {
                     complete_census(s, f, learned, read_only).await
