@@ -148,18 +148,15 @@ impl Held {
         self.date = parsed.map_or(NO_DATE, |d| d.timestamp());
         self.zone = text.zip(parsed).and_then(|(t, d)| Zone::rendering(t, &d));
         let odd = text.filter(|_| self.zone.is_none());
-        if let Some(r) = self.rare_mut(odd.is_some()) {
-            r.odd_date = odd.map(Into::into);
+        if odd.is_some() || self.rare.is_some() {
+            self.rare_mut().odd_date = odd.map(Into::into);
         }
         self
     }
 
-    /// The box of what few messages have, made if `make`.
-    fn rare_mut(&mut self, make: bool) -> Option<&mut Rare> {
-        if make && self.rare.is_none() {
-            self.rare = Some(Box::default());
-        }
-        self.rare.as_deref_mut()
+    /// The box of what few messages have, made on first use.
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
     }
 
     pub fn size(&self) -> u64 {
@@ -275,7 +272,9 @@ impl Census {
             if m.message_id.is_some() {
                 c.by_id.push(i as u32);
             }
-            c.index_bytes(i, m);
+            if let Some(r) = m.read() {
+                c.index_bytes(i, r);
+            }
         }
         // Equal Message-IDs in census order, as before.
         c.by_id
@@ -307,11 +306,9 @@ impl Census {
             .collect()
     }
 
-    fn index_bytes(&mut self, i: usize, m: &Held) {
-        if let Some(r) = m.read() {
-            self.by_sha.entry(r.sha).or_default().push(i);
-            self.by_canonical.entry(r.canonical).or_default().push(i);
-        }
+    fn index_bytes(&mut self, i: usize, r: &ReadHashes) {
+        self.by_sha.entry(r.sha).or_default().push(i);
+        self.by_canonical.entry(r.canonical).or_default().push(i);
     }
 
     /// UIDs whose bytes must be read before `claim` can decide: messages without a
@@ -345,8 +342,7 @@ impl Census {
         let Some(i) = self.index_of_uid(uid) else {
             return;
         };
-        let m = &mut self.msgs[i];
-        if m.read().is_some() {
+        if self.msgs[i].read().is_some() {
             return;
         }
         let r = ReadHashes {
@@ -355,9 +351,8 @@ impl Census {
             head_canonical: canonical_sha256(crate::mail::headers::header_section(bytes)),
             trace_free: crate::mail::identity::trace_free_sha256(bytes),
         };
-        self.by_sha.entry(r.sha).or_default().push(i);
-        self.by_canonical.entry(r.canonical).or_default().push(i);
-        m.rare_mut(true).expect("made").read = Some(r);
+        self.index_bytes(i, &r);
+        self.msgs[i].rare_mut().read = Some(r);
     }
 
     /// Claims a known UID (from APPENDUID or an earlier claim) if it is still there.

@@ -34,7 +34,9 @@ pub(super) async fn learn(
         Census::default()
     } else {
         let mut census = census_of(s.identities(st.exists).await?);
-        read_needed_bytes(s, &mut census, ambiguous, sizes_by_id).await?;
+        let need = census.need_bytes(ambiguous, sizes_by_id);
+        s.fetch_bodies(&need, |uid, b| census.set_bytes(uid, b))
+            .await?;
         census
     };
     if !read_only {
@@ -107,29 +109,15 @@ pub(super) fn census_for_part(d: &mut DestState, kept: Census) {
     d.state = kept;
 }
 
-/// Reads the bytes of the open folder's messages that [`Census::claim`] cannot pair
-/// without them (see [`Census::need_bytes`]): few in most folders.
-async fn read_needed_bytes(
-    s: &mut ImapSession,
-    census: &mut Census,
-    ambiguous: &HashSet<String>,
-    sizes_by_id: &HashMap<IdHash, Vec<u64>>,
-) -> Result<(), ImapError> {
-    let need = census.need_bytes(ambiguous, sizes_by_id);
-    if need.is_empty() {
-        return Ok(());
-    }
-    s.fetch_bodies(&need, |uid, b| census.set_bytes(uid, b))
-        .await
-}
-
-/// The bytes a census read in a pipeline needs, read with the folder opened again: the
-/// census itself is not read twice. Should the folder's UIDVALIDITY have changed in
-/// between, its UIDs name other messages: the folder is learned again whole.
+/// The bytes a census read in a pipeline needs (`need`, from [`Census::need_bytes`]),
+/// read with the folder opened again: the census itself is not read twice. Should the
+/// folder's UIDVALIDITY have changed in between, its UIDs name other messages: the
+/// folder is learned again whole.
 async fn complete_census(
     s: &mut ImapSession,
     f: &DestRef,
     learned: Learned,
+    need: &[u32],
     read_only: bool,
 ) -> Result<Learned, ImapError> {
     let (mut census, permanent, uidvalidity) = learned;
@@ -144,7 +132,8 @@ async fn complete_census(
         }
         return learn(s, &f.raw, &f.ambiguous, &f.sizes_by_id, read_only, false).await;
     }
-    read_needed_bytes(s, &mut census, &f.ambiguous, &f.sizes_by_id).await?;
+    s.fetch_bodies(need, |uid, b| census.set_bytes(uid, b))
+        .await?;
     if !read_only {
         s.unselect().await?;
     }
@@ -223,13 +212,13 @@ async fn learn_pipelined(
             (Err(e), _) | (_, Err(e)) => Err(e),
             (Ok(st), Ok(msgs)) => {
                 let census = census_of(msgs);
-                let whole = census.need_bytes(&f.ambiguous, &f.sizes_by_id).is_empty();
+                let need = census.need_bytes(&f.ambiguous, &f.sizes_by_id);
                 let permanent = (!st.permanent_flags.is_empty()).then_some(st.permanent_flags);
                 let learned = (census, permanent, st.uidvalidity);
-                if whole {
+                if need.is_empty() {
                     Ok(learned)
                 } else {
-                    complete_census(s, f, learned, read_only).await
+                    complete_census(s, f, learned, &need, read_only).await
                 }
             }
         };
